@@ -1,0 +1,122 @@
+//! The guest's typed errors: one variant per cause, each naming the entry or field at fault.
+
+use crate::limits::LimitKind;
+
+/// Why an archive entry was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryProblem {
+    /// The name starts with `/`.
+    #[error("absolute path")]
+    AbsolutePath,
+    /// A `..` component could climb out of the package directory.
+    #[error("`..` component")]
+    ParentComponent,
+    /// A `.` component: harmless on its own but never produced by honest packers.
+    #[error("`.` component")]
+    CurrentComponent,
+    /// `a//b`: an empty component.
+    #[error("empty path component")]
+    EmptyComponent,
+    /// A backslash, which Windows treats as a separator.
+    #[error("backslash in name")]
+    Backslash,
+    /// `C:` and the like: a Windows drive prefix.
+    #[error("drive letter")]
+    DriveLetter,
+    /// NUL or another control character.
+    #[error("control character in name")]
+    ControlCharacter,
+    /// The name is not valid UTF-8.
+    #[error("name is not UTF-8")]
+    NotUtf8,
+    /// More than [`crate::limits::MAX_PATH_DEPTH`] components.
+    #[error("path deeper than {max} components", max = crate::limits::MAX_PATH_DEPTH)]
+    TooDeep,
+    /// One component longer than [`crate::limits::MAX_COMPONENT_BYTES`] bytes.
+    #[error("path component longer than {max} bytes", max = crate::limits::MAX_COMPONENT_BYTES)]
+    ComponentTooLong,
+    /// A symbolic link: could point anywhere once extracted.
+    #[error("symbolic link")]
+    Symlink,
+    /// A hard link (PKWARE Unix extra field carrying a link target).
+    #[error("hard link")]
+    HardLink,
+    /// A FIFO, device, socket or any type other than file or directory.
+    #[error("special file ({0})")]
+    SpecialFile(String),
+    /// The same name as an earlier entry, also after case folding and NFC.
+    #[error("duplicate of `{0}`")]
+    Duplicate(String),
+    /// Encrypted entries cannot be inspected, so they are refused.
+    #[error("encrypted entry")]
+    Encrypted,
+    /// A compression method this extractor does not implement.
+    #[error("unsupported compression method {0}")]
+    UnsupportedCompression(String),
+    /// The entry's data is damaged (bad CRC, truncated stream …).
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+}
+
+/// Everything that can make the guest refuse a package.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GuestError {
+    /// The archive is not a readable zip file at all.
+    #[error("archive unreadable: {0}")]
+    ArchiveUnreadable(String),
+    /// One entry breaks a safety rule.
+    #[error("unsafe entry `{entry}`: {problem}")]
+    UnsafeEntry {
+        /// The entry's name as stored (control characters escaped).
+        entry: String,
+        /// What is wrong with it.
+        problem: EntryProblem,
+    },
+    /// The archive needs more resources than the limits allow.
+    #[error("limit exceeded: {} over {max}{}", kind.as_str(), entry.as_ref().map(|e| format!(" at entry `{e}`")).unwrap_or_default())]
+    LimitExceeded {
+        /// Which limit.
+        kind: LimitKind,
+        /// The entry being processed when it tripped, if any.
+        entry: Option<String>,
+        /// The limit's value.
+        max: u64,
+    },
+    /// No `agent.yaml` at the archive root.
+    #[error("manifest missing: the archive has no agent.yaml at its root")]
+    ManifestMissing,
+    /// `agent.yaml` exists but is not acceptable.
+    #[error("manifest invalid{}: {message}", field.as_ref().map(|f| format!(" at field `{f}`")).unwrap_or_default())]
+    ManifestInvalid {
+        /// The offending field (dotted path), or `None` for document-level errors.
+        field: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
+    /// Writing the extracted tree failed (disk full, permission …).
+    #[error("i/o error{}: {message}", entry.as_ref().map(|e| format!(" at entry `{e}`")).unwrap_or_default())]
+    Io {
+        /// The entry being written, if any.
+        entry: Option<String>,
+        /// The operating system's message.
+        message: String,
+    },
+}
+
+impl GuestError {
+    /// Shorthand for an [`GuestError::UnsafeEntry`].
+    pub fn unsafe_entry(entry: &str, problem: EntryProblem) -> Self {
+        GuestError::UnsafeEntry {
+            entry: entry.to_owned(),
+            problem,
+        }
+    }
+
+    /// Shorthand for a [`GuestError::ManifestInvalid`] naming a field.
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        GuestError::ManifestInvalid {
+            field: Some(field.to_owned()),
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! The sandboxed half of par: everything that touches untrusted APKG bytes.
+//!
+//! Built as a `wasm32-wasip2` component (see [`component`], compiled only for
+//! wasm) that the host runs under wasmtime with two preopened directories and
+//! nothing else. The same pure logic compiles natively so unit tests and
+//! fuzzers can call it directly.
+
+pub mod archive;
+pub mod error;
+pub mod limits;
+pub mod manifest;
+pub mod path;
+pub mod policy;
+
+#[cfg(target_arch = "wasm32")]
+mod component;
+
+pub use archive::{ExtractOptions, ExtractReport, extract, inspect};
+pub use error::{EntryProblem, GuestError};
+pub use limits::{LimitKind, Limits};
+pub use manifest::{Entrypoint, Manifest};

@@ -1,0 +1,420 @@
+//! `agent.yaml`: parsed with serde_yaml, validated into typed fields.
+//!
+//! Real packages differ a lot (runtime as a string or a mapping, optional
+//! entrypoint, many optional sections), so only the fields the loader relies
+//! on are typed and checked; every other field is kept verbatim in
+//! [`Manifest::document`] and never makes a manifest invalid.
+
+use serde::Serialize;
+use serde_yaml::Value;
+
+use crate::error::GuestError;
+
+/// Deepest nesting accepted anywhere in the document.
+const MAX_DEPTH: usize = 64;
+/// Most YAML nodes accepted, so a large document stays cheap to convert.
+const MAX_NODES: usize = 100_000;
+
+/// The validated manifest.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Manifest {
+    /// Package name: a safe path component, it becomes part of a directory name.
+    pub name: String,
+    /// Version exactly as written (`1.10` stays `1.10`); also a safe path component.
+    pub version: String,
+    /// `module.path:attr` the runtime starts, if the package names one.
+    pub entrypoint: Option<Entrypoint>,
+    /// The whole document as JSON, unknown fields included, `version` as text.
+    pub document: serde_json::Value,
+}
+
+/// A Python entrypoint: a dotted module path and an optional attribute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Entrypoint {
+    /// Dotted module path, each part a Python identifier.
+    pub module: String,
+    /// Attribute looked up on the module, if given after `:`.
+    pub attr: Option<String>,
+}
+
+/// Parses and validates `agent.yaml`'s bytes.
+pub fn parse(bytes: &[u8]) -> Result<Manifest, GuestError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| GuestError::ManifestInvalid {
+        field: None,
+        message: format!("not UTF-8: {e}"),
+    })?;
+    let value: Value = serde_yaml::from_str(text).map_err(|e| GuestError::ManifestInvalid {
+        field: None,
+        message: e.to_string(),
+    })?;
+    let mut nodes = 0;
+    check_shape(&value, "", 0, &mut nodes)?;
+    let Value::Mapping(map) = &value else {
+        return Err(GuestError::ManifestInvalid {
+            field: None,
+            message: "the document must be a mapping of fields".into(),
+        });
+    };
+    let name = match map.get("name") {
+        None | Some(Value::Null) => return Err(GuestError::field("name", "is required")),
+        Some(Value::String(name)) => name.clone(),
+        Some(_) => return Err(GuestError::field("name", "must be a string")),
+    };
+    check_path_component("name", &name, false)?;
+    let version = match map.get("version") {
+        None | Some(Value::Null) => return Err(GuestError::field("version", "is required")),
+        Some(Value::String(version)) => version.clone(),
+        Some(Value::Number(number)) => number_as_written(text, number),
+        Some(_) => return Err(GuestError::field("version", "must be a string or a number")),
+    };
+    check_path_component("version", &version, true)?;
+    let entrypoint = match map.get("entrypoint") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(spec)) => Some(parse_entrypoint(spec)?),
+        Some(_) => return Err(GuestError::field("entrypoint", "must be a string `module.path:attr`")),
+    };
+    match map.get("runtime") {
+        None | Some(Value::Null | Value::String(_) | Value::Mapping(_)) => {}
+        Some(_) => {
+            return Err(GuestError::field(
+                "runtime",
+                "must be a string (`python3.11`) or a mapping (`python: \">=3.8\"`)",
+            ));
+        }
+    }
+    let mut document = to_json(&value, "")?;
+    if let serde_json::Value::Object(fields) = &mut document {
+        fields.insert("version".into(), serde_json::Value::String(version.clone()));
+    }
+    Ok(Manifest {
+        name,
+        version,
+        entrypoint,
+        document,
+    })
+}
+
+/// Refuses YAML tags, excessive nesting and excessive size anywhere in the document.
+fn check_shape(value: &Value, at: &str, depth: usize, nodes: &mut usize) -> Result<(), GuestError> {
+    *nodes += 1;
+    let field = || (!at.is_empty()).then(|| at.to_owned());
+    if *nodes > MAX_NODES {
+        return Err(GuestError::ManifestInvalid {
+            field: None,
+            message: format!("more than {MAX_NODES} values"),
+        });
+    }
+    if depth > MAX_DEPTH {
+        return Err(GuestError::ManifestInvalid {
+            field: field(),
+            message: format!("nested deeper than {MAX_DEPTH} levels"),
+        });
+    }
+    match value {
+        Value::Tagged(tagged) => Err(GuestError::ManifestInvalid {
+            field: field(),
+            message: format!("YAML tags are not allowed (found `{}`)", tagged.tag),
+        }),
+        Value::Sequence(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, item)| check_shape(item, &format!("{at}[{i}]"), depth + 1, nodes)),
+        Value::Mapping(map) => map.iter().try_for_each(|(key, item)| {
+            check_shape(key, at, depth + 1, nodes)?;
+            check_shape(item, &join_field(at, &key_text(key)), depth + 1, nodes)
+        }),
+        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => Ok(()),
+    }
+}
+
+fn join_field(at: &str, key: &str) -> String {
+    if at.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{at}.{key}")
+    }
+}
+
+fn key_text(key: &Value) -> String {
+    match key {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Null => "null".into(),
+        _ => "<complex key>".into(),
+    }
+}
+
+/// Recovers how a top-level numeric `version` was spelled (`1.10`, not `1.1`).
+/// YAML parsers keep only the number, so the plain scalar is read back from the
+/// source line; if that fails to match the parsed number, the number is used.
+fn number_as_written(text: &str, number: &serde_yaml::Number) -> String {
+    let written = text.lines().find_map(|line| {
+        let rest = line.strip_prefix("version")?.trim_start().strip_prefix(':')?;
+        let scalar = rest.split(" #").next()?.trim();
+        Some(scalar.to_owned())
+    });
+    match written {
+        Some(scalar) if scalar.parse::<f64>().ok() == number.as_f64() => scalar,
+        _ => number.to_string(),
+    }
+}
+
+/// Names become directory names (`{name}@{version}`), so only a conservative alphabet passes.
+fn check_path_component(field: &str, value: &str, allow_plus: bool) -> Result<(), GuestError> {
+    let max = 128;
+    if value.is_empty() || value.len() > max {
+        return Err(GuestError::field(field, format!("must be 1 to {max} characters")));
+    }
+    let first_ok = value.as_bytes()[0].is_ascii_alphanumeric();
+    let rest_ok = value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') || (allow_plus && b == b'+'));
+    if !first_ok || !rest_ok {
+        let extra = if allow_plus { ", `+`" } else { "" };
+        return Err(GuestError::field(
+            field,
+            format!(
+                "`{}` must start with a letter or digit and hold only letters, digits, `.`, `_`, `-`{extra}",
+                value.escape_default()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses `module.path:attr` (attribute optional), each part a Python identifier.
+pub fn parse_entrypoint(spec: &str) -> Result<Entrypoint, GuestError> {
+    let (module, attr) = match spec.split_once(':') {
+        Some((module, attr)) => (module, Some(attr)),
+        None => (spec, None),
+    };
+    if !is_dotted_identifier(module) {
+        return Err(GuestError::field(
+            "entrypoint",
+            format!("module `{}` is not a dotted Python identifier", module.escape_default()),
+        ));
+    }
+    if let Some(attr) = attr
+        && !is_identifier(attr)
+    {
+        return Err(GuestError::field(
+            "entrypoint",
+            format!("attribute `{}` is not a Python identifier", attr.escape_default()),
+        ));
+    }
+    Ok(Entrypoint {
+        module: module.to_owned(),
+        attr: attr.map(str::to_owned),
+    })
+}
+
+/// `a.b.c` where each part is a Python identifier; the host checks the same rule.
+pub fn is_dotted_identifier(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 256 && text.split('.').all(is_identifier)
+}
+
+/// An ASCII Python identifier that is not a keyword.
+pub fn is_identifier(text: &str) -> bool {
+    const KEYWORDS: &[&str] = &[
+        "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue", "def", "del",
+        "elif", "else", "except", "finally", "for", "from", "global", "if", "import", "in", "is", "lambda", "nonlocal",
+        "not", "or", "pass", "raise", "return", "try", "while", "with", "yield",
+    ];
+    let mut bytes = text.bytes();
+    let Some(first) = bytes.next() else {
+        return false;
+    };
+    (first.is_ascii_alphabetic() || first == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !KEYWORDS.contains(&text)
+}
+
+/// Converts YAML to JSON; non-string scalar keys become their text.
+fn to_json(value: &Value, at: &str) -> Result<serde_json::Value, GuestError> {
+    Ok(match value {
+        Value::Null => serde_json::Value::Null,
+        Value::Bool(b) => serde_json::Value::Bool(*b),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                i.into()
+            } else if let Some(u) = n.as_u64() {
+                u.into()
+            } else {
+                n.as_f64()
+                    .and_then(serde_json::Number::from_f64)
+                    .map_or_else(|| serde_json::Value::String(n.to_string()), serde_json::Value::Number)
+            }
+        }
+        Value::String(s) => serde_json::Value::String(s.clone()),
+        Value::Sequence(items) => serde_json::Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| to_json(item, &format!("{at}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Mapping(map) => {
+            let mut object = serde_json::Map::new();
+            for (key, item) in map {
+                if matches!(key, Value::Sequence(_) | Value::Mapping(_) | Value::Tagged(_)) {
+                    return Err(GuestError::ManifestInvalid {
+                        field: (!at.is_empty()).then(|| at.to_owned()),
+                        message: "mapping keys must be plain scalars".into(),
+                    });
+                }
+                let key = key_text(key);
+                let item = to_json(item, &join_field(at, &key))?;
+                object.insert(key, item);
+            }
+            serde_json::Value::Object(object)
+        }
+        Value::Tagged(_) => {
+            return Err(GuestError::ManifestInvalid {
+                field: (!at.is_empty()).then(|| at.to_owned()),
+                message: "YAML tags are not allowed".into(),
+            });
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(yaml: &str) -> Manifest {
+        parse(yaml.as_bytes()).expect("manifest should parse")
+    }
+
+    fn field_of(yaml: &str) -> Option<String> {
+        match parse(yaml.as_bytes()) {
+            Err(GuestError::ManifestInvalid { field, .. }) => field,
+            other => panic!("expected ManifestInvalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn minimal_manifest() {
+        let m = ok("name: vivid-commenter\nversion: 1.0.1\nentrypoint: src.main:agent\n");
+        assert_eq!(m.name, "vivid-commenter");
+        assert_eq!(m.version, "1.0.1");
+        let ep = m.entrypoint.expect("entrypoint");
+        assert_eq!(ep.module, "src.main");
+        assert_eq!(ep.attr.as_deref(), Some("agent"));
+    }
+
+    #[test]
+    fn numeric_version_keeps_its_spelling() {
+        assert_eq!(ok("name: a\nversion: 1.10\n").version, "1.10");
+        assert_eq!(ok("name: a\nversion: 1.10 # trailing\n").version, "1.10");
+        assert_eq!(ok("name: a\nversion: 2\n").version, "2");
+        assert_eq!(ok("name: a\nversion: '1.10'\n").version, "1.10");
+        assert_eq!(ok("name: a\nversion: 1.10\n").document["version"], "1.10");
+    }
+
+    #[test]
+    fn real_world_variants_are_accepted() {
+        let string_runtime = ok("name: a\nversion: '1'\nruntime: python3.11\n");
+        assert_eq!(string_runtime.document["runtime"], "python3.11");
+        let map_runtime = ok("name: a\nversion: '1'\nruntime:\n  python: \">=3.8\"\n");
+        assert_eq!(map_runtime.document["runtime"]["python"], ">=3.8");
+        let rich = ok(concat!(
+            "name: rich\nversion: 0.3.0\n",
+            "exports: [agent]\n",
+            "a2a: {service: src.a2a.server:serve}\n",
+            "rest: {entry: src.rest:app}\n",
+            "ui: {path: ui, basePath: /ui}\n",
+            "environment: {LOG_LEVEL: info}\n",
+            "dependencies: [fastapi>=0.100]\n",
+            "metadata: {sub_agents: [{name: x, description: y}]}\n",
+            "mcp: {enabled: true}\n",
+            "future_field: {anything: [1, 2, 3]}\n",
+            "200: numeric key\n",
+        ));
+        assert!(rich.entrypoint.is_none());
+        assert_eq!(rich.document["ui"]["basePath"], "/ui");
+        assert_eq!(rich.document["metadata"]["sub_agents"][0]["name"], "x");
+        assert_eq!(rich.document["future_field"]["anything"][2], 3);
+        assert_eq!(rich.document["200"], "numeric key");
+        assert!(ok("name: a\nversion: '1'\nentrypoint: main\n").entrypoint.is_some());
+    }
+
+    #[test]
+    fn required_fields_are_named() {
+        assert_eq!(field_of("version: '1'\n").as_deref(), Some("name"));
+        assert_eq!(field_of("name: a\n").as_deref(), Some("version"));
+        assert_eq!(field_of("name: ../../x\nversion: '1'\n").as_deref(), Some("name"));
+        assert_eq!(field_of("name: a\nversion: 1/2\n").as_deref(), Some("version"));
+        assert_eq!(field_of("name: a@b\nversion: '1'\n").as_deref(), Some("name"));
+        assert_eq!(field_of("name: [a]\nversion: '1'\n").as_deref(), Some("name"));
+        assert_eq!(
+            field_of("name: a\nversion: '1'\nentrypoint: 'os; rm:x'\n").as_deref(),
+            Some("entrypoint")
+        );
+        assert_eq!(
+            field_of("name: a\nversion: '1'\nentrypoint: 'class:x'\n").as_deref(),
+            Some("entrypoint")
+        );
+        assert_eq!(
+            field_of("name: a\nversion: '1'\nentrypoint: 'a.b:c-d'\n").as_deref(),
+            Some("entrypoint")
+        );
+        assert_eq!(
+            field_of("name: a\nversion: '1'\nruntime: [1]\n").as_deref(),
+            Some("runtime")
+        );
+        assert_eq!(field_of("- just\n- a list\n"), None);
+        assert_eq!(field_of("name: [unclosed\n"), None);
+    }
+
+    #[test]
+    fn hostile_yaml_is_refused_quickly() {
+        assert_eq!(
+            field_of("name: a\nversion: '1'\nx: !python/object {a: 1}\n").as_deref(),
+            Some("x")
+        );
+        assert_eq!(
+            field_of("name: !!binary aGVsbG8=\nversion: '1'\n").as_deref(),
+            Some("name")
+        );
+        let bomb = concat!(
+            "a: &a [x, x, x, x, x, x, x, x, x, x]\n",
+            "b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n",
+            "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n",
+            "d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n",
+            "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n",
+            "f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n",
+            "g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]\n",
+            "h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g, *g]\n",
+            "i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h, *h]\n",
+            "name: a\nversion: '1'\n",
+        );
+        assert!(matches!(
+            parse(bomb.as_bytes()),
+            Err(GuestError::ManifestInvalid { .. })
+        ));
+        let deep = format!(
+            "name: a\nversion: '1'\nx: {}{}\n",
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        assert!(matches!(
+            parse(deep.as_bytes()),
+            Err(GuestError::ManifestInvalid { .. })
+        ));
+        assert!(matches!(
+            parse(b"name: a\xff\n"),
+            Err(GuestError::ManifestInvalid { field: None, .. })
+        ));
+    }
+
+    #[test]
+    fn identifiers() {
+        assert!(is_dotted_identifier("core.langchain_util"));
+        assert!(!is_dotted_identifier("core..x"));
+        assert!(!is_dotted_identifier(".core"));
+        assert!(!is_dotted_identifier("import"));
+        assert!(!is_dotted_identifier("1abc"));
+        assert!(!is_dotted_identifier("a b"));
+    }
+}

@@ -1,0 +1,169 @@
+//! Argument parsing, logging setup, output and exit codes for `par`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{ArgAction, Parser, Subcommand};
+use par::{DEFAULT_ROOT, LoadError, LoaderConfig, PackageLoader};
+use tracing_subscriber::EnvFilter;
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  1  internal error (I/O on the host, engine failure, bad configuration)
+  2  usage error (bad arguments)
+  3  package refused (unsafe entry, limit exceeded, invalid manifest, or the
+     sandbox stopped the package: memory or CPU limit, trap)
+
+Every byte of the APKG is read inside a WASI sandbox; see wit/ for the
+interface between the sandbox and this program.";
+
+/// Sandboxed loader for APKG agent packages.
+#[derive(Debug, Parser)]
+#[command(name = "par", version, about, after_help = AFTER_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+
+    /// Print the result (or the error) as JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// Write logs to stderr as JSON lines instead of human-readable text.
+    #[arg(long, global = true)]
+    log_json: bool,
+
+    /// More logging: -v for debug, -vv for trace.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+
+    /// Only log warnings and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+
+    /// Root directory for packages, staging and locks.
+    #[arg(long, global = true, env = "PAR_ROOT", default_value = DEFAULT_ROOT, value_name = "DIR")]
+    root: PathBuf,
+
+    /// Directory caching the compiled sandbox [default: $XDG_CACHE_HOME/par or ~/.cache/par].
+    #[arg(long, global = true, env = "PAR_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate an APKG and print its manifest as JSON. Publishes nothing.
+    Inspect {
+        /// The APKG file.
+        apkg: PathBuf,
+    },
+    /// Extract an APKG to {root}/packages/{app_id}@{version}/ and print where.
+    Extract {
+        /// The APKG file.
+        apkg: PathBuf,
+        /// App id to publish under [default: the manifest's name].
+        #[arg(long, value_name = "ID")]
+        app_id: Option<String>,
+    },
+}
+
+/// Exit code for a package the loader refused.
+const EXIT_PACKAGE_REFUSED: u8 = 3;
+
+/// Parses arguments, runs the command, and maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(&cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => report(&cli, &error),
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = EnvFilter::try_from_env("PAR_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    if cli.log_json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(cli: &Cli) -> anyhow::Result<()> {
+    let mut config = LoaderConfig::with_root(&cli.root);
+    if let Some(cache_dir) = &cli.cache_dir {
+        config.component_cache = Some(cache_dir.clone());
+    }
+    let loader = PackageLoader::new(config)?;
+    match &cli.command {
+        Command::Inspect { apkg } => {
+            let manifest = loader.inspect(apkg).await?;
+            let text = if cli.json {
+                serde_json::to_string(&manifest)
+            } else {
+                serde_json::to_string_pretty(&manifest)
+            };
+            println!("{}", text.context("cannot render the manifest")?);
+        }
+        Command::Extract { apkg, app_id } => {
+            let package = loader.extract(apkg, app_id.as_deref()).await?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&package).context("cannot render the result")?
+                );
+            } else {
+                println!(
+                    "Extracted {} ({} files, {} bytes) to {}",
+                    package.package_id,
+                    package.files,
+                    package.bytes,
+                    package.path.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prints the error (stderr, and stdout as JSON with `--json`) and picks the exit code.
+fn report(cli: &Cli, error: &anyhow::Error) -> ExitCode {
+    let load_error = error.downcast_ref::<LoadError>();
+    eprintln!("error: {error:#}");
+    if cli.json {
+        let body = serde_json::json!({
+            "error": {
+                "kind": load_error.map_or("internal", LoadError::kind),
+                "subject": load_error.and_then(|e| match e {
+                    LoadError::Package(p) => p.subject(),
+                    _ => None,
+                }),
+                "message": format!("{error:#}"),
+            }
+        });
+        println!("{body}");
+    }
+    if load_error.is_some_and(LoadError::is_package_fault) {
+        ExitCode::from(EXIT_PACKAGE_REFUSED)
+    } else {
+        ExitCode::FAILURE
+    }
+}

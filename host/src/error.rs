@@ -1,0 +1,200 @@
+//! Errors a load can end with, split by who is at fault: the package
+//! ([`PackageError`], [`LoadError::Sandbox`]) or the host ([`LoadError::Io`] …).
+
+use std::fmt;
+use std::path::PathBuf;
+
+pub use crate::sandbox::SandboxError;
+use crate::sandbox::{EntryProblem, GuestLoadError, IoFailure, LimitExceeded, LimitKind, ManifestInvalid, UnsafeEntry};
+
+/// A package refused by a rule: each variant names the entry or field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PackageError {
+    /// Not a readable zip archive.
+    #[error("archive unreadable: {0}")]
+    ArchiveUnreadable(String),
+    /// An entry breaks a safety rule.
+    #[error("unsafe entry `{}`: {}", .0.entry, .0.problem)]
+    UnsafeEntry(UnsafeEntry),
+    /// A size or count limit was exceeded.
+    #[error("limit exceeded: {}", .0)]
+    LimitExceeded(LimitExceeded),
+    /// No `agent.yaml` at the archive root.
+    #[error("manifest missing: the archive has no agent.yaml at its root")]
+    ManifestMissing,
+    /// `agent.yaml` is invalid.
+    #[error("invalid manifest{}: {}", .0.field.as_ref().map(|f| format!(" field `{f}`")).unwrap_or_default(), .0.message)]
+    ManifestInvalid(ManifestInvalid),
+    /// Writing the package tree failed inside the sandbox (disk full, or a
+    /// write the preopen refused).
+    #[error("cannot write the package tree{}: {}", .0.entry.as_ref().map(|e| format!(" at entry `{e}`")).unwrap_or_default(), .0.message)]
+    Write(IoFailure),
+    /// The guest returned something the host's own checks refuse.
+    #[error("the sandbox returned an invalid {what}: {detail}")]
+    InvalidGuestOutput {
+        /// Which value (`manifest name`, `executable path` …).
+        what: &'static str,
+        /// What is wrong with it.
+        detail: String,
+    },
+}
+
+impl PackageError {
+    /// A stable, kebab-case name for machine output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PackageError::ArchiveUnreadable(_) => "archive-unreadable",
+            PackageError::UnsafeEntry(_) => "unsafe-entry",
+            PackageError::LimitExceeded(_) => "limit-exceeded",
+            PackageError::ManifestMissing => "manifest-missing",
+            PackageError::ManifestInvalid(_) => "manifest-invalid",
+            PackageError::Write(_) => "write-failed",
+            PackageError::InvalidGuestOutput { .. } => "invalid-guest-output",
+        }
+    }
+
+    /// The entry or field at fault, if the error names one.
+    pub fn subject(&self) -> Option<&str> {
+        match self {
+            PackageError::UnsafeEntry(e) => Some(&e.entry),
+            PackageError::LimitExceeded(e) => e.entry.as_deref(),
+            PackageError::ManifestInvalid(e) => e.field.as_deref(),
+            PackageError::Write(e) => e.entry.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+impl From<GuestLoadError> for PackageError {
+    fn from(error: GuestLoadError) -> Self {
+        match error {
+            GuestLoadError::ArchiveUnreadable(message) => PackageError::ArchiveUnreadable(message),
+            GuestLoadError::UnsafeEntry(e) => PackageError::UnsafeEntry(e),
+            GuestLoadError::LimitExceeded(e) => PackageError::LimitExceeded(e),
+            GuestLoadError::ManifestMissing => PackageError::ManifestMissing,
+            GuestLoadError::ManifestInvalid(e) => PackageError::ManifestInvalid(e),
+            GuestLoadError::Io(e) => PackageError::Write(e),
+        }
+    }
+}
+
+impl From<GuestLoadError> for LoadError {
+    fn from(error: GuestLoadError) -> Self {
+        LoadError::Package(error.into())
+    }
+}
+
+impl fmt::Display for EntryProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EntryProblem::AbsolutePath => f.write_str("absolute path"),
+            EntryProblem::ParentComponent => f.write_str("`..` component"),
+            EntryProblem::CurrentComponent => f.write_str("`.` component"),
+            EntryProblem::EmptyComponent => f.write_str("empty path component"),
+            EntryProblem::Backslash => f.write_str("backslash in name"),
+            EntryProblem::DriveLetter => f.write_str("drive letter"),
+            EntryProblem::ControlCharacter => f.write_str("control character in name"),
+            EntryProblem::NotUtf8 => f.write_str("name is not UTF-8"),
+            EntryProblem::TooDeep => f.write_str("path too deep"),
+            EntryProblem::ComponentTooLong => f.write_str("path component too long"),
+            EntryProblem::Symlink => f.write_str("symbolic link"),
+            EntryProblem::HardLink => f.write_str("hard link"),
+            EntryProblem::SpecialFile(kind) => write!(f, "special file ({kind})"),
+            EntryProblem::Duplicate(first) => write!(f, "duplicate of `{first}`"),
+            EntryProblem::Encrypted => f.write_str("encrypted entry"),
+            EntryProblem::UnsupportedCompression(method) => write!(f, "unsupported compression method {method}"),
+            EntryProblem::Corrupt(message) => write!(f, "corrupt data: {message}"),
+        }
+    }
+}
+
+impl fmt::Display for LimitKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LimitKind::Entries => "entry count",
+            LimitKind::TotalBytes => "total uncompressed size",
+            LimitKind::FileBytes => "file size",
+            LimitKind::CompressionRatio => "compression ratio",
+            LimitKind::ManifestBytes => "manifest size",
+        })
+    }
+}
+
+impl fmt::Display for LimitExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} over {}", self.limit, self.max)?;
+        if let Some(entry) = &self.entry {
+            write!(f, " at entry `{entry}`")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a load failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The package was refused by a rule.
+    #[error("package refused: {0}")]
+    Package(#[from] PackageError),
+    /// The sandboxed guest trapped, ran out of memory or time, or panicked.
+    #[error("sandbox: {0}")]
+    Sandbox(#[from] SandboxError),
+    /// A host-side file operation failed.
+    #[error("{action} `{}`: {source}", path.display())]
+    Io {
+        /// What the host was doing.
+        action: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// A bug or runtime failure in the host itself.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// A caller-supplied value is unusable (for example an app id that is not a safe name).
+    #[error("invalid {what}: {detail}")]
+    InvalidInput {
+        /// Which value.
+        what: &'static str,
+        /// Why.
+        detail: String,
+    },
+}
+
+impl LoadError {
+    /// Builds an [`LoadError::Io`] with its context.
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| LoadError::Io { action, path, source }
+    }
+
+    /// Whether the package (not the host) is to blame: the CLI's "bad package" exit code.
+    pub fn is_package_fault(&self) -> bool {
+        matches!(
+            self,
+            LoadError::Package(_)
+                | LoadError::Sandbox(
+                    SandboxError::MemoryLimit { .. }
+                        | SandboxError::CpuTimeLimit { .. }
+                        | SandboxError::Panic(_)
+                        | SandboxError::Trap(_)
+                )
+        )
+    }
+
+    /// A stable, kebab-case name for machine output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LoadError::Package(e) => e.kind(),
+            LoadError::Sandbox(SandboxError::MemoryLimit { .. }) => "guest-memory-limit",
+            LoadError::Sandbox(SandboxError::CpuTimeLimit { .. }) => "guest-cpu-time-limit",
+            LoadError::Sandbox(SandboxError::Panic(_)) => "guest-panic",
+            LoadError::Sandbox(SandboxError::Trap(_)) => "guest-trap",
+            LoadError::Sandbox(SandboxError::Engine(_)) => "engine",
+            LoadError::Io { .. } => "io",
+            LoadError::InvalidInput { .. } => "invalid-input",
+            LoadError::Internal(_) => "internal",
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! Runs the guest component under wasmtime with hard limits.
+//!
+//! The guest gets exactly what the world in `wit/world.wit` promises: a
+//! read-only `/archive` preopen, an optional read-write `/package` preopen,
+//! the `host-log` import, and nothing else (no network, no environment, no
+//! stdin). Its linear memory is capped, its CPU time is metered by epoch
+//! interruption, and every trap, limit or panic comes back as a
+//! [`SandboxError`] instead of taking the host down.
+
+mod bindings;
+mod cache;
+mod log;
+
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+pub use bindings::types::{
+    EntryProblem, ExtractOptions, ExtractReport, IoFailure, LimitExceeded, LimitKind, Limits,
+    LoadError as GuestLoadError, Manifest as GuestManifest, ManifestInvalid, UnsafeEntry,
+};
+use bindings::{Loader, LoaderPre};
+
+/// How often the epoch advances; the CPU-time check runs at this granularity.
+const TICK: Duration = Duration::from_millis(10);
+/// Bytes of guest stderr kept, enough for a panic message.
+const STDERR_CAPACITY: usize = 16 * 1024;
+
+/// A fault of the sandboxed guest rather than a rule it applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SandboxError {
+    /// The guest tried to grow its memory past the cap.
+    #[error("the guest exceeded its memory limit of {limit_bytes} bytes")]
+    MemoryLimit {
+        /// The cap that was hit.
+        limit_bytes: usize,
+    },
+    /// The guest ran longer than its CPU-time budget.
+    #[error("the guest exceeded its CPU time limit of {limit:?}")]
+    CpuTimeLimit {
+        /// The budget that was used up.
+        limit: Duration,
+    },
+    /// The guest panicked; the message is what it wrote to stderr.
+    #[error("the guest panicked: {0}")]
+    Panic(String),
+    /// Any other trap (or an instantiation failure).
+    #[error("the guest trapped: {0}")]
+    Trap(String),
+    /// wasmtime could not be set up or could not compile the guest.
+    #[error("the WebAssembly engine could not start: {0}")]
+    Engine(String),
+}
+
+/// Limits applied to every guest run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SandboxLimits {
+    /// Cap on the guest's linear memory.
+    pub memory_bytes: usize,
+    /// Cap on time spent executing guest code (time inside host imports excluded).
+    pub cpu_time: Duration,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 256 * 1024 * 1024,
+            cpu_time: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Directories the guest may see.
+#[derive(Debug, Clone, Copy)]
+pub struct Preopens<'a> {
+    /// Holds only `package.apkg`; mapped read-only at `/archive`.
+    pub archive_dir: &'a Path,
+    /// The empty staging directory, mapped read-write at `/package`.
+    pub package_dir: Option<&'a Path>,
+}
+
+/// A compiled guest ready to be instantiated, once per run.
+pub struct Sandbox {
+    pre: LoaderPre<GuestState>,
+    limits: SandboxLimits,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything a run's store holds.
+struct GuestState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    memory: MemoryCap,
+    log: log::GuestLog,
+    started: Instant,
+    cpu_exceeded: bool,
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Refuses memory growth past the cap and remembers that it did.
+struct MemoryCap {
+    limit: usize,
+    exceeded: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.exceeded = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// One engine per process: settings never vary, and one epoch ticker serves all stores.
+fn engine() -> Result<&'static Engine, SandboxError> {
+    static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let mut config = Config::new();
+            config.epoch_interruption(true);
+            config.wasm_component_model(true);
+            let engine = Engine::new(&config).map_err(|e| e.to_string())?;
+            let weak = engine.weak();
+            std::thread::Builder::new()
+                .name("par-epoch".into())
+                .spawn(move || {
+                    while let Some(engine) = weak.upgrade() {
+                        engine.increment_epoch();
+                        drop(engine);
+                        std::thread::sleep(TICK);
+                    }
+                })
+                .map_err(|e| e.to_string())?;
+            Ok(engine)
+        })
+        .as_ref()
+        .map_err(|e| SandboxError::Engine(e.clone()))
+}
+
+impl Sandbox {
+    /// Compiles (or loads from `cache_dir`) the guest and links its imports.
+    pub fn new(cache_dir: Option<&Path>, limits: SandboxLimits) -> Result<Self, SandboxError> {
+        let engine = engine()?;
+        let component = cache::load(engine, cache_dir).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+        let mut linker = Linker::<GuestState>::new(engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+        Loader::add_to_linker::<GuestState, HasSelf<log::GuestLog>>(&mut linker, |state| &mut state.log)
+            .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .and_then(LoaderPre::new)
+            .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+        Ok(Self { pre, limits })
+    }
+
+    /// Runs the guest's `inspect` export.
+    pub fn inspect(
+        &self,
+        preopens: Preopens<'_>,
+        options: &ExtractOptions,
+    ) -> Result<Result<GuestManifest, GuestLoadError>, SandboxError> {
+        self.run(preopens, |loader, store| loader.call_inspect(store, *options))
+    }
+
+    /// Runs the guest's `extract` export.
+    pub fn extract(
+        &self,
+        preopens: Preopens<'_>,
+        options: &ExtractOptions,
+    ) -> Result<Result<ExtractReport, GuestLoadError>, SandboxError> {
+        self.run(preopens, |loader, store| loader.call_extract(store, *options))
+    }
+
+    /// Instantiates a fresh guest with the given preopens, calls `f`, and turns
+    /// any trap into the [`SandboxError`] that explains it.
+    fn run<R>(
+        &self,
+        preopens: Preopens<'_>,
+        f: impl FnOnce(&Loader, &mut Store<GuestState>) -> wasmtime::Result<R>,
+    ) -> Result<R, SandboxError> {
+        let engine = self.pre.engine();
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.allow_blocking_current_thread(true).stderr(stderr.clone());
+        let preopen_error = |e: wasmtime::Error| SandboxError::Engine(format!("cannot preopen a directory: {e:#}"));
+        wasi.preopened_dir(preopens.archive_dir, "/archive", FsPerms::ReadOnly)
+            .map_err(preopen_error)?;
+        if let Some(package_dir) = preopens.package_dir {
+            wasi.preopened_dir(package_dir, "/package", FsPerms::ReadWrite)
+                .map_err(preopen_error)?;
+        }
+        let state = GuestState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            memory: MemoryCap {
+                limit: self.limits.memory_bytes,
+                exceeded: false,
+            },
+            log: log::GuestLog::default(),
+            started: Instant::now(),
+            cpu_exceeded: false,
+        };
+        let mut store = Store::new(engine, state);
+        store.limiter(|state| &mut state.memory);
+        let budget = self.limits.cpu_time;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |mut ctx| {
+            let state = ctx.data_mut();
+            if state.started.elapsed() > budget {
+                state.cpu_exceeded = true;
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            Ok(UpdateDeadline::Continue(1))
+        });
+        let outcome = self
+            .pre
+            .instantiate(&mut store)
+            .and_then(|loader| f(&loader, &mut store));
+        outcome.map_err(|error| {
+            let state = store.data();
+            if state.memory.exceeded {
+                return SandboxError::MemoryLimit {
+                    limit_bytes: state.memory.limit,
+                };
+            }
+            if state.cpu_exceeded {
+                return SandboxError::CpuTimeLimit { limit: budget };
+            }
+            let written = String::from_utf8_lossy(&stderr.contents()).trim().to_owned();
+            if written.contains("panicked") {
+                return SandboxError::Panic(written);
+            }
+            SandboxError::Trap(format!("{error:#}"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_guest_is_a_component_that_links() {
+        let sandbox = Sandbox::new(None, SandboxLimits::default());
+        assert!(sandbox.is_ok(), "{sandbox:?}");
+    }
+}

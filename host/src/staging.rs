@@ -1,0 +1,176 @@
+//! Staging and publishing package trees.
+//!
+//! A package is never extracted in place. The guest writes into a fresh
+//! staging directory under `{root}/staging/`; only when every step has
+//! succeeded does the host rename the finished tree to
+//! `{root}/packages/{app_id}@{version}`. A failed or interrupted load leaves
+//! no half-written package where a later load would find it, and nothing an
+//! agent planted in an old package directory (a symlink, say) is written through.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{LoadError, PackageError};
+use crate::validate::is_contained_relative;
+
+/// File name of the archive inside the read-only preopen.
+const ARCHIVE_NAME: &str = "package.apkg";
+
+/// A staging directory, removed with everything in it when dropped.
+#[derive(Debug)]
+pub struct Staging {
+    dir: tempfile::TempDir,
+}
+
+impl Staging {
+    /// Creates `{root}/staging/stage-XXXX/` with `archive/package.apkg` (a hard
+    /// link to, or else a copy of, `apkg`) and an empty `tree/`.
+    pub fn create(root: &Path, apkg: &Path) -> Result<Self, LoadError> {
+        let staging_root = root.join("staging");
+        create_dirs(&staging_root, 0o700)?;
+        let dir = tempfile::Builder::new()
+            .prefix("stage-")
+            .tempdir_in(&staging_root)
+            .map_err(LoadError::io("cannot create a staging directory in", &staging_root))?;
+        let staging = Self { dir };
+        let archive_dir = staging.archive_dir();
+        create_dirs(&archive_dir, 0o700)?;
+        create_dirs(&staging.tree(), 0o700)?;
+        let linked = archive_dir.join(ARCHIVE_NAME);
+        if fs::hard_link(apkg, &linked).is_err() {
+            fs::copy(apkg, &linked).map_err(LoadError::io("cannot copy the archive into staging from", apkg))?;
+        }
+        Ok(staging)
+    }
+
+    /// The directory preopened read-only for the guest: it holds only the archive.
+    pub fn archive_dir(&self) -> PathBuf {
+        self.dir.path().join("archive")
+    }
+
+    /// The directory preopened read-write for the guest: the package tree.
+    pub fn tree(&self) -> PathBuf {
+        self.dir.path().join("tree")
+    }
+
+    /// Moves the finished tree to `dest`, replacing an older copy atomically
+    /// enough that `dest` is never a partial tree. The caller holds the package lock.
+    pub fn publish(self, dest: &Path) -> Result<(), LoadError> {
+        if let Some(parent) = dest.parent() {
+            create_dirs(parent, 0o755)?;
+        }
+        if fs::symlink_metadata(dest).is_ok() {
+            let replaced = self.dir.path().join("replaced");
+            fs::rename(dest, &replaced).map_err(LoadError::io("cannot move the previous package out of", dest))?;
+        }
+        fs::rename(self.tree(), dest).map_err(LoadError::io("cannot publish the package to", dest))?;
+        Ok(())
+    }
+}
+
+/// Creates a directory and its parents with `mode`.
+pub fn create_dirs(path: &Path, mode: u32) -> Result<(), LoadError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+        .map_err(LoadError::io("cannot create directory", path))
+}
+
+/// Sets every directory to 0755 and every file to 0644, or 0755 for the
+/// executables the guest reported (each checked to be a contained relative
+/// path naming a regular file in the tree). Any symlink or special file in the
+/// tree means the guest misbehaved, and the package is refused.
+pub fn normalize_modes(tree: &Path, executables: &[String]) -> Result<(), LoadError> {
+    let mut pending: HashSet<&str> = HashSet::with_capacity(executables.len());
+    for path in executables {
+        if !is_contained_relative(path) {
+            return Err(invalid(
+                "executable path",
+                format!("`{}` leaves the package", path.escape_default()),
+            )
+            .into());
+        }
+        pending.insert(path.as_str());
+    }
+    walk(tree, "", &mut pending)?;
+    if let Some(missing) = pending.iter().next() {
+        return Err(invalid(
+            "executable path",
+            format!("`{}` is not a file in the package", missing.escape_default()),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn walk(dir: &Path, relative: &str, executables: &mut HashSet<&str>) -> Result<(), LoadError> {
+    set_mode(dir, 0o755)?;
+    let entries = fs::read_dir(dir).map_err(LoadError::io("cannot read directory", dir))?;
+    for entry in entries {
+        let entry = entry.map_err(LoadError::io("cannot read directory", dir))?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let child = if relative.is_empty() {
+            name.into_owned()
+        } else {
+            format!("{relative}/{name}")
+        };
+        let kind = fs::symlink_metadata(&path)
+            .map_err(LoadError::io("cannot inspect", &path))?
+            .file_type();
+        if kind.is_dir() {
+            walk(&path, &child, executables)?;
+        } else if kind.is_file() {
+            let mode = if executables.remove(child.as_str()) {
+                0o755
+            } else {
+                0o644
+            };
+            set_mode(&path, mode)?;
+        } else {
+            return Err(invalid(
+                "package tree",
+                format!("`{}` is not a regular file or directory", child.escape_default()),
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), LoadError> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(LoadError::io("cannot set the mode of", path))
+}
+
+fn invalid(what: &'static str, detail: String) -> PackageError {
+    PackageError::InvalidGuestOutput { what, detail }
+}
+
+/// An exclusive lock on one package id, held while its directory is replaced,
+/// so two loads of the same package never interleave their renames.
+#[derive(Debug)]
+pub struct PackageLock {
+    _file: File,
+}
+
+impl PackageLock {
+    /// Blocks until `{root}/locks/{package_dir_name}.lock` is ours.
+    pub fn acquire(root: &Path, package_dir_name: &str) -> Result<Self, LoadError> {
+        let locks = root.join("locks");
+        create_dirs(&locks, 0o700)?;
+        let path = locks.join(format!("{package_dir_name}.lock"));
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(LoadError::io("cannot open lock file", &path))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| LoadError::io("cannot lock", &path)(e.into()))?;
+        Ok(Self { _file: file })
+    }
+}
