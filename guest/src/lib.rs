@@ -11,6 +11,7 @@ pub mod limits;
 pub mod manifest;
 pub mod path;
 pub mod policy;
+pub mod yaml_events;
 
 #[cfg(target_arch = "wasm32")]
 mod component;

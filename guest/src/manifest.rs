@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_yaml::Value;
 
 use crate::error::GuestError;
+use crate::yaml_events;
 
 /// Deepest nesting accepted anywhere in the document.
 const MAX_DEPTH: usize = 64;
@@ -49,6 +50,13 @@ pub fn parse(bytes: &[u8]) -> Result<Manifest, GuestError> {
     })?;
     let mut nodes = 0;
     check_shape(&value, "", 0, &mut nodes)?;
+    let findings = yaml_events::scan(bytes).map_err(|e| match e {
+        yaml_events::EventError::Tag { field, tag } => GuestError::ManifestInvalid {
+            field: (!field.is_empty()).then_some(field),
+            message: format!("YAML tags are not allowed (found `{}`)", tag.escape_default()),
+        },
+        yaml_events::EventError::Parse(message) => GuestError::ManifestInvalid { field: None, message },
+    })?;
     let Value::Mapping(map) = &value else {
         return Err(GuestError::ManifestInvalid {
             field: None,
@@ -64,7 +72,7 @@ pub fn parse(bytes: &[u8]) -> Result<Manifest, GuestError> {
     let version = match map.get("version") {
         None | Some(Value::Null) => return Err(GuestError::field("version", "is required")),
         Some(Value::String(version)) => version.clone(),
-        Some(Value::Number(number)) => number_as_written(text, number),
+        Some(Value::Number(number)) => findings.plain_version.clone().unwrap_or_else(|| number.to_string()),
         Some(_) => return Err(GuestError::field("version", "must be a string or a number")),
     };
     check_path_component("version", &version, true)?;
@@ -142,21 +150,6 @@ fn key_text(key: &Value) -> String {
         Value::Bool(b) => b.to_string(),
         Value::Null => "null".into(),
         _ => "<complex key>".into(),
-    }
-}
-
-/// Recovers how a top-level numeric `version` was spelled (`1.10`, not `1.1`).
-/// YAML parsers keep only the number, so the plain scalar is read back from the
-/// source line; if that fails to match the parsed number, the number is used.
-fn number_as_written(text: &str, number: &serde_yaml::Number) -> String {
-    let written = text.lines().find_map(|line| {
-        let rest = line.strip_prefix("version")?.trim_start().strip_prefix(':')?;
-        let scalar = rest.split(" #").next()?.trim();
-        Some(scalar.to_owned())
-    });
-    match written {
-        Some(scalar) if scalar.parse::<f64>().ok() == number.as_f64() => scalar,
-        _ => number.to_string(),
     }
 }
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{ArgAction, Parser, Subcommand};
-use par::{DEFAULT_ROOT, LoadError, LoaderConfig, PackageLoader};
+use par::{DEFAULT_ROOT, Limits, LoadError, LoaderConfig, PackageLoader};
 use tracing_subscriber::EnvFilter;
 
 const AFTER_HELP: &str = "\
@@ -49,6 +49,47 @@ struct Cli {
     /// Directory caching the compiled sandbox [default: $XDG_CACHE_HOME/par or ~/.cache/par].
     #[arg(long, global = true, env = "PAR_CACHE_DIR", value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Overrides of the archive limits; each defaults to the library's default.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Archive limits")]
+struct LimitArgs {
+    /// Most entries an archive may list [default: 10000].
+    #[arg(long, global = true, value_name = "N")]
+    max_entries: Option<u32>,
+    /// Most bytes all files may expand to [default: 536870912 (512 MiB)].
+    #[arg(long, global = true, value_name = "BYTES")]
+    max_total_bytes: Option<u64>,
+    /// Most bytes one file may expand to [default: 268435456 (256 MiB)].
+    #[arg(long, global = true, value_name = "BYTES")]
+    max_file_bytes: Option<u64>,
+    /// Highest compression ratio for entries over 1 MiB [default: 100].
+    #[arg(long, global = true, value_name = "RATIO")]
+    max_ratio: Option<u32>,
+    /// Largest agent.yaml accepted [default: 1048576 (1 MiB)].
+    #[arg(long, global = true, value_name = "BYTES")]
+    max_manifest_bytes: Option<u64>,
+}
+
+impl LimitArgs {
+    fn apply(&self, limits: &mut Limits) {
+        let LimitArgs {
+            max_entries,
+            max_total_bytes,
+            max_file_bytes,
+            max_ratio,
+            max_manifest_bytes,
+        } = *self;
+        limits.max_entries = max_entries.unwrap_or(limits.max_entries);
+        limits.max_total_bytes = max_total_bytes.unwrap_or(limits.max_total_bytes);
+        limits.max_file_bytes = max_file_bytes.unwrap_or(limits.max_file_bytes);
+        limits.max_ratio = max_ratio.unwrap_or(limits.max_ratio);
+        limits.max_manifest_bytes = max_manifest_bytes.unwrap_or(limits.max_manifest_bytes);
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,6 +150,7 @@ fn init_logging(cli: &Cli) {
 
 async fn run(cli: &Cli) -> anyhow::Result<()> {
     let mut config = LoaderConfig::with_root(&cli.root);
+    cli.limits.apply(&mut config.limits);
     if let Some(cache_dir) = &cli.cache_dir {
         config.component_cache = Some(cache_dir.clone());
     }

@@ -1,0 +1,254 @@
+//! Valid packages through the real sandbox: the tree lands where the spec
+//! says, with normalized modes, every manifest variant found in the wild is
+//! accepted, and republishing replaces a package atomically.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use par::{LoadError, LoaderConfig, PackageLoader, SandboxError};
+use par_tests::apkg::AGENT_YAML;
+use par_tests::workspace::{component_cache, names_in};
+use par_tests::{Apkg, Workspace};
+
+fn config(ws: &Workspace) -> LoaderConfig {
+    let mut config = LoaderConfig::with_root(ws.root());
+    config.component_cache = Some(component_cache(env!("CARGO_TARGET_TMPDIR")));
+    config
+}
+
+fn loader(ws: &Workspace) -> PackageLoader {
+    PackageLoader::new(config(ws)).expect("loader")
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    fs::metadata(path).expect("metadata").permissions().mode() & 0o7777
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn valid_agent_is_published_with_normalized_modes() {
+    let ws = Workspace::new();
+    let apkg = ws.apkg("agent", &Apkg::valid_agent());
+    let package = loader(&ws).extract(&apkg, None).await.expect("extract");
+
+    assert_eq!(package.package_id, "test-agent@1.0.0");
+    assert_eq!(package.app_id, "test-agent");
+    assert_eq!(package.path, ws.root().join("packages/test-agent@1.0.0"));
+    assert_eq!(package.files, 9);
+    let tree = &package.path;
+    assert_eq!(
+        fs::read_to_string(tree.join("agent.yaml")).expect("manifest"),
+        AGENT_YAML
+    );
+    assert!(
+        fs::read_to_string(tree.join("core/langchain_util.py"))
+            .expect("core")
+            .contains("model_default")
+    );
+    assert_eq!(
+        names_in(tree),
+        ["agent.yaml", "app", "bin", "core", "requirements.txt", "setup.py", "ui"]
+    );
+    assert_eq!(mode(tree), 0o755);
+    assert_eq!(mode(&tree.join("core")), 0o755);
+    assert_eq!(mode(&tree.join("setup.py")), 0o644);
+    assert_eq!(mode(&tree.join("bin/run.sh")), 0o755);
+    assert_eq!(names_in(&ws.root().join("staging")), Vec::<String>::new());
+
+    let manifest = &package.manifest;
+    let entrypoint = manifest.entrypoint.as_ref().expect("entrypoint");
+    assert_eq!(
+        (entrypoint.module.as_str(), entrypoint.attr.as_deref()),
+        ("app.main", Some("agent"))
+    );
+    assert_eq!(manifest.document["runtime"], "python3.11");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn app_id_chooses_the_directory() {
+    let ws = Workspace::new();
+    let apkg = ws.apkg("agent", &Apkg::valid_agent());
+    let package = loader(&ws)
+        .extract(&apkg, Some("4906eeb7-9959-414e-84c6-f2445822ebe4"))
+        .await
+        .expect("extract");
+    assert_eq!(package.package_id, "test-agent@1.0.0");
+    assert_eq!(
+        package.path,
+        ws.root().join("packages/4906eeb7-9959-414e-84c6-f2445822ebe4@1.0.0")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unsafe_app_id_is_refused_before_anything_is_written() {
+    let ws = Workspace::new();
+    let apkg = ws.apkg("agent", &Apkg::valid_agent());
+    for app_id in ["../evil", "a/b", "", ".hidden", "x@y"] {
+        let error = loader(&ws).extract(&apkg, Some(app_id)).await.expect_err(app_id);
+        assert!(
+            matches!(error, LoadError::InvalidInput { what: "app id", .. }),
+            "{app_id}: {error}"
+        );
+    }
+    ws.assert_left_nothing("unsafe app id");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn manifest_variants_from_the_wild_are_accepted() {
+    let variants: &[(&str, &str, &dyn Fn(&par::Manifest))] = &[
+        ("runtime as a string", "runtime: python3.11\n", &|m| {
+            assert_eq!(m.document["runtime"], "python3.11")
+        }),
+        ("runtime as a mapping", "runtime:\n  python: \">=3.8\"\n", &|m| {
+            assert_eq!(m.document["runtime"]["python"], ">=3.8")
+        }),
+        ("exports", "exports:\n  - agent\n  - tools\n", &|m| {
+            assert_eq!(m.document["exports"][1], "tools")
+        }),
+        ("a2a", "a2a:\n  service: app.a2a:serve\n", &|m| {
+            assert_eq!(m.document["a2a"]["service"], "app.a2a:serve")
+        }),
+        ("rest", "rest:\n  entry: app.rest:router\n", &|m| {
+            assert_eq!(m.document["rest"]["entry"], "app.rest:router")
+        }),
+        ("ui", "ui:\n  path: ui\n  basePath: /ui\n", &|m| {
+            assert_eq!(m.document["ui"]["basePath"], "/ui")
+        }),
+        ("environment", "environment:\n  LOG_LEVEL: info\n  RETRIES: 3\n", &|m| {
+            assert_eq!(m.document["environment"]["RETRIES"], 3)
+        }),
+        ("dependencies", "dependencies:\n  - fastapi>=0.100\n", &|m| {
+            assert_eq!(m.document["dependencies"][0], "fastapi>=0.100")
+        }),
+        (
+            "metadata.sub_agents",
+            "metadata:\n  sub_agents:\n    - name: critic\n      description: reviews\n",
+            &|m| assert_eq!(m.document["metadata"]["sub_agents"][0]["name"], "critic"),
+        ),
+        ("mcp", "mcp:\n  enabled: true\n  servers: []\n", &|m| {
+            assert_eq!(m.document["mcp"]["enabled"], true)
+        }),
+        ("unknown fields", "x-future:\n  nested: [1, {deep: yes}]\n", &|m| {
+            assert_eq!(m.document["x-future"]["nested"][1]["deep"], "yes")
+        }),
+    ];
+    let ws = Workspace::new();
+    let loader = loader(&ws);
+    for (label, extra, check) in variants {
+        let yaml = format!("name: variant\nversion: 2.0.0\n{extra}");
+        let apkg = ws.apkg("variant", &Apkg::agent_with_manifest(&yaml));
+        let manifest = loader.inspect(&apkg).await.unwrap_or_else(|e| panic!("{label}: {e}"));
+        check(&manifest);
+        assert!(manifest.entrypoint.is_none(), "{label}: no entrypoint given");
+        let package = loader
+            .extract(&apkg, None)
+            .await
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
+        assert_eq!(package.manifest, manifest, "{label}: inspect and extract agree");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn numeric_version_keeps_its_text() {
+    let ws = Workspace::new();
+    let apkg = ws.apkg("v", &Apkg::agent_with_manifest("name: numeric\nversion: 1.10\n"));
+    let package = loader(&ws).extract(&apkg, None).await.expect("extract");
+    assert_eq!(package.manifest.version, "1.10");
+    assert_eq!(package.manifest.document["version"], "1.10");
+    assert_eq!(package.path, ws.root().join("packages/numeric@1.10"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inspect_publishes_nothing() {
+    let ws = Workspace::new();
+    let apkg = ws.apkg("agent", &Apkg::valid_agent());
+    let manifest = loader(&ws).inspect(&apkg).await.expect("inspect");
+    assert_eq!(manifest.name, "test-agent");
+    ws.assert_left_nothing("inspect");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn republishing_replaces_the_tree_and_never_writes_through_a_planted_symlink() {
+    let ws = Workspace::new();
+    let loader = loader(&ws);
+    let first = ws.apkg("first", &Apkg::valid_agent().file("old.txt", "old"));
+    let package = loader.extract(&first, None).await.expect("first extract");
+
+    // An agent replaces its own package directory with a symlink to a victim dir.
+    let victim = ws.path().join("in/victim");
+    fs::create_dir(&victim).expect("victim");
+    fs::remove_dir_all(&package.path).expect("remove");
+    std::os::unix::fs::symlink(&victim, &package.path).expect("plant symlink");
+
+    let second = ws.apkg("second", &Apkg::valid_agent().file("new.txt", "new"));
+    let again = loader.extract(&second, None).await.expect("second extract");
+    assert_eq!(again.path, package.path);
+    let meta = fs::symlink_metadata(&again.path).expect("published");
+    assert!(meta.is_dir(), "the symlink was replaced by a real directory");
+    assert!(again.path.join("new.txt").is_file());
+    assert!(!again.path.join("old.txt").exists());
+    assert_eq!(
+        names_in(&victim),
+        Vec::<String>::new(),
+        "nothing written through the symlink"
+    );
+    assert_eq!(names_in(&ws.root().join("staging")), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_extracts_of_one_package_both_succeed() {
+    let ws = Workspace::new();
+    let loader = loader(&ws);
+    let apkg = ws.apkg("agent", &Apkg::valid_agent());
+    let (a, b) = tokio::join!(loader.extract(&apkg, None), loader.extract(&apkg, None));
+    let (a, b) = (a.expect("first"), b.expect("second"));
+    assert_eq!(a.path, b.path);
+    assert_eq!(ws.published(), ["test-agent@1.0.0"]);
+    assert!(a.path.join("core/langchain_util.py").is_file());
+    assert_eq!(names_in(&ws.root().join("staging")), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_memory_cap_becomes_a_typed_error() {
+    let ws = Workspace::new();
+    let mut config = config(&ws);
+    config.guest_memory_bytes = 4 * 1024 * 1024;
+    let big_manifest = format!("{AGENT_YAML}items:\n{}", "  - some list item text\n".repeat(40_000));
+    config.limits.max_manifest_bytes = 2 * 1024 * 1024;
+    let apkg = ws.apkg("big", &Apkg::agent_with_manifest(&big_manifest));
+    let error = PackageLoader::new(config)
+        .expect("loader")
+        .extract(&apkg, None)
+        .await
+        .expect_err("must not fit in 4 MiB");
+    assert!(
+        matches!(
+            error,
+            LoadError::Sandbox(SandboxError::MemoryLimit { limit_bytes: 4194304 })
+        ),
+        "{error}"
+    );
+    ws.assert_left_nothing("memory cap");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_cpu_cap_becomes_a_typed_error() {
+    let ws = Workspace::new();
+    let mut config = config(&ws);
+    config.guest_cpu_time = Duration::from_millis(1);
+    let mut apkg = Apkg::valid_agent();
+    for i in 0..400 {
+        apkg = apkg.file(&format!("data/{i}.bin"), par_tests::cases::incompressible(64 * 1024));
+    }
+    let apkg = ws.apkg("slow", &apkg);
+    let error = PackageLoader::new(config)
+        .expect("loader")
+        .extract(&apkg, None)
+        .await
+        .expect_err("25 MiB cannot be written in 1 ms");
+    assert!(
+        matches!(error, LoadError::Sandbox(SandboxError::CpuTimeLimit { .. })),
+        "{error}"
+    );
+    ws.assert_left_nothing("cpu cap");
+}

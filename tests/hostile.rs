@@ -1,0 +1,90 @@
+//! Every hostile archive in the catalogue is refused with its typed error,
+//! publishes nothing, leaves no staging directory and writes nothing outside
+//! the root — through the library API, with the real sandbox.
+
+use par::{LoadError, LoaderConfig, PackageLoader};
+use par_tests::{HostileCase, Workspace, hostile_cases, workspace::component_cache};
+
+fn loader(ws: &Workspace, case: &HostileCase) -> PackageLoader {
+    let mut config = LoaderConfig::with_root(ws.root());
+    config.component_cache = Some(component_cache(env!("CARGO_TARGET_TMPDIR")));
+    if let Some(max) = case.limits.max_total_bytes {
+        config.limits.max_total_bytes = max;
+    }
+    if let Some(max) = case.limits.max_file_bytes {
+        config.limits.max_file_bytes = max;
+    }
+    PackageLoader::new(config).expect("loader")
+}
+
+/// Checks one refusal; returns a description of what was wrong, if anything.
+fn check(case: &HostileCase, result: Result<impl std::fmt::Debug, LoadError>) -> Option<String> {
+    let error = match result {
+        Ok(value) => return Some(format!("{}: accepted: {value:?}", case.name)),
+        Err(LoadError::Package(error)) => error,
+        Err(other) => return Some(format!("{}: not a package error: {other}", case.name)),
+    };
+    let message = error.to_string();
+    let expected = &case.expected;
+    if error.kind() != expected.kind {
+        return Some(format!(
+            "{}: kind {} != {} ({message})",
+            case.name,
+            error.kind(),
+            expected.kind
+        ));
+    }
+    if error.subject().map(str::to_owned) != expected.subject {
+        return Some(format!(
+            "{}: subject {:?} != {:?} ({message})",
+            case.name,
+            error.subject(),
+            expected.subject
+        ));
+    }
+    if !message.contains(expected.needle) {
+        return Some(format!("{}: message lacks {:?}: {message}", case.name, expected.needle));
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_hostile_archive_is_refused_by_extract() {
+    let mut failures = Vec::new();
+    for case in hostile_cases() {
+        let ws = Workspace::new();
+        let apkg = ws.apkg("hostile", &case.apkg);
+        let result = loader(&ws, &case).extract(&apkg, None).await;
+        failures.extend(check(&case, result));
+        ws.assert_left_nothing(case.name);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inspect_refuses_every_archive_whose_fault_shows_without_decompressing() {
+    let mut failures = Vec::new();
+    // Limits on decompressed bytes are only measurable while writing; inspect
+    // reads nothing but the central directory and agent.yaml.
+    let metadata_only = hostile_cases()
+        .into_iter()
+        .filter(|c| !matches!(c.name, "zip bomb (compression ratio)" | "total size over budget"));
+    for case in metadata_only {
+        let ws = Workspace::new();
+        let apkg = ws.apkg("hostile", &case.apkg);
+        let result = loader(&ws, &case).inspect(&apkg).await;
+        failures.extend(check(&case, result));
+        ws.assert_left_nothing(case.name);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

@@ -1,0 +1,102 @@
+//! A scratch directory per test: `in/` for archives, `root/` for the loader,
+//! plus checks that a refused load left nothing behind.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::apkg::Apkg;
+
+/// `in/` holds archives, `root/` is the loader's root; nothing else may appear.
+#[derive(Debug)]
+pub struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+impl Default for Workspace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Workspace {
+    /// A fresh scratch directory.
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new().prefix("par-test-").tempdir().expect("tempdir");
+        fs::create_dir(dir.path().join("in")).expect("mkdir in");
+        Self { dir }
+    }
+
+    /// The scratch directory itself.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The loader root.
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// Writes `apkg` to `in/{name}.apkg` and returns its path.
+    pub fn apkg(&self, name: &str, apkg: &Apkg) -> PathBuf {
+        let path = self.dir.path().join("in").join(format!("{name}.apkg"));
+        apkg.write_to(&path);
+        path
+    }
+
+    /// Names of the published package directories.
+    pub fn published(&self) -> Vec<String> {
+        names_in(&self.root().join("packages"))
+    }
+
+    /// Asserts a refused load left no trace: nothing published, no staging
+    /// directory, and nothing written anywhere in the scratch dir outside `in/`
+    /// and `root/` (the escape targets of the hostile archives live there).
+    pub fn assert_left_nothing(&self, context: &str) {
+        assert_eq!(
+            self.published(),
+            Vec::<String>::new(),
+            "{context}: a package was published"
+        );
+        assert_eq!(
+            names_in(&self.root().join("staging")),
+            Vec::<String>::new(),
+            "{context}: staging left behind"
+        );
+        let mut outside: Vec<String> = names_in(self.dir.path());
+        outside.retain(|n| n != "in" && n != "root");
+        assert_eq!(outside, Vec::<String>::new(), "{context}: written outside the root");
+        for name in [
+            "escape-abs.txt",
+            "escape-parent.txt",
+            "escape-bs.txt",
+            "escape-drive.txt",
+        ] {
+            assert!(!Path::new("/").join(name).exists(), "{context}: /{name} exists");
+            let parent = self.dir.path().parent().expect("tempdir has a parent");
+            assert!(
+                !parent.join(name).exists(),
+                "{context}: {name} escaped to {}",
+                parent.display()
+            );
+        }
+    }
+}
+
+/// Sorted names in a directory; empty when it does not exist.
+pub fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// A directory shared by all tests of one build for the compiled-guest cache.
+pub fn component_cache(target_tmpdir: &str) -> PathBuf {
+    Path::new(target_tmpdir).join("par-component-cache")
+}
