@@ -40,6 +40,7 @@ pub fn load(engine: &Engine, cache_dir: Option<&Path>) -> wasmtime::Result<Compo
             Err(e) => tracing::debug!(path = %path.display(), error = %e, "cached guest unusable; recompiling"),
         }
     }
+    tracing::info!(cache = %path.display(), "Compiling the sandbox (first run only)");
     let compiled = engine.precompile_component(GUEST_WASM)?;
     if let Err(e) = store(&dir, &path, &compiled) {
         tracing::debug!(path = %path.display(), error = %e, "could not write the component cache");

@@ -1,0 +1,23 @@
+# Recipes for working on par. `just --list` shows them.
+
+# Build the host, the CLI and (through host/build.rs) the guest component.
+build:
+    cargo build --workspace
+
+# Extract the example APKG shipped in the repo into a scratch root.
+demo root="/tmp/pixell-runtime":
+    cargo run -p par -- extract examples/vivid-commenter.apkg --root {{root}}
+    cargo run -p par -- inspect examples/vivid-commenter.apkg
+
+# Run every test: guest unit tests (native), host tests, end-to-end tests.
+test:
+    cargo test --workspace
+
+# Formatting and lints, as CI checks them.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Rebuild examples/vivid-commenter.apkg from its source folder.
+example:
+    cd examples && python3 build_apkg.py vivid-commenter vivid-commenter.apkg

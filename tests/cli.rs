@@ -1,0 +1,185 @@
+//! The real `par` binary: exit codes, JSON output, and every hostile archive
+//! refused with exit code 3 and nothing left behind.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use par_tests::workspace::component_cache;
+use par_tests::{Apkg, Workspace, hostile_cases};
+
+const EXIT_INTERNAL: i32 = 1;
+const EXIT_USAGE: i32 = 2;
+const EXIT_PACKAGE_REFUSED: i32 = 3;
+
+fn par(ws: &Workspace, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_par"))
+        .arg("--root")
+        .arg(ws.root())
+        .arg("--cache-dir")
+        .arg(component_cache(env!("CARGO_TARGET_TMPDIR")))
+        .args(args)
+        .env_remove("PAR_LOG")
+        .output()
+        .expect("run par")
+}
+
+fn example() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/vivid-commenter.apkg")
+        .display()
+        .to_string()
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(&output.stdout)))
+}
+
+#[test]
+fn extract_the_shipped_example() {
+    let ws = Workspace::new();
+    let output = par(&ws, &["extract", &example(), "--json"]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result = json(&output);
+    assert_eq!(result["package_id"], "vivid-commenter@1.0.1");
+    let path = result["path"].as_str().expect("path");
+    assert_eq!(Path::new(path), ws.root().join("packages/vivid-commenter@1.0.1"));
+    assert!(Path::new(path).join("core/langchain_util.py").is_file());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Loading agent package"), "{stderr}");
+    assert!(stderr.contains("Package extracted"), "{stderr}");
+}
+
+#[test]
+fn extract_prints_where_for_humans() {
+    let ws = Workspace::new();
+    let output = par(&ws, &["extract", &example(), "--app-id", "4906eeb7"]);
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("vivid-commenter@1.0.1"), "{stdout}");
+    assert!(
+        stdout.contains(&ws.root().join("packages/4906eeb7@1.0.1").display().to_string()),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn inspect_prints_the_manifest_and_publishes_nothing() {
+    let ws = Workspace::new();
+    let output = par(&ws, &["inspect", &example()]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let manifest = json(&output);
+    assert_eq!(manifest["name"], "vivid-commenter");
+    assert_eq!(manifest["entrypoint"]["module"], "app.main");
+    assert_eq!(manifest["document"]["ui"]["basePath"], "/ui");
+    ws.assert_left_nothing("inspect");
+}
+
+#[test]
+fn logs_can_be_json_lines() {
+    let ws = Workspace::new();
+    let output = par(&ws, &["inspect", &example(), "--log-json"]);
+    assert_eq!(output.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let first = stderr.lines().next().expect("a log line");
+    let line: serde_json::Value = serde_json::from_str(first).expect("JSON log line");
+    assert_eq!(line["level"], "INFO");
+    assert!(line["message"].is_string());
+}
+
+#[test]
+fn quiet_silences_info_logs() {
+    let ws = Workspace::new();
+    let output = par(&ws, &["inspect", &example(), "-q"]);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(output.stderr.is_empty(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn every_hostile_archive_exits_3_with_a_json_error() {
+    let mut failures = Vec::new();
+    for case in hostile_cases() {
+        let ws = Workspace::new();
+        let apkg = ws.apkg("hostile", &case.apkg);
+        let apkg = apkg.display().to_string();
+        let mut args = vec!["extract", apkg.as_str(), "--json"];
+        let total = case.limits.max_total_bytes.map(|v| v.to_string());
+        let file = case.limits.max_file_bytes.map(|v| v.to_string());
+        if let Some(total) = &total {
+            args.extend(["--max-total-bytes", total]);
+        }
+        if let Some(file) = &file {
+            args.extend(["--max-file-bytes", file]);
+        }
+        let output = par(&ws, &args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if output.status.code() != Some(EXIT_PACKAGE_REFUSED) {
+            failures.push(format!("{}: exit {:?}: {stderr}", case.name, output.status.code()));
+            continue;
+        }
+        let error = &json(&output)["error"];
+        if error["kind"] != case.expected.kind || error["subject"].as_str().map(str::to_owned) != case.expected.subject
+        {
+            failures.push(format!("{}: wrong JSON error {error}", case.name));
+        }
+        if !stderr.contains("error:") || !stderr.contains(case.expected.needle) {
+            failures.push(format!("{}: stderr lacks the reason: {stderr}", case.name));
+        }
+        ws.assert_left_nothing(case.name);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn missing_archive_is_an_internal_error_not_a_refusal() {
+    let ws = Workspace::new();
+    let missing = ws.path().join("in/missing.apkg").display().to_string();
+    let output = par(&ws, &["extract", &missing, "--json"]);
+    assert_eq!(output.status.code(), Some(EXIT_INTERNAL));
+    assert_eq!(json(&output)["error"]["kind"], "io");
+}
+
+#[test]
+fn bad_arguments_are_usage_errors() {
+    let ws = Workspace::new();
+    assert_eq!(par(&ws, &["extract"]).status.code(), Some(EXIT_USAGE));
+    assert_eq!(par(&ws, &["frobnicate"]).status.code(), Some(EXIT_USAGE));
+    let apkg = ws.apkg("agent", &Apkg::valid_agent()).display().to_string();
+    let output = par(&ws, &["extract", &apkg, "--app-id", "../escape"]);
+    assert_eq!(output.status.code(), Some(EXIT_INTERNAL));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("invalid app id"));
+    ws.assert_left_nothing("bad app id");
+}
+
+#[test]
+fn help_documents_the_exit_codes() {
+    let ws = Workspace::new();
+    let output = par(&ws, &["--help"]);
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&output.stdout);
+    for needle in [
+        "Exit codes:",
+        "0  success",
+        "1  internal error",
+        "3  package refused",
+        "inspect",
+        "extract",
+    ] {
+        assert!(help.contains(needle), "help lacks {needle:?}:\n{help}");
+    }
+}
