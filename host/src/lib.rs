@@ -19,6 +19,7 @@
 pub mod config;
 pub mod error;
 mod loader;
+pub mod process;
 mod sandbox;
 mod staging;
 mod validate;

@@ -207,7 +207,13 @@ impl Sandbox {
         let engine = self.pre.engine();
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         let mut wasi = WasiCtxBuilder::new();
-        wasi.allow_blocking_current_thread(true).stderr(stderr.clone());
+        // No network of any kind: the defaults already deny it; saying so keeps
+        // the capability list auditable in one place.
+        wasi.allow_blocking_current_thread(true)
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
         let preopen_error = |e: wasmtime::Error| SandboxError::Engine(format!("cannot preopen a directory: {e:#}"));
         wasi.preopened_dir(preopens.archive_dir, "/archive", FsPerms::ReadOnly)
             .map_err(preopen_error)?;

@@ -1,0 +1,304 @@
+//! Running installer subprocesses: argv vectors only (never a shell), a
+//! cleared environment plus an explicit allow-list, stdin closed, output
+//! captured (bounded), each child in its own process group, and a deadline
+//! after which the whole group is killed. When a step ends, whatever it left
+//! running in its group is killed too, so nothing outlives the step.
+
+use std::ffi::{OsStr, OsString};
+use std::io::Read;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal, kill_process_group};
+
+/// Bytes of each output stream kept (the end of it, where errors are).
+const OUTPUT_TAIL: usize = 256 * 1024;
+/// How often a running child is polled for exit.
+const POLL: Duration = Duration::from_millis(20);
+
+/// One subprocess to run.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Name used in errors and logs (`requirements`, `self-install` …).
+    pub name: &'static str,
+    /// The program, by absolute path where possible.
+    pub program: PathBuf,
+    /// Arguments, passed as-is.
+    pub args: Vec<OsString>,
+    /// Working directory.
+    pub cwd: PathBuf,
+    /// The complete environment of the child.
+    pub env: Vec<(OsString, OsString)>,
+    /// Wall-clock limit; the process group is killed when it passes.
+    pub timeout: Duration,
+}
+
+impl Step {
+    /// A step with no arguments and an empty environment.
+    pub fn new(name: &'static str, program: impl Into<PathBuf>, cwd: impl Into<PathBuf>, timeout: Duration) -> Self {
+        Self {
+            name,
+            program: program.into(),
+            args: Vec::new(),
+            cwd: cwd.into(),
+            env: Vec::new(),
+            timeout,
+        }
+    }
+
+    /// Appends arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets one environment variable for the child.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.env.push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+}
+
+/// What a finished step produced.
+#[derive(Debug, Clone)]
+pub struct StepOutput {
+    /// Exit status.
+    pub status: ExitStatus,
+    /// The end of standard output (lossy UTF-8).
+    pub stdout: String,
+    /// The end of standard error (lossy UTF-8).
+    pub stderr: String,
+    /// Wall-clock duration.
+    pub elapsed: Duration,
+}
+
+impl StepOutput {
+    /// Exit code, or `128 + signal` when killed by a signal (shell convention).
+    pub fn code(&self) -> i32 {
+        self.status
+            .code()
+            .or_else(|| self.status.signal().map(|s| 128 + s))
+            .unwrap_or(-1)
+    }
+}
+
+/// Why a step did not produce an exit status.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The program could not be started.
+    #[error("cannot start `{}` for the {step} step: {source}", program.display())]
+    Spawn {
+        /// Which step.
+        step: &'static str,
+        /// The program.
+        program: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The deadline passed; the process group was killed.
+    #[error("the {step} step timed out after {}s", timeout.as_secs_f64())]
+    TimedOut {
+        /// Which step.
+        step: &'static str,
+        /// The limit that passed.
+        timeout: Duration,
+        /// Output captured before the kill.
+        stdout: String,
+        /// Error output captured before the kill.
+        stderr: String,
+    },
+    /// Waiting for the child failed.
+    #[error("waiting for the {step} step failed: {source}")]
+    Wait {
+        /// Which step.
+        step: &'static str,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+}
+
+/// Runs `step` to completion or to its deadline.
+pub fn run(step: &Step) -> Result<StepOutput, StepError> {
+    let started = Instant::now();
+    let mut command = Command::new(&step.program);
+    command
+        .args(&step.args)
+        .current_dir(&step.cwd)
+        .env_clear()
+        .envs(step.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = command.spawn().map_err(|source| StepError::Spawn {
+        step: step.name,
+        program: step.program.clone(),
+        source,
+    })?;
+    let group = Pid::from_child(&child);
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let waited = wait_until(&mut child, started + step.timeout);
+    // Whatever the step started and left in its group dies with it; an error
+    // here only means the group is already empty.
+    let _ = kill_process_group(group, Signal::KILL);
+    let (stdout, stderr) = (collect(stdout), collect(stderr));
+    match waited {
+        Ok(Some(status)) => Ok(StepOutput {
+            status,
+            stdout,
+            stderr,
+            elapsed: started.elapsed(),
+        }),
+        Ok(None) => {
+            let _ = child.wait();
+            Err(StepError::TimedOut {
+                step: step.name,
+                timeout: step.timeout,
+                stdout,
+                stderr,
+            })
+        }
+        Err(source) => Err(StepError::Wait {
+            step: step.name,
+            source,
+        }),
+    }
+}
+
+/// Polls until the child exits (`Some`) or the deadline passes (`None`, child still running).
+fn wait_until(child: &mut Child, deadline: Instant) -> std::io::Result<Option<ExitStatus>> {
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(POLL.min(deadline - now));
+    }
+}
+
+/// Reads a pipe to its end on a thread, keeping only the last [`OUTPUT_TAIL`] bytes.
+fn drain(pipe: Option<impl Read + Send + 'static>) -> Option<JoinHandle<Vec<u8>>> {
+    let mut pipe = pipe?;
+    Some(std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let mut buffer = [0u8; 16 * 1024];
+        while let Ok(n) = pipe.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            kept.extend_from_slice(&buffer[..n]);
+            if kept.len() > 2 * OUTPUT_TAIL {
+                kept.drain(..kept.len() - OUTPUT_TAIL);
+            }
+        }
+        let start = kept.len().saturating_sub(OUTPUT_TAIL);
+        kept.split_off(start)
+    }))
+}
+
+fn collect(handle: Option<JoinHandle<Vec<u8>>>) -> String {
+    let bytes = handle.and_then(|h| h.join().ok()).unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// `PATH` for children: the directories holding the tools a step runs, then the system's.
+pub fn child_path(first: &[&Path]) -> OsString {
+    let mut dirs: Vec<PathBuf> = first.iter().map(|p| p.to_path_buf()).collect();
+    dirs.extend(["/usr/local/bin", "/usr/bin", "/bin"].map(PathBuf::from));
+    std::env::join_paths(dirs).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str, timeout: Duration) -> Step {
+        Step::new("test", "/bin/sh", std::env::temp_dir(), timeout).args(["-c", script])
+    }
+
+    /// Whether `pid` still names a live (non-zombie) process.
+    fn alive(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|stat| !stat.rsplit(") ").next().unwrap_or("").starts_with('Z'))
+            .unwrap_or(false)
+    }
+
+    fn eventually_dead(pid: i32) -> bool {
+        (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            !alive(pid)
+        })
+    }
+
+    #[test]
+    fn captures_output_and_exit_code() {
+        let out = run(&sh("echo out; echo err >&2; exit 3", Duration::from_secs(10))).expect("ran");
+        assert_eq!(out.code(), 3);
+        assert_eq!(out.stdout, "out\n");
+        assert_eq!(out.stderr, "err\n");
+    }
+
+    #[test]
+    fn environment_is_only_the_allow_list() {
+        assert!(
+            std::env::var_os("PATH").is_some(),
+            "the test process has a PATH to hide"
+        );
+        let out = run(&sh("env", Duration::from_secs(10)).env("ONLY", "this")).expect("ran");
+        let mut lines: Vec<&str> = out.stdout.lines().filter(|l| !l.starts_with("PWD=")).collect();
+        lines.sort();
+        assert_eq!(lines, ["ONLY=this"]);
+    }
+
+    #[test]
+    fn timeout_kills_the_whole_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pidfile = dir.path().join("pid");
+        let script = format!("sleep 30 & echo $! > {}; sleep 30", pidfile.display());
+        let error = run(&sh(&script, Duration::from_millis(300))).expect_err("must time out");
+        assert!(matches!(error, StepError::TimedOut { step: "test", .. }), "{error}");
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .expect("pid")
+            .trim()
+            .parse()
+            .expect("number");
+        assert!(eventually_dead(pid), "background child {pid} survived the timeout");
+    }
+
+    #[test]
+    fn nothing_outlives_a_finished_step() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pidfile = dir.path().join("pid");
+        let script = format!("sleep 30 > /dev/null 2>&1 & echo $! > {}", pidfile.display());
+        let out = run(&sh(&script, Duration::from_secs(10))).expect("ran");
+        assert_eq!(out.code(), 0);
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .expect("pid")
+            .trim()
+            .parse()
+            .expect("number");
+        assert!(eventually_dead(pid), "background child {pid} outlived its step");
+    }
+
+    #[test]
+    fn missing_program_is_a_spawn_error() {
+        let step = Step::new(
+            "test",
+            "/nonexistent/python",
+            std::env::temp_dir(),
+            Duration::from_secs(1),
+        );
+        assert!(matches!(run(&step), Err(StepError::Spawn { .. })));
+    }
+}
