@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use par_tests::workspace::component_cache;
-use par_tests::{Apkg, Workspace, hostile_cases};
+use par_tests::{Apkg, Workspace, assert_no_failures, hostile_cases};
 
 const EXIT_INTERNAL: i32 = 1;
 const EXIT_USAGE: i32 = 2;

@@ -3,7 +3,7 @@
 //! the root — through the library API, with the real sandbox.
 
 use par::{LoadError, LoaderConfig, PackageLoader};
-use par_tests::{HostileCase, Workspace, hostile_cases, workspace::component_cache};
+use par_tests::{HostileCase, Workspace, assert_no_failures, hostile_cases, workspace::component_cache};
 
 fn loader(ws: &Workspace, case: &HostileCase) -> PackageLoader {
     let mut config = LoaderConfig::with_root(ws.root());
@@ -48,43 +48,44 @@ fn check(case: &HostileCase, result: Result<impl std::fmt::Debug, LoadError>) ->
     None
 }
 
+/// Which loader entry point a case goes through.
+#[derive(Clone, Copy)]
+enum Op {
+    Extract,
+    Inspect,
+}
+
+/// Loads one hostile case in a fresh workspace; returns what was wrong, if anything.
+async fn run_case(case: &HostileCase, op: Op) -> Option<String> {
+    let ws = Workspace::new();
+    let apkg = ws.apkg("hostile", &case.apkg);
+    let loader = loader(&ws, case);
+    let failure = match op {
+        Op::Extract => check(case, loader.extract(&apkg, None).await),
+        Op::Inspect => check(case, loader.inspect(&apkg).await),
+    };
+    ws.assert_left_nothing(case.name);
+    failure
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_hostile_archive_is_refused_by_extract() {
     let mut failures = Vec::new();
     for case in hostile_cases() {
-        let ws = Workspace::new();
-        let apkg = ws.apkg("hostile", &case.apkg);
-        let result = loader(&ws, &case).extract(&apkg, None).await;
-        failures.extend(check(&case, result));
-        ws.assert_left_nothing(case.name);
+        failures.extend(run_case(&case, Op::Extract).await);
     }
-    assert!(
-        failures.is_empty(),
-        "{} case(s) failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_no_failures(&failures);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn inspect_refuses_every_archive_whose_fault_shows_without_decompressing() {
-    let mut failures = Vec::new();
     // Limits on decompressed bytes are only measurable while writing; inspect
     // reads nothing but the central directory and agent.yaml.
-    let metadata_only = hostile_cases()
-        .into_iter()
-        .filter(|c| !matches!(c.name, "zip bomb (compression ratio)" | "total size over budget"));
-    for case in metadata_only {
-        let ws = Workspace::new();
-        let apkg = ws.apkg("hostile", &case.apkg);
-        let result = loader(&ws, &case).inspect(&apkg).await;
-        failures.extend(check(&case, result));
-        ws.assert_left_nothing(case.name);
+    let mut failures = Vec::new();
+    for case in hostile_cases() {
+        if !matches!(case.name, "zip bomb (compression ratio)" | "total size over budget") {
+            failures.extend(run_case(&case, Op::Inspect).await);
+        }
     }
-    assert!(
-        failures.is_empty(),
-        "{} case(s) failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_no_failures(&failures);
 }

@@ -8,3 +8,13 @@ pub mod workspace;
 pub use apkg::Apkg;
 pub use cases::{Expected, HostileCase, LimitOverrides, hostile_cases};
 pub use workspace::Workspace;
+
+/// Fails with every collected failure listed, so one run shows them all.
+pub fn assert_no_failures(failures: &[String]) {
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
