@@ -137,12 +137,7 @@ fn every_hostile_archive_exits_3_with_a_json_error() {
         }
         ws.assert_left_nothing(case.name);
     }
-    assert!(
-        failures.is_empty(),
-        "{} case(s) failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_no_failures(&failures);
 }
 
 #[test]
