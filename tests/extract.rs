@@ -252,3 +252,24 @@ async fn guest_cpu_cap_becomes_a_typed_error() {
     );
     ws.assert_left_nothing("cpu cap");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn staging_abandoned_by_a_killed_load_is_swept_but_a_live_one_is_kept() {
+    let ws = Workspace::new();
+    let apkg = ws.apkg("agent", &Apkg::valid_agent());
+    // A load killed mid-extraction leaves its staging directory, lock released.
+    let abandoned = ws.root().join("staging/stage-killed");
+    fs::create_dir_all(abandoned.join("tree/core")).expect("abandoned");
+    fs::write(abandoned.join("tree/core/half.py"), "half").expect("half-written file");
+    fs::write(abandoned.join(".live"), "").expect("released lock");
+    // A load still running in another process holds its lock.
+    let live = ws.root().join("staging/stage-running");
+    fs::create_dir_all(&live).expect("live");
+    let held = fs::File::create(live.join(".live")).expect("lock file");
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).expect("lock");
+
+    let package = loader(&ws).extract(&apkg, None).await.expect("extract");
+    assert!(package.path.join("core/langchain_util.py").is_file());
+    assert_eq!(names_in(&ws.root().join("staging")), ["stage-running"]);
+    drop(held);
+}

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::config::LoaderConfig;
 use crate::error::{LoadError, PackageError};
 use crate::sandbox::{ExtractOptions, GuestManifest, Preopens, Sandbox};
-use crate::staging::{PackageLock, Staging, normalize_modes};
+use crate::staging::{PackageLock, Staging, normalize_modes, sweep_abandoned};
 use crate::validate::{is_dotted_identifier, is_safe_component};
 
 /// Largest manifest document (as JSON) the host accepts back from the guest.
@@ -74,6 +74,7 @@ impl PackageLoader {
     pub fn new(config: LoaderConfig) -> Result<Self, LoadError> {
         let started = Instant::now();
         let sandbox = Sandbox::new(config.component_cache.as_deref(), config.sandbox_limits())?;
+        sweep_abandoned(&config.root);
         tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "sandbox ready");
         Ok(Self {
             inner: Arc::new(Inner { config, sandbox }),

@@ -18,10 +18,16 @@ use crate::validate::is_contained_relative;
 /// File name of the archive inside the read-only preopen.
 const ARCHIVE_NAME: &str = "package.apkg";
 
-/// A staging directory, removed with everything in it when dropped.
+/// Name of the lock file each live staging directory holds.
+const LIVE_LOCK: &str = ".live";
+
+/// A staging directory, removed with everything in it when dropped. While it
+/// exists it holds a lock on its `.live` file, so [`sweep_abandoned`] can tell
+/// it from one left by a load that was killed.
 #[derive(Debug)]
 pub struct Staging {
     dir: tempfile::TempDir,
+    _live: File,
 }
 
 impl Staging {
@@ -34,7 +40,8 @@ impl Staging {
             .prefix("stage-")
             .tempdir_in(&staging_root)
             .map_err(LoadError::io("cannot create a staging directory in", &staging_root))?;
-        let staging = Self { dir };
+        let live = lock_file(&dir.path().join(LIVE_LOCK), rustix::fs::FlockOperation::LockExclusive)?;
+        let staging = Self { dir, _live: live };
         let archive_dir = staging.archive_dir();
         create_dirs(&archive_dir, 0o700)?;
         create_dirs(&staging.tree(), 0o700)?;
@@ -68,6 +75,41 @@ impl Staging {
         fs::rename(self.tree(), dest).map_err(LoadError::io("cannot publish the package to", dest))?;
         Ok(())
     }
+}
+
+/// Removes staging directories whose owner is gone (a killed load): their
+/// `.live` lock can be taken. Directories of loads still running are kept.
+pub fn sweep_abandoned(root: &Path) {
+    let staging_root = root.join("staging");
+    let Ok(entries) = fs::read_dir(&staging_root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let abandoned = match lock_file(
+            &path.join(LIVE_LOCK),
+            rustix::fs::FlockOperation::NonBlockingLockExclusive,
+        ) {
+            Ok(_released_on_drop) => true,
+            Err(LoadError::Io { source, .. }) => source.kind() == std::io::ErrorKind::NotFound,
+            Err(_) => false,
+        };
+        if abandoned && fs::remove_dir_all(&path).is_ok() {
+            tracing::info!(path = %path.display(), "Removed staging left by an interrupted load");
+        }
+    }
+}
+
+/// Opens (creating if needed) and locks a file.
+fn lock_file(path: &Path, operation: rustix::fs::FlockOperation) -> Result<File, LoadError> {
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(LoadError::io("cannot open lock file", path))?;
+    rustix::fs::flock(&file, operation).map_err(|e| LoadError::io("cannot lock", path)(e.into()))?;
+    Ok(file)
 }
 
 /// Creates a directory and its parents with `mode`.
@@ -163,14 +205,7 @@ impl PackageLock {
         let locks = root.join("locks");
         create_dirs(&locks, 0o700)?;
         let path = locks.join(format!("{package_dir_name}.lock"));
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(LoadError::io("cannot open lock file", &path))?;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| LoadError::io("cannot lock", &path)(e.into()))?;
+        let file = lock_file(&path, rustix::fs::FlockOperation::LockExclusive)?;
         Ok(Self { _file: file })
     }
 }
