@@ -93,9 +93,12 @@ async fn unsafe_app_id_is_refused_before_anything_is_written() {
     ws.assert_left_nothing("unsafe app id");
 }
 
+/// A label, extra `agent.yaml` lines, and a check of the resulting manifest.
+type Variant<'a> = (&'a str, &'a str, &'a dyn Fn(&par::Manifest));
+
 #[tokio::test(flavor = "multi_thread")]
 async fn manifest_variants_from_the_wild_are_accepted() {
-    let variants: &[(&str, &str, &dyn Fn(&par::Manifest))] = &[
+    let variants: &[Variant] = &[
         ("runtime as a string", "runtime: python3.11\n", &|m| {
             assert_eq!(m.document["runtime"], "python3.11")
         }),

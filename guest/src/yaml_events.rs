@@ -10,7 +10,7 @@
 use std::ffi::CStr;
 use std::mem::MaybeUninit;
 
-use unsafe_libyaml as sys;
+use unsafe_libyaml as unsafe_yaml;
 
 /// What the event pass found.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -71,41 +71,41 @@ fn complete(frames: &mut [Frame]) {
 
 /// Owns a libyaml parser and frees it on drop.
 struct Parser {
-    sys: Box<MaybeUninit<sys::yaml_parser_t>>,
+    sys: Box<MaybeUninit<unsafe_yaml::yaml_parser_t>>,
 }
 
 impl Drop for Parser {
     fn drop(&mut self) {
         // SAFETY: initialized in `scan` before any `Parser` is constructed.
-        unsafe { sys::yaml_parser_delete(self.sys.as_mut_ptr()) }
+        unsafe { unsafe_yaml::yaml_parser_delete(self.sys.as_mut_ptr()) }
     }
 }
 
 /// Walks every event of `input`, refusing tags and noting the version's spelling.
 pub fn scan(input: &[u8]) -> Result<Findings, EventError> {
-    let mut raw = Box::new(MaybeUninit::<sys::yaml_parser_t>::uninit());
+    let mut raw = Box::new(MaybeUninit::<unsafe_yaml::yaml_parser_t>::uninit());
     // SAFETY: libyaml initializes the parser in place; on failure nothing is owned.
-    if unsafe { sys::yaml_parser_initialize(raw.as_mut_ptr()) }.fail {
+    if unsafe { unsafe_yaml::yaml_parser_initialize(raw.as_mut_ptr()) }.fail {
         return Err(EventError::Parse("cannot initialize the YAML parser".into()));
     }
     let mut parser = Parser { sys: raw };
     // SAFETY: `input` outlives `parser`, which is dropped at the end of this function.
     unsafe {
-        sys::yaml_parser_set_encoding(parser.sys.as_mut_ptr(), sys::YAML_UTF8_ENCODING);
-        sys::yaml_parser_set_input_string(parser.sys.as_mut_ptr(), input.as_ptr(), input.len() as u64);
+        unsafe_yaml::yaml_parser_set_encoding(parser.sys.as_mut_ptr(), unsafe_yaml::YAML_UTF8_ENCODING);
+        unsafe_yaml::yaml_parser_set_input_string(parser.sys.as_mut_ptr(), input.as_ptr(), input.len() as u64);
     }
     let mut frames: Vec<Frame> = Vec::new();
     let mut findings = Findings::default();
     loop {
-        let mut event = MaybeUninit::<sys::yaml_event_t>::uninit();
+        let mut event = MaybeUninit::<unsafe_yaml::yaml_event_t>::uninit();
         // SAFETY: the parser is initialized; a successful call initializes `event`,
         // which is deleted below before the next iteration.
-        if unsafe { sys::yaml_parser_parse(parser.sys.as_mut_ptr(), event.as_mut_ptr()) }.fail {
+        if unsafe { unsafe_yaml::yaml_parser_parse(parser.sys.as_mut_ptr(), event.as_mut_ptr()) }.fail {
             return Err(EventError::Parse("libyaml could not parse the document".into()));
         }
         let outcome = unsafe { on_event(&*event.as_ptr(), &mut frames, &mut findings) };
         // SAFETY: `event` was initialized by the successful parse above.
-        unsafe { sys::yaml_event_delete(event.as_mut_ptr()) };
+        unsafe { unsafe_yaml::yaml_event_delete(event.as_mut_ptr()) };
         match outcome {
             Ok(true) => return Ok(findings),
             Ok(false) => {}
@@ -119,7 +119,7 @@ pub fn scan(input: &[u8]) -> Result<Findings, EventError> {
 /// # Safety
 /// `event` must be a valid event produced by `yaml_parser_parse`.
 unsafe fn on_event(
-    event: &sys::yaml_event_t,
+    event: &unsafe_yaml::yaml_event_t,
     frames: &mut Vec<Frame>,
     findings: &mut Findings,
 ) -> Result<bool, EventError> {
@@ -128,13 +128,13 @@ unsafe fn on_event(
         (!tag.is_null()).then(|| unsafe { CStr::from_ptr(tag.cast()) }.to_string_lossy().into_owned())
     };
     let (tag, starts_container, scalar) = match event.type_ {
-        sys::YAML_STREAM_END_EVENT => return Ok(true),
-        sys::YAML_SCALAR_EVENT => {
+        unsafe_yaml::YAML_STREAM_END_EVENT => return Ok(true),
+        unsafe_yaml::YAML_SCALAR_EVENT => {
             // SAFETY: for scalar events `data.scalar` is the active field.
             let data = unsafe { event.data.scalar };
             // SAFETY: libyaml guarantees `value` holds `length` bytes.
             let value = unsafe { std::slice::from_raw_parts(data.value, data.length as usize) };
-            let plain = data.style == sys::YAML_PLAIN_SCALAR_STYLE;
+            let plain = data.style == unsafe_yaml::YAML_PLAIN_SCALAR_STYLE;
             (
                 tag_of(data.tag),
                 None,
@@ -142,10 +142,10 @@ unsafe fn on_event(
             )
         }
         // SAFETY (both arms): the matching union field is the active one.
-        sys::YAML_SEQUENCE_START_EVENT => (tag_of(unsafe { event.data.sequence_start.tag }), Some(false), None),
-        sys::YAML_MAPPING_START_EVENT => (tag_of(unsafe { event.data.mapping_start.tag }), Some(true), None),
-        sys::YAML_ALIAS_EVENT => (None, None, None),
-        sys::YAML_SEQUENCE_END_EVENT | sys::YAML_MAPPING_END_EVENT => {
+        unsafe_yaml::YAML_SEQUENCE_START_EVENT => (tag_of(unsafe { event.data.sequence_start.tag }), Some(false), None),
+        unsafe_yaml::YAML_MAPPING_START_EVENT => (tag_of(unsafe { event.data.mapping_start.tag }), Some(true), None),
+        unsafe_yaml::YAML_ALIAS_EVENT => (None, None, None),
+        unsafe_yaml::YAML_SEQUENCE_END_EVENT | unsafe_yaml::YAML_MAPPING_END_EVENT => {
             frames.pop();
             complete(frames);
             return Ok(false);

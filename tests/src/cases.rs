@@ -310,7 +310,7 @@ fn alias_bomb() -> String {
     let mut yaml = String::from("name: a\nversion: '1'\nl0: &l0 [x, x, x, x, x, x, x, x, x, x]\n");
     for level in 1..9 {
         let prev = format!("*l{}", level - 1);
-        let items = vec![prev.as_str(); 10].join(", ");
+        let items = [prev.as_str(); 10].join(", ");
         yaml.push_str(&format!("l{level}: &l{level} [{items}]\n"));
     }
     yaml
