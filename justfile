@@ -21,3 +21,7 @@ lint:
 # Rebuild examples/vivid-commenter.apkg from its source folder.
 example:
     cd examples && python3 build_apkg.py vivid-commenter vivid-commenter.apkg
+
+# Fuzz every target for SECONDS each (nightly + cargo-fuzz), corpora seeded from the test fixtures.
+fuzz seconds="60":
+    fuzz/run.sh {{seconds}}

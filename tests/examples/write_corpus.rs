@@ -1,0 +1,43 @@
+//! Seeds the fuzzers' corpora from the test fixtures: the valid agent and
+//! every hostile archive, plus the manifests they carry.
+//!
+//! Usage: cargo run -p par-tests --example write_corpus -- fuzz/corpus
+
+use std::fs;
+use std::path::PathBuf;
+
+use par_tests::apkg::AGENT_YAML;
+use par_tests::{Apkg, hostile_cases};
+
+fn main() -> std::io::Result<()> {
+    let root = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "fuzz/corpus".into()));
+    let archives = root.join("archive");
+    let manifests = root.join("manifest");
+    let names = root.join("entry_name");
+    for dir in [&archives, &manifests, &names] {
+        fs::create_dir_all(dir)?;
+    }
+    fs::write(archives.join("valid-agent.apkg"), Apkg::valid_agent().to_bytes())?;
+    for (i, case) in hostile_cases().iter().enumerate() {
+        fs::write(archives.join(format!("hostile-{i:02}.apkg")), case.apkg.to_bytes())?;
+    }
+    let example = include_str!("../../examples/vivid-commenter/agent.yaml");
+    let variants = [
+        AGENT_YAML,
+        example,
+        "name: a\nversion: 1.10\nruntime:\n  python: \">=3.8\"\n",
+        "name: a\nversion: '1'\nx: !!python/object:os.system ls\n",
+        "name: a\nversion: '1'\nl0: &l0 [x, x]\nl1: [*l0, *l0]\n",
+    ];
+    for (i, yaml) in variants.iter().enumerate() {
+        fs::write(manifests.join(format!("seed-{i}.yaml")), yaml)?;
+    }
+    for (i, name) in ["core/langchain_util.py", "../x", "/etc/passwd", "a\\b", "C:/x", "ui/static/"]
+        .iter()
+        .enumerate()
+    {
+        fs::write(names.join(format!("seed-{i}")), name)?;
+    }
+    println!("corpus seeded under {}", root.display());
+    Ok(())
+}
