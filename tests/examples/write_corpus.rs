@@ -32,9 +32,16 @@ fn main() -> std::io::Result<()> {
     for (i, yaml) in variants.iter().enumerate() {
         fs::write(manifests.join(format!("seed-{i}.yaml")), yaml)?;
     }
-    for (i, name) in ["core/langchain_util.py", "../x", "/etc/passwd", "a\\b", "C:/x", "ui/static/"]
-        .iter()
-        .enumerate()
+    for (i, name) in [
+        "core/langchain_util.py",
+        "../x",
+        "/etc/passwd",
+        "a\\b",
+        "C:/x",
+        "ui/static/",
+    ]
+    .iter()
+    .enumerate()
     {
         fs::write(names.join(format!("seed-{i}")), name)?;
     }
