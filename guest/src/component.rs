@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::archive;
 use crate::error::{EntryProblem, GuestError};
+use crate::install_plan::{self, InstallPlan, Requirement, SelfInstall};
 use crate::limits::{LimitKind, Limits};
 use crate::manifest::Manifest;
 
@@ -17,6 +18,7 @@ mod bindings {
 }
 
 use bindings::Guest;
+use bindings::pixell::apkg::host_installer;
 use bindings::pixell::apkg::host_log::{self, Field, Level};
 use bindings::pixell::apkg::types as wit;
 
@@ -59,6 +61,70 @@ impl Guest for Loader {
             bytes: report.bytes,
             executables: report.executables,
         })
+    }
+
+    fn load(options: wit::LoadOptions) -> Result<wit::LoadReport, wit::LoadError> {
+        let extracted = Self::extract(options.extract)?;
+        let plan = install_plan::plan(Path::new(PACKAGE_DIR)).map_err(to_wit_error)?;
+        host_installer::publish(&extracted.manifest, &extracted.executables).map_err(wit::LoadError::Install)?;
+        let venv = host_installer::ensure_venv(&plan_to_wit(&plan)).map_err(wit::LoadError::Install)?;
+        // Requirements first, then the agent; both are attempted and every
+        // failure is reported (a failed dependency fails the load even if the
+        // agent itself installed).
+        let mut errors = Vec::new();
+        let mut requirements_count = 0;
+        if !plan.requirements.is_empty() {
+            match host_installer::install_requirements() {
+                Ok(report) => requirements_count = report.packages_count,
+                Err(error) => errors.push(error),
+            }
+        }
+        let mut installed_as_package = false;
+        if plan.self_install != SelfInstall::None {
+            match host_installer::install_self() {
+                Ok(_) => installed_as_package = true,
+                Err(error) => errors.push(error),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(wit::LoadError::InstallFailed(errors));
+        }
+        let verified = match &extracted.manifest.entrypoint {
+            None => None,
+            Some(entrypoint) => match host_installer::verify_import(entrypoint) {
+                Ok(()) => Some(true),
+                Err(error) if options.strict => return Err(wit::LoadError::VerificationFailed(error)),
+                Err(_) => Some(false),
+            },
+        };
+        Ok(wit::LoadReport {
+            extract: extracted,
+            venv,
+            installed_as_package,
+            verified,
+            requirements_count,
+        })
+    }
+}
+
+fn plan_to_wit(plan: &InstallPlan) -> wit::InstallPlan {
+    let lines = |list: &[Requirement]| {
+        list.iter()
+            .map(|r| wit::Requirement {
+                file: r.file.clone(),
+                line: r.line,
+                text: r.text.clone(),
+            })
+            .collect()
+    };
+    wit::InstallPlan {
+        requirements: lines(&plan.requirements),
+        constraints: lines(&plan.constraints),
+        self_install: match plan.self_install {
+            SelfInstall::None => wit::SelfInstall::None,
+            SelfInstall::SetupPy => wit::SelfInstall::SetupPy,
+            SelfInstall::Pyproject => wit::SelfInstall::Pyproject,
+        },
     }
 }
 
@@ -119,6 +185,17 @@ fn to_wit_error(error: GuestError) -> wit::LoadError {
             wit::LoadError::ManifestInvalid(wit::ManifestInvalid { field, message })
         }
         GuestError::Io { entry, message } => wit::LoadError::Io(wit::IoFailure { entry, message }),
+        GuestError::RequirementsInvalid {
+            file,
+            line,
+            text,
+            reason,
+        } => wit::LoadError::RequirementsInvalid(wit::RefusedRequirement {
+            file,
+            line,
+            text,
+            reason,
+        }),
     }
 }
 

@@ -93,6 +93,18 @@ pub enum GuestError {
         /// What is wrong.
         message: String,
     },
+    /// `requirements.txt` or a file it includes cannot be used.
+    #[error("requirements invalid at {file}:{line}: {reason}")]
+    RequirementsInvalid {
+        /// File relative to the package root.
+        file: String,
+        /// 1-based line (0 for the whole file).
+        line: u32,
+        /// The offending text.
+        text: String,
+        /// Why.
+        reason: String,
+    },
     /// Writing the extracted tree failed (disk full, permission …).
     #[error("i/o error{}: {message}", entry.as_ref().map(|e| format!(" at entry `{e}`")).unwrap_or_default())]
     Io {

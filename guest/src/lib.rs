@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub mod error;
+pub mod install_plan;
 pub mod limits;
 pub mod manifest;
 pub mod path;

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{ArgAction, Parser, Subcommand};
-use par::{DEFAULT_ROOT, Limits, LoadError, LoaderConfig, PackageLoader};
+use std::time::Duration;
+
+use par::{DEFAULT_ROOT, InstallConfig, InstallerChoice, Limits, LoadError, LoaderConfig, PackageLoader};
 use tracing_subscriber::EnvFilter;
 
 const AFTER_HELP: &str = "\
@@ -54,6 +56,64 @@ struct Cli {
     limits: LimitArgs,
 }
 
+/// How `load` installs.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Installing")]
+struct InstallArgs {
+    /// Installer back end: uv when found on PATH, else pip (auto); or force one.
+    #[arg(long, value_enum, default_value = "auto")]
+    installer: InstallerArg,
+    /// Fail when the entrypoint does not import (default: warn, `verified: false`).
+    #[arg(long)]
+    strict: bool,
+    /// Interpreter the venv is made from.
+    #[arg(long, value_name = "PATH", default_value = "python3")]
+    python: PathBuf,
+    /// Install only from local paths and --find-links (no package index).
+    #[arg(long)]
+    no_index: bool,
+    /// Extra location of wheels and sdists (repeatable).
+    #[arg(long, value_name = "DIR|URL")]
+    find_links: Vec<String>,
+    /// Package index to use instead of the default.
+    #[arg(long, value_name = "URL")]
+    index_url: Option<String>,
+    /// Seconds allowed for installing requirements.txt.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    requirements_timeout: u64,
+    /// Seconds allowed for the editable self-install.
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    self_install_timeout: u64,
+    /// Seconds allowed for the import check.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    import_timeout: u64,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum InstallerArg {
+    Auto,
+    Pip,
+    Uv,
+}
+
+impl InstallArgs {
+    fn apply(&self, install: &mut InstallConfig) {
+        install.installer = match self.installer {
+            InstallerArg::Auto => InstallerChoice::Auto,
+            InstallerArg::Pip => InstallerChoice::Pip,
+            InstallerArg::Uv => InstallerChoice::Uv,
+        };
+        install.strict = self.strict;
+        install.python = self.python.clone();
+        install.index.no_index = self.no_index;
+        install.index.find_links = self.find_links.clone();
+        install.index.index_url = self.index_url.clone();
+        install.requirements_timeout = Duration::from_secs(self.requirements_timeout);
+        install.self_install_timeout = Duration::from_secs(self.self_install_timeout);
+        install.import_timeout = Duration::from_secs(self.import_timeout);
+    }
+}
+
 /// Overrides of the archive limits; each defaults to the library's default.
 #[derive(Debug, clap::Args)]
 #[command(next_help_heading = "Archive limits")]
@@ -98,6 +158,18 @@ enum Command {
     Inspect {
         /// The APKG file.
         apkg: PathBuf,
+    },
+    /// Load an APKG as the runtime does: extract, create or reuse the venv,
+    /// install requirements.txt and the agent itself (editable), check the
+    /// entrypoint imports.
+    Load {
+        /// The APKG file.
+        apkg: PathBuf,
+        /// App id to publish under [default: the manifest's name].
+        #[arg(long, value_name = "ID")]
+        app_id: Option<String>,
+        #[command(flatten)]
+        install: InstallArgs,
     },
     /// Extract an APKG to {root}/packages/{app_id}@{version}/ and print where.
     Extract {
@@ -154,8 +226,40 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
     if let Some(cache_dir) = &cli.cache_dir {
         config.component_cache = Some(cache_dir.clone());
     }
+    if let Command::Load { install, .. } = &cli.command {
+        install.apply(&mut config.install);
+    }
     let loader = PackageLoader::new(config)?;
     match &cli.command {
+        Command::Load { apkg, app_id, .. } => {
+            let package = loader.load_package(apkg, app_id.as_deref()).await?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&package).context("cannot render the result")?
+                );
+            } else {
+                let verified = match package.verified {
+                    Some(true) => "yes",
+                    Some(false) => "no (imports may not work)",
+                    None => "no entrypoint",
+                };
+                println!(
+                    "Loaded {} from {}\n  venv: {}{}\n  python: {}\n  installer: {}, installed as package: {}, entrypoint imports: {verified}",
+                    package.package_id,
+                    package.path.display(),
+                    package.venv_path.display(),
+                    if package.venv_reused { " (reused)" } else { "" },
+                    package.python_path.display(),
+                    package.installer,
+                    if package.installed_as_package {
+                        "yes"
+                    } else {
+                        "no (old package)"
+                    },
+                );
+            }
+        }
         Command::Inspect { apkg } => {
             let manifest = loader.inspect(apkg).await?;
             let text = if cli.json {

@@ -35,8 +35,101 @@ pub struct LoaderConfig {
     pub guest_cpu_time: Duration,
     /// Where the compiled guest is cached; `None` compiles it in memory every time.
     pub component_cache: Option<PathBuf>,
+    /// How venvs are created and packages installed.
+    pub install: InstallConfig,
     /// Whether the guest applies its entry-name rules (only tests turn this off).
     pub(crate) guest_path_rules: bool,
+}
+
+/// Which installer back end to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InstallerChoice {
+    /// uv when it is on `PATH`, pip otherwise.
+    #[default]
+    Auto,
+    /// `python -m venv` and `pip install`, as the spec does.
+    Pip,
+    /// `uv venv` and `uv pip install`.
+    Uv,
+}
+
+/// Where packages may come from: passed to the installer as options, never
+/// taken from the package.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexConfig {
+    /// `--no-index`: only local paths and `find_links`.
+    pub no_index: bool,
+    /// `--index-url`.
+    pub index_url: Option<String>,
+    /// `--extra-index-url`, each.
+    pub extra_index_urls: Vec<String>,
+    /// `--find-links`, each (directories or URLs).
+    pub find_links: Vec<String>,
+}
+
+impl IndexConfig {
+    /// The installer options these settings stand for.
+    pub fn args(&self) -> Vec<std::ffi::OsString> {
+        let mut args = Vec::new();
+        if self.no_index {
+            args.push("--no-index".into());
+        }
+        if let Some(url) = &self.index_url {
+            args.extend(["--index-url".into(), url.into()]);
+        }
+        for url in &self.extra_index_urls {
+            args.extend(["--extra-index-url".into(), url.into()]);
+        }
+        for link in &self.find_links {
+            args.extend(["--find-links".into(), link.into()]);
+        }
+        args
+    }
+}
+
+/// Installing the agent: back end, interpreter, timeouts, index policy.
+#[derive(Debug, Clone)]
+pub struct InstallConfig {
+    /// pip, uv, or whichever is available.
+    pub installer: InstallerChoice,
+    /// The interpreter venvs are made from (looked up on `PATH` if relative).
+    pub python: PathBuf,
+    /// The `uv` executable (looked up on `PATH` if relative).
+    pub uv: PathBuf,
+    /// Limit for creating the venv.
+    pub venv_timeout: Duration,
+    /// Limit for installing `requirements.txt` (the spec's 300 s).
+    pub requirements_timeout: Duration,
+    /// Limit for the editable self-install (the spec's 120 s).
+    pub self_install_timeout: Duration,
+    /// Limit for the import check (the spec's 10 s).
+    pub import_timeout: Duration,
+    /// Where packages come from.
+    pub index: IndexConfig,
+    /// What requirement lines may do beyond the safe default.
+    pub policy: crate::requirements::RequirementPolicy,
+    /// Environment variables passed through to installer subprocesses; everything else is cleared.
+    pub pass_env: Vec<String>,
+    /// Fail the load when the entrypoint does not import (the spec only warns).
+    pub strict: bool,
+}
+
+impl Default for InstallConfig {
+    fn default() -> Self {
+        Self {
+            installer: InstallerChoice::Auto,
+            python: PathBuf::from("python3"),
+            uv: PathBuf::from("uv"),
+            venv_timeout: Duration::from_secs(120),
+            requirements_timeout: Duration::from_secs(300),
+            self_install_timeout: Duration::from_secs(120),
+            import_timeout: Duration::from_secs(10),
+            index: IndexConfig::default(),
+            policy: crate::requirements::RequirementPolicy::default(),
+            pass_env: ["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR"].map(String::from).into(),
+            strict: false,
+        }
+    }
 }
 
 impl Default for LoaderConfig {
@@ -48,6 +141,7 @@ impl Default for LoaderConfig {
             guest_memory_bytes: sandbox.memory_bytes,
             guest_cpu_time: sandbox.cpu_time,
             component_cache: default_cache_dir(),
+            install: InstallConfig::default(),
             guest_path_rules: true,
         }
     }

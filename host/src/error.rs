@@ -5,7 +5,11 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub use crate::sandbox::SandboxError;
-use crate::sandbox::{EntryProblem, GuestLoadError, IoFailure, LimitExceeded, LimitKind, ManifestInvalid, UnsafeEntry};
+use crate::sandbox::{
+    EntryProblem, GuestLoadError, InstallError, IoFailure, LimitExceeded, LimitKind, ManifestInvalid,
+    RefusedRequirement, UnsafeEntry,
+};
+use crate::session::describe;
 
 /// A package refused by a rule: each variant names the entry or field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +33,9 @@ pub enum PackageError {
     /// write the preopen refused).
     #[error("cannot write the package tree{}: {}", .0.entry.as_ref().map(|e| format!(" at entry `{e}`")).unwrap_or_default(), .0.message)]
     Write(IoFailure),
+    /// `requirements.txt` (or a file it includes) cannot be used.
+    #[error("invalid requirements at {}:{} (`{}`): {}", .0.file, .0.line, .0.text.escape_default(), .0.reason)]
+    RequirementsInvalid(RefusedRequirement),
     /// The guest returned something the host's own checks refuse.
     #[error("the sandbox returned an invalid {what}: {detail}")]
     InvalidGuestOutput {
@@ -49,6 +56,7 @@ impl PackageError {
             PackageError::ManifestMissing => "manifest-missing",
             PackageError::ManifestInvalid(_) => "manifest-invalid",
             PackageError::Write(_) => "write-failed",
+            PackageError::RequirementsInvalid(_) => "requirements-invalid",
             PackageError::InvalidGuestOutput { .. } => "invalid-guest-output",
         }
     }
@@ -60,27 +68,46 @@ impl PackageError {
             PackageError::LimitExceeded(e) => e.entry.as_deref(),
             PackageError::ManifestInvalid(e) => e.field.as_deref(),
             PackageError::Write(e) => e.entry.as_deref(),
+            PackageError::RequirementsInvalid(e) => Some(&e.file),
             _ => None,
-        }
-    }
-}
-
-impl From<GuestLoadError> for PackageError {
-    fn from(error: GuestLoadError) -> Self {
-        match error {
-            GuestLoadError::ArchiveUnreadable(message) => PackageError::ArchiveUnreadable(message),
-            GuestLoadError::UnsafeEntry(e) => PackageError::UnsafeEntry(e),
-            GuestLoadError::LimitExceeded(e) => PackageError::LimitExceeded(e),
-            GuestLoadError::ManifestMissing => PackageError::ManifestMissing,
-            GuestLoadError::ManifestInvalid(e) => PackageError::ManifestInvalid(e),
-            GuestLoadError::Io(e) => PackageError::Write(e),
         }
     }
 }
 
 impl From<GuestLoadError> for LoadError {
     fn from(error: GuestLoadError) -> Self {
-        LoadError::Package(error.into())
+        let package = |e: PackageError| LoadError::Package(e);
+        match error {
+            GuestLoadError::ArchiveUnreadable(message) => package(PackageError::ArchiveUnreadable(message)),
+            GuestLoadError::UnsafeEntry(e) => package(PackageError::UnsafeEntry(e)),
+            GuestLoadError::LimitExceeded(e) => package(PackageError::LimitExceeded(e)),
+            GuestLoadError::ManifestMissing => package(PackageError::ManifestMissing),
+            GuestLoadError::ManifestInvalid(e) => package(PackageError::ManifestInvalid(e)),
+            GuestLoadError::Io(e) => package(PackageError::Write(e)),
+            GuestLoadError::RequirementsInvalid(e) => package(PackageError::RequirementsInvalid(e)),
+            GuestLoadError::Install(e) => LoadError::Install(InstallFailure(vec![e])),
+            GuestLoadError::InstallFailed(errors) => LoadError::Install(InstallFailure(errors)),
+            GuestLoadError::VerificationFailed(e) => LoadError::Verification(InstallFailure(vec![e])),
+        }
+    }
+}
+
+/// Installation errors in the order the steps ran, shown as the spec does:
+/// `Package installation failed: <each error joined by '; '>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallFailure(pub Vec<InstallError>);
+
+impl InstallFailure {
+    /// Whether a host-side problem (not the package) caused every error.
+    fn host_only(&self) -> bool {
+        self.0.iter().all(|e| matches!(e, InstallError::Host(_)))
+    }
+}
+
+impl fmt::Display for InstallFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(describe).collect();
+        f.write_str(&parts.join("; "))
     }
 }
 
@@ -139,6 +166,12 @@ pub enum LoadError {
     /// The sandboxed guest trapped, ran out of memory or time, or panicked.
     #[error("sandbox: {0}")]
     Sandbox(#[from] SandboxError),
+    /// Installing the requirements or the agent failed (Scenarios B, C, D).
+    #[error("Package installation failed: {0}")]
+    Install(InstallFailure),
+    /// The entrypoint did not import and `strict` was set.
+    #[error("{0}")]
+    Verification(InstallFailure),
     /// A host-side file operation failed.
     #[error("{action} `{}`: {source}", path.display())]
     Io {
@@ -171,16 +204,12 @@ impl LoadError {
 
     /// Whether the package (not the host) is to blame: the CLI's "bad package" exit code.
     pub fn is_package_fault(&self) -> bool {
-        matches!(
-            self,
-            LoadError::Package(_)
-                | LoadError::Sandbox(
-                    SandboxError::MemoryLimit { .. }
-                        | SandboxError::CpuTimeLimit { .. }
-                        | SandboxError::Panic(_)
-                        | SandboxError::Trap(_)
-                )
-        )
+        match self {
+            LoadError::Install(failure) | LoadError::Verification(failure) => !failure.host_only(),
+            LoadError::Package(_) => true,
+            LoadError::Sandbox(error) => !matches!(error, SandboxError::Engine(_)),
+            LoadError::Io { .. } | LoadError::InvalidInput { .. } | LoadError::Internal(_) => false,
+        }
     }
 
     /// A stable, kebab-case name for machine output.
@@ -195,6 +224,8 @@ impl LoadError {
             LoadError::Io { .. } => "io",
             LoadError::InvalidInput { .. } => "invalid-input",
             LoadError::Internal(_) => "internal",
+            LoadError::Install(_) => "install-failed",
+            LoadError::Verification(_) => "verification-failed",
         }
     }
 }

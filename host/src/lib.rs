@@ -18,13 +18,22 @@
 
 pub mod config;
 pub mod error;
+pub mod installer;
 mod loader;
 pub mod process;
+pub mod requirements;
 mod sandbox;
+mod session;
 mod staging;
 mod validate;
+mod venv;
 
 pub use config::{DEFAULT_ROOT, Limits, LoaderConfig};
+pub use config::{IndexConfig, InstallConfig, InstallerChoice};
+pub use error::InstallFailure;
 pub use error::{LoadError, PackageError, SandboxError};
-pub use loader::{Entrypoint, ExtractedPackage, Manifest, PackageLoader};
+pub use loader::{AgentPackage, Entrypoint, ExtractedPackage, Manifest, PackageLoader};
+pub use requirements::RequirementPolicy;
 pub use sandbox::{EntryProblem, IoFailure, LimitExceeded, LimitKind, ManifestInvalid, UnsafeEntry};
+pub use sandbox::{InstallError, RefusedRequirement, StepFailure};
+pub use session::Timings;

@@ -7,11 +7,15 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::config::LoaderConfig;
+use crate::config::{InstallerChoice, LoaderConfig};
 use crate::error::{LoadError, PackageError};
-use crate::sandbox::{ExtractOptions, GuestManifest, Preopens, Sandbox};
+use crate::installer::{Installer, Pip, Uv, venv_python};
+use crate::process::{Step, run};
+use crate::sandbox::{ExtractOptions, GuestManifest, LoadOptions, Preopens, Sandbox};
+use crate::session::{InstallSession, LoadContext, Timings};
 use crate::staging::{PackageLock, Staging, normalize_modes, sweep_abandoned};
 use crate::validate::{is_dotted_identifier, is_safe_component};
+use crate::venv;
 
 /// Largest manifest document (as JSON) the host accepts back from the guest.
 const MAX_DOCUMENT_BYTES: usize = 8 * 1024 * 1024;
@@ -57,6 +61,36 @@ pub struct ExtractedPackage {
     pub bytes: u64,
 }
 
+/// A loaded agent: what the embedding runtime needs to start it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentPackage {
+    /// `{name}@{version}` from the manifest.
+    pub package_id: String,
+    /// The app id it was published under.
+    pub app_id: String,
+    /// `{root}/packages/{app_id}@{version}`.
+    pub path: PathBuf,
+    /// `{root}/venvs/{app_id}_{key}`.
+    pub venv_path: PathBuf,
+    /// The venv's interpreter: start the agent with it.
+    pub python_path: PathBuf,
+    /// The validated manifest.
+    pub manifest: Manifest,
+    /// The agent was installed as an editable package, so its modules import
+    /// without `sys.path` additions; false for old packages without build files.
+    pub installed_as_package: bool,
+    /// Whether the entrypoint imported in the venv (none without an entrypoint).
+    pub verified: Option<bool>,
+    /// `pip` or `uv`.
+    pub installer: String,
+    /// A finished venv was reused (a redeploy): nothing was installed.
+    pub venv_reused: bool,
+    /// Packages installed from `requirements.txt`.
+    pub requirements_count: u32,
+    /// Milliseconds per step.
+    pub timings: Timings,
+}
+
 /// Loads APKGs; cheap to clone, safe to share across tasks.
 #[derive(Debug, Clone)]
 pub struct PackageLoader {
@@ -67,6 +101,8 @@ pub struct PackageLoader {
 struct Inner {
     config: LoaderConfig,
     sandbox: Sandbox,
+    /// The base interpreter's path and `--version`, found on first use.
+    python: std::sync::OnceLock<(PathBuf, String)>,
 }
 
 impl PackageLoader {
@@ -77,7 +113,11 @@ impl PackageLoader {
         sweep_abandoned(&config.root);
         tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "sandbox ready");
         Ok(Self {
-            inner: Arc::new(Inner { config, sandbox }),
+            inner: Arc::new(Inner {
+                config,
+                sandbox,
+                python: std::sync::OnceLock::new(),
+            }),
         })
     }
 
@@ -100,6 +140,149 @@ impl PackageLoader {
         let apkg = apkg.as_ref().to_owned();
         let app_id = app_id.map(str::to_owned);
         run_blocking(move || this.extract_blocking(&apkg, app_id.as_deref())).await
+    }
+
+    /// The spec's whole flow: extract and validate in the sandbox, publish,
+    /// create or reuse the venv, install `requirements.txt`, install the agent
+    /// itself in editable mode, and check that the entrypoint imports.
+    pub async fn load_package(&self, apkg: impl AsRef<Path>, app_id: Option<&str>) -> Result<AgentPackage, LoadError> {
+        let this = self.clone();
+        let apkg = apkg.as_ref().to_owned();
+        let app_id = app_id.map(str::to_owned);
+        run_blocking(move || this.load_blocking(&apkg, app_id.as_deref())).await
+    }
+
+    /// Blocking form of [`PackageLoader::load_package`].
+    pub fn load_blocking(&self, apkg: &Path, app_id: Option<&str>) -> Result<AgentPackage, LoadError> {
+        if let Some(app_id) = app_id {
+            check_app_id(app_id)?;
+        }
+        let apkg = regular_file(apkg)?;
+        let config = &self.inner.config;
+        let started = Instant::now();
+        tracing::info!(apkg = %apkg.display(), "Loading agent package");
+        let installer = self.installer()?;
+        let (python, python_identity) = self.python()?;
+        let staging = Staging::create(&config.root, &apkg)?;
+        let (archive_dir, tree) = (staging.archive_dir(), staging.tree());
+        let context = LoadContext {
+            root: config.root.clone(),
+            app_id: app_id.map(str::to_owned),
+            install: config.install.clone(),
+            installer: installer.clone(),
+            python,
+            python_identity,
+        };
+        let preopens = Preopens {
+            archive_dir: &archive_dir,
+            package_dir: Some(&tree),
+        };
+        let options = LoadOptions {
+            extract: self.extract_options(),
+            strict: config.install.strict,
+        };
+        let (outcome, session) = self
+            .inner
+            .sandbox
+            .load(preopens, &options, InstallSession::new(context, staging));
+        let report = match outcome {
+            Ok(Ok(report)) if session.all_planned_steps_succeeded() => report,
+            Ok(Ok(_)) => {
+                discard_unfinished_venv(&session);
+                return Err(PackageError::InvalidGuestOutput {
+                    what: "load report",
+                    detail: "the guest reported success for steps that did not succeed".into(),
+                }
+                .into());
+            }
+            Ok(Err(error)) => {
+                discard_unfinished_venv(&session);
+                let error = LoadError::from(error);
+                if matches!(error, LoadError::Install(_)) {
+                    tracing::error!("{error}");
+                }
+                return Err(error);
+            }
+            Err(error) => {
+                discard_unfinished_venv(&session);
+                return Err(error.into());
+            }
+        };
+        let (Some(published), Some(venv_state)) = (&session.published, &session.venv) else {
+            return Err(LoadError::Internal(
+                "the guest finished without publishing or preparing a venv".into(),
+            ));
+        };
+        if !venv_state.reused {
+            venv::mark_finished(&venv_state.path, &venv_state.key)
+                .map_err(LoadError::io("cannot mark the venv finished", &venv_state.path))?;
+        }
+        if !report.installed_as_package {
+            tracing::info!(
+                note = "Agent may have import issues if it uses root-level packages",
+                "No setup.py found - skipping agent package installation"
+            );
+        }
+        let mut timings = session.outcome.timings;
+        timings.total_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(package_id = %published.package_id, venv = %venv_state.name, "Package loaded successfully");
+        Ok(AgentPackage {
+            package_id: published.package_id.clone(),
+            app_id: published.app_id.clone(),
+            path: published.path.clone(),
+            venv_path: venv_state.path.clone(),
+            python_path: venv_python(&venv_state.path),
+            manifest: published.manifest.clone(),
+            installed_as_package: report.installed_as_package,
+            verified: report.verified,
+            installer: installer.name().to_owned(),
+            venv_reused: venv_state.reused,
+            requirements_count: report.requirements_count,
+            timings,
+        })
+    }
+
+    /// The configured back end; `auto` takes uv when it is on `PATH`.
+    fn installer(&self) -> Result<Arc<dyn Installer>, LoadError> {
+        let install = &self.inner.config.install;
+        let uv = find_program(&install.uv);
+        Ok(match (install.installer, uv) {
+            (InstallerChoice::Pip, _) | (InstallerChoice::Auto, None) => Arc::new(Pip),
+            (InstallerChoice::Uv | InstallerChoice::Auto, Some(uv)) => Arc::new(Uv::new(uv)),
+            (InstallerChoice::Uv, None) => {
+                return Err(LoadError::InvalidInput {
+                    what: "installer",
+                    detail: format!("`{}` was not found on PATH", install.uv.display()),
+                });
+            }
+        })
+    }
+
+    /// The base interpreter and its identity (`Python 3.11.7 /usr/bin/python3`).
+    fn python(&self) -> Result<(PathBuf, String), LoadError> {
+        if let Some(found) = self.inner.python.get() {
+            return Ok(found.clone());
+        }
+        let configured = &self.inner.config.install.python;
+        let python = find_program(configured).ok_or_else(|| LoadError::InvalidInput {
+            what: "python",
+            detail: format!("`{}` was not found on PATH", configured.display()),
+        })?;
+        let mut step = Step::new(
+            "python-version",
+            &python,
+            std::env::temp_dir(),
+            self.inner.config.install.import_timeout,
+        )
+        .args(["--version"]);
+        step.env = std::env::var_os("PATH")
+            .map(|p| ("PATH".into(), p))
+            .into_iter()
+            .collect();
+        let output = run(&step).map_err(|e| LoadError::Internal(e.to_string()))?;
+        let version = format!("{}{}", output.stdout.trim(), output.stderr.trim());
+        let identity = format!("{version} {}", python.display());
+        Ok(self.inner.python.get_or_init(|| (python, identity)).clone())
     }
 
     /// Blocking form of [`PackageLoader::inspect`], for callers outside an async runtime.
@@ -168,6 +351,30 @@ impl PackageLoader {
     }
 }
 
+/// Removes a venv this load created but did not finish, so nothing half-built stays behind.
+fn discard_unfinished_venv(session: &InstallSession) {
+    if let Some(venv) = &session.venv
+        && !venv.reused
+        && let Err(e) = std::fs::remove_dir_all(&venv.path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %venv.path.display(), error = %e, "cannot remove an unfinished venv");
+    }
+}
+
+/// Resolves a program name on `PATH` (a path with a `/` is taken as is).
+fn find_program(program: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if program.components().count() > 1 || program.is_absolute() {
+        return executable(program).then(|| program.to_owned());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| executable(candidate))
+}
+
 /// Runs blocking loader work off the async runtime's worker threads.
 async fn run_blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, LoadError> + Send + 'static,
@@ -208,7 +415,7 @@ fn check_app_id(app_id: &str) -> Result<(), LoadError> {
 }
 
 /// Re-checks the guest's manifest: names and versions become paths, modules become argv.
-fn check_manifest(manifest: GuestManifest) -> Result<Manifest, PackageError> {
+pub(crate) fn check_manifest(manifest: GuestManifest) -> Result<Manifest, PackageError> {
     let invalid = |what, detail: String| PackageError::InvalidGuestOutput { what, detail };
     if !is_safe_component(&manifest.name, false) {
         return Err(invalid("manifest name", manifest.name.escape_default().to_string()));

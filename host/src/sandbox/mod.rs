@@ -7,7 +7,7 @@
 //! interruption, and every trap, limit or panic comes back as a
 //! [`SandboxError`] instead of taking the host down.
 
-mod bindings;
+pub(crate) mod bindings;
 mod cache;
 mod log;
 
@@ -21,10 +21,13 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 pub use bindings::types::{
-    EntryProblem, ExtractOptions, ExtractReport, IoFailure, LimitExceeded, LimitKind, Limits,
-    LoadError as GuestLoadError, Manifest as GuestManifest, ManifestInvalid, UnsafeEntry,
+    EntryProblem, ExtractOptions, ExtractReport, InstallError, IoFailure, LimitExceeded, LimitKind, Limits,
+    LoadError as GuestLoadError, LoadOptions, LoadReport, Manifest as GuestManifest, ManifestInvalid,
+    RefusedRequirement, StepFailure, UnsafeEntry,
 };
 use bindings::{Loader, LoaderPre};
+
+use crate::session::InstallSession;
 
 /// How often the epoch advances; the CPU-time check runs at this granularity.
 const TICK: Duration = Duration::from_millis(10);
@@ -104,6 +107,7 @@ struct GuestState {
     table: ResourceTable,
     memory: MemoryCap,
     log: log::GuestLog,
+    session: InstallSession,
     started: Instant,
     cpu_exceeded: bool,
 }
@@ -170,8 +174,13 @@ impl Sandbox {
         let component = cache::load(engine, cache_dir).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::<GuestState>::new(engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
-        Loader::add_to_linker::<GuestState, HasSelf<log::GuestLog>>(&mut linker, |state| &mut state.log)
-            .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+        let link_error = |e: wasmtime::Error| SandboxError::Engine(format!("{e:#}"));
+        bindings::host_log::add_to_linker::<GuestState, HasSelf<log::GuestLog>>(&mut linker, |state| &mut state.log)
+            .map_err(link_error)?;
+        bindings::host_installer::add_to_linker::<GuestState, HasSelf<InstallSession>>(&mut linker, |state| {
+            &mut state.session
+        })
+        .map_err(link_error)?;
         let pre = linker
             .instantiate_pre(&component)
             .and_then(LoaderPre::new)
@@ -185,7 +194,10 @@ impl Sandbox {
         preopens: Preopens<'_>,
         options: &ExtractOptions,
     ) -> Result<Result<GuestManifest, GuestLoadError>, SandboxError> {
-        self.run(preopens, |loader, store| loader.call_inspect(store, *options))
+        let (outcome, _) = self.run(preopens, InstallSession::unavailable(), |loader, store| {
+            loader.call_inspect(store, *options)
+        });
+        outcome
     }
 
     /// Runs the guest's `extract` export.
@@ -194,7 +206,21 @@ impl Sandbox {
         preopens: Preopens<'_>,
         options: &ExtractOptions,
     ) -> Result<Result<ExtractReport, GuestLoadError>, SandboxError> {
-        self.run(preopens, |loader, store| loader.call_extract(store, *options))
+        let (outcome, _) = self.run(preopens, InstallSession::unavailable(), |loader, store| {
+            loader.call_extract(store, *options)
+        });
+        outcome
+    }
+
+    /// Runs the guest's `load` export; the session serves its installer
+    /// requests and is handed back with what they did.
+    pub fn load(
+        &self,
+        preopens: Preopens<'_>,
+        options: &LoadOptions,
+        session: InstallSession,
+    ) -> (Result<Result<LoadReport, GuestLoadError>, SandboxError>, InstallSession) {
+        self.run(preopens, session, |loader, store| loader.call_load(store, *options))
     }
 
     /// Instantiates a fresh guest with the given preopens, calls `f`, and turns
@@ -202,8 +228,9 @@ impl Sandbox {
     fn run<R>(
         &self,
         preopens: Preopens<'_>,
+        session: InstallSession,
         f: impl FnOnce(&Loader, &mut Store<GuestState>) -> wasmtime::Result<R>,
-    ) -> Result<R, SandboxError> {
+    ) -> (Result<R, SandboxError>, InstallSession) {
         let engine = self.pre.engine();
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         let mut wasi = WasiCtxBuilder::new();
@@ -215,11 +242,13 @@ impl Sandbox {
             .allow_udp(false)
             .allow_ip_name_lookup(false);
         let preopen_error = |e: wasmtime::Error| SandboxError::Engine(format!("cannot preopen a directory: {e:#}"));
-        wasi.preopened_dir(preopens.archive_dir, "/archive", FsPerms::ReadOnly)
-            .map_err(preopen_error)?;
-        if let Some(package_dir) = preopens.package_dir {
-            wasi.preopened_dir(package_dir, "/package", FsPerms::ReadWrite)
-                .map_err(preopen_error)?;
+        if let Err(e) = wasi.preopened_dir(preopens.archive_dir, "/archive", FsPerms::ReadOnly) {
+            return (Err(preopen_error(e)), session);
+        }
+        if let Some(package_dir) = preopens.package_dir
+            && let Err(e) = wasi.preopened_dir(package_dir, "/package", FsPerms::ReadWrite)
+        {
+            return (Err(preopen_error(e)), session);
         }
         let state = GuestState {
             wasi: wasi.build(),
@@ -229,6 +258,7 @@ impl Sandbox {
                 exceeded: false,
             },
             log: log::GuestLog::default(),
+            session,
             started: Instant::now(),
             cpu_exceeded: false,
         };
@@ -238,7 +268,7 @@ impl Sandbox {
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |mut ctx| {
             let state = ctx.data_mut();
-            if state.started.elapsed() > budget {
+            if state.started.elapsed().saturating_sub(state.session.in_host) > budget {
                 state.cpu_exceeded = true;
                 return Ok(UpdateDeadline::Interrupt);
             }
@@ -248,7 +278,7 @@ impl Sandbox {
             .pre
             .instantiate(&mut store)
             .and_then(|loader| f(&loader, &mut store));
-        outcome.map_err(|error| {
+        let outcome = outcome.map_err(|error| {
             let state = store.data();
             if state.memory.exceeded {
                 return SandboxError::MemoryLimit {
@@ -263,7 +293,8 @@ impl Sandbox {
                 return SandboxError::Panic(written);
             }
             SandboxError::Trap(format!("{error:#}"))
-        })
+        });
+        (outcome, store.into_data().session)
     }
 }
 

@@ -1,0 +1,67 @@
+//! The two installer back ends behind one trait: `pip` (the spec's commands)
+//! and `uv` (much faster). Each only builds argv vectors; running them is
+//! [`crate::process`]'s job, checking their inputs is the session's.
+
+mod pip;
+mod uv;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+pub use pip::Pip;
+pub use uv::Uv;
+
+use crate::process::StepOutput;
+
+/// A program and its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    /// The program to run.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+}
+
+/// What an install step installs.
+#[derive(Debug, Clone, Copy)]
+pub enum InstallTarget<'a> {
+    /// A requirements file the host wrote, and optionally a constraints file.
+    Requirements {
+        /// Requirements file.
+        file: &'a Path,
+        /// Constraints file.
+        constraints: Option<&'a Path>,
+    },
+    /// The package directory, in editable mode.
+    Editable(&'a Path),
+}
+
+/// One way of creating venvs and installing into them.
+pub trait Installer: Send + Sync + std::fmt::Debug {
+    /// `pip` or `uv`: reported in results and part of the venv key.
+    fn name(&self) -> &'static str;
+    /// The command that creates a venv at `venv` for `python`.
+    fn create_venv(&self, python: &Path, venv: &Path) -> Invocation;
+    /// The command that installs `target` into `venv`; `index_args` are appended.
+    fn install(&self, venv: &Path, target: InstallTarget<'_>, index_args: &[OsString]) -> Invocation;
+    /// How many packages the finished step reports as installed.
+    fn packages_installed(&self, output: &StepOutput) -> u32;
+}
+
+/// The interpreter inside a venv.
+pub fn venv_python(venv: &Path) -> PathBuf {
+    venv.join("bin").join("python")
+}
+
+fn target_args(target: InstallTarget<'_>) -> Vec<OsString> {
+    match target {
+        InstallTarget::Requirements { file, constraints } => {
+            let mut args = vec![OsString::from("-r"), file.into()];
+            if let Some(constraints) = constraints {
+                args.extend([OsString::from("-c"), constraints.into()]);
+            }
+            args
+        }
+        InstallTarget::Editable(package) => vec![OsString::from("-e"), package.into()],
+    }
+}

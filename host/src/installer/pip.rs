@@ -1,0 +1,45 @@
+//! pip: `python -m venv`, then `python -m pip install` as the spec does.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use super::{InstallTarget, Installer, Invocation, target_args, venv_python};
+use crate::process::StepOutput;
+
+/// The pip back end.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pip;
+
+impl Installer for Pip {
+    fn name(&self) -> &'static str {
+        "pip"
+    }
+
+    fn create_venv(&self, python: &Path, venv: &Path) -> Invocation {
+        Invocation {
+            program: python.to_owned(),
+            args: vec!["-m".into(), "venv".into(), venv.into()],
+        }
+    }
+
+    fn install(&self, venv: &Path, target: InstallTarget<'_>, index_args: &[OsString]) -> Invocation {
+        let mut args: Vec<OsString> = ["-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
+            .map(OsString::from)
+            .into();
+        args.extend(index_args.iter().cloned());
+        args.extend(target_args(target));
+        Invocation {
+            program: venv_python(venv),
+            args,
+        }
+    }
+
+    fn packages_installed(&self, output: &StepOutput) -> u32 {
+        output
+            .stdout
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("Successfully installed "))
+            .map(|names| names.split_whitespace().count() as u32)
+            .sum()
+    }
+}

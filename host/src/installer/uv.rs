@@ -1,0 +1,67 @@
+//! uv: `uv venv` and `uv pip install`, with uv's shared cache.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use super::{InstallTarget, Installer, Invocation, target_args, venv_python};
+use crate::process::StepOutput;
+
+/// The uv back end, with the `uv` executable it runs.
+#[derive(Debug, Clone)]
+pub struct Uv {
+    program: PathBuf,
+}
+
+impl Uv {
+    /// Uses the given `uv` executable.
+    pub fn new(program: impl Into<PathBuf>) -> Self {
+        Self {
+            program: program.into(),
+        }
+    }
+}
+
+impl Installer for Uv {
+    fn name(&self) -> &'static str {
+        "uv"
+    }
+
+    fn create_venv(&self, python: &Path, venv: &Path) -> Invocation {
+        Invocation {
+            program: self.program.clone(),
+            args: vec![
+                "venv".into(),
+                "--no-config".into(),
+                "--quiet".into(),
+                "--python".into(),
+                python.into(),
+                venv.into(),
+            ],
+        }
+    }
+
+    fn install(&self, venv: &Path, target: InstallTarget<'_>, index_args: &[OsString]) -> Invocation {
+        let mut args: Vec<OsString> = vec![
+            "pip".into(),
+            "install".into(),
+            "--no-config".into(),
+            "--python".into(),
+            venv_python(venv).into(),
+        ];
+        args.extend(index_args.iter().cloned());
+        args.extend(target_args(target));
+        Invocation {
+            program: self.program.clone(),
+            args,
+        }
+    }
+
+    fn packages_installed(&self, output: &StepOutput) -> u32 {
+        output
+            .stderr
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("Installed "))
+            .filter_map(|rest| rest.split_whitespace().next()?.parse::<u32>().ok())
+            .sum()
+    }
+}

@@ -1,0 +1,560 @@
+//! The `host-installer` import: the host side of one `load`.
+//!
+//! The guest asks, in order, to publish the tree, ensure the venv, install the
+//! requirements, install the agent and verify the entrypoint. Each request is
+//! checked here before anything runs; the session remembers what was done so
+//! the loader can mark the venv finished only if every planned step succeeded.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::InstallConfig;
+use crate::installer::{InstallTarget, Installer, Invocation, venv_python};
+use crate::loader::{Manifest, check_manifest};
+use crate::process::{self, Step, StepError, StepOutput};
+use crate::requirements::check_line;
+use crate::sandbox::bindings::host_installer::Host;
+use crate::sandbox::bindings::types::{
+    Entrypoint, InstallError, InstallPlan, Manifest as GuestManifest, RefusedRequirement, Requirement, SelfInstall,
+    StepFailure, StepReport, VenvInfo,
+};
+use crate::staging::{PackageLock, Staging, normalize_modes};
+use crate::validate::{is_dotted_identifier, is_safe_component};
+use crate::venv::{self, VenvInputs};
+
+/// Output kept in errors that cross back into the guest and into messages.
+const ERROR_TAIL: usize = 8 * 1024;
+/// The import check: the module and attribute arrive as argv, never as code.
+const VERIFY_SCRIPT: &str = "import importlib, sys\nmodule = importlib.import_module(sys.argv[1])\nif len(sys.argv) > 2:\n    getattr(module, sys.argv[2])\n";
+
+/// What a load may use: fixed before the guest runs.
+#[derive(Debug)]
+pub struct LoadContext {
+    /// The loader root.
+    pub root: PathBuf,
+    /// App id chosen by the caller, if any (else the manifest name).
+    pub app_id: Option<String>,
+    /// Install settings.
+    pub install: InstallConfig,
+    /// The back end.
+    pub installer: Arc<dyn Installer>,
+    /// Absolute path of the base interpreter.
+    pub python: PathBuf,
+    /// Its version and path, part of the venv key.
+    pub python_identity: String,
+}
+
+/// The published package.
+#[derive(Debug)]
+pub struct Published {
+    /// `{name}@{version}`.
+    pub package_id: String,
+    /// The app id it was published under.
+    pub app_id: String,
+    /// `{root}/packages/{app_id}@{version}`.
+    pub path: PathBuf,
+    /// The re-checked manifest.
+    pub manifest: Manifest,
+    /// Held until the load ends: no other load replaces this package meanwhile.
+    _lock: PackageLock,
+}
+
+/// The venv of this load.
+#[derive(Debug)]
+pub struct VenvState {
+    /// `{app_id}_{key}`.
+    pub name: String,
+    /// Its directory.
+    pub path: PathBuf,
+    /// The key its marker must hold.
+    pub key: String,
+    /// A finished venv with this key existed: nothing to install.
+    pub reused: bool,
+    requirements_file: Option<PathBuf>,
+    constraints_file: Option<PathBuf>,
+    /// How the agent itself installs.
+    pub self_install: SelfInstall,
+}
+
+/// What happened, step by step.
+#[derive(Debug, Default, Clone)]
+pub struct Outcome {
+    /// Requirements step result (packages installed), if it ran.
+    pub requirements: Option<Result<u32, ()>>,
+    /// Self-install step result, if it ran.
+    pub self_install: Option<bool>,
+    /// Wall-clock per step.
+    pub timings: Timings,
+}
+
+/// Milliseconds per step.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Timings {
+    /// Extraction and validation in the sandbox (until publish).
+    pub extract_ms: u64,
+    /// Creating (or finding) the venv.
+    pub venv_ms: u64,
+    /// Installing requirements.
+    pub requirements_ms: u64,
+    /// Installing the agent.
+    pub self_install_ms: u64,
+    /// The import check.
+    pub verify_ms: u64,
+    /// The whole load.
+    pub total_ms: u64,
+}
+
+/// Host state for the `host-installer` import during one guest run.
+#[derive(Debug, Default)]
+pub struct InstallSession {
+    ctx: Option<LoadContext>,
+    staging: Option<Staging>,
+    started: Option<Instant>,
+    /// Set by `publish`.
+    pub published: Option<Published>,
+    /// Set by `ensure-venv`.
+    pub venv: Option<VenvState>,
+    /// Step results.
+    pub outcome: Outcome,
+    /// Time spent serving imports, excluded from the guest's CPU budget.
+    pub in_host: Duration,
+}
+
+impl InstallSession {
+    /// A session for `inspect`/`extract`: every installer call is refused.
+    pub fn unavailable() -> Self {
+        Self::default()
+    }
+
+    /// A session for `load`, owning the staging directory it will publish.
+    pub fn new(ctx: LoadContext, staging: Staging) -> Self {
+        Self {
+            ctx: Some(ctx),
+            staging: Some(staging),
+            started: Some(Instant::now()),
+            ..Self::default()
+        }
+    }
+
+    /// Whether every step the plan called for succeeded, as the host itself
+    /// observed (the guest's word is not taken): only then may the venv be
+    /// marked finished.
+    pub fn all_planned_steps_succeeded(&self) -> bool {
+        let Some(venv) = &self.venv else { return false };
+        let requirements_ok = venv.requirements_file.is_none() || matches!(self.outcome.requirements, Some(Ok(_)));
+        let self_ok = venv.self_install == SelfInstall::None || self.outcome.self_install == Some(true);
+        requirements_ok && self_ok
+    }
+
+    fn ctx(&self) -> Result<&LoadContext, InstallError> {
+        self.ctx
+            .as_ref()
+            .ok_or_else(|| InstallError::Host("installing is only available during `load`".into()))
+    }
+
+    fn step_env(ctx: &LoadContext) -> Vec<(OsString, OsString)> {
+        ctx.install
+            .pass_env
+            .iter()
+            .filter_map(|name| std::env::var_os(name).map(|value| (OsString::from(name), value)))
+            .collect()
+    }
+
+    /// Runs an invocation as a step and maps every failure to an [`InstallError`].
+    fn run(
+        &self,
+        name: &'static str,
+        invocation: Invocation,
+        cwd: &Path,
+        timeout: Duration,
+    ) -> Result<StepOutput, InstallError> {
+        let ctx = self.ctx()?;
+        let mut step = Step::new(name, invocation.program, cwd, timeout).args(invocation.args);
+        step.env = Self::step_env(ctx);
+        match process::run(&step) {
+            Ok(output) if output.status.success() => Ok(output),
+            Ok(output) => Err(InstallError::Failed(StepFailure {
+                step: name.into(),
+                exit_code: output.code(),
+                stderr: tail(&output.stderr),
+                stdout: tail(&output.stdout),
+            })),
+            Err(StepError::TimedOut { timeout, .. }) => Err(InstallError::TimedOut((name.into(), timeout.as_secs()))),
+            Err(other) => Err(InstallError::Host(other.to_string())),
+        }
+    }
+
+    fn publish_inner(&mut self, manifest: GuestManifest, executables: Vec<String>) -> Result<String, InstallError> {
+        let root = self.ctx()?.root.clone();
+        let app_id = self.ctx()?.app_id.clone();
+        let staging = self
+            .staging
+            .take()
+            .ok_or_else(|| InstallError::Host("the package was already published".into()))?;
+        let host = |e: &dyn std::fmt::Display| InstallError::Host(e.to_string());
+        let manifest = check_manifest(manifest).map_err(|e| host(&e))?;
+        normalize_modes(&staging.tree(), &executables).map_err(|e| host(&e))?;
+        let app_id = app_id.unwrap_or_else(|| manifest.name.clone());
+        let dir_name = format!("{app_id}@{}", manifest.version);
+        let path = root.join("packages").join(&dir_name);
+        let lock = PackageLock::acquire(&root, &dir_name).map_err(|e| host(&e))?;
+        staging.publish(&path).map_err(|e| host(&e))?;
+        let package_id = format!("{}@{}", manifest.name, manifest.version);
+        tracing::info!(path = %path.display(), package_id = %package_id, "Extracting package to");
+        if let Some(started) = self.started {
+            self.outcome.timings.extract_ms = started.elapsed().as_millis() as u64;
+        }
+        self.published = Some(Published {
+            package_id: package_id.clone(),
+            app_id,
+            path,
+            manifest,
+            _lock: lock,
+        });
+        Ok(package_id)
+    }
+
+    fn ensure_venv_inner(&mut self, plan: InstallPlan) -> Result<VenvInfo, InstallError> {
+        let started = Instant::now();
+        let ctx = self.ctx()?;
+        let published = self
+            .published
+            .as_ref()
+            .ok_or_else(|| InstallError::Host("ensure-venv before publish".into()))?;
+        let requirements = checked_lines(&plan.requirements, ctx)?;
+        let constraints = checked_lines(&plan.constraints, ctx)?;
+        let build_file = match plan.self_install {
+            SelfInstall::None => None,
+            SelfInstall::SetupPy => Some("setup.py"),
+            SelfInstall::Pyproject => Some("pyproject.toml"),
+        };
+        let build_files = match build_file {
+            None => Vec::new(),
+            Some(name) => read_regular(&published.path.join(name))
+                .map_err(|e| InstallError::Host(format!("the plan names {name}, but it cannot be read: {e}")))?,
+        };
+        let index = ctx.install.index.args().join(std::ffi::OsStr::new(" "));
+        let key = venv::key(&VenvInputs {
+            python: &ctx.python_identity,
+            installer: ctx.installer.name(),
+            index: &index.to_string_lossy(),
+            requirements: &requirements,
+            constraints: &constraints,
+            package: &published.path,
+            build_files: &build_files,
+        });
+        let path = venv::path(&ctx.root, &published.app_id, &key);
+        let name = format!("{}_{key}", published.app_id);
+        let reused = venv::is_finished(&path, &key);
+        if reused {
+            tracing::info!(venv = %name, "Reusing venv");
+        } else {
+            if fs::symlink_metadata(&path).is_ok() {
+                tracing::warn!(venv = %name, "Removing a venv left unfinished by an interrupted load");
+                fs::remove_dir_all(&path)
+                    .map_err(|e| InstallError::Host(format!("cannot remove {}: {e}", path.display())))?;
+            }
+            let venvs = ctx.root.join("venvs");
+            fs::create_dir_all(&venvs)
+                .map_err(|e| InstallError::Host(format!("cannot create {}: {e}", venvs.display())))?;
+            tracing::info!(path = %path.display(), installer = ctx.installer.name(), "Creating venv");
+            let invocation = ctx.installer.create_venv(&ctx.python, &path);
+            self.run("venv", invocation, &venvs, self.ctx()?.install.venv_timeout)?;
+        }
+        let write = |lines: &[String], file: &str| -> Result<Option<PathBuf>, InstallError> {
+            if lines.is_empty() {
+                return Ok(None);
+            }
+            let target = path.join(file);
+            let mut out = fs::File::create(&target)
+                .map_err(|e| InstallError::Host(format!("cannot write {}: {e}", target.display())))?;
+            for line in lines {
+                writeln!(out, "{line}")
+                    .map_err(|e| InstallError::Host(format!("cannot write {}: {e}", target.display())))?;
+            }
+            Ok(Some(target))
+        };
+        let requirements_file = write(&requirements, ".par-requirements.txt")?;
+        let constraints_file = write(&constraints, ".par-constraints.txt")?;
+        self.outcome.timings.venv_ms = started.elapsed().as_millis() as u64;
+        self.venv = Some(VenvState {
+            name: name.clone(),
+            path,
+            key,
+            reused,
+            requirements_file,
+            constraints_file,
+            self_install: plan.self_install,
+        });
+        Ok(VenvInfo { name, reused })
+    }
+
+    fn install_requirements_inner(&mut self) -> Result<StepReport, InstallError> {
+        let started = Instant::now();
+        let (venv, published) = self.venv_and_package()?;
+        let Some(file) = venv.requirements_file.clone() else {
+            return Err(InstallError::Host("the plan has no requirements to install".into()));
+        };
+        let (name, venv_path, constraints, package) = (
+            venv.name.clone(),
+            venv.path.clone(),
+            venv.constraints_file.clone(),
+            published.path.clone(),
+        );
+        if venv.reused {
+            tracing::info!(venv = %name, "Dependencies already installed (venv reused)");
+            self.outcome.requirements = Some(Ok(0));
+            return Ok(StepReport {
+                packages_count: 0,
+                elapsed_ms: 0,
+            });
+        }
+        tracing::info!(venv = %name, "Installing dependencies from requirements.txt");
+        let ctx = self.ctx()?;
+        let target = InstallTarget::Requirements {
+            file: &file,
+            constraints: constraints.as_deref(),
+        };
+        let invocation = ctx.installer.install(&venv_path, target, &ctx.install.index.args());
+        let result = self.run("requirements", invocation, &package, ctx.install.requirements_timeout);
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        self.outcome.timings.requirements_ms = elapsed_ms;
+        match result {
+            Ok(output) => {
+                let packages_count = self.ctx()?.installer.packages_installed(&output);
+                tracing::info!(packages_count, "External dependencies installed successfully");
+                self.outcome.requirements = Some(Ok(packages_count));
+                Ok(StepReport {
+                    packages_count,
+                    elapsed_ms,
+                })
+            }
+            Err(error) => {
+                log_step_error(&error, "Dependency installation", &package);
+                self.outcome.requirements = Some(Err(()));
+                Err(error)
+            }
+        }
+    }
+
+    fn install_self_inner(&mut self) -> Result<StepReport, InstallError> {
+        let started = Instant::now();
+        let (venv, published) = self.venv_and_package()?;
+        if venv.self_install == SelfInstall::None {
+            return Err(InstallError::Host(
+                "the plan has no setup.py or pyproject.toml to install".into(),
+            ));
+        }
+        let (name, venv_path, package, reused) = (
+            venv.name.clone(),
+            venv.path.clone(),
+            published.path.clone(),
+            venv.reused,
+        );
+        tracing::info!(
+            setup_py_exists = package.join("setup.py").is_file(),
+            pyproject_exists = package.join("pyproject.toml").is_file(),
+            package_path = %package.display(),
+            "Checking for agent package metadata"
+        );
+        if reused {
+            tracing::info!(venv = %name, "Agent package already installed (venv reused)");
+            self.outcome.self_install = Some(true);
+            return Ok(StepReport {
+                packages_count: 0,
+                elapsed_ms: 0,
+            });
+        }
+        tracing::info!(package_path = %package.display(), venv = %name, "Installing agent package in editable mode");
+        let ctx = self.ctx()?;
+        let invocation =
+            ctx.installer
+                .install(&venv_path, InstallTarget::Editable(&package), &ctx.install.index.args());
+        let result = self.run("self-install", invocation, &package, ctx.install.self_install_timeout);
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        self.outcome.timings.self_install_ms = elapsed_ms;
+        match result {
+            Ok(output) => {
+                tracing::info!("Agent package installed successfully");
+                self.outcome.self_install = Some(true);
+                let packages_count = self.ctx()?.installer.packages_installed(&output);
+                Ok(StepReport {
+                    packages_count,
+                    elapsed_ms,
+                })
+            }
+            Err(error) => {
+                log_step_error(&error, "Agent package installation", &package);
+                self.outcome.self_install = Some(false);
+                Err(error)
+            }
+        }
+    }
+
+    fn verify_import_inner(&mut self, entrypoint: Entrypoint) -> Result<(), InstallError> {
+        let started = Instant::now();
+        let attr_ok = entrypoint
+            .attr
+            .as_deref()
+            .is_none_or(|a| is_dotted_identifier(a) && !a.contains('.'));
+        if !is_dotted_identifier(&entrypoint.module) || !attr_ok {
+            return Err(InstallError::Host(
+                "the entrypoint is not a dotted Python identifier".into(),
+            ));
+        }
+        let (venv, _) = self.venv_and_package()?;
+        let python = venv_python(&venv.path);
+        let scratch =
+            tempfile::tempdir().map_err(|e| InstallError::Host(format!("cannot create a scratch dir: {e}")))?;
+        let mut args: Vec<OsString> = vec![
+            "-I".into(),
+            "-c".into(),
+            VERIFY_SCRIPT.into(),
+            entrypoint.module.clone().into(),
+        ];
+        if let Some(attr) = &entrypoint.attr {
+            args.push(attr.into());
+        }
+        let timeout = self.ctx()?.install.import_timeout;
+        let result = self.run(
+            "verify-import",
+            Invocation { program: python, args },
+            scratch.path(),
+            timeout,
+        );
+        self.outcome.timings.verify_ms = started.elapsed().as_millis() as u64;
+        match &result {
+            Ok(_) => tracing::info!(module = %entrypoint.module, "Agent package verification successful"),
+            Err(error) => tracing::warn!(
+                module = %entrypoint.module,
+                error = %describe(error),
+                "Agent package verification failed - imports may not work"
+            ),
+        }
+        result.map(|_| ())
+    }
+
+    fn venv_and_package(&self) -> Result<(&VenvState, &Published), InstallError> {
+        match (&self.venv, &self.published) {
+            (Some(venv), Some(published)) => Ok((venv, published)),
+            _ => Err(InstallError::Host("install requested before ensure-venv".into())),
+        }
+    }
+
+    fn timed<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+        let started = Instant::now();
+        let result = f(self);
+        self.in_host += started.elapsed();
+        result
+    }
+}
+
+impl Host for InstallSession {
+    fn publish(&mut self, manifest: GuestManifest, executables: Vec<String>) -> Result<String, InstallError> {
+        self.timed(|s| s.publish_inner(manifest, executables))
+    }
+
+    fn ensure_venv(&mut self, plan: InstallPlan) -> Result<VenvInfo, InstallError> {
+        self.timed(|s| s.ensure_venv_inner(plan))
+    }
+
+    fn install_requirements(&mut self) -> Result<StepReport, InstallError> {
+        self.timed(Self::install_requirements_inner)
+    }
+
+    fn install_self(&mut self) -> Result<StepReport, InstallError> {
+        self.timed(Self::install_self_inner)
+    }
+
+    fn verify_import(&mut self, entrypoint: Entrypoint) -> Result<(), InstallError> {
+        self.timed(|s| s.verify_import_inner(entrypoint))
+    }
+}
+
+/// Checks each line against the policy; the first refusal names its file and line.
+fn checked_lines(lines: &[Requirement], ctx: &LoadContext) -> Result<Vec<String>, InstallError> {
+    lines
+        .iter()
+        .map(|r| {
+            let safe_file = r.file.split('/').all(|c| is_safe_component(c, false));
+            let verdict = if safe_file {
+                check_line(&r.text, ctx.install.policy)
+            } else {
+                Err("the file name is not a plain relative path".into())
+            };
+            verdict.map(|()| r.text.clone()).map_err(|reason| {
+                InstallError::Refused(RefusedRequirement {
+                    file: r.file.clone(),
+                    line: r.line,
+                    text: r.text.chars().take(200).collect(),
+                    reason,
+                })
+            })
+        })
+        .collect()
+}
+
+/// Reads a regular file (never through a symlink), at most 1 MiB.
+fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
+    if !fs::symlink_metadata(path)?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    fs::File::open(path)?.take(1024 * 1024).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+fn tail(text: &str) -> String {
+    let start = text.len().saturating_sub(ERROR_TAIL);
+    let start = (start..=text.len())
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(text.len());
+    text[start..].to_owned()
+}
+
+fn log_step_error(error: &InstallError, what: &str, package: &Path) {
+    match error {
+        InstallError::Failed(failure) => tracing::error!(
+            stderr = %failure.stderr.trim(),
+            stdout = %failure.stdout.trim(),
+            package_path = %package.display(),
+            "{what} failed"
+        ),
+        other => tracing::error!(package_path = %package.display(), "{}", describe(other)),
+    }
+}
+
+/// The spec's wording for each failure: `Dependency installation failed: …`,
+/// `Agent package installation timed out after 120s` …
+pub fn describe(error: &InstallError) -> String {
+    let step_name = |step: &str| match step {
+        "requirements" => "Dependency installation",
+        "self-install" => "Agent package installation",
+        "venv" => "Venv creation",
+        "verify-import" => "Agent package verification",
+        _ => "Installation step",
+    };
+    match error {
+        InstallError::Failed(failure) => {
+            let detail = if failure.stderr.trim().is_empty() {
+                &failure.stdout
+            } else {
+                &failure.stderr
+            };
+            format!("{} failed: {}", step_name(&failure.step), detail.trim())
+        }
+        InstallError::TimedOut((step, seconds)) => format!("{} timed out after {seconds}s", step_name(step)),
+        InstallError::Refused(r) => format!(
+            "requirement refused at {}:{} (`{}`): {}",
+            r.file,
+            r.line,
+            r.text.escape_default(),
+            r.reason
+        ),
+        InstallError::Host(message) => message.clone(),
+    }
+}

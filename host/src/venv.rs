@@ -1,0 +1,112 @@
+//! Venv identity and completeness.
+//!
+//! A venv lives at `{root}/venvs/{app_id}_{key}`, the key hashing everything
+//! that decides its contents: the interpreter, the installer, the index
+//! settings, the requirement lines, the package path it editable-installs and
+//! that package's build files. It counts as finished only once the marker
+//! (holding the key) is written, last; anything else found at that path was
+//! left by an interrupted load and is rebuilt.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// File written last into a finished venv.
+const MARKER: &str = ".par-complete";
+
+/// The inputs that decide a venv's contents.
+#[derive(Debug, Clone)]
+pub struct VenvInputs<'a> {
+    /// `python --version` of the base interpreter, and its path.
+    pub python: &'a str,
+    /// `pip` or `uv`.
+    pub installer: &'a str,
+    /// Index options, rendered.
+    pub index: &'a str,
+    /// Checked requirement lines, in order.
+    pub requirements: &'a [String],
+    /// Checked constraint lines, in order.
+    pub constraints: &'a [String],
+    /// The published package directory.
+    pub package: &'a Path,
+    /// Contents of `setup.py` / `pyproject.toml` (empty when absent).
+    pub build_files: &'a [u8],
+}
+
+/// The key: 16 hex digits of a SHA-256 over all inputs, each length-prefixed.
+pub fn key(inputs: &VenvInputs<'_>) -> String {
+    let mut hasher = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    };
+    field(inputs.python.as_bytes());
+    field(inputs.installer.as_bytes());
+    field(inputs.index.as_bytes());
+    field(inputs.requirements.join("\n").as_bytes());
+    field(inputs.constraints.join("\n").as_bytes());
+    field(inputs.package.as_os_str().as_encoded_bytes());
+    field(inputs.build_files);
+    hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// `{root}/venvs/{app_id}_{key}`.
+pub fn path(root: &Path, app_id: &str, key: &str) -> PathBuf {
+    root.join("venvs").join(format!("{app_id}_{key}"))
+}
+
+/// Whether `venv` was finished for exactly this key.
+pub fn is_finished(venv: &Path, key: &str) -> bool {
+    fs::read_to_string(venv.join(MARKER)).is_ok_and(|written| written.trim() == key)
+}
+
+/// Marks `venv` finished; the last write of a successful build.
+pub fn mark_finished(venv: &Path, key: &str) -> std::io::Result<()> {
+    let mut file = fs::File::create(venv.join(MARKER))?;
+    file.write_all(key.as_bytes())?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs<'a>(requirements: &'a [String], package: &'a Path) -> VenvInputs<'a> {
+        VenvInputs {
+            python: "Python 3.11.7 /usr/bin/python3",
+            installer: "pip",
+            index: "",
+            requirements,
+            constraints: &[],
+            package,
+            build_files: b"setup()",
+        }
+    }
+
+    #[test]
+    fn key_changes_with_every_input() {
+        let reqs = vec!["requests".to_owned()];
+        let base = key(&inputs(&reqs, Path::new("/r/packages/a@1")));
+        assert_eq!(base.len(), 16);
+        assert_eq!(base, key(&inputs(&reqs, Path::new("/r/packages/a@1"))));
+        assert_ne!(base, key(&inputs(&reqs, Path::new("/r/packages/a@2"))));
+        let other = vec!["requests==2".to_owned()];
+        assert_ne!(base, key(&inputs(&other, Path::new("/r/packages/a@1"))));
+        let uv = VenvInputs {
+            installer: "uv",
+            ..inputs(&reqs, Path::new("/r/packages/a@1"))
+        };
+        assert_ne!(base, key(&uv));
+    }
+
+    #[test]
+    fn only_a_marker_with_the_key_means_finished() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(!is_finished(dir.path(), "abc"));
+        mark_finished(dir.path(), "abc").expect("mark");
+        assert!(is_finished(dir.path(), "abc"));
+        assert!(!is_finished(dir.path(), "abd"));
+    }
+}
