@@ -82,6 +82,37 @@ impl Apkg {
             .file_with_mode("bin/run.sh", "#!/bin/sh\necho run\n", 0o755)
     }
 
+    /// The valid agent packaged with `pyproject.toml` (PEP 621 + PEP 660) instead of `setup.py`.
+    pub fn pyproject_agent() -> Self {
+        let mut apkg = Self::valid_agent().without("setup.py");
+        apkg = apkg.file(
+            "pyproject.toml",
+            concat!(
+                "[build-system]\nrequires = [\"setuptools>=64\"]\nbuild-backend = \"setuptools.build_meta\"\n\n",
+                "[project]\nname = \"test-agent\"\nversion = \"1.0.0\"\n\n",
+                "[tool.setuptools]\npackages = [\"core\", \"app\"]\n",
+            ),
+        );
+        apkg
+    }
+
+    /// An old package: the valid agent without any build file.
+    pub fn old_agent() -> Self {
+        Self::valid_agent().without("setup.py")
+    }
+
+    /// Drops the entry with this name.
+    pub fn without(mut self, name: &str) -> Self {
+        self.entries
+            .retain(|e| !matches!(e, Entry::File { name: n, .. } if n == name));
+        self
+    }
+
+    /// Replaces (or adds) a file.
+    pub fn replace(self, name: &str, data: impl AsRef<[u8]>) -> Self {
+        self.without(name).file(name, data)
+    }
+
     /// The valid agent with a different `agent.yaml`.
     pub fn agent_with_manifest(yaml: &str) -> Self {
         let mut apkg = Self::valid_agent();

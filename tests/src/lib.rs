@@ -3,6 +3,7 @@
 
 pub mod apkg;
 pub mod cases;
+pub mod tools;
 pub mod workspace;
 
 pub use apkg::Apkg;

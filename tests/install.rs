@@ -1,0 +1,279 @@
+//! The spec's install flow end to end, with real venvs and real pip and uv,
+//! offline: every install runs with `--no-index` and a local wheelhouse.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use par::{AgentPackage, InstallerChoice, LoadError, LoaderConfig, PackageLoader};
+use par_tests::workspace::{component_cache, names_in};
+use par_tests::{Apkg, Workspace, tools};
+
+fn tools_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("install-tools")
+}
+
+/// A loader for `backend`, installing only from the wheelhouse.
+fn config(ws: &Workspace, backend: InstallerChoice) -> LoaderConfig {
+    let mut config = LoaderConfig::with_root(ws.root());
+    config.component_cache = Some(component_cache(env!("CARGO_TARGET_TMPDIR")));
+    config.install.installer = backend;
+    config.install.uv = tools::uv(&tools_dir());
+    config.install.index.no_index = true;
+    config.install.index.find_links = vec![tools::wheelhouse(&tools_dir()).display().to_string()];
+    config
+}
+
+async fn load(ws: &Workspace, backend: InstallerChoice, apkg: &Apkg) -> Result<AgentPackage, LoadError> {
+    load_with(config(ws, backend), ws, apkg).await
+}
+
+async fn load_with(config: LoaderConfig, ws: &Workspace, apkg: &Apkg) -> Result<AgentPackage, LoadError> {
+    let path = ws.apkg("agent", apkg);
+    PackageLoader::new(config)
+        .expect("loader")
+        .load_package(&path, None)
+        .await
+}
+
+/// Runs `code` with the venv's Python from a directory outside the package.
+fn python_in(package: &AgentPackage, code: &str) -> std::process::Output {
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    Command::new(&package.python_path)
+        .args(["-c", code])
+        .current_dir(elsewhere.path())
+        .env_remove("PYTHONPATH")
+        .output()
+        .expect("run venv python")
+}
+
+/// Declares one test per back end from an `async fn(InstallerChoice)`.
+macro_rules! for_each_backend {
+    ($($name:ident),* $(,)?) => {
+        mod pip {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $name() { super::$name(par::InstallerChoice::Pip).await })*
+        }
+        mod uv {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $name() { super::$name(par::InstallerChoice::Uv).await })*
+        }
+    };
+}
+
+for_each_backend!(
+    setup_py_agent_imports_from_any_directory,
+    pyproject_agent_is_installed_too,
+    old_package_loads_without_being_installed,
+    invalid_setup_py_fails_with_pips_output,
+    local_requirement_installs_and_a_missing_one_fails_the_load,
+    self_install_timeout_kills_everything_it_started,
+    redeploy_reuses_the_venv_and_a_new_version_gets_its_own,
+    concurrent_loads_of_one_app_share_one_venv,
+);
+
+async fn setup_py_agent_imports_from_any_directory(backend: InstallerChoice) {
+    let ws = Workspace::new();
+    let package = load(&ws, backend, &Apkg::valid_agent()).await.expect("load");
+    assert!(package.installed_as_package);
+    assert_eq!(package.verified, Some(true));
+    assert_eq!(
+        package.installer,
+        if backend == InstallerChoice::Uv { "uv" } else { "pip" }
+    );
+    assert!(package.venv_path.starts_with(ws.root().join("venvs")));
+    let name = package
+        .venv_path
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    assert!(name.starts_with("test-agent_"), "{name}");
+    let out = python_in(
+        &package,
+        "from core.langchain_util import model_default; print(model_default())",
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "test-model");
+}
+
+async fn pyproject_agent_is_installed_too(backend: InstallerChoice) {
+    let ws = Workspace::new();
+    let package = load(&ws, backend, &Apkg::pyproject_agent()).await.expect("load");
+    assert!(package.installed_as_package);
+    assert_eq!(package.verified, Some(true));
+    let out = python_in(&package, "import core.langchain_util, app.main; print(app.main.agent)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+async fn old_package_loads_without_being_installed(backend: InstallerChoice) {
+    let ws = Workspace::new();
+    let package = load(&ws, backend, &Apkg::old_agent())
+        .await
+        .expect("old packages still load");
+    assert!(!package.installed_as_package);
+    assert_eq!(
+        package.verified,
+        Some(false),
+        "without sys.path help the entrypoint cannot import"
+    );
+    let out = python_in(&package, "import core");
+    assert!(
+        !out.status.success(),
+        "import core must fail outside the package for an old package"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No module named 'core'"));
+}
+
+async fn invalid_setup_py_fails_with_pips_output(backend: InstallerChoice) {
+    let ws = Workspace::new();
+    let broken = Apkg::valid_agent().replace("setup.py", "import module_that_does_not_exist_par\n");
+    let error = load(&ws, backend, &broken).await.expect_err("broken setup.py");
+    let message = error.to_string();
+    assert!(matches!(error, LoadError::Install(_)), "{message}");
+    assert!(
+        message.starts_with("Package installation failed: Agent package installation failed:"),
+        "{message}"
+    );
+    assert!(
+        message.contains("module_that_does_not_exist_par"),
+        "stderr is carried: {message}"
+    );
+    assert!(error.is_package_fault());
+    assert_eq!(
+        names_in(&ws.root().join("venvs")),
+        Vec::<String>::new(),
+        "no half-built venv left"
+    );
+}
+
+async fn local_requirement_installs_and_a_missing_one_fails_the_load(backend: InstallerChoice) {
+    let helper = |apkg: Apkg| {
+        apkg.file(
+            "vendor/helper/setup.py",
+            "from setuptools import setup\nsetup(name='par-helper', version='0.1', packages=['par_helper'])\n",
+        )
+        .file("vendor/helper/par_helper/__init__.py", "VALUE = 42\n")
+    };
+    let ws = Workspace::new();
+    let good = helper(Apkg::valid_agent()).replace("requirements.txt", "# local dependency\n./vendor/helper\n");
+    let package = load(&ws, backend, &good).await.expect("load");
+    assert_eq!(package.requirements_count, 1);
+    let out = python_in(&package, "import par_helper; print(par_helper.VALUE)");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+
+    // Scenario D: the dependency fails, the agent itself installs, the load fails.
+    let ws = Workspace::new();
+    let missing = helper(Apkg::valid_agent()).replace(
+        "requirements.txt",
+        "./vendor/helper\npar-no-such-package-anywhere==9.9.9\n",
+    );
+    let error = load(&ws, backend, &missing).await.expect_err("missing dependency");
+    let message = error.to_string();
+    assert!(
+        message.starts_with("Package installation failed: Dependency installation failed:"),
+        "{message}"
+    );
+    assert!(message.contains("par-no-such-package-anywhere"), "{message}");
+    assert!(
+        !message.contains("Agent package installation failed"),
+        "the agent itself installed: {message}"
+    );
+}
+
+async fn self_install_timeout_kills_everything_it_started(backend: InstallerChoice) {
+    let ws = Workspace::new();
+    let pidfile = ws.path().join("in/setup.pid");
+    let setup = format!(
+        "import os, subprocess, time\nopen({:?}, 'w').write(str(subprocess.Popen(['sleep', '300']).pid))\ntime.sleep(300)\n",
+        pidfile.display().to_string()
+    );
+    let mut config = config(&ws, backend);
+    config.install.self_install_timeout = Duration::from_secs(5);
+    let error = load_with(config, &ws, &Apkg::valid_agent().replace("setup.py", setup))
+        .await
+        .expect_err("must time out");
+    assert_eq!(
+        error.to_string(),
+        "Package installation failed: Agent package installation timed out after 5s"
+    );
+    let pid = std::fs::read_to_string(&pidfile).expect("setup.py ran and wrote its child's pid");
+    let stat = PathBuf::from(format!("/proc/{}/stat", pid.trim()));
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::read_to_string(&stat).map_or(true, |s| s.rsplit(") ").next().is_some_and(|r| r.starts_with('Z')))
+    });
+    assert!(gone, "the process setup.py started survived the timeout");
+}
+
+async fn redeploy_reuses_the_venv_and_a_new_version_gets_its_own(backend: InstallerChoice) {
+    let ws = Workspace::new();
+    let first = load(&ws, backend, &Apkg::valid_agent()).await.expect("first");
+    assert!(!first.venv_reused);
+    let again = load(&ws, backend, &Apkg::valid_agent()).await.expect("redeploy");
+    assert!(again.venv_reused);
+    assert_eq!(again.venv_path, first.venv_path);
+    let v2 = Apkg::agent_with_manifest("name: test-agent\nversion: 2.0.0\nentrypoint: app.main:agent\n");
+    let second = load(&ws, backend, &v2).await.expect("v2");
+    assert_ne!(
+        second.venv_path, first.venv_path,
+        "two versions never share an editable install"
+    );
+    assert_eq!(names_in(&ws.root().join("venvs")).len(), 2);
+}
+
+async fn concurrent_loads_of_one_app_share_one_venv(backend: InstallerChoice) {
+    let ws = Workspace::new();
+    let path = ws.apkg("agent", &Apkg::valid_agent());
+    let loader = PackageLoader::new(config(&ws, backend)).expect("loader");
+    let (a, b) = tokio::join!(loader.load_package(&path, None), loader.load_package(&path, None));
+    let (a, b) = (a.expect("first"), b.expect("second"));
+    assert_eq!(a.venv_path, b.venv_path);
+    assert!(
+        a.venv_reused != b.venv_reused,
+        "one built the venv, the other reused it"
+    );
+    assert_eq!(names_in(&ws.root().join("venvs")).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_requirement_names_its_line_and_runs_nothing() {
+    let ws = Workspace::new();
+    let apkg = Apkg::valid_agent().replace(
+        "requirements.txt",
+        "requests\n--index-url https://evil.example/simple\n",
+    );
+    let error = load(&ws, InstallerChoice::Pip, &apkg).await.expect_err("refused");
+    let message = error.to_string();
+    assert!(message.contains("requirements.txt:2"), "{message}");
+    assert!(message.contains("where packages come from"), "{message}");
+    assert_eq!(
+        names_in(&ws.root().join("venvs")),
+        Vec::<String>::new(),
+        "no venv was created"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_include_outside_the_package_is_refused_by_the_guest() {
+    let ws = Workspace::new();
+    let apkg = Apkg::valid_agent().replace("requirements.txt", "-r ../../etc/passwd\n");
+    let error = load(&ws, InstallerChoice::Pip, &apkg).await.expect_err("refused");
+    assert_eq!(error.kind(), "requirements-invalid", "{error}");
+    assert!(error.to_string().contains("requirements.txt:1"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_entrypoint_warns_by_default_and_fails_when_strict() {
+    let ws = Workspace::new();
+    let apkg = Apkg::agent_with_manifest("name: test-agent\nversion: 1.0.0\nentrypoint: app.main:no_such_attribute\n");
+    let package = load(&ws, InstallerChoice::Uv, &apkg)
+        .await
+        .expect("loads with a warning");
+    assert_eq!(package.verified, Some(false));
+    let mut strict = config(&ws, InstallerChoice::Uv);
+    strict.install.strict = true;
+    let error = load_with(strict, &ws, &apkg).await.expect_err("strict");
+    assert_eq!(error.kind(), "verification-failed");
+    assert!(error.to_string().contains("no_such_attribute"), "{error}");
+}
