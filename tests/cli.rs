@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use par_tests::workspace::component_cache;
-use par_tests::{Apkg, Workspace, assert_no_failures, hostile_cases};
+use par_tests::{Apkg, Workspace, assert_no_failures, hostile_cases, tools};
 
 const EXIT_INTERNAL: i32 = 1;
 const EXIT_USAGE: i32 = 2;
@@ -177,4 +177,139 @@ fn help_documents_the_exit_codes() {
     ] {
         assert!(help.contains(needle), "help lacks {needle:?}:\n{help}");
     }
+}
+
+/// `par load` installing only from the test wheelhouse, with pip.
+fn load_args(apkg: &str) -> Vec<String> {
+    let tools_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("install-tools");
+    let wheelhouse = tools::wheelhouse(&tools_dir).display().to_string();
+    [
+        "load",
+        apkg,
+        "--installer",
+        "pip",
+        "--no-index",
+        "--find-links",
+        &wheelhouse,
+        "--json",
+    ]
+    .map(String::from)
+    .into()
+}
+
+#[test]
+fn load_the_shipped_example() {
+    let ws = Workspace::new();
+    let args = load_args(&example());
+    let output = par(&ws, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result = json(&output);
+    assert_eq!(result["package_id"], "vivid-commenter@1.0.1");
+    assert_eq!(result["installed_as_package"], true);
+    assert_eq!(result["verified"], true);
+    assert_eq!(result["installer"], "pip");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for line in [
+        "Loading agent package",
+        "Extracting package to",
+        "Creating venv",
+        "Installing agent package in editable mode",
+        "Agent package installed successfully",
+        "Package loaded successfully",
+    ] {
+        assert!(stderr.contains(line), "missing log line {line:?}:\n{stderr}");
+    }
+}
+
+#[test]
+fn installer_steps_never_see_the_loaders_environment() {
+    let ws = Workspace::new();
+    let leak = ws.path().join("in/environment.txt");
+    let setup = format!(
+        "import os\nopen({:?}, 'w').write('\\n'.join(sorted(os.environ)))\nfrom setuptools import setup\nsetup(name='test-agent', version='1.0.0', packages=['core', 'app'])\n",
+        leak.display().to_string()
+    );
+    let apkg = ws
+        .apkg("agent", &Apkg::valid_agent().replace("setup.py", setup))
+        .display()
+        .to_string();
+    let args = load_args(&apkg);
+    let output = Command::new(env!("CARGO_BIN_EXE_par"))
+        .arg("--root")
+        .arg(ws.root())
+        .arg("--cache-dir")
+        .arg(component_cache(env!("CARGO_TARGET_TMPDIR")))
+        .args(&args)
+        .env("RUNTIME_API_SECRET", "hunter2")
+        .env("AWS_SECRET_ACCESS_KEY", "also-secret")
+        .output()
+        .expect("run par");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen = std::fs::read_to_string(&leak).expect("setup.py recorded its environment");
+    assert!(!seen.contains("SECRET"), "secrets reached setup.py:\n{seen}");
+    assert!(
+        seen.lines().any(|name| name == "PATH"),
+        "PATH is on the allow-list:\n{seen}"
+    );
+}
+
+#[test]
+fn a_load_killed_mid_install_is_followed_by_one_that_succeeds() {
+    let ws = Workspace::new();
+    let flag = ws.path().join("in/slow.flag");
+    let started = ws.path().join("in/started.flag");
+    std::fs::write(&flag, "").expect("flag");
+    let setup = format!(
+        "import os, time\nif os.path.exists({flag:?}):\n    open({started:?}, 'w').close()\n    time.sleep(20)\nfrom setuptools import setup\nsetup(name='test-agent', version='1.0.0', packages=['core', 'app'])\n",
+        flag = flag.display().to_string(),
+        started = started.display().to_string()
+    );
+    let apkg = ws
+        .apkg("agent", &Apkg::valid_agent().replace("setup.py", setup))
+        .display()
+        .to_string();
+    let args = load_args(&apkg);
+    let mut first = Command::new(env!("CARGO_BIN_EXE_par"))
+        .arg("--root")
+        .arg(ws.root())
+        .arg("--cache-dir")
+        .arg(component_cache(env!("CARGO_TARGET_TMPDIR")))
+        .args(&args)
+        .arg("-q")
+        .spawn()
+        .expect("spawn par");
+    let reached = (0..1200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        started.exists()
+    });
+    assert!(reached, "the first load never reached the self-install");
+    first.kill().expect("SIGKILL the loader");
+    first.wait().expect("reap");
+    std::fs::remove_file(&flag).expect("unflag");
+
+    let output = par(&ws, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result = json(&output);
+    assert_eq!(result["venv_reused"], false, "the half-built venv must not be reused");
+    assert_eq!(result["verified"], true);
+    assert_eq!(par_tests::workspace::names_in(&ws.root().join("venvs")).len(), 1);
+    assert_eq!(
+        par_tests::workspace::names_in(&ws.root().join("staging")),
+        Vec::<String>::new()
+    );
 }

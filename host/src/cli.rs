@@ -66,6 +66,9 @@ struct InstallArgs {
     /// Fail when the entrypoint does not import (default: warn, `verified: false`).
     #[arg(long)]
     strict: bool,
+    /// The uv executable (for --installer uv or auto).
+    #[arg(long, value_name = "PATH", default_value = "uv")]
+    uv: PathBuf,
     /// Interpreter the venv is made from.
     #[arg(long, value_name = "PATH", default_value = "python3")]
     python: PathBuf,
@@ -105,6 +108,7 @@ impl InstallArgs {
         };
         install.strict = self.strict;
         install.python = self.python.clone();
+        install.uv = self.uv.clone();
         install.index.no_index = self.no_index;
         install.index.find_links = self.find_links.clone();
         install.index.index_url = self.index_url.clone();

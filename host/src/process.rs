@@ -137,6 +137,14 @@ pub fn run(step: &Step) -> Result<StepOutput, StepError> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    // SAFETY: the hook only makes one async-signal-safe system call (prctl).
+    // If the loader dies, the step dies with it instead of running on
+    // unsupervised into a venv a later load will rebuild.
+    unsafe {
+        command.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(Signal::KILL)).map_err(std::io::Error::from)
+        });
+    }
     let mut child = command.spawn().map_err(|source| StepError::Spawn {
         step: step.name,
         program: step.program.clone(),
