@@ -264,7 +264,16 @@ fn installer_steps_never_see_the_loaders_environment() {
 }
 
 #[test]
-fn a_load_killed_mid_install_is_followed_by_one_that_succeeds() {
+fn a_load_killed_mid_install_is_followed_by_one_that_succeeds_pip() {
+    killed_load_then_success("pip");
+}
+
+#[test]
+fn a_load_killed_mid_install_is_followed_by_one_that_succeeds_uv() {
+    killed_load_then_success("uv");
+}
+
+fn killed_load_then_success(installer: &str) {
     let ws = Workspace::new();
     let flag = ws.path().join("in/slow.flag");
     let started = ws.path().join("in/started.flag");

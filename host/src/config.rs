@@ -87,6 +87,34 @@ impl IndexConfig {
     }
 }
 
+/// What installer subprocesses inherit from the loader's environment: the
+/// basics, and the operator's trust, proxy and index settings. Nothing else
+/// (API keys, tokens, the runtime's own configuration) reaches `setup.py`.
+pub const DEFAULT_PASS_ENV: [&str; 22] = [
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TMPDIR",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "PIP_CERT",
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_TRUSTED_HOST",
+    "UV_INDEX_URL",
+    "UV_EXTRA_INDEX_URL",
+    "UV_DEFAULT_INDEX",
+    "UV_SYSTEM_CERTS",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+];
+
 /// Installing the agent: back end, interpreter, timeouts, index policy.
 #[derive(Debug, Clone)]
 pub struct InstallConfig {
@@ -126,7 +154,7 @@ impl Default for InstallConfig {
             import_timeout: Duration::from_secs(10),
             index: IndexConfig::default(),
             policy: crate::requirements::RequirementPolicy::default(),
-            pass_env: ["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR"].map(String::from).into(),
+            pass_env: DEFAULT_PASS_ENV.map(String::from).into(),
             strict: false,
         }
     }
