@@ -179,22 +179,28 @@ fn help_documents_the_exit_codes() {
     }
 }
 
-/// `par load` installing only from the test wheelhouse, with pip.
-fn load_args(apkg: &str) -> Vec<String> {
+/// `par load` with `installer`, installing only from the test wheelhouse.
+fn load_args_with(apkg: &str, installer: &str) -> Vec<String> {
     let tools_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("install-tools");
     let wheelhouse = tools::wheelhouse(&tools_dir).display().to_string();
-    [
+    let uv = tools::uv(&tools_dir).display().to_string();
+    let args = [
         "load",
         apkg,
         "--installer",
-        "pip",
+        installer,
+        "--uv",
+        &uv,
         "--no-index",
         "--find-links",
         &wheelhouse,
-        "--json",
-    ]
-    .map(String::from)
-    .into()
+    ];
+    args.into_iter().chain(["--json"]).map(String::from).collect()
+}
+
+/// `par load` with pip, installing only from the test wheelhouse.
+fn load_args(apkg: &str) -> Vec<String> {
+    load_args_with(apkg, "pip")
 }
 
 #[test]
@@ -287,7 +293,7 @@ fn killed_load_then_success(installer: &str) {
         .apkg("agent", &Apkg::valid_agent().replace("setup.py", setup))
         .display()
         .to_string();
-    let args = load_args(&apkg);
+    let args = load_args_with(&apkg, installer);
     let mut first = Command::new(env!("CARGO_BIN_EXE_par"))
         .arg("--root")
         .arg(ws.root())
