@@ -188,14 +188,16 @@ async fn self_install_timeout_kills_everything_it_started(backend: InstallerChoi
         "import os, subprocess, time\nopen({:?}, 'w').write(str(subprocess.Popen(['sleep', '300']).pid))\ntime.sleep(300)\n",
         pidfile.display().to_string()
     );
+    // Long enough for the build backend to be set up and setup.py to start
+    // even on a loaded machine; setup.py then sleeps far past it.
     let mut config = config(&ws, backend);
-    config.install.self_install_timeout = Duration::from_secs(5);
+    config.install.self_install_timeout = Duration::from_secs(15);
     let error = load_with(config, &ws, &Apkg::valid_agent().replace("setup.py", setup))
         .await
         .expect_err("must time out");
     assert_eq!(
         error.to_string(),
-        "Package installation failed: Agent package installation timed out after 5s"
+        "Package installation failed: Agent package installation timed out after 15s"
     );
     let pid = std::fs::read_to_string(&pidfile).expect("setup.py ran and wrote its child's pid");
     let stat = PathBuf::from(format!("/proc/{}/stat", pid.trim()));
