@@ -279,3 +279,18 @@ async fn a_broken_entrypoint_warns_by_default_and_fails_when_strict() {
     assert_eq!(error.kind(), "verification-failed");
     assert!(error.to_string().contains("no_such_attribute"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_setup_py_allocating_without_bound_hits_the_address_space_limit() {
+    let ws = Workspace::new();
+    let greedy = Apkg::valid_agent().replace(
+        "setup.py",
+        "hoard = bytearray(3 * 1024 ** 3)\nfrom setuptools import setup\nsetup(name='test-agent', version='1.0.0', packages=['core', 'app'])\n",
+    );
+    let mut config = config(&ws, InstallerChoice::Uv);
+    config.install.limits.address_space_bytes = Some(2 * 1024 * 1024 * 1024);
+    let error = load_with(config, &ws, &greedy)
+        .await
+        .expect_err("3 GiB cannot fit in 2 GiB");
+    assert!(error.to_string().contains("MemoryError"), "{error}");
+}

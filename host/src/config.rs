@@ -140,6 +140,8 @@ pub struct InstallConfig {
     pub pass_env: Vec<String>,
     /// Fail the load when the entrypoint does not import (the spec only warns).
     pub strict: bool,
+    /// `setrlimit` ceilings for every installer subprocess.
+    pub limits: crate::process::ResourceLimits,
 }
 
 impl Default for InstallConfig {
@@ -156,6 +158,12 @@ impl Default for InstallConfig {
             policy: crate::requirements::RequirementPolicy::default(),
             pass_env: DEFAULT_PASS_ENV.map(String::from).into(),
             strict: false,
+            limits: crate::process::ResourceLimits {
+                address_space_bytes: Some(4 * 1024 * 1024 * 1024),
+                file_size_bytes: Some(1024 * 1024 * 1024),
+                open_files: Some(1024),
+                cpu_seconds: Some(600),
+            },
         }
     }
 }

@@ -19,6 +19,42 @@ const OUTPUT_TAIL: usize = 256 * 1024;
 /// How often a running child is polled for exit.
 const POLL: Duration = Duration::from_millis(20);
 
+/// `setrlimit` ceilings applied to a step (and inherited by everything it starts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResourceLimits {
+    /// `RLIMIT_AS`: virtual memory, so an allocation loop fails instead of starving the host.
+    pub address_space_bytes: Option<u64>,
+    /// `RLIMIT_FSIZE`: largest file a step may write.
+    pub file_size_bytes: Option<u64>,
+    /// `RLIMIT_NOFILE`: open file descriptors.
+    pub open_files: Option<u64>,
+    /// `RLIMIT_CPU`: CPU seconds, a backstop behind the wall-clock deadline.
+    pub cpu_seconds: Option<u64>,
+}
+
+impl ResourceLimits {
+    /// Applies every set limit to the calling process; runs between fork and exec.
+    fn apply(&self) -> std::io::Result<()> {
+        use rustix::process::{Resource, Rlimit, setrlimit};
+        let pairs = [
+            (Resource::As, self.address_space_bytes),
+            (Resource::Fsize, self.file_size_bytes),
+            (Resource::Nofile, self.open_files),
+            (Resource::Cpu, self.cpu_seconds),
+        ];
+        for (resource, limit) in pairs {
+            if let Some(limit) = limit {
+                let value = Rlimit {
+                    current: Some(limit),
+                    maximum: Some(limit),
+                };
+                setrlimit(resource, value).map_err(std::io::Error::from)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One subprocess to run.
 #[derive(Debug, Clone)]
 pub struct Step {
@@ -34,6 +70,8 @@ pub struct Step {
     pub env: Vec<(OsString, OsString)>,
     /// Wall-clock limit; the process group is killed when it passes.
     pub timeout: Duration,
+    /// Resource limits for the step and its descendants.
+    pub limits: ResourceLimits,
 }
 
 impl Step {
@@ -46,6 +84,7 @@ impl Step {
             cwd: cwd.into(),
             env: Vec::new(),
             timeout,
+            limits: ResourceLimits::default(),
         }
     }
 
@@ -137,12 +176,14 @@ pub fn run(step: &Step) -> Result<StepOutput, StepError> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    // SAFETY: the hook only makes one async-signal-safe system call (prctl).
-    // If the loader dies, the step dies with it instead of running on
-    // unsupervised into a venv a later load will rebuild.
+    // SAFETY: the hook only makes async-signal-safe system calls (prctl,
+    // setrlimit) and allocates nothing. If the loader dies, the step dies with
+    // it instead of running on unsupervised into a venv a later load rebuilds.
+    let limits = step.limits;
     unsafe {
-        command.pre_exec(|| {
-            rustix::process::set_parent_process_death_signal(Some(Signal::KILL)).map_err(std::io::Error::from)
+        command.pre_exec(move || {
+            rustix::process::set_parent_process_death_signal(Some(Signal::KILL)).map_err(std::io::Error::from)?;
+            limits.apply()
         });
     }
     let mut child = command.spawn().map_err(|source| StepError::Spawn {
@@ -297,6 +338,23 @@ mod tests {
             .parse()
             .expect("number");
         assert!(eventually_dead(pid), "background child {pid} outlived its step");
+    }
+
+    #[test]
+    fn resource_limits_hold_for_the_step() {
+        let mut step = sh("ulimit -n; head -c 2000000 /dev/zero > big", Duration::from_secs(10));
+        let dir = tempfile::tempdir().expect("tempdir");
+        step.cwd = dir.path().to_owned();
+        step.limits = ResourceLimits {
+            open_files: Some(64),
+            file_size_bytes: Some(1024 * 1024),
+            ..ResourceLimits::default()
+        };
+        let out = run(&step).expect("ran");
+        assert_eq!(out.stdout.trim(), "64");
+        assert_ne!(out.code(), 0, "writing past RLIMIT_FSIZE must fail");
+        let written = std::fs::metadata(dir.path().join("big")).expect("partial file").len();
+        assert!(written <= 1024 * 1024, "{written} bytes written past the limit");
     }
 
     #[test]

@@ -175,6 +175,7 @@ impl InstallSession {
         let ctx = self.ctx()?;
         let mut step = Step::new(name, invocation.program, cwd, timeout).args(invocation.args);
         step.env = Self::step_env(ctx);
+        step.limits = ctx.install.limits;
         match process::run(&step) {
             Ok(output) if output.status.success() => Ok(output),
             Ok(output) => Err(InstallError::Failed(StepFailure {
