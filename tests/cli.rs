@@ -328,3 +328,46 @@ fn killed_load_then_success(installer: &str) {
         Vec::<String>::new()
     );
 }
+
+/// Runs `script` in a private mount namespace where `ROOT` is a small tmpfs.
+fn with_full_disk(ws: &Workspace, megabytes: u32, script: &str) -> Output {
+    std::fs::create_dir_all(ws.root()).expect("root");
+    let script = format!("mount -t tmpfs -o size={megabytes}m tmpfs \"$ROOT\" || exit 99\n{script}");
+    Command::new("unshare")
+        .args(["--mount", "--map-root-user", "sh", "-c", &script])
+        .env("ROOT", ws.root())
+        .env("PAR", env!("CARGO_BIN_EXE_par"))
+        .env("PAR_CACHE_DIR", component_cache(env!("CARGO_TARGET_TMPDIR")))
+        .output()
+        .expect("run unshare")
+}
+
+#[test]
+fn a_full_disk_during_extraction_is_a_clear_error_and_leaves_nothing() {
+    let ws = Workspace::new();
+    // Ten 900 KiB files of zeros: a tiny archive (each under the ratio
+    // check's 1 MiB threshold) that expands past the 2 MiB disk.
+    let big = (0..10).fold(Apkg::valid_agent(), |apkg, i| {
+        apkg.file(&format!("data/part-{i}.bin"), vec![0u8; 900 * 1024])
+    });
+    let apkg = ws.apkg("big", &big).display().to_string();
+    let script = format!(
+        "\"$PAR\" --root \"$ROOT\" extract {apkg:?} --json\necho \"exit=$?\"\nls -A \"$ROOT/staging\" \"$ROOT/packages\" 2>/dev/null | grep -v ':$' | grep -v '^$' | sed 's/^/left: /'\n"
+    );
+    let output = with_full_disk(&ws, 2, &script);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stdout.contains("exit=1"),
+        "a full disk is the host's fault: {stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("\"kind\":\"io\""), "{stdout}");
+    assert!(
+        stdout.contains("no space left") && stdout.contains("data/part-"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("left: "),
+        "staging or a package was left behind: {stdout}"
+    );
+}

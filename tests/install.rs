@@ -294,3 +294,25 @@ async fn a_setup_py_allocating_without_bound_hits_the_address_space_limit() {
         .expect_err("3 GiB cannot fit in 2 GiB");
     assert!(error.to_string().contains("MemoryError"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_concurrent_loads_across_five_apps_share_one_venv_per_key() {
+    let ws = Workspace::new();
+    let path = ws.apkg("agent", &Apkg::valid_agent());
+    let loader = PackageLoader::new(config(&ws, InstallerChoice::Uv)).expect("loader");
+    let loads = (0..20).map(|i| {
+        let loader = loader.clone();
+        let path = path.clone();
+        tokio::spawn(async move { loader.load_package(&path, Some(&format!("app-{}", i % 5))).await })
+    });
+    let mut results = Vec::new();
+    for load in loads {
+        results.push(load.await.expect("task").expect("every load succeeds"));
+    }
+    let built = results.iter().filter(|p| !p.venv_reused).count();
+    assert_eq!(built, 5, "one venv built per app, every other load reused it");
+    let venvs = names_in(&ws.root().join("venvs"));
+    assert_eq!(venvs.len(), 5, "{venvs:?}");
+    assert!(results.iter().all(|p| p.verified == Some(true)));
+    assert_eq!(names_in(&ws.root().join("staging")), Vec::<String>::new());
+}

@@ -297,7 +297,12 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
 /// Prints the error (stderr, and stdout as JSON with `--json`) and picks the exit code.
 fn report(cli: &Cli, error: &anyhow::Error) -> ExitCode {
     let load_error = error.downcast_ref::<LoadError>();
-    eprintln!("error: {error:#}");
+    // A LoadError's message already carries its cause; the chain would repeat it.
+    let message = match load_error {
+        Some(load_error) => load_error.to_string(),
+        None => format!("{error:#}"),
+    };
+    eprintln!("error: {message}");
     if cli.json {
         let body = serde_json::json!({
             "error": {
@@ -306,7 +311,7 @@ fn report(cli: &Cli, error: &anyhow::Error) -> ExitCode {
                     LoadError::Package(p) => p.subject(),
                     _ => None,
                 }),
-                "message": format!("{error:#}"),
+                "message": message,
             }
         });
         println!("{body}");

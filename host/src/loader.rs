@@ -197,7 +197,7 @@ impl PackageLoader {
             }
             Ok(Err(error)) => {
                 discard_unfinished_venv(&session);
-                let error = LoadError::from(error);
+                let error = explain_write_failure(LoadError::from(error), &config.root);
                 if matches!(error, LoadError::Install(_)) {
                     tracing::error!("{error}");
                 }
@@ -315,7 +315,11 @@ impl PackageLoader {
             archive_dir: &archive_dir,
             package_dir: Some(&tree),
         };
-        let report = self.inner.sandbox.extract(preopens, &self.extract_options())??;
+        let report = self
+            .inner
+            .sandbox
+            .extract(preopens, &self.extract_options())?
+            .map_err(|e| explain_write_failure(e.into(), root))?;
         let manifest = check_manifest(report.manifest)?;
         normalize_modes(&tree, &report.executables)?;
         let app_id = app_id.unwrap_or(&manifest.name).to_owned();
@@ -348,6 +352,28 @@ impl PackageLoader {
             limits: self.inner.config.limits,
             enforce_path_rules: self.inner.config.guest_path_rules,
         }
+    }
+}
+
+/// The sandbox reports a failed write with WASI's generic error codes. When
+/// the device holding the root is (nearly) full, the fault is the host's, not
+/// the package's: report it as such, naming the entry being written.
+fn explain_write_failure(error: LoadError, root: &Path) -> LoadError {
+    let LoadError::Package(PackageError::Write(failure)) = &error else {
+        return error;
+    };
+    let full = rustix::fs::statvfs(root).is_ok_and(|s| s.f_bavail.saturating_mul(s.f_frsize) < 1024 * 1024);
+    if !full {
+        return error;
+    }
+    let entry = failure.entry.as_deref().unwrap_or("?");
+    LoadError::Io {
+        action: "no space left on the device while writing the package tree under",
+        path: root.to_owned(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            format!("entry `{entry}`: {}", failure.message),
+        ),
     }
 }
 
