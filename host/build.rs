@@ -24,11 +24,11 @@ fn main() {
         println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
     }
 
-    ensure_target_installed();
+    let toolchain = GuestToolchain::detect(&workspace);
+    toolchain.ensure_target_installed();
 
     let target_dir = shared_target_dir(&out_dir).join("guest-component");
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
+    let mut command = toolchain.command("cargo");
     command
         .current_dir(&workspace)
         .args([
@@ -84,30 +84,70 @@ fn main() {
     println!("cargo:rustc-env=PAR_GUEST_SHA256={hex}");
 }
 
-/// Adds the wasm target through rustup when it is missing, saying so; if that
-/// is impossible, stops with the one command that fixes it.
-fn ensure_target_installed() {
-    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let libdir = Command::new(&rustc)
-        .args(["--print", "target-libdir", "--target", TARGET])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    if libdir.as_deref().is_some_and(has_std) {
-        return;
+/// The toolchain the guest is built with. Under rustup it is always the one
+/// rust-toolchain.toml pins, even when the host is built with another (for
+/// example `cargo +nightly fuzz`): the component stays the same bytes, and
+/// nightly need not carry the wasm target.
+struct GuestToolchain {
+    workspace: PathBuf,
+    rustup: bool,
+}
+
+impl GuestToolchain {
+    fn detect(workspace: &Path) -> Self {
+        let rustup = Command::new("rustup")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        Self {
+            workspace: workspace.to_owned(),
+            rustup,
+        }
     }
-    println!("cargo:warning=the {TARGET} target is not installed; running `rustup target add {TARGET}`");
-    let mut rustup = Command::new("rustup");
-    rustup.args(["target", "add", TARGET]);
-    if let Some(toolchain) = env::var_os("RUSTUP_TOOLCHAIN") {
-        rustup.arg("--toolchain").arg(toolchain);
+
+    /// `cargo` or `rustc`: the rustup proxies resolving the pinned toolchain,
+    /// or, without rustup, the ones building the host.
+    fn command(&self, tool: &str) -> Command {
+        let program = if self.rustup {
+            tool.into()
+        } else {
+            env::var_os(tool.to_uppercase()).unwrap_or_else(|| tool.into())
+        };
+        let mut command = Command::new(program);
+        command.current_dir(&self.workspace);
+        if self.rustup {
+            for key in ["RUSTUP_TOOLCHAIN", "CARGO", "RUSTC", "RUSTDOC"] {
+                command.env_remove(key);
+            }
+        }
+        command
     }
-    let added = rustup.status().is_ok_and(|s| s.success());
-    assert!(
-        added,
-        "the {TARGET} target is missing and rustup could not add it; run `rustup target add {TARGET}` (or `rustup toolchain install` in the repository) and build again"
-    );
+
+    /// Adds the wasm target through rustup when it is missing, saying so; if
+    /// that is impossible, stops with the one command that fixes it.
+    fn ensure_target_installed(&self) {
+        let libdir = self
+            .command("rustc")
+            .args(["--print", "target-libdir", "--target", TARGET])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+        if libdir.as_deref().is_some_and(has_std) {
+            return;
+        }
+        println!("cargo:warning=the {TARGET} target is not installed; running `rustup target add {TARGET}`");
+        let added = self.rustup
+            && self
+                .command("rustup")
+                .args(["target", "add", TARGET])
+                .status()
+                .is_ok_and(|s| s.success());
+        assert!(
+            added,
+            "the {TARGET} target is missing and rustup could not add it; run `rustup target add {TARGET}` (or `rustup toolchain install` in the repository) and build again"
+        );
+    }
 }
 
 fn has_std(libdir: &Path) -> bool {

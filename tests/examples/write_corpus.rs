@@ -11,15 +11,18 @@ use par_tests::{Apkg, hostile_cases};
 
 fn main() -> std::io::Result<()> {
     let root = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "fuzz/corpus".into()));
-    let archives = root.join("archive");
     let manifests = root.join("manifest");
     let names = root.join("entry_name");
-    for dir in [&archives, &manifests, &names] {
+    // The extractor and the whole component take the same inputs.
+    let archive_dirs = [root.join("archive"), root.join("component")];
+    for dir in archive_dirs.iter().chain([&manifests, &names]) {
         fs::create_dir_all(dir)?;
     }
-    fs::write(archives.join("valid-agent.apkg"), Apkg::valid_agent().to_bytes())?;
-    for (i, case) in hostile_cases().iter().enumerate() {
-        fs::write(archives.join(format!("hostile-{i:02}.apkg")), case.apkg.to_bytes())?;
+    for archives in &archive_dirs {
+        fs::write(archives.join("valid-agent.apkg"), Apkg::valid_agent().to_bytes())?;
+        for (i, case) in hostile_cases().iter().enumerate() {
+            fs::write(archives.join(format!("hostile-{i:02}.apkg")), case.apkg.to_bytes())?;
+        }
     }
     let example = include_str!("../../examples/vivid-commenter/agent.yaml");
     let variants = [
