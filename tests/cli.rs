@@ -11,16 +11,22 @@ const EXIT_INTERNAL: i32 = 1;
 const EXIT_USAGE: i32 = 2;
 const EXIT_PACKAGE_REFUSED: i32 = 3;
 
-fn par(ws: &Workspace, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_par"))
+/// The real binary, rooted in the workspace, sharing the compiled-guest cache.
+fn par_command(ws: &Workspace, args: &[String]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_par"));
+    command
         .arg("--root")
         .arg(ws.root())
         .arg("--cache-dir")
         .arg(component_cache(env!("CARGO_TARGET_TMPDIR")))
         .args(args)
-        .env_remove("PAR_LOG")
-        .output()
-        .expect("run par")
+        .env_remove("PAR_LOG");
+    command
+}
+
+fn par(ws: &Workspace, args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    par_command(ws, &args).output().expect("run par")
 }
 
 fn example() -> String {
@@ -245,12 +251,7 @@ fn installer_steps_never_see_the_loaders_environment() {
         .display()
         .to_string();
     let args = load_args(&apkg);
-    let output = Command::new(env!("CARGO_BIN_EXE_par"))
-        .arg("--root")
-        .arg(ws.root())
-        .arg("--cache-dir")
-        .arg(component_cache(env!("CARGO_TARGET_TMPDIR")))
-        .args(&args)
+    let output = par_command(&ws, &args)
         .env("RUNTIME_API_SECRET", "hunter2")
         .env("AWS_SECRET_ACCESS_KEY", "also-secret")
         .output()
@@ -294,15 +295,7 @@ fn killed_load_then_success(installer: &str) {
         .display()
         .to_string();
     let args = load_args_with(&apkg, installer);
-    let mut first = Command::new(env!("CARGO_BIN_EXE_par"))
-        .arg("--root")
-        .arg(ws.root())
-        .arg("--cache-dir")
-        .arg(component_cache(env!("CARGO_TARGET_TMPDIR")))
-        .args(&args)
-        .arg("-q")
-        .spawn()
-        .expect("spawn par");
+    let mut first = par_command(&ws, &args).arg("-q").spawn().expect("spawn par");
     let reached = (0..1200).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(50));
         started.exists()
