@@ -29,6 +29,12 @@ fn par(ws: &Workspace, args: &[&str]) -> Output {
     par_command(ws, &args).output().expect("run par")
 }
 
+/// Asserts exit code 0, showing the logs otherwise.
+fn assert_succeeded(output: &Output) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+}
+
 fn example() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../examples/vivid-commenter.apkg")
@@ -45,12 +51,7 @@ fn json(output: &Output) -> serde_json::Value {
 fn extract_the_shipped_example() {
     let ws = Workspace::new();
     let output = par(&ws, &["extract", &example(), "--json"]);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&output);
     let result = json(&output);
     assert_eq!(result["package_id"], "vivid-commenter@1.0.1");
     let path = result["path"].as_str().expect("path");
@@ -78,12 +79,7 @@ fn extract_prints_where_for_humans() {
 fn inspect_prints_the_manifest_and_publishes_nothing() {
     let ws = Workspace::new();
     let output = par(&ws, &["inspect", &example()]);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&output);
     let manifest = json(&output);
     assert_eq!(manifest["name"], "vivid-commenter");
     assert_eq!(manifest["entrypoint"]["module"], "app.main");
@@ -214,12 +210,7 @@ fn load_the_shipped_example() {
     let ws = Workspace::new();
     let args = load_args(&example());
     let output = par(&ws, &args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&output);
     let result = json(&output);
     assert_eq!(result["package_id"], "vivid-commenter@1.0.1");
     assert_eq!(result["installed_as_package"], true);
@@ -256,12 +247,7 @@ fn installer_steps_never_see_the_loaders_environment() {
         .env("AWS_SECRET_ACCESS_KEY", "also-secret")
         .output()
         .expect("run par");
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&output);
     let seen = std::fs::read_to_string(&leak).expect("setup.py recorded its environment");
     assert!(!seen.contains("SECRET"), "secrets reached setup.py:\n{seen}");
     assert!(
@@ -306,12 +292,7 @@ fn killed_load_then_success(installer: &str) {
     std::fs::remove_file(&flag).expect("unflag");
 
     let output = par(&ws, &args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&output);
     let result = json(&output);
     assert_eq!(result["venv_reused"], false, "the half-built venv must not be reused");
     assert_eq!(result["verified"], true);
