@@ -12,9 +12,9 @@ use crate::error::{LoadError, PackageError};
 use crate::installer::{Installer, Pip, Uv, venv_python};
 use crate::process::{Step, run};
 use crate::sandbox::{ExtractOptions, GuestManifest, LoadOptions, Preopens, Sandbox};
-use crate::session::{InstallSession, LoadContext, Timings};
-use crate::staging::{PackageLock, Staging, normalize_modes, sweep_abandoned};
-use crate::validate::{is_dotted_identifier, is_safe_component};
+use crate::session::{InstallSession, LoadContext, Published, Timings};
+use crate::staging::{Staging, sweep_abandoned};
+use crate::validate::{is_entrypoint, is_safe_component};
 use crate::venv;
 
 /// Largest manifest document (as JSON) the host accepts back from the guest.
@@ -320,27 +320,20 @@ impl PackageLoader {
             .sandbox
             .extract(preopens, &self.extract_options())?
             .map_err(|e| explain_write_failure(e.into(), root))?;
-        let manifest = check_manifest(report.manifest)?;
-        normalize_modes(&tree, &report.executables)?;
-        let app_id = app_id.unwrap_or(&manifest.name).to_owned();
-        let dir_name = format!("{app_id}@{}", manifest.version);
-        let path = root.join("packages").join(&dir_name);
-        let _lock = PackageLock::acquire(root, &dir_name)?;
-        staging.publish(&path)?;
-        let package_id = format!("{}@{}", manifest.name, manifest.version);
+        let published = Published::publish(root, app_id, staging, report.manifest, &report.executables)?;
         tracing::info!(
-            package_id = %package_id,
-            path = %path.display(),
+            package_id = %published.package_id,
+            path = %published.path.display(),
             files = report.files,
             bytes = report.bytes,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "Package extracted"
         );
         Ok(ExtractedPackage {
-            package_id,
-            app_id,
-            path,
-            manifest,
+            package_id: published.package_id,
+            app_id: published.app_id,
+            path: published.path,
+            manifest: published.manifest,
             files: report.files,
             dirs: report.dirs,
             bytes: report.bytes,
@@ -455,11 +448,7 @@ pub(crate) fn check_manifest(manifest: GuestManifest) -> Result<Manifest, Packag
     let entrypoint = match manifest.entrypoint {
         None => None,
         Some(ep) => {
-            let attr_ok = ep
-                .attr
-                .as_deref()
-                .is_none_or(|a| is_dotted_identifier(a) && !a.contains('.'));
-            if !is_dotted_identifier(&ep.module) || !attr_ok {
+            if !is_entrypoint(&ep.module, ep.attr.as_deref()) {
                 return Err(invalid(
                     "entrypoint",
                     format!("{}:{:?}", ep.module.escape_default(), ep.attr),

@@ -7,12 +7,13 @@
 
 use std::ffi::OsString;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::InstallConfig;
+use crate::error::LoadError;
 use crate::installer::{InstallTarget, Installer, Invocation, venv_python};
 use crate::loader::{Manifest, check_manifest};
 use crate::process::{self, Step, StepError, StepOutput};
@@ -23,7 +24,7 @@ use crate::sandbox::bindings::types::{
     StepFailure, StepReport, VenvInfo,
 };
 use crate::staging::{PackageLock, Staging, normalize_modes};
-use crate::validate::{is_dotted_identifier, is_safe_component};
+use crate::validate::{is_entrypoint, is_safe_component};
 use crate::venv::{self, VenvInputs};
 
 /// Output kept in errors that cross back into the guest and into messages.
@@ -61,6 +62,34 @@ pub struct Published {
     pub manifest: Manifest,
     /// Held until the load ends: no other load replaces this package meanwhile.
     _lock: PackageLock,
+}
+
+impl Published {
+    /// Re-checks what the guest extracted (manifest, executables, the tree
+    /// itself) and renames the staging tree into place under the package lock:
+    /// the one path both `extract` and `load` publish by.
+    pub fn publish(
+        root: &Path,
+        app_id: Option<&str>,
+        staging: Staging,
+        manifest: GuestManifest,
+        executables: &[String],
+    ) -> Result<Self, LoadError> {
+        let manifest = check_manifest(manifest)?;
+        normalize_modes(&staging.tree(), executables)?;
+        let app_id = app_id.unwrap_or(&manifest.name).to_owned();
+        let dir_name = format!("{app_id}@{}", manifest.version);
+        let path = root.join("packages").join(&dir_name);
+        let lock = PackageLock::acquire(root, &dir_name)?;
+        staging.publish(&path)?;
+        Ok(Self {
+            package_id: format!("{}@{}", manifest.name, manifest.version),
+            app_id,
+            path,
+            manifest,
+            _lock: lock,
+        })
+    }
 }
 
 /// The venv of this load.
@@ -190,32 +219,20 @@ impl InstallSession {
     }
 
     fn publish_inner(&mut self, manifest: GuestManifest, executables: Vec<String>) -> Result<String, InstallError> {
-        let root = self.ctx()?.root.clone();
-        let app_id = self.ctx()?.app_id.clone();
+        let ctx = self.ctx()?;
+        let (root, app_id) = (ctx.root.clone(), ctx.app_id.clone());
         let staging = self
             .staging
             .take()
             .ok_or_else(|| InstallError::Host("the package was already published".into()))?;
-        let host = |e: &dyn std::fmt::Display| InstallError::Host(e.to_string());
-        let manifest = check_manifest(manifest).map_err(|e| host(&e))?;
-        normalize_modes(&staging.tree(), &executables).map_err(|e| host(&e))?;
-        let app_id = app_id.unwrap_or_else(|| manifest.name.clone());
-        let dir_name = format!("{app_id}@{}", manifest.version);
-        let path = root.join("packages").join(&dir_name);
-        let lock = PackageLock::acquire(&root, &dir_name).map_err(|e| host(&e))?;
-        staging.publish(&path).map_err(|e| host(&e))?;
-        let package_id = format!("{}@{}", manifest.name, manifest.version);
-        tracing::info!(path = %path.display(), package_id = %package_id, "Extracting package to");
+        let published = Published::publish(&root, app_id.as_deref(), staging, manifest, &executables)
+            .map_err(|e| InstallError::Host(e.to_string()))?;
+        let package_id = published.package_id.clone();
+        tracing::info!(path = %published.path.display(), package_id = %package_id, "Extracting package to");
         if let Some(started) = self.started {
             self.outcome.timings.extract_ms = started.elapsed().as_millis() as u64;
         }
-        self.published = Some(Published {
-            package_id: package_id.clone(),
-            app_id,
-            path,
-            manifest,
-            _lock: lock,
-        });
+        self.published = Some(published);
         Ok(package_id)
     }
 
@@ -266,15 +283,16 @@ impl InstallSession {
             let invocation = ctx.installer.create_venv(&ctx.python, &path);
             self.run("venv", invocation, &venvs, self.ctx()?.install.venv_timeout)?;
         }
+        // A reused venv already holds these files, written when it was built
+        // from the same lines (they are part of its key).
         let write = |lines: &[String], file: &str| -> Result<Option<PathBuf>, InstallError> {
             if lines.is_empty() {
                 return Ok(None);
             }
             let target = path.join(file);
-            let mut out = fs::File::create(&target)
-                .map_err(|e| InstallError::Host(format!("cannot write {}: {e}", target.display())))?;
-            for line in lines {
-                writeln!(out, "{line}")
+            if !reused {
+                let text: String = lines.iter().map(|line| format!("{line}\n")).collect();
+                fs::write(&target, text)
                     .map_err(|e| InstallError::Host(format!("cannot write {}: {e}", target.display())))?;
             }
             Ok(Some(target))
@@ -398,11 +416,7 @@ impl InstallSession {
 
     fn verify_import_inner(&mut self, entrypoint: Entrypoint) -> Result<(), InstallError> {
         let started = Instant::now();
-        let attr_ok = entrypoint
-            .attr
-            .as_deref()
-            .is_none_or(|a| is_dotted_identifier(a) && !a.contains('.'));
-        if !is_dotted_identifier(&entrypoint.module) || !attr_ok {
+        if !is_entrypoint(&entrypoint.module, entrypoint.attr.as_deref()) {
             return Err(InstallError::Host(
                 "the entrypoint is not a dotted Python identifier".into(),
             ));

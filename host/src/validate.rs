@@ -38,6 +38,12 @@ pub fn is_dotted_identifier(value: &str) -> bool {
         })
 }
 
+/// An entrypoint the host will pass to Python: a dotted module path and an
+/// optional attribute that is a single identifier.
+pub fn is_entrypoint(module: &str, attr: Option<&str>) -> bool {
+    is_dotted_identifier(module) && attr.is_none_or(|a| !a.contains('.') && is_dotted_identifier(a))
+}
+
 /// A relative path made only of normal components: it cannot leave the directory it is joined to.
 pub fn is_contained_relative(path: &str) -> bool {
     !path.is_empty() && !path.contains('\0') && Path::new(path).components().all(|c| matches!(c, Component::Normal(_)))
@@ -63,6 +69,10 @@ mod tests {
         assert!(!is_dotted_identifier("core;import os"));
         assert!(!is_dotted_identifier("a..b"));
         assert!(!is_dotted_identifier("lambda"));
+        assert!(is_entrypoint("app.main", Some("agent")));
+        assert!(is_entrypoint("app.main", None));
+        assert!(!is_entrypoint("app.main", Some("a.b")));
+        assert!(!is_entrypoint("app main", Some("agent")));
         assert!(is_contained_relative("bin/run.sh"));
         for bad in ["", "/etc/passwd", "../x", "a/../../x", "./a", "a\0b"] {
             assert!(!is_contained_relative(bad), "{bad:?}");
