@@ -237,18 +237,13 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Load { apkg, app_id, .. } => {
             let package = loader.load_package(apkg, app_id.as_deref()).await?;
-            if cli.json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&package).context("cannot render the result")?
-                );
-            } else {
+            print_result(cli.json, &package, || {
                 let verified = match package.verified {
                     Some(true) => "yes",
                     Some(false) => "no (imports may not work)",
                     None => "no entrypoint",
                 };
-                println!(
+                format!(
                     "Loaded {} from {}\n  venv: {}{}\n  python: {}\n  installer: {}, installed as package: {}, entrypoint imports: {verified}",
                     package.package_id,
                     package.path.display(),
@@ -261,8 +256,8 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
                     } else {
                         "no (old package)"
                     },
-                );
-            }
+                )
+            })?;
         }
         Command::Inspect { apkg } => {
             let manifest = loader.inspect(apkg).await?;
@@ -275,22 +270,28 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         }
         Command::Extract { apkg, app_id } => {
             let package = loader.extract(apkg, app_id.as_deref()).await?;
-            if cli.json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&package).context("cannot render the result")?
-                );
-            } else {
-                println!(
+            print_result(cli.json, &package, || {
+                format!(
                     "Extracted {} ({} files, {} bytes) to {}",
                     package.package_id,
                     package.files,
                     package.bytes,
                     package.path.display()
-                );
-            }
+                )
+            })?;
         }
     }
+    Ok(())
+}
+
+/// Prints a command's result: one JSON line with `--json`, else the human text.
+fn print_result(json: bool, value: &impl serde::Serialize, human: impl FnOnce() -> String) -> anyhow::Result<()> {
+    let text = if json {
+        serde_json::to_string(value).context("cannot render the result")?
+    } else {
+        human()
+    };
+    println!("{text}");
     Ok(())
 }
 
