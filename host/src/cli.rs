@@ -7,7 +7,10 @@ use anyhow::Context;
 use clap::{ArgAction, Parser, Subcommand};
 use std::time::Duration;
 
-use par::{DEFAULT_ROOT, InstallConfig, InstallerChoice, Limits, LoadError, LoaderConfig, PackageLoader};
+use par::{
+    DEFAULT_ROOT, InstallConfig, InstallerChoice, Limits, LoadError, LoaderConfig, NetworkChoice, PackageLoader,
+    SandboxChoice,
+};
 use tracing_subscriber::EnvFilter;
 
 const AFTER_HELP: &str = "\
@@ -81,6 +84,16 @@ struct InstallArgs {
     /// Package index to use instead of the default.
     #[arg(long, value_name = "URL")]
     index_url: Option<String>,
+    /// Run the venv, installer and import-check steps under bubblewrap: only
+    /// the venv, the package and the installer cache writable, the rest of the
+    /// system read-only or hidden. auto uses it when it works here and warns
+    /// when it does not; bwrap fails the load instead.
+    #[arg(long, value_enum, default_value = "auto")]
+    sandbox: SandboxArg,
+    /// Network inside the installer sandbox: none at all, or only for install
+    /// steps when the index settings name a remote location (index).
+    #[arg(long, value_enum, default_value = "index")]
+    network: NetworkArg,
     /// Seconds allowed for installing requirements.txt.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     requirements_timeout: u64,
@@ -99,6 +112,19 @@ enum InstallerArg {
     Uv,
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SandboxArg {
+    Auto,
+    Bwrap,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum NetworkArg {
+    None,
+    Index,
+}
+
 impl InstallArgs {
     fn apply(&self, install: &mut InstallConfig) {
         install.installer = match self.installer {
@@ -110,7 +136,25 @@ impl InstallArgs {
         install.python = self.python.clone();
         install.uv = self.uv.clone();
         install.index.no_index = self.no_index;
-        install.index.find_links = self.find_links.clone();
+        // Local find-links are made absolute here: the installer runs from the
+        // package directory, where a relative path would mean something else.
+        install.index.find_links = self
+            .find_links
+            .iter()
+            .map(|link| match link.contains("://") {
+                true => link.clone(),
+                false => std::path::absolute(link).map_or_else(|_| link.clone(), |p| p.display().to_string()),
+            })
+            .collect();
+        install.sandbox = match self.sandbox {
+            SandboxArg::Auto => SandboxChoice::Auto,
+            SandboxArg::Bwrap => SandboxChoice::Bwrap,
+            SandboxArg::None => SandboxChoice::None,
+        };
+        install.network = match self.network {
+            NetworkArg::None => NetworkChoice::None,
+            NetworkArg::Index => NetworkChoice::Index,
+        };
         install.index.index_url = self.index_url.clone();
         install.requirements_timeout = Duration::from_secs(self.requirements_timeout);
         install.self_install_timeout = Duration::from_secs(self.self_install_timeout);
@@ -216,6 +260,7 @@ fn init_logging(cli: &Cli) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     if cli.log_json {
         builder.json().flatten_event(true).init();

@@ -68,6 +68,16 @@ pub struct IndexConfig {
 }
 
 impl IndexConfig {
+    /// Whether installing needs the network: an index is in use, or a
+    /// find-links location is a URL.
+    pub fn is_remote(&self) -> bool {
+        !self.no_index
+            || self
+                .find_links
+                .iter()
+                .any(|link| link.contains("://") && !link.starts_with("file:"))
+    }
+
     /// The installer options these settings stand for.
     pub fn args(&self) -> Vec<std::ffi::OsString> {
         let mut args = Vec::new();
@@ -142,6 +152,12 @@ pub struct InstallConfig {
     pub strict: bool,
     /// `setrlimit` ceilings for every installer subprocess.
     pub limits: crate::process::ResourceLimits,
+    /// Whether installer subprocesses run under bubblewrap.
+    pub sandbox: crate::confine::SandboxChoice,
+    /// The `bwrap` executable (looked up on `PATH` if relative).
+    pub bwrap: PathBuf,
+    /// When confined steps may use the network.
+    pub network: crate::confine::NetworkChoice,
 }
 
 impl Default for InstallConfig {
@@ -164,6 +180,9 @@ impl Default for InstallConfig {
                 open_files: Some(1024),
                 cpu_seconds: Some(600),
             },
+            sandbox: crate::confine::SandboxChoice::Auto,
+            bwrap: PathBuf::from("bwrap"),
+            network: crate::confine::NetworkChoice::Index,
         }
     }
 }

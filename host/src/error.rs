@@ -182,6 +182,20 @@ pub enum LoadError {
         /// The operating system's error.
         source: std::io::Error,
     },
+    /// The disk holding the root filled up while writing the package tree or installing.
+    #[error("no space left on the device holding `{}` while {during}: {detail}", root.display())]
+    DiskFull {
+        /// `writing the package tree` or `installing`.
+        during: &'static str,
+        /// The loader root.
+        root: PathBuf,
+        /// What failed, as reported.
+        detail: String,
+    },
+    /// `--sandbox bwrap` was asked for, but bubblewrap is missing or cannot
+    /// create a sandbox on this machine.
+    #[error("installer sandbox unavailable: {0}")]
+    InstallerSandbox(String),
     /// A bug or runtime failure in the host itself.
     #[error("internal error: {0}")]
     Internal(String),
@@ -208,7 +222,11 @@ impl LoadError {
             LoadError::Install(failure) | LoadError::Verification(failure) => !failure.host_only(),
             LoadError::Package(_) => true,
             LoadError::Sandbox(error) => !matches!(error, SandboxError::Engine(_)),
-            LoadError::Io { .. } | LoadError::InvalidInput { .. } | LoadError::Internal(_) => false,
+            LoadError::Io { .. }
+            | LoadError::DiskFull { .. }
+            | LoadError::InvalidInput { .. }
+            | LoadError::InstallerSandbox(_)
+            | LoadError::Internal(_) => false,
         }
     }
 
@@ -224,6 +242,8 @@ impl LoadError {
             LoadError::Io { .. } => "io",
             LoadError::InvalidInput { .. } => "invalid-input",
             LoadError::Internal(_) => "internal",
+            LoadError::InstallerSandbox(_) => "installer-sandbox",
+            LoadError::DiskFull { .. } => "disk-full",
             LoadError::Install(_) => "install-failed",
             LoadError::Verification(_) => "verification-failed",
         }

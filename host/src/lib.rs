@@ -17,8 +17,10 @@
 //! ```
 
 pub mod config;
+pub mod confine;
 pub mod error;
 pub mod installer;
+mod interpreter;
 mod loader;
 pub mod process;
 pub mod requirements;
@@ -30,6 +32,7 @@ mod venv;
 
 pub use config::{DEFAULT_ROOT, Limits, LoaderConfig};
 pub use config::{IndexConfig, InstallConfig, InstallerChoice};
+pub use confine::{NetworkChoice, SandboxChoice};
 pub use error::InstallFailure;
 pub use error::{LoadError, PackageError, SandboxError};
 pub use loader::{AgentPackage, Entrypoint, ExtractedPackage, Manifest, PackageLoader};

@@ -7,13 +7,15 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::config::{InstallerChoice, LoaderConfig};
+use crate::config::{InstallConfig, InstallerChoice, LoaderConfig};
+use crate::confine::{Bubblewrap, SandboxChoice};
 use crate::error::{LoadError, PackageError};
 use crate::installer::{Installer, Pip, Uv, venv_python};
-use crate::process::{Step, run};
+use crate::interpreter::Interpreter;
+use crate::process::find_program_in;
 use crate::sandbox::{ExtractOptions, GuestManifest, LoadOptions, Preopens, Sandbox};
 use crate::session::{InstallSession, LoadContext, Published, Timings};
-use crate::staging::{Staging, sweep_abandoned};
+use crate::staging::{Staging, disk_nearly_full, sweep_abandoned};
 use crate::validate::{is_entrypoint, is_safe_component};
 use crate::venv;
 
@@ -83,6 +85,8 @@ pub struct AgentPackage {
     pub verified: Option<bool>,
     /// `pip` or `uv`.
     pub installer: String,
+    /// `bwrap` when installer steps ran in the installer sandbox, else `none`.
+    pub installer_sandbox: String,
     /// A finished venv was reused (a redeploy): nothing was installed.
     pub venv_reused: bool,
     /// Packages installed from `requirements.txt`.
@@ -101,8 +105,10 @@ pub struct PackageLoader {
 struct Inner {
     config: LoaderConfig,
     sandbox: Sandbox,
-    /// The base interpreter's path and `--version`, found on first use.
-    python: std::sync::OnceLock<(PathBuf, String)>,
+    /// The base interpreter, found on first use.
+    python: std::sync::OnceLock<Interpreter>,
+    /// The installer sandbox, probed on first use (`None`: not used).
+    installer_sandbox: std::sync::OnceLock<Result<Option<Bubblewrap>, String>>,
 }
 
 impl PackageLoader {
@@ -117,6 +123,7 @@ impl PackageLoader {
                 config,
                 sandbox,
                 python: std::sync::OnceLock::new(),
+                installer_sandbox: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -161,8 +168,13 @@ impl PackageLoader {
         let config = &self.inner.config;
         let started = Instant::now();
         tracing::info!(apkg = %apkg.display(), "Loading agent package");
-        let installer = self.installer()?;
-        let (python, python_identity) = self.python()?;
+        let sandbox = self.installer_sandbox()?;
+        let python = self.python()?;
+        let installer = self.installer(&python)?;
+        let readonly = sandbox
+            .as_ref()
+            .map(|_| readonly_mounts(&config.install, &python, installer.as_ref()))
+            .unwrap_or_default();
         let staging = Staging::create(&config.root, &apkg)?;
         let (archive_dir, tree) = (staging.archive_dir(), staging.tree());
         let context = LoadContext {
@@ -171,7 +183,8 @@ impl PackageLoader {
             install: config.install.clone(),
             installer: installer.clone(),
             python,
-            python_identity,
+            sandbox: sandbox.clone(),
+            readonly,
         };
         let preopens = Preopens {
             archive_dir: &archive_dir,
@@ -197,7 +210,7 @@ impl PackageLoader {
             }
             Ok(Err(error)) => {
                 discard_unfinished_venv(&session);
-                let error = explain_write_failure(LoadError::from(error), &config.root);
+                let error = explain_disk_full(LoadError::from(error), &config.root, session.disk_full.get());
                 if matches!(error, LoadError::Install(_)) {
                     tracing::error!("{error}");
                 }
@@ -236,16 +249,18 @@ impl PackageLoader {
             installed_as_package: report.installed_as_package,
             verified: report.verified,
             installer: installer.name().to_owned(),
+            installer_sandbox: if sandbox.is_some() { "bwrap" } else { "none" }.to_owned(),
             venv_reused: venv_state.reused,
             requirements_count: report.requirements_count,
             timings,
         })
     }
 
-    /// The configured back end; `auto` takes uv when it is on `PATH`.
-    fn installer(&self) -> Result<Arc<dyn Installer>, LoadError> {
+    /// The configured back end; `auto` takes uv when it is on `PATH` (or
+    /// beside the interpreter, where `pip install uv` puts it).
+    fn installer(&self, python: &Interpreter) -> Result<Arc<dyn Installer>, LoadError> {
         let install = &self.inner.config.install;
-        let uv = find_program(&install.uv);
+        let uv = find_program_in(&install.uv, std::slice::from_ref(&python.scripts));
         Ok(match (install.installer, uv) {
             (InstallerChoice::Pip, _) | (InstallerChoice::Auto, None) => Arc::new(Pip),
             (InstallerChoice::Uv | InstallerChoice::Auto, Some(uv)) => Arc::new(Uv::new(uv)),
@@ -258,31 +273,36 @@ impl PackageLoader {
         })
     }
 
-    /// The base interpreter and its identity (`Python 3.11.7 /usr/bin/python3`).
-    fn python(&self) -> Result<(PathBuf, String), LoadError> {
+    /// The base interpreter, resolved past any shim.
+    fn python(&self) -> Result<Interpreter, LoadError> {
         if let Some(found) = self.inner.python.get() {
             return Ok(found.clone());
         }
-        let configured = &self.inner.config.install.python;
-        let python = find_program(configured).ok_or_else(|| LoadError::InvalidInput {
-            what: "python",
-            detail: format!("`{}` was not found on PATH", configured.display()),
-        })?;
-        let mut step = Step::new(
-            "python-version",
-            &python,
-            std::env::temp_dir(),
-            self.inner.config.install.import_timeout,
-        )
-        .args(["--version"]);
-        step.env = std::env::var_os("PATH")
-            .map(|p| ("PATH".into(), p))
-            .into_iter()
-            .collect();
-        let output = run(&step).map_err(|e| LoadError::Internal(e.to_string()))?;
-        let version = format!("{}{}", output.stdout.trim(), output.stderr.trim());
-        let identity = format!("{version} {}", python.display());
-        Ok(self.inner.python.get_or_init(|| (python, identity)).clone())
+        let install = &self.inner.config.install;
+        let python = Interpreter::probe(&install.python, install.import_timeout)?;
+        Ok(self.inner.python.get_or_init(|| python).clone())
+    }
+
+    /// The bubblewrap installer steps run under, per `--sandbox`; `auto`
+    /// falls back to running them unconfined, and says so on every load.
+    fn installer_sandbox(&self) -> Result<Option<Bubblewrap>, LoadError> {
+        let install = &self.inner.config.install;
+        let probed = self.inner.installer_sandbox.get_or_init(|| match install.sandbox {
+            SandboxChoice::None => Ok(None),
+            SandboxChoice::Auto | SandboxChoice::Bwrap => Bubblewrap::probe(&install.bwrap).map(Some),
+        });
+        match (probed, install.sandbox) {
+            (Ok(found), _) => Ok(found.clone()),
+            (Err(why), SandboxChoice::Bwrap) => Err(LoadError::InstallerSandbox(why.clone())),
+            (Err(why), _) => {
+                tracing::warn!(
+                    reason = %why,
+                    "Installer sandbox unavailable: setup.py and the installer run with the loader's own \
+                     privileges, files and network (install bubblewrap, or pass --sandbox none to silence this)"
+                );
+                Ok(None)
+            }
+        }
     }
 
     /// Blocking form of [`PackageLoader::inspect`], for callers outside an async runtime.
@@ -319,7 +339,7 @@ impl PackageLoader {
             .inner
             .sandbox
             .extract(preopens, &self.extract_options())?
-            .map_err(|e| explain_write_failure(e.into(), root))?;
+            .map_err(|e| explain_disk_full(e.into(), root, false))?;
         let published = Published::publish(root, app_id, staging, report.manifest, &report.executables)?;
         tracing::info!(
             package_id = %published.package_id,
@@ -348,25 +368,26 @@ impl PackageLoader {
     }
 }
 
-/// The sandbox reports a failed write with WASI's generic error codes. When
-/// the device holding the root is (nearly) full, the fault is the host's, not
-/// the package's: report it as such, naming the entry being written.
-fn explain_write_failure(error: LoadError, root: &Path) -> LoadError {
-    let LoadError::Package(PackageError::Write(failure)) = &error else {
-        return error;
+/// Turns a failure caused by a full disk into [`LoadError::DiskFull`], the
+/// host's fault: inside the sandbox it shows only as WASI's generic I/O
+/// error (so the free space under the root is what tells); an installer step
+/// is judged by the session, which looked when the step failed.
+fn explain_disk_full(error: LoadError, root: &Path, install_saw_full_disk: bool) -> LoadError {
+    let (during, detail) = match &error {
+        LoadError::Package(PackageError::Write(failure)) if disk_nearly_full(root) => {
+            let entry = failure.entry.as_deref().unwrap_or("?");
+            (
+                "writing the package tree",
+                format!("entry `{entry}`: {}", failure.message),
+            )
+        }
+        LoadError::Install(failure) if install_saw_full_disk => ("installing", failure.to_string()),
+        _ => return error,
     };
-    let full = rustix::fs::statvfs(root).is_ok_and(|s| s.f_bavail.saturating_mul(s.f_frsize) < 1024 * 1024);
-    if !full {
-        return error;
-    }
-    let entry = failure.entry.as_deref().unwrap_or("?");
-    LoadError::Io {
-        action: "no space left on the device while writing the package tree under",
-        path: root.to_owned(),
-        source: std::io::Error::new(
-            std::io::ErrorKind::StorageFull,
-            format!("entry `{entry}`: {}", failure.message),
-        ),
+    LoadError::DiskFull {
+        during,
+        root: root.to_owned(),
+        detail,
     }
 }
 
@@ -381,17 +402,29 @@ fn discard_unfinished_venv(session: &InstallSession) {
     }
 }
 
-/// Resolves a program name on `PATH` (a path with a `/` is taken as is).
-fn find_program(program: &Path) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
-    if program.components().count() > 1 || program.is_absolute() {
-        return executable(program).then(|| program.to_owned());
+/// What every confined step may read besides the system: the interpreter's
+/// prefixes, the installer binary, local find-links directories and the
+/// certificate files the operator's environment names.
+fn readonly_mounts(install: &InstallConfig, python: &Interpreter, installer: &dyn Installer) -> Vec<PathBuf> {
+    const CERT_VARIABLES: [&str; 4] = ["SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "PIP_CERT"];
+    let certificates = CERT_VARIABLES
+        .into_iter()
+        .filter(|name| install.pass_env.iter().any(|passed| passed == name))
+        .filter_map(std::env::var_os)
+        .map(PathBuf::from);
+    let find_links = install
+        .index
+        .find_links
+        .iter()
+        .filter(|link| !link.contains("://"))
+        .map(PathBuf::from);
+    let mut mounts: Vec<PathBuf> = python.prefixes.iter().cloned().chain(installer.program()).collect();
+    for path in certificates.chain(find_links) {
+        if let Ok(path) = path.canonicalize() {
+            mounts.push(path);
+        }
     }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| executable(candidate))
+    mounts
 }
 
 /// Runs blocking loader work off the async runtime's worker threads.

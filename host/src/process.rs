@@ -261,6 +261,46 @@ fn collect(handle: Option<JoinHandle<Vec<u8>>>) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// Resolves a program name on `PATH` to a canonical path; see [`find_program_in`].
+pub fn find_program(program: &Path) -> Option<PathBuf> {
+    find_program_in(program, &[])
+}
+
+/// Resolves a program name on `PATH` (a path with a `/` is taken as is) to a
+/// canonical path, honouring `PATH` order. When the program found is a `#!`
+/// script and one of `extra` holds a compiled executable of the same file
+/// name, that one is taken: version managers put
+/// shims on `PATH` that re-exec the real tool through their own state, which
+/// a confined step cannot see, and the real binary sits in a known place
+/// (for `uv`, the interpreter's scripts directory).
+pub fn find_program_in(program: &Path, extra: &[PathBuf]) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    let is_script = |p: &Path| {
+        let mut magic = [0u8; 2];
+        std::fs::File::open(p)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .is_ok_and(|()| &magic == b"#!")
+    };
+    let found = if program.components().count() > 1 || program.is_absolute() {
+        executable(program).then(|| program.to_owned())
+    } else {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(program))
+            .find(|candidate| executable(candidate))
+    }?;
+    let found = match (is_script(&found), found.file_name()) {
+        (true, Some(name)) => extra
+            .iter()
+            .map(|dir| dir.join(name))
+            .find(|candidate| executable(candidate) && !is_script(candidate))
+            .unwrap_or(found),
+        _ => found,
+    };
+    found.canonicalize().ok()
+}
+
 /// `PATH` for children: the directories holding the tools a step runs, then the system's.
 pub fn child_path(first: &[&Path]) -> OsString {
     let mut dirs: Vec<PathBuf> = first.iter().map(|p| p.to_path_buf()).collect();
@@ -355,6 +395,33 @@ mod tests {
         assert_ne!(out.code(), 0, "writing past RLIMIT_FSIZE must fail");
         let written = std::fs::metadata(dir.path().join("big")).expect("partial file").len();
         assert!(written <= 1024 * 1024, "{written} bytes written past the limit");
+    }
+
+    #[test]
+    fn a_script_shim_gives_way_to_the_real_binary_beside_the_interpreter() {
+        use std::os::unix::fs::PermissionsExt;
+        let (shims, real) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+        let shim = shims.path().join("tool");
+        std::fs::write(&shim, "#!/bin/sh\nexec somewhere-else \"$@\"\n").expect("shim");
+        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let binary = real.path().join("tool");
+        std::fs::copy("/bin/true", &binary).expect("binary");
+        let resolved = |extra: &[PathBuf]| find_program_in(&shim, extra).expect("found");
+        assert_eq!(
+            resolved(&[]),
+            shim.canonicalize().expect("canonical"),
+            "no better candidate: keep the shim"
+        );
+        assert_eq!(
+            resolved(&[real.path().to_owned()]),
+            binary.canonicalize().expect("canonical")
+        );
+        assert_eq!(
+            find_program_in(&binary, &[shims.path().to_owned()]),
+            binary.canonicalize().ok(),
+            "a real binary is never replaced"
+        );
+        assert_eq!(find_program_in(&real.path().join("missing"), &[]), None);
     }
 
     #[test]

@@ -13,8 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::InstallConfig;
+use crate::confine::{Bubblewrap, Mounts, NetworkChoice};
 use crate::error::LoadError;
-use crate::installer::{InstallTarget, Installer, Invocation, venv_python};
+use crate::installer::{InstallTarget, Installer, Invocation, cache_dir, venv_python};
+use crate::interpreter::Interpreter;
 use crate::loader::{Manifest, check_manifest};
 use crate::process::{self, Step, StepError, StepOutput};
 use crate::requirements::check_line;
@@ -23,7 +25,7 @@ use crate::sandbox::bindings::types::{
     Entrypoint, InstallError, InstallPlan, Manifest as GuestManifest, RefusedRequirement, Requirement, SelfInstall,
     StepFailure, StepReport, VenvInfo,
 };
-use crate::staging::{PackageLock, Staging, normalize_modes};
+use crate::staging::{PackageLock, Staging, disk_nearly_full, normalize_modes};
 use crate::validate::{is_entrypoint, is_safe_component};
 use crate::venv::{self, VenvInputs};
 
@@ -43,10 +45,12 @@ pub struct LoadContext {
     pub install: InstallConfig,
     /// The back end.
     pub installer: Arc<dyn Installer>,
-    /// Absolute path of the base interpreter.
-    pub python: PathBuf,
-    /// Its version and path, part of the venv key.
-    pub python_identity: String,
+    /// The base interpreter.
+    pub python: Interpreter,
+    /// The installer sandbox every step runs in, if any.
+    pub sandbox: Option<Bubblewrap>,
+    /// What confined steps may read besides the system.
+    pub readonly: Vec<PathBuf>,
 }
 
 /// The published package.
@@ -151,6 +155,9 @@ pub struct InstallSession {
     pub outcome: Outcome,
     /// Time spent serving imports, excluded from the guest's CPU budget.
     pub in_host: Duration,
+    /// A step failed while the root's disk was full, or said ENOSPC: the
+    /// failure is the host's, not the package's.
+    pub disk_full: std::cell::Cell<bool>,
 }
 
 impl InstallSession {
@@ -193,19 +200,58 @@ impl InstallSession {
             .collect()
     }
 
-    /// Runs an invocation as a step and maps every failure to an [`InstallError`].
+    /// Runs an invocation as a step (confined when the load has a sandbox)
+    /// and maps every failure to an [`InstallError`]. Only `venv`, the
+    /// package, `cwd` and the installer cache are writable; the network is
+    /// there only for a step that `uses_index`, and only if allowed.
     fn run(
         &self,
         name: &'static str,
         invocation: Invocation,
         cwd: &Path,
-        timeout: Duration,
+        venv: &Path,
     ) -> Result<StepOutput, InstallError> {
         let ctx = self.ctx()?;
+        let install = &ctx.install;
+        let (timeout, uses_index) = match name {
+            "venv" => (install.venv_timeout, false),
+            "requirements" => (install.requirements_timeout, true),
+            "self-install" => (install.self_install_timeout, true),
+            _ => (install.import_timeout, false),
+        };
         let mut step = Step::new(name, invocation.program, cwd, timeout).args(invocation.args);
         step.env = Self::step_env(ctx);
-        step.limits = ctx.install.limits;
-        match process::run(&step) {
+        step.limits = install.limits;
+        if let Some(bwrap) = &ctx.sandbox {
+            let mut writable = vec![venv.to_owned(), cwd.to_owned()];
+            writable.extend(self.published.as_ref().map(|p| p.path.clone()));
+            if let Some(cache) = cache_dir(ctx.installer.as_ref()) {
+                fs::create_dir_all(&cache)
+                    .map_err(|e| InstallError::Host(format!("cannot create {}: {e}", cache.display())))?;
+                step = step.env(ctx.installer.cache().0, &cache);
+                writable.push(cache);
+            }
+            let policy = install.policy;
+            let wants_network = install.index.is_remote() || policy.allow_direct_urls || policy.allow_index_options;
+            let mounts = Mounts {
+                writable,
+                readonly: ctx.readonly.clone(),
+                network: uses_index && install.network == NetworkChoice::Index && wants_network,
+            };
+            step = bwrap.confine(step, &mounts);
+        }
+        let result = process::run(&step);
+        let failed_output = match &result {
+            Ok(output) if !output.status.success() => Some((output.stdout.as_str(), output.stderr.as_str())),
+            Err(StepError::TimedOut { stdout, stderr, .. }) => Some((stdout.as_str(), stderr.as_str())),
+            _ => None,
+        };
+        if let Some((stdout, stderr)) = failed_output
+            && (disk_nearly_full(&ctx.root) || says_disk_full(stdout) || says_disk_full(stderr))
+        {
+            self.disk_full.set(true);
+        }
+        match result {
             Ok(output) if output.status.success() => Ok(output),
             Ok(output) => Err(InstallError::Failed(StepFailure {
                 step: name.into(),
@@ -257,7 +303,7 @@ impl InstallSession {
         };
         let index = ctx.install.index.args().join(std::ffi::OsStr::new(" "));
         let key = venv::key(&VenvInputs {
-            python: &ctx.python_identity,
+            python: &ctx.python.identity,
             installer: ctx.installer.name(),
             index: &index.to_string_lossy(),
             requirements: &requirements,
@@ -279,9 +325,20 @@ impl InstallSession {
             let venvs = ctx.root.join("venvs");
             fs::create_dir_all(&venvs)
                 .map_err(|e| InstallError::Host(format!("cannot create {}: {e}", venvs.display())))?;
-            tracing::info!(path = %path.display(), installer = ctx.installer.name(), "Creating venv");
-            let invocation = ctx.installer.create_venv(&ctx.python, &path);
-            self.run("venv", invocation, &venvs, self.ctx()?.install.venv_timeout)?;
+            // Made first so a confined step can have exactly this directory bound.
+            fs::create_dir(&path).map_err(|e| InstallError::Host(format!("cannot create {}: {e}", path.display())))?;
+            tracing::info!(
+                path = %path.display(),
+                installer = ctx.installer.name(),
+                sandbox = if ctx.sandbox.is_some() { "bwrap" } else { "none" },
+                "Creating venv"
+            );
+            let invocation = ctx.installer.create_venv(&ctx.python.executable, &path);
+            if let Err(error) = self.run("venv", invocation, &path, &path) {
+                // Not yet this load's venv (nothing will discard it): remove it here.
+                let _ = fs::remove_dir_all(&path);
+                return Err(error);
+            }
         }
         // A reused venv already holds these files, written when it was built
         // from the same lines (they are part of its key).
@@ -339,7 +396,7 @@ impl InstallSession {
             constraints: constraints.as_deref(),
         };
         let invocation = ctx.installer.install(&venv_path, target, &ctx.install.index.args());
-        let result = self.run("requirements", invocation, &package, ctx.install.requirements_timeout);
+        let result = self.run("requirements", invocation, &package, &venv_path);
         let elapsed_ms = started.elapsed().as_millis() as u64;
         self.outcome.timings.requirements_ms = elapsed_ms;
         match result {
@@ -393,7 +450,7 @@ impl InstallSession {
         let invocation =
             ctx.installer
                 .install(&venv_path, InstallTarget::Editable(&package), &ctx.install.index.args());
-        let result = self.run("self-install", invocation, &package, ctx.install.self_install_timeout);
+        let result = self.run("self-install", invocation, &package, &venv_path);
         let elapsed_ms = started.elapsed().as_millis() as u64;
         self.outcome.timings.self_install_ms = elapsed_ms;
         match result {
@@ -434,12 +491,12 @@ impl InstallSession {
         if let Some(attr) = &entrypoint.attr {
             args.push(attr.into());
         }
-        let timeout = self.ctx()?.install.import_timeout;
+        let venv_path = venv.path.clone();
         let result = self.run(
             "verify-import",
             Invocation { program: python, args },
             scratch.path(),
-            timeout,
+            &venv_path,
         );
         self.outcome.timings.verify_ms = started.elapsed().as_millis() as u64;
         match &result {
@@ -521,6 +578,12 @@ fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     fs::File::open(path)?.take(1024 * 1024).read_to_end(&mut bytes)?;
     Ok(bytes)
+}
+
+/// Whether installer output carries the operating system's ENOSPC message
+/// (Python's `[Errno 28] No space left on device`, Rust's `os error 28`).
+fn says_disk_full(text: &str) -> bool {
+    text.contains("No space left on device") || text.contains("os error 28")
 }
 
 fn tail(text: &str) -> String {

@@ -209,3 +209,10 @@ impl PackageLock {
         Ok(Self { _file: file })
     }
 }
+
+/// Whether the filesystem holding `path` has less than 1 MiB left for
+/// unprivileged writers: what a write failure inside the sandbox, or an
+/// installer step failing without saying why, is checked against.
+pub(crate) fn disk_nearly_full(path: &Path) -> bool {
+    rustix::fs::statvfs(path).is_ok_and(|s| s.f_bavail.saturating_mul(s.f_frsize) < 1024 * 1024)
+}

@@ -44,8 +44,24 @@ pub trait Installer: Send + Sync + std::fmt::Debug {
     fn create_venv(&self, python: &Path, venv: &Path) -> Invocation;
     /// The command that installs `target` into `venv`; `index_args` are appended.
     fn install(&self, venv: &Path, target: InstallTarget<'_>, index_args: &[OsString]) -> Invocation;
+    /// The installer's own executable, when it is not the venv's Python
+    /// (a confined step must be able to read it).
+    fn program(&self) -> Option<PathBuf>;
+    /// The environment variable naming the installer's cache, and the
+    /// cache's directory name under `$XDG_CACHE_HOME` (or `~/.cache`).
+    fn cache(&self) -> (&'static str, &'static str);
     /// How many packages the finished step reports as installed.
     fn packages_installed(&self, output: &StepOutput) -> u32;
+}
+
+/// Where the installer keeps its cache, resolved as the tool itself does
+/// from the loader's environment; `None` when there is no home to put it in.
+pub fn cache_dir(installer: &dyn Installer) -> Option<PathBuf> {
+    let (variable, name) = installer.cache();
+    let non_empty = |v: &str| std::env::var_os(v).filter(|v| !v.is_empty()).map(PathBuf::from);
+    non_empty(variable)
+        .or_else(|| non_empty("XDG_CACHE_HOME").map(|d| d.join(name)))
+        .or_else(|| non_empty("HOME").map(|d| d.join(".cache").join(name)))
 }
 
 /// The interpreter inside a venv.

@@ -34,6 +34,14 @@ impl Installer for Pip {
         }
     }
 
+    fn program(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+
+    fn cache(&self) -> (&'static str, &'static str) {
+        ("PIP_CACHE_DIR", "pip")
+    }
+
     fn packages_installed(&self, output: &StepOutput) -> u32 {
         output
             .stdout

@@ -56,6 +56,14 @@ impl Installer for Uv {
         }
     }
 
+    fn program(&self) -> Option<PathBuf> {
+        Some(self.program.clone())
+    }
+
+    fn cache(&self) -> (&'static str, &'static str) {
+        ("UV_CACHE_DIR", "uv")
+    }
+
     fn packages_installed(&self, output: &StepOutput) -> u32 {
         output
             .stderr

@@ -1,0 +1,337 @@
+//! The installer sandbox: every venv, installer and import-check subprocess
+//! runs under bubblewrap (`bwrap`) when it is available.
+//!
+//! `setup.py` is the package author's code. Under bubblewrap it sees a fresh
+//! root holding the system's `/usr` read-only, a handful of files from `/etc`
+//! (certificates, name service, dynamic linker), the interpreter's prefix and
+//! the installer binary read-only, and exactly three writable places: the
+//! venv, the package directory and the installer's cache (plus a private
+//! `/tmp` that vanishes with the step). It has no network unless the step
+//! needs the package index, a PID namespace so nothing outlives the step, no
+//! capabilities, and a new session so it cannot push keystrokes into a
+//! terminal. What it cannot do is listed in docs/SECURITY.md.
+
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::process::{self, Step};
+
+/// Whether installer subprocesses run under bubblewrap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SandboxChoice {
+    /// Use bubblewrap when it is installed and works; warn loudly when it does not.
+    #[default]
+    Auto,
+    /// Require bubblewrap: a load fails if it is missing or cannot create namespaces.
+    Bwrap,
+    /// Run installer subprocesses with the loader's own view of the system.
+    None,
+}
+
+/// When a confined step may use the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetworkChoice {
+    /// Never: every step runs in an empty network namespace.
+    None,
+    /// Only install steps, and only when the index settings name a remote location.
+    #[default]
+    Index,
+}
+
+/// `/etc` entries a confined step may read: certificates, name resolution,
+/// users, the dynamic linker's cache, time zone, pip's system config. Nothing
+/// else in `/etc` (SSH keys, shadow, the runtime's own configuration) is visible.
+const ETC_ALLOWED: [&str; 17] = [
+    "alternatives",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "gai.conf",
+    "group",
+    "host.conf",
+    "hosts",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "nsswitch.conf",
+    "passwd",
+    "pip.conf",
+    "pki",
+    "resolv.conf",
+    "ssl",
+];
+
+/// Top-level system directories mounted read-only (or recreated as the
+/// symlinks they are on merged-`/usr` systems).
+const SYSTEM_DIRS: [&str; 6] = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64"];
+
+/// Where a confined step's `HOME` and `TMPDIR` point: a private tmpfs that
+/// vanishes with the step. `/tmp` itself is a read-only tmpfs holding only
+/// the mount points of binds that live under it, so a step cannot leave
+/// files beside them.
+const PRIVATE_TMP: &str = "/tmp/par-step";
+
+/// A bubblewrap that was found and shown to work on this machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bubblewrap {
+    program: PathBuf,
+}
+
+/// What one confined step may see besides the system.
+#[derive(Debug, Clone, Default)]
+pub struct Mounts {
+    /// Bound read-write at the same path.
+    pub writable: Vec<PathBuf>,
+    /// Bound read-only at the same path (files or directories).
+    pub readonly: Vec<PathBuf>,
+    /// Keep the host's network namespace.
+    pub network: bool,
+}
+
+impl Bubblewrap {
+    /// Finds `program` (on `PATH` if relative) and runs a trivial confined
+    /// command with it, so a bwrap that cannot create namespaces here (a
+    /// container without user namespaces, say) is found before a load starts.
+    pub fn probe(program: &Path) -> Result<Self, String> {
+        let program =
+            process::find_program(program).ok_or_else(|| format!("`{}` was not found on PATH", program.display()))?;
+        let bwrap = Self { program };
+        let mut step = Step::new("sandbox-probe", "/bin/true", "/", Duration::from_secs(10));
+        step.program = PathBuf::from(
+            ["/usr/bin/true", "/bin/true"]
+                .into_iter()
+                .find(|p| Path::new(p).is_file())
+                .unwrap_or("/usr/bin/true"),
+        );
+        let step = bwrap.confine(step, &Mounts::default());
+        match process::run(&step) {
+            Ok(output) if output.status.success() => Ok(bwrap),
+            Ok(output) => Err(format!(
+                "`{}` cannot create a sandbox here (exit {}): {}",
+                bwrap.program.display(),
+                output.code(),
+                output.stderr.trim()
+            )),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    /// The bwrap executable in use.
+    pub fn program(&self) -> &Path {
+        &self.program
+    }
+
+    /// Rewrites `step` to run inside a fresh bubblewrap sandbox with `mounts`.
+    /// Its environment stays the step's own, except that `HOME` and `TMPDIR`
+    /// point at the private scratch directory.
+    pub fn confine(&self, step: Step, mounts: &Mounts) -> Step {
+        let mut args: Vec<OsString> = [
+            "--unshare-all",
+            "--die-with-parent",
+            "--new-session",
+            "--cap-drop",
+            "ALL",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--tmpfs",
+            "/tmp",
+        ]
+        .map(OsString::from)
+        .into();
+        if mounts.network {
+            args.push("--share-net".into());
+        }
+        for dir in SYSTEM_DIRS {
+            let dir = Path::new(dir);
+            match std::fs::symlink_metadata(dir) {
+                Ok(meta) if meta.is_symlink() => {
+                    if let Ok(target) = std::fs::read_link(dir) {
+                        push_all(&mut args, ["--symlink".as_ref(), target.as_os_str(), dir.as_os_str()]);
+                    }
+                }
+                Ok(meta) if meta.is_dir() => bind(&mut args, "--ro-bind", dir),
+                _ => {}
+            }
+        }
+        for name in ETC_ALLOWED {
+            bind(&mut args, "--ro-bind-try", &Path::new("/etc").join(name));
+        }
+        for path in &mounts.readonly {
+            bind(&mut args, "--ro-bind-try", path);
+        }
+        for path in &mounts.writable {
+            bind(&mut args, "--bind", path);
+        }
+        push_all(&mut args, ["--tmpfs", PRIVATE_TMP].map(OsStr::new));
+        // Everything not bound above is the sandbox's own empty root: make it
+        // (and `/tmp`) read-only, so a step cannot even leave files there.
+        push_all(&mut args, ["--remount-ro", "/tmp", "--remount-ro", "/"].map(OsStr::new));
+        push_all(&mut args, ["--chdir".as_ref(), step.cwd.as_os_str(), "--".as_ref()]);
+        args.push(step.program.clone().into());
+        args.extend(step.args.iter().cloned());
+        let mut env: Vec<(OsString, OsString)> = step
+            .env
+            .into_iter()
+            .filter(|(key, _)| key != "HOME" && key != "TMPDIR")
+            .collect();
+        env.extend([
+            ("HOME".into(), PRIVATE_TMP.into()),
+            ("TMPDIR".into(), PRIVATE_TMP.into()),
+        ]);
+        Step {
+            program: self.program.clone(),
+            args,
+            env,
+            ..step
+        }
+    }
+}
+
+fn bind(args: &mut Vec<OsString>, how: &str, path: &Path) {
+    push_all(args, [how.as_ref(), path.as_os_str(), path.as_os_str()]);
+}
+
+fn push_all<'a>(args: &mut Vec<OsString>, items: impl IntoIterator<Item = &'a OsStr>) {
+    args.extend(items.into_iter().map(OsStr::to_owned));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bwrap() -> Bubblewrap {
+        Bubblewrap::probe(Path::new("bwrap"))
+            .expect("bubblewrap is required for these tests (Debian/Ubuntu: apt-get install bubblewrap)")
+    }
+
+    fn sh(script: &str, cwd: &Path) -> Step {
+        Step::new("test", "/bin/sh", cwd, Duration::from_secs(20)).args(["-c", script])
+    }
+
+    #[test]
+    fn only_the_writable_mounts_can_be_written() {
+        let (inside, outside) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+        let script = format!(
+            "echo ok > in; echo bad > {out}/x; echo bad > /x; echo bad > /usr/x; echo bad > /tmp/x; echo ok > $TMPDIR/scratch && echo scratch; ls {out}",
+            out = outside.path().display()
+        );
+        let mounts = Mounts {
+            writable: vec![inside.path().to_owned()],
+            ..Mounts::default()
+        };
+        let out = process::run(&bwrap().confine(sh(&script, inside.path()), &mounts)).expect("ran");
+        assert_eq!(
+            std::fs::read_to_string(inside.path().join("in")).expect("written"),
+            "ok\n"
+        );
+        assert!(!outside.path().join("x").exists(), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("No such file or directory"),
+            "the unbound directory must not even be visible: {}",
+            out.stderr
+        );
+        for path in ["/x", "/usr/x", "/tmp/x"] {
+            assert!(
+                out.stderr.contains(&format!("{path}: Read-only")),
+                "{path}: {}",
+                out.stderr
+            );
+        }
+        assert!(
+            out.stdout.contains("scratch"),
+            "the private tmp is writable: {}",
+            out.stderr
+        );
+        assert!(!Path::new("/usr/x").exists() && !Path::new("/x").exists());
+    }
+
+    #[test]
+    fn host_files_outside_the_mounts_are_invisible() {
+        let secret = tempfile::tempdir().expect("dir");
+        std::fs::write(secret.path().join("secret"), "s3cret").expect("write");
+        let cwd = tempfile::tempdir().expect("dir");
+        let script = format!("cat {}/secret; ls /etc; ls /root; id -u", secret.path().display());
+        let mounts = Mounts {
+            writable: vec![cwd.path().to_owned()],
+            ..Mounts::default()
+        };
+        let out = process::run(&bwrap().confine(sh(&script, cwd.path()), &mounts)).expect("ran");
+        assert!(!out.stdout.contains("s3cret"), "{}", out.stdout);
+        assert!(
+            !out.stdout.contains("shadow"),
+            "/etc must hold only the allowed entries: {}",
+            out.stdout
+        );
+        assert!(
+            out.stdout
+                .lines()
+                .all(|l| ETC_ALLOWED.contains(&l) || l.chars().all(|c| c.is_ascii_digit())),
+            "{}",
+            out.stdout
+        );
+    }
+
+    #[test]
+    fn no_network_without_share_net() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let port = listener.local_addr().expect("addr").port();
+        let cwd = tempfile::tempdir().expect("dir");
+        let script = format!("exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected");
+        let bash = |network| {
+            let step = Step::new("test", "/bin/bash", cwd.path(), Duration::from_secs(20)).args(["-c", &script]);
+            let mounts = Mounts {
+                network,
+                writable: vec![cwd.path().to_owned()],
+                ..Mounts::default()
+            };
+            process::run(&bwrap().confine(step, &mounts)).expect("ran")
+        };
+        let shared = bash(true);
+        assert_eq!(shared.stdout.trim(), "connected", "{}", shared.stderr);
+        let isolated = bash(false);
+        assert_ne!(isolated.code(), 0, "{}", isolated.stdout);
+        assert!(!isolated.stdout.contains("connected"));
+    }
+
+    #[test]
+    fn a_daemon_that_leaves_the_group_still_dies_with_the_step() {
+        let cwd = tempfile::tempdir().expect("dir");
+        // setsid puts the daemon outside the step's process group, which is
+        // how it escapes the group kill when no sandbox is used.
+        let script = "setsid sh -c 'while :; do echo beat >> heartbeat; sleep 0.05; done' > /dev/null 2>&1 & sleep 0.3";
+        let mounts = Mounts {
+            writable: vec![cwd.path().to_owned()],
+            ..Mounts::default()
+        };
+        let out = process::run(&bwrap().confine(sh(script, cwd.path()), &mounts)).expect("ran");
+        assert_eq!(out.code(), 0, "{}", out.stderr);
+        let size = || {
+            std::fs::metadata(cwd.path().join("heartbeat"))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        let before = size();
+        assert!(before > 0, "the daemon never ran");
+        std::thread::sleep(Duration::from_millis(400));
+        assert_eq!(size(), before, "the daemon outlived its step");
+    }
+
+    #[test]
+    fn home_and_tmpdir_point_at_the_private_tmp() {
+        let cwd = tempfile::tempdir().expect("dir");
+        let step = sh("echo $HOME $TMPDIR $KEPT", cwd.path())
+            .env("HOME", "/root")
+            .env("TMPDIR", "/var/tmp")
+            .env("KEPT", "yes");
+        let mounts = Mounts {
+            writable: vec![cwd.path().to_owned()],
+            ..Mounts::default()
+        };
+        let out = process::run(&bwrap().confine(step, &mounts)).expect("ran");
+        assert_eq!(out.stdout.trim(), "/tmp/par-step /tmp/par-step yes", "{}", out.stderr);
+    }
+}
