@@ -2,37 +2,21 @@
 //! refused with exit code 3 and nothing left behind.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use par_tests::workspace::component_cache;
-use par_tests::{Apkg, Workspace, assert_no_failures, hostile_cases, tools};
+use par_tests::binary::{Par, assert_succeeded, json};
+use par_tests::{Apkg, Workspace, assert_no_failures, hostile_cases};
 
 const EXIT_INTERNAL: i32 = 1;
 const EXIT_USAGE: i32 = 2;
 const EXIT_PACKAGE_REFUSED: i32 = 3;
 
-/// The real binary, rooted in the workspace, sharing the compiled-guest cache.
-fn par_command(ws: &Workspace, args: &[String]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_par"));
-    command
-        .arg("--root")
-        .arg(ws.root())
-        .arg("--cache-dir")
-        .arg(component_cache(env!("CARGO_TARGET_TMPDIR")))
-        .args(args)
-        .env_remove("PAR_LOG");
-    command
+fn binary() -> Par {
+    Par::new(env!("CARGO_BIN_EXE_par"), env!("CARGO_TARGET_TMPDIR"))
 }
 
 fn par(ws: &Workspace, args: &[&str]) -> Output {
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    par_command(ws, &args).output().expect("run par")
-}
-
-/// Asserts exit code 0, showing the logs otherwise.
-fn assert_succeeded(output: &Output) {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    binary().run(ws, args)
 }
 
 fn example() -> String {
@@ -40,11 +24,6 @@ fn example() -> String {
         .join("../examples/vivid-commenter.apkg")
         .display()
         .to_string()
-}
-
-fn json(output: &Output) -> serde_json::Value {
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(&output.stdout)))
 }
 
 #[test]
@@ -181,35 +160,10 @@ fn help_documents_the_exit_codes() {
     }
 }
 
-/// `par load` with `installer`, installing only from the test wheelhouse.
-fn load_args_with(apkg: &str, installer: &str) -> Vec<String> {
-    let tools_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("install-tools");
-    let wheelhouse = tools::wheelhouse(&tools_dir).display().to_string();
-    let uv = tools::uv(&tools_dir).display().to_string();
-    let args = [
-        "load",
-        apkg,
-        "--installer",
-        installer,
-        "--uv",
-        &uv,
-        "--no-index",
-        "--find-links",
-        &wheelhouse,
-    ];
-    args.into_iter().chain(["--json"]).map(String::from).collect()
-}
-
-/// `par load` with pip, installing only from the test wheelhouse.
-fn load_args(apkg: &str) -> Vec<String> {
-    load_args_with(apkg, "pip")
-}
-
 #[test]
 fn load_the_shipped_example() {
     let ws = Workspace::new();
-    let args = load_args(&example());
-    let output = par(&ws, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let output = binary().run(&ws, &binary().load_args(Path::new(&example()), "pip"));
     assert_succeeded(&output);
     let result = json(&output);
     assert_eq!(result["package_id"], "vivid-commenter@1.0.1");
@@ -232,116 +186,21 @@ fn load_the_shipped_example() {
 #[test]
 fn installer_steps_never_see_the_loaders_environment() {
     let ws = Workspace::new();
-    let leak = ws.path().join("in/environment.txt");
-    let setup = format!(
-        "import os\nopen({:?}, 'w').write('\\n'.join(sorted(os.environ)))\nfrom setuptools import setup\nsetup(name='test-agent', version='1.0.0', packages=['core', 'app'])\n",
-        leak.display().to_string()
-    );
-    let apkg = ws
-        .apkg("agent", &Apkg::valid_agent().replace("setup.py", setup))
-        .display()
-        .to_string();
-    let args = load_args(&apkg);
-    let output = par_command(&ws, &args)
+    // The package directory is writable from setup.py, with or without the installer sandbox.
+    let setup = "import os\nhere = os.path.dirname(os.path.abspath(__file__))\nopen(os.path.join(here, 'environment.txt'), 'w').write('\\n'.join(sorted(os.environ)))\nfrom setuptools import setup\nsetup(name='test-agent', version='1.0.0', packages=['core', 'app'])\n";
+    let apkg = ws.apkg("agent", &Apkg::valid_agent().replace("setup.py", setup));
+    let output = binary()
+        .command(&ws, &binary().load_args(&apkg, "pip"))
         .env("RUNTIME_API_SECRET", "hunter2")
         .env("AWS_SECRET_ACCESS_KEY", "also-secret")
         .output()
         .expect("run par");
     assert_succeeded(&output);
+    let leak = ws.root().join("packages/test-agent@1.0.0/environment.txt");
     let seen = std::fs::read_to_string(&leak).expect("setup.py recorded its environment");
     assert!(!seen.contains("SECRET"), "secrets reached setup.py:\n{seen}");
     assert!(
         seen.lines().any(|name| name == "PATH"),
         "PATH is on the allow-list:\n{seen}"
-    );
-}
-
-#[test]
-fn a_load_killed_mid_install_is_followed_by_one_that_succeeds_pip() {
-    killed_load_then_success("pip");
-}
-
-#[test]
-fn a_load_killed_mid_install_is_followed_by_one_that_succeeds_uv() {
-    killed_load_then_success("uv");
-}
-
-fn killed_load_then_success(installer: &str) {
-    let ws = Workspace::new();
-    let flag = ws.path().join("in/slow.flag");
-    let started = ws.path().join("in/started.flag");
-    std::fs::write(&flag, "").expect("flag");
-    let setup = format!(
-        "import os, time\nif os.path.exists({flag:?}):\n    open({started:?}, 'w').close()\n    time.sleep(20)\nfrom setuptools import setup\nsetup(name='test-agent', version='1.0.0', packages=['core', 'app'])\n",
-        flag = flag.display().to_string(),
-        started = started.display().to_string()
-    );
-    let apkg = ws
-        .apkg("agent", &Apkg::valid_agent().replace("setup.py", setup))
-        .display()
-        .to_string();
-    let args = load_args_with(&apkg, installer);
-    let mut first = par_command(&ws, &args).arg("-q").spawn().expect("spawn par");
-    let reached = (0..1200).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        started.exists()
-    });
-    assert!(reached, "the first load never reached the self-install");
-    first.kill().expect("SIGKILL the loader");
-    first.wait().expect("reap");
-    std::fs::remove_file(&flag).expect("unflag");
-
-    let output = par(&ws, &args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert_succeeded(&output);
-    let result = json(&output);
-    assert_eq!(result["venv_reused"], false, "the half-built venv must not be reused");
-    assert_eq!(result["verified"], true);
-    assert_eq!(par_tests::workspace::names_in(&ws.root().join("venvs")).len(), 1);
-    assert_eq!(
-        par_tests::workspace::names_in(&ws.root().join("staging")),
-        Vec::<String>::new()
-    );
-}
-
-/// Runs `script` in a private mount namespace where `ROOT` is a small tmpfs.
-fn with_full_disk(ws: &Workspace, megabytes: u32, script: &str) -> Output {
-    std::fs::create_dir_all(ws.root()).expect("root");
-    let script = format!("mount -t tmpfs -o size={megabytes}m tmpfs \"$ROOT\" || exit 99\n{script}");
-    Command::new("unshare")
-        .args(["--mount", "--map-root-user", "sh", "-c", &script])
-        .env("ROOT", ws.root())
-        .env("PAR", env!("CARGO_BIN_EXE_par"))
-        .env("PAR_CACHE_DIR", component_cache(env!("CARGO_TARGET_TMPDIR")))
-        .output()
-        .expect("run unshare")
-}
-
-#[test]
-fn a_full_disk_during_extraction_is_a_clear_error_and_leaves_nothing() {
-    let ws = Workspace::new();
-    // Ten 900 KiB files of zeros: a tiny archive (each under the ratio
-    // check's 1 MiB threshold) that expands past the 2 MiB disk.
-    let big = (0..10).fold(Apkg::valid_agent(), |apkg, i| {
-        apkg.file(&format!("data/part-{i}.bin"), vec![0u8; 900 * 1024])
-    });
-    let apkg = ws.apkg("big", &big).display().to_string();
-    let script = format!(
-        "\"$PAR\" --root \"$ROOT\" extract {apkg:?} --json\necho \"exit=$?\"\nls -A \"$ROOT/staging\" \"$ROOT/packages\" 2>/dev/null | grep -v ':$' | grep -v '^$' | sed 's/^/left: /'\n"
-    );
-    let output = with_full_disk(&ws, 2, &script);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stdout.contains("exit=1"),
-        "a full disk is the host's fault: {stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("\"kind\":\"io\""), "{stdout}");
-    assert!(
-        stdout.contains("no space left") && stdout.contains("data/part-"),
-        "{stdout}"
-    );
-    assert!(
-        !stdout.contains("left: "),
-        "staging or a package was left behind: {stdout}"
     );
 }

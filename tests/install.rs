@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use par::{AgentPackage, InstallerChoice, LoadError, LoaderConfig, PackageLoader};
+use par_tests::binary::survivors;
 use par_tests::workspace::{component_cache, names_in};
 use par_tests::{Apkg, Workspace, tools};
 
@@ -183,10 +184,12 @@ async fn local_requirement_installs_and_a_missing_one_fails_the_load(backend: In
 
 async fn self_install_timeout_kills_everything_it_started(backend: InstallerChoice) {
     let ws = Workspace::new();
-    let pidfile = ws.path().join("in/setup.pid");
+    // The marker names the child in the process table (its pid would be the
+    // one inside the sandbox's PID namespace); `started` lands in the package
+    // directory, which setup.py may write with or without the sandbox.
+    let marker = format!("par-timeout-{}", ws.path().file_name().expect("name").to_string_lossy());
     let setup = format!(
-        "import os, subprocess, time\nopen({:?}, 'w').write(str(subprocess.Popen(['sleep', '300']).pid))\ntime.sleep(300)\n",
-        pidfile.display().to_string()
+        "import os, subprocess, time\nsubprocess.Popen(['/bin/sh', '-c', 'sleep 300; :', {marker:?}], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\nopen('started', 'w').close()\ntime.sleep(300)\n"
     );
     // Long enough for the build backend to be set up and setup.py to start
     // even on a loaded machine; setup.py then sleeps far past it.
@@ -199,13 +202,15 @@ async fn self_install_timeout_kills_everything_it_started(backend: InstallerChoi
         error.to_string(),
         "Package installation failed: Agent package installation timed out after 15s"
     );
-    let pid = std::fs::read_to_string(&pidfile).expect("setup.py ran and wrote its child's pid");
-    let stat = PathBuf::from(format!("/proc/{}/stat", pid.trim()));
-    let gone = (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(20));
-        std::fs::read_to_string(&stat).map_or(true, |s| s.rsplit(") ").next().is_some_and(|r| r.starts_with('Z')))
-    });
-    assert!(gone, "the process setup.py started survived the timeout");
+    assert!(
+        ws.root().join("packages/test-agent@1.0.0/started").exists(),
+        "setup.py never started its child"
+    );
+    assert_eq!(
+        survivors(&marker),
+        Vec::<i32>::new(),
+        "the process setup.py started survived the timeout"
+    );
 }
 
 async fn redeploy_reuses_the_venv_and_a_new_version_gets_its_own(backend: InstallerChoice) {

@@ -13,9 +13,10 @@ fn main() -> std::io::Result<()> {
     let root = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "fuzz/corpus".into()));
     let manifests = root.join("manifest");
     let names = root.join("entry_name");
+    let requirements = root.join("requirements");
     // The extractor and the whole component take the same inputs.
     let archive_dirs = [root.join("archive"), root.join("component")];
-    for dir in archive_dirs.iter().chain([&manifests, &names]) {
+    for dir in archive_dirs.iter().chain([&manifests, &names, &requirements]) {
         fs::create_dir_all(dir)?;
     }
     for archives in &archive_dirs {
@@ -47,6 +48,18 @@ fn main() -> std::io::Result<()> {
     .enumerate()
     {
         fs::write(names.join(format!("seed-{i}")), name)?;
+    }
+    for (i, text) in [
+        "# no external dependencies\n",
+        "fastapi==0.110.0\npydantic[email]>=2,<3 \\\n  ; python_version >= \"3.8\"\n",
+        "-e ./vendor/editable\n./vendor/helper\nhttpx==0.27.0 --hash=sha256:abc123\n",
+        "--index-url https://evil.example/simple\nevil @ https://evil.example/e.whl\n",
+        "-r other.txt\n-c constraints.txt\n../outside\n/etc/passwd\n--global-option=--evil\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        fs::write(requirements.join(format!("seed-{i}.txt")), text)?;
     }
     println!("corpus seeded under {}", root.display());
     Ok(())

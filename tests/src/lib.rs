@@ -2,6 +2,7 @@
 //! crate, so every test exercises the loader on bytes it has never seen.
 
 pub mod apkg;
+pub mod binary;
 pub mod cases;
 pub mod tools;
 pub mod workspace;

@@ -1,0 +1,193 @@
+//! Faults during a load, through the real binary: SIGKILL at each phase, and
+//! a disk that fills up during extraction or during install. After each,
+//! nothing half-built is published, reused or left running, and the next
+//! load of the same package succeeds.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use par_tests::binary::{Par, assert_succeeded, json, survivors};
+use par_tests::workspace::names_in;
+use par_tests::{Apkg, Workspace};
+
+fn binary() -> Par {
+    Par::new(env!("CARGO_BIN_EXE_par"), env!("CARGO_TARGET_TMPDIR"))
+}
+
+/// Each phase of a load and the log line that announces it: the loader is
+/// killed the moment the line appears, while the phase is under way.
+const KILL_POINTS: [(&str, &str); 4] = [
+    ("extraction", "Loading agent package"),
+    ("venv creation", "Creating venv"),
+    ("requirements install", "Installing dependencies from requirements.txt"),
+    ("self-install", "Installing agent package in editable mode"),
+];
+
+/// An agent with a requirement (served by the wheelhouse) and enough files
+/// that extraction takes a noticeable moment.
+fn agent() -> Apkg {
+    (0..1500).fold(Apkg::valid_agent().replace("requirements.txt", "wheel\n"), |apkg, i| {
+        apkg.file(&format!("data/f{i:04}.py"), format!("VALUE = {i}\n"))
+    })
+}
+
+#[test]
+fn killed_at_every_phase_then_loaded_pip() {
+    killed_at_every_phase_then_loaded("pip");
+}
+
+#[test]
+fn killed_at_every_phase_then_loaded_uv() {
+    killed_at_every_phase_then_loaded("uv");
+}
+
+fn killed_at_every_phase_then_loaded(installer: &str) {
+    for (phase, line) in KILL_POINTS {
+        let ws = Workspace::new();
+        let apkg = ws.apkg("agent", &agent());
+        let args = binary().load_args(&apkg, installer);
+        let mut first = binary()
+            .command(&ws, &args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn par");
+        let stderr = first.stderr.take().expect("stderr");
+        let mut seen = Vec::new();
+        let reached = BufReader::new(stderr).lines().map_while(Result::ok).any(|logged| {
+            seen.push(logged.clone());
+            logged.contains(line)
+        });
+        first.kill().expect("SIGKILL the loader");
+        first.wait().expect("reap");
+        assert!(
+            reached,
+            "{installer}: the load never reached {phase}:\n{}",
+            seen.join("\n")
+        );
+
+        let root = ws.root().display().to_string();
+        assert_eq!(
+            survivors(&root),
+            Vec::<i32>::new(),
+            "{installer}, killed during {phase}: a step outlived the loader"
+        );
+        for package in names_in(&ws.root().join("packages")) {
+            let tree = ws.root().join("packages").join(&package);
+            assert_eq!(
+                names_in(&tree.join("data")).len(),
+                1500,
+                "{installer}, killed during {phase}: {package} was published half-written"
+            );
+        }
+
+        let output = binary().run(&ws, &args);
+        assert_succeeded(&output);
+        let result = json(&output);
+        assert_eq!(
+            result["venv_reused"], false,
+            "{installer}, killed during {phase}: a half-built venv was reused"
+        );
+        assert_eq!(result["verified"], true, "{installer}, killed during {phase}");
+        let venvs = names_in(&ws.root().join("venvs"));
+        assert_eq!(venvs.len(), 1, "{installer}, killed during {phase}: {venvs:?}");
+        assert!(ws.root().join("venvs").join(&venvs[0]).join(".par-complete").is_file());
+        assert_eq!(names_in(&ws.root().join("staging")), Vec::<String>::new());
+    }
+}
+
+/// Runs `script` in a private mount namespace where `ROOT` is a small tmpfs.
+fn with_full_disk(ws: &Workspace, megabytes: u32, script: &str) -> Output {
+    std::fs::create_dir_all(ws.root()).expect("root");
+    let script = format!("mount -t tmpfs -o size={megabytes}m tmpfs \"$ROOT\" || exit 99\n{script}");
+    Command::new("unshare")
+        .args(["--mount", "--map-root-user", "sh", "-c", &script])
+        .env("ROOT", ws.root())
+        .env("PAR", binary().binary())
+        .env("PAR_CACHE_DIR", binary().component_cache())
+        .output()
+        .expect("run unshare")
+}
+
+/// A shell line listing whatever is left in staging and in `what`.
+fn list_left(what: &str) -> String {
+    format!("ls -A \"$ROOT/staging\" \"$ROOT/{what}\" 2>/dev/null | grep -v ':$' | grep -v '^$' | sed 's/^/left: /'\n")
+}
+
+#[test]
+fn a_full_disk_during_extraction_is_a_clear_error_and_leaves_nothing() {
+    let ws = Workspace::new();
+    // Ten 900 KiB files of zeros: a tiny archive (each under the ratio
+    // check's 1 MiB threshold) that expands past the 2 MiB disk.
+    let big = (0..10).fold(Apkg::valid_agent(), |apkg, i| {
+        apkg.file(&format!("data/part-{i}.bin"), vec![0u8; 900 * 1024])
+    });
+    let apkg = ws.apkg("big", &big).display().to_string();
+    let script = format!(
+        "\"$PAR\" --root \"$ROOT\" extract {apkg:?} --json\necho \"exit=$?\"\n{}",
+        list_left("packages")
+    );
+    let output = with_full_disk(&ws, 2, &script);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stdout.contains("exit=1"),
+        "a full disk is the host's fault: {stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("\"kind\":\"disk-full\""), "{stdout}");
+    assert!(
+        stdout.contains("no space left") && stdout.contains("data/part-"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("left: "),
+        "staging or a package was left behind: {stdout}"
+    );
+}
+
+#[test]
+fn a_full_disk_during_install_is_a_clear_error_and_leaves_no_venv_pip() {
+    full_disk_during_install("pip");
+}
+
+#[test]
+fn a_full_disk_during_install_is_a_clear_error_and_leaves_no_venv_uv() {
+    full_disk_during_install("uv");
+}
+
+/// The package (a few KiB) fits on a 3 MiB disk; the venv with setuptools
+/// installed into it (several MiB) does not.
+fn full_disk_during_install(installer: &str) {
+    let ws = Workspace::new();
+    let apkg = ws.apkg(
+        "agent",
+        &Apkg::valid_agent().replace("requirements.txt", "setuptools\n"),
+    );
+    let args: Vec<String> = binary()
+        .load_args(&apkg, installer)
+        .iter()
+        .map(|arg| format!("{arg:?}"))
+        .collect();
+    let script = format!(
+        "\"$PAR\" --root \"$ROOT\" {}\necho \"exit=$?\"\n{}",
+        args.join(" "),
+        list_left("venvs")
+    );
+    let output = with_full_disk(&ws, 3, &script);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stdout.contains("exit=1"),
+        "{installer}: a full disk is the host's fault, not the package's: {stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("\"kind\":\"disk-full\""), "{installer}: {stdout}");
+    assert!(
+        !stdout.contains("left: "),
+        "{installer}: staging or a half-built venv was left behind: {stdout}\n{stderr}"
+    );
+    assert!(
+        Path::new(&ws.root()).read_dir().is_ok(),
+        "the root outside the namespace is untouched"
+    );
+}
