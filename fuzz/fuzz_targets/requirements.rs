@@ -8,6 +8,7 @@
 use libfuzzer_sys::fuzz_target;
 use par::requirements::{RequirementPolicy, check_line};
 use par_guest::install_plan::logical_lines;
+use std::path::Component;
 
 /// Options the default policy must never let through, however spelled.
 const FORBIDDEN_OPTIONS: [&str; 11] = [
@@ -24,6 +25,21 @@ const FORBIDDEN_OPTIONS: [&str; 11] = [
     "--trusted-host",
 ];
 
+/// The local path pip would install for a requirement, modelled on pip's own
+/// rules: markers cut at the first `;` (not for `-e`), extras only when the
+/// rest ends in `[…]`, and a path is anything holding a `/` or starting with `.`.
+fn pip_path(requirement: &str, markers: bool) -> Option<&str> {
+    let spec = match markers {
+        true => requirement.split(';').next().unwrap_or("").trim(),
+        false => requirement.trim(),
+    };
+    let spec = match spec.strip_suffix(']').and_then(|s| s.rsplit_once('[')) {
+        Some((path, extras)) if !extras.contains(']') => path.trim(),
+        _ => spec,
+    };
+    (spec.contains('/') || spec.starts_with('.')).then_some(spec)
+}
+
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let open = RequirementPolicy {
@@ -36,14 +52,25 @@ fuzz_target!(|data: &[u8]| {
             continue;
         }
         assert!(!line.chars().any(char::is_control), "{line:?}");
-        assert!(!line.contains("://"), "a URL got through: {line:?}");
         let first = line.split(|c: char| c.is_whitespace() || c == '=').next().unwrap_or("");
         assert!(!FORBIDDEN_OPTIONS.contains(&first), "{line:?}");
-        let path = line.strip_prefix("-e").unwrap_or(&line).trim();
-        assert!(!path.starts_with('/'), "an absolute path got through: {line:?}");
-        assert!(
-            !path.split(['/', '[', ' ', ';']).any(|part| part == ".."),
-            "a path out of the package got through: {line:?}"
-        );
+        // As optparse reads them: `-eVALUE`, `-e VALUE`, `--editable=VALUE`, `--editable VALUE`.
+        let editable = match (line.strip_prefix("--editable"), line.strip_prefix("-e")) {
+            (Some(long), _) => Some(long.strip_prefix('=').unwrap_or(long).trim()),
+            (None, Some(short)) => Some(short.trim()),
+            (None, None) => None,
+        };
+        let (target, markers) = match editable {
+            Some(value) => (value, false),
+            None => (line.split(" --").next().unwrap_or(""), true),
+        };
+        assert!(!target.contains("://"), "a URL got through: {line:?}");
+        if let Some(path) = pip_path(target, markers) {
+            let path = std::path::Path::new(path);
+            assert!(
+                path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir)),
+                "a path out of the package got through: {line:?}"
+            );
+        }
     }
 });

@@ -67,7 +67,7 @@ fn check_option(name: &str, value: &str, policy: RequirementPolicy) -> Result<()
         "-r" | "--requirement" | "-c" | "--constraint" => {
             Err("includes must be resolved inside the package before they reach the host".into())
         }
-        "-e" | "--editable" => check_local_path(value),
+        "-e" | "--editable" => check_local_path(value, false),
         _ if INDEX_OPTIONS.contains(&name) => {
             if policy.allow_index_options {
                 Ok(())
@@ -111,7 +111,7 @@ fn check_requirement(requirement: &str, policy: RequirementPolicy) -> Result<(),
         };
     }
     if looks_like_path(requirement) {
-        return check_local_path(requirement);
+        return check_local_path(requirement, true);
     }
     let name_ok = requirement.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
     if name_ok {
@@ -122,9 +122,19 @@ fn check_requirement(requirement: &str, policy: RequirementPolicy) -> Result<(),
 }
 
 /// A local path must be relative and stay inside the package (the installer
-/// runs with the package as its working directory).
-fn check_local_path(path: &str) -> Result<(), String> {
-    let path = path.split_once('[').map_or(path, |(p, _)| p).trim();
+/// runs with the package as its working directory). The path is cut the way
+/// pip cuts it: environment markers after the first `;` (not for `-e`,
+/// whose value pip takes whole), then extras only when the rest ends in
+/// `[…]` (so `a[x]/../../b` is a path that climbs out, not `a` with extras).
+fn check_local_path(path: &str, markers: bool) -> Result<(), String> {
+    let path = match markers {
+        true => path.split_once(';').map_or(path, |(p, _)| p).trim(),
+        false => path.trim(),
+    };
+    let path = match path.strip_suffix(']').and_then(|p| p.rsplit_once('[')) {
+        Some((p, extras)) if !extras.contains(']') => p.trim(),
+        _ => path,
+    };
     if path.is_empty() || path.contains('\\') || path.contains("://") {
         return Err("not a usable local path".into());
     }
@@ -175,6 +185,10 @@ mod tests {
         assert!(refused("../outside").contains("inside the package"));
         assert!(refused("/etc/passwd").contains("inside the package"));
         assert!(refused("-e ../../outside").contains("inside the package"));
+        // Found by the requirements fuzz target: extras cut at the first `[`
+        // hid a path that climbs out.
+        assert!(refused("a[x]/../../outside").contains("inside the package"));
+        assert!(refused("-e vendor[x]/../../../outside").contains("inside the package"));
         assert!(refused("-r other.txt").contains("includes"));
         assert!(refused("--global-option=--evil").contains("not allowed"));
         assert!(refused("requests --install-option=x").contains("not allowed"));
