@@ -321,3 +321,49 @@ async fn twenty_concurrent_loads_across_five_apps_share_one_venv_per_key() {
     assert!(results.iter().all(|p| p.verified == Some(true)));
     assert_eq!(names_in(&ws.root().join("staging")), Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unchanged_redeploy_runs_nothing_and_any_change_runs_everything() {
+    let ws = Workspace::new();
+    let apkg = Apkg::valid_agent();
+    let first = load(&ws, InstallerChoice::Uv, &apkg).await.expect("first");
+    assert!(!first.unchanged_redeploy && !first.venv_reused);
+    let again = load(&ws, InstallerChoice::Uv, &apkg).await.expect("redeploy");
+    assert!(again.unchanged_redeploy && again.venv_reused, "{again:?}");
+    assert_eq!(
+        (again.path.clone(), again.venv_path.clone()),
+        (first.path.clone(), first.venv_path.clone())
+    );
+    assert_eq!(again.verified, Some(true));
+
+    // A file of the published tree changed: the archive is extracted again
+    // (restoring the file), the finished venv is still reused.
+    let module = first.path.join("core/langchain_util.py");
+    std::fs::write(&module, "raise SystemExit('tampered')\n").expect("tamper");
+    let restored = load(&ws, InstallerChoice::Uv, &apkg).await.expect("after a change");
+    assert!(!restored.unchanged_redeploy && restored.venv_reused, "{restored:?}");
+    assert!(std::fs::read_to_string(&module).expect("module").contains("test-model"));
+
+    // The venv lost its marker: rebuilt.
+    std::fs::remove_file(first.venv_path.join(".par-complete")).expect("unmark");
+    let rebuilt = load(&ws, InstallerChoice::Uv, &apkg)
+        .await
+        .expect("after the venv changed");
+    assert!(!rebuilt.unchanged_redeploy && !rebuilt.venv_reused, "{rebuilt:?}");
+
+    // A setting that shapes the load changed: everything runs again.
+    let mut strict = config(&ws, InstallerChoice::Uv);
+    strict.install.strict = true;
+    let under_new_settings = load_with(strict, &ws, &apkg).await.expect("strict");
+    assert!(!under_new_settings.unchanged_redeploy, "{under_new_settings:?}");
+    let unchanged = load(&ws, InstallerChoice::Uv, &apkg)
+        .await
+        .expect("back to the old settings");
+    assert!(!unchanged.unchanged_redeploy, "the strict load republished the tree");
+    assert!(
+        load(&ws, InstallerChoice::Uv, &apkg)
+            .await
+            .expect("once more")
+            .unchanged_redeploy
+    );
+}

@@ -23,6 +23,7 @@ pub mod installer;
 mod interpreter;
 mod loader;
 pub mod process;
+mod redeploy;
 pub mod requirements;
 mod sandbox;
 mod session;

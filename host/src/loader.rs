@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{InstallConfig, InstallerChoice, LoaderConfig};
 use crate::confine::{Bubblewrap, SandboxChoice};
@@ -13,9 +13,10 @@ use crate::error::{LoadError, PackageError};
 use crate::installer::{Installer, Pip, Uv, venv_python};
 use crate::interpreter::Interpreter;
 use crate::process::find_program_in;
+use crate::redeploy::{self, Deployment};
 use crate::sandbox::{ExtractOptions, GuestManifest, LoadOptions, Preopens, Sandbox};
 use crate::session::{InstallSession, LoadContext, Published, Timings};
-use crate::staging::{Staging, disk_nearly_full, sweep_abandoned};
+use crate::staging::{PackageLock, Staging, disk_nearly_full, sweep_abandoned};
 use crate::validate::{is_entrypoint, is_safe_component};
 use crate::venv;
 
@@ -23,7 +24,7 @@ use crate::venv;
 const MAX_DOCUMENT_BYTES: usize = 8 * 1024 * 1024;
 
 /// A validated `agent.yaml`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     /// Package name (a safe path component).
     pub name: String,
@@ -36,7 +37,7 @@ pub struct Manifest {
 }
 
 /// A Python entrypoint, `module.path:attr`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entrypoint {
     /// Dotted module path.
     pub module: String,
@@ -64,7 +65,7 @@ pub struct ExtractedPackage {
 }
 
 /// A loaded agent: what the embedding runtime needs to start it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentPackage {
     /// `{name}@{version}` from the manifest.
     pub package_id: String,
@@ -89,6 +90,9 @@ pub struct AgentPackage {
     pub installer_sandbox: String,
     /// A finished venv was reused (a redeploy): nothing was installed.
     pub venv_reused: bool,
+    /// The same archive was loaded before with the same settings, and its
+    /// tree and venv were exactly as that load left them: nothing ran at all.
+    pub unchanged_redeploy: bool,
     /// Packages installed from `requirements.txt`.
     pub requirements_count: u32,
     /// Milliseconds per step.
@@ -171,6 +175,11 @@ impl PackageLoader {
         let sandbox = self.installer_sandbox()?;
         let python = self.python()?;
         let installer = self.installer(&python)?;
+        let settings = self.settings_fingerprint(&python, installer.as_ref(), sandbox.is_some());
+        let digest = redeploy::apkg_digest(&apkg).map_err(LoadError::io("cannot read the archive", &apkg))?;
+        if let Some(package) = self.unchanged_redeploy(&digest, app_id, &settings, started)? {
+            return Ok(package);
+        }
         let readonly = sandbox
             .as_ref()
             .map(|_| readonly_mounts(&config.install, &python, installer.as_ref()))
@@ -239,7 +248,7 @@ impl PackageLoader {
         let mut timings = session.outcome.timings;
         timings.total_ms = started.elapsed().as_millis() as u64;
         tracing::info!(package_id = %published.package_id, venv = %venv_state.name, "Package loaded successfully");
-        Ok(AgentPackage {
+        let package = AgentPackage {
             package_id: published.package_id.clone(),
             app_id: published.app_id.clone(),
             path: published.path.clone(),
@@ -251,9 +260,75 @@ impl PackageLoader {
             installer: installer.name().to_owned(),
             installer_sandbox: if sandbox.is_some() { "bwrap" } else { "none" }.to_owned(),
             venv_reused: venv_state.reused,
+            unchanged_redeploy: false,
             requirements_count: report.requirements_count,
             timings,
-        })
+        };
+        let record = Deployment::new(settings, venv_state.key.clone(), package.clone())
+            .and_then(|record| record.save(&config.root, &digest, app_id));
+        if let Err(error) = record {
+            tracing::warn!(%error, "cannot record the load; the next redeploy will redo it");
+        }
+        Ok(package)
+    }
+
+    /// The recorded result of an earlier load of the same archive, when
+    /// nothing it depends on has changed since (see [`crate::redeploy`]).
+    fn unchanged_redeploy(
+        &self,
+        digest: &str,
+        app_id: Option<&str>,
+        settings: &str,
+        started: Instant,
+    ) -> Result<Option<AgentPackage>, LoadError> {
+        let root = &self.inner.config.root;
+        let Some(record) = Deployment::find(root, digest, app_id) else {
+            return Ok(None);
+        };
+        let Some(dir_name) = record.package_dir_name() else {
+            return Ok(None);
+        };
+        // Checked under the package's lock, so no load is replacing it meanwhile.
+        let _lock = PackageLock::acquire(root, &dir_name)?;
+        let Some(mut package) = record.unchanged(root, settings) else {
+            return Ok(None);
+        };
+        package.venv_reused = true;
+        package.unchanged_redeploy = true;
+        package.requirements_count = 0;
+        package.timings = Timings {
+            total_ms: started.elapsed().as_millis() as u64,
+            ..Timings::default()
+        };
+        tracing::info!(package_id = %package.package_id, "Package unchanged since its last load: nothing to do");
+        let venv = package
+            .venv_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        tracing::info!(package_id = %package.package_id, venv = %venv, "Package loaded successfully");
+        Ok(Some(package))
+    }
+
+    /// Everything that shapes what a load does, so a recorded load is only
+    /// taken as current under the same settings.
+    fn settings_fingerprint(&self, python: &Interpreter, installer: &dyn Installer, sandboxed: bool) -> String {
+        let config = &self.inner.config;
+        let install = &config.install;
+        redeploy::settings_fingerprint(&[
+            &config.limits,
+            &config.guest_path_rules,
+            &python.identity,
+            &installer.name(),
+            &installer.program(),
+            &sandboxed,
+            &install.network,
+            &install.index,
+            &install.policy,
+            &install.pass_env,
+            &install.strict,
+            &install.limits,
+        ])
     }
 
     /// The configured back end; `auto` takes uv when it is on `PATH` (or

@@ -125,7 +125,7 @@ pub struct Outcome {
 }
 
 /// Milliseconds per step.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Timings {
     /// Extraction and validation in the sandbox (until publish).
     pub extract_ms: u64,

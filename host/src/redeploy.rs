@@ -1,0 +1,200 @@
+//! Recognising a redeploy of an unchanged package, so it costs next to nothing.
+//!
+//! After a successful load the host records, outside anything a package or
+//! an installer step can write (`{root}/deployments/`), what it did: the
+//! APKG's SHA-256, a fingerprint of every setting that shapes a load, the
+//! resulting [`AgentPackage`], the venv's key, and the size, mtime and mode
+//! of every entry of the published tree. A later load of the same bytes with
+//! the same settings, whose tree is exactly as recorded and whose venv still
+//! carries that key, is answered from the record: no sandbox run, no
+//! extraction, no installer. Anything else (a changed setting, a file added,
+//! touched or removed, a venv rebuilt) takes the full path, which rewrites
+//! the record.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::loader::AgentPackage;
+use crate::venv;
+
+/// Largest record read back: far above any real tree listing.
+const MAX_RECORD_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What a successful load left behind, as the host saw it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Deployment {
+    /// Fingerprint of the settings the load ran with.
+    settings: String,
+    /// The venv key its marker holds.
+    venv_key: String,
+    /// The result the load returned.
+    package: AgentPackage,
+    /// Every entry of the published tree, sorted by path.
+    tree: Vec<TreeEntry>,
+}
+
+/// One file or directory of a published tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct TreeEntry {
+    path: String,
+    size: u64,
+    mtime_ns: i128,
+    mode: u32,
+}
+
+/// The SHA-256 of the archive, hex: names its record.
+pub fn apkg_digest(apkg: &Path) -> std::io::Result<String> {
+    let mut file = fs::File::open(apkg)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// A fingerprint of the settings that shape a load, from their debug form.
+pub fn settings_fingerprint(parts: &[&dyn std::fmt::Debug]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        let text = format!("{part:?}");
+        hasher.update((text.len() as u64).to_le_bytes());
+        hasher.update(text.as_bytes());
+    }
+    hex(&hasher.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `{root}/deployments/{digest}.{app_id or _}.json`.
+fn record_path(root: &Path, digest: &str, app_id: Option<&str>) -> PathBuf {
+    root.join("deployments")
+        .join(format!("{digest}.{}.json", app_id.unwrap_or("_")))
+}
+
+impl Deployment {
+    /// Describes a load that just succeeded; reads the published tree as it is now.
+    pub fn new(settings: String, venv_key: String, package: AgentPackage) -> std::io::Result<Self> {
+        let tree = list_tree(&package.path)?;
+        Ok(Self {
+            settings,
+            venv_key,
+            package,
+            tree,
+        })
+    }
+
+    /// Writes the record (atomically: a temporary file renamed into place).
+    pub fn save(&self, root: &Path, digest: &str, app_id: Option<&str>) -> std::io::Result<()> {
+        let path = record_path(root, digest, app_id);
+        let dir = path.parent().unwrap_or(root);
+        fs::create_dir_all(dir)?;
+        let temporary = tempfile::NamedTempFile::new_in(dir)?;
+        serde_json::to_writer(&temporary, self).map_err(std::io::Error::other)?;
+        temporary.persist(&path).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    /// The record of an earlier load of this archive under this app id, if any.
+    pub fn find(root: &Path, digest: &str, app_id: Option<&str>) -> Option<Self> {
+        let mut text = Vec::new();
+        fs::File::open(record_path(root, digest, app_id))
+            .ok()?
+            .take(MAX_RECORD_BYTES)
+            .read_to_end(&mut text)
+            .ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// The published package's directory name, `{app_id}@{version}`: what to lock.
+    pub fn package_dir_name(&self) -> Option<String> {
+        Some(self.package.path.file_name()?.to_str()?.to_owned())
+    }
+
+    /// The recorded result, if the settings are the same and the tree and
+    /// venv under `root` are exactly as that load left them.
+    pub fn unchanged(self, root: &Path, settings: &str) -> Option<AgentPackage> {
+        let unchanged = self.settings == settings
+            && self.package.path.parent() == Some(&root.join("packages"))
+            && self.package.venv_path.parent() == Some(&root.join("venvs"))
+            && venv::is_finished(&self.package.venv_path, &self.venv_key)
+            && list_tree(&self.package.path).is_ok_and(|tree| tree == self.tree);
+        unchanged.then_some(self.package)
+    }
+}
+
+/// Every entry under `dir` (never following symlinks), sorted by path.
+fn list_tree(dir: &Path) -> std::io::Result<Vec<TreeEntry>> {
+    let mut entries = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(current) = pending.pop() {
+        for entry in fs::read_dir(&current)? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            let path = entry.path();
+            let relative = path.strip_prefix(dir).map_err(std::io::Error::other)?;
+            entries.push(TreeEntry {
+                path: relative.to_string_lossy().into_owned(),
+                size: if meta.is_dir() { 0 } else { meta.len() },
+                mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+                mode: meta.mode(),
+            });
+            if meta.is_dir() {
+                pending.push(path);
+            }
+        }
+    }
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tree_listing_sees_every_change() {
+        let dir = tempfile::tempdir().expect("dir");
+        fs::create_dir(dir.path().join("core")).expect("mkdir");
+        fs::write(dir.path().join("core/a.py"), "a = 1\n").expect("write");
+        let before = list_tree(dir.path()).expect("list");
+        assert_eq!(before.len(), 2);
+        assert_eq!(list_tree(dir.path()).expect("list"), before, "listing is stable");
+
+        fs::write(dir.path().join("core/b.py"), "").expect("add");
+        assert_ne!(list_tree(dir.path()).expect("list"), before, "an added file");
+        fs::remove_file(dir.path().join("core/b.py")).expect("remove");
+
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("core/a.py"))
+            .expect("open");
+        file.set_modified(std::time::SystemTime::UNIX_EPOCH).expect("touch");
+        assert_ne!(list_tree(dir.path()).expect("list"), before, "same size, new mtime");
+
+        std::os::unix::fs::symlink("/etc", dir.path().join("link")).expect("symlink");
+        assert!(
+            list_tree(dir.path()).expect("list").iter().any(|e| e.path == "link"),
+            "a symlink is listed, not followed"
+        );
+    }
+
+    #[test]
+    fn settings_fingerprint_changes_with_any_part() {
+        let a = settings_fingerprint(&[&1, &"pip"]);
+        assert_eq!(a, settings_fingerprint(&[&1, &"pip"]));
+        assert_ne!(a, settings_fingerprint(&[&1, &"uv"]));
+        assert_ne!(a, settings_fingerprint(&[&"1pip"]));
+    }
+}
