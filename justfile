@@ -25,3 +25,8 @@ example:
 # Fuzz every target for SECONDS each (nightly + cargo-fuzz), corpora seeded from the test fixtures.
 fuzz seconds="60":
     fuzz/run.sh {{seconds}}
+
+# Whole-process benchmarks against the spec's pip flow (release build); see docs/PERFORMANCE.md.
+bench *args:
+    cargo build --release -p par -p par-bench
+    target/release/par-bench {{args}}

@@ -1,0 +1,323 @@
+//! `par-bench`: whole-process benchmarks of the `par` binary against the
+//! spec's pip flow (`bench/baseline_pip.py`), run side by side.
+//!
+//! It builds three APKGs (tiny, web, bulk), warms the installers' caches
+//! once, then for each package alternates A and B for every pair of
+//! commands, `--runs` times, and prints medians, ratios and peak RSS as a
+//! Markdown table (the one in docs/PERFORMANCE.md).
+//!
+//! Usage: par-bench [--runs N] [--only tiny,web,bulk] [--workdir DIR]
+//!        par-bench native-extract APKG DEST   (the extractor, natively)
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use par_tests::Apkg;
+
+/// Pinned so every run resolves the same versions.
+const WEB_REQUIREMENTS: &str = "fastapi==0.115.6\nuvicorn==0.32.1\npydantic==2.10.3\nhttpx==0.28.1\n";
+/// Files added to the tiny agent for the bulk package.
+const BULK_FILES: usize = 2_000;
+/// Bytes per bulk file: 2,000 of them make about 30 MB.
+const BULK_FILE_BYTES: usize = 15_000;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("native-extract") {
+        let [_, apkg, dest] = &args[..] else {
+            bail!("usage: par-bench native-extract APKG DEST");
+        };
+        return native_extract(Path::new(apkg), Path::new(dest));
+    }
+    let options = Options::parse(&args)?;
+    let bench = Bench::new(&options)?;
+    bench.run(&options)
+}
+
+struct Options {
+    runs: usize,
+    only: Vec<String>,
+    workdir: PathBuf,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Self> {
+        let mut options = Self {
+            runs: 5,
+            only: ["tiny", "web", "bulk"].map(String::from).into(),
+            workdir: std::env::temp_dir().join("par-bench"),
+        };
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+            match arg.as_str() {
+                "--runs" => options.runs = value()?.parse().context("--runs")?,
+                "--only" => options.only = value()?.split(',').map(String::from).collect(),
+                "--workdir" => options.workdir = PathBuf::from(value()?),
+                other => bail!("unknown argument {other:?} (see the comment at the top of bench/src/main.rs)"),
+            }
+        }
+        if options.runs < 1 {
+            bail!("--runs must be at least 1");
+        }
+        Ok(options)
+    }
+}
+
+/// One finished process: wall-clock time and peak resident set.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    wall: Duration,
+    max_rss_kib: u64,
+}
+
+/// Runs `command` to completion and reads its peak RSS from `wait4`; a
+/// failed run stops the benchmark with its log, since its time means nothing.
+fn measure(command: &mut Command, log: &Path) -> Result<Sample> {
+    let log_file = std::fs::File::create(log)?;
+    let started = Instant::now();
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .spawn()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pid is our own unwaited child; status and usage are valid for writes.
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    let wall = started.elapsed();
+    if pid < 0 {
+        bail!("wait4 failed: {}", std::io::Error::last_os_error());
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        let output = std::fs::read_to_string(log).unwrap_or_default();
+        bail!("{command:?} failed (status {status}):\n{output}");
+    }
+    Ok(Sample {
+        wall,
+        max_rss_kib: usage.ru_maxrss as u64,
+    })
+}
+
+struct Bench {
+    par: PathBuf,
+    this: PathBuf,
+    baseline: PathBuf,
+    workdir: PathBuf,
+}
+
+/// The samples of one side of a comparison.
+#[derive(Default)]
+struct Series(Vec<Sample>);
+
+impl Series {
+    fn median(&self) -> Duration {
+        let mut walls: Vec<Duration> = self.0.iter().map(|s| s.wall).collect();
+        walls.sort();
+        walls.get(walls.len() / 2).copied().unwrap_or_default()
+    }
+
+    fn peak_rss_mib(&self) -> f64 {
+        self.0.iter().map(|s| s.max_rss_kib).max().unwrap_or(0) as f64 / 1024.0
+    }
+}
+
+impl Bench {
+    fn new(options: &Options) -> Result<Self> {
+        let this = std::env::current_exe()?;
+        let dir = this.parent().context("executable directory")?;
+        let par = dir.join("par");
+        if !par.is_file() {
+            bail!(
+                "{} not found: build it with the same profile first (`cargo build --release -p par`)",
+                par.display()
+            );
+        }
+        let baseline = Path::new(env!("CARGO_MANIFEST_DIR")).join("baseline_pip.py");
+        if options.workdir.exists() {
+            std::fs::remove_dir_all(&options.workdir)?;
+        }
+        std::fs::create_dir_all(&options.workdir)?;
+        Ok(Self {
+            par,
+            this,
+            baseline,
+            workdir: options.workdir.canonicalize()?,
+        })
+    }
+
+    fn fresh(&self, name: &str) -> Result<PathBuf> {
+        let path = self.workdir.join(name);
+        if path.exists() {
+            std::fs::remove_dir_all(&path)?;
+        }
+        Ok(path)
+    }
+
+    fn par(&self, root: &Path, args: &[&OsString]) -> Command {
+        let mut command = Command::new(&self.par);
+        command.arg("--root").arg(root).arg("-q").args(args);
+        command
+    }
+
+    fn baseline(&self, apkg: &Path, dest: &Path) -> Command {
+        let mut command = Command::new("python3");
+        command.arg(&self.baseline).arg(apkg).arg(dest);
+        command
+    }
+
+    fn run(&self, options: &Options) -> Result<()> {
+        println!("| package | measure | par (median) | baseline (median) | ratio | par peak RSS |");
+        println!("| --- | --- | ---: | ---: | ---: | ---: |");
+        for name in &options.only {
+            let apkg = self.workdir.join(format!("{name}.apkg"));
+            build_apkg(name)?.write_to(&apkg);
+            self.package(name, &apkg, options.runs)?;
+        }
+        self.startup(options.runs)
+    }
+
+    /// Cold and warm loads against the pip flow, then extraction three ways.
+    fn package(&self, name: &str, apkg: &Path, runs: usize) -> Result<()> {
+        let apkg_arg = OsString::from(apkg);
+        let load: [&OsString; 2] = [&"load".into(), &apkg_arg];
+        let log = self.workdir.join("last.log");
+        // Warm the installers' caches (uv's for par, pip's for the baseline); untimed.
+        measure(&mut self.par(&self.fresh("warmup-root")?, &load), &log)?;
+        measure(&mut self.baseline(apkg, &self.fresh("warmup-baseline")?), &log)?;
+
+        let (mut cold, mut warm, mut pip) = (Series::default(), Series::default(), Series::default());
+        let warm_root = self.fresh("warm-root")?;
+        measure(&mut self.par(&warm_root, &load), &log)?;
+        for _ in 0..runs {
+            cold.0
+                .push(measure(&mut self.par(&self.fresh("cold-root")?, &load), &log)?);
+            pip.0
+                .push(measure(&mut self.baseline(apkg, &self.fresh("baseline")?), &log)?);
+            warm.0.push(measure(&mut self.par(&warm_root, &load), &log)?);
+        }
+        row(name, "`par load` cold vs pip flow", &cold, &pip);
+        row(name, "`par load` warm (redeploy) vs pip flow", &warm, &pip);
+
+        let (mut sandboxed, mut native, mut zipfile) = (Series::default(), Series::default(), Series::default());
+        let extract: [&OsString; 2] = [&"extract".into(), &apkg_arg];
+        let unzip = "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])";
+        for _ in 0..runs {
+            sandboxed
+                .0
+                .push(measure(&mut self.par(&self.fresh("extract-root")?, &extract), &log)?);
+            let dest = self.fresh("native")?;
+            std::fs::create_dir_all(&dest)?;
+            let mut command = Command::new(&self.this);
+            native
+                .0
+                .push(measure(command.arg("native-extract").arg(apkg).arg(&dest), &log)?);
+            let dest = self.fresh("zipfile")?;
+            let mut command = Command::new("python3");
+            zipfile
+                .0
+                .push(measure(command.args(["-c", unzip]).arg(apkg).arg(&dest), &log)?);
+        }
+        row(
+            name,
+            "`par extract` (sandboxed) vs native extraction",
+            &sandboxed,
+            &native,
+        );
+        row(
+            name,
+            "`par extract` (sandboxed) vs Python `zipfile`",
+            &sandboxed,
+            &zipfile,
+        );
+        Ok(())
+    }
+
+    /// Process start to a validated manifest: the compiled guest comes from the cache.
+    fn startup(&self, runs: usize) -> Result<()> {
+        let apkg = OsString::from(self.workdir.join("startup.apkg"));
+        build_apkg("tiny")?.write_to(Path::new(&apkg));
+        let root = self.fresh("startup-root")?;
+        let inspect: [&OsString; 2] = [&"inspect".into(), &apkg];
+        let log = self.workdir.join("last.log");
+        measure(&mut self.par(&root, &inspect), &log)?;
+        let mut series = Series::default();
+        for _ in 0..runs {
+            series.0.push(measure(&mut self.par(&root, &inspect), &log)?);
+        }
+        println!(
+            "| tiny | `par inspect` (start, instantiate, validate) | {} | | | {:.1} MiB |",
+            millis(series.median()),
+            series.peak_rss_mib()
+        );
+        Ok(())
+    }
+}
+
+fn row(package: &str, measure: &str, par: &Series, baseline: &Series) {
+    let ratio = baseline.median().as_secs_f64() / par.median().as_secs_f64().max(1e-9);
+    println!(
+        "| {package} | {measure} | {} | {} | {ratio:.1}x | {:.1} MiB |",
+        millis(par.median()),
+        millis(baseline.median()),
+        par.peak_rss_mib()
+    );
+}
+
+fn millis(duration: Duration) -> String {
+    format!("{:.0} ms", duration.as_secs_f64() * 1000.0)
+}
+
+/// tiny: setup.py, `core/`, `app/`, no requirements; web: tiny plus pinned
+/// FastAPI, uvicorn, pydantic and httpx; bulk: tiny plus 2,000 source files.
+fn build_apkg(name: &str) -> Result<Apkg> {
+    let tiny = Apkg::valid_agent();
+    Ok(match name {
+        "tiny" => tiny,
+        "web" => tiny.replace("requirements.txt", WEB_REQUIREMENTS),
+        "bulk" => (0..BULK_FILES).fold(tiny, |apkg, i| apkg.file(&format!("data/m{i:04}.py"), source_text(i))),
+        other => bail!("unknown package {other:?}: tiny, web or bulk"),
+    })
+}
+
+/// Python-looking text that compresses like source code does (about 4:1).
+fn source_text(seed: usize) -> String {
+    const WORDS: [&str; 16] = [
+        "agent", "model", "value", "return", "self", "config", "result", "tool", "prompt", "token", "stream", "cache",
+        "index", "route", "handler", "payload",
+    ];
+    let mut state = seed as u64 * 6_364_136_223_846_793_005 + 1_442_695_040_888_963_407;
+    let mut text = String::with_capacity(BULK_FILE_BYTES + 64);
+    let mut line = 0;
+    while text.len() < BULK_FILE_BYTES {
+        let mut word = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            WORDS[(state >> 60) as usize]
+        };
+        let (a, b, c) = (word(), word(), word());
+        text.push_str(&format!(
+            "def {a}_{b}_{line}({c}):\n    return {c} + {line}  # {a} {b}\n"
+        ));
+        line += 1;
+    }
+    text
+}
+
+/// The guest's extraction code compiled natively, with the same limits and
+/// rules: what the sandbox costs is `par extract` minus this.
+fn native_extract(apkg: &Path, dest: &Path) -> Result<()> {
+    let file = std::fs::File::open(apkg).with_context(|| format!("cannot open {}", apkg.display()))?;
+    let options = par_guest::ExtractOptions {
+        limits: par_guest::Limits::default(),
+        enforce_path_rules: true,
+    };
+    par_guest::extract(std::io::BufReader::new(file), dest, &options).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok(())
+}
