@@ -106,6 +106,9 @@ fn measure(command: &mut Command, log: &Path) -> Result<Sample> {
 
 struct Bench {
     par: PathBuf,
+    /// The real interpreter behind `python3` (not a version manager's shim),
+    /// used by both sides so they compare the same Python.
+    python: PathBuf,
     this: PathBuf,
     baseline: PathBuf,
     workdir: PathBuf,
@@ -139,12 +142,18 @@ impl Bench {
             );
         }
         let baseline = Path::new(env!("CARGO_MANIFEST_DIR")).join("baseline_pip.py");
+        let output = Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .context("python3 is needed for the baseline")?;
+        let python = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
         if options.workdir.exists() {
             std::fs::remove_dir_all(&options.workdir)?;
         }
         std::fs::create_dir_all(&options.workdir)?;
         Ok(Self {
             par,
+            python,
             this,
             baseline,
             workdir: options.workdir.canonicalize()?,
@@ -162,17 +171,20 @@ impl Bench {
     fn par(&self, root: &Path, args: &[&OsString]) -> Command {
         let mut command = Command::new(&self.par);
         command.arg("--root").arg(root).arg("-q").args(args);
+        if args.first().is_some_and(|a| *a == "load") {
+            command.arg("--python").arg(&self.python);
+        }
         command
     }
 
     fn baseline(&self, apkg: &Path, dest: &Path) -> Command {
-        let mut command = Command::new("python3");
+        let mut command = Command::new(&self.python);
         command.arg(&self.baseline).arg(apkg).arg(dest);
         command
     }
 
     fn run(&self, options: &Options) -> Result<()> {
-        println!("| package | measure | par (median) | baseline (median) | ratio | par peak RSS |");
+        println!("| package | measure | par (median) | other (median) | other ÷ par | par peak RSS |");
         println!("| --- | --- | ---: | ---: | ---: | ---: |");
         for name in &options.only {
             let apkg = self.workdir.join(format!("{name}.apkg"));

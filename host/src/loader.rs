@@ -354,7 +354,12 @@ impl PackageLoader {
             return Ok(found.clone());
         }
         let install = &self.inner.config.install;
-        let python = Interpreter::probe(&install.python, install.import_timeout)?;
+        let config = &self.inner.config;
+        let python = Interpreter::probe(
+            &install.python,
+            install.import_timeout,
+            config.component_cache.as_deref(),
+        )?;
         Ok(self.inner.python.get_or_init(|| python).clone())
     }
 

@@ -57,7 +57,7 @@ fn cache_key(engine: &Engine) -> String {
 }
 
 /// Creates the directory (mode 0700) if needed and checks no one else can write to it.
-fn trusted_dir(dir: &Path) -> std::io::Result<PathBuf> {
+pub(crate) fn trusted_dir(dir: &Path) -> std::io::Result<PathBuf> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let meta = fs::symlink_metadata(dir)?;
     let ours = meta.is_dir() && meta.uid() == rustix::process::geteuid().as_raw() && meta.mode() & 0o022 == 0;
@@ -68,14 +68,15 @@ fn trusted_dir(dir: &Path) -> std::io::Result<PathBuf> {
     }
 }
 
-fn trusted_file(path: &Path) -> bool {
+/// Whether `path` is a regular file of this user that no one else can write.
+pub(crate) fn trusted_file(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok_and(|meta| {
         meta.is_file() && meta.uid() == rustix::process::geteuid().as_raw() && meta.mode() & 0o022 == 0
     })
 }
 
 /// Writes atomically: a temporary file in the same directory, then a rename.
-fn store(dir: &Path, path: &Path, compiled: &[u8]) -> std::io::Result<()> {
+pub(crate) fn store(dir: &Path, path: &Path, compiled: &[u8]) -> std::io::Result<()> {
     let mut file = tempfile::NamedTempFile::new_in(dir)?;
     file.as_file().set_permissions(fs::Permissions::from_mode(0o600))?;
     file.write_all(compiled)?;

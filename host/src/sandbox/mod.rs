@@ -8,7 +8,7 @@
 //! [`SandboxError`] instead of taking the host down.
 
 pub(crate) mod bindings;
-mod cache;
+pub(crate) mod cache;
 mod log;
 
 use std::path::Path;
