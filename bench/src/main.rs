@@ -330,6 +330,7 @@ fn native_extract(apkg: &Path, dest: &Path) -> Result<()> {
         limits: par_guest::Limits::default(),
         enforce_path_rules: true,
     };
-    par_guest::extract(std::io::BufReader::new(file), dest, &options).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let reader = par_guest::seek_buffered::SeekBuffered::new(file);
+    par_guest::extract(reader, dest, &options).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     Ok(())
 }

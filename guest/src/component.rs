@@ -4,6 +4,8 @@
 use std::fs::File;
 use std::path::Path;
 
+use crate::seek_buffered::SeekBuffered;
+
 use crate::archive;
 use crate::error::{EntryProblem, GuestError};
 use crate::install_plan::{self, InstallPlan, Requirement, SelfInstall};
@@ -130,8 +132,10 @@ fn plan_to_wit(plan: &InstallPlan) -> wit::InstallPlan {
 
 bindings::export!(Loader with_types_in bindings);
 
-fn open_archive() -> Result<File, wit::LoadError> {
-    File::open(ARCHIVE).map_err(|e| wit::LoadError::ArchiveUnreadable(format!("cannot open the archive: {e}")))
+fn open_archive() -> Result<SeekBuffered<File>, wit::LoadError> {
+    File::open(ARCHIVE)
+        .map(SeekBuffered::new)
+        .map_err(|e| wit::LoadError::ArchiveUnreadable(format!("cannot open the archive: {e}")))
 }
 
 fn log_info(message: &str, fields: &[(&str, &str)]) {

@@ -12,6 +12,7 @@ pub mod limits;
 pub mod manifest;
 pub mod path;
 pub mod policy;
+pub mod seek_buffered;
 pub mod yaml_events;
 
 #[cfg(target_arch = "wasm32")]
