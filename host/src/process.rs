@@ -177,12 +177,19 @@ pub fn run(step: &Step) -> Result<StepOutput, StepError> {
         .stderr(Stdio::piped())
         .process_group(0);
     // SAFETY: the hook only makes async-signal-safe system calls (prctl,
-    // setrlimit) and allocates nothing. If the loader dies, the step dies with
-    // it instead of running on unsupervised into a venv a later load rebuilds.
+    // getppid, setrlimit) and allocates nothing on its success path. If the
+    // loader dies, the step dies with it instead of running on unsupervised
+    // into a venv a later load rebuilds. A loader killed between fork and the
+    // prctl would never send the signal, so the child checks that its parent
+    // is still the loader and gives up otherwise.
     let limits = step.limits;
+    let loader = rustix::process::getpid();
     unsafe {
         command.pre_exec(move || {
             rustix::process::set_parent_process_death_signal(Some(Signal::KILL)).map_err(std::io::Error::from)?;
+            if rustix::process::getppid() != Some(loader) {
+                return Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+            }
             limits.apply()
         });
     }

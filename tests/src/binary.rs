@@ -105,10 +105,11 @@ pub fn processes_mentioning(needle: &str) -> Vec<i32> {
         .collect()
 }
 
-/// Waits up to two seconds for every process mentioning `needle` to be gone,
-/// and returns those still there.
+/// Waits up to five seconds (a PID namespace takes a moment to be torn
+/// down on a loaded machine) for every process mentioning `needle` to be
+/// gone, and returns those still there.
 pub fn survivors(needle: &str) -> Vec<i32> {
-    for _ in 0..40 {
+    for _ in 0..100 {
         let left = processes_mentioning(needle);
         if left.is_empty() {
             return left;
