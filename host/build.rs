@@ -66,6 +66,8 @@ fn main() {
             command.env_remove(key.as_ref());
         }
     }
+    // wasm SIMD (which wasmtime enables by default) for the inflate loops.
+    command.env("CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS", "-C target-feature=+simd128");
     let status = command
         .status()
         .unwrap_or_else(|e| panic!("could not run cargo to build the guest component: {e}"));
