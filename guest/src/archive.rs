@@ -6,7 +6,7 @@
 //! out, counting the bytes it actually produces against the limits.
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -114,7 +114,7 @@ pub fn extract<R: Read + Seek>(reader: R, dest: &Path, options: &ExtractOptions)
             EntryKind::File { executable } => {
                 let mut file = writer.file(&relative, &entry.display)?;
                 let mut data = archive.by_index(entry.index).map_err(|e| corrupt(&entry.display, e))?;
-                let written = copy_counted(&mut data, &mut file, entry, limits, report.bytes, &mut buffer)?;
+                let written = copy_counted(&mut data, file.as_mut(), entry, limits, report.bytes, &mut buffer)?;
                 report.bytes += written;
                 report.files += 1;
                 if executable {
@@ -331,7 +331,7 @@ fn read_manifest<R: Read + Seek>(
 /// break the per-file, total or compression-ratio limit.
 fn copy_counted(
     data: &mut impl Read,
-    out: &mut File,
+    out: &mut dyn Write,
     entry: &Planned,
     limits: &Limits,
     total_before: u64,
@@ -370,6 +370,9 @@ fn copy_counted(
 struct TreeWriter {
     root: PathBuf,
     made: HashSet<PathBuf>,
+    /// Inside the sandbox: the preopened destination, written positionally.
+    #[cfg(all(target_arch = "wasm32", target_env = "p2"))]
+    preopen: Option<crate::positional::Dir>,
 }
 
 impl TreeWriter {
@@ -377,6 +380,8 @@ impl TreeWriter {
         Self {
             root: root.to_owned(),
             made: HashSet::new(),
+            #[cfg(all(target_arch = "wasm32", target_env = "p2"))]
+            preopen: crate::positional::Dir::preopened(root),
         }
     }
 
@@ -388,18 +393,24 @@ impl TreeWriter {
         Ok(())
     }
 
-    fn file(&mut self, relative: &str, display: &str) -> Result<File, GuestError> {
+    fn file(&mut self, relative: &str, display: &str) -> Result<Box<dyn Write>, GuestError> {
         let path = self.root.join(relative);
         if let Some(parent) = path.parent()
             && self.made.insert(parent.to_owned())
         {
             fs::create_dir_all(parent).map_err(|e| io_error(display, &e))?;
         }
-        OpenOptions::new()
+        #[cfg(all(target_arch = "wasm32", target_env = "p2"))]
+        if let Some(preopen) = &self.preopen {
+            let file = preopen.create(relative).map_err(|e| io_error(display, &e))?;
+            return Ok(Box::new(file));
+        }
+        let file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)
-            .map_err(|e| io_error(display, &e))
+            .map_err(|e| io_error(display, &e))?;
+        Ok(Box::new(file))
     }
 }
 

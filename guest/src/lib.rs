@@ -12,6 +12,8 @@ pub mod limits;
 pub mod manifest;
 pub mod path;
 pub mod policy;
+#[cfg(all(target_arch = "wasm32", target_env = "p2"))]
+mod positional;
 pub mod seek_buffered;
 pub mod yaml_events;
 
