@@ -179,6 +179,7 @@ impl Default for InstallConfig {
                 file_size_bytes: Some(1024 * 1024 * 1024),
                 open_files: Some(1024),
                 cpu_seconds: Some(600),
+                processes: Some(512),
             },
             sandbox: crate::confine::SandboxChoice::Auto,
             bwrap: PathBuf::from("bwrap"),

@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal, kill_process_group};
 
+pub mod cgroup;
+
+use cgroup::PidsCgroup;
+
 /// Bytes of each output stream kept (the end of it, where errors are).
 const OUTPUT_TAIL: usize = 256 * 1024;
 /// How often a running child is polled for exit.
@@ -30,6 +34,10 @@ pub struct ResourceLimits {
     pub open_files: Option<u64>,
     /// `RLIMIT_CPU`: CPU seconds, a backstop behind the wall-clock deadline.
     pub cpu_seconds: Option<u64>,
+    /// Most processes the step may have at once, through a pids cgroup of
+    /// its own where the loader may create one ([`cgroup::available`]); that
+    /// cgroup also lets every process the step started be killed at its end.
+    pub processes: Option<u64>,
 }
 
 impl ResourceLimits {
@@ -184,11 +192,16 @@ pub fn run(step: &Step) -> Result<StepOutput, StepError> {
     // is still the loader and gives up otherwise.
     let limits = step.limits;
     let loader = rustix::process::getpid();
+    let cgroup = limits.processes.and_then(PidsCgroup::create);
+    let procs = cgroup.as_ref().map(|group| group.procs().to_owned());
     unsafe {
         command.pre_exec(move || {
             rustix::process::set_parent_process_death_signal(Some(Signal::KILL)).map_err(std::io::Error::from)?;
             if rustix::process::getppid() != Some(loader) {
                 return Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+            }
+            if let Some(procs) = &procs {
+                cgroup::join(procs)?;
             }
             limits.apply()
         });
@@ -205,6 +218,10 @@ pub fn run(step: &Step) -> Result<StepOutput, StepError> {
     // Whatever the step started and left in its group dies with it; an error
     // here only means the group is already empty.
     let _ = kill_process_group(group, Signal::KILL);
+    // And so does whatever left the group (a daemon that called setsid).
+    if let Some(cgroup) = &cgroup {
+        cgroup.kill_all();
+    }
     let (stdout, stderr) = (collect(stdout), collect(stderr));
     match waited {
         Ok(Some(status)) => Ok(StepOutput {
@@ -429,6 +446,52 @@ mod tests {
             "a real binary is never replaced"
         );
         assert_eq!(find_program_in(&real.path().join("missing"), &[]), None);
+    }
+
+    fn assert_cgroups_available() {
+        assert!(
+            cgroup::available(),
+            "these tests need a pids cgroup the loader may create (root, or a delegated cgroup v2)"
+        );
+    }
+
+    #[test]
+    fn a_pids_cgroup_caps_the_processes_of_a_step() {
+        assert_cgroups_available();
+        let script = "i=0; while [ $i -lt 40 ]; do sleep 30 & i=$((i+1)); echo $i; done";
+        let mut step = sh(script, Duration::from_secs(20));
+        step.limits.processes = Some(10);
+        let out = run(&step).expect("ran");
+        assert!(
+            out.stderr.contains("Cannot fork"),
+            "forking past the cap must fail: {}",
+            out.stderr
+        );
+        let started = out.stdout.lines().count();
+        assert!(
+            (5..10).contains(&started),
+            "{started} background processes started under a cap of 10"
+        );
+    }
+
+    #[test]
+    fn a_daemon_that_leaves_the_group_dies_with_its_cgroup() {
+        assert_cgroups_available();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pidfile = dir.path().join("daemon");
+        let script = format!(
+            "setsid sh -c 'echo $$ > {}; exec sleep 30' > /dev/null 2>&1 & sleep 0.3",
+            pidfile.display()
+        );
+        let mut step = sh(&script, Duration::from_secs(20));
+        step.limits.processes = Some(50);
+        assert_eq!(run(&step).expect("ran").code(), 0);
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .expect("the daemon started")
+            .trim()
+            .parse()
+            .expect("pid");
+        assert!(eventually_dead(pid), "the setsid daemon {pid} outlived its step");
     }
 
     #[test]

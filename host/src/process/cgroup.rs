@@ -1,0 +1,148 @@
+//! A pids cgroup per step: caps how many processes a step may have at once
+//! (`RLIMIT_NPROC` does not bind root and counts every process of the user),
+//! and names every process the step started, whatever session or process
+//! group it moved to, so all of them can be killed when the step ends.
+//!
+//! Used where the loader may create cgroups: the cgroup v1 `pids` hierarchy,
+//! or a cgroup v2 directory whose `pids` controller is delegated to it.
+//! Elsewhere steps run without it (see docs/SECURITY.md).
+
+use std::ffi::{CStr, CString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rustix::process::{Pid, Signal, kill_process};
+
+/// Distinguishes the cgroups of concurrent steps of one loader.
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// A step's own pids cgroup, removed (after killing what is left in it) on drop.
+#[derive(Debug)]
+pub struct PidsCgroup {
+    dir: PathBuf,
+    /// `cgroup.procs`, ready for the child to join between fork and exec.
+    procs: CString,
+}
+
+impl PidsCgroup {
+    /// A new cgroup under the loader's own, holding at most `max` processes;
+    /// `None` where cgroups cannot be created or have no pids controller.
+    pub fn create(max: u64) -> Option<Self> {
+        let parent = writable_parent()?;
+        sweep_abandoned(&parent);
+        let dir = parent.join(format!(
+            "par-step-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir(&dir).ok()?;
+        let group = Self {
+            procs: CString::new(dir.join("cgroup.procs").as_os_str().as_bytes()).ok()?,
+            dir,
+        };
+        std::fs::write(group.dir.join("pids.max"), max.to_string()).ok()?;
+        Some(group)
+    }
+
+    /// The `cgroup.procs` path a child hands to [`join`].
+    pub fn procs(&self) -> &CStr {
+        &self.procs
+    }
+
+    /// Processes still in the cgroup.
+    pub fn members(&self) -> Vec<i32> {
+        std::fs::read_to_string(self.dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .collect()
+    }
+
+    /// Kills every process left in the cgroup.
+    pub fn kill_all(&self) {
+        for pid in self.members() {
+            if let Some(pid) = Pid::from_raw(pid) {
+                let _ = kill_process(pid, Signal::KILL);
+            }
+        }
+    }
+}
+
+impl Drop for PidsCgroup {
+    fn drop(&mut self) {
+        // A cgroup can only be removed once empty; killed processes take a
+        // moment to be reaped.
+        for _ in 0..200 {
+            self.kill_all();
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        tracing::warn!(cgroup = %self.dir.display(), "cannot remove a step's cgroup");
+    }
+}
+
+/// Removes the empty cgroups of loaders that died (SIGKILL skips `Drop`).
+fn sweep_abandoned(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let owner = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("par-step-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = owner
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            // Fails, harmlessly, while a process is still inside.
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
+}
+
+/// Moves the calling process into the cgroup whose `cgroup.procs` is
+/// `procs`. Runs between fork and exec: only system calls, no allocation.
+pub fn join(procs: &CStr) -> std::io::Result<()> {
+    use rustix::fs::{Mode, OFlags, open};
+    let file = open(procs, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())?;
+    rustix::io::write(&file, b"0")?;
+    Ok(())
+}
+
+/// Whether steps get a pids cgroup on this machine.
+pub fn available() -> bool {
+    PidsCgroup::create(1).is_some()
+}
+
+/// The loader's own cgroup in a hierarchy with the pids controller, if it can
+/// make children there: v1's `pids` hierarchy first, then v2.
+fn writable_parent() -> Option<PathBuf> {
+    let membership = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mut candidates = Vec::new();
+    for line in membership.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (fields.next(), fields.next(), fields.next()) else {
+            continue;
+        };
+        let relative = path.trim_start_matches('/');
+        if controllers.split(',').any(|c| c == "pids") {
+            candidates.push(Path::new("/sys/fs/cgroup/pids").join(relative));
+        } else if controllers.is_empty() {
+            for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+                let dir = Path::new(root).join(relative);
+                let delegated = std::fs::read_to_string(dir.join("cgroup.subtree_control"))
+                    .is_ok_and(|enabled| enabled.split_whitespace().any(|c| c == "pids"));
+                if delegated {
+                    candidates.push(dir);
+                }
+            }
+        }
+    }
+    candidates.into_iter().find(|dir| dir.is_dir())
+}
