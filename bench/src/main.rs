@@ -209,7 +209,11 @@ impl Bench {
     /// across fork and exec, so every measured child would otherwise report
     /// at least what this process once held (the 30 MB bulk archive).
     fn write_apkg(&self, name: &str, path: &Path) -> Result<()> {
-        let status = Command::new(&self.this).arg("write-apkg").arg(name).arg(path).status()?;
+        let status = Command::new(&self.this)
+            .arg("write-apkg")
+            .arg(name)
+            .arg(path)
+            .status()?;
         if !status.success() {
             bail!("building the {name} APKG failed: {status}");
         }
