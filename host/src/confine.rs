@@ -301,7 +301,7 @@ mod tests {
         let cwd = tempfile::tempdir().expect("dir");
         // setsid puts the daemon outside the step's process group, which is
         // how it escapes the group kill when no sandbox is used.
-        let script = "setsid sh -c 'while :; do echo beat >> heartbeat; sleep 0.05; done' > /dev/null 2>&1 & sleep 0.3";
+        let script = "setsid sh -c 'while :; do echo beat >> heartbeat; sleep 0.05; done' > /dev/null 2>&1 & while [ ! -s heartbeat ]; do sleep 0.05; done";
         let mounts = Mounts {
             writable: vec![cwd.path().to_owned()],
             ..Mounts::default()

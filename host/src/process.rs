@@ -480,7 +480,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let pidfile = dir.path().join("daemon");
         let script = format!(
-            "setsid sh -c 'echo $$ > {}; exec sleep 30' > /dev/null 2>&1 & sleep 0.3",
+            "setsid sh -c 'echo $$ > {0}; exec sleep 30' > /dev/null 2>&1 & while [ ! -s {0} ]; do sleep 0.05; done",
             pidfile.display()
         );
         let mut step = sh(&script, Duration::from_secs(20));
