@@ -161,9 +161,8 @@ fn walk(dir: &Path, relative: &str, executables: &mut HashSet<&str>) -> Result<(
         } else {
             format!("{relative}/{name}")
         };
-        let kind = fs::symlink_metadata(&path)
-            .map_err(LoadError::io("cannot inspect", &path))?
-            .file_type();
+        // The entry's own type (never following a symlink), usually without a system call.
+        let kind = entry.file_type().map_err(LoadError::io("cannot inspect", &path))?;
         if kind.is_dir() {
             walk(&path, &child, executables)?;
         } else if kind.is_file() {
@@ -172,7 +171,10 @@ fn walk(dir: &Path, relative: &str, executables: &mut HashSet<&str>) -> Result<(
             } else {
                 0o644
             };
-            set_mode(&path, mode)?;
+            let current = entry.metadata().map_err(LoadError::io("cannot inspect", &path))?;
+            if current.permissions().mode() & 0o7777 != mode {
+                set_mode(&path, mode)?;
+            }
         } else {
             return Err(invalid(
                 "package tree",
