@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use par_tests::binary::{Par, assert_succeeded, json, survivors};
 use par_tests::workspace::names_in;
@@ -97,22 +97,30 @@ fn killed_at_every_phase_then_loaded(installer: &str) {
     }
 }
 
-/// Runs `script` in a private mount namespace where `ROOT` is a small tmpfs.
-fn with_full_disk(ws: &Workspace, megabytes: u32, script: &str) -> Output {
+/// Runs `par --root $ROOT {args}` in a private mount namespace where the
+/// root is a `megabytes` tmpfs. Its stdout ends with `exit=N` and a
+/// `left: NAME` line per entry left in staging or in `{root}/{watched}`.
+/// Returns stdout and stderr.
+fn par_on_full_disk(ws: &Workspace, megabytes: u32, args: &[String], watched: &str) -> (String, String) {
     std::fs::create_dir_all(ws.root()).expect("root");
-    let script = format!("mount -t tmpfs -o size={megabytes}m tmpfs \"$ROOT\" || exit 99\n{script}");
-    Command::new("unshare")
+    let args: Vec<String> = args.iter().map(|arg| format!("{arg:?}")).collect();
+    let script = format!(
+        "mount -t tmpfs -o size={megabytes}m tmpfs \"$ROOT\" || exit 99\n\
+         \"$PAR\" --root \"$ROOT\" {}\necho \"exit=$?\"\n\
+         ls -A \"$ROOT/staging\" \"$ROOT/{watched}\" 2>/dev/null | grep -v ':$' | grep -v '^$' | sed 's/^/left: /'\n",
+        args.join(" ")
+    );
+    let output = Command::new("unshare")
         .args(["--mount", "--map-root-user", "sh", "-c", &script])
         .env("ROOT", ws.root())
         .env("PAR", binary().binary())
         .env("PAR_CACHE_DIR", binary().component_cache())
         .output()
-        .expect("run unshare")
-}
-
-/// A shell line listing whatever is left in staging and in `what`.
-fn list_left(what: &str) -> String {
-    format!("ls -A \"$ROOT/staging\" \"$ROOT/{what}\" 2>/dev/null | grep -v ':$' | grep -v '^$' | sed 's/^/left: /'\n")
+        .expect("run unshare");
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -124,13 +132,8 @@ fn a_full_disk_during_extraction_is_a_clear_error_and_leaves_nothing() {
         apkg.file(&format!("data/part-{i}.bin"), vec![0u8; 900 * 1024])
     });
     let apkg = ws.apkg("big", &big).display().to_string();
-    let script = format!(
-        "\"$PAR\" --root \"$ROOT\" extract {apkg:?} --json\necho \"exit=$?\"\n{}",
-        list_left("packages")
-    );
-    let output = with_full_disk(&ws, 2, &script);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let args = ["extract".to_owned(), apkg, "--json".to_owned()];
+    let (stdout, stderr) = par_on_full_disk(&ws, 2, &args, "packages");
     assert!(
         stdout.contains("exit=1"),
         "a full disk is the host's fault: {stdout}\n{stderr}"
@@ -164,19 +167,7 @@ fn full_disk_during_install(installer: &str) {
         "agent",
         &Apkg::valid_agent().replace("requirements.txt", "setuptools\n"),
     );
-    let args: Vec<String> = binary()
-        .load_args(&apkg, installer)
-        .iter()
-        .map(|arg| format!("{arg:?}"))
-        .collect();
-    let script = format!(
-        "\"$PAR\" --root \"$ROOT\" {}\necho \"exit=$?\"\n{}",
-        args.join(" "),
-        list_left("venvs")
-    );
-    let output = with_full_disk(&ws, 3, &script);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (stdout, stderr) = par_on_full_disk(&ws, 3, &binary().load_args(&apkg, installer), "venvs");
     assert!(
         stdout.contains("exit=1"),
         "{installer}: a full disk is the host's fault, not the package's: {stdout}\n{stderr}"

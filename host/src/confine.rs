@@ -89,6 +89,11 @@ pub struct Mounts {
     pub network: bool,
 }
 
+/// `bwrap` or `none`: how results and logs name the installer sandbox in use.
+pub fn label(sandbox: Option<&Bubblewrap>) -> &'static str {
+    if sandbox.is_some() { "bwrap" } else { "none" }
+}
+
 impl Bubblewrap {
     /// Finds `program` (on `PATH` if relative) and runs a trivial confined
     /// command with it, so a bwrap that cannot create namespaces here (a

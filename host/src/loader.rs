@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{InstallConfig, InstallerChoice, LoaderConfig};
-use crate::confine::{Bubblewrap, SandboxChoice};
+use crate::confine::{self, Bubblewrap, SandboxChoice};
 use crate::error::{LoadError, PackageError};
 use crate::installer::{Installer, Pip, Uv, venv_python};
 use crate::interpreter::Interpreter;
@@ -258,7 +258,7 @@ impl PackageLoader {
             installed_as_package: report.installed_as_package,
             verified: report.verified,
             installer: installer.name().to_owned(),
-            installer_sandbox: if sandbox.is_some() { "bwrap" } else { "none" }.to_owned(),
+            installer_sandbox: confine::label(sandbox.as_ref()).to_owned(),
             venv_reused: venv_state.reused,
             unchanged_redeploy: false,
             requirements_count: report.requirements_count,

@@ -185,7 +185,8 @@ pub fn run(step: &Step) -> Result<StepOutput, StepError> {
         .stderr(Stdio::piped())
         .process_group(0);
     // SAFETY: the hook only makes async-signal-safe system calls (prctl,
-    // getppid, setrlimit) and allocates nothing on its success path. If the
+    // getppid, open and write of the step's cgroup.procs, setrlimit) and
+    // allocates nothing on its success path. If the
     // loader dies, the step dies with it instead of running on unsupervised
     // into a venv a later load rebuilds. A loader killed between fork and the
     // prctl would never send the signal, so the child checks that its parent
@@ -347,6 +348,15 @@ mod tests {
             .unwrap_or(false)
     }
 
+    /// The pid a test script wrote to `path`.
+    fn read_pid(path: &Path) -> i32 {
+        std::fs::read_to_string(path)
+            .expect("the script wrote a pid")
+            .trim()
+            .parse()
+            .expect("a pid")
+    }
+
     fn eventually_dead(pid: i32) -> bool {
         (0..100).any(|_| {
             std::thread::sleep(Duration::from_millis(20));
@@ -381,11 +391,7 @@ mod tests {
         let script = format!("sleep 30 & echo $! > {}; sleep 30", pidfile.display());
         let error = run(&sh(&script, Duration::from_millis(300))).expect_err("must time out");
         assert!(matches!(error, StepError::TimedOut { step: "test", .. }), "{error}");
-        let pid: i32 = std::fs::read_to_string(&pidfile)
-            .expect("pid")
-            .trim()
-            .parse()
-            .expect("number");
+        let pid = read_pid(&pidfile);
         assert!(eventually_dead(pid), "background child {pid} survived the timeout");
     }
 
@@ -396,11 +402,7 @@ mod tests {
         let script = format!("sleep 30 > /dev/null 2>&1 & echo $! > {}", pidfile.display());
         let out = run(&sh(&script, Duration::from_secs(10))).expect("ran");
         assert_eq!(out.code(), 0);
-        let pid: i32 = std::fs::read_to_string(&pidfile)
-            .expect("pid")
-            .trim()
-            .parse()
-            .expect("number");
+        let pid = read_pid(&pidfile);
         assert!(eventually_dead(pid), "background child {pid} outlived its step");
     }
 
@@ -486,11 +488,7 @@ mod tests {
         let mut step = sh(&script, Duration::from_secs(20));
         step.limits.processes = Some(50);
         assert_eq!(run(&step).expect("ran").code(), 0);
-        let pid: i32 = std::fs::read_to_string(&pidfile)
-            .expect("the daemon started")
-            .trim()
-            .parse()
-            .expect("pid");
+        let pid = read_pid(&pidfile);
         assert!(eventually_dead(pid), "the setsid daemon {pid} outlived its step");
     }
 

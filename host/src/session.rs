@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::InstallConfig;
-use crate::confine::{Bubblewrap, Mounts, NetworkChoice};
+use crate::confine::{self, Bubblewrap, Mounts, NetworkChoice};
 use crate::error::LoadError;
 use crate::installer::{InstallTarget, Installer, Invocation, cache_dir, venv_python};
 use crate::interpreter::Interpreter;
@@ -203,7 +203,8 @@ impl InstallSession {
     /// Runs an invocation as a step (confined when the load has a sandbox)
     /// and maps every failure to an [`InstallError`]. Only `venv`, the
     /// package, `cwd` and the installer cache are writable; the network is
-    /// there only for a step that `uses_index`, and only if allowed.
+    /// there only for the steps that use the index (requirements and
+    /// self-install), and only if the configuration allows it.
     fn run(
         &self,
         name: &'static str,
@@ -330,7 +331,7 @@ impl InstallSession {
             tracing::info!(
                 path = %path.display(),
                 installer = ctx.installer.name(),
-                sandbox = if ctx.sandbox.is_some() { "bwrap" } else { "none" },
+                sandbox = confine::label(ctx.sandbox.as_ref()),
                 "Creating venv"
             );
             let invocation = ctx.installer.create_venv(&ctx.python.executable, &path);

@@ -31,7 +31,8 @@ impl PidsCgroup {
     /// `None` where cgroups cannot be created or have no pids controller.
     pub fn create(max: u64) -> Option<Self> {
         let parent = writable_parent()?;
-        sweep_abandoned(&parent);
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        SWEPT.call_once(|| sweep_abandoned(&parent));
         let dir = parent.join(format!(
             "par-step-{}-{}",
             std::process::id(),
@@ -85,7 +86,8 @@ impl Drop for PidsCgroup {
     }
 }
 
-/// Removes the empty cgroups of loaders that died (SIGKILL skips `Drop`).
+/// Removes the empty cgroups of loaders that died (SIGKILL skips `Drop`);
+/// once per process is enough, since only a dead loader leaves them.
 fn sweep_abandoned(parent: &Path) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
