@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use par::{AgentPackage, InstallerChoice, LoadError, LoaderConfig, PackageLoader};
 use par_tests::binary::survivors;
+use par_tests::index_trap::IndexTrap;
 use par_tests::workspace::{component_cache, names_in};
 use par_tests::{Apkg, Workspace, tools};
 
@@ -71,6 +72,8 @@ for_each_backend!(
     self_install_timeout_kills_everything_it_started,
     redeploy_reuses_the_venv_and_a_new_version_gets_its_own,
     concurrent_loads_of_one_app_share_one_venv,
+    lines_redirecting_the_index_are_refused_and_reach_no_listener,
+    an_index_option_the_operator_allows_reaches_the_listener,
 );
 
 async fn setup_py_agent_imports_from_any_directory(backend: InstallerChoice) {
@@ -180,6 +183,65 @@ async fn local_requirement_installs_and_a_missing_one_fails_the_load(backend: In
         !message.contains("Agent package installation failed"),
         "the agent itself installed: {message}"
     );
+}
+
+/// A loader for `backend` with a remote index, as an operator runs it: what
+/// a package's requirement lines say about indexes would be obeyed, if the
+/// policy let them through.
+fn config_with_index(ws: &Workspace, backend: InstallerChoice) -> LoaderConfig {
+    let mut config = config(ws, backend);
+    config.install.index.no_index = false;
+    config.install.index.find_links.clear();
+    config
+}
+
+/// Lines that once passed the policy, each with an index or find-links
+/// option riding behind an allowed one; with pip, each reached a listener
+/// standing for the attacker's index. `{URL}` is the listener.
+const INDEX_REDIRECTS: [&str; 5] = [
+    "-i {URL}/simple",
+    "--pre -i {URL}/simple",
+    "--prefer-binary --index-url={URL}/simple",
+    "--pre --extra-index-url {URL}/simple",
+    "--pre -f {URL}/links",
+];
+
+async fn lines_redirecting_the_index_are_refused_and_reach_no_listener(backend: InstallerChoice) {
+    let trap = IndexTrap::start();
+    for template in INDEX_REDIRECTS {
+        let line = template.replace("{URL}", &trap.url());
+        let ws = Workspace::new();
+        let apkg = Apkg::old_agent().replace("requirements.txt", format!("requests\n{line}\n"));
+        let error = load_with(config_with_index(&ws, backend), &ws, &apkg)
+            .await
+            .expect_err(&line);
+        assert_eq!(error.kind(), "requirements-invalid", "{line}: {error}");
+        let message = error.to_string();
+        assert!(message.contains("requirements.txt:2"), "{line}: {message}");
+        assert!(message.contains(&line), "the error names the line: {message}");
+        assert_eq!(
+            names_in(&ws.root().join("venvs")),
+            Vec::<String>::new(),
+            "{line}: a venv was created"
+        );
+    }
+    assert_eq!(trap.connections(), 0, "an installer reached the package's index");
+}
+
+/// The listener sees what an installer does: with the operator's consent,
+/// the same kind of line is obeyed and reaches it.
+async fn an_index_option_the_operator_allows_reaches_the_listener(backend: InstallerChoice) {
+    let trap = IndexTrap::start();
+    let ws = Workspace::new();
+    let mut config = config_with_index(&ws, backend);
+    config.install.policy.allow_index_options = true;
+    let requirements = format!("--index-url {}/simple\npar-index-trap-probe==1.0\n", trap.url());
+    let apkg = Apkg::old_agent().replace("requirements.txt", requirements);
+    let error = load_with(config, &ws, &apkg)
+        .await
+        .expect_err("the listener serves nothing");
+    assert_eq!(error.kind(), "install-failed", "{error}");
+    assert!(trap.connections() > 0, "the installer never reached the allowed index");
 }
 
 async fn self_install_timeout_kills_everything_it_started(backend: InstallerChoice) {

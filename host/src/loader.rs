@@ -207,6 +207,11 @@ impl PackageLoader {
             .inner
             .sandbox
             .load(preopens, &options, InstallSession::new(context, staging));
+        // The host's own refusal decides, whatever the guest made of it.
+        if let Some(refused) = session.refused.clone() {
+            discard_unfinished_venv(&session);
+            return Err(PackageError::RequirementsInvalid(refused).into());
+        }
         let report = match outcome {
             Ok(Ok(report)) if session.all_planned_steps_succeeded() => report,
             Ok(Ok(_)) => {

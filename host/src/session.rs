@@ -158,6 +158,9 @@ pub struct InstallSession {
     /// A step failed while the root's disk was full, or said ENOSPC: the
     /// failure is the host's, not the package's.
     pub disk_full: std::cell::Cell<bool>,
+    /// The requirement line the host's policy refused: the load fails as a
+    /// package refusal, whatever the guest reports afterwards.
+    pub refused: Option<RefusedRequirement>,
 }
 
 impl InstallSession {
@@ -290,8 +293,15 @@ impl InstallSession {
             .published
             .as_ref()
             .ok_or_else(|| InstallError::Host("ensure-venv before publish".into()))?;
-        let requirements = checked_lines(&plan.requirements, ctx)?;
-        let constraints = checked_lines(&plan.constraints, ctx)?;
+        let checked =
+            checked_lines(&plan.requirements, ctx).and_then(|r| Ok((r, checked_lines(&plan.constraints, ctx)?)));
+        let (requirements, constraints) = match checked {
+            Ok(lines) => lines,
+            Err(refused) => {
+                self.refused = Some(refused.clone());
+                return Err(InstallError::Refused(refused));
+            }
+        };
         let build_file = match plan.self_install {
             SelfInstall::None => None,
             SelfInstall::SetupPy => Some("setup.py"),
@@ -549,23 +559,21 @@ impl Host for InstallSession {
 }
 
 /// Checks each line against the policy; the first refusal names its file and line.
-fn checked_lines(lines: &[Requirement], ctx: &LoadContext) -> Result<Vec<String>, InstallError> {
+fn checked_lines(lines: &[Requirement], ctx: &LoadContext) -> Result<Vec<String>, RefusedRequirement> {
     lines
         .iter()
         .map(|r| {
             let safe_file = r.file.split('/').all(|c| is_safe_component(c, false));
             let verdict = if safe_file {
-                check_line(&r.text, ctx.install.policy)
+                check_line(&r.text, ctx.install.policy).map_err(|refusal| refusal.to_string())
             } else {
                 Err("the file name is not a plain relative path".into())
             };
-            verdict.map(|()| r.text.clone()).map_err(|reason| {
-                InstallError::Refused(RefusedRequirement {
-                    file: r.file.clone(),
-                    line: r.line,
-                    text: r.text.chars().take(200).collect(),
-                    reason,
-                })
+            verdict.map(|()| r.text.clone()).map_err(|reason| RefusedRequirement {
+                file: r.file.clone(),
+                line: r.line,
+                text: r.text.chars().take(200).collect(),
+                reason,
             })
         })
         .collect()

@@ -55,6 +55,9 @@ fn main() -> std::io::Result<()> {
         "-e ./vendor/editable\n./vendor/helper\nhttpx==0.27.0 --hash=sha256:abc123\n",
         "--index-url https://evil.example/simple\nevil @ https://evil.example/e.whl\n",
         "-r other.txt\n-c constraints.txt\n../outside\n/etc/passwd\n--global-option=--evil\n",
+        // Past findings: an allowed option carrying another, a scheme before `@`.
+        "--pre -pi://\n--prefer-binary --index-url=http://127.0.0.1:9/simple\n--pre -f x\n",
+        "-e fbzr+ile:.@./x\nx===../../..\nx ; extra == '-i'\n",
     ]
     .iter()
     .enumerate()
