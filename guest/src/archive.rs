@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use zip::extra_fields::ExtraField;
 use zip::{CompressionMethod, ZipArchive};
 
+use crate::entry_data::{Declared, EntryData, Inflater};
 use crate::error::{EntryProblem, GuestError};
 use crate::limits::{LimitKind, Limits};
 use crate::manifest::{self, Manifest};
@@ -104,6 +105,7 @@ pub fn extract<R: Read + Seek>(reader: R, dest: &Path, options: &ExtractOptions)
         executables: Vec::new(),
     };
     let mut buffer = vec![0u8; 256 * 1024];
+    let mut inflater = Inflater::default();
     for entry in &plan {
         let relative = entry.target.relative();
         match entry.kind {
@@ -113,7 +115,16 @@ pub fn extract<R: Read + Seek>(reader: R, dest: &Path, options: &ExtractOptions)
             }
             EntryKind::File { executable } => {
                 let mut file = writer.file(&relative, &entry.display)?;
-                let mut data = archive.by_index(entry.index).map_err(|e| corrupt(&entry.display, e))?;
+                let raw = archive
+                    .by_index_raw(entry.index)
+                    .map_err(|e| corrupt(&entry.display, e))?;
+                let declared = Declared {
+                    method: raw.compression(),
+                    size: raw.size(),
+                    crc32: raw.crc32(),
+                    encrypted: raw.encrypted(),
+                };
+                let mut data = EntryData::new(raw, declared, &mut inflater).map_err(|e| corrupt(&entry.display, e))?;
                 let written = copy_counted(&mut data, file.as_mut(), entry, limits, report.bytes, &mut buffer)?;
                 report.bytes += written;
                 report.files += 1;

@@ -6,6 +6,8 @@
 //! fuzzers can call it directly.
 
 pub mod archive;
+pub mod crc32;
+mod entry_data;
 pub mod error;
 pub mod install_plan;
 pub mod limits;
