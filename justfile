@@ -17,6 +17,7 @@ test:
 lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
+    cargo clippy -p par-guest --target wasm32-wasip2 -- -D warnings
 
 # Rebuild examples/vivid-commenter.apkg from its source folder.
 example:

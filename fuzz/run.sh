@@ -10,7 +10,7 @@ if ! cargo +nightly fuzz --version > /dev/null 2>&1; then
 fi
 cargo run -q -p par-tests --example write_corpus -- fuzz/corpus
 cd fuzz
-for target in manifest entry_name requirements archive component; do
+for target in manifest entry_name requirements build_system archive component; do
     echo "fuzzing ${target} for ${seconds}s"
     cargo +nightly fuzz run "${target}" "corpus/${target}" -- -max_total_time="${seconds}" -rss_limit_mb=2048
 done

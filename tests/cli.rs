@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::Output;
 
 use par_tests::binary::{Par, assert_succeeded, json};
+use par_tests::workspace::{build_environments, names_in};
 use par_tests::{Apkg, Workspace, assert_no_failures, hostile_cases};
 
 const EXIT_INTERNAL: i32 = 1;
@@ -17,6 +18,14 @@ fn binary() -> Par {
 
 fn par(ws: &Workspace, args: &[&str]) -> Output {
     binary().run(ws, args)
+}
+
+/// Asserts that each of the spec's log lines reached stderr.
+fn assert_logged(output: &Output, lines: &[&str]) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for line in lines {
+        assert!(stderr.contains(line), "missing log line {line:?}:\n{stderr}");
+    }
 }
 
 fn example() -> String {
@@ -170,17 +179,73 @@ fn load_the_shipped_example() {
     assert_eq!(result["installed_as_package"], true);
     assert_eq!(result["verified"], true);
     assert_eq!(result["installer"], "pip");
+    assert_logged(
+        &output,
+        &[
+            "Loading agent package",
+            "Extracting package to",
+            "Creating venv",
+            "Installing agent package in editable mode",
+            "Agent package installed successfully",
+            "Package loaded successfully",
+        ],
+    );
+}
+
+#[test]
+fn load_with_uv_from_a_relative_root() {
+    let ws = Workspace::new();
+    // Relative paths are the caller's: the sandboxed steps run elsewhere.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_par"))
+        .current_dir(ws.path())
+        .args(["--root", "root", "--cache-dir"])
+        .arg(binary().component_cache())
+        .args(binary().load_args(Path::new(&example()), "uv"))
+        .env_remove("PAR_LOG")
+        .output()
+        .expect("run par");
+    assert_succeeded(&output);
+    let result = json(&output);
+    assert_eq!(result["installer"], "uv");
+    assert_eq!(
+        (result["installed_as_package"].as_bool(), result["verified"].as_bool()),
+        (Some(true), Some(true))
+    );
+    assert_eq!(
+        result["path"].as_str().map(Path::new),
+        Some(ws.root().join("packages/vivid-commenter@1.0.1").as_path())
+    );
+    assert_logged(
+        &output,
+        &[
+            "Creating venv",
+            "Installing agent package in editable mode",
+            "Agent package installed successfully",
+            "Package loaded successfully",
+        ],
+    );
+}
+
+#[test]
+fn a_refused_requirement_exits_3_naming_its_file() {
+    let ws = Workspace::new();
+    let apkg = Apkg::valid_agent().replace("requirements.txt", "requests\nrequests -f ./wheels\n");
+    let apkg = ws.apkg("agent", &apkg);
+    let output = binary()
+        .command(&ws, &binary().load_args(&apkg, "pip"))
+        .output()
+        .expect("run par");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    for line in [
-        "Loading agent package",
-        "Extracting package to",
-        "Creating venv",
-        "Installing agent package in editable mode",
-        "Agent package installed successfully",
-        "Package loaded successfully",
-    ] {
-        assert!(stderr.contains(line), "missing log line {line:?}:\n{stderr}");
-    }
+    assert_eq!(output.status.code(), Some(EXIT_PACKAGE_REFUSED), "{stderr}");
+    let error = &json(&output)["error"];
+    assert_eq!(error["kind"], "requirements-invalid", "{error}");
+    assert_eq!(error["subject"], "requirements.txt", "{error}");
+    assert!(stderr.contains("requirements.txt:2"), "{stderr}");
+    assert_eq!(
+        names_in(&ws.root().join("venvs")),
+        Vec::<String>::new(),
+        "no venv was created"
+    );
 }
 
 #[test]
@@ -203,4 +268,29 @@ fn installer_steps_never_see_the_loaders_environment() {
         seen.lines().any(|name| name == "PATH"),
         "PATH is on the allow-list:\n{seen}"
     );
+}
+
+/// `--build-env-max-age 0`: every build makes a build environment of its
+/// own, and the one before it, no longer held by a build, is removed.
+#[test]
+fn build_env_max_age_zero_makes_a_build_environment_per_build() {
+    let ws = Workspace::new();
+    let cache = binary().private_cache(&ws.path().join("cache"));
+    let mut made = Vec::new();
+    for app in ["first", "second"] {
+        let mut args = binary().load_args(Path::new(&example()), "uv");
+        args.extend(["--app-id", app, "--build-env-max-age", "0"].map(String::from));
+        let output = binary()
+            .command_with_cache(&ws, &cache, &args)
+            .output()
+            .expect("run par");
+        assert_succeeded(&output);
+        assert_eq!(json(&output)["installed_as_package"], true);
+        let [generation] = <[_; 1]>::try_from(build_environments(&cache)).expect("one build environment");
+        made.push(generation);
+        if app == "second" {
+            assert_logged(&output, &["Replacing a build environment past its age"]);
+        }
+    }
+    assert_ne!(made[0], made[1], "the second build made its own");
 }

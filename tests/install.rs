@@ -8,7 +8,7 @@ use std::time::Duration;
 use par::{AgentPackage, InstallerChoice, LoadError, LoaderConfig, PackageLoader};
 use par_tests::binary::survivors;
 use par_tests::index_trap::IndexTrap;
-use par_tests::workspace::{component_cache, names_in};
+use par_tests::workspace::{build_environments, component_cache, names_in};
 use par_tests::{Apkg, Workspace, tools};
 
 fn tools_dir() -> PathBuf {
@@ -99,6 +99,26 @@ async fn setup_py_agent_imports_from_any_directory(backend: InstallerChoice) {
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "test-model");
+    assert_records_an_editable_install(&package);
+}
+
+/// The venv's metadata says what `pip install -e .` says (PEP 610): an
+/// editable install of the package directory, whichever way it was built.
+fn assert_records_an_editable_install(package: &AgentPackage) {
+    let out = python_in(
+        package,
+        "import importlib.metadata as m, json, urllib.parse as u\n\
+         d = json.loads(m.distribution('test-agent').read_text('direct_url.json'))\n\
+         url = u.urlparse(d['url'])\n\
+         print(json.dumps([url.scheme, u.unquote(url.path), d.get('dir_info', {}).get('editable')]))",
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let recorded: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        recorded,
+        serde_json::json!(["file", package.path.display().to_string(), true]),
+        "scheme, path and editable flag of direct_url.json"
+    );
 }
 
 async fn pyproject_agent_is_installed_too(backend: InstallerChoice) {
@@ -108,6 +128,7 @@ async fn pyproject_agent_is_installed_too(backend: InstallerChoice) {
     assert_eq!(package.verified, Some(true));
     let out = python_in(&package, "import core.langchain_util, app.main; print(app.main.agent)");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_records_an_editable_install(&package);
 }
 
 async fn old_package_loads_without_being_installed(backend: InstallerChoice) {
@@ -305,22 +326,207 @@ async fn concurrent_loads_of_one_app_share_one_venv(backend: InstallerChoice) {
     assert_eq!(names_in(&ws.root().join("venvs")).len(), 1);
 }
 
+/// An agent whose build backend lives in the package (`backend-path`),
+/// wraps setuptools, asks for `extra` build requirements, and logs each hook
+/// it runs, with the process it runs in, to `hooks.log` in the package.
+fn agent_with_in_tree_backend(extra: &str) -> Apkg {
+    let backend = format!(
+        r#"import os
+from setuptools import build_meta as _setuptools
+
+def _log(hook):
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "hooks.log"), "a") as f:
+        f.write(f"{{hook}} {{os.getpid()}}\n")
+
+def get_requires_for_build_editable(config_settings=None):
+    _log("get_requires_for_build_editable")
+    return {extra} + _setuptools.get_requires_for_build_editable(config_settings)
+
+def prepare_metadata_for_build_editable(metadata_directory, config_settings=None):
+    _log("prepare_metadata_for_build_editable")
+    return _setuptools.prepare_metadata_for_build_editable(metadata_directory, config_settings)
+
+def build_editable(wheel_directory, config_settings=None, metadata_directory=None):
+    _log("build_editable")
+    return _setuptools.build_editable(wheel_directory, config_settings, metadata_directory)
+
+get_requires_for_build_wheel = _setuptools.get_requires_for_build_wheel
+build_wheel = _setuptools.build_wheel
+build_sdist = _setuptools.build_sdist
+"#
+    );
+    Apkg::pyproject_agent()
+        .replace(
+            "pyproject.toml",
+            concat!(
+                "[build-system]\nrequires = [\"setuptools>=64\"]\nbuild-backend = \"par_test_backend\"\nbackend-path = [\"_backend\"]\n\n",
+                "[project]\nname = \"test-agent\"\nversion = \"1.0.0\"\n\n",
+                "[tool.setuptools]\npackages = [\"core\", \"app\"]\n",
+            ),
+        )
+        .file("_backend/par_test_backend.py", backend)
+}
+
+/// Loads the agent with an in-tree backend asking for `extra` with uv,
+/// checks it installed and imports, and returns the hooks the backend ran,
+/// each with its process id, from `hooks.log`.
+async fn hooks_run_loading_in_tree_backend(extra: &str) -> Vec<(String, String)> {
+    let ws = Workspace::new();
+    hooks_run_loading_with(config(&ws, InstallerChoice::Uv), &ws, extra).await
+}
+
+async fn hooks_run_loading_with(config: LoaderConfig, ws: &Workspace, extra: &str) -> Vec<(String, String)> {
+    let package = load_with(config, ws, &agent_with_in_tree_backend(extra))
+        .await
+        .expect("load");
+    assert!(package.installed_as_package);
+    assert_eq!(package.verified, Some(true));
+    assert_records_an_editable_install(&package);
+    std::fs::read_to_string(package.path.join("hooks.log"))
+        .expect("the backend logged its hooks")
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .map(|(hook, pid)| (hook.to_owned(), pid.to_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_uv_one_process_runs_the_build_hooks_of_an_in_tree_backend() {
+    let hooks = hooks_run_loading_in_tree_backend("[]").await;
+    let names: Vec<&str> = hooks.iter().map(|(hook, _)| hook.as_str()).collect();
+    assert_eq!(
+        names,
+        ["get_requires_for_build_editable", "build_editable"],
+        "{hooks:?}"
+    );
+    assert_eq!(hooks[0].1, hooks[1].1, "both hooks ran in one process: {hooks:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_asking_for_more_build_requirements_is_built_by_the_installer() {
+    let hooks = hooks_run_loading_in_tree_backend("[\"wheel\"]").await;
+    let names: Vec<&str> = hooks.iter().map(|(hook, _)| hook.as_str()).collect();
+    // par's frontend asked and stopped; uv's own `-e` asked again and built.
+    assert_eq!(names[..2], ["get_requires_for_build_editable"; 2], "{hooks:?}");
+    assert_eq!(names.last(), Some(&"build_editable"), "{hooks:?}");
+    assert_eq!(names.iter().filter(|n| **n == "build_editable").count(), 1, "{hooks:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cache_others_may_write_leaves_the_build_to_uv() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = Workspace::new();
+    let cache = ws.path().join("shared-cache");
+    std::fs::create_dir(&cache).expect("cache dir");
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let mut config = config(&ws, InstallerChoice::Uv);
+    config.component_cache = Some(cache.clone());
+    let hooks = hooks_run_loading_with(config, &ws, "[]").await;
+    let names: Vec<&str> = hooks.iter().map(|(hook, _)| hook.as_str()).collect();
+    assert_eq!(names.last(), Some(&"build_editable"), "{hooks:?}");
+    assert_ne!(
+        hooks[0].1,
+        hooks[hooks.len() - 1].1,
+        "uv ran each hook in a process of its own: {hooks:?}"
+    );
+    assert!(
+        !cache.join("build-envs").exists(),
+        "no build environment in a cache others may write"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn build_environments_are_shared_per_build_requirements() {
+    let ws = Workspace::new();
+    // A cache of its own, so the environments other tests make do not count.
+    let cache = ws.path().join("cache");
+    let mut config = config(&ws, InstallerChoice::Uv);
+    config.component_cache = Some(cache.clone());
+    let loader = PackageLoader::new(config).expect("loader");
+    let setup_py = ws.apkg("setup-py", &Apkg::valid_agent());
+    let pyproject = ws.apkg("pyproject", &Apkg::pyproject_agent());
+    for (apkg, app) in [(&setup_py, "a"), (&pyproject, "b"), (&setup_py, "c")] {
+        let package = loader.load_package(apkg, Some(app)).await.expect("load");
+        assert!(
+            package.installed_as_package && package.verified == Some(true),
+            "{package:?}"
+        );
+    }
+    let mut requirements: Vec<String> = build_environments(&cache)
+        .into_iter()
+        .map(|env| {
+            assert!(env.join(".par-complete").is_file(), "{} is unfinished", env.display());
+            std::fs::read_to_string(env.join(".par-build-requirements.txt")).expect("requirements")
+        })
+        .collect();
+    requirements.sort();
+    assert_eq!(
+        requirements,
+        ["setuptools>=40.8.0\n", "setuptools>=64\n"],
+        "one environment per list of build requirements, whatever the app"
+    );
+}
+
+/// A build environment past `build_env_max_age` is made anew by the next
+/// load (an open `setuptools>=40.8.0` then resolves again), and the old one,
+/// which no build holds any more, is removed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_build_environment_past_its_age_is_made_anew() {
+    let ws = Workspace::new();
+    let cache = ws.path().join("cache");
+    let mut config = config(&ws, InstallerChoice::Uv);
+    config.component_cache = Some(cache.clone());
+    let max_age = config.install.build_env_max_age;
+    let loader = PackageLoader::new(config).expect("loader");
+    let apkg = ws.apkg("agent", &Apkg::valid_agent());
+    loader.load_package(&apkg, Some("first")).await.expect("load");
+    let [old] = <[_; 1]>::try_from(build_environments(&cache)).expect("one build environment");
+    let marker = std::fs::File::options()
+        .write(true)
+        .open(old.join(".par-complete"))
+        .expect("marker");
+    let aged = std::time::SystemTime::now() - max_age - Duration::from_secs(60);
+    marker.set_modified(aged).expect("age the marker");
+
+    let package = loader.load_package(&apkg, Some("second")).await.expect("load");
+    assert!(
+        package.installed_as_package && package.verified == Some(true),
+        "{package:?}"
+    );
+    let [new] = <[_; 1]>::try_from(build_environments(&cache)).expect("the old one is removed");
+    assert_ne!(new, old, "a new generation");
+    assert_eq!(new.parent(), old.parent(), "for the same build requirements");
+    assert!(new.join(".par-complete").is_file());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_requirement_names_its_line_and_runs_nothing() {
-    let ws = Workspace::new();
-    let apkg = Apkg::valid_agent().replace(
-        "requirements.txt",
-        "requests\n--index-url https://evil.example/simple\n",
-    );
-    let error = load(&ws, InstallerChoice::Pip, &apkg).await.expect_err("refused");
-    let message = error.to_string();
-    assert!(message.contains("requirements.txt:2"), "{message}");
-    assert!(message.contains("where packages come from"), "{message}");
-    assert_eq!(
-        names_in(&ws.root().join("venvs")),
-        Vec::<String>::new(),
-        "no venv was created"
-    );
+    // The second and third hide a find-links option where pip would still
+    // obey it: after a requirement, and after another option.
+    for (line, reason) in [
+        ("--index-url https://evil.example/simple", "where packages come from"),
+        (
+            "par-helper -f ./wheels",
+            "only `--hash` may follow a requirement, not `-f`",
+        ),
+        ("--pre --find-links ./wheels", "one option per line"),
+        // uv would build and install the directory the reference names.
+        ("sneaky @ ../../outside", "inside the package"),
+        ("-e file:../../outside", "`file:` URLs"),
+    ] {
+        let ws = Workspace::new();
+        let apkg = Apkg::valid_agent().replace("requirements.txt", format!("requests\n{line}\n"));
+        let error = load(&ws, InstallerChoice::Pip, &apkg).await.expect_err(line);
+        assert_eq!(error.kind(), "requirements-invalid", "{error}");
+        let message = error.to_string();
+        assert!(message.contains("requirements.txt:2"), "{message}");
+        assert!(message.contains(reason), "{message}");
+        assert_eq!(
+            names_in(&ws.root().join("venvs")),
+            Vec::<String>::new(),
+            "no venv was created for {line}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

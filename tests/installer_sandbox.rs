@@ -1,8 +1,9 @@
 //! A hostile `setup.py`, installed through the real binary with and without
 //! the installer sandbox (bubblewrap). It tries to read a secret from the
 //! loader's environment, read files outside its directories, write outside
-//! the venv and the package, reach the network, fork a lot, allocate without
-//! bound and leave a daemon behind, and records what happened in the package
+//! the venv and the package (into par's own cache, and into the build
+//! environment shared by every build), reach the network, fork a lot,
+//! allocate without bound and leave a daemon behind, and records what happened in the package
 //! directory (writable in both modes). Under the sandbox every attempt fails
 //! or dies with the step; without it, the test pins down exactly which still
 //! succeed, so docs/SECURITY.md can say so honestly.
@@ -12,6 +13,7 @@ use std::net::TcpListener;
 use std::path::Path;
 
 use par_tests::binary::{Par, assert_succeeded, json, processes_mentioning, survivors};
+use par_tests::workspace::build_environments;
 use par_tests::{Apkg, Workspace};
 
 fn binary() -> Par {
@@ -68,6 +70,13 @@ def fork_many():
 def allocate():
     return len(bytearray(64 * 1024 ** 3))
 
+def write_shared_build_env():
+    import setuptools
+    site = os.path.dirname(os.path.dirname(os.path.abspath(setuptools.__file__)))
+    if not site.startswith(PAR_CACHE):
+        raise RuntimeError("this build has an environment of its own: " + site)
+    return write(os.path.join(site, PLANTED))
+
 def daemon():
     # A new session leaves the step's process group, which is all that
     # the group kill reaches when no sandbox is used.
@@ -79,6 +88,8 @@ attempt("read_outside_file", lambda: read(OUTSIDE_SECRET))
 attempt("read_etc_shadow", lambda: read("/etc/shadow"))
 attempt("write_outside", lambda: write(OUTSIDE_WRITE))
 attempt("write_loader_root", lambda: write(ROOT_WRITE))
+attempt("write_par_cache", lambda: write(os.path.join(PAR_CACHE, PLANTED)))
+attempt("write_shared_build_env", write_shared_build_env)
 attempt("connect_network", connect)
 attempt("fork_many", fork_many)
 attempt("allocate_64_gib", allocate)
@@ -108,11 +119,16 @@ fn run(installer: &str, sandbox: &str) -> Run {
     let listener = TcpListener::bind("127.0.0.1:0").expect("listener");
     let port = listener.local_addr().expect("addr").port();
     let marker = format!("par-hostile-{}", ws.path().file_name().expect("name").to_string_lossy());
+    let cache = binary().component_cache();
+    std::fs::create_dir_all(&cache).expect("cache dir");
+    let cache = cache.canonicalize().expect("canonical cache dir");
+    let planted_name = format!("planted-{marker}");
     let setup = format!(
-        "PORT = {port}\nMARKER = {marker:?}\nOUTSIDE_SECRET = {secret:?}\nOUTSIDE_WRITE = {write:?}\nROOT_WRITE = {root:?}\n{ATTEMPTS}",
+        "PORT = {port}\nMARKER = {marker:?}\nOUTSIDE_SECRET = {secret:?}\nOUTSIDE_WRITE = {write:?}\nROOT_WRITE = {root:?}\nPAR_CACHE = {cache:?}\nPLANTED = {planted_name:?}\n{ATTEMPTS}",
         secret = secret.display().to_string(),
         write = outside.join("planted").display().to_string(),
         root = ws.root().join("planted").display().to_string(),
+        cache = cache.display().to_string(),
     );
     let apkg = ws.apkg("agent", &Apkg::valid_agent().replace("setup.py", setup));
     let mut args = binary().load_args(&apkg, installer);
@@ -143,17 +159,41 @@ fn run(installer: &str, sandbox: &str) -> Run {
             rustix::process::Signal::KILL,
         );
     }
+    let in_cache = [cache.join(&planted_name)]
+        .into_iter()
+        .chain(build_env_sites(&cache).map(|site| site.join(&planted_name)));
     let planted = [outside.join("planted"), ws.root().join("planted")]
         .into_iter()
+        .chain(in_cache)
         .filter(|p| p.exists())
         .map(|p| p.display().to_string())
-        .collect();
+        .collect::<Vec<_>>();
+    // par's cache is shared by every test: take back what setup.py planted there.
+    for path in planted.iter().filter(|p| p.starts_with(&*cache.to_string_lossy())) {
+        let _ = std::fs::remove_file(path);
+    }
     Run {
         report,
         survivors: left,
         planted,
         sandbox,
     }
+}
+
+/// The `site-packages` of every build environment in par's cache.
+fn build_env_sites(cache: &Path) -> impl Iterator<Item = std::path::PathBuf> {
+    let children = |dir: std::path::PathBuf| {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+    };
+    build_environments(cache)
+        .into_iter()
+        .flat_map(move |env| children(env.join("lib")))
+        .map(|lib| lib.join("site-packages"))
+        .filter(|site| site.is_dir())
 }
 
 fn succeeded(run: &Run) -> Vec<&str> {
@@ -164,7 +204,7 @@ fn succeeded(run: &Run) -> Vec<&str> {
         .collect()
 }
 
-const EVERY_ATTEMPT: [&str; 9] = [
+const EVERY_ATTEMPT: [&str; 11] = [
     "allocate_64_gib",
     "connect_network",
     "fork_many",
@@ -174,6 +214,8 @@ const EVERY_ATTEMPT: [&str; 9] = [
     "read_secret_env",
     "write_loader_root",
     "write_outside",
+    "write_par_cache",
+    "write_shared_build_env",
 ];
 
 /// Whether the loader can give each step a pids cgroup here: then forking
@@ -213,6 +255,15 @@ fn under_the_sandbox_every_attempt_fails(installer: &str) {
     );
     let (_, detail) = &run.report["write_loader_root"];
     assert!(detail.contains("Read-only file system"), "{detail}");
+    // uv's builds run in par's shared build environment, bound read-only;
+    // pip builds in an environment of its own, which par never shares.
+    let (_, detail) = &run.report["write_shared_build_env"];
+    let expected = if installer == "uv" {
+        "Read-only file system"
+    } else {
+        "an environment of its own"
+    };
+    assert!(detail.contains(expected), "{installer}: {detail}");
 }
 
 fn without_the_sandbox_files_network_and_daemons_are_open(installer: &str) {
@@ -228,7 +279,11 @@ fn without_the_sandbox_files_network_and_daemons_are_open(installer: &str) {
         "read_outside_file",
         "write_loader_root",
         "write_outside",
+        "write_par_cache",
     ];
+    if installer == "uv" {
+        expected.push("write_shared_build_env");
+    }
     if !pids_cgroups() {
         expected.push("fork_many");
     }
@@ -243,7 +298,13 @@ fn without_the_sandbox_files_network_and_daemons_are_open(installer: &str) {
         "{installer}: the daemon escapes the group kill unless the step has a cgroup: {:?}",
         run.survivors
     );
-    assert_eq!(run.planted.len(), 2, "{installer}: {:?}", run.planted);
+    let writes = expected.iter().filter(|name| name.starts_with("write_")).count();
+    assert_eq!(
+        run.planted.len(),
+        writes,
+        "{installer}: every write that succeeded left its file: {:?}",
+        run.planted
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! commands, `--runs` times, and prints medians, ratios and peak RSS as a
 //! Markdown table (the one in docs/PERFORMANCE.md).
 //!
-//! Usage: par-bench [--runs N] [--only tiny,web,bulk] [--workdir DIR]
+//! Usage: par-bench [--runs N] [--only tiny,web,bulk] [--workdir DIR] [--offline]
 //!        par-bench native-extract APKG DEST   (the extractor, natively)
 //!        par-bench write-apkg tiny|web|bulk PATH
 
@@ -52,6 +52,9 @@ struct Options {
     runs: usize,
     only: Vec<String>,
     workdir: PathBuf,
+    /// Both sides install from a local wheelhouse (fetched once) instead of
+    /// the index: what is left is the loaders' own work, not the network's.
+    offline: bool,
 }
 
 impl Options {
@@ -60,6 +63,7 @@ impl Options {
             runs: 5,
             only: ["tiny", "web", "bulk"].map(String::from).into(),
             workdir: std::env::temp_dir().join("par-bench"),
+            offline: false,
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -68,6 +72,7 @@ impl Options {
                 "--runs" => options.runs = value()?.parse().context("--runs")?,
                 "--only" => options.only = value()?.split(',').map(String::from).collect(),
                 "--workdir" => options.workdir = PathBuf::from(value()?),
+                "--offline" => options.offline = true,
                 other => bail!("unknown argument {other:?} (see the comment at the top of bench/src/main.rs)"),
             }
         }
@@ -123,6 +128,8 @@ struct Bench {
     this: PathBuf,
     baseline: PathBuf,
     workdir: PathBuf,
+    /// With `--offline`: the local wheelhouse both sides install from.
+    wheelhouse: Option<PathBuf>,
 }
 
 /// The samples of one side of a comparison.
@@ -162,12 +169,18 @@ impl Bench {
             std::fs::remove_dir_all(&options.workdir)?;
         }
         std::fs::create_dir_all(&options.workdir)?;
+        let workdir = options.workdir.canonicalize()?;
+        let wheelhouse = match options.offline {
+            true => Some(fetch_wheelhouse(&python, &workdir.join("wheelhouse"))?),
+            false => None,
+        };
         Ok(Self {
             par,
             python,
             this,
             baseline,
-            workdir: options.workdir.canonicalize()?,
+            workdir,
+            wheelhouse,
         })
     }
 
@@ -184,6 +197,9 @@ impl Bench {
         command.arg("--root").arg(root).arg("-q").args(args);
         if args.first().is_some_and(|a| *a == "load") {
             command.arg("--python").arg(&self.python);
+            if let Some(wheelhouse) = &self.wheelhouse {
+                command.arg("--no-index").arg("--find-links").arg(wheelhouse);
+            }
         }
         command
     }
@@ -191,6 +207,9 @@ impl Bench {
     fn baseline(&self, apkg: &Path, dest: &Path) -> Command {
         let mut command = Command::new(&self.python);
         command.arg(&self.baseline).arg(apkg).arg(dest);
+        if let Some(wheelhouse) = &self.wheelhouse {
+            command.env("PIP_NO_INDEX", "1").env("PIP_FIND_LINKS", wheelhouse);
+        }
         command
     }
 
@@ -295,6 +314,31 @@ impl Bench {
         );
         Ok(())
     }
+}
+
+/// Downloads the web package's requirements and the build backend as
+/// wheels into `dir`, once.
+fn fetch_wheelhouse(python: &Path, dir: &Path) -> Result<PathBuf> {
+    let requirements: Vec<&str> = WEB_REQUIREMENTS.lines().collect();
+    let status = Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--only-binary=:all:",
+        ])
+        .arg("--dest")
+        .arg(dir)
+        .args(requirements)
+        .args(["setuptools>=40.8.0", "wheel"])
+        .status()
+        .context("cannot run pip download")?;
+    if !status.success() {
+        bail!("downloading the wheelhouse failed: {status}");
+    }
+    Ok(dir.to_owned())
 }
 
 fn row(package: &str, measure: &str, par: &Series, baseline: &Series) {

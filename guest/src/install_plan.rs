@@ -7,6 +7,7 @@ use std::fs;
 use std::io::Read;
 use std::path::Path;
 
+use crate::build_system::{self, BuildSystem};
 use crate::error::GuestError;
 
 /// Largest requirements or pyproject file read.
@@ -47,6 +48,8 @@ pub struct InstallPlan {
     pub constraints: Vec<Requirement>,
     /// How the agent is installed.
     pub self_install: SelfInstall,
+    /// How the agent's editable wheel is built.
+    pub build_system: BuildSystem,
 }
 
 /// Reads the plan from an extracted package tree.
@@ -55,18 +58,26 @@ pub fn plan(tree: &Path) -> Result<InstallPlan, GuestError> {
         requirements: Vec::new(),
         constraints: Vec::new(),
         self_install: SelfInstall::None,
+        build_system: BuildSystem::Legacy,
     };
     if is_regular_file(&tree.join("requirements.txt")) {
         let mut chain = Vec::new();
         collect(tree, "requirements.txt", false, &mut chain, &mut plan)?;
     }
+    let pyproject = tree.join("pyproject.toml");
+    let pyproject = if is_regular_file(&pyproject) {
+        Some(read_bounded(&pyproject, "pyproject.toml", 0)?)
+    } else {
+        None
+    };
     plan.self_install = if is_regular_file(&tree.join("setup.py")) {
         SelfInstall::SetupPy
-    } else if pyproject_is_installable(&tree.join("pyproject.toml"))? {
+    } else if pyproject.as_deref().is_some_and(pyproject_is_installable) {
         SelfInstall::Pyproject
     } else {
         SelfInstall::None
     };
+    plan.build_system = build_system::read(pyproject.as_deref());
     Ok(plan)
 }
 
@@ -76,12 +87,10 @@ fn is_regular_file(path: &Path) -> bool {
 
 /// A `pyproject.toml` describes an installable project when it has a
 /// `[build-system]` or `[project]` table (PEP 517/621); tool-only files do not.
-fn pyproject_is_installable(path: &Path) -> Result<bool, GuestError> {
-    if !is_regular_file(path) {
-        return Ok(false);
-    }
-    let text = read_bounded(path, "pyproject.toml", 0)?;
-    Ok(text.lines().any(|line| {
+/// Read line by line, so a file that is not valid TOML still goes to the
+/// installer, which reports what is wrong with it.
+fn pyproject_is_installable(text: &str) -> bool {
+    text.lines().any(|line| {
         let table: String = line
             .split('#')
             .next()
@@ -90,7 +99,7 @@ fn pyproject_is_installable(path: &Path) -> Result<bool, GuestError> {
             .filter(|c| !c.is_whitespace())
             .collect();
         table == "[build-system]" || table == "[project]"
-    }))
+    })
 }
 
 fn invalid(file: &str, line: u32, text: &str, reason: impl Into<String>) -> GuestError {
@@ -345,5 +354,29 @@ mod tests {
         assert_eq!(plan(project.path()).expect("plan").self_install, SelfInstall::Pyproject);
         let build = tree(&[("pyproject.toml", "[build-system]\nrequires = [\"setuptools\"]\n")]);
         assert_eq!(plan(build.path()).expect("plan").self_install, SelfInstall::Pyproject);
+    }
+
+    #[test]
+    fn the_build_system_comes_from_pyproject_even_beside_setup_py() {
+        let setup_only = tree(&[("setup.py", "")]);
+        assert_eq!(plan(setup_only.path()).expect("plan").build_system, BuildSystem::Legacy);
+        let both = tree(&[
+            ("setup.py", ""),
+            (
+                "pyproject.toml",
+                "[build-system]\nrequires = [\"setuptools>=70\", \"cython\"]\n",
+            ),
+        ]);
+        let both = plan(both.path()).expect("plan");
+        assert_eq!(both.self_install, SelfInstall::SetupPy);
+        assert!(
+            matches!(&both.build_system, BuildSystem::Declared { requires, backend: None, .. } if requires.len() == 2),
+            "{:?}",
+            both.build_system
+        );
+        let broken = tree(&[("pyproject.toml", "[project]\nname = \n")]);
+        let broken = plan(broken.path()).expect("an invalid pyproject.toml is the installer's to report");
+        assert_eq!(broken.self_install, SelfInstall::Pyproject);
+        assert!(matches!(broken.build_system, BuildSystem::Unreadable(_)));
     }
 }

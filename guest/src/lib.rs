@@ -6,6 +6,7 @@
 //! fuzzers can call it directly.
 
 pub mod archive;
+pub mod build_system;
 pub mod crc32;
 mod entry_data;
 pub mod error;

@@ -51,7 +51,8 @@ struct Cli {
     #[arg(long, global = true, env = "PAR_ROOT", default_value = DEFAULT_ROOT, value_name = "DIR")]
     root: PathBuf,
 
-    /// Directory caching the compiled sandbox [default: $XDG_CACHE_HOME/par or ~/.cache/par].
+    /// Directory caching the compiled sandbox and, with uv, build environments
+    /// [default: $XDG_CACHE_HOME/par or ~/.cache/par].
     #[arg(long, global = true, env = "PAR_CACHE_DIR", value_name = "DIR")]
     cache_dir: Option<PathBuf>,
 
@@ -103,6 +104,11 @@ struct InstallArgs {
     /// Seconds allowed for the import check.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     import_timeout: u64,
+    /// Days a shared build environment is used before par makes it anew
+    /// (with uv), so open build requirements pick up new releases; 0 makes
+    /// one for every build.
+    #[arg(long, value_name = "DAYS", default_value_t = 7)]
+    build_env_max_age: u64,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -159,6 +165,7 @@ impl InstallArgs {
         install.requirements_timeout = Duration::from_secs(self.requirements_timeout);
         install.self_install_timeout = Duration::from_secs(self.self_install_timeout);
         install.import_timeout = Duration::from_secs(self.import_timeout);
+        install.build_env_max_age = Duration::from_secs(self.build_env_max_age.saturating_mul(24 * 60 * 60));
     }
 }
 

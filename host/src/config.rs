@@ -142,6 +142,9 @@ pub struct InstallConfig {
     pub self_install_timeout: Duration,
     /// Limit for the import check (the spec's 10 s).
     pub import_timeout: Duration,
+    /// Age past which par makes a build environment anew (with uv), so open
+    /// build requirements such as `setuptools>=40.8.0` pick up new releases.
+    pub build_env_max_age: Duration,
     /// Where packages come from.
     pub index: IndexConfig,
     /// What requirement lines may do beyond the safe default.
@@ -170,6 +173,7 @@ impl Default for InstallConfig {
             requirements_timeout: Duration::from_secs(300),
             self_install_timeout: Duration::from_secs(120),
             import_timeout: Duration::from_secs(10),
+            build_env_max_age: Duration::from_secs(7 * 24 * 60 * 60),
             index: IndexConfig::default(),
             policy: crate::requirements::RequirementPolicy::default(),
             pass_env: DEFAULT_PASS_ENV.map(String::from).into(),

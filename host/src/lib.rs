@@ -18,7 +18,9 @@
 
 pub mod config;
 pub mod confine;
+mod editable;
 pub mod error;
+mod install_step;
 pub mod installer;
 mod interpreter;
 mod loader;

@@ -117,8 +117,17 @@ struct Inner {
 
 impl PackageLoader {
     /// Prepares the sandbox (compiling the guest, or loading it from the cache).
-    pub fn new(config: LoaderConfig) -> Result<Self, LoadError> {
+    /// Relative paths in `config` are taken from the current directory now:
+    /// installer steps run elsewhere, inside their own sandbox.
+    pub fn new(mut config: LoaderConfig) -> Result<Self, LoadError> {
         let started = Instant::now();
+        config.root =
+            std::path::absolute(&config.root).map_err(LoadError::io("cannot resolve the root", &config.root))?;
+        if let Some(cache) = &config.component_cache {
+            let absolute =
+                std::path::absolute(cache).map_err(LoadError::io("cannot resolve the cache directory", cache))?;
+            config.component_cache = Some(absolute);
+        }
         let sandbox = Sandbox::new(config.component_cache.as_deref(), config.sandbox_limits())?;
         sweep_abandoned(&config.root);
         tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "sandbox ready");
@@ -194,6 +203,7 @@ impl PackageLoader {
             python,
             sandbox: sandbox.clone(),
             readonly,
+            cache_dir: config.component_cache.clone(),
         };
         let preopens = Preopens {
             archive_dir: &archive_dir,
@@ -224,7 +234,7 @@ impl PackageLoader {
             }
             Ok(Err(error)) => {
                 discard_unfinished_venv(&session);
-                let error = explain_disk_full(LoadError::from(error), &config.root, session.disk_full.get());
+                let error = explain_disk_full(LoadError::from(error), &config.root, session.saw_disk_full());
                 if matches!(error, LoadError::Install(_)) {
                     tracing::error!("{error}");
                 }

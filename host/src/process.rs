@@ -9,6 +9,8 @@ use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -20,7 +22,8 @@ use cgroup::PidsCgroup;
 
 /// Bytes of each output stream kept (the end of it, where errors are).
 const OUTPUT_TAIL: usize = 256 * 1024;
-/// How often a running child is polled for exit.
+/// How often a running child is polled for exit when no pidfd tells, and
+/// how often a cancellable step looks at its flag.
 const POLL: Duration = Duration::from_millis(20);
 
 /// `setrlimit` ceilings applied to a step (and inherited by everything it starts).
@@ -80,6 +83,9 @@ pub struct Step {
     pub timeout: Duration,
     /// Resource limits for the step and its descendants.
     pub limits: ResourceLimits,
+    /// Set by another thread to stop the step early (its group is killed as
+    /// on a timeout): a step started ahead of need that turned out unneeded.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Step {
@@ -93,6 +99,7 @@ impl Step {
             env: Vec::new(),
             timeout,
             limits: ResourceLimits::default(),
+            cancel: None,
         }
     }
 
@@ -161,6 +168,12 @@ pub enum StepError {
         /// Error output captured before the kill.
         stderr: String,
     },
+    /// Another thread cancelled the step; its process group was killed.
+    #[error("the {step} step was cancelled")]
+    Cancelled {
+        /// Which step.
+        step: &'static str,
+    },
     /// Waiting for the child failed.
     #[error("waiting for the {step} step failed: {source}")]
     Wait {
@@ -215,7 +228,7 @@ pub fn run(step: &Step) -> Result<StepOutput, StepError> {
     let group = Pid::from_child(&child);
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
-    let waited = wait_until(&mut child, started + step.timeout);
+    let waited = wait_until(&mut child, started + step.timeout, step.cancel.as_deref());
     // Whatever the step started and left in its group dies with it; an error
     // here only means the group is already empty.
     let _ = kill_process_group(group, Signal::KILL);
@@ -231,6 +244,10 @@ pub fn run(step: &Step) -> Result<StepOutput, StepError> {
             stderr,
             elapsed: started.elapsed(),
         }),
+        Ok(None) if step.cancel.as_deref().is_some_and(|c| c.load(Ordering::Relaxed)) => {
+            let _ = child.wait();
+            Err(StepError::Cancelled { step: step.name })
+        }
         Ok(None) => {
             let _ = child.wait();
             Err(StepError::TimedOut {
@@ -247,17 +264,39 @@ pub fn run(step: &Step) -> Result<StepOutput, StepError> {
     }
 }
 
-/// Polls until the child exits (`Some`) or the deadline passes (`None`, child still running).
-fn wait_until(child: &mut Child, deadline: Instant) -> std::io::Result<Option<ExitStatus>> {
+/// Waits until the child exits (`Some`), or the deadline passes or `cancel`
+/// is set (`None`, child still running). A pidfd wakes the wait the moment
+/// the child exits; where the kernel has none, the child is polled.
+fn wait_until(
+    child: &mut Child,
+    deadline: Instant,
+    cancel: Option<&AtomicBool>,
+) -> std::io::Result<Option<ExitStatus>> {
+    let pidfd = rustix::process::pidfd_open(Pid::from_child(child), rustix::process::PidfdFlags::empty()).ok();
     loop {
         if let Some(status) = child.try_wait()? {
             return Ok(Some(status));
         }
         let now = Instant::now();
-        if now >= deadline {
+        if now >= deadline || cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             return Ok(None);
         }
-        std::thread::sleep(POLL.min(deadline - now));
+        // A cancellable step wakes up now and then to look at its flag.
+        let mut slice = deadline - now;
+        if pidfd.is_none() || cancel.is_some() {
+            slice = slice.min(POLL);
+        }
+        match &pidfd {
+            Some(fd) => {
+                let timeout = rustix::event::Timespec::try_from(slice).map_err(std::io::Error::other)?;
+                let mut fds = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
+                match rustix::event::poll(&mut fds, Some(&timeout)) {
+                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            None => std::thread::sleep(slice),
+        }
     }
 }
 
@@ -393,6 +432,30 @@ mod tests {
         assert!(matches!(error, StepError::TimedOut { step: "test", .. }), "{error}");
         let pid = read_pid(&pidfile);
         assert!(eventually_dead(pid), "background child {pid} survived the timeout");
+    }
+
+    #[test]
+    fn cancelling_kills_the_whole_group_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pidfile = dir.path().join("pid");
+        let script = format!("sleep 30 & echo $! > {}; sleep 30", pidfile.display());
+        let cancel = Arc::new(AtomicBool::new(false));
+        let mut step = sh(&script, Duration::from_secs(60));
+        step.cancel = Some(cancel.clone());
+        let started = Instant::now();
+        let runner = std::thread::spawn(move || run(&step));
+        while std::fs::metadata(&pidfile).map_or(0, |m| m.len()) == 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        cancel.store(true, Ordering::Relaxed);
+        let error = runner.join().expect("joined").expect_err("must be cancelled");
+        assert!(matches!(error, StepError::Cancelled { step: "test" }), "{error}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "cancel did not stop the step"
+        );
+        let pid = read_pid(&pidfile);
+        assert!(eventually_dead(pid), "background child {pid} survived the cancel");
     }
 
     #[test]

@@ -13,24 +13,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::InstallConfig;
-use crate::confine::{self, Bubblewrap, Mounts, NetworkChoice};
+use crate::confine::{self, Bubblewrap};
+use crate::editable::{self, BuildJob, BuildSystem, EditableBuild, Prepared};
 use crate::error::LoadError;
-use crate::installer::{InstallTarget, Installer, Invocation, cache_dir, venv_python};
+use crate::install_step::{StepKind, StepRunner, StepSpec};
+use crate::installer::{InstallTarget, Installer, Invocation, venv_python};
 use crate::interpreter::Interpreter;
 use crate::loader::{Manifest, check_manifest};
-use crate::process::{self, Step, StepError, StepOutput};
 use crate::requirements::check_line;
 use crate::sandbox::bindings::host_installer::Host;
 use crate::sandbox::bindings::types::{
-    Entrypoint, InstallError, InstallPlan, Manifest as GuestManifest, RefusedRequirement, Requirement, SelfInstall,
-    StepFailure, StepReport, VenvInfo,
+    BuildSystem as GuestBuildSystem, Entrypoint, InstallError, InstallPlan, Manifest as GuestManifest,
+    RefusedRequirement, Requirement, SelfInstall, StepReport, VenvInfo,
 };
-use crate::staging::{PackageLock, Staging, disk_nearly_full, normalize_modes};
+use crate::sandbox::cache;
+use crate::staging::{PackageLock, Staging, normalize_modes};
 use crate::validate::{is_entrypoint, is_safe_component};
 use crate::venv::{self, VenvInputs};
 
-/// Output kept in errors that cross back into the guest and into messages.
-const ERROR_TAIL: usize = 8 * 1024;
 /// The import check: the module and attribute arrive as argv, never as code.
 const VERIFY_SCRIPT: &str = "import importlib, sys\nmodule = importlib.import_module(sys.argv[1])\nif len(sys.argv) > 2:\n    getattr(module, sys.argv[2])\n";
 
@@ -51,6 +51,9 @@ pub struct LoadContext {
     pub sandbox: Option<Bubblewrap>,
     /// What confined steps may read besides the system.
     pub readonly: Vec<PathBuf>,
+    /// par's own cache (build environments live there); `None` leaves every
+    /// editable build to the installer's own `-e`.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// The published package.
@@ -133,8 +136,13 @@ pub struct Timings {
     pub venv_ms: u64,
     /// Installing requirements.
     pub requirements_ms: u64,
-    /// Installing the agent.
+    /// Installing the agent (with uv, mostly waiting for its build to end).
     pub self_install_ms: u64,
+    /// Building the agent's editable wheel with par's frontend, which runs
+    /// beside the venv creation and the requirements install (0 when the
+    /// installer built it).
+    #[serde(default)]
+    pub build_ms: u64,
     /// The import check.
     pub verify_ms: u64,
     /// The whole load.
@@ -145,7 +153,10 @@ pub struct Timings {
 #[derive(Debug, Default)]
 pub struct InstallSession {
     ctx: Option<LoadContext>,
+    runner: Option<StepRunner>,
     staging: Option<Staging>,
+    /// The agent's editable build, running since `ensure-venv`.
+    editable: Option<EditableBuild>,
     started: Option<Instant>,
     /// Set by `publish`.
     pub published: Option<Published>,
@@ -155,9 +166,6 @@ pub struct InstallSession {
     pub outcome: Outcome,
     /// Time spent serving imports, excluded from the guest's CPU budget.
     pub in_host: Duration,
-    /// A step failed while the root's disk was full, or said ENOSPC: the
-    /// failure is the host's, not the package's.
-    pub disk_full: std::cell::Cell<bool>,
     /// The requirement line the host's policy refused: the load fails as a
     /// package refusal, whatever the guest reports afterwards.
     pub refused: Option<RefusedRequirement>,
@@ -171,7 +179,15 @@ impl InstallSession {
 
     /// A session for `load`, owning the staging directory it will publish.
     pub fn new(ctx: LoadContext, staging: Staging) -> Self {
+        let runner = StepRunner::new(
+            &ctx.root,
+            &ctx.install,
+            ctx.installer.as_ref(),
+            ctx.sandbox.clone(),
+            ctx.readonly.clone(),
+        );
         Self {
+            runner: Some(runner),
             ctx: Some(ctx),
             staging: Some(staging),
             started: Some(Instant::now()),
@@ -189,83 +205,22 @@ impl InstallSession {
         requirements_ok && self_ok
     }
 
+    /// Whether a step failed while the root's disk was full, or said
+    /// ENOSPC: the failure is then the host's, not the package's.
+    pub fn saw_disk_full(&self) -> bool {
+        self.runner.as_ref().is_some_and(StepRunner::saw_disk_full)
+    }
+
     fn ctx(&self) -> Result<&LoadContext, InstallError> {
         self.ctx
             .as_ref()
             .ok_or_else(|| InstallError::Host("installing is only available during `load`".into()))
     }
 
-    fn step_env(ctx: &LoadContext) -> Vec<(OsString, OsString)> {
-        ctx.install
-            .pass_env
-            .iter()
-            .filter_map(|name| std::env::var_os(name).map(|value| (OsString::from(name), value)))
-            .collect()
-    }
-
-    /// Runs an invocation as a step (confined when the load has a sandbox)
-    /// and maps every failure to an [`InstallError`]. Only `venv`, the
-    /// package, `cwd` and the installer cache are writable; the network is
-    /// there only for the steps that use the index (requirements and
-    /// self-install), and only if the configuration allows it.
-    fn run(
-        &self,
-        name: &'static str,
-        invocation: Invocation,
-        cwd: &Path,
-        venv: &Path,
-    ) -> Result<StepOutput, InstallError> {
-        let ctx = self.ctx()?;
-        let install = &ctx.install;
-        let (timeout, uses_index) = match name {
-            "venv" => (install.venv_timeout, false),
-            "requirements" => (install.requirements_timeout, true),
-            "self-install" => (install.self_install_timeout, true),
-            _ => (install.import_timeout, false),
-        };
-        let mut step = Step::new(name, invocation.program, cwd, timeout).args(invocation.args);
-        step.env = Self::step_env(ctx);
-        step.limits = install.limits;
-        if let Some(bwrap) = &ctx.sandbox {
-            let mut writable = vec![venv.to_owned(), cwd.to_owned()];
-            writable.extend(self.published.as_ref().map(|p| p.path.clone()));
-            if let Some(cache) = cache_dir(ctx.installer.as_ref()) {
-                fs::create_dir_all(&cache)
-                    .map_err(|e| InstallError::Host(format!("cannot create {}: {e}", cache.display())))?;
-                step = step.env(ctx.installer.cache().0, &cache);
-                writable.push(cache);
-            }
-            let policy = install.policy;
-            let wants_network = install.index.is_remote() || policy.allow_direct_urls || policy.allow_index_options;
-            let mounts = Mounts {
-                writable,
-                readonly: ctx.readonly.clone(),
-                network: uses_index && install.network == NetworkChoice::Index && wants_network,
-            };
-            step = bwrap.confine(step, &mounts);
-        }
-        let result = process::run(&step);
-        let failed_output = match &result {
-            Ok(output) if !output.status.success() => Some((output.stdout.as_str(), output.stderr.as_str())),
-            Err(StepError::TimedOut { stdout, stderr, .. }) => Some((stdout.as_str(), stderr.as_str())),
-            _ => None,
-        };
-        if let Some((stdout, stderr)) = failed_output
-            && (disk_nearly_full(&ctx.root) || says_disk_full(stdout) || says_disk_full(stderr))
-        {
-            self.disk_full.set(true);
-        }
-        match result {
-            Ok(output) if output.status.success() => Ok(output),
-            Ok(output) => Err(InstallError::Failed(StepFailure {
-                step: name.into(),
-                exit_code: output.code(),
-                stderr: tail(&output.stderr),
-                stdout: tail(&output.stdout),
-            })),
-            Err(StepError::TimedOut { timeout, .. }) => Err(InstallError::TimedOut((name.into(), timeout.as_secs()))),
-            Err(other) => Err(InstallError::Host(other.to_string())),
-        }
+    fn runner(&self) -> Result<&StepRunner, InstallError> {
+        self.runner
+            .as_ref()
+            .ok_or_else(|| InstallError::Host("installing is only available during `load`".into()))
     }
 
     fn publish_inner(&mut self, manifest: GuestManifest, executables: Vec<String>) -> Result<String, InstallError> {
@@ -302,16 +257,21 @@ impl InstallSession {
                 return Err(InstallError::Refused(refused));
             }
         };
-        let build_file = match plan.self_install {
-            SelfInstall::None => None,
-            SelfInstall::SetupPy => Some("setup.py"),
-            SelfInstall::Pyproject => Some("pyproject.toml"),
-        };
-        let build_files = match build_file {
-            None => Vec::new(),
-            Some(name) => read_regular(&published.path.join(name))
-                .map_err(|e| InstallError::Host(format!("the plan names {name}, but it cannot be read: {e}")))?,
-        };
+        // Both files decide what the build makes (`pyproject.toml` may name
+        // the backend of a `setup.py` project).
+        let mut build_files = Vec::new();
+        if plan.self_install != SelfInstall::None {
+            for name in ["setup.py", "pyproject.toml"] {
+                let path = published.path.join(name);
+                if fs::symlink_metadata(&path).is_err() {
+                    continue;
+                }
+                let bytes =
+                    read_regular(&path).map_err(|e| InstallError::Host(format!("{name} cannot be read: {e}")))?;
+                build_files.extend((bytes.len() as u64).to_le_bytes());
+                build_files.extend(bytes);
+            }
+        }
         let index = ctx.install.index.args().join(std::ffi::OsStr::new(" "));
         let key = venv::key(&VenvInputs {
             python: &ctx.python.identity,
@@ -325,6 +285,7 @@ impl InstallSession {
         let path = venv::path(&ctx.root, &published.app_id, &key);
         let name = format!("{}_{key}", published.app_id);
         let reused = venv::is_finished(&path, &key);
+        let mut editable = None;
         if reused {
             tracing::info!(venv = %name, "Reusing venv");
         } else {
@@ -344,8 +305,11 @@ impl InstallSession {
                 sandbox = confine::label(ctx.sandbox.as_ref()),
                 "Creating venv"
             );
+            // The build needs nothing from the venv: it runs while the venv is
+            // created and the requirements install.
+            editable = self.start_editable_build(&plan, &published.path)?;
             let invocation = ctx.installer.create_venv(&ctx.python.executable, &path);
-            if let Err(error) = self.run("venv", invocation, &path, &path) {
+            if let Err(error) = self.runner()?.run(StepSpec::new(StepKind::Venv, invocation, &path)) {
                 // Not yet this load's venv (nothing will discard it): remove it here.
                 let _ = fs::remove_dir_all(&path);
                 return Err(error);
@@ -377,7 +341,50 @@ impl InstallSession {
             constraints_file,
             self_install: plan.self_install,
         });
+        self.editable = editable;
         Ok(VenvInfo { name, reused })
+    }
+
+    /// Starts the agent's editable build when par's own frontend can do it:
+    /// a back end that installs prebuilt wheels, a cache for build
+    /// environments, and a build system this frontend accepts. `None` leaves
+    /// the build to the installer's own `-e` in `install-self`.
+    fn start_editable_build(&self, plan: &InstallPlan, package: &Path) -> Result<Option<EditableBuild>, InstallError> {
+        let (ctx, runner) = (self.ctx()?, self.runner()?);
+        if plan.self_install == SelfInstall::None {
+            return Ok(None);
+        }
+        // Build environments hold code par runs: only in a cache no one else can write.
+        let Some(cache_dir) = ctx.cache_dir.as_deref().and_then(|dir| cache::trusted_dir(dir).ok()) else {
+            tracing::debug!("No private cache for build environments: leaving the editable build to the installer");
+            return Ok(None);
+        };
+        let system = match &plan.build_system {
+            GuestBuildSystem::Legacy => BuildSystem::setuptools_legacy(),
+            GuestBuildSystem::Declared(declared) => BuildSystem::declared(
+                declared.requires.clone(),
+                declared.backend.clone(),
+                declared.backend_path.clone(),
+            ),
+            GuestBuildSystem::Unreadable(why) => {
+                tracing::debug!(reason = %why, "Leaving the editable build to the installer");
+                return Ok(None);
+            }
+        };
+        if !ctx.installer.installs_prebuilt_editable() || !editable::is_buildable(&system) {
+            return Ok(None);
+        }
+        let job = BuildJob {
+            runner: runner.clone(),
+            installer: ctx.installer.clone(),
+            python: ctx.python.executable.clone(),
+            python_identity: ctx.python.identity.clone(),
+            cache_dir,
+            max_age: ctx.install.build_env_max_age,
+            package: package.to_owned(),
+            system,
+        };
+        EditableBuild::start(&ctx.root, job).map(Some)
     }
 
     fn install_requirements_inner(&mut self) -> Result<StepReport, InstallError> {
@@ -407,7 +414,9 @@ impl InstallSession {
             constraints: constraints.as_deref(),
         };
         let invocation = ctx.installer.install(&venv_path, target, &ctx.install.index.args());
-        let result = self.run("requirements", invocation, &package, &venv_path);
+        let result = self
+            .runner()?
+            .run(StepSpec::new(StepKind::Requirements, invocation, &package).writable(&venv_path));
         let elapsed_ms = started.elapsed().as_millis() as u64;
         self.outcome.timings.requirements_ms = elapsed_ms;
         match result {
@@ -457,11 +466,7 @@ impl InstallSession {
             });
         }
         tracing::info!(package_path = %package.display(), venv = %name, "Installing agent package in editable mode");
-        let ctx = self.ctx()?;
-        let invocation =
-            ctx.installer
-                .install(&venv_path, InstallTarget::Editable(&package), &ctx.install.index.args());
-        let result = self.run("self-install", invocation, &package, &venv_path);
+        let result = self.self_install_step(&venv_path, &package);
         let elapsed_ms = started.elapsed().as_millis() as u64;
         self.outcome.timings.self_install_ms = elapsed_ms;
         match result {
@@ -482,6 +487,42 @@ impl InstallSession {
         }
     }
 
+    /// Installs the agent: the wheel the editable build made, or, when there
+    /// is no such build, the installer's own `-e` on the package.
+    fn self_install_step(&mut self, venv: &Path, package: &Path) -> Result<crate::process::StepOutput, InstallError> {
+        let mut build = self.editable.take();
+        let prepared = build.as_mut().map(EditableBuild::wait).transpose()?;
+        if let Some(Prepared::Wheel { busy, .. }) = &prepared {
+            self.outcome.timings.build_ms = busy.as_millis() as u64;
+        }
+        let (ctx, runner) = (self.ctx()?, self.runner()?);
+        let index = ctx.install.index.args();
+        let spec = |target| {
+            let invocation = ctx.installer.install(venv, target, &index);
+            StepSpec::new(StepKind::SelfInstall, invocation, package).writable(venv)
+        };
+        let (Some(build), Some(Prepared::Wheel { path: wheel, busy })) = (&build, &prepared) else {
+            if let Some(Prepared::Installer(reason)) = &prepared {
+                tracing::info!(%reason, "Leaving the editable build to the installer");
+            }
+            return runner.run(spec(InstallTarget::Editable(package)));
+        };
+        let left = StepKind::SelfInstall.left(&ctx.install, *busy)?;
+        let output = runner.run(
+            spec(InstallTarget::Wheel(wheel))
+                .readonly(build.wheel_dir())
+                .timeout(left),
+        )?;
+        let wheel_name = wheel
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Err(error) = editable::record_editable(venv, &wheel_name, package) {
+            tracing::warn!(%error, "cannot record the agent as an editable install in its venv");
+        }
+        Ok(output)
+    }
+
     fn verify_import_inner(&mut self, entrypoint: Entrypoint) -> Result<(), InstallError> {
         let started = Instant::now();
         if !is_entrypoint(&entrypoint.module, entrypoint.attr.as_deref()) {
@@ -489,7 +530,7 @@ impl InstallSession {
                 "the entrypoint is not a dotted Python identifier".into(),
             ));
         }
-        let (venv, _) = self.venv_and_package()?;
+        let (venv, published) = self.venv_and_package()?;
         let python = venv_python(&venv.path);
         let scratch =
             tempfile::tempdir().map_err(|e| InstallError::Host(format!("cannot create a scratch dir: {e}")))?;
@@ -502,12 +543,12 @@ impl InstallSession {
         if let Some(attr) = &entrypoint.attr {
             args.push(attr.into());
         }
-        let venv_path = venv.path.clone();
-        let result = self.run(
-            "verify-import",
-            Invocation { program: python, args },
-            scratch.path(),
-            &venv_path,
+        let (venv_path, package) = (venv.path.clone(), published.path.clone());
+        let invocation = Invocation { program: python, args };
+        let result = self.runner()?.run(
+            StepSpec::new(StepKind::VerifyImport, invocation, scratch.path())
+                .writable(&venv_path)
+                .writable(&package),
         );
         self.outcome.timings.verify_ms = started.elapsed().as_millis() as u64;
         match &result {
@@ -587,20 +628,6 @@ fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     fs::File::open(path)?.take(1024 * 1024).read_to_end(&mut bytes)?;
     Ok(bytes)
-}
-
-/// Whether installer output carries the operating system's ENOSPC message
-/// (Python's `[Errno 28] No space left on device`, Rust's `os error 28`).
-fn says_disk_full(text: &str) -> bool {
-    text.contains("No space left on device") || text.contains("os error 28")
-}
-
-fn tail(text: &str) -> String {
-    let start = text.len().saturating_sub(ERROR_TAIL);
-    let start = (start..=text.len())
-        .find(|&i| text.is_char_boundary(i))
-        .unwrap_or(text.len());
-    text[start..].to_owned()
 }
 
 fn log_step_error(error: &InstallError, what: &str, package: &Path) {

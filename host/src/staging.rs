@@ -21,27 +21,48 @@ const ARCHIVE_NAME: &str = "package.apkg";
 /// Name of the lock file each live staging directory holds.
 const LIVE_LOCK: &str = ".live";
 
-/// A staging directory, removed with everything in it when dropped. While it
-/// exists it holds a lock on its `.live` file, so [`sweep_abandoned`] can tell
-/// it from one left by a load that was killed.
+/// A directory under `{root}/staging/`, removed with everything in it when
+/// dropped. While it exists it holds a lock on its `.live` file, so
+/// [`sweep_abandoned`] can tell it from one left by a load that was killed.
 #[derive(Debug)]
-pub struct Staging {
+pub struct Scratch {
     dir: tempfile::TempDir,
     _live: File,
+}
+
+impl Scratch {
+    /// Creates `{root}/staging/{prefix}XXXX/` (mode 0700) and takes its lock.
+    pub fn create(root: &Path, prefix: &str) -> Result<Self, LoadError> {
+        let staging_root = root.join("staging");
+        create_dirs(&staging_root, 0o700)?;
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(&staging_root)
+            .map_err(LoadError::io("cannot create a staging directory in", &staging_root))?;
+        let live = lock_file(&dir.path().join(LIVE_LOCK), rustix::fs::FlockOperation::LockExclusive)?;
+        Ok(Self { dir, _live: live })
+    }
+
+    /// The directory itself.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// The staging directory of one extraction: the archive the guest reads and
+/// the tree it writes.
+#[derive(Debug)]
+pub struct Staging {
+    scratch: Scratch,
 }
 
 impl Staging {
     /// Creates `{root}/staging/stage-XXXX/` with `archive/package.apkg` (a hard
     /// link to, or else a copy of, `apkg`) and an empty `tree/`.
     pub fn create(root: &Path, apkg: &Path) -> Result<Self, LoadError> {
-        let staging_root = root.join("staging");
-        create_dirs(&staging_root, 0o700)?;
-        let dir = tempfile::Builder::new()
-            .prefix("stage-")
-            .tempdir_in(&staging_root)
-            .map_err(LoadError::io("cannot create a staging directory in", &staging_root))?;
-        let live = lock_file(&dir.path().join(LIVE_LOCK), rustix::fs::FlockOperation::LockExclusive)?;
-        let staging = Self { dir, _live: live };
+        let staging = Self {
+            scratch: Scratch::create(root, "stage-")?,
+        };
         let archive_dir = staging.archive_dir();
         create_dirs(&archive_dir, 0o700)?;
         create_dirs(&staging.tree(), 0o700)?;
@@ -54,12 +75,12 @@ impl Staging {
 
     /// The directory preopened read-only for the guest: it holds only the archive.
     pub fn archive_dir(&self) -> PathBuf {
-        self.dir.path().join("archive")
+        self.scratch.path().join("archive")
     }
 
     /// The directory preopened read-write for the guest: the package tree.
     pub fn tree(&self) -> PathBuf {
-        self.dir.path().join("tree")
+        self.scratch.path().join("tree")
     }
 
     /// Moves the finished tree to `dest`, replacing an older copy atomically
@@ -69,7 +90,7 @@ impl Staging {
             create_dirs(parent, 0o755)?;
         }
         if fs::symlink_metadata(dest).is_ok() {
-            let replaced = self.dir.path().join("replaced");
+            let replaced = self.scratch.path().join("replaced");
             fs::rename(dest, &replaced).map_err(LoadError::io("cannot move the previous package out of", dest))?;
         }
         fs::rename(self.tree(), dest).map_err(LoadError::io("cannot publish the package to", dest))?;
@@ -101,7 +122,7 @@ pub fn sweep_abandoned(root: &Path) {
 }
 
 /// Opens (creating if needed) and locks a file.
-fn lock_file(path: &Path, operation: rustix::fs::FlockOperation) -> Result<File, LoadError> {
+pub(crate) fn lock_file(path: &Path, operation: rustix::fs::FlockOperation) -> Result<File, LoadError> {
     let file = File::options()
         .create(true)
         .truncate(false)

@@ -10,6 +10,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
@@ -37,18 +38,25 @@ pub struct VenvInputs<'a> {
 
 /// The key: 16 hex digits of a SHA-256 over all inputs, each length-prefixed.
 pub fn key(inputs: &VenvInputs<'_>) -> String {
+    short_key(&[
+        inputs.python.as_bytes(),
+        inputs.installer.as_bytes(),
+        inputs.index.as_bytes(),
+        inputs.requirements.join("\n").as_bytes(),
+        inputs.constraints.join("\n").as_bytes(),
+        inputs.package.as_os_str().as_encoded_bytes(),
+        inputs.build_files,
+    ])
+}
+
+/// 16 hex digits of a SHA-256 over `fields`, each length-prefixed so no two
+/// lists of fields hash alike: the names of venvs and build environments.
+pub fn short_key(fields: &[&[u8]]) -> String {
     let mut hasher = Sha256::new();
-    let mut field = |bytes: &[u8]| {
-        hasher.update((bytes.len() as u64).to_le_bytes());
-        hasher.update(bytes);
-    };
-    field(inputs.python.as_bytes());
-    field(inputs.installer.as_bytes());
-    field(inputs.index.as_bytes());
-    field(inputs.requirements.join("\n").as_bytes());
-    field(inputs.constraints.join("\n").as_bytes());
-    field(inputs.package.as_os_str().as_encoded_bytes());
-    field(inputs.build_files);
+    for field in fields {
+        hasher.update((field.len() as u64).to_le_bytes());
+        hasher.update(field);
+    }
     hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
@@ -60,6 +68,11 @@ pub fn path(root: &Path, app_id: &str, key: &str) -> PathBuf {
 /// Whether `venv` was finished for exactly this key.
 pub fn is_finished(venv: &Path, key: &str) -> bool {
     fs::read_to_string(venv.join(MARKER)).is_ok_and(|written| written.trim() == key)
+}
+
+/// When `venv` was marked finished: how old what it holds is.
+pub fn finished_at(venv: &Path) -> Option<SystemTime> {
+    fs::metadata(venv.join(MARKER)).and_then(|m| m.modified()).ok()
 }
 
 /// Marks `venv` finished; the last write of a successful build.

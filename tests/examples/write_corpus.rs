@@ -14,9 +14,13 @@ fn main() -> std::io::Result<()> {
     let manifests = root.join("manifest");
     let names = root.join("entry_name");
     let requirements = root.join("requirements");
+    let build_systems = root.join("build_system");
     // The extractor and the whole component take the same inputs.
     let archive_dirs = [root.join("archive"), root.join("component")];
-    for dir in archive_dirs.iter().chain([&manifests, &names, &requirements]) {
+    for dir in archive_dirs
+        .iter()
+        .chain([&manifests, &names, &requirements, &build_systems])
+    {
         fs::create_dir_all(dir)?;
     }
     for archives in &archive_dirs {
@@ -58,11 +62,26 @@ fn main() -> std::io::Result<()> {
         // Past findings: an allowed option carrying another, a scheme before `@`.
         "--pre -pi://\n--prefer-binary --index-url=http://127.0.0.1:9/simple\n--pre -f x\n",
         "-e fbzr+ile:.@./x\nx===../../..\nx ; extra == '-i'\n",
+        "requests -f wheels\n--only-binary :all: --index-url https://evil.example\n--pre --find-links ./w\n",
+        "-e ./vendor --extra-index-url=https://evil.example\n--no-binary=a,b\npkg @ https://x/${PIP_INDEX_URL}\n",
+        "sneaky @ /home/someone/project\nsneaky @ ../../outside ; python_version > '3'\nok @ ./vendor/x\n-e file:../x\ngit+file:///r\n-e sneaky@/home/x\n-e fbzr+ile:.@./x\nx[a]@./y\n",
     ]
     .iter()
     .enumerate()
     {
         fs::write(requirements.join(format!("seed-{i}.txt")), text)?;
+    }
+    for (i, text) in [
+        "[build-system]\nrequires = [\"setuptools>=64\", \"wheel\"]\nbuild-backend = \"setuptools.build_meta\"\n",
+        "[build-system]\nrequires = []\nbuild-backend = \"backend\"\nbackend-path = [\"_build\", \".\"]\n",
+        "[project]\nname = \"a\"\nversion = \"1\"\n[tool.black]\nline-length = 100\n",
+        "[build-system]\nrequires = [\"evil @ https://evil.example/e.whl\", \"-r /etc/passwd\", \"../x\"]\n",
+        "build-system = { requires = [\"a\"], backend-path = [\"../..\"] }\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        fs::write(build_systems.join(format!("seed-{i}.toml")), text)?;
     }
     println!("corpus seeded under {}", root.display());
     Ok(())

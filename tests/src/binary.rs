@@ -1,10 +1,11 @@
 //! Running the real `par` binary from a test: rooted in a [`Workspace`],
 //! sharing the compiled-guest cache, installing only from the test wheelhouse.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::workspace::component_cache;
+use crate::workspace::{component_cache, names_in};
 use crate::{Workspace, tools};
 
 /// The `par` binary of the test build (`env!("CARGO_BIN_EXE_par")`) and the
@@ -36,15 +37,32 @@ impl Par {
 
     /// `par --root {ws}/root --cache-dir … {args}`.
     pub fn command<S: AsRef<std::ffi::OsStr>>(&self, ws: &Workspace, args: &[S]) -> Command {
+        self.command_with_cache(ws, &self.component_cache(), args)
+    }
+
+    /// `par --root {ws}/root --cache-dir {cache} {args}`: for a test that
+    /// must see what par leaves in its cache, alone.
+    pub fn command_with_cache<S: AsRef<std::ffi::OsStr>>(&self, ws: &Workspace, cache: &Path, args: &[S]) -> Command {
         let mut command = Command::new(&self.binary);
         command
             .arg("--root")
             .arg(ws.root())
             .arg("--cache-dir")
-            .arg(self.component_cache())
+            .arg(cache)
             .args(args)
             .env_remove("PAR_LOG");
         command
+    }
+
+    /// A cache of its own at `dir` (private, as par requires), holding a copy
+    /// of the shared compiled guest so nothing is compiled again.
+    pub fn private_cache(&self, dir: &Path) -> PathBuf {
+        std::fs::DirBuilder::new().mode(0o700).create(dir).expect("cache dir");
+        let shared = self.component_cache();
+        for name in names_in(&shared).into_iter().filter(|name| name.ends_with(".cwasm")) {
+            std::fs::copy(shared.join(&name), dir.join(&name)).expect("copy the compiled guest");
+        }
+        dir.to_owned()
     }
 
     /// Runs [`Par::command`] to completion.

@@ -82,6 +82,20 @@ impl Workspace {
     }
 }
 
+/// Every generation of every build environment in par's cache at `cache`
+/// (`build-envs/{key}/{generation}/`), sorted.
+pub fn build_environments(cache: &Path) -> Vec<PathBuf> {
+    let envs = cache.join("build-envs");
+    names_in(&envs)
+        .into_iter()
+        .flat_map(|key| {
+            let dir = envs.join(key);
+            names_in(&dir).into_iter().map(move |name| dir.join(name))
+        })
+        .filter(|path| path.is_dir())
+        .collect()
+}
+
 /// Sorted names in a directory; empty when it does not exist.
 pub fn names_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)

@@ -34,6 +34,11 @@ pub enum InstallTarget<'a> {
     },
     /// The package directory, in editable mode.
     Editable(&'a Path),
+    /// A wheel file (the agent's editable wheel, built by par's frontend).
+    Wheel(&'a Path),
+    /// A build backend's requirements (a host-written file) into a build
+    /// environment, with bytecode compiled: builds see it read-only.
+    BuildRequirements(&'a Path),
 }
 
 /// One way of creating venvs and installing into them.
@@ -52,6 +57,10 @@ pub trait Installer: Send + Sync + std::fmt::Debug {
     fn cache(&self) -> (&'static str, &'static str);
     /// How many packages the finished step reports as installed.
     fn packages_installed(&self, output: &StepOutput) -> u32;
+    /// Whether the agent may be built by par's own PEP 517 frontend and
+    /// installed as a wheel ([`crate::editable`]); pip keeps the spec's
+    /// `pip install -e .`.
+    fn installs_prebuilt_editable(&self) -> bool;
 }
 
 /// Where the installer keeps its cache, resolved as the tool itself does
@@ -79,5 +88,7 @@ fn target_args(target: InstallTarget<'_>) -> Vec<OsString> {
             args
         }
         InstallTarget::Editable(package) => vec![OsString::from("-e"), package.into()],
+        InstallTarget::Wheel(wheel) => vec![wheel.into()],
+        InstallTarget::BuildRequirements(file) => vec![OsString::from("-r"), file.into()],
     }
 }

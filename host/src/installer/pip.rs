@@ -50,4 +50,8 @@ impl Installer for Pip {
             .map(|names| names.split_whitespace().count() as u32)
             .sum()
     }
+
+    fn installs_prebuilt_editable(&self) -> bool {
+        false
+    }
 }

@@ -48,6 +48,9 @@ impl Installer for Uv {
             "--python".into(),
             venv_python(venv).into(),
         ];
+        if matches!(target, InstallTarget::BuildRequirements(_)) {
+            args.push("--compile-bytecode".into());
+        }
         args.extend(index_args.iter().cloned());
         args.extend(target_args(target));
         Invocation {
@@ -71,5 +74,9 @@ impl Installer for Uv {
             .filter_map(|line| line.trim().strip_prefix("Installed "))
             .filter_map(|rest| rest.split_whitespace().next()?.parse::<u32>().ok())
             .sum()
+    }
+
+    fn installs_prebuilt_editable(&self) -> bool {
+        true
     }
 }

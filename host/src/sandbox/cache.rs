@@ -12,9 +12,13 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use wasmtime::Engine;
 use wasmtime::component::Component;
+
+/// How long a compiled guest of another par version or engine is kept unwritten.
+const STALE_AFTER: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 /// The guest component, built by `build.rs`.
 pub const GUEST_WASM: &[u8] = include_bytes!(env!("PAR_GUEST_WASM"));
@@ -45,8 +49,33 @@ pub fn load(engine: &Engine, cache_dir: Option<&Path>) -> wasmtime::Result<Compo
     if let Err(e) = store(&dir, &path, &compiled) {
         tracing::debug!(path = %path.display(), error = %e, "could not write the component cache");
     }
+    remove_stale(&dir, &path, SystemTime::now());
     // SAFETY: `compiled` was produced by this engine a moment ago.
     unsafe { Component::deserialize(engine, &compiled) }
+}
+
+/// Removes compiled guests other than `keep` last written more than
+/// [`STALE_AFTER`] before `now`. Every par upgrade compiles one of its own
+/// (about 2 MB) and nothing else would ever remove the old ones; one still in
+/// use stays mapped, and its par compiles it again on its next start.
+fn remove_stale(dir: &Path, keep: &Path, now: SystemTime) {
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let compiled = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with("par-guest-") && name.ends_with(".cwasm"));
+        let stale = entry
+            .metadata()
+            .and_then(|meta| meta.modified())
+            .is_ok_and(|at| now.duration_since(at).is_ok_and(|age| age > STALE_AFTER));
+        if compiled && stale && path != keep {
+            match fs::remove_file(&path) {
+                Ok(()) => tracing::debug!(path = %path.display(), "Removed a stale compiled guest"),
+                Err(error) => tracing::debug!(path = %path.display(), %error, "Cannot remove a stale compiled guest"),
+            }
+        }
+    }
 }
 
 /// Component hash plus everything about the engine that makes compiled code incompatible.
@@ -83,4 +112,32 @@ pub(crate) fn store(dir: &Path, path: &Path, compiled: &[u8]) -> std::io::Result
     file.as_file().sync_all()?;
     file.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes `name` in `dir`, last written `age` ago.
+    fn written(dir: &Path, name: &str, age: Duration) -> PathBuf {
+        let path = dir.join(name);
+        let file = fs::File::create(&path).expect("create");
+        file.set_modified(SystemTime::now() - age).expect("age");
+        path
+    }
+
+    #[test]
+    fn only_other_compiled_guests_unwritten_for_long_are_removed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let day = Duration::from_secs(24 * 60 * 60);
+        let current = written(dir.path(), "par-guest-current.cwasm", 40 * day);
+        let stale = written(dir.path(), "par-guest-old.cwasm", 31 * day);
+        let recent = written(dir.path(), "par-guest-other.cwasm", 29 * day);
+        let unrelated = written(dir.path(), "python-identity.txt", 90 * day);
+        remove_stale(dir.path(), &current, SystemTime::now());
+        assert!(!stale.exists(), "another version's, unwritten for 31 days");
+        for kept in [current, recent, unrelated] {
+            assert!(kept.exists(), "{} was removed", kept.display());
+        }
+    }
 }

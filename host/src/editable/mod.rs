@@ -1,0 +1,230 @@
+//! The agent's editable build, with par as the PEP 517 frontend.
+//!
+//! `pip install -e .` and `uv pip install -e .` resolve a fresh build
+//! environment and start a fresh interpreter for each of the backend's three
+//! hooks; for a small agent that is nearly all of a cold load. Here one Python
+//! process, in a build environment shared across loads (see [`build_env`]),
+//! runs `get_requires_for_build_editable` and `build_editable`, and the
+//! installer then installs the wheel. The build needs nothing from the
+//! agent's venv, so it runs on a thread of its own while the venv is created
+//! and the requirements install. Whatever this frontend does not handle
+//! (extra build requirements from the backend, no PEP 660 hook) is left to
+//! the installer's own `-e`, as before.
+
+mod build_env;
+mod direct_url;
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub use direct_url::record_editable;
+
+use crate::install_step::{StepKind, StepRunner, StepSpec};
+use crate::installer::{Installer, Invocation};
+use crate::requirements::check_build_requirement;
+use crate::sandbox::bindings::types::InstallError;
+use crate::staging::Scratch;
+
+/// The frontend the build environment's Python runs (see the file's docstring).
+const FRONTEND: &str = include_str!("frontend.py");
+
+/// What the build backend is and needs: `[build-system]` of PEP 517/518.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildSystem {
+    /// Requirements of the build environment (PEP 508 strings).
+    pub requires: Vec<String>,
+    /// `module:object` of the backend.
+    pub backend: String,
+    /// Directories inside the package the backend is imported from.
+    pub backend_path: Vec<String>,
+}
+
+/// The backend pip and uv use when none is named.
+const LEGACY_BACKEND: &str = "setuptools.build_meta:__legacy__";
+
+impl BuildSystem {
+    /// What pip and uv assume without a `[build-system]` table.
+    pub fn setuptools_legacy() -> Self {
+        Self {
+            requires: vec!["setuptools>=40.8.0".into()],
+            backend: LEGACY_BACKEND.into(),
+            backend_path: Vec::new(),
+        }
+    }
+
+    /// A declared `[build-system]`; with no backend named, the legacy one
+    /// (with the declared requirements), as PEP 517 frontends do.
+    pub fn declared(requires: Vec<String>, backend: Option<String>, backend_path: Vec<String>) -> Self {
+        Self {
+            requires,
+            backend: backend.unwrap_or_else(|| LEGACY_BACKEND.into()),
+            backend_path,
+        }
+    }
+}
+
+/// What a finished build leaves for the self-install.
+#[derive(Debug)]
+pub enum Prepared {
+    /// The editable wheel, to install with the installer.
+    Wheel {
+        /// The wheel file, inside the build's scratch directory.
+        path: PathBuf,
+        /// Time the build itself took (waiting for its turn not counted),
+        /// charged to the self-install's budget.
+        busy: Duration,
+    },
+    /// The installer's own `-e` must do it; why.
+    Installer(String),
+}
+
+/// Everything the build thread needs, owned.
+#[derive(Debug)]
+pub struct BuildJob {
+    /// Runs the confined steps.
+    pub runner: StepRunner,
+    /// The installer that creates the build environment.
+    pub installer: Arc<dyn Installer>,
+    /// The base interpreter's executable.
+    pub python: PathBuf,
+    /// The base interpreter's identity (part of the environment's key).
+    pub python_identity: String,
+    /// par's own cache, where build environments live (checked private to this user).
+    pub cache_dir: PathBuf,
+    /// Age past which a build environment is made anew, so open build
+    /// requirements pick up new releases.
+    pub max_age: Duration,
+    /// The published package.
+    pub package: PathBuf,
+    /// The backend and its requirements.
+    pub system: BuildSystem,
+}
+
+/// A build running on its own thread; dropping it cancels the build.
+#[derive(Debug)]
+pub struct EditableBuild {
+    handle: Option<JoinHandle<Result<Prepared, InstallError>>>,
+    cancel: Arc<AtomicBool>,
+    /// Holds the wheel until the self-install has installed it.
+    scratch: Scratch,
+}
+
+impl EditableBuild {
+    /// Starts the build on a thread of its own, writing into a fresh scratch
+    /// directory under `{root}/staging/`.
+    pub fn start(root: &Path, job: BuildJob) -> Result<Self, InstallError> {
+        let scratch = Scratch::create(root, "build-").map_err(|e| InstallError::Host(e.to_string()))?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (wheel_dir, stop) = (scratch.path().to_owned(), cancel.clone());
+        let handle = std::thread::Builder::new()
+            .name("par-editable-build".into())
+            .spawn(move || build(&job, &wheel_dir, &stop))
+            .map_err(|e| InstallError::Host(format!("cannot start the build thread: {e}")))?;
+        Ok(Self {
+            handle: Some(handle),
+            cancel,
+            scratch,
+        })
+    }
+
+    /// Waits for the build; the wheel stays readable until `self` is dropped.
+    pub fn wait(&mut self) -> Result<Prepared, InstallError> {
+        let handle = self
+            .handle
+            .take()
+            .ok_or_else(|| InstallError::Host("the build was already waited for".into()))?;
+        handle
+            .join()
+            .map_err(|_| InstallError::Host("the build thread panicked".into()))?
+    }
+
+    /// The directory the wheel was built into (readable by the install step).
+    pub fn wheel_dir(&self) -> &Path {
+        self.scratch.path()
+    }
+}
+
+impl Drop for EditableBuild {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            self.cancel.store(true, Ordering::Relaxed);
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Whether this frontend may build `system` at all: every requirement is a
+/// plain named requirement (see [`check_build_requirement`]), the backend is
+/// `module:object`, and every backend path is a plain relative directory.
+pub fn is_buildable(system: &BuildSystem) -> bool {
+    let backend_ok =
+        system.backend.split(':').count() <= 2 && system.backend.split(':').all(crate::validate::is_dotted_identifier);
+    let paths_ok = system
+        .backend_path
+        .iter()
+        .all(|path| path == "." || crate::validate::is_contained_relative(path));
+    !system.requires.is_empty()
+        && system.requires.iter().all(|r| check_build_requirement(r).is_ok())
+        && backend_ok
+        && paths_ok
+}
+
+fn build(job: &BuildJob, wheel_dir: &Path, cancel: &Arc<AtomicBool>) -> Result<Prepared, InstallError> {
+    let started = Instant::now();
+    let env = build_env::ensure(job, cancel)?;
+    let left = StepKind::Build.left(job.runner.install(), started.elapsed())?;
+    let mut args: Vec<OsString> = vec![
+        "-I".into(),
+        "-c".into(),
+        FRONTEND.into(),
+        job.system.backend.clone().into(),
+        wheel_dir.into(),
+    ];
+    args.extend(job.system.backend_path.iter().map(OsString::from));
+    let invocation = Invocation {
+        program: crate::installer::venv_python(env.path()),
+        args,
+    };
+    tracing::debug!(package_path = %job.package.display(), backend = %job.system.backend, "Building the editable wheel");
+    let spec = StepSpec::new(StepKind::Build, invocation, &job.package)
+        .writable(wheel_dir)
+        .readonly(env.path())
+        .timeout(left)
+        .cancel(cancel.clone());
+    job.runner.run(spec)?;
+    let busy = started.elapsed();
+    let fallback = wheel_dir.join("fallback.txt");
+    if fs::symlink_metadata(&fallback).is_ok_and(|m| m.is_file()) {
+        let reason = fs::read_to_string(&fallback).unwrap_or_default();
+        return Ok(Prepared::Installer(reason.chars().take(500).collect()));
+    }
+    Ok(Prepared::Wheel {
+        path: the_wheel(wheel_dir)?,
+        busy,
+    })
+}
+
+/// The one regular `.whl` file the backend left in `dir` (a build may write
+/// what it likes there, so nothing else is taken on trust).
+fn the_wheel(dir: &Path) -> Result<PathBuf, InstallError> {
+    let host = |detail: String| InstallError::Host(format!("the build backend's output: {detail}"));
+    let entries = fs::read_dir(dir).map_err(|e| host(format!("cannot list {}: {e}", dir.display())))?;
+    let mut wheels = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| host(e.to_string()))?;
+        let name = entry.file_name();
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_file && name.to_str().is_some_and(|n| n.ends_with(".whl")) {
+            wheels.push(entry.path());
+        }
+    }
+    match <[PathBuf; 1]>::try_from(wheels) {
+        Ok([wheel]) => Ok(wheel),
+        Err(found) => Err(host(format!("expected one wheel, found {}", found.len()))),
+    }
+}

@@ -1,0 +1,272 @@
+//! One installer step of a load, run the same way wherever it is started
+//! (the session's thread, or the editable build's own thread): its kind
+//! decides its timeout and whether it may use the network; the sandbox
+//! binds exactly the paths the caller names; failures become the
+//! [`InstallError`]s the guest and the spec's messages expect.
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::config::InstallConfig;
+use crate::confine::{Bubblewrap, Mounts, NetworkChoice};
+use crate::installer::{Installer, Invocation, cache_dir};
+use crate::process::{self, Step, StepError, StepOutput};
+use crate::sandbox::bindings::types::{InstallError, StepFailure};
+use crate::staging::disk_nearly_full;
+
+/// Output kept in errors that cross back into the guest and into messages.
+const ERROR_TAIL: usize = 8 * 1024;
+
+/// What a step is for: decides its timeout, its network and its name in errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepKind {
+    /// Creating the agent's venv.
+    Venv,
+    /// Installing `requirements.txt`.
+    Requirements,
+    /// Creating a shared build environment (the build backend's requirements).
+    BuildEnv,
+    /// Running the build backend to make the agent's editable wheel.
+    Build,
+    /// Installing the agent itself (its editable wheel, or `-e .`).
+    SelfInstall,
+    /// Importing the entrypoint.
+    VerifyImport,
+}
+
+impl StepKind {
+    /// The step's name in errors and in the spec's messages. Preparing and
+    /// building the agent are part of installing it, as in `pip install -e .`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StepKind::Venv => "venv",
+            StepKind::Requirements => "requirements",
+            StepKind::BuildEnv | StepKind::Build | StepKind::SelfInstall => "self-install",
+            StepKind::VerifyImport => "verify-import",
+        }
+    }
+
+    /// The configured limit for this kind of step.
+    pub fn timeout(self, install: &InstallConfig) -> Duration {
+        match self {
+            StepKind::Venv => install.venv_timeout,
+            StepKind::Requirements => install.requirements_timeout,
+            StepKind::BuildEnv | StepKind::Build | StepKind::SelfInstall => install.self_install_timeout,
+            StepKind::VerifyImport => install.import_timeout,
+        }
+    }
+
+    /// What is left of this kind's budget after `spent`; none left is the
+    /// step's timeout, reported with the whole budget as the spec words it.
+    pub fn left(self, install: &InstallConfig, spent: Duration) -> Result<Duration, InstallError> {
+        let budget = self.timeout(install);
+        match budget.saturating_sub(spent) {
+            left if left.is_zero() => Err(InstallError::TimedOut((self.name().into(), budget.as_secs()))),
+            left => Ok(left),
+        }
+    }
+
+    /// Steps that fetch from the index (or run a build backend, which pip and
+    /// uv run with the same network as the install around it).
+    fn uses_index(self) -> bool {
+        matches!(
+            self,
+            StepKind::Requirements | StepKind::BuildEnv | StepKind::Build | StepKind::SelfInstall
+        )
+    }
+
+    /// Steps run by the installer itself, which keeps its cache writable.
+    /// A build backend (the package's own `setup.py`) and the import check
+    /// never see the shared cache.
+    fn uses_installer_cache(self) -> bool {
+        matches!(
+            self,
+            StepKind::Venv | StepKind::Requirements | StepKind::BuildEnv | StepKind::SelfInstall
+        )
+    }
+}
+
+/// One step to run: what, where, and what it may touch besides the system.
+#[derive(Debug)]
+pub struct StepSpec {
+    kind: StepKind,
+    invocation: Invocation,
+    cwd: PathBuf,
+    writable: Vec<PathBuf>,
+    readonly: Vec<PathBuf>,
+    timeout: Option<Duration>,
+    cancel: Option<Arc<AtomicBool>>,
+}
+
+impl StepSpec {
+    /// A step whose working directory is its only writable place so far.
+    pub fn new(kind: StepKind, invocation: Invocation, cwd: &Path) -> Self {
+        Self {
+            kind,
+            invocation,
+            cwd: cwd.to_owned(),
+            writable: vec![cwd.to_owned()],
+            readonly: Vec::new(),
+            timeout: None,
+            cancel: None,
+        }
+    }
+
+    /// Also lets the step write `path`.
+    pub fn writable(mut self, path: &Path) -> Self {
+        self.writable.push(path.to_owned());
+        self
+    }
+
+    /// Also lets the step read `path`.
+    pub fn readonly(mut self, path: &Path) -> Self {
+        self.readonly.push(path.to_owned());
+        self
+    }
+
+    /// Allows less than the kind's configured time (what is left of a budget).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Lets another thread stop the step early.
+    pub fn cancel(mut self, cancel: Arc<AtomicBool>) -> Self {
+        self.cancel = Some(cancel);
+        self
+    }
+}
+
+/// Everything needed to run a load's steps, cheap to clone into another thread.
+#[derive(Debug, Clone)]
+pub struct StepRunner {
+    root: PathBuf,
+    install: InstallConfig,
+    sandbox: Option<Bubblewrap>,
+    readonly: Vec<PathBuf>,
+    installer_cache: Option<(&'static str, PathBuf)>,
+    disk_full: Arc<AtomicBool>,
+}
+
+impl StepRunner {
+    /// A runner for one load: `readonly` is what every confined step may read.
+    pub fn new(
+        root: &Path,
+        install: &InstallConfig,
+        installer: &dyn Installer,
+        sandbox: Option<Bubblewrap>,
+        readonly: Vec<PathBuf>,
+    ) -> Self {
+        Self {
+            root: root.to_owned(),
+            install: install.clone(),
+            installer_cache: cache_dir(installer).map(|dir| (installer.cache().0, dir)),
+            sandbox,
+            readonly,
+            disk_full: Arc::default(),
+        }
+    }
+
+    /// The install settings the steps run under.
+    pub fn install(&self) -> &InstallConfig {
+        &self.install
+    }
+
+    /// Whether a step failed while the root's disk was full, or said ENOSPC:
+    /// the failure is then the host's, not the package's.
+    pub fn saw_disk_full(&self) -> bool {
+        self.disk_full.load(Ordering::Relaxed)
+    }
+
+    /// Runs the step (confined when the load has a sandbox) and maps every
+    /// failure to an [`InstallError`]. Children get the allow-listed
+    /// environment only; the network only for steps that use the index, and
+    /// only if the configuration allows it.
+    pub fn run(&self, spec: StepSpec) -> Result<StepOutput, InstallError> {
+        let StepSpec {
+            kind,
+            invocation,
+            cwd,
+            mut writable,
+            readonly,
+            timeout,
+            cancel,
+        } = spec;
+        let install = &self.install;
+        let timeout = timeout.unwrap_or_else(|| kind.timeout(install));
+        let mut step = Step::new(kind.name(), invocation.program, &cwd, timeout).args(invocation.args);
+        step.env = self.step_env();
+        step.limits = install.limits;
+        step.cancel = cancel;
+        if let Some(bwrap) = &self.sandbox {
+            if kind.uses_installer_cache()
+                && let Some((variable, cache)) = &self.installer_cache
+            {
+                fs::create_dir_all(cache)
+                    .map_err(|e| InstallError::Host(format!("cannot create {}: {e}", cache.display())))?;
+                step = step.env(variable, cache);
+                writable.push(cache.clone());
+            }
+            let policy = install.policy;
+            let wants_network = install.index.is_remote() || policy.allow_direct_urls || policy.allow_index_options;
+            let mounts = Mounts {
+                writable,
+                readonly: self.readonly.iter().cloned().chain(readonly).collect(),
+                network: kind.uses_index() && install.network == NetworkChoice::Index && wants_network,
+            };
+            step = bwrap.confine(step, &mounts);
+        }
+        let result = process::run(&step);
+        let failed_output = match &result {
+            Ok(output) if !output.status.success() => Some((output.stdout.as_str(), output.stderr.as_str())),
+            Err(StepError::TimedOut { stdout, stderr, .. }) => Some((stdout.as_str(), stderr.as_str())),
+            _ => None,
+        };
+        if let Some((stdout, stderr)) = failed_output
+            && (disk_nearly_full(&self.root) || says_disk_full(stdout) || says_disk_full(stderr))
+        {
+            self.disk_full.store(true, Ordering::Relaxed);
+        }
+        let name = kind.name();
+        match result {
+            Ok(output) if output.status.success() => Ok(output),
+            Ok(output) => Err(InstallError::Failed(StepFailure {
+                step: name.into(),
+                exit_code: output.code(),
+                stderr: tail(&output.stderr),
+                stdout: tail(&output.stdout),
+            })),
+            // A shortened timeout is what was left of the kind's budget: the budget is what ran out.
+            Err(StepError::TimedOut { .. }) => {
+                Err(InstallError::TimedOut((name.into(), kind.timeout(install).as_secs())))
+            }
+            Err(other) => Err(InstallError::Host(other.to_string())),
+        }
+    }
+
+    fn step_env(&self) -> Vec<(OsString, OsString)> {
+        self.install
+            .pass_env
+            .iter()
+            .filter_map(|name| std::env::var_os(name).map(|value| (OsString::from(name), value)))
+            .collect()
+    }
+}
+
+/// Whether installer output carries the operating system's ENOSPC message
+/// (Python's `[Errno 28] No space left on device`, Rust's `os error 28`).
+fn says_disk_full(text: &str) -> bool {
+    text.contains("No space left on device") || text.contains("os error 28")
+}
+
+fn tail(text: &str) -> String {
+    let start = text.len().saturating_sub(ERROR_TAIL);
+    let start = (start..=text.len())
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(text.len());
+    text[start..].to_owned()
+}
