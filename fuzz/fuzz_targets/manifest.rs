@@ -1,18 +1,8 @@
-//! `agent.yaml` parsing on arbitrary bytes: must return, never panic or hang,
-//! and anything accepted must satisfy the rules the host re-checks.
+//! libFuzzer's entry to the `manifest` target; the body, and what it checks,
+//! is `par_tests::fuzz::Target::Manifest` (`tests/src/fuzz/manifest.rs`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use par_guest::manifest::{self, is_dotted_identifier};
+use par_tests::fuzz::Target;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(m) = manifest::parse(data) {
-        assert!(!m.name.is_empty() && m.name.len() <= 128);
-        assert!(!m.name.contains(['/', '\\', '@']) && m.name != "." && m.name != "..");
-        assert!(!m.version.contains(['/', '\\', '@']) && !m.version.starts_with('.'));
-        if let Some(ep) = &m.entrypoint {
-            assert!(is_dotted_identifier(&ep.module));
-        }
-        assert!(m.document.is_object());
-    }
-});
+fuzz_target!(|data: &[u8]| Target::Manifest.run(data));

@@ -4,6 +4,7 @@
 pub mod apkg;
 pub mod binary;
 pub mod cases;
+pub mod fuzz;
 pub mod index_trap;
 pub mod tools;
 pub mod workspace;

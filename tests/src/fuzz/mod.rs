@@ -1,0 +1,71 @@
+//! The fuzz targets' bodies and their seed inputs, in one place so that the
+//! same code runs three ways: under libFuzzer (`fuzz/`, `just fuzz`), as an
+//! ordinary test replaying every seed and every past finding
+//! (`tests/fuzz_replay.rs`, in CI), and as the seeds written out for
+//! libFuzzer's corpora (`examples/write_corpus.rs`).
+
+mod archive;
+mod build_system;
+mod component;
+mod entry_name;
+mod manifest;
+mod requirements;
+mod seeds;
+
+/// One fuzz target: a binary in `fuzz/Cargo.toml` of the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// `agent.yaml` parsing.
+    Manifest,
+    /// The entry-name rules.
+    EntryName,
+    /// The guest's requirements reader feeding the host's line policy.
+    Requirements,
+    /// The guest's `[build-system]` reader feeding the host's check.
+    BuildSystem,
+    /// The extractor on archive bytes.
+    Archive,
+    /// The real component run by the real host.
+    Component,
+}
+
+impl Target {
+    /// Every target, in the order `fuzz/run.sh` runs them.
+    pub const ALL: [Target; 6] = [
+        Target::Manifest,
+        Target::EntryName,
+        Target::Requirements,
+        Target::BuildSystem,
+        Target::Archive,
+        Target::Component,
+    ];
+
+    /// The target's name: its binary, corpus and regression directories.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Manifest => "manifest",
+            Target::EntryName => "entry_name",
+            Target::Requirements => "requirements",
+            Target::BuildSystem => "build_system",
+            Target::Archive => "archive",
+            Target::Component => "component",
+        }
+    }
+
+    /// Runs one input; a finding panics.
+    pub fn run(self, data: &[u8]) {
+        match self {
+            Target::Manifest => manifest::run(data),
+            Target::EntryName => entry_name::run(data),
+            Target::Requirements => requirements::run(data),
+            Target::BuildSystem => build_system::run(data),
+            Target::Archive => archive::run(data),
+            Target::Component => component::run(data),
+        }
+    }
+
+    /// The inputs the target's corpus starts from, as `(file name, bytes)`.
+    pub fn seeds(self) -> Vec<(String, Vec<u8>)> {
+        seeds::of(self)
+    }
+}

@@ -1,0 +1,91 @@
+//! `requirements.txt` on arbitrary bytes: the guest's logical-line reader
+//! (continuations, comments) feeding the host's line checker, under both the
+//! default and the most open policy. Must return, never panic.
+//!
+//! The oracle does not model pip's or uv's option parser; it checks the
+//! invariant the policy exists for. A line the default policy accepts:
+//! - reads back as itself (the guest's reader, which follows pip's, finds
+//!   exactly that line in it), so the installer sees what was checked;
+//! - holds no word that pip or uv could take for an index, find-links,
+//!   trusted-host, `-r` or `-c` option, under any spelling they accept
+//!   (short forms with or without a value, long forms and the prefixes
+//!   optparse expands), however the line is split into words;
+//! - names no URL and no path outside the package.
+
+use par::requirements::{RequirementPolicy, check_build_requirement, check_line};
+use par_guest::install_plan::logical_lines;
+use std::path::{Component, Path};
+
+/// Long options that change where packages come from or pull in a file.
+const FORBIDDEN_LONG: [&str; 7] = [
+    "--index-url",
+    "--extra-index-url",
+    "--find-links",
+    "--trusted-host",
+    "--no-index",
+    "--requirement",
+    "--constraint",
+];
+
+/// Whether pip (optparse) or uv could read `word` as a forbidden option.
+fn forbidden(word: &str) -> bool {
+    let name = word.split('=').next().unwrap_or(word);
+    if let Some(long) = name.strip_prefix("--") {
+        // optparse expands any unambiguous prefix; count every prefix of at
+        // least one letter as a spelling.
+        return !long.is_empty() && FORBIDDEN_LONG.iter().any(|option| option[2..].starts_with(long));
+    }
+    // Short options may be grouped (`-pi URL`) or carry their value (`-iURL`).
+    word.strip_prefix('-')
+        .is_some_and(|short| short.chars().any(|c| matches!(c, 'i' | 'f' | 'r' | 'c')))
+}
+
+/// Every way the line might be cut into words: on spaces, on any whitespace,
+/// and with quotes removed first (shlex joins quoted text into a word).
+fn words(line: &str) -> impl Iterator<Item = &str> + '_ {
+    line.split(char::is_whitespace)
+        .chain(line.split(|c: char| c.is_whitespace() || c == '\'' || c == '"'))
+        .filter(|word| !word.is_empty())
+}
+
+/// One input.
+pub fn run(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let open = RequirementPolicy {
+        allow_index_options: true,
+        allow_direct_urls: true,
+    };
+    for (_, line) in logical_lines(&text) {
+        let _ = check_line(&line, open);
+        if check_build_requirement(&line).is_ok() {
+            // The checks below then hold for it as well.
+            assert!(check_line(&line, RequirementPolicy::default()).is_ok(), "{line:?}");
+            assert!(
+                !words(&line).any(|w| w.starts_with('-')),
+                "a build requirement held an option: {line:?}"
+            );
+        }
+        if check_line(&line, RequirementPolicy::default()).is_err() {
+            continue;
+        }
+        let reread: Vec<String> = logical_lines(&line).into_iter().map(|(_, l)| l).collect();
+        assert_eq!(
+            reread,
+            std::slice::from_ref(&line),
+            "the installer would read the line differently"
+        );
+        for word in words(&line) {
+            assert!(!forbidden(word), "option {word:?} got through: {line:?}");
+        }
+        assert!(!line.contains("://"), "a URL got through: {line:?}");
+        // pip may read everything before the first `;` as a path (when such
+        // a directory exists), whatever else it parses as.
+        let candidate = Path::new(line.split(';').next().unwrap_or(""));
+        assert!(
+            candidate
+                .components()
+                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir)),
+            "a path out of the package got through: {line:?}"
+        );
+    }
+}

