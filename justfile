@@ -9,9 +9,10 @@ demo root="/tmp/pixell-runtime":
     cargo run -p par -- extract examples/vivid-commenter.apkg --root {{root}}
     cargo run -p par -- inspect examples/vivid-commenter.apkg
 
-# Run every test: guest unit tests (native), host tests, end-to-end tests.
-test:
-    cargo test --workspace
+# Run every test: guest unit tests (native), host tests, end-to-end tests,
+# the fuzz targets on their seeds; installs what the tests need first.
+test *args:
+    tests/run {{args}}
 
 # Formatting and lints, as CI checks them.
 lint:
@@ -23,9 +24,9 @@ lint:
 example:
     cd examples && python3 build_apkg.py vivid-commenter vivid-commenter.apkg
 
-# Fuzz every target for SECONDS each (nightly + cargo-fuzz), corpora seeded from the test fixtures.
-fuzz seconds="60":
-    fuzz/run.sh {{seconds}}
+# Fuzz each target (all by default) for SECONDS (pinned nightly + cargo-fuzz, installed if missing).
+fuzz seconds="60" *targets:
+    fuzz/run.sh {{seconds}} {{targets}}
 
 # Whole-process benchmarks against the spec's pip flow (release build); see docs/PERFORMANCE.md.
 bench *args:

@@ -8,7 +8,7 @@ use std::time::Duration;
 use par::{AgentPackage, InstallerChoice, LoadError, LoaderConfig, PackageLoader};
 use par_tests::binary::survivors;
 use par_tests::index_trap::IndexTrap;
-use par_tests::workspace::{build_environments, component_cache, names_in};
+use par_tests::workspace::{build_environments, component_cache, installer_cache, names_in};
 use par_tests::{Apkg, Workspace, tools};
 
 fn tools_dir() -> PathBuf {
@@ -19,6 +19,7 @@ fn tools_dir() -> PathBuf {
 fn config(ws: &Workspace, backend: InstallerChoice) -> LoaderConfig {
     let mut config = LoaderConfig::with_root(ws.root());
     config.component_cache = Some(component_cache(env!("CARGO_TARGET_TMPDIR")));
+    config.install.installer_cache = Some(installer_cache(env!("CARGO_TARGET_TMPDIR")));
     config.install.installer = backend;
     config.install.uv = tools::uv(&tools_dir());
     config.install.index.no_index = true;

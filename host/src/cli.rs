@@ -85,6 +85,11 @@ struct InstallArgs {
     /// Package index to use instead of the default.
     #[arg(long, value_name = "URL")]
     index_url: Option<String>,
+    /// Directory holding the installers' caches (`uv/`, `pip/`) [default:
+    /// where uv and pip put theirs: $UV_CACHE_DIR, $PIP_CACHE_DIR,
+    /// $XDG_CACHE_HOME or ~/.cache].
+    #[arg(long, value_name = "DIR")]
+    installer_cache: Option<PathBuf>,
     /// Run the venv, installer and import-check steps under bubblewrap: only
     /// the venv, the package and the installer cache writable, the rest of the
     /// system read-only or hidden. auto uses it when it works here and warns
@@ -162,6 +167,7 @@ impl InstallArgs {
             NetworkArg::Index => NetworkChoice::Index,
         };
         install.index.index_url = self.index_url.clone();
+        install.installer_cache = self.installer_cache.clone();
         install.requirements_timeout = Duration::from_secs(self.requirements_timeout);
         install.self_install_timeout = Duration::from_secs(self.self_install_timeout);
         install.import_timeout = Duration::from_secs(self.import_timeout);

@@ -147,6 +147,10 @@ pub struct InstallConfig {
     pub build_env_max_age: Duration,
     /// Where packages come from.
     pub index: IndexConfig,
+    /// A directory holding the installers' caches, one per back end (`uv/`,
+    /// `pip/`); `None` uses each installer's own (`$UV_CACHE_DIR`,
+    /// `$PIP_CACHE_DIR`, `$XDG_CACHE_HOME`, `~/.cache`).
+    pub installer_cache: Option<PathBuf>,
     /// What requirement lines may do beyond the safe default.
     pub policy: crate::requirements::RequirementPolicy,
     /// Environment variables passed through to installer subprocesses; everything else is cleared.
@@ -175,6 +179,7 @@ impl Default for InstallConfig {
             import_timeout: Duration::from_secs(10),
             build_env_max_age: Duration::from_secs(7 * 24 * 60 * 60),
             index: IndexConfig::default(),
+            installer_cache: None,
             policy: crate::requirements::RequirementPolicy::default(),
             pass_env: DEFAULT_PASS_ENV.map(String::from).into(),
             strict: false,

@@ -164,7 +164,8 @@ impl StepRunner {
         Self {
             root: root.to_owned(),
             install: install.clone(),
-            installer_cache: cache_dir(installer).map(|dir| (installer.cache().0, dir)),
+            installer_cache: cache_dir(installer, install.installer_cache.as_deref())
+                .map(|dir| (installer.cache().0, dir)),
             sandbox,
             readonly,
             disk_full: Arc::default(),

@@ -5,7 +5,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::workspace::{component_cache, names_in};
+use crate::workspace::{component_cache, installer_cache, names_in};
 use crate::{Workspace, tools};
 
 /// The `par` binary of the test build (`env!("CARGO_BIN_EXE_par")`) and the
@@ -70,11 +70,15 @@ impl Par {
         self.command(ws, args).output().expect("run par")
     }
 
-    /// `load {apkg} --installer {installer} --no-index --find-links {wheelhouse} --json`.
+    /// `load {apkg} --installer {installer} --uv … --installer-cache …
+    /// --no-index --find-links {wheelhouse} --json`.
     pub fn load_args(&self, apkg: &Path, installer: &str) -> Vec<String> {
         let tools_dir = self.target_tmpdir.join("install-tools");
         let wheelhouse = tools::wheelhouse(&tools_dir).display().to_string();
         let uv = tools::uv(&tools_dir).display().to_string();
+        let installer_cache = installer_cache(&self.target_tmpdir.to_string_lossy())
+            .display()
+            .to_string();
         let apkg = apkg.display().to_string();
         [
             "load",
@@ -83,6 +87,8 @@ impl Par {
             installer,
             "--uv",
             &uv,
+            "--installer-cache",
+            &installer_cache,
             "--no-index",
             "--find-links",
             &wheelhouse,

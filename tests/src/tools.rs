@@ -1,13 +1,20 @@
-//! What the install tests need besides the loader: a local wheelhouse with
-//! the build backend (setuptools, wheel) so every install runs with
-//! `--no-index`, and a `uv` executable. Both are prepared once per target
-//! directory (from the package registry) and reused; the tests themselves
-//! never reach an index.
+//! What the install tests need besides the loader, fetched once per target
+//! directory from the package registry at pinned versions and reused: a
+//! local wheelhouse with the build backend (setuptools, wheel) so every
+//! install runs with `--no-index`, and a `uv` executable. Fetching uses a pip
+//! cache of its own, never the user's.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
+
+/// The uv the tests install with (and `--installer auto` finds).
+pub const UV: &str = "uv==0.13.9";
+/// The build backend every test installs offline.
+pub const WHEELHOUSE: [&str; 2] = ["setuptools==84.2.1", "wheel==0.48.0"];
+/// How often a fetch from the package registry is tried before the test fails.
+const FETCH_ATTEMPTS: u32 = 3;
 
 /// Serializes preparation across test threads and test processes.
 fn with_lock<T>(dir: &Path, work: impl FnOnce() -> T) -> T {
@@ -17,14 +24,43 @@ fn with_lock<T>(dir: &Path, work: impl FnOnce() -> T) -> T {
     work()
 }
 
-fn run(command: &mut Command, what: &str) {
-    let output = command.output().unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
-    assert!(
-        output.status.success(),
-        "{what} failed:\n{}\n{}",
+fn describe(output: &Output) -> String {
+    format!(
+        "{}\n{}\n{}",
+        output.status,
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
-    );
+    )
+}
+
+fn run(command: &mut Command, what: &str) {
+    let output = command.output().unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    assert!(output.status.success(), "{what} failed: {}", describe(&output));
+}
+
+/// A fetch from the registry, tried a few times: a registry or proxy that
+/// stumbles once must not fail the suite, and a real failure names the fetch.
+fn fetch(make: impl Fn() -> Command, what: &str) {
+    let mut last = String::new();
+    for attempt in 1..=FETCH_ATTEMPTS {
+        match make().output() {
+            Ok(output) if output.status.success() => return,
+            Ok(output) => last = describe(&output),
+            Err(e) => last = format!("cannot start: {e}"),
+        }
+        eprintln!("{what}: attempt {attempt} of {FETCH_ATTEMPTS} failed");
+    }
+    panic!("{what} failed {FETCH_ATTEMPTS} times; last: {last}");
+}
+
+/// `python3 -m pip …` with a pip cache of the tools directory's own.
+fn pip(python: &Path, tools: &Path) -> Command {
+    let mut command = Command::new(python);
+    command
+        .args(["-m", "pip"])
+        .env("PIP_CACHE_DIR", tools.join("pip-cache"))
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
+    command
 }
 
 /// A directory holding setuptools and wheel as wheels.
@@ -35,19 +71,17 @@ pub fn wheelhouse(tools: &Path) -> PathBuf {
         with_lock(tools, || {
             let ready = dir.join(".ready");
             if !ready.exists() {
-                run(
-                    Command::new("python3")
-                        .args([
-                            "-m",
-                            "pip",
-                            "download",
-                            "--disable-pip-version-check",
-                            "--only-binary=:all:",
-                        ])
-                        .arg("--dest")
-                        .arg(&dir)
-                        .args(["setuptools>=70.1", "wheel"]),
-                    "downloading the test wheelhouse",
+                let what = format!("downloading {} from the package registry", WHEELHOUSE.join(" and "));
+                fetch(
+                    || {
+                        let mut command = pip(Path::new("python3"), tools);
+                        command
+                            .args(["download", "--only-binary=:all:", "--no-deps", "--dest"])
+                            .arg(&dir)
+                            .args(WHEELHOUSE);
+                        command
+                    },
+                    &what,
                 );
                 fs::write(&ready, "").expect("mark wheelhouse");
             }
@@ -57,33 +91,31 @@ pub fn wheelhouse(tools: &Path) -> PathBuf {
     .clone()
 }
 
-/// A `uv` executable: the one on `PATH`, or one installed into a tools venv.
+/// The pinned `uv`, installed into a tools venv (never the one on `PATH`,
+/// whose version the tests cannot know).
 pub fn uv(tools: &Path) -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        if let Some(found) = std::env::var_os("PATH")
-            .and_then(|path| std::env::split_paths(&path).map(|d| d.join("uv")).find(|p| p.is_file()))
-        {
-            return found;
-        }
         let venv = tools.join("uv-venv");
         let program = venv.join("bin").join("uv");
+        let ready = venv.join(format!(".ready-{UV}"));
         with_lock(tools, || {
-            if !program.is_file() {
+            if !ready.is_file() {
+                let _ = fs::remove_dir_all(&venv);
                 run(
                     Command::new("python3").args(["-m", "venv"]).arg(&venv),
                     "creating the uv venv",
                 );
-                run(
-                    Command::new(venv.join("bin").join("python")).args([
-                        "-m",
-                        "pip",
-                        "install",
-                        "--disable-pip-version-check",
-                        "uv",
-                    ]),
-                    "installing uv",
+                let python = venv.join("bin").join("python");
+                fetch(
+                    || {
+                        let mut command = pip(&python, tools);
+                        command.args(["install", UV]);
+                        command
+                    },
+                    &format!("installing {UV} from the package registry"),
                 );
+                fs::write(&ready, "").expect("mark uv");
             }
         });
         program

@@ -110,7 +110,28 @@ pub fn names_in(dir: &Path) -> Vec<String> {
     names
 }
 
-/// A directory shared by all tests of one build for the compiled-guest cache.
+/// par's cache (the compiled guest, build environments) for the tests of
+/// this test binary: shared by its tests, never the user's own.
 pub fn component_cache(target_tmpdir: &str) -> PathBuf {
-    Path::new(target_tmpdir).join("par-component-cache")
+    caches(target_tmpdir).join("par")
+}
+
+/// The directory holding uv's and pip's caches for this test binary's loads
+/// (`InstallConfig::installer_cache`, `--installer-cache`): never the user's own.
+pub fn installer_cache(target_tmpdir: &str) -> PathBuf {
+    caches(target_tmpdir).join("installers")
+}
+
+/// `{target_tmpdir}/caches/{test binary}`.
+fn caches(target_tmpdir: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let stem = exe
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // Cargo names test binaries `{name}-{hash}`.
+    let name = stem.rsplit_once('-').map_or(stem.as_str(), |(name, _)| name);
+    let dir = Path::new(target_tmpdir).join("caches").join(name);
+    fs::create_dir_all(&dir).expect("test cache dir");
+    dir
 }

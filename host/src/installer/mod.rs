@@ -63,10 +63,14 @@ pub trait Installer: Send + Sync + std::fmt::Debug {
     fn installs_prebuilt_editable(&self) -> bool;
 }
 
-/// Where the installer keeps its cache, resolved as the tool itself does
-/// from the loader's environment; `None` when there is no home to put it in.
-pub fn cache_dir(installer: &dyn Installer) -> Option<PathBuf> {
+/// Where the installer keeps its cache: under `configured` when the
+/// operator names a directory, else resolved as the tool itself does from the
+/// loader's environment; `None` when there is no home to put it in.
+pub fn cache_dir(installer: &dyn Installer, configured: Option<&Path>) -> Option<PathBuf> {
     let (variable, name) = installer.cache();
+    if let Some(dir) = configured {
+        return Some(dir.join(name));
+    }
     let non_empty = |v: &str| std::env::var_os(v).filter(|v| !v.is_empty()).map(PathBuf::from);
     non_empty(variable)
         .or_else(|| non_empty("XDG_CACHE_HOME").map(|d| d.join(name)))
