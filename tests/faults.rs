@@ -15,10 +15,16 @@ fn binary() -> Par {
     Par::new(env!("CARGO_BIN_EXE_par"), env!("CARGO_TARGET_TMPDIR"))
 }
 
+/// Files in the agent's `data/`: enough that writing them takes the guest a
+/// while after its first progress line.
+const DATA_FILES: usize = 4000;
+
 /// Each phase of a load and the log line that announces it: the loader is
-/// killed the moment the line appears, while the phase is under way.
+/// killed the moment the line appears, while the phase is under way. During
+/// extraction that is the guest's progress line once it has written its
+/// first batch of entries (a debug line, hence `-v`).
 const KILL_POINTS: [(&str, &str); 4] = [
-    ("extraction", "Loading agent package"),
+    ("extraction", "written=256 "),
     ("venv creation", "Creating venv"),
     ("requirements install", "Installing dependencies from requirements.txt"),
     ("self-install", "Installing agent package in editable mode"),
@@ -27,8 +33,22 @@ const KILL_POINTS: [(&str, &str); 4] = [
 /// An agent with a requirement (served by the wheelhouse) and enough files
 /// that extraction takes a noticeable moment.
 fn agent() -> Apkg {
-    (0..1500).fold(Apkg::valid_agent().replace("requirements.txt", "wheel\n"), |apkg, i| {
+    (0..DATA_FILES).fold(Apkg::valid_agent().replace("requirements.txt", "wheel\n"), |apkg, i| {
         apkg.file(&format!("data/f{i:04}.py"), format!("VALUE = {i}\n"))
+    })
+}
+
+/// Every regular file under `dir`, at any depth.
+fn files_under(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .map(|entry| match entry.file_type() {
+                Ok(kind) if kind.is_dir() => files_under(&entry.path()),
+                Ok(kind) if kind.is_file() => 1,
+                _ => 0,
+            })
+            .sum()
     })
 }
 
@@ -46,7 +66,8 @@ fn killed_at_every_phase_then_loaded(installer: &str) {
     for (phase, line) in KILL_POINTS {
         let ws = Workspace::new();
         let apkg = ws.apkg("agent", &agent());
-        let args = binary().load_args(&apkg, installer);
+        let mut args = binary().load_args(&apkg, installer);
+        args.push("-v".into());
         let mut first = binary()
             .command(&ws, &args)
             .stdout(Stdio::null())
@@ -67,6 +88,13 @@ fn killed_at_every_phase_then_loaded(installer: &str) {
             seen.join("\n")
         );
 
+        if phase == "extraction" {
+            let written = files_under(&ws.root().join("staging"));
+            assert!(
+                written > 0 && written < DATA_FILES,
+                "{installer}: the kill landed outside extraction ({written} files in staging)"
+            );
+        }
         let root = ws.root().display().to_string();
         assert_eq!(
             survivors(&root),
@@ -77,7 +105,7 @@ fn killed_at_every_phase_then_loaded(installer: &str) {
             let tree = ws.root().join("packages").join(&package);
             assert_eq!(
                 names_in(&tree.join("data")).len(),
-                1500,
+                DATA_FILES,
                 "{installer}, killed during {phase}: {package} was published half-written"
             );
         }

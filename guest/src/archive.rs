@@ -90,8 +90,23 @@ pub fn inspect<R: Read + Seek>(reader: R, limits: &Limits) -> Result<Manifest, G
     read_manifest(&mut archive, &plan, limits)
 }
 
+/// How often [`extract_with_progress`] reports: every this many entries written.
+pub const PROGRESS_EVERY: usize = 256;
+
 /// Validates the archive, parses its manifest, then writes every entry under `dest`.
 pub fn extract<R: Read + Seek>(reader: R, dest: &Path, options: &ExtractOptions) -> Result<ExtractReport, GuestError> {
+    extract_with_progress(reader, dest, options, &mut |_, _| {})
+}
+
+/// [`extract`], calling `progress(written, total)` once the writing starts
+/// and after every [`PROGRESS_EVERY`] entries, so a long extraction shows it
+/// is under way.
+pub fn extract_with_progress<R: Read + Seek>(
+    reader: R,
+    dest: &Path,
+    options: &ExtractOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<ExtractReport, GuestError> {
     let limits = &options.limits;
     let mut archive = open(reader, limits)?;
     let plan = plan(&mut archive, limits, options.enforce_path_rules)?;
@@ -106,7 +121,10 @@ pub fn extract<R: Read + Seek>(reader: R, dest: &Path, options: &ExtractOptions)
     };
     let mut buffer = vec![0u8; 256 * 1024];
     let mut inflater = Inflater::default();
-    for entry in &plan {
+    for (written, entry) in plan.iter().enumerate() {
+        if written % PROGRESS_EVERY == 0 {
+            progress(written, plan.len());
+        }
         let relative = entry.target.relative();
         match entry.kind {
             EntryKind::Dir => {

@@ -51,7 +51,15 @@ impl Guest for Loader {
             enforce_path_rules: options.enforce_path_rules,
         };
         let file = open_archive()?;
-        let report = archive::extract(file, Path::new(PACKAGE_DIR), &extract_options).map_err(to_wit_error)?;
+        let mut progress = |written: usize, total: usize| {
+            log(
+                Level::Debug,
+                "Writing package entries",
+                &[("written", &written.to_string()), ("total", &total.to_string())],
+            );
+        };
+        let report = archive::extract_with_progress(file, Path::new(PACKAGE_DIR), &extract_options, &mut progress)
+            .map_err(to_wit_error)?;
         log_info(
             "Package tree written",
             &[
@@ -155,6 +163,10 @@ fn open_archive() -> Result<SeekBuffered<File>, wit::LoadError> {
 }
 
 fn log_info(message: &str, fields: &[(&str, &str)]) {
+    log(Level::Info, message, fields);
+}
+
+fn log(level: Level, message: &str, fields: &[(&str, &str)]) {
     let fields: Vec<Field> = fields
         .iter()
         .map(|(key, value)| Field {
@@ -162,7 +174,7 @@ fn log_info(message: &str, fields: &[(&str, &str)]) {
             value: (*value).to_owned(),
         })
         .collect();
-    host_log::log(Level::Info, message, &fields);
+    host_log::log(level, message, &fields);
 }
 
 fn limits_from(limits: &wit::Limits) -> Limits {

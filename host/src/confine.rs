@@ -305,24 +305,25 @@ mod tests {
     fn a_daemon_that_leaves_the_group_still_dies_with_the_step() {
         let cwd = tempfile::tempdir().expect("dir");
         // setsid puts the daemon outside the step's process group, which is
-        // how it escapes the group kill when no sandbox is used.
-        let script = "setsid sh -c 'while :; do echo beat >> heartbeat; sleep 0.05; done' > /dev/null 2>&1 & while [ ! -s heartbeat ]; do sleep 0.05; done";
+        // how it escapes the group kill when no sandbox is used. It holds a
+        // lock on `alive` for as long as it lives, and says so before the
+        // step returns.
+        let script = "setsid flock alive sh -c 'echo locked > ready; exec sleep 600' > /dev/null 2>&1 & while [ ! -s ready ]; do sleep 0.05; done";
         let mounts = Mounts {
             writable: vec![cwd.path().to_owned()],
             ..Mounts::default()
         };
         let out = process::run(&bwrap().confine(sh(script, cwd.path()), &mounts)).expect("ran");
         assert_eq!(out.code(), 0, "{}", out.stderr);
-        let size = || {
-            std::fs::metadata(cwd.path().join("heartbeat"))
-                .map(|m| m.len())
-                .unwrap_or(0)
-        };
-        std::thread::sleep(Duration::from_millis(100));
-        let before = size();
-        assert!(before > 0, "the daemon never ran");
-        std::thread::sleep(Duration::from_millis(400));
-        assert_eq!(size(), before, "the daemon outlived its step");
+        // The lock is free the moment the daemon is gone: take it, waiting
+        // as long as a loaded machine could need, but no longer.
+        let lock = std::fs::File::open(cwd.path().join("alive")).expect("the daemon's lock file");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = sender.send(rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive));
+        });
+        let taken = receiver.recv_timeout(Duration::from_secs(60));
+        assert!(matches!(taken, Ok(Ok(()))), "the daemon outlived its step");
     }
 
     #[test]

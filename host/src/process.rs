@@ -396,11 +396,18 @@ mod tests {
             .expect("a pid")
     }
 
+    /// Waits for `pid` to exit (a pidfd turns readable then), allowing a
+    /// loaded machine far more than the kill needs.
     fn eventually_dead(pid: i32) -> bool {
-        (0..100).any(|_| {
-            std::thread::sleep(Duration::from_millis(20));
-            !alive(pid)
-        })
+        let Some(pid) = Pid::from_raw(pid) else {
+            return false;
+        };
+        let Ok(pidfd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) else {
+            return true; // gone already
+        };
+        let mut fds = [rustix::event::PollFd::new(&pidfd, rustix::event::PollFlags::IN)];
+        let timeout = rustix::event::Timespec { tv_sec: 60, tv_nsec: 0 };
+        matches!(rustix::event::poll(&mut fds, Some(&timeout)), Ok(1)) || !alive(pid.as_raw_nonzero().get())
     }
 
     #[test]
@@ -425,13 +432,25 @@ mod tests {
 
     #[test]
     fn timeout_kills_the_whole_group() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pidfile = dir.path().join("pid");
-        let script = format!("sleep 30 & echo $! > {}; sleep 30", pidfile.display());
-        let error = run(&sh(&script, Duration::from_millis(300))).expect_err("must time out");
-        assert!(matches!(error, StepError::TimedOut { step: "test", .. }), "{error}");
-        let pid = read_pid(&pidfile);
-        assert!(eventually_dead(pid), "background child {pid} survived the timeout");
+        // The deadline must fall after the shell has started its child; a
+        // loaded machine gets a longer one until it does.
+        for deadline_ms in [300, 2_000, 10_000, 60_000] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let pidfile = dir.path().join("pid");
+            let script = format!(
+                "sleep 30 & echo $! > {}.tmp; mv {0}.tmp {0}; sleep 30",
+                pidfile.display()
+            );
+            let error = run(&sh(&script, Duration::from_millis(deadline_ms))).expect_err("must time out");
+            assert!(matches!(error, StepError::TimedOut { step: "test", .. }), "{error}");
+            if !pidfile.exists() {
+                continue;
+            }
+            let pid = read_pid(&pidfile);
+            assert!(eventually_dead(pid), "background child {pid} survived the timeout");
+            return;
+        }
+        panic!("the shell never started its child, even with a minute");
     }
 
     #[test]
