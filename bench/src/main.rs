@@ -193,13 +193,22 @@ impl Bench {
     }
 
     fn par(&self, root: &Path, args: &[&OsString]) -> Command {
-        let mut command = Command::new(&self.par);
-        command.arg("--root").arg(root).arg("-q").args(args);
+        let mut command = self.par_default_python(root, args);
         if args.first().is_some_and(|a| *a == "load") {
             command.arg("--python").arg(&self.python);
-            if let Some(wheelhouse) = &self.wheelhouse {
-                command.arg("--no-index").arg("--find-links").arg(wheelhouse);
-            }
+        }
+        command
+    }
+
+    /// `par` as a user runs it: `--python` left at its default, `python3` on
+    /// `PATH`, which may be a version manager's shim.
+    fn par_default_python(&self, root: &Path, args: &[&OsString]) -> Command {
+        let mut command = Command::new(&self.par);
+        command.arg("--root").arg(root).arg("-q").args(args);
+        if args.first().is_some_and(|a| *a == "load")
+            && let Some(wheelhouse) = &self.wheelhouse
+        {
+            command.arg("--no-index").arg("--find-links").arg(wheelhouse);
         }
         command
     }
@@ -251,15 +260,28 @@ impl Bench {
         let (mut cold, mut warm, mut pip) = (Series::default(), Series::default(), Series::default());
         let warm_root = self.fresh("warm-root")?;
         measure(&mut self.par(&warm_root, &load), &log)?;
+        // The same redeploy with `--python` at its default, as users run par.
+        let mut warm_default = Series::default();
+        let default_root = self.fresh("warm-default-root")?;
+        measure(&mut self.par_default_python(&default_root, &load), &log)?;
         for _ in 0..runs {
             cold.0
                 .push(measure(&mut self.par(&self.fresh("cold-root")?, &load), &log)?);
             pip.0
                 .push(measure(&mut self.baseline(apkg, &self.fresh("baseline")?), &log)?);
             warm.0.push(measure(&mut self.par(&warm_root, &load), &log)?);
+            warm_default
+                .0
+                .push(measure(&mut self.par_default_python(&default_root, &load), &log)?);
         }
         row(name, "`par load` cold vs pip flow", &cold, &pip);
         row(name, "`par load` warm (redeploy) vs pip flow", &warm, &pip);
+        row(
+            name,
+            "`par load` warm, default `--python` vs explicit interpreter",
+            &warm_default,
+            &warm,
+        );
 
         let (mut sandboxed, mut native, mut zipfile) = (Series::default(), Series::default(), Series::default());
         let extract: [&OsString; 2] = [&"extract".into(), &apkg_arg];

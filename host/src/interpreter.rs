@@ -4,6 +4,7 @@
 //! library from.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use std::fs;
@@ -34,28 +35,23 @@ pub struct Interpreter {
 }
 
 impl Interpreter {
-    /// Finds `configured` (on `PATH` if relative) and asks it about itself.
-    /// When it is a compiled executable (not a version manager's shim, whose
-    /// answer depends on where it runs) the answer is kept in `cache_dir`,
-    /// keyed by the file's identity, so later loads skip a Python start-up.
-    pub fn probe(configured: &Path, timeout: Duration, cache_dir: Option<&Path>) -> Result<Self, LoadError> {
-        let found = process::find_program(configured).ok_or_else(|| LoadError::InvalidInput {
-            what: "python",
-            detail: format!("`{}` was not found on PATH", configured.display()),
-        })?;
+    /// Asks `found` about itself, or takes the answer kept in `cache_dir`
+    /// under `key` ([`answer_key`]) while the interpreter it named is still
+    /// the same file. Answers are kept only under a key.
+    fn ask(found: &Path, key: Option<&str>, timeout: Duration, cache_dir: Option<&Path>) -> Result<Self, LoadError> {
         let cached = cache_dir
             .and_then(|dir| cache::trusted_dir(dir).ok())
-            .zip(identity_key(&found))
+            .zip(key)
             .map(|(dir, key)| dir.join(format!("python-{key}.txt")));
         if let Some(path) = &cached
             && cache::trusted_file(path)
-            && let Some(found) = fs::read_to_string(path).ok().and_then(|text| Self::parse(&text))
+            && let Some(found) = fs::read_to_string(path).ok().and_then(|text| Self::parse_kept(&text))
         {
             return Ok(found);
         }
-        let mut step = Step::new("python-probe", &found, std::env::temp_dir(), timeout).args(["-I", "-c", PROBE]);
+        let mut step = Step::new("python-probe", found, probe_dir(), timeout).args(["-I", "-c", PROBE]);
         // A shim needs PATH (and its own settings under HOME) to find the real interpreter.
-        step.env = ["PATH", "HOME"]
+        step.env = SHIM_ENV
             .into_iter()
             .filter_map(|name| std::env::var_os(name).map(|value| (name.into(), value)))
             .collect();
@@ -71,11 +67,20 @@ impl Interpreter {
         })?;
         if let Some(path) = &cached
             && let Some(dir) = path.parent()
-            && let Err(error) = cache::store(dir, path, output.stdout.as_bytes())
+            && let Some(executable) = identity_key(&interpreter.executable)
+            && let Err(error) = cache::store(dir, path, format!("{}{executable}\n", output.stdout).as_bytes())
         {
             tracing::debug!(path = %path.display(), %error, "could not cache the interpreter probe");
         }
         Ok(interpreter)
+    }
+
+    /// A kept answer: the probe's five lines, then the identity the
+    /// interpreter's file had, which must still hold.
+    fn parse_kept(text: &str) -> Option<Self> {
+        let (answer, executable) = text.trim_end().rsplit_once('\n')?;
+        let interpreter = Self::parse(answer)?;
+        (identity_key(&interpreter.executable).as_deref() == Some(executable)).then_some(interpreter)
     }
 
     /// Reads the probe's five lines.
@@ -98,14 +103,105 @@ impl Interpreter {
     }
 }
 
-/// Path, device, inode, size and mtime of a compiled executable; `None` for
-/// a script, whose answer is not a property of the file.
-fn identity_key(program: &Path) -> Option<String> {
-    let mut magic = [0u8; 2];
-    fs::File::open(program).ok()?.read_exact(&mut magic).ok()?;
-    if &magic == b"#!" {
+/// Resolves the configured interpreter for every load of a loader: an answer
+/// is reused while its [`answer_key`] (a few `stat` calls) is unchanged, so a
+/// warm redeploy through a shim costs no interpreter start, yet a changed
+/// selection (`pyenv global`, a new `.python-version`, a reinstalled Python)
+/// is noticed by the next load.
+#[derive(Debug)]
+pub struct Resolver {
+    configured: PathBuf,
+    timeout: Duration,
+    cache_dir: Option<PathBuf>,
+    last: Mutex<Option<(String, Interpreter)>>,
+}
+
+impl Resolver {
+    /// A resolver for `configured`, keeping answers in `cache_dir` too.
+    pub fn new(configured: &Path, timeout: Duration, cache_dir: Option<&Path>) -> Self {
+        Self {
+            configured: configured.to_owned(),
+            timeout,
+            cache_dir: cache_dir.map(Path::to_owned),
+            last: Mutex::new(None),
+        }
+    }
+
+    /// The interpreter as it is now.
+    pub fn resolve(&self) -> Result<Interpreter, LoadError> {
+        let found = find(&self.configured)?;
+        let key = answer_key(&found, &probe_dir());
+        let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let (Some(key), Some((known, interpreter))) = (&key, last.as_ref())
+            && key == known
+            && identity_key(&interpreter.executable).is_some()
+        {
+            return Ok(interpreter.clone());
+        }
+        let interpreter = Interpreter::ask(&found, key.as_deref(), self.timeout, self.cache_dir.as_deref())?;
+        *last = key.map(|key| (key, interpreter.clone()));
+        Ok(interpreter)
+    }
+}
+
+/// What the probe passes to the interpreter (a shim reads both).
+const SHIM_ENV: [&str; 2] = ["PATH", "HOME"];
+
+/// Where the probe runs: a version manager may choose by directory.
+fn probe_dir() -> PathBuf {
+    std::env::temp_dir()
+}
+
+fn find(configured: &Path) -> Result<PathBuf, LoadError> {
+    process::find_program(configured).ok_or_else(|| LoadError::InvalidInput {
+        what: "python",
+        detail: format!("`{}` was not found on PATH", configured.display()),
+    })
+}
+
+/// A key for `program`'s answer when everything that decides it is known:
+/// for a compiled executable, the file itself; for a pyenv shim, the shim,
+/// the environment the probe passes, and every file pyenv's version
+/// selection reads when run from `probe_dir` (`.python-version` there and in
+/// each parent, `$PYENV_ROOT/version`). `None` for any other script, whose
+/// choice par cannot know.
+fn answer_key(program: &Path, probe_dir: &Path) -> Option<String> {
+    let mut head = [0u8; 4096];
+    let read = fs::File::open(program).ok()?.read(&mut head).ok()?;
+    let head = &head[..read];
+    if !head.starts_with(b"#!") {
+        return identity_key(program);
+    }
+    let root = pyenv_root(head)?;
+    let mut inputs = vec![identity_key(program)?];
+    for name in SHIM_ENV {
+        inputs.push(format!("{name}={:?}", std::env::var_os(name)));
+    }
+    for dir in probe_dir.ancestors() {
+        inputs.push(identity_key(&dir.join(".python-version")).unwrap_or_default());
+    }
+    for name in ["version", "global", "default"] {
+        inputs.push(identity_key(&root.join(name)).unwrap_or_default());
+    }
+    Some(format!("shim-{:x}", Sha256::digest(inputs.join("\0").as_bytes())))
+}
+
+/// The `PYENV_ROOT` a pyenv shim exports (`export PYENV_ROOT="/…"`), if the
+/// script is one: it then runs `pyenv exec`.
+fn pyenv_root(script: &[u8]) -> Option<PathBuf> {
+    let text = std::str::from_utf8(script).ok()?;
+    if !text.contains("pyenv\" exec ") {
         return None;
     }
+    let root = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("export PYENV_ROOT="))?;
+    let root = root.trim_matches('"');
+    Path::new(root).is_absolute().then(|| PathBuf::from(root))
+}
+
+/// Path, device, inode, size and mtime of a file; `None` if it is missing.
+fn identity_key(program: &Path) -> Option<String> {
     let meta = fs::metadata(program).ok()?;
     let identity = format!(
         "{}\0{}\0{}\0{}\0{}.{}",
@@ -123,9 +219,14 @@ fn identity_key(program: &Path) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// What a new loader resolves.
+    fn resolve(python: &Path, cache_dir: Option<&Path>) -> Result<Interpreter, LoadError> {
+        Resolver::new(python, Duration::from_secs(20), cache_dir).resolve()
+    }
+
     #[test]
     fn resolves_the_real_interpreter() {
-        let python = Interpreter::probe(Path::new("python3"), Duration::from_secs(20), None).expect("python3 on PATH");
+        let python = resolve(Path::new("python3"), None).expect("python3 on PATH");
         assert!(python.executable.is_absolute());
         let mut magic = [0u8; 4];
         std::io::Read::read_exact(&mut std::fs::File::open(&python.executable).expect("open"), &mut magic)
@@ -142,24 +243,91 @@ mod tests {
 
     #[test]
     fn a_compiled_interpreter_is_asked_once() {
-        let python = Interpreter::probe(Path::new("python3"), Duration::from_secs(20), None).expect("python3 on PATH");
+        let python = resolve(Path::new("python3"), None).expect("python3 on PATH");
         let cache = tempfile::tempdir().expect("cache dir");
-        let probe = || Interpreter::probe(&python.executable, Duration::from_secs(20), Some(cache.path()));
+        let probe = || resolve(&python.executable, Some(cache.path()));
         let first = probe().expect("probe");
         let entries: Vec<_> = fs::read_dir(cache.path()).expect("cache").flatten().collect();
         assert_eq!(entries.len(), 1, "one cached answer");
-        // A planted answer in a file only this user can write is what a later probe returns: the proof it was read.
-        fs::write(entries[0].path(), "/x/python\n3.99.0\n/x\n/x\n/x/bin\n").expect("rewrite");
-        assert_eq!(probe().expect("cached").identity, "Python 3.99.0 /x/python");
+        // A planted answer in a file only this user can write is what a later
+        // probe returns: the proof it was read. It holds only while the file
+        // it names is the one it was.
+        let exe = python.executable.display().to_string();
+        let identity = identity_key(&python.executable).expect("identity");
+        fs::write(
+            entries[0].path(),
+            format!("{exe}\n3.99.0\n/x\n/x\n/x/bin\n{identity}\n"),
+        )
+        .expect("rewrite");
+        assert_eq!(probe().expect("cached").identity, format!("Python 3.99.0 {exe}"));
+        fs::write(
+            entries[0].path(),
+            format!("{exe}\n3.99.0\n/x\n/x\n/x/bin\nanother-file\n"),
+        )
+        .expect("rewrite");
+        assert_eq!(probe().expect("asked again").identity, first.identity);
         assert_eq!(
             first.prefixes, python.prefixes,
             "the interpreter itself answers as its shim did"
         );
     }
 
+    /// A pyenv-style shim (its `pyenv exec` stands in for pyenv's, choosing
+    /// by `$PYENV_ROOT/version` and counting its runs) is asked once, then
+    /// again only when its selection changes, by a loader and by the next.
+    #[test]
+    fn a_pyenv_shim_is_asked_again_only_when_its_selection_changes() {
+        use std::os::unix::fs::PermissionsExt;
+        let real = resolve(Path::new("python3"), None).expect("python3 on PATH");
+        let root = tempfile::tempdir().expect("pyenv root");
+        let root = root.path();
+        let script = |path: &Path, text: String| {
+            fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            fs::write(path, text).expect("script");
+            fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod");
+        };
+        for version in ["a", "b"] {
+            let bin = root.join("versions").join(version).join("bin");
+            fs::create_dir_all(&bin).expect("mkdir");
+            std::os::unix::fs::symlink(&real.executable, bin.join("python3")).expect("symlink");
+        }
+        script(
+            &root.join("libexec/pyenv"),
+            "#!/bin/sh\necho run >> \"$PYENV_ROOT/runs\"\nshift\nprogram=$1\nshift\nexec \"$PYENV_ROOT/versions/$(cat \"$PYENV_ROOT/version\")/bin/$program\" \"$@\"\n".into(),
+        );
+        let shim = root.join("shims/python3");
+        script(
+            &shim,
+            format!(
+                "#!/bin/sh\nprogram=\"${{0##*/}}\"\nexport PYENV_ROOT=\"{0}\"\nexec \"{0}/libexec/pyenv\" exec \"$program\" \"$@\"\n",
+                root.display()
+            ),
+        );
+        fs::write(root.join("version"), "a\n").expect("select a");
+        let cache = tempfile::tempdir().expect("cache dir");
+        let runs = || fs::read_to_string(root.join("runs")).map_or(0, |text| text.lines().count());
+        let resolver = Resolver::new(&shim, Duration::from_secs(20), Some(cache.path()));
+
+        let first = resolver.resolve().expect("resolve");
+        assert_eq!(first.executable, root.join("versions/a/bin/python3"));
+        resolver.resolve().expect("again");
+        let next_loader = Resolver::new(&shim, Duration::from_secs(20), Some(cache.path()));
+        next_loader.resolve().expect("a new loader");
+        assert_eq!(runs(), 1, "asked once while nothing changed");
+
+        fs::write(root.join("version"), "b\n").expect("select b");
+        let second = resolver.resolve().expect("resolve after the change");
+        assert_eq!(
+            second.executable,
+            root.join("versions/b/bin/python3"),
+            "never the stale answer"
+        );
+        assert_eq!(runs(), 2);
+    }
+
     #[test]
     fn a_missing_interpreter_is_invalid_input() {
-        let error = Interpreter::probe(Path::new("no-such-python"), Duration::from_secs(5), None).expect_err("missing");
+        let error = resolve(Path::new("no-such-python"), None).expect_err("missing");
         assert!(
             matches!(error, LoadError::InvalidInput { what: "python", .. }),
             "{error}"

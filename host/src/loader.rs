@@ -11,7 +11,7 @@ use crate::config::{InstallConfig, InstallerChoice, LoaderConfig};
 use crate::confine::{self, Bubblewrap, SandboxChoice};
 use crate::error::{LoadError, PackageError};
 use crate::installer::{Installer, Pip, Uv, venv_python};
-use crate::interpreter::Interpreter;
+use crate::interpreter::{Interpreter, Resolver};
 use crate::process::find_program_in;
 use crate::redeploy::{self, Deployment};
 use crate::sandbox::{ExtractOptions, GuestManifest, LoadOptions, Preopens, Sandbox};
@@ -110,7 +110,7 @@ struct Inner {
     config: LoaderConfig,
     sandbox: Sandbox,
     /// The base interpreter, found on first use.
-    python: std::sync::OnceLock<Interpreter>,
+    python: Resolver,
     /// The installer sandbox, probed on first use (`None`: not used).
     installer_sandbox: std::sync::OnceLock<Result<Option<Bubblewrap>, String>>,
 }
@@ -123,19 +123,26 @@ impl PackageLoader {
         let started = Instant::now();
         config.root =
             std::path::absolute(&config.root).map_err(LoadError::io("cannot resolve the root", &config.root))?;
-        if let Some(cache) = &config.component_cache {
-            let absolute =
-                std::path::absolute(cache).map_err(LoadError::io("cannot resolve the cache directory", cache))?;
-            config.component_cache = Some(absolute);
+        for cache in [&mut config.component_cache, &mut config.install.installer_cache]
+            .into_iter()
+            .flatten()
+        {
+            *cache =
+                std::path::absolute(&*cache).map_err(LoadError::io("cannot resolve the cache directory", &*cache))?;
         }
         let sandbox = Sandbox::new(config.component_cache.as_deref(), config.sandbox_limits())?;
         sweep_abandoned(&config.root);
         tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "sandbox ready");
+        let python = Resolver::new(
+            &config.install.python,
+            config.install.import_timeout,
+            config.component_cache.as_deref(),
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 sandbox,
-                python: std::sync::OnceLock::new(),
+                python,
                 installer_sandbox: std::sync::OnceLock::new(),
             }),
         })
@@ -365,17 +372,7 @@ impl PackageLoader {
 
     /// The base interpreter, resolved past any shim.
     fn python(&self) -> Result<Interpreter, LoadError> {
-        if let Some(found) = self.inner.python.get() {
-            return Ok(found.clone());
-        }
-        let install = &self.inner.config.install;
-        let config = &self.inner.config;
-        let python = Interpreter::probe(
-            &install.python,
-            install.import_timeout,
-            config.component_cache.as_deref(),
-        )?;
-        Ok(self.inner.python.get_or_init(|| python).clone())
+        self.inner.python.resolve()
     }
 
     /// The bubblewrap installer steps run under, per `--sandbox`; `auto`
