@@ -11,8 +11,10 @@ use std::sync::OnceLock;
 
 /// The uv the tests install with (and `--installer auto` finds).
 pub const UV: &str = "uv==0.13.9";
-/// The build backend every test installs offline.
-pub const WHEELHOUSE: [&str; 2] = ["setuptools==84.2.1", "wheel==0.48.0"];
+/// The build backend every test installs offline, with every dependency
+/// pinned too (pip's build isolation installs `wheel`, which needs
+/// `packaging`).
+pub const WHEELHOUSE: [&str; 3] = ["setuptools==84.2.1", "wheel==0.48.0", "packaging==26.4"];
 /// How often a fetch from the package registry is tried before the test fails.
 const FETCH_ATTEMPTS: u32 = 3;
 
@@ -69,8 +71,12 @@ pub fn wheelhouse(tools: &Path) -> PathBuf {
     PATH.get_or_init(|| {
         let dir = tools.join("wheelhouse");
         with_lock(tools, || {
+            // The marker names what was fetched: a wheelhouse of other pins
+            // (an older checkout's) is fetched again, never trusted.
             let ready = dir.join(".ready");
-            if !ready.exists() {
+            let pins = WHEELHOUSE.join("\n");
+            if fs::read_to_string(&ready).ok().as_deref() != Some(pins.as_str()) {
+                let _ = fs::remove_dir_all(&dir);
                 let what = format!("downloading {} from the package registry", WHEELHOUSE.join(" and "));
                 fetch(
                     || {
@@ -83,7 +89,7 @@ pub fn wheelhouse(tools: &Path) -> PathBuf {
                     },
                     &what,
                 );
-                fs::write(&ready, "").expect("mark wheelhouse");
+                fs::write(&ready, &pins).expect("mark wheelhouse");
             }
         });
         dir
