@@ -125,6 +125,9 @@ struct Bench {
     /// The real interpreter behind `python3` (not a version manager's shim),
     /// used by both sides so they compare the same Python.
     python: PathBuf,
+    /// The pinned uv the tests use (fetched once beside the binary): par is
+    /// measured with the back end it picks when uv is on `PATH`.
+    uv: PathBuf,
     this: PathBuf,
     baseline: PathBuf,
     workdir: PathBuf,
@@ -159,6 +162,7 @@ impl Bench {
                 par.display()
             );
         }
+        let uv = par_tests::tools::uv(&dir.join("bench-tools"));
         let baseline = Path::new(env!("CARGO_MANIFEST_DIR")).join("baseline_pip.py");
         let output = Command::new("python3")
             .args(["-c", "import sys; print(sys.executable)"])
@@ -177,6 +181,7 @@ impl Bench {
         Ok(Self {
             par,
             python,
+            uv,
             this,
             baseline,
             workdir,
@@ -205,10 +210,11 @@ impl Bench {
     fn par_default_python(&self, root: &Path, args: &[&OsString]) -> Command {
         let mut command = Command::new(&self.par);
         command.arg("--root").arg(root).arg("-q").args(args);
-        if args.first().is_some_and(|a| *a == "load")
-            && let Some(wheelhouse) = &self.wheelhouse
-        {
-            command.arg("--no-index").arg("--find-links").arg(wheelhouse);
+        if args.first().is_some_and(|a| *a == "load") {
+            command.arg("--uv").arg(&self.uv);
+            if let Some(wheelhouse) = &self.wheelhouse {
+                command.arg("--no-index").arg("--find-links").arg(wheelhouse);
+            }
         }
         command
     }
