@@ -15,7 +15,8 @@ nightly="nightly-2026-05-20"
 cargo_fuzz="0.13.1"
 rustup toolchain list | grep -q "^${nightly}" || rustup toolchain install "${nightly}" --profile minimal
 if [ "$(cargo "+${nightly}" fuzz --version 2> /dev/null)" != "cargo-fuzz ${cargo_fuzz}" ]; then
-    cargo "+${nightly}" install cargo-fuzz --version "${cargo_fuzz}" --locked
+    # Built with the pinned stable toolchain: its locked dependencies predate this nightly.
+    cargo install cargo-fuzz --version "${cargo_fuzz}" --locked
 fi
 
 cargo run -q -p par-tests --example write_corpus -- fuzz/corpus

@@ -4,7 +4,7 @@
 //! host decides here which ones reach the installer, which reads them again
 //! from a file the host writes. A line is accepted in exactly two shapes:
 //!
-//! - **a requirement**, parsed by a real PEP 508 parser (`pep508_rs`): a named
+//! - **a requirement**, parsed by a real PEP 508 parser (uv's `uv-pep508`): a named
 //!   requirement (`fastapi==0.110.0`, `x[extra] ; python_version > "3.8"`,
 //!   `name @ URL`), or a local path inside the package (`./vendor/helper`),
 //!   followed by nothing but `--hash=ALGORITHM:HEX` options;
@@ -31,9 +31,9 @@ use std::fmt;
 use std::path::{Component, Path};
 use std::str::FromStr;
 
-use pep508_rs::{
-    PackageName, Pep508Error, Pep508Url, Requirement, UnnamedRequirement, UnnamedRequirementUrl, VersionOrUrl,
-};
+use uv_cache_key::{CacheKey, CacheKeyHasher};
+use uv_normalize::PackageName;
+use uv_pep508::{Pep508Error, Pep508Url, Requirement, UnnamedRequirement, UnnamedRequirementUrl, VersionOrUrl};
 
 /// What the operator allows beyond the safe default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -326,15 +326,25 @@ fn is_archive(requirement: &str) -> bool {
 }
 
 fn parse_named(requirement: &str) -> Result<Requirement<Target>, Refusal> {
-    Requirement::<Target>::from_str(requirement).map_err(syntax)
+    guarded(|| Requirement::<Target>::from_str(requirement).map_err(syntax))
 }
 
 fn parse_unnamed(requirement: &str) -> Result<Target, Refusal> {
-    let mut ignore_warnings = |_, _| {};
-    // The working directory is never used: `Target` keeps paths as written.
-    UnnamedRequirement::<Target>::parse(requirement, "/", &mut ignore_warnings)
-        .map(|parsed| parsed.url)
-        .map_err(syntax)
+    guarded(|| {
+        let mut ignore_warnings = |_, _| {};
+        // The working directory is never used: `Target` keeps paths as written.
+        UnnamedRequirement::<Target>::parse(requirement, "/", &mut ignore_warnings)
+            .map(|parsed| parsed.url)
+            .map_err(syntax)
+    })
+}
+
+/// Runs the parser so that a bug in it (an earlier parser panicked on
+/// `t./x`) refuses the line instead of taking the loader down. Fuzzing
+/// builds abort on the panic, so such a bug is still found.
+fn guarded<T>(parse: impl FnOnce() -> Result<T, Refusal>) -> Result<T, Refusal> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse))
+        .unwrap_or_else(|_| Err(Refusal::Syntax("the requirement parser failed on it".into())))
 }
 
 fn syntax(error: Pep508Error<Target>) -> Refusal {
@@ -392,6 +402,16 @@ impl Pep508Url for Target {
     fn parse_url(url: &str, _working_dir: Option<&Path>) -> Result<Self, Self::Err> {
         Ok(Self::classify(url))
     }
+
+    fn displayable_with_credentials(&self) -> impl fmt::Display {
+        self
+    }
+}
+
+impl CacheKey for Target {
+    fn cache_key(&self, state: &mut CacheKeyHasher) {
+        self.to_string().cache_key(state);
+    }
 }
 
 impl UnnamedRequirementUrl for Target {
@@ -407,7 +427,7 @@ impl UnnamedRequirementUrl for Target {
         Ok(Self::classify(given.as_ref()))
     }
 
-    fn with_given(self, _given: impl Into<String>) -> Self {
+    fn with_given(self, _given: impl AsRef<str>) -> Self {
         self
     }
 
@@ -605,6 +625,12 @@ mod tests {
         );
         assert_eq!(refused("/s'@x"), Refusal::Outside);
         assert!(matches!(refused("requests>=="), Refusal::Syntax(_)));
+        // Found by the requirements fuzz target: pep508_rs 0.9 panicked on
+        // a name or an extra ending in `.` before another character
+        // (`t./x` is a path inside the package, and accepted as one).
+        assert!(matches!(refused("t.>=1"), Refusal::Syntax(_)));
+        assert!(matches!(refused("x[a.]>=1"), Refusal::Syntax(_)));
+        assert!(matches!(refused("./x[a.]"), Refusal::Syntax(_)));
         // pip reads these as paths when a directory `x===..` (or
         // `name @ https:`) exists in the package.
         assert_eq!(refused("x===../../.."), Refusal::Outside);
