@@ -178,9 +178,10 @@ fn check_text(line: &str) -> Result<(), Refusal> {
     if line.to_ascii_lowercase().contains("file:") {
         return Err(Refusal::FileUrl);
     }
-    // pip and uv join a line ending in `\` with the next, drop `#` and what
-    // follows when it starts the line or follows a space, and trim.
-    let comment = line.starts_with('#') || line.contains(" #");
+    // pip and uv join a line ending in `\` with the next and trim; pip drops
+    // `#` and what follows when it starts the line or follows a space, uv's
+    // parser also when a space (or the end) follows it.
+    let comment = line.starts_with('#') || line.contains(" #") || line.contains("# ") || line.ends_with('#');
     if line.contains('\\') || comment || line.trim() != line || line.is_empty() {
         return Err(Refusal::Unstable);
     }
@@ -642,6 +643,10 @@ mod tests {
     fn lines_the_installer_would_read_differently_are_refused() {
         assert_eq!(refused("requests \\"), Refusal::Unstable);
         assert_eq!(refused("requests # -i x"), Refusal::Unstable);
+        // Found by the requirements fuzz target: uv's parser ends a URL at
+        // `#` and a space, and drops the rest as a comment.
+        assert_eq!(refused("x @ ./a#  y @ https://evil.example"), Refusal::Unstable);
+        assert_eq!(refused("x @ ./a#"), Refusal::Unstable);
         assert_eq!(refused(" requests"), Refusal::Unstable);
         assert_eq!(refused(""), Refusal::Unstable);
         assert_eq!(refused("requests\t-i x"), Refusal::Characters);

@@ -77,10 +77,13 @@ pub fn run(data: &[u8]) {
         for word in words(&line) {
             assert!(!forbidden(word), "option {word:?} got through: {line:?}");
         }
-        assert!(!line.contains("://"), "a URL got through: {line:?}");
-        // pip may read everything before the first `;` as a path (when such
-        // a directory exists), whatever else it parses as.
-        let candidate = Path::new(line.split(';').next().unwrap_or(""));
+        // Before the first `;` is what pip and uv install (a name, a path or
+        // a URL); after it, markers, whose quoted strings may hold anything.
+        let installed = line.split(';').next().unwrap_or("");
+        assert!(!installed.contains("://"), "a URL got through: {line:?}");
+        // pip may read all of it as a path (when such a directory exists),
+        // whatever else it parses as.
+        let candidate = Path::new(installed);
         assert!(
             candidate
                 .components()
