@@ -4,7 +4,7 @@
 //! library from.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use std::fs;
@@ -113,7 +113,7 @@ pub struct Resolver {
     configured: PathBuf,
     timeout: Duration,
     cache_dir: Option<PathBuf>,
-    last: Mutex<Option<(String, Interpreter)>>,
+    last: Mutex<Option<Remembered>>,
 }
 
 impl Resolver {
@@ -131,17 +131,35 @@ impl Resolver {
     pub fn resolve(&self) -> Result<Interpreter, LoadError> {
         let found = find(&self.configured)?;
         let key = answer_key(&found, &probe_dir());
-        let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let (Some(key), Some((known, interpreter))) = (&key, last.as_ref())
-            && key == known
-            && identity_key(&interpreter.executable).is_some()
+        let remembered = self.last.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        if let (Some(key), Some(last)) = (&key, remembered)
+            && *key == last.key
+            && identity_key(&last.interpreter.executable).as_ref() == Some(&last.executable)
         {
-            return Ok(interpreter.clone());
+            return Ok(last.interpreter);
         }
+        // Asked without the lock: concurrent loads need not queue behind a probe.
         let interpreter = Interpreter::ask(&found, key.as_deref(), self.timeout, self.cache_dir.as_deref())?;
-        *last = key.map(|key| (key, interpreter.clone()));
+        let remember = key
+            .zip(identity_key(&interpreter.executable))
+            .map(|(key, executable)| Remembered {
+                key,
+                executable,
+                interpreter: interpreter.clone(),
+            });
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = remember;
         Ok(interpreter)
     }
+}
+
+/// The last answer a [`Resolver`] got, with what it depended on.
+#[derive(Debug, Clone)]
+struct Remembered {
+    /// The [`answer_key`] it was given under.
+    key: String,
+    /// The identity of the interpreter's file then.
+    executable: String,
+    interpreter: Interpreter,
 }
 
 /// What the probe passes to the interpreter (a shim reads both).
