@@ -203,15 +203,16 @@ impl StepRunner {
         step.env = self.step_env();
         step.limits = install.limits;
         step.cancel = cancel;
+        // Named to the installer whether or not it is confined: unconfined,
+        // it would otherwise pick its own under `HOME`, not the configured one.
+        let installer_cache = self.installer_cache.as_ref().filter(|_| kind.uses_installer_cache());
+        if let Some((variable, cache)) = installer_cache {
+            fs::create_dir_all(cache)
+                .map_err(|e| InstallError::Host(format!("cannot create {}: {e}", cache.display())))?;
+            step = step.env(variable, cache);
+        }
         if let Some(bwrap) = &self.sandbox {
-            if kind.uses_installer_cache()
-                && let Some((variable, cache)) = &self.installer_cache
-            {
-                fs::create_dir_all(cache)
-                    .map_err(|e| InstallError::Host(format!("cannot create {}: {e}", cache.display())))?;
-                step = step.env(variable, cache);
-                writable.push(cache.clone());
-            }
+            writable.extend(installer_cache.map(|(_, cache)| cache.clone()));
             let policy = install.policy;
             let wants_network = install.index.is_remote() || policy.allow_direct_urls || policy.allow_index_options;
             let mounts = Mounts {
@@ -270,4 +271,38 @@ fn tail(text: &str) -> String {
         .find(|&i| text.is_char_boundary(i))
         .unwrap_or(text.len());
     text[start..].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::installer::Uv;
+
+    /// `InstallConfig::installer_cache` reaches an unconfined installer too,
+    /// and only the installer's own steps.
+    #[test]
+    fn the_configured_installer_cache_is_named_to_unconfined_steps() {
+        let dir = tempfile::tempdir().expect("dir");
+        let install = InstallConfig {
+            installer_cache: Some(dir.path().join("caches")),
+            ..InstallConfig::default()
+        };
+        let runner = StepRunner::new(dir.path(), &install, &Uv::new("uv"), None, Vec::new());
+        let printed = |kind| {
+            let invocation = Invocation {
+                program: "/bin/sh".into(),
+                args: vec!["-c".into(), "echo \"${UV_CACHE_DIR:-unset}\"".into()],
+            };
+            let output = runner.run(StepSpec::new(kind, invocation, dir.path())).expect("ran");
+            output.stdout.trim().to_owned()
+        };
+        let expected = dir.path().join("caches/uv");
+        assert_eq!(printed(StepKind::Requirements), expected.display().to_string());
+        assert!(expected.is_dir());
+        assert_eq!(
+            printed(StepKind::Build),
+            "unset",
+            "a build backend never sees the cache"
+        );
+    }
 }
