@@ -144,12 +144,7 @@ const HASH_ALGORITHMS: &[&str] = &["sha256", "sha384", "sha512"];
 
 /// Checks one logical line of a requirements file.
 pub fn check_line(line: &str, policy: RequirementPolicy) -> Result<(), Refusal> {
-    check_text(line)?;
-    if line.starts_with('-') {
-        check_option_line(line, policy)
-    } else {
-        check_requirement_line(line, policy)
-    }
+    accept(line, policy).map(drop)
 }
 
 /// Checks one requirement of a build backend (`[build-system] requires`)
@@ -157,13 +152,30 @@ pub fn check_line(line: &str, policy: RequirementPolicy) -> Result<(), Refusal> 
 /// naming the same requirements: a plain named requirement, never an option,
 /// a hash, a path or a URL, whatever the policy allows.
 pub fn check_build_requirement(requirement: &str) -> Result<(), Refusal> {
-    check_line(requirement, RequirementPolicy::default())?;
-    if requirement.starts_with('-') || requirement.contains(" -") {
-        return Err(Refusal::BuildRequirement);
-    }
-    match parse_named(requirement) {
-        Ok(parsed) if !matches!(parsed.version_or_url, Some(VersionOrUrl::Url(_))) => Ok(()),
+    match accept(requirement, RequirementPolicy::default())? {
+        Accepted::Requirement {
+            target: None,
+            hashes: false,
+        } => Ok(()),
         _ => Err(Refusal::BuildRequirement),
+    }
+}
+
+/// What an accepted line is.
+enum Accepted {
+    /// One allowed option, alone on its line.
+    Option,
+    /// A requirement: where it points (`None` for a name with a version,
+    /// if any), and whether `--hash` options follow it.
+    Requirement { target: Option<Target>, hashes: bool },
+}
+
+fn accept(line: &str, policy: RequirementPolicy) -> Result<Accepted, Refusal> {
+    check_text(line)?;
+    if line.starts_with('-') {
+        check_option_line(line, policy).map(|()| Accepted::Option)
+    } else {
+        check_requirement_line(line, policy)
     }
 }
 
@@ -263,12 +275,13 @@ fn is_format_control(value: &str) -> bool {
 
 /// A requirement, then only `--hash` options. The requirement ends where pip
 /// ends it, at the first space-separated word starting with `-`.
-fn check_requirement_line(line: &str, policy: RequirementPolicy) -> Result<(), Refusal> {
+fn check_requirement_line(line: &str, policy: RequirementPolicy) -> Result<Accepted, Refusal> {
     let (requirement, options) = match line.find(" -") {
         Some(at) => (&line[..at], &line[at + 1..]),
         None => (line, ""),
     };
     check_hashes(options)?;
+    let hashes = !options.is_empty();
     let requirement = requirement.trim_end();
     // shlex, which pip applies to options, would unquote `"-i"` into one.
     if let Some(word) = requirement.split(['\'', '"']).find(|word| word.starts_with('-')) {
@@ -283,7 +296,7 @@ fn check_requirement_line(line: &str, policy: RequirementPolicy) -> Result<(), R
     let target = match parse_named(requirement) {
         Ok(parsed) => match parsed.version_or_url {
             Some(VersionOrUrl::Url(target)) => target,
-            _ => return Ok(()),
+            _ => return Ok(Accepted::Requirement { target: None, hashes }),
         },
         // pip's rule for a requirement that is a path, not a name.
         Err(named) if requirement.contains('/') || requirement.starts_with('.') || is_archive(requirement) => {
@@ -291,13 +304,15 @@ fn check_requirement_line(line: &str, policy: RequirementPolicy) -> Result<(), R
         }
         Err(named) => return Err(named),
     };
-    match target {
-        Target::Url => match policy.allow_direct_urls {
-            true => Ok(()),
-            false => Err(Refusal::DirectUrl),
-        },
-        Target::Path(path) => check_local_path(&path),
+    match &target {
+        Target::Url if !policy.allow_direct_urls => return Err(Refusal::DirectUrl),
+        Target::Url => {}
+        Target::Path(path) => check_local_path(path)?,
     }
+    Ok(Accepted::Requirement {
+        target: Some(target),
+        hashes,
+    })
 }
 
 /// After a requirement: `--hash=ALGORITHM:HEX` or `--hash ALGORITHM:HEX`, any number.
@@ -321,9 +336,10 @@ fn check_hashes(options: &str) -> Result<(), Refusal> {
 
 /// pip treats a lone name ending like an archive as a file.
 fn is_archive(requirement: &str) -> bool {
+    let lower = requirement.to_ascii_lowercase();
     [".whl", ".tar.gz", ".zip", ".tgz", ".tar.bz2", ".tar"]
         .iter()
-        .any(|ext| requirement.to_ascii_lowercase().ends_with(ext))
+        .any(|ext| lower.ends_with(ext))
 }
 
 fn parse_named(requirement: &str) -> Result<Requirement<Target>, Refusal> {

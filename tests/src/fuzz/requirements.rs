@@ -58,37 +58,56 @@ pub fn run(data: &[u8]) {
     for (_, line) in logical_lines(&text) {
         let _ = check_line(&line, open);
         if check_build_requirement(&line).is_ok() {
-            // The checks below then hold for it as well.
-            assert!(check_line(&line, RequirementPolicy::default()).is_ok(), "{line:?}");
-            assert!(
-                !words(&line).any(|w| w.starts_with('-')),
-                "a build requirement held an option: {line:?}"
-            );
+            assert_plain_named(&line);
         }
-        if check_line(&line, RequirementPolicy::default()).is_err() {
-            continue;
+        if check_line(&line, RequirementPolicy::default()).is_ok() {
+            assert_harmless(&line);
         }
-        let reread: Vec<String> = logical_lines(&line).into_iter().map(|(_, l)| l).collect();
-        assert_eq!(
-            reread,
-            std::slice::from_ref(&line),
-            "the installer would read the line differently"
-        );
-        for word in words(&line) {
-            assert!(!forbidden(word), "option {word:?} got through: {line:?}");
-        }
-        // Before the first `;` is what pip and uv install (a name, a path or
-        // a URL); after it, markers, whose quoted strings may hold anything.
-        let installed = line.split(';').next().unwrap_or("");
-        assert!(!installed.contains("://"), "a URL got through: {line:?}");
-        // pip may read all of it as a path (when such a directory exists),
-        // whatever else it parses as.
-        let candidate = Path::new(installed);
-        assert!(
-            candidate
-                .components()
-                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir)),
-            "a path out of the package got through: {line:?}"
-        );
     }
+}
+
+/// What holds for every line the default policy accepts.
+fn assert_harmless(line: &str) {
+    let reread: Vec<String> = logical_lines(line).into_iter().map(|(_, l)| l).collect();
+    assert_eq!(reread, [line], "the installer would read the line differently");
+    for word in words(line) {
+        assert!(!forbidden(word), "option {word:?} got through: {line:?}");
+    }
+    // Before the first `;` is what pip and uv install (a name, a path or
+    // a URL); after it, markers, whose quoted strings may hold anything.
+    let installed = line.split(';').next().unwrap_or("");
+    assert!(!installed.contains("://"), "a URL got through: {line:?}");
+    // pip may read all of it as a path (when such a directory exists),
+    // whatever else it parses as.
+    let candidate = Path::new(installed);
+    assert!(
+        candidate
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir)),
+        "a path out of the package got through: {line:?}"
+    );
+}
+
+/// What holds for every build requirement the host accepts for a shared
+/// build environment: a harmless line, and a plain named requirement: no
+/// option, no hash, and before any marker a name, maybe extras, no `@ URL`
+/// (packaging's reading) and nothing pip would take for a path.
+pub(super) fn assert_plain_named(requirement: &str) {
+    assert!(
+        check_line(requirement, RequirementPolicy::default()).is_ok(),
+        "{requirement:?}"
+    );
+    assert_harmless(requirement);
+    assert!(
+        !words(requirement).any(|w| w.starts_with('-')),
+        "a build requirement held an option: {requirement:?}"
+    );
+    let head = requirement.split(';').next().unwrap_or("");
+    assert!(!head.contains('/') && !head.starts_with('.'), "a path: {requirement:?}");
+    let after_name = head.trim_start_matches(|c: char| c.is_ascii_alphanumeric() || "._-".contains(c));
+    let after_extras = match after_name.trim_start().strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or("", |(_, r)| r),
+        None => after_name,
+    };
+    assert!(!after_extras.trim_start().starts_with('@'), "a URL: {requirement:?}");
 }
