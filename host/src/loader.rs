@@ -109,7 +109,8 @@ pub struct PackageLoader {
 struct Inner {
     config: LoaderConfig,
     sandbox: Sandbox,
-    /// The base interpreter, found on first use.
+    /// The base interpreter, resolved past any shim on every load; an
+    /// answer is reused while what decided it is unchanged.
     python: Resolver,
     /// The installer sandbox, probed on first use (`None`: not used).
     installer_sandbox: std::sync::OnceLock<Result<Option<Bubblewrap>, String>>,
@@ -189,7 +190,7 @@ impl PackageLoader {
         let started = Instant::now();
         tracing::info!(apkg = %apkg.display(), "Loading agent package");
         let sandbox = self.installer_sandbox()?;
-        let python = self.python()?;
+        let python = self.inner.python.resolve()?;
         let installer = self.installer(&python)?;
         let settings = self.settings_fingerprint(&python, installer.as_ref(), sandbox.is_some());
         let digest = redeploy::apkg_digest(&apkg).map_err(LoadError::io("cannot read the archive", &apkg))?;
@@ -368,11 +369,6 @@ impl PackageLoader {
                 });
             }
         })
-    }
-
-    /// The base interpreter, resolved past any shim.
-    fn python(&self) -> Result<Interpreter, LoadError> {
-        self.inner.python.resolve()
     }
 
     /// The bubblewrap installer steps run under, per `--sandbox`; `auto`
