@@ -43,7 +43,9 @@ fn extract_the_shipped_example() {
     let result = json(&output);
     assert_eq!(result["package_id"], "vivid-commenter@1.0.1");
     let path = result["path"].as_str().expect("path");
-    assert_eq!(Path::new(path), ws.root().join("packages/vivid-commenter@1.0.1"));
+    let link = result["link"].as_str().expect("link");
+    assert_eq!(Path::new(link), ws.root().join("packages/vivid-commenter@1.0.1"));
+    assert_eq!(std::fs::read_link(link).expect("a link"), Path::new(path));
     assert!(Path::new(path).join("core/langchain_util.py").is_file());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("Loading agent package"), "{stderr}");
@@ -212,8 +214,12 @@ fn load_with_uv_from_a_relative_root() {
         (Some(true), Some(true))
     );
     assert_eq!(
-        result["path"].as_str().map(Path::new),
+        result["link"].as_str().map(Path::new),
         Some(ws.root().join("packages/vivid-commenter@1.0.1").as_path())
+    );
+    assert_eq!(
+        result["link"].as_str().and_then(|link| std::fs::read_link(link).ok()),
+        result["path"].as_str().map(std::path::PathBuf::from)
     );
     assert_logged(
         &output,

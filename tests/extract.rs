@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::time::Duration;
 
 use par::{LoadError, LoaderConfig, PackageLoader, SandboxError};
@@ -33,7 +34,7 @@ async fn valid_agent_is_published_with_normalized_modes() {
 
     assert_eq!(package.package_id, "test-agent@1.0.0");
     assert_eq!(package.app_id, "test-agent");
-    assert_eq!(package.path, ws.root().join("packages/test-agent@1.0.0"));
+    assert_published(&ws, &package.link, &package.path, "test-agent@1.0.0");
     assert_eq!(package.files, 9);
     let tree = &package.path;
     assert_eq!(
@@ -73,9 +74,11 @@ async fn app_id_chooses_the_directory() {
         .await
         .expect("extract");
     assert_eq!(package.package_id, "test-agent@1.0.0");
-    assert_eq!(
-        package.path,
-        ws.root().join("packages/4906eeb7-9959-414e-84c6-f2445822ebe4@1.0.0")
+    assert_published(
+        &ws,
+        &package.link,
+        &package.path,
+        "4906eeb7-9959-414e-84c6-f2445822ebe4@1.0.0",
     );
 }
 
@@ -158,7 +161,7 @@ async fn numeric_version_keeps_its_text() {
     let package = loader(&ws).extract(&apkg, None).await.expect("extract");
     assert_eq!(package.manifest.version, "1.10");
     assert_eq!(package.manifest.document["version"], "1.10");
-    assert_eq!(package.path, ws.root().join("packages/numeric@1.10"));
+    assert_published(&ws, &package.link, &package.path, "numeric@1.10");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -171,31 +174,58 @@ async fn inspect_publishes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn republishing_replaces_the_tree_and_never_writes_through_a_planted_symlink() {
+async fn republishing_never_writes_through_a_planted_symlink() {
     let ws = Workspace::new();
     let loader = loader(&ws);
     let first = ws.apkg("first", &Apkg::valid_agent().file("old.txt", "old"));
     let package = loader.extract(&first, None).await.expect("first extract");
 
-    // An agent replaces its own package directory with a symlink to a victim dir.
+    // An agent replaces its own tree with a symlink to a victim dir, then
+    // the same archive is extracted again: same tree path.
     let victim = ws.path().join("in/victim");
     fs::create_dir(&victim).expect("victim");
     fs::remove_dir_all(&package.path).expect("remove");
     std::os::unix::fs::symlink(&victim, &package.path).expect("plant symlink");
-
-    let second = ws.apkg("second", &Apkg::valid_agent().file("new.txt", "new"));
-    let again = loader.extract(&second, None).await.expect("second extract");
+    let again = loader.extract(&first, None).await.expect("second extract");
     assert_eq!(again.path, package.path);
     let meta = fs::symlink_metadata(&again.path).expect("published");
     assert!(meta.is_dir(), "the symlink was replaced by a real directory");
-    assert!(again.path.join("new.txt").is_file());
-    assert!(!again.path.join("old.txt").exists());
+    assert!(again.path.join("old.txt").is_file());
+
+    // The app's link replaced by a symlink to the victim: switched, not followed.
+    fs::remove_file(&package.link).expect("remove the link");
+    std::os::unix::fs::symlink(&victim, &package.link).expect("plant symlink");
+    let second = ws.apkg("second", &Apkg::valid_agent().file("new.txt", "new"));
+    let other = loader.extract(&second, None).await.expect("third extract");
+    assert_ne!(other.path, package.path, "another archive, another tree");
+    assert_published(&ws, &other.link, &other.path, "test-agent@1.0.0");
+    assert!(other.link.join("new.txt").is_file());
+    assert!(!other.link.join("old.txt").exists());
     assert_eq!(
         names_in(&victim),
         Vec::<String>::new(),
-        "nothing written through the symlink"
+        "nothing written through a symlink"
     );
     assert_eq!(names_in(&ws.root().join("staging")), Vec::<String>::new());
+}
+
+/// The tree is under `trees/`, and the app's link `packages/{name}` points at it.
+fn assert_published(ws: &Workspace, link: &Path, tree: &Path, name: &str) {
+    assert_eq!(link, ws.root().join("packages").join(name));
+    assert_eq!(
+        tree.parent(),
+        Some(ws.root().join("trees").as_path()),
+        "{}",
+        tree.display()
+    );
+    assert!(
+        tree.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{name}."))),
+        "{}",
+        tree.display()
+    );
+    assert_eq!(fs::read_link(link).expect("a link").as_path(), tree);
+    assert!(fs::symlink_metadata(tree).expect("the tree").is_dir());
 }
 
 #[tokio::test(flavor = "multi_thread")]

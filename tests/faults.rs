@@ -1,7 +1,8 @@
-//! Faults during a load, through the real binary: SIGKILL at each phase, and
-//! a disk that fills up during extraction or during install. After each,
-//! nothing half-built is published, reused or left running, and the next
-//! load of the same package succeeds.
+//! Faults during a load, through the real binary: SIGKILL at each phase of a
+//! redeploy, and a disk that fills up during extraction or during install.
+//! After each, nothing half-built is published, reused or left running, the
+//! previous deployment still imports its own code, and the next load of the
+//! same package succeeds.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -30,12 +31,31 @@ const KILL_POINTS: [(&str, &str); 4] = [
     ("self-install", "Installing agent package in editable mode"),
 ];
 
-/// An agent with a requirement (served by the wheelhouse) and enough files
-/// that extraction takes a noticeable moment.
-fn agent() -> Apkg {
-    (0..DATA_FILES).fold(Apkg::valid_agent().replace("requirements.txt", "wheel\n"), |apkg, i| {
+/// The agent of the same name and version, marked `release`, with a
+/// requirement (served by the wheelhouse) and enough files that extraction
+/// takes a noticeable moment.
+fn agent(release: &str) -> Apkg {
+    let apkg = Apkg::valid_agent()
+        .replace("requirements.txt", "wheel\n")
+        .file("core/release.py", format!("RELEASE = {release:?}\n"));
+    (0..DATA_FILES).fold(apkg, |apkg, i| {
         apkg.file(&format!("data/f{i:04}.py"), format!("VALUE = {i}\n"))
     })
+}
+
+/// What `core.release` says in the venv of `python`, run from elsewhere.
+fn release_imported_by(python: &str) -> String {
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let output = Command::new(python)
+        .args(["-c", "import core.release; print(core.release.RELEASE)"])
+        .current_dir(elsewhere.path())
+        .output()
+        .expect("run the venv's python");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout).trim(),
+        String::from_utf8_lossy(&output.stderr).trim()
+    )
 }
 
 /// Every regular file under `dir`, at any depth.
@@ -63,9 +83,19 @@ fn killed_at_every_phase_then_loaded_uv() {
 }
 
 fn killed_at_every_phase_then_loaded(installer: &str) {
+    let ws = Workspace::new();
+    let good = ws.apkg("good", &agent("good"));
+    let deployed = binary().run(&ws, &binary().load_args(&good, installer));
+    assert_succeeded(&deployed);
+    let deployed = json(&deployed);
+    let (good_python, good_tree) = (
+        deployed["python_path"].as_str().expect("python").to_owned(),
+        deployed["path"].as_str().expect("tree").to_owned(),
+    );
+    let link = ws.root().join("packages/test-agent@1.0.0");
     for (phase, line) in KILL_POINTS {
-        let ws = Workspace::new();
-        let apkg = ws.apkg("agent", &agent());
+        // A redeploy of the same name and version with new code, killed mid-phase.
+        let apkg = ws.apkg(phase, &agent(phase));
         let mut args = binary().load_args(&apkg, installer);
         args.push("-v".into());
         let mut first = binary()
@@ -101,12 +131,21 @@ fn killed_at_every_phase_then_loaded(installer: &str) {
             Vec::<i32>::new(),
             "{installer}, killed during {phase}: a step outlived the loader"
         );
-        for package in names_in(&ws.root().join("packages")) {
-            let tree = ws.root().join("packages").join(&package);
+        assert_eq!(
+            std::fs::read_link(&link).expect("the app's link").display().to_string(),
+            good_tree,
+            "{installer}, killed during {phase}: the link left the last good deployment"
+        );
+        assert_eq!(
+            release_imported_by(&good_python),
+            "good",
+            "{installer}, killed during {phase}: the running deployment's code changed"
+        );
+        for tree in names_in(&ws.root().join("trees")) {
             assert_eq!(
-                names_in(&tree.join("data")).len(),
+                names_in(&ws.root().join("trees").join(&tree).join("data")).len(),
                 DATA_FILES,
-                "{installer}, killed during {phase}: {package} was published half-written"
+                "{installer}, killed during {phase}: {tree} was published half-written"
             );
         }
 
@@ -118,10 +157,21 @@ fn killed_at_every_phase_then_loaded(installer: &str) {
             "{installer}, killed during {phase}: a half-built venv was reused"
         );
         assert_eq!(result["verified"], true, "{installer}, killed during {phase}");
-        let venvs = names_in(&ws.root().join("venvs"));
-        assert_eq!(venvs.len(), 1, "{installer}, killed during {phase}: {venvs:?}");
-        assert!(ws.root().join("venvs").join(&venvs[0]).join(".par-complete").is_file());
+        let python = result["python_path"].as_str().expect("python");
+        assert_eq!(release_imported_by(python), phase, "{installer}: the new deployment");
+        assert_eq!(release_imported_by(&good_python), "good", "{installer}: the old one");
+        let venv = Path::new(result["venv_path"].as_str().expect("venv"));
+        assert!(venv.join(".par-complete").is_file());
         assert_eq!(names_in(&ws.root().join("staging")), Vec::<String>::new());
+
+        // The good archive again: unchanged, so current again at once.
+        let again = binary().run(&ws, &binary().load_args(&good, installer));
+        assert_succeeded(&again);
+        assert_eq!(json(&again)["unchanged_redeploy"], true, "{installer}");
+        assert_eq!(
+            std::fs::read_link(&link).expect("the app's link").display().to_string(),
+            good_tree
+        );
     }
 }
 

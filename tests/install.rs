@@ -1,8 +1,11 @@
 //! The spec's install flow end to end, with real venvs and real pip and uv,
 //! offline: every install runs with `--no-index` and a local wheelhouse.
 
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use par::{AgentPackage, InstallerChoice, LoadError, LoaderConfig, PackageLoader};
@@ -69,6 +72,7 @@ for_each_backend!(
     pyproject_agent_is_installed_too,
     old_package_loads_without_being_installed,
     invalid_setup_py_fails_with_pips_output,
+    a_failed_redeploy_leaves_the_last_good_deployment_as_it_was,
     local_requirement_installs_and_a_missing_one_fails_the_load,
     self_install_timeout_kills_everything_it_started,
     redeploy_reuses_the_venv_and_a_new_version_gets_its_own,
@@ -132,6 +136,22 @@ async fn pyproject_agent_is_installed_too(backend: InstallerChoice) {
     assert_records_an_editable_install(&package);
 }
 
+/// The guest's CPU cap counts its own work, not the time it waits for a step:
+/// a one-second cap holds over a `setup.py` that takes three.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_waiting_on_slow_steps_is_within_its_cpu_cap() {
+    let ws = Workspace::new();
+    let mut config = config(&ws, InstallerChoice::Uv);
+    config.guest_cpu_time = Duration::from_secs(1);
+    let slow = Apkg::valid_agent().replace(
+        "setup.py",
+        "import time\ntime.sleep(3)\nfrom setuptools import setup, find_packages\nsetup(name='test-agent', version='1.0.0', packages=find_packages())\n",
+    );
+    let package = load_with(config, &ws, &slow).await.expect("within the cap");
+    assert!(package.installed_as_package);
+    assert!(package.timings.total_ms >= 3000, "{:?}", package.timings);
+}
+
 async fn old_package_loads_without_being_installed(backend: InstallerChoice) {
     let ws = Workspace::new();
     let package = load(&ws, backend, &Apkg::old_agent())
@@ -140,8 +160,8 @@ async fn old_package_loads_without_being_installed(backend: InstallerChoice) {
     assert!(!package.installed_as_package);
     assert_eq!(
         package.verified,
-        Some(false),
-        "without sys.path help the entrypoint cannot import"
+        Some(true),
+        "with the package directory on sys.path, as the runtime runs an old package, the entrypoint imports"
     );
     let out = python_in(&package, "import core");
     assert!(
@@ -149,6 +169,16 @@ async fn old_package_loads_without_being_installed(backend: InstallerChoice) {
         "import core must fail outside the package for an old package"
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("No module named 'core'"));
+
+    // Generated gRPC code importing a sibling by its bare name fails even
+    // with the package directory on sys.path: still reported unverified.
+    let ws = Workspace::new();
+    let grpc = Apkg::old_agent()
+        .file("app/service_pb2.py", "SERVICE = 1\n")
+        .file("app/service_pb2_grpc.py", "import service_pb2\n")
+        .replace("app/main.py", "from app import service_pb2_grpc\nagent = 1\n");
+    let package = load(&ws, backend, &grpc).await.expect("still loads");
+    assert_eq!(package.verified, Some(false));
 }
 
 async fn invalid_setup_py_fails_with_pips_output(backend: InstallerChoice) {
@@ -171,6 +201,59 @@ async fn invalid_setup_py_fails_with_pips_output(backend: InstallerChoice) {
         Vec::<String>::new(),
         "no half-built venv left"
     );
+}
+
+async fn a_failed_redeploy_leaves_the_last_good_deployment_as_it_was(backend: InstallerChoice) {
+    let ws = Workspace::new();
+    let good = Apkg::valid_agent().file("core/release.py", "RELEASE = 'good'\n");
+    let package = load(&ws, backend, &good).await.expect("first deploy");
+    let release = "import core.release; print(core.release.RELEASE)";
+    // Importing first, so the bytecode it caches is part of what must stay.
+    let out = python_in(&package, release);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "good", "{out:?}");
+    let before = (
+        fs::read_link(&package.link).expect("link"),
+        listing(&package.path),
+        listing(&package.venv_path),
+        names_in(&ws.root().join("deployments")),
+    );
+
+    // The same name and version, new code, and a setup.py that fails.
+    let broken = good
+        .replace("core/release.py", "RELEASE = 'broken'\n")
+        .replace("setup.py", "raise SystemExit('broken on purpose')\n");
+    let error = load(&ws, backend, &broken).await.expect_err("broken setup.py");
+    assert!(matches!(error, LoadError::Install(_)), "{error}");
+
+    let after = (
+        fs::read_link(&package.link).expect("link"),
+        listing(&package.path),
+        listing(&package.venv_path),
+        names_in(&ws.root().join("deployments")),
+    );
+    assert_eq!(after, before, "the last good deployment changed");
+    let out = python_in(&package, release);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "good", "{out:?}");
+    assert_eq!(names_in(&ws.root().join("trees")).len(), 1, "the failed tree is gone");
+    assert_eq!(names_in(&ws.root().join("venvs")).len(), 1, "the failed venv is gone");
+}
+
+/// Every entry under `dir` with its size and modification time, sorted.
+fn listing(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut entries = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(current) = pending.pop() {
+        for entry in fs::read_dir(&current).expect("read dir").filter_map(Result::ok) {
+            let meta = entry.metadata().expect("metadata");
+            if meta.is_dir() {
+                pending.push(entry.path());
+            }
+            let modified = meta.modified().expect("mtime");
+            entries.push((entry.path(), meta.len(), modified));
+        }
+    }
+    entries.sort();
+    entries
 }
 
 async fn local_requirement_installs_and_a_missing_one_fails_the_load(backend: InstallerChoice) {
@@ -274,17 +357,33 @@ async fn self_install_timeout_kills_everything_it_started(backend: InstallerChoi
         let ws = Workspace::new();
         // The marker names the child in the process table (its pid would be
         // the one inside the sandbox's PID namespace); `started` lands in the
-        // package directory, which setup.py may write with or without the
-        // sandbox.
+        // package tree, which setup.py may write with or without the sandbox,
+        // and which the failed load removes: it is watched for meanwhile.
         let marker = format!("par-timeout-{}", ws.path().file_name().expect("name").to_string_lossy());
         let setup = format!(
             "import os, subprocess, time\nsubprocess.Popen(['/bin/sh', '-c', 'sleep 900; :', {marker:?}], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\nopen('started', 'w').close()\ntime.sleep(900)\n"
         );
         let mut config = config(&ws, backend);
         config.install.self_install_timeout = Duration::from_secs(seconds);
+        let trees = ws.root().join("trees");
+        let (done, started) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let watcher = {
+            let (done, started) = (done.clone(), started.clone());
+            std::thread::spawn(move || {
+                while !done.load(Ordering::SeqCst) && !started.load(Ordering::SeqCst) {
+                    let seen = names_in(&trees)
+                        .iter()
+                        .any(|tree| trees.join(tree).join("started").exists());
+                    started.store(seen, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
         let error = load_with(config, &ws, &Apkg::valid_agent().replace("setup.py", setup))
             .await
             .expect_err("must time out");
+        done.store(true, Ordering::SeqCst);
+        watcher.join().expect("watcher");
         assert_eq!(
             error.to_string(),
             format!("Package installation failed: Agent package installation timed out after {seconds}s")
@@ -294,7 +393,8 @@ async fn self_install_timeout_kills_everything_it_started(backend: InstallerChoi
             Vec::<i32>::new(),
             "the process setup.py started survived the timeout"
         );
-        if ws.root().join("packages/test-agent@1.0.0/started").exists() {
+        ws.assert_left_nothing("timed out");
+        if started.load(Ordering::SeqCst) {
             return;
         }
     }

@@ -302,8 +302,9 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
                     None => "no entrypoint",
                 };
                 format!(
-                    "Loaded {} from {}\n  venv: {}{}\n  python: {}\n  installer: {}, installed as package: {}, entrypoint imports: {verified}",
+                    "Loaded {} at {}\n  tree: {}\n  venv: {}{}\n  python: {}\n  installer: {}, installed as package: {}, entrypoint imports: {verified}",
                     package.package_id,
+                    package.link.display(),
                     package.path.display(),
                     package.venv_path.display(),
                     if package.venv_reused { " (reused)" } else { "" },
@@ -330,10 +331,11 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             let package = loader.extract(apkg, app_id.as_deref()).await?;
             print_result(cli.json, &package, || {
                 format!(
-                    "Extracted {} ({} files, {} bytes) to {}",
+                    "Extracted {} ({} files, {} bytes) to {}\n  tree: {}",
                     package.package_id,
                     package.files,
                     package.bytes,
+                    package.link.display(),
                     package.path.display()
                 )
             })?;
@@ -366,10 +368,7 @@ fn report(cli: &Cli, error: &anyhow::Error) -> ExitCode {
         let body = serde_json::json!({
             "error": {
                 "kind": load_error.map_or("internal", LoadError::kind),
-                "subject": load_error.and_then(|e| match e {
-                    LoadError::Package(p) => p.subject(),
-                    _ => None,
-                }),
+                "subject": load_error.and_then(LoadError::subject),
                 "message": message,
             }
         });

@@ -39,6 +39,9 @@ pub struct LoaderConfig {
     pub install: InstallConfig,
     /// Whether the guest applies its entry-name rules (only tests turn this off).
     pub(crate) guest_path_rules: bool,
+    /// Another component in place of par's own guest (only tests set this,
+    /// to show the host's guarantees hold for any guest).
+    pub(crate) guest_component: Option<std::sync::Arc<[u8]>>,
 }
 
 /// Which installer back end to use.
@@ -208,6 +211,7 @@ impl Default for LoaderConfig {
             component_cache: default_cache_dir(),
             install: InstallConfig::default(),
             guest_path_rules: true,
+            guest_component: None,
         }
     }
 }
@@ -226,6 +230,15 @@ impl LoaderConfig {
     #[cfg(feature = "test-hooks")]
     pub fn without_guest_path_rules(mut self) -> Self {
         self.guest_path_rules = false;
+        self
+    }
+
+    /// Runs `wasm`, a component exporting the same world, in place of par's
+    /// own guest: for tests with a hostile guest. Never available in
+    /// production builds.
+    #[cfg(feature = "test-hooks")]
+    pub fn with_guest_component(mut self, wasm: &[u8]) -> Self {
+        self.guest_component = Some(wasm.into());
         self
     }
 

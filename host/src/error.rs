@@ -92,6 +92,135 @@ impl From<GuestLoadError> for LoadError {
     }
 }
 
+/// A call of the `host-installer` import, in the order a load makes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum InstallCall {
+    /// `publish`
+    Publish,
+    /// `ensure-venv`
+    EnsureVenv,
+    /// `install-requirements`
+    InstallRequirements,
+    /// `install-self`
+    InstallSelf,
+    /// `verify-import`
+    VerifyImport,
+}
+
+impl InstallCall {
+    /// Every call, in protocol order.
+    pub const ORDER: [InstallCall; 5] = [
+        InstallCall::Publish,
+        InstallCall::EnsureVenv,
+        InstallCall::InstallRequirements,
+        InstallCall::InstallSelf,
+        InstallCall::VerifyImport,
+    ];
+
+    /// The name the WIT gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            InstallCall::Publish => "publish",
+            InstallCall::EnsureVenv => "ensure-venv",
+            InstallCall::InstallRequirements => "install-requirements",
+            InstallCall::InstallSelf => "install-self",
+            InstallCall::VerifyImport => "verify-import",
+        }
+    }
+}
+
+impl fmt::Display for InstallCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How the sandboxed guest broke the `host-installer` protocol: the guest
+/// is at fault (it may be under an attacker's control), so the load fails
+/// as a package refusal and nothing it created is kept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GuestProtocolError {
+    /// An installer call during `inspect` or `extract`.
+    #[error("`{call}` was called outside `load`")]
+    Unavailable {
+        /// The call.
+        call: InstallCall,
+    },
+    /// A call made twice.
+    #[error("`{call}` was called twice")]
+    Repeated {
+        /// The call.
+        call: InstallCall,
+    },
+    /// A call made before one that must precede it, or after one that must follow it.
+    #[error("`{call}` was called out of order (around `{before}`)")]
+    OutOfOrder {
+        /// The call.
+        call: InstallCall,
+        /// The call it should have come after, or did come after wrongly.
+        before: InstallCall,
+    },
+    /// An install step the checked plan does not call for.
+    #[error("`{call}` was called, but the checked plan does not call for it")]
+    NotPlanned {
+        /// The call.
+        call: InstallCall,
+    },
+    /// A call that needs an earlier step's success, after that step failed.
+    #[error("`{call}` was called after `{failed}` failed")]
+    AfterFailure {
+        /// The call.
+        call: InstallCall,
+        /// The step that had failed.
+        failed: InstallCall,
+    },
+    /// `verify-import` asked for another entrypoint than the manifest names.
+    #[error("`verify-import` asked for `{asked}`, which the checked manifest does not name")]
+    WrongEntrypoint {
+        /// What the guest asked for (escaped, at most 200 characters).
+        asked: String,
+    },
+    /// The plan contradicts the published tree.
+    #[error("the install plan contradicts the package tree: {0}")]
+    PlanMismatch(String),
+    /// A list or string larger than anything a well-behaved guest sends.
+    #[error("`{call}` sent {what} of {size}, over the limit of {max}")]
+    TooLarge {
+        /// The call.
+        call: InstallCall,
+        /// Which argument (`requirement lines`, `a requirement line's bytes` …).
+        what: &'static str,
+        /// Its size.
+        size: usize,
+        /// The most the host takes.
+        max: usize,
+    },
+    /// The guest reported a successful load that the host's record contradicts.
+    #[error("the guest reported success, but {0}")]
+    FalseSuccess(String),
+    /// The guest reported a failure of a step that the host saw succeed, or never ran.
+    #[error("the guest reported `{0}`, which the host never saw")]
+    FalseFailure(String),
+}
+
+impl GuestProtocolError {
+    /// The call at fault, if the error is about one call.
+    pub fn call(&self) -> Option<InstallCall> {
+        match self {
+            GuestProtocolError::Unavailable { call }
+            | GuestProtocolError::Repeated { call }
+            | GuestProtocolError::OutOfOrder { call, .. }
+            | GuestProtocolError::NotPlanned { call }
+            | GuestProtocolError::AfterFailure { call, .. }
+            | GuestProtocolError::TooLarge { call, .. } => Some(*call),
+            GuestProtocolError::WrongEntrypoint { .. } => Some(InstallCall::VerifyImport),
+            GuestProtocolError::PlanMismatch(_) => Some(InstallCall::EnsureVenv),
+            GuestProtocolError::FalseSuccess(_) | GuestProtocolError::FalseFailure(_) => None,
+        }
+    }
+}
+
 /// Installation errors in the order the steps ran, shown as the spec does:
 /// `Package installation failed: <each error joined by '; '>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +301,9 @@ pub enum LoadError {
     /// The entrypoint did not import and `strict` was set.
     #[error("{0}")]
     Verification(InstallFailure),
+    /// The sandboxed guest broke the installer protocol (see [`GuestProtocolError`]).
+    #[error("the sandboxed guest broke the installer protocol: {0}")]
+    GuestProtocol(#[from] GuestProtocolError),
     /// A host-side file operation failed.
     #[error("{action} `{}`: {source}", path.display())]
     Io {
@@ -220,13 +352,22 @@ impl LoadError {
     pub fn is_package_fault(&self) -> bool {
         match self {
             LoadError::Install(failure) | LoadError::Verification(failure) => !failure.host_only(),
-            LoadError::Package(_) => true,
+            LoadError::Package(_) | LoadError::GuestProtocol(_) => true,
             LoadError::Sandbox(error) => !matches!(error, SandboxError::Engine(_)),
             LoadError::Io { .. }
             | LoadError::DiskFull { .. }
             | LoadError::InvalidInput { .. }
             | LoadError::InstallerSandbox(_)
             | LoadError::Internal(_) => false,
+        }
+    }
+
+    /// The entry, field or import call at fault, if the error names one.
+    pub fn subject(&self) -> Option<&str> {
+        match self {
+            LoadError::Package(e) => e.subject(),
+            LoadError::GuestProtocol(e) => e.call().map(InstallCall::name),
+            _ => None,
         }
     }
 
@@ -239,6 +380,7 @@ impl LoadError {
             LoadError::Sandbox(SandboxError::Panic(_)) => "guest-panic",
             LoadError::Sandbox(SandboxError::Trap(_)) => "guest-trap",
             LoadError::Sandbox(SandboxError::Engine(_)) => "engine",
+            LoadError::GuestProtocol(_) => "guest-protocol",
             LoadError::Io { .. } => "io",
             LoadError::InvalidInput { .. } => "invalid-input",
             LoadError::Internal(_) => "internal",

@@ -15,8 +15,8 @@ use crate::interpreter::{Interpreter, Resolver};
 use crate::process::find_program_in;
 use crate::redeploy::{self, Deployment};
 use crate::sandbox::{ExtractOptions, GuestManifest, LoadOptions, Preopens, Sandbox};
-use crate::session::{InstallSession, LoadContext, Published, Timings};
-use crate::staging::{PackageLock, Staging, disk_nearly_full, sweep_abandoned};
+use crate::session::{InstallSession, LoadContext, PublishRequest, Published, Timings};
+use crate::staging::{PackageLock, Staging, disk_nearly_full, point_link, sweep_abandoned};
 use crate::validate::{is_entrypoint, is_safe_component};
 use crate::venv;
 
@@ -52,8 +52,10 @@ pub struct ExtractedPackage {
     pub package_id: String,
     /// The app id the package was published under (defaults to the name).
     pub app_id: String,
-    /// `{root}/packages/{app_id}@{version}`.
+    /// `{root}/trees/{app_id}@{version}.{digest}`: the tree itself.
     pub path: PathBuf,
+    /// `{root}/packages/{app_id}@{version}`: the app's link, now pointing at `path`.
+    pub link: PathBuf,
     /// The validated manifest.
     pub manifest: Manifest,
     /// Regular files written.
@@ -71,8 +73,15 @@ pub struct AgentPackage {
     pub package_id: String,
     /// The app id it was published under.
     pub app_id: String,
-    /// `{root}/packages/{app_id}@{version}`.
+    /// `{root}/trees/{app_id}@{version}.{digest}`: the package tree the venv
+    /// imports from. It stays as it is while this deployment is kept, even
+    /// when a later load of another archive switches `link`: start the agent
+    /// here (`AGENT_PACKAGE_PATH`).
     pub path: PathBuf,
+    /// `{root}/packages/{app_id}@{version}`: a link the host points at the
+    /// app's current tree, switched with one rename only when a load has
+    /// succeeded; a failed load leaves it, the tree and the venv as they were.
+    pub link: PathBuf,
     /// `{root}/venvs/{app_id}_{key}`.
     pub venv_path: PathBuf,
     /// The venv's interpreter: start the agent with it.
@@ -131,7 +140,11 @@ impl PackageLoader {
             *cache =
                 std::path::absolute(&*cache).map_err(LoadError::io("cannot resolve the cache directory", &*cache))?;
         }
-        let sandbox = Sandbox::new(config.component_cache.as_deref(), config.sandbox_limits())?;
+        let sandbox = Sandbox::new(
+            config.component_cache.as_deref(),
+            config.sandbox_limits(),
+            config.guest_component.as_deref(),
+        )?;
         sweep_abandoned(&config.root);
         tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "sandbox ready");
         let python = Resolver::new(
@@ -206,6 +219,8 @@ impl PackageLoader {
         let context = LoadContext {
             root: config.root.clone(),
             app_id: app_id.map(str::to_owned),
+            digest: digest.clone(),
+            max_entries: config.limits.max_entries,
             install: config.install.clone(),
             installer: installer.clone(),
             python,
@@ -221,48 +236,33 @@ impl PackageLoader {
             extract: self.extract_options(),
             strict: config.install.strict,
         };
-        let (outcome, session) = self
+        let (outcome, mut session) = self
             .inner
             .sandbox
             .load(preopens, &options, InstallSession::new(context, staging));
-        // The host's own refusal decides, whatever the guest made of it.
-        if let Some(refused) = session.refused.clone() {
-            discard_unfinished_venv(&session);
-            return Err(PackageError::RequirementsInvalid(refused).into());
-        }
-        let report = match outcome {
-            Ok(Ok(report)) if session.all_planned_steps_succeeded() => report,
-            Ok(Ok(_)) => {
+        // Decided from the host's own record; dropping the session on failure
+        // removes the tree this load published and puts back what it replaced.
+        let facts = match session.conclude(outcome) {
+            Ok(facts) => facts,
+            Err(error) => {
                 discard_unfinished_venv(&session);
-                return Err(PackageError::InvalidGuestOutput {
-                    what: "load report",
-                    detail: "the guest reported success for steps that did not succeed".into(),
-                }
-                .into());
-            }
-            Ok(Err(error)) => {
-                discard_unfinished_venv(&session);
-                let error = explain_disk_full(LoadError::from(error), &config.root, session.saw_disk_full());
+                let error = explain_disk_full(error, &config.root, session.saw_disk_full());
                 if matches!(error, LoadError::Install(_)) {
                     tracing::error!("{error}");
                 }
                 return Err(error);
             }
-            Err(error) => {
-                discard_unfinished_venv(&session);
-                return Err(error.into());
-            }
         };
-        let (Some(published), Some(venv_state)) = (&session.published, &session.venv) else {
+        let (Some(published), Some(venv_state)) = (session.published.take(), session.venv.as_ref()) else {
             return Err(LoadError::Internal(
-                "the guest finished without publishing or preparing a venv".into(),
+                "the load ended without publishing or preparing a venv".into(),
             ));
         };
         if !venv_state.reused {
             venv::mark_finished(&venv_state.path, &venv_state.key)
                 .map_err(LoadError::io("cannot mark the venv finished", &venv_state.path))?;
         }
-        if !report.installed_as_package {
+        if !facts.installed_as_package {
             tracing::info!(
                 note = "Agent may have import issues if it uses root-level packages",
                 "No setup.py found - skipping agent package installation"
@@ -275,18 +275,21 @@ impl PackageLoader {
             package_id: published.package_id.clone(),
             app_id: published.app_id.clone(),
             path: published.path.clone(),
+            link: published.link.clone(),
             venv_path: venv_state.path.clone(),
             python_path: venv_python(&venv_state.path),
             manifest: published.manifest.clone(),
-            installed_as_package: report.installed_as_package,
-            verified: report.verified,
+            installed_as_package: facts.installed_as_package,
+            verified: facts.verified,
             installer: installer.name().to_owned(),
             installer_sandbox: confine::label(sandbox.as_ref()).to_owned(),
             venv_reused: venv_state.reused,
             unchanged_redeploy: false,
-            requirements_count: report.requirements_count,
+            requirements_count: facts.requirements_count,
             timings,
         };
+        // The last step: from here on the app's link names this tree.
+        published.commit()?;
         let record = Deployment::new(settings, venv_state.key.clone(), package.clone())
             .and_then(|record| record.save(&config.root, &digest, app_id));
         if let Err(error) = record {
@@ -316,6 +319,8 @@ impl PackageLoader {
         let Some(mut package) = record.unchanged(root, settings) else {
             return Ok(None);
         };
+        // This archive becomes the app's current deployment again, if another one had replaced it.
+        point_link(root, &package.link, &package.path)?;
         package.venv_reused = true;
         package.unchanged_redeploy = true;
         package.requirements_count = 0;
@@ -403,7 +408,7 @@ impl PackageLoader {
             archive_dir: &archive_dir,
             package_dir: None,
         };
-        let manifest = self.inner.sandbox.inspect(preopens, &self.extract_options())??;
+        let manifest = self.inner.sandbox.inspect(preopens, &self.extract_options())?;
         Ok(check_manifest(manifest)?)
     }
 
@@ -416,6 +421,7 @@ impl PackageLoader {
         let root = &self.inner.config.root;
         tracing::info!(apkg = %apkg.display(), "Loading agent package");
         let started = Instant::now();
+        let digest = redeploy::apkg_digest(&apkg).map_err(LoadError::io("cannot read the archive", &apkg))?;
         let staging = Staging::create(root, &apkg)?;
         let (archive_dir, tree) = (staging.archive_dir(), staging.tree());
         tracing::info!(staging = %tree.display(), "Extracting package");
@@ -426,9 +432,16 @@ impl PackageLoader {
         let report = self
             .inner
             .sandbox
-            .extract(preopens, &self.extract_options())?
-            .map_err(|e| explain_disk_full(e.into(), root, false))?;
-        let published = Published::publish(root, app_id, staging, report.manifest, &report.executables)?;
+            .extract(preopens, &self.extract_options())
+            .map_err(|e| explain_disk_full(e, root, false))?;
+        let request = PublishRequest {
+            app_id,
+            digest: &digest,
+            max_entries: self.inner.config.limits.max_entries,
+            manifest: report.manifest,
+            executables: &report.executables,
+        };
+        let published = Published::publish(root, request, staging)?;
         tracing::info!(
             package_id = %published.package_id,
             path = %published.path.display(),
@@ -437,15 +450,18 @@ impl PackageLoader {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "Package extracted"
         );
-        Ok(ExtractedPackage {
-            package_id: published.package_id,
-            app_id: published.app_id,
-            path: published.path,
-            manifest: published.manifest,
+        let package = ExtractedPackage {
+            package_id: published.package_id.clone(),
+            app_id: published.app_id.clone(),
+            path: published.path.clone(),
+            link: published.link.clone(),
+            manifest: published.manifest.clone(),
             files: report.files,
             dirs: report.dirs,
             bytes: report.bytes,
-        })
+        };
+        published.commit()?;
+        Ok(package)
     }
 
     fn extract_options(&self) -> ExtractOptions {

@@ -25,6 +25,15 @@ const OUTPUT_TAIL: usize = 256 * 1024;
 /// How often a running child is polled for exit when no pidfd tells, and
 /// how often a cancellable step looks at its flag.
 const POLL: Duration = Duration::from_millis(20);
+/// [`POLL`] as `poll(2)` takes it.
+const POLL_TIMESPEC: rustix::event::Timespec = rustix::event::Timespec {
+    tv_sec: 0,
+    tv_nsec: 20_000_000,
+};
+/// How long the output readers go on once the step has ended and its group
+/// is killed: enough for what is already in the pipes, and no longer, so a
+/// daemon that escaped the group and keeps the pipes open cannot hang the load.
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 
 /// `setrlimit` ceilings applied to a step (and inherited by everything it starts).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -226,8 +235,9 @@ pub fn run(step: &Step) -> Result<StepOutput, StepError> {
         source,
     })?;
     let group = Pid::from_child(&child);
-    let stdout = drain(child.stdout.take());
-    let stderr = drain(child.stderr.take());
+    let ended = Arc::new(std::sync::OnceLock::new());
+    let stdout = drain(child.stdout.take(), ended.clone());
+    let stderr = drain(child.stderr.take(), ended.clone());
     let waited = wait_until(&mut child, started + step.timeout, step.cancel.as_deref());
     // Whatever the step started and left in its group dies with it; an error
     // here only means the group is already empty.
@@ -236,6 +246,7 @@ pub fn run(step: &Step) -> Result<StepOutput, StepError> {
     if let Some(cgroup) = &cgroup {
         cgroup.kill_all();
     }
+    let _ = ended.set(Instant::now() + OUTPUT_GRACE);
     let (stdout, stderr) = (collect(stdout), collect(stderr));
     match waited {
         Ok(Some(status)) => Ok(StepOutput {
@@ -300,16 +311,31 @@ fn wait_until(
     }
 }
 
-/// Reads a pipe to its end on a thread, keeping only the last [`OUTPUT_TAIL`] bytes.
-fn drain(pipe: Option<impl Read + Send + 'static>) -> Option<JoinHandle<Vec<u8>>> {
+/// Reads a pipe on a thread, keeping only the last [`OUTPUT_TAIL`] bytes,
+/// until its end or until the cutoff set in `ended` (once the step is over)
+/// has passed: a process that outlived the step may hold the pipe open forever.
+fn drain(
+    pipe: Option<impl Read + std::os::fd::AsFd + Send + 'static>,
+    ended: Arc<std::sync::OnceLock<Instant>>,
+) -> Option<JoinHandle<Vec<u8>>> {
     let mut pipe = pipe?;
     Some(std::thread::spawn(move || {
         let mut kept = Vec::new();
         let mut buffer = [0u8; 16 * 1024];
-        while let Ok(n) = pipe.read(&mut buffer) {
-            if n == 0 {
+        loop {
+            if ended.get().is_some_and(|cutoff| Instant::now() >= *cutoff) {
                 break;
             }
+            let mut fds = [rustix::event::PollFd::new(&pipe, rustix::event::PollFlags::IN)];
+            match rustix::event::poll(&mut fds, Some(&POLL_TIMESPEC)) {
+                Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+            let n = match pipe.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
             kept.extend_from_slice(&buffer[..n]);
             if kept.len() > 2 * OUTPUT_TAIL {
                 kept.drain(..kept.len() - OUTPUT_TAIL);
@@ -323,6 +349,13 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> Option<JoinHandle<Vec<u8>>
 fn collect(handle: Option<JoinHandle<Vec<u8>>>) -> String {
     let bytes = handle.and_then(|h| h.join().ok()).unwrap_or_default();
     String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// CPU time the calling thread has used: what the guest's CPU cap is measured
+/// in, since the guest runs on the thread that calls into it.
+pub fn thread_cpu_time() -> Duration {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(now.tv_sec.max(0) as u64, now.tv_nsec.clamp(0, 999_999_999) as u32)
 }
 
 /// Resolves a program name on `PATH` to a canonical path; see [`find_program_in`].
@@ -428,6 +461,33 @@ mod tests {
         let mut lines: Vec<&str> = out.stdout.lines().filter(|l| !l.starts_with("PWD=")).collect();
         lines.sort();
         assert_eq!(lines, ["ONLY=this"]);
+    }
+
+    #[test]
+    fn a_daemon_holding_the_output_open_does_not_hang_the_step() {
+        // No cgroup and no sandbox: the daemon leaves the process group with
+        // setsid and keeps stdout and stderr open for ten minutes after the
+        // step ended.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pid_file = dir.path().join("daemon.pid");
+        // The daemon writes its pid once it has left the group, and the step
+        // ends only then, so the group kill cannot catch it first.
+        let script = format!(
+            "setsid sh -c 'echo $$ > \"$0\"; exec sleep 600' '{pid}' & while [ ! -s '{pid}' ]; do :; done; echo started; echo warned >&2",
+            pid = pid_file.display()
+        );
+        let out = run(&sh(&script, Duration::from_secs(300))).expect("ran");
+        let daemon = read_pid(&pid_file);
+        let daemon_alive = alive(daemon);
+        if let Some(pid) = Pid::from_raw(daemon) {
+            let _ = rustix::process::kill_process(pid, Signal::KILL);
+        }
+        assert!(daemon_alive, "the daemon outlived the step, as this test needs");
+        assert!(out.elapsed < Duration::from_secs(300), "the step waited for the daemon");
+        assert_eq!(
+            (out.code(), out.stdout.as_str(), out.stderr.as_str()),
+            (0, "started\n", "warned\n")
+        );
     }
 
     #[test]

@@ -117,16 +117,17 @@ impl Deployment {
         serde_json::from_slice(&text).ok()
     }
 
-    /// The published package's directory name, `{app_id}@{version}`: what to lock.
+    /// The published package's link name, `{app_id}@{version}`: what to lock.
     pub fn package_dir_name(&self) -> Option<String> {
-        Some(self.package.path.file_name()?.to_str()?.to_owned())
+        Some(self.package.link.file_name()?.to_str()?.to_owned())
     }
 
     /// The recorded result, if the settings are the same and the tree and
     /// venv under `root` are exactly as that load left them.
     pub fn unchanged(self, root: &Path, settings: &str) -> Option<AgentPackage> {
         let unchanged = self.settings == settings
-            && self.package.path.parent() == Some(&root.join("packages"))
+            && self.package.path.parent() == Some(&root.join("trees"))
+            && self.package.link.parent() == Some(&root.join("packages"))
             && self.package.venv_path.parent() == Some(&root.join("venvs"))
             && venv::is_finished(&self.package.venv_path, &self.venv_key)
             && list_tree(&self.package.path).is_ok_and(|tree| tree == self.tree);

@@ -2,8 +2,10 @@
 //!
 //! The guest asks, in order, to publish the tree, ensure the venv, install the
 //! requirements, install the agent and verify the entrypoint. Each request is
-//! checked here before anything runs; the session remembers what was done so
-//! the loader can mark the venv finished only if every planned step succeeded.
+//! checked here before anything runs, against the protocol ([`Protocol`]) and
+//! against the host's own policies. The session records what each step did,
+//! and that record, never the guest's report, decides the load's result
+//! ([`InstallSession::conclude`]).
 
 use std::ffi::OsString;
 use std::fs;
@@ -15,24 +17,37 @@ use std::time::{Duration, Instant};
 use crate::config::InstallConfig;
 use crate::confine::{self, Bubblewrap};
 use crate::editable::{self, BuildJob, BuildSystem, EditableBuild, Prepared};
-use crate::error::LoadError;
+use crate::error::{GuestProtocolError, InstallCall, InstallFailure, LoadError};
 use crate::install_step::{StepKind, StepRunner, StepSpec};
 use crate::installer::{InstallTarget, Installer, Invocation, venv_python};
 use crate::interpreter::Interpreter;
 use crate::loader::{Manifest, check_manifest};
+use crate::protocol::Protocol;
 use crate::requirements::check_line;
+use crate::sandbox::SandboxError;
 use crate::sandbox::bindings::host_installer::Host;
 use crate::sandbox::bindings::types::{
-    BuildSystem as GuestBuildSystem, Entrypoint, InstallError, InstallPlan, Manifest as GuestManifest,
-    RefusedRequirement, Requirement, SelfInstall, StepReport, VenvInfo,
+    BuildSystem as GuestBuildSystem, Entrypoint, InstallError, InstallPlan, LoadError as GuestLoadError, LoadReport,
+    Manifest as GuestManifest, RefusedRequirement, Requirement, SelfInstall, StepReport, VenvInfo,
 };
 use crate::sandbox::cache;
-use crate::staging::{PackageLock, Staging, normalize_modes};
+use crate::staging::{PackageLock, PublishedTree, Staging, normalize_modes};
 use crate::validate::{is_entrypoint, is_safe_component};
 use crate::venv::{self, VenvInputs};
 
-/// The import check: the module and attribute arrive as argv, never as code.
-const VERIFY_SCRIPT: &str = "import importlib, sys\nmodule = importlib.import_module(sys.argv[1])\nif len(sys.argv) > 2:\n    getattr(module, sys.argv[2])\n";
+/// Most requirement and constraint lines one plan may hold (the guest's own limit).
+const MAX_PLAN_LINES: usize = 10_000;
+/// Longest string in a plan: no line of a 1 MiB requirements file is longer.
+const MAX_PLAN_STRING_BYTES: usize = 1024 * 1024;
+/// Most build requirements and backend paths (the guest's own limits).
+const MAX_BUILD_REQUIRES: usize = 64;
+const MAX_BACKEND_PATHS: usize = 16;
+/// Longest executable path reported (Linux's own `PATH_MAX`).
+const MAX_EXECUTABLE_PATH_BYTES: usize = 4096;
+
+/// The import check: the directory to put first on `sys.path` (empty for
+/// none), the module and the attribute arrive as argv, never as code.
+const VERIFY_SCRIPT: &str = "import importlib, sys\nif sys.argv[1]:\n    sys.path.insert(0, sys.argv[1])\nmodule = importlib.import_module(sys.argv[2])\nif len(sys.argv) > 3:\n    getattr(module, sys.argv[3])\n";
 
 /// What a load may use: fixed before the guest runs.
 #[derive(Debug)]
@@ -41,6 +56,10 @@ pub struct LoadContext {
     pub root: PathBuf,
     /// App id chosen by the caller, if any (else the manifest name).
     pub app_id: Option<String>,
+    /// The archive's SHA-256: names the tree this load publishes.
+    pub digest: String,
+    /// Most entries the archive may list: also the most executables it can report.
+    pub max_entries: u32,
     /// Install settings.
     pub install: InstallConfig,
     /// The back end.
@@ -56,17 +75,22 @@ pub struct LoadContext {
     pub cache_dir: Option<PathBuf>,
 }
 
-/// The published package.
+/// The published package: its tree is in place, but the app's link is
+/// switched to it only by [`Published::commit`]; dropped uncommitted, the
+/// tree is removed and the previous deployment is untouched.
 #[derive(Debug)]
 pub struct Published {
     /// `{name}@{version}`.
     pub package_id: String,
     /// The app id it was published under.
     pub app_id: String,
-    /// `{root}/packages/{app_id}@{version}`.
+    /// `{root}/packages/{app_id}@{version}`: the app's link, switched on commit.
+    pub link: PathBuf,
+    /// `{root}/trees/{app_id}@{version}.{digest}`: the tree this load's venv imports.
     pub path: PathBuf,
     /// The re-checked manifest.
     pub manifest: Manifest,
+    tree: PublishedTree,
     /// Held until the load ends: no other load replaces this package meanwhile.
     _lock: PackageLock,
 }
@@ -75,28 +99,87 @@ impl Published {
     /// Re-checks what the guest extracted (manifest, executables, the tree
     /// itself) and renames the staging tree into place under the package lock:
     /// the one path both `extract` and `load` publish by.
-    pub fn publish(
-        root: &Path,
-        app_id: Option<&str>,
-        staging: Staging,
-        manifest: GuestManifest,
-        executables: &[String],
-    ) -> Result<Self, LoadError> {
+    pub fn publish(root: &Path, request: PublishRequest<'_>, staging: Staging) -> Result<Self, LoadError> {
+        let PublishRequest {
+            app_id,
+            digest,
+            max_entries,
+            manifest,
+            executables,
+        } = request;
+        check_size(
+            InstallCall::Publish,
+            "executables",
+            executables.len(),
+            max_entries as usize,
+        )?;
+        for path in executables {
+            check_size(
+                InstallCall::Publish,
+                "an executable path",
+                path.len(),
+                MAX_EXECUTABLE_PATH_BYTES,
+            )?;
+        }
         let manifest = check_manifest(manifest)?;
         normalize_modes(&staging.tree(), executables)?;
         let app_id = app_id.unwrap_or(&manifest.name).to_owned();
         let dir_name = format!("{app_id}@{}", manifest.version);
-        let path = root.join("packages").join(&dir_name);
+        let link = root.join("packages").join(&dir_name);
+        let path = root
+            .join("trees")
+            .join(format!("{dir_name}.{}", &digest[..digest.len().min(16)]));
         let lock = PackageLock::acquire(root, &dir_name)?;
-        staging.publish(&path)?;
+        let tree = staging.publish(&path)?;
         Ok(Self {
             package_id: format!("{}@{}", manifest.name, manifest.version),
             app_id,
+            link,
             path,
             manifest,
+            tree,
             _lock: lock,
         })
     }
+
+    /// Makes this the app's current deployment (see [`PublishedTree::commit`]).
+    pub fn commit(self) -> Result<(), LoadError> {
+        self.tree.commit(&self.link)
+    }
+}
+
+/// What the guest asks to publish, and what the host checks it against.
+#[derive(Debug)]
+pub struct PublishRequest<'a> {
+    /// App id chosen by the caller, if any (else the manifest name).
+    pub app_id: Option<&'a str>,
+    /// The archive's SHA-256.
+    pub digest: &'a str,
+    /// Most entries the archive may list.
+    pub max_entries: u32,
+    /// The manifest as the guest read it.
+    pub manifest: GuestManifest,
+    /// Files the guest says the archive marks executable.
+    pub executables: &'a [String],
+}
+
+/// What the host observed a load do: the only source of the result's facts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facts {
+    /// The agent itself was installed, by a step the host ran and saw succeed.
+    pub installed_as_package: bool,
+    /// The host's import check's outcome; none when the manifest names no entrypoint.
+    pub verified: Option<bool>,
+    /// Packages the host's requirements step installed.
+    pub requirements_count: u32,
+}
+
+/// Refuses a list or string larger than anything a well-behaved guest sends.
+fn check_size(call: InstallCall, what: &'static str, size: usize, max: usize) -> Result<(), GuestProtocolError> {
+    if size > max {
+        return Err(GuestProtocolError::TooLarge { call, what, size, max });
+    }
+    Ok(())
 }
 
 /// The venv of this load.
@@ -116,13 +199,15 @@ pub struct VenvState {
     pub self_install: SelfInstall,
 }
 
-/// What happened, step by step.
+/// What happened, step by step, as the host saw it.
 #[derive(Debug, Default, Clone)]
 pub struct Outcome {
-    /// Requirements step result (packages installed), if it ran.
-    pub requirements: Option<Result<u32, ()>>,
-    /// Self-install step result, if it ran.
-    pub self_install: Option<bool>,
+    /// Every failed install step (venv, requirements, agent), in order.
+    pub failures: Vec<InstallError>,
+    /// Packages the requirements step installed.
+    pub requirements_count: u32,
+    /// Why the import check failed, if it did.
+    pub verify_failure: Option<InstallError>,
     /// Wall-clock per step.
     pub timings: Timings,
 }
@@ -164,17 +249,23 @@ pub struct InstallSession {
     pub venv: Option<VenvState>,
     /// Step results.
     pub outcome: Outcome,
-    /// Time spent serving imports, excluded from the guest's CPU budget.
-    pub in_host: Duration,
-    /// The requirement line the host's policy refused: the load fails as a
-    /// package refusal, whatever the guest reports afterwards.
-    pub refused: Option<RefusedRequirement>,
+    /// CPU time the host spent serving installer calls on the guest's
+    /// thread: excluded from the guest's CPU budget.
+    pub host_cpu: Duration,
+    /// The calls made, checked against the protocol.
+    pub protocol: Protocol,
+    /// A failure the host itself decided (a refused requirement line, a
+    /// refused publish): the load ends with it, whatever the guest reports.
+    verdict: Option<LoadError>,
 }
 
 impl InstallSession {
     /// A session for `inspect`/`extract`: every installer call is refused.
     pub fn unavailable() -> Self {
-        Self::default()
+        Self {
+            protocol: Protocol::unavailable(),
+            ..Self::default()
+        }
     }
 
     /// A session for `load`, owning the staging directory it will publish.
@@ -191,18 +282,71 @@ impl InstallSession {
             ctx: Some(ctx),
             staging: Some(staging),
             started: Some(Instant::now()),
+            protocol: Protocol::for_load(),
             ..Self::default()
         }
     }
 
-    /// Whether every step the plan called for succeeded, as the host itself
-    /// observed (the guest's word is not taken): only then may the venv be
-    /// marked finished.
-    pub fn all_planned_steps_succeeded(&self) -> bool {
-        let Some(venv) = &self.venv else { return false };
-        let requirements_ok = venv.requirements_file.is_none() || matches!(self.outcome.requirements, Some(Ok(_)));
-        let self_ok = venv.self_install == SelfInstall::None || self.outcome.self_install == Some(true);
-        requirements_ok && self_ok
+    /// Decides the load's result from the host's own record. The guest's
+    /// report is read only for whether it claims success or failure, and a
+    /// claim the record contradicts is a protocol violation; a refusal the
+    /// guest made before asking the host for anything is its rules at work.
+    pub fn conclude(
+        &mut self,
+        guest: Result<Result<LoadReport, GuestLoadError>, SandboxError>,
+    ) -> Result<Facts, LoadError> {
+        if let Some(violation) = self.protocol.violation() {
+            return Err(violation.clone().into());
+        }
+        if let Some(verdict) = self.verdict.take() {
+            return Err(verdict);
+        }
+        let strict = self.ctx.as_ref().is_some_and(|ctx| ctx.install.strict);
+        let failures = &self.outcome.failures;
+        let strict_failure = self.outcome.verify_failure.as_ref().filter(|_| strict);
+        // A report of success carries claims; none of them is read.
+        let claimed_failure = guest?.err();
+        if let Some(error) = claimed_failure {
+            let install_claim = matches!(
+                error,
+                GuestLoadError::Install(_) | GuestLoadError::InstallFailed(_) | GuestLoadError::VerificationFailed(_)
+            );
+            if !self.protocol.any_call() && !install_claim {
+                return Err(error.into());
+            }
+            if !failures.is_empty() {
+                return Err(LoadError::Install(InstallFailure(failures.clone())));
+            }
+            if let Some(failure) = strict_failure {
+                return Err(LoadError::Verification(InstallFailure(vec![failure.clone()])));
+            }
+            return Err(GuestProtocolError::FalseFailure(describe_guest_claim(&error)).into());
+        }
+        if let Some(failed) = self
+            .protocol
+            .first_failure()
+            .filter(|c| *c != InstallCall::VerifyImport)
+        {
+            return Err(GuestProtocolError::FalseSuccess(format!("`{failed}` failed")).into());
+        }
+        if strict_failure.is_some() {
+            return Err(GuestProtocolError::FalseSuccess("`verify-import` failed under --strict".into()).into());
+        }
+        if let Some(missing) = self.protocol.first_missing() {
+            return Err(GuestProtocolError::FalseSuccess(format!("`{missing}` was never called")).into());
+        }
+        let has_entrypoint = self.published.as_ref().is_some_and(|p| p.manifest.entrypoint.is_some());
+        Ok(Facts {
+            installed_as_package: self.protocol.succeeded(InstallCall::InstallSelf),
+            verified: has_entrypoint.then(|| self.protocol.succeeded(InstallCall::VerifyImport)),
+            requirements_count: self.outcome.requirements_count,
+        })
+    }
+
+    /// The protocol violation of an `inspect` or `extract` run, if the guest
+    /// called the installer there.
+    pub fn violation(&self) -> Option<GuestProtocolError> {
+        self.protocol.violation().cloned()
     }
 
     /// Whether a step failed while the root's disk was full, or said
@@ -224,14 +368,34 @@ impl InstallSession {
     }
 
     fn publish_inner(&mut self, manifest: GuestManifest, executables: Vec<String>) -> Result<String, InstallError> {
-        let ctx = self.ctx()?;
-        let (root, app_id) = (ctx.root.clone(), ctx.app_id.clone());
         let staging = self
             .staging
             .take()
             .ok_or_else(|| InstallError::Host("the package was already published".into()))?;
-        let published = Published::publish(&root, app_id.as_deref(), staging, manifest, &executables)
-            .map_err(|e| InstallError::Host(e.to_string()))?;
+        let ctx = self.ctx()?;
+        let root = ctx.root.clone();
+        let request = PublishRequest {
+            app_id: ctx.app_id.as_deref(),
+            digest: &ctx.digest,
+            max_entries: ctx.max_entries,
+            manifest,
+            executables: &executables,
+        };
+        let published = match Published::publish(&root, request, staging) {
+            Ok(published) => published,
+            Err(error) => {
+                let message = error.to_string();
+                if let LoadError::GuestProtocol(violation) = error {
+                    self.protocol.violate(violation);
+                } else {
+                    self.verdict = Some(error);
+                }
+                return Err(InstallError::Host(message));
+            }
+        };
+        if published.manifest.entrypoint.is_some() {
+            self.protocol.plan(InstallCall::VerifyImport);
+        }
         let package_id = published.package_id.clone();
         tracing::info!(path = %published.path.display(), package_id = %package_id, "Extracting package to");
         if let Some(started) = self.started {
@@ -248,12 +412,17 @@ impl InstallSession {
             .published
             .as_ref()
             .ok_or_else(|| InstallError::Host("ensure-venv before publish".into()))?;
+        if let Err(violation) = check_plan(&plan, &published.path) {
+            let message = violation.to_string();
+            self.protocol.violate(violation);
+            return Err(InstallError::Host(message));
+        }
         let checked =
             checked_lines(&plan.requirements, ctx).and_then(|r| Ok((r, checked_lines(&plan.constraints, ctx)?)));
         let (requirements, constraints) = match checked {
             Ok(lines) => lines,
             Err(refused) => {
-                self.refused = Some(refused.clone());
+                self.verdict = Some(crate::error::PackageError::RequirementsInvalid(refused.clone()).into());
                 return Err(InstallError::Refused(refused));
             }
         };
@@ -332,6 +501,12 @@ impl InstallSession {
         let requirements_file = write(&requirements, ".par-requirements.txt")?;
         let constraints_file = write(&constraints, ".par-constraints.txt")?;
         self.outcome.timings.venv_ms = started.elapsed().as_millis() as u64;
+        if requirements_file.is_some() {
+            self.protocol.plan(InstallCall::InstallRequirements);
+        }
+        if plan.self_install != SelfInstall::None {
+            self.protocol.plan(InstallCall::InstallSelf);
+        }
         self.venv = Some(VenvState {
             name: name.clone(),
             path,
@@ -401,7 +576,6 @@ impl InstallSession {
         );
         if venv.reused {
             tracing::info!(venv = %name, "Dependencies already installed (venv reused)");
-            self.outcome.requirements = Some(Ok(0));
             return Ok(StepReport {
                 packages_count: 0,
                 elapsed_ms: 0,
@@ -423,7 +597,7 @@ impl InstallSession {
             Ok(output) => {
                 let packages_count = self.ctx()?.installer.packages_installed(&output);
                 tracing::info!(packages_count, "External dependencies installed successfully");
-                self.outcome.requirements = Some(Ok(packages_count));
+                self.outcome.requirements_count = packages_count;
                 Ok(StepReport {
                     packages_count,
                     elapsed_ms,
@@ -431,7 +605,6 @@ impl InstallSession {
             }
             Err(error) => {
                 log_step_error(&error, "Dependency installation", &package);
-                self.outcome.requirements = Some(Err(()));
                 Err(error)
             }
         }
@@ -459,7 +632,6 @@ impl InstallSession {
         );
         if reused {
             tracing::info!(venv = %name, "Agent package already installed (venv reused)");
-            self.outcome.self_install = Some(true);
             return Ok(StepReport {
                 packages_count: 0,
                 elapsed_ms: 0,
@@ -472,7 +644,6 @@ impl InstallSession {
         match result {
             Ok(output) => {
                 tracing::info!("Agent package installed successfully");
-                self.outcome.self_install = Some(true);
                 let packages_count = self.ctx()?.installer.packages_installed(&output);
                 Ok(StepReport {
                     packages_count,
@@ -481,7 +652,6 @@ impl InstallSession {
             }
             Err(error) => {
                 log_step_error(&error, "Agent package installation", &package);
-                self.outcome.self_install = Some(false);
                 Err(error)
             }
         }
@@ -525,19 +695,33 @@ impl InstallSession {
 
     fn verify_import_inner(&mut self, entrypoint: Entrypoint) -> Result<(), InstallError> {
         let started = Instant::now();
-        if !is_entrypoint(&entrypoint.module, entrypoint.attr.as_deref()) {
-            return Err(InstallError::Host(
-                "the entrypoint is not a dotted Python identifier".into(),
-            ));
-        }
         let (venv, published) = self.venv_and_package()?;
+        let named = published.manifest.entrypoint.as_ref();
+        let same = named.is_some_and(|named| named.module == entrypoint.module && named.attr == entrypoint.attr);
+        // The manifest's entrypoint passed `is_entrypoint` at publish.
+        if !same || !is_entrypoint(&entrypoint.module, entrypoint.attr.as_deref()) {
+            let asked = format!("{}:{}", entrypoint.module, entrypoint.attr.as_deref().unwrap_or(""));
+            let violation = GuestProtocolError::WrongEntrypoint {
+                asked: asked.chars().take(200).collect::<String>().escape_default().to_string(),
+            };
+            let message = violation.to_string();
+            self.protocol.violate(violation);
+            return Err(InstallError::Host(message));
+        }
         let python = venv_python(&venv.path);
         let scratch =
             tempfile::tempdir().map_err(|e| InstallError::Host(format!("cannot create a scratch dir: {e}")))?;
+        // An old package is not installed: the runtime puts its directory on
+        // `sys.path`, so the check does too, and answers the runtime's question.
+        let search_first: OsString = match venv.self_install {
+            SelfInstall::None => published.path.clone().into(),
+            SelfInstall::SetupPy | SelfInstall::Pyproject => OsString::new(),
+        };
         let mut args: Vec<OsString> = vec![
             "-I".into(),
             "-c".into(),
             VERIFY_SCRIPT.into(),
+            search_first,
             entrypoint.module.clone().into(),
         ];
         if let Some(attr) = &entrypoint.attr {
@@ -569,34 +753,131 @@ impl InstallSession {
         }
     }
 
-    fn timed<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
-        let started = Instant::now();
-        let result = f(self);
-        self.in_host += started.elapsed();
+    /// Serves one import call: the protocol allows it or nothing runs; how
+    /// it ended is recorded; the CPU time it took is the host's, not the guest's.
+    fn call<T>(
+        &mut self,
+        call: InstallCall,
+        f: impl FnOnce(&mut Self) -> Result<T, InstallError>,
+    ) -> Result<T, InstallError> {
+        let cpu_before = crate::process::thread_cpu_time();
+        let result = match self.protocol.begin(call) {
+            Err(violation) => Err(InstallError::Host(violation.to_string())),
+            Ok(()) => {
+                let result = f(self);
+                self.protocol.end(call, result.is_ok());
+                if let Err(error) = &result {
+                    self.record_failure(call, error);
+                }
+                result
+            }
+        };
+        self.host_cpu += crate::process::thread_cpu_time().saturating_sub(cpu_before);
         result
+    }
+
+    /// Keeps a failed step's error for the result; a refusal or violation,
+    /// which decides the load by itself, is not a step failure.
+    fn record_failure(&mut self, call: InstallCall, error: &InstallError) {
+        if self.verdict.is_some() || self.protocol.violation().is_some() {
+            return;
+        }
+        match call {
+            InstallCall::VerifyImport => self.outcome.verify_failure = Some(error.clone()),
+            InstallCall::EnsureVenv | InstallCall::InstallRequirements | InstallCall::InstallSelf => {
+                self.outcome.failures.push(error.clone());
+            }
+            InstallCall::Publish => self.verdict = Some(LoadError::Internal(describe(error))),
+        }
     }
 }
 
 impl Host for InstallSession {
     fn publish(&mut self, manifest: GuestManifest, executables: Vec<String>) -> Result<String, InstallError> {
-        self.timed(|s| s.publish_inner(manifest, executables))
+        self.call(InstallCall::Publish, |s| s.publish_inner(manifest, executables))
     }
 
     fn ensure_venv(&mut self, plan: InstallPlan) -> Result<VenvInfo, InstallError> {
-        self.timed(|s| s.ensure_venv_inner(plan))
+        self.call(InstallCall::EnsureVenv, |s| s.ensure_venv_inner(plan))
     }
 
     fn install_requirements(&mut self) -> Result<StepReport, InstallError> {
-        self.timed(Self::install_requirements_inner)
+        self.call(InstallCall::InstallRequirements, Self::install_requirements_inner)
     }
 
     fn install_self(&mut self) -> Result<StepReport, InstallError> {
-        self.timed(Self::install_self_inner)
+        self.call(InstallCall::InstallSelf, Self::install_self_inner)
     }
 
     fn verify_import(&mut self, entrypoint: Entrypoint) -> Result<(), InstallError> {
-        self.timed(|s| s.verify_import_inner(entrypoint))
+        self.call(InstallCall::VerifyImport, |s| s.verify_import_inner(entrypoint))
     }
+}
+
+/// What the guest claimed, for the message of a claim the host never saw.
+fn describe_guest_claim(error: &GuestLoadError) -> String {
+    let kind = LoadError::from(error.clone()).kind();
+    format!("{kind} after the host's steps had succeeded")
+}
+
+/// Refuses a plan larger than the guest's own limits allow, or one whose
+/// self-install contradicts the published tree.
+fn check_plan(plan: &InstallPlan, tree: &Path) -> Result<(), GuestProtocolError> {
+    let call = InstallCall::EnsureVenv;
+    let lines = plan.requirements.len() + plan.constraints.len();
+    check_size(call, "requirement lines", lines, MAX_PLAN_LINES)?;
+    for line in plan.requirements.iter().chain(&plan.constraints) {
+        check_size(
+            call,
+            "a requirement line's bytes",
+            line.text.len(),
+            MAX_PLAN_STRING_BYTES,
+        )?;
+        check_size(
+            call,
+            "a requirement file name's bytes",
+            line.file.len(),
+            MAX_EXECUTABLE_PATH_BYTES,
+        )?;
+    }
+    match &plan.build_system {
+        GuestBuildSystem::Declared(declared) => {
+            check_size(call, "build requirements", declared.requires.len(), MAX_BUILD_REQUIRES)?;
+            check_size(call, "backend paths", declared.backend_path.len(), MAX_BACKEND_PATHS)?;
+            let strings = declared
+                .requires
+                .iter()
+                .chain(&declared.backend_path)
+                .chain(&declared.backend);
+            for string in strings {
+                check_size(
+                    call,
+                    "a build-system string's bytes",
+                    string.len(),
+                    MAX_PLAN_STRING_BYTES,
+                )?;
+            }
+        }
+        GuestBuildSystem::Unreadable(why) => {
+            check_size(call, "a build-system message's bytes", why.len(), MAX_PLAN_STRING_BYTES)?;
+        }
+        GuestBuildSystem::Legacy => {}
+    }
+    let is_file = |name: &str| fs::symlink_metadata(tree.join(name)).is_ok_and(|m| m.is_file());
+    let consistent = match plan.self_install {
+        SelfInstall::SetupPy => is_file("setup.py"),
+        SelfInstall::Pyproject => is_file("pyproject.toml") && !is_file("setup.py"),
+        SelfInstall::None => !is_file("setup.py"),
+    };
+    if !consistent {
+        return Err(GuestProtocolError::PlanMismatch(format!(
+            "self-install `{:?}` with setup.py {} and pyproject.toml {}",
+            plan.self_install,
+            if is_file("setup.py") { "present" } else { "absent" },
+            if is_file("pyproject.toml") { "present" } else { "absent" },
+        )));
+    }
+    Ok(())
 }
 
 /// Checks each line against the policy; the first refusal names its file and line.

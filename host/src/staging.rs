@@ -1,11 +1,13 @@
 //! Staging and publishing package trees.
 //!
 //! A package is never extracted in place. The guest writes into a fresh
-//! staging directory under `{root}/staging/`; only when every step has
-//! succeeded does the host rename the finished tree to
-//! `{root}/packages/{app_id}@{version}`. A failed or interrupted load leaves
-//! no half-written package where a later load would find it, and nothing an
-//! agent planted in an old package directory (a symlink, say) is written through.
+//! staging directory under `{root}/staging/`; publishing renames the finished
+//! tree to `{root}/trees/{app_id}@{version}.{digest}` (named by the archive's
+//! digest, so a redeploy of the same bytes finds the same tree and venv), and
+//! only once every install step has succeeded does the host point the app's
+//! link `{root}/packages/{app_id}@{version}` at it, with one rename. A failed
+//! or interrupted load leaves the previous deployment exactly as it was: its
+//! link, its tree and the venv that imports from that tree.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -83,19 +85,95 @@ impl Staging {
         self.scratch.path().join("tree")
     }
 
-    /// Moves the finished tree to `dest`, replacing an older copy atomically
-    /// enough that `dest` is never a partial tree. The caller holds the package lock.
-    pub fn publish(self, dest: &Path) -> Result<(), LoadError> {
+    /// Moves the finished tree to `dest` (a tree of the same archive found
+    /// there is set aside, and put back if this load fails). The caller holds
+    /// the package lock; nothing points at `dest` until [`PublishedTree::commit`].
+    pub fn publish(self, dest: &Path) -> Result<PublishedTree, LoadError> {
         if let Some(parent) = dest.parent() {
             create_dirs(parent, 0o755)?;
         }
+        let mut replaced = None;
         if fs::symlink_metadata(dest).is_ok() {
-            let replaced = self.scratch.path().join("replaced");
-            fs::rename(dest, &replaced).map_err(LoadError::io("cannot move the previous package out of", dest))?;
+            let aside = self.scratch.path().join("replaced");
+            fs::rename(dest, &aside).map_err(LoadError::io("cannot move the previous tree out of", dest))?;
+            replaced = Some(aside);
         }
-        fs::rename(self.tree(), dest).map_err(LoadError::io("cannot publish the package to", dest))?;
+        let published = PublishedTree {
+            path: dest.to_owned(),
+            replaced,
+            committed: false,
+            scratch: self.scratch,
+        };
+        fs::rename(published.scratch.path().join("tree"), dest)
+            .map_err(LoadError::io("cannot publish the package to", dest))?;
+        Ok(published)
+    }
+}
+
+/// A tree published under `{root}/trees/` that no link points at yet. Dropped
+/// without [`PublishedTree::commit`], it is removed and the tree it replaced
+/// (if any) is put back: nothing a failed load made is kept.
+#[derive(Debug)]
+pub struct PublishedTree {
+    path: PathBuf,
+    replaced: Option<PathBuf>,
+    committed: bool,
+    scratch: Scratch,
+}
+
+impl PublishedTree {
+    /// Makes this tree the app's current one: `link` is replaced by a
+    /// symlink to it with one rename, so a reader sees the old tree or the
+    /// new one, never neither.
+    pub fn commit(mut self, link: &Path) -> Result<(), LoadError> {
+        switch_link(link, &self.path, self.scratch.path())?;
+        self.committed = true;
         Ok(())
     }
+}
+
+impl Drop for PublishedTree {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        if let Err(e) = fs::remove_dir_all(&self.path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot remove the tree of a failed load");
+        }
+        if let Some(replaced) = &self.replaced
+            && let Err(e) = fs::rename(replaced, &self.path)
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot put back the tree a failed load replaced");
+        }
+    }
+}
+
+/// Points `link` at `target`, a tree already published under `root`: for a
+/// load that found its deployment unchanged but no longer current.
+pub fn point_link(root: &Path, link: &Path, target: &Path) -> Result<(), LoadError> {
+    if fs::read_link(link).is_ok_and(|current| current == target) {
+        return Ok(());
+    }
+    let scratch = Scratch::create(root, "link-")?;
+    switch_link(link, target, scratch.path())
+}
+
+/// Points `link` at `target` with a rename over the old link. A real
+/// directory there (published by an older par) is first moved into
+/// `scratch`, which is removed with the load.
+fn switch_link(link: &Path, target: &Path, scratch: &Path) -> Result<(), LoadError> {
+    if let Some(parent) = link.parent() {
+        create_dirs(parent, 0o755)?;
+    }
+    let temporary = scratch.join("link");
+    std::os::unix::fs::symlink(target, &temporary).map_err(LoadError::io("cannot create a link at", &temporary))?;
+    if fs::symlink_metadata(link).is_ok_and(|m| m.is_dir()) {
+        fs::rename(link, scratch.join("previous-layout"))
+            .map_err(LoadError::io("cannot move an old package directory out of", link))?;
+    }
+    fs::rename(&temporary, link).map_err(LoadError::io("cannot switch the package link", link))
 }
 
 /// Removes staging directories whose owner is gone (a killed load): their

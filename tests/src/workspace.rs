@@ -48,8 +48,8 @@ impl Workspace {
         names_in(&self.root().join("packages"))
     }
 
-    /// Asserts a refused load left no trace: nothing published, no staging
-    /// directory, and nothing written anywhere in the scratch dir outside `in/`
+    /// Asserts a refused load left no trace: nothing published (no link, no
+    /// tree, no venv), no staging directory, and nothing written anywhere in the scratch dir outside `in/`
     /// and `root/` (the escape targets of the hostile archives live there).
     pub fn assert_left_nothing(&self, context: &str) {
         assert_eq!(
@@ -57,11 +57,13 @@ impl Workspace {
             Vec::<String>::new(),
             "{context}: a package was published"
         );
-        assert_eq!(
-            names_in(&self.root().join("staging")),
-            Vec::<String>::new(),
-            "{context}: staging left behind"
-        );
+        for dir in ["staging", "trees", "venvs"] {
+            assert_eq!(
+                names_in(&self.root().join(dir)),
+                Vec::<String>::new(),
+                "{context}: {dir}/ left behind"
+            );
+        }
         let mut outside: Vec<String> = names_in(self.dir.path());
         outside.retain(|n| n != "in" && n != "root");
         assert_eq!(outside, Vec::<String>::new(), "{context}: written outside the root");

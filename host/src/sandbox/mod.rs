@@ -13,7 +13,7 @@ mod log;
 
 use std::path::Path;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, UpdateDeadline};
@@ -27,6 +27,7 @@ pub use bindings::types::{
 };
 use bindings::{Loader, LoaderPre};
 
+use crate::error::LoadError;
 use crate::session::InstallSession;
 
 /// How often the epoch advances; the CPU-time check runs at this granularity.
@@ -65,7 +66,9 @@ pub enum SandboxError {
 pub struct SandboxLimits {
     /// Cap on the guest's linear memory.
     pub memory_bytes: usize,
-    /// Cap on time spent executing guest code (time inside host imports excluded).
+    /// Cap on the CPU time the guest's thread uses, less the CPU time the
+    /// host spends serving installer calls: time spent waiting (on a step,
+    /// on the disk) is not counted.
     pub cpu_time: Duration,
 }
 
@@ -108,7 +111,8 @@ struct GuestState {
     memory: MemoryCap,
     log: log::GuestLog,
     session: InstallSession,
-    started: Instant,
+    /// The thread's CPU time when the run began: the guest runs on this thread.
+    cpu_started: Duration,
     cpu_exceeded: bool,
 }
 
@@ -168,10 +172,19 @@ fn engine() -> Result<&'static Engine, SandboxError> {
 }
 
 impl Sandbox {
-    /// Compiles (or loads from `cache_dir`) the guest and links its imports.
-    pub fn new(cache_dir: Option<&Path>, limits: SandboxLimits) -> Result<Self, SandboxError> {
+    /// Compiles (or loads from `cache_dir`) the guest and links its imports;
+    /// `replacement` is another component to run instead, compiled in memory.
+    pub fn new(
+        cache_dir: Option<&Path>,
+        limits: SandboxLimits,
+        replacement: Option<&[u8]>,
+    ) -> Result<Self, SandboxError> {
         let engine = engine()?;
-        let component = cache::load(engine, cache_dir).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+        let component = match replacement {
+            None => cache::load(engine, cache_dir),
+            Some(wasm) => wasmtime::component::Component::new(engine, wasm),
+        }
+        .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::<GuestState>::new(engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
         let link_error = |e: wasmtime::Error| SandboxError::Engine(format!("{e:#}"));
@@ -188,28 +201,21 @@ impl Sandbox {
         Ok(Self { pre, limits })
     }
 
-    /// Runs the guest's `inspect` export.
-    pub fn inspect(
-        &self,
-        preopens: Preopens<'_>,
-        options: &ExtractOptions,
-    ) -> Result<Result<GuestManifest, GuestLoadError>, SandboxError> {
-        let (outcome, _) = self.run(preopens, InstallSession::unavailable(), |loader, store| {
+    /// Runs the guest's `inspect` export. A guest that called the installer
+    /// broke the protocol, whatever it returned.
+    pub fn inspect(&self, preopens: Preopens<'_>, options: &ExtractOptions) -> Result<GuestManifest, LoadError> {
+        let (outcome, session) = self.run(preopens, InstallSession::unavailable(), |loader, store| {
             loader.call_inspect(store, *options)
         });
-        outcome
+        without_installer(outcome, &session)
     }
 
-    /// Runs the guest's `extract` export.
-    pub fn extract(
-        &self,
-        preopens: Preopens<'_>,
-        options: &ExtractOptions,
-    ) -> Result<Result<ExtractReport, GuestLoadError>, SandboxError> {
-        let (outcome, _) = self.run(preopens, InstallSession::unavailable(), |loader, store| {
+    /// Runs the guest's `extract` export, with the same rule as `inspect`.
+    pub fn extract(&self, preopens: Preopens<'_>, options: &ExtractOptions) -> Result<ExtractReport, LoadError> {
+        let (outcome, session) = self.run(preopens, InstallSession::unavailable(), |loader, store| {
             loader.call_extract(store, *options)
         });
-        outcome
+        without_installer(outcome, &session)
     }
 
     /// Runs the guest's `load` export; the session serves its installer
@@ -259,7 +265,7 @@ impl Sandbox {
             },
             log: log::GuestLog::default(),
             session,
-            started: Instant::now(),
+            cpu_started: crate::process::thread_cpu_time(),
             cpu_exceeded: false,
         };
         let mut store = Store::new(engine, state);
@@ -268,7 +274,10 @@ impl Sandbox {
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |mut ctx| {
             let state = ctx.data_mut();
-            if state.started.elapsed().saturating_sub(state.session.in_host) > budget {
+            let used = crate::process::thread_cpu_time()
+                .saturating_sub(state.cpu_started)
+                .saturating_sub(state.session.host_cpu);
+            if used > budget {
                 state.cpu_exceeded = true;
                 return Ok(UpdateDeadline::Interrupt);
             }
@@ -298,13 +307,25 @@ impl Sandbox {
     }
 }
 
+/// The result of a run that had no installer: any installer call the guest
+/// made is a protocol violation, which decides the outcome.
+fn without_installer<T>(
+    outcome: Result<Result<T, GuestLoadError>, SandboxError>,
+    session: &InstallSession,
+) -> Result<T, LoadError> {
+    if let Some(violation) = session.violation() {
+        return Err(violation.into());
+    }
+    Ok(outcome??)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_embedded_guest_is_a_component_that_links() {
-        let sandbox = Sandbox::new(None, SandboxLimits::default());
+        let sandbox = Sandbox::new(None, SandboxLimits::default(), None);
         assert!(sandbox.is_ok(), "{sandbox:?}");
     }
 }

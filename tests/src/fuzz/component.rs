@@ -37,13 +37,15 @@ pub fn run(data: &[u8]) {
     match rig.loader.extract_blocking(&apkg, Some("fuzz")) {
         Ok(package) => {
             std::fs::remove_dir_all(&package.path).expect("clean the published tree");
+            std::fs::remove_file(&package.link).expect("clean the app's link");
         }
         Err(LoadError::Sandbox(SandboxError::Engine(e))) => panic!("engine failure: {e}"),
         Err(LoadError::Internal(e)) => panic!("internal failure: {e}"),
         Err(_) => {
-            let packages = rig.scratch.path().join("root/packages");
-            let published = std::fs::read_dir(&packages).map(|d| d.count()).unwrap_or(0);
-            assert_eq!(published, 0, "a refused archive was published");
+            for dir in ["packages", "trees"] {
+                let published = std::fs::read_dir(rig.scratch.path().join("root").join(dir)).map_or(0, |d| d.count());
+                assert_eq!(published, 0, "a refused archive was published in {dir}/");
+            }
         }
     }
     let staging = rig.scratch.path().join("root/staging");
