@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 mod component;
 
 fn main() {
-    let bytes = component::build("par-guest", "par_guest", &["guest/src", "guest/Cargo.toml"]);
+    let bytes = component::build("par-guest", "par_guest", &["guest/src", "guest/Cargo.toml", "rules"]);
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let embedded = out_dir.join("par_guest.wasm");
     std::fs::write(&embedded, &bytes).unwrap_or_else(|e| panic!("cannot write {}: {e}", embedded.display()));

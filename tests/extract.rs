@@ -10,6 +10,7 @@ use std::time::Duration;
 use par::{LoadError, LoaderConfig, PackageLoader, SandboxError};
 use par_tests::apkg::AGENT_YAML;
 use par_tests::workspace::{component_cache, names_in};
+use par_tests::zip_bytes::ZipBytes;
 use par_tests::{Apkg, Workspace};
 
 fn config(ws: &Workspace) -> LoaderConfig {
@@ -207,6 +208,27 @@ async fn republishing_never_writes_through_a_planted_symlink() {
         "nothing written through a symlink"
     );
     assert_eq!(names_in(&ws.root().join("staging")), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn archives_that_every_reader_reads_alike_are_accepted() {
+    // Data descriptors throughout (as streaming writers make them), and ZIP64
+    // end records (as writers of large archives add them): both consistent.
+    let mut zip64 = ZipBytes(par_tests::cases::layered().to_bytes());
+    zip64.with_zip64(0);
+    for (name, bytes) in [("streamed", par_tests::cases::streamed()), ("zip64", zip64.0)] {
+        let ws = Workspace::new();
+        let apkg = ws.apkg(name, &Apkg::from_bytes(bytes));
+        let package = loader(&ws)
+            .extract(&apkg, None)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            fs::read_to_string(package.path.join("core/langchain_util.py")).expect("a file"),
+            "def model_default():\n    return 'test-model'\n",
+            "{name}"
+        );
+    }
 }
 
 /// The tree is under `trees/`, and the app's link `packages/{name}` points at it.

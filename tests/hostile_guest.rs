@@ -6,6 +6,7 @@
 //! repeats the guest's claims, and nothing is left in the root.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use par::{InstallCall, InstallerChoice, LoadError, LoaderConfig, PackageLoader, SandboxError};
@@ -149,6 +150,93 @@ async fn a_guest_busy_in_a_loop_is_stopped_at_its_cpu_cap() {
         "{error}"
     );
     ws.assert_left_nothing("busy loop");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_guest_has_no_environment_network_or_directories_beyond_its_preopens() {
+    // SAFETY: set before any thread of this test reads the environment.
+    unsafe { std::env::set_var("PAR_TEST_SECRET", "s3cret") };
+    let ws = Workspace::new();
+    let error = loader(&ws)
+        .load_package(scenario(&ws, "reaches-out"), None)
+        .await
+        .expect_err("the guest reports what it found");
+    assert!(
+        error
+            .to_string()
+            .ends_with("env=0 tcp=false dns=false stdin=0 dirs=/archive,/package"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panic_is_a_typed_error_with_its_message_escaped() {
+    let ws = Workspace::new();
+    let error = loader(&ws)
+        .load_package(scenario(&ws, "panics"), None)
+        .await
+        .expect_err("the guest panicked");
+    let LoadError::Sandbox(SandboxError::Panic(message)) = &error else {
+        panic!("not a panic: {error}");
+    };
+    assert!(message.contains("hostile guest gave up"), "{message}");
+    assert!(
+        !message.contains('\x1b'),
+        "terminal escapes reach the caller: {message}"
+    );
+    assert!(error.is_package_fault(), "{error}");
+    ws.assert_left_nothing("panic");
+}
+
+/// Collects every formatted log line in memory.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_flood_of_guest_logs_is_capped_cut_and_escaped() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let ws = Workspace::new();
+    let error = tracing::subscriber::with_default(subscriber, || {
+        loader(&ws)
+            .load_blocking(&scenario(&ws, "log-flood"), None)
+            .expect_err("the guest refuses after logging")
+    });
+    assert_eq!(error.kind(), "manifest-missing", "{error}");
+    let text = String::from_utf8(captured.0.lock().expect("log buffer").clone()).expect("utf-8");
+    let guest_lines: Vec<&str> = text.lines().filter(|line| line.contains("par::guest")).collect();
+    // 1,000 calls are honoured, then one warning says the rest were dropped.
+    assert_eq!(guest_lines.len(), 1_001, "{}", guest_lines.len());
+    assert!(
+        guest_lines
+            .last()
+            .is_some_and(|line| line.contains("guest log limit reached"))
+    );
+    assert!(
+        !text.contains('\x1b') && !text.contains('\r'),
+        "a control character reached the log"
+    );
+    assert!(!text.contains("\nforged line"), "a guest line forged a log line");
+    for line in &guest_lines {
+        // 1 KiB of message, and 16 fields of at most 1 KiB key and value each (escaped).
+        assert!(line.len() < 48 * 1024, "a guest line of {} bytes", line.len());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

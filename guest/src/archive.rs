@@ -15,6 +15,7 @@ use zip::{CompressionMethod, ZipArchive};
 
 use crate::entry_data::{Declared, EntryData, Inflater};
 use crate::error::{EntryProblem, GuestError};
+use crate::layout;
 use crate::limits::{LimitKind, Limits};
 use crate::manifest::{self, Manifest};
 use crate::path::{SafePath, check_entry_name, display_name};
@@ -155,33 +156,20 @@ pub fn extract_with_progress<R: Read + Seek>(
     Ok(report)
 }
 
-/// Opens the zip after checking the entry count its end record declares, so a
-/// central directory with millions of entries is refused before it is parsed.
+/// Opens the zip once its layout holds together ([`layout::check`], which
+/// also refuses an entry count over the limit before the directory is
+/// parsed), so the central directory read here is the only reading there is.
 fn open<R: Read + Seek>(mut reader: R, limits: &Limits) -> Result<ZipArchive<R>, GuestError> {
-    let too_many = || GuestError::LimitExceeded {
-        kind: LimitKind::Entries,
-        entry: None,
-        max: u64::from(limits.max_entries),
-    };
-    let end = end_record(&mut reader);
-    if end.is_some_and(|end| end.entries > u64::from(limits.max_entries)) {
-        return Err(too_many());
-    }
-    let names = end.and_then(|end| central_directory_names(&mut reader, &end));
+    let layout = layout::check(&mut reader, limits)?;
     reader
         .seek(SeekFrom::Start(0))
         .map_err(|e| GuestError::ArchiveUnreadable(e.to_string()))?;
     let archive = ZipArchive::new(reader).map_err(|e| GuestError::ArchiveUnreadable(e.to_string()))?;
-    if archive.len() as u64 > u64::from(limits.max_entries) {
-        return Err(too_many());
-    }
     // The zip reader keys entries by name, so a repeated name silently
     // collapses into one entry. Count them ourselves and name the repeat.
-    if let Some(names) = names
-        && names.len() != archive.len()
-    {
+    if layout.names.len() != archive.len() {
         let mut seen = HashSet::new();
-        let repeated = names.iter().find(|name| !seen.insert(name.as_slice()));
+        let repeated = layout.names.iter().find(|name| !seen.insert(name.as_slice()));
         return Err(match repeated {
             Some(name) => {
                 let display = display_name(name);
@@ -189,80 +177,12 @@ fn open<R: Read + Seek>(mut reader: R, limits: &Limits) -> Result<ZipArchive<R>,
             }
             None => GuestError::ArchiveUnreadable(format!(
                 "the central directory lists {} entries but {} could be read",
-                names.len(),
+                layout.names.len(),
                 archive.len()
             )),
         });
     }
     Ok(archive)
-}
-
-/// What the end-of-central-directory record (zip64 aware) declares.
-#[derive(Debug, Clone, Copy)]
-struct EndRecord {
-    entries: u64,
-    cd_offset: u64,
-    cd_size: u64,
-}
-
-/// Reads the end record; `None` when there is none (the zip reader then
-/// reports the archive unreadable).
-fn end_record<R: Read + Seek>(reader: &mut R) -> Option<EndRecord> {
-    const EOCD: [u8; 4] = *b"PK\x05\x06";
-    const ZIP64_LOCATOR: [u8; 4] = *b"PK\x06\x07";
-    const ZIP64_EOCD: [u8; 4] = *b"PK\x06\x06";
-    let u16_at = |b: &[u8], i: usize| u64::from(u16::from_le_bytes([b[i], b[i + 1]]));
-    let u32_at = |b: &[u8], i: usize| u64::from(u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]));
-    let u64_at = |b: &[u8], i: usize| b[i..i + 8].try_into().ok().map(u64::from_le_bytes);
-    let len = reader.seek(SeekFrom::End(0)).ok()?;
-    let tail_len = len.min(22 + 65_535 + 20);
-    reader.seek(SeekFrom::Start(len - tail_len)).ok()?;
-    let mut tail = vec![0u8; usize::try_from(tail_len).ok()?];
-    reader.read_exact(&mut tail).ok()?;
-    let at = (0..=tail.len().checked_sub(22)?)
-        .rev()
-        .find(|&i| tail[i..i + 4] == EOCD)?;
-    let classic = EndRecord {
-        entries: u16_at(&tail, at + 10),
-        cd_size: u32_at(&tail, at + 12),
-        cd_offset: u32_at(&tail, at + 16),
-    };
-    let needs_zip64 = classic.entries == 0xFFFF || classic.cd_offset == 0xFFFF_FFFF || classic.cd_size == 0xFFFF_FFFF;
-    if !needs_zip64 || at < 20 || tail[at - 20..at - 16] != ZIP64_LOCATOR {
-        return Some(classic);
-    }
-    let offset = u64_at(&tail[at - 20..at], 8)?;
-    reader.seek(SeekFrom::Start(offset)).ok()?;
-    let mut record = [0u8; 56];
-    reader.read_exact(&mut record).ok()?;
-    if record[..4] != ZIP64_EOCD {
-        return Some(classic);
-    }
-    Some(EndRecord {
-        entries: u64_at(&record, 32)?,
-        cd_size: u64_at(&record, 40)?,
-        cd_offset: u64_at(&record, 48)?,
-    })
-}
-
-/// The raw name of every central-directory record, in order. `None` if the
-/// directory is not where the end record says (the zip reader copes with
-/// prefixed archives; this check then defers to it).
-fn central_directory_names<R: Read + Seek>(reader: &mut R, end: &EndRecord) -> Option<Vec<Vec<u8>>> {
-    const HEADER: [u8; 4] = *b"PK\x01\x02";
-    reader.seek(SeekFrom::Start(end.cd_offset)).ok()?;
-    let mut directory = Vec::new();
-    reader.by_ref().take(end.cd_size).read_to_end(&mut directory).ok()?;
-    let mut names = Vec::new();
-    let mut at = 0usize;
-    while at + 46 <= directory.len() && directory[at..at + 4] == HEADER {
-        let field = |i: usize| usize::from(u16::from_le_bytes([directory[at + i], directory[at + i + 1]]));
-        let (name_len, extra_len, comment_len) = (field(28), field(30), field(32));
-        let name = directory.get(at + 46..at + 46 + name_len)?;
-        names.push(name.to_vec());
-        at += 46 + name_len + extra_len + comment_len;
-    }
-    Some(names)
 }
 
 /// The first pass: every entry's name, kind, compression and uniqueness.

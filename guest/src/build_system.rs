@@ -5,9 +5,9 @@
 use serde::Deserialize;
 
 /// Most `requires` entries taken from the table.
-const MAX_REQUIRES: usize = 64;
+const MAX_REQUIRES: usize = par_rules::limits::MAX_BUILD_REQUIRES;
 /// Most `backend-path` entries taken from the table.
-const MAX_BACKEND_PATHS: usize = 16;
+const MAX_BACKEND_PATHS: usize = par_rules::limits::MAX_BACKEND_PATHS;
 /// Longest single string taken from the table.
 const MAX_STRING: usize = 1024;
 

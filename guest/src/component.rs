@@ -8,7 +8,7 @@ use crate::seek_buffered::SeekBuffered;
 
 use crate::archive;
 use crate::build_system::BuildSystem;
-use crate::error::{EntryProblem, GuestError};
+use crate::error::{EntryProblem, GuestError, Inconsistency};
 use crate::install_plan::{self, InstallPlan, Requirement, SelfInstall};
 use crate::limits::{LimitKind, Limits};
 use crate::manifest::Manifest;
@@ -203,6 +203,12 @@ fn manifest_to_wit(manifest: Manifest) -> wit::Manifest {
 fn to_wit_error(error: GuestError) -> wit::LoadError {
     match error {
         GuestError::ArchiveUnreadable(message) => wit::LoadError::ArchiveUnreadable(message),
+        GuestError::ArchiveInconsistent { entry, inconsistency } => {
+            wit::LoadError::ArchiveInconsistent(wit::ArchiveInconsistent {
+                entry,
+                inconsistency: inconsistency_to_wit(inconsistency),
+            })
+        }
         GuestError::UnsafeEntry { entry, problem } => wit::LoadError::UnsafeEntry(wit::UnsafeEntry {
             entry,
             problem: problem_to_wit(problem),
@@ -228,6 +234,25 @@ fn to_wit_error(error: GuestError) -> wit::LoadError {
             text,
             reason,
         }),
+    }
+}
+
+fn inconsistency_to_wit(inconsistency: Inconsistency) -> wit::Inconsistency {
+    use wit::Inconsistency as W;
+    match inconsistency {
+        Inconsistency::LocalName => W::LocalName,
+        Inconsistency::LocalFlags => W::LocalFlags,
+        Inconsistency::LocalMethod => W::LocalMethod,
+        Inconsistency::LocalCrc => W::LocalCrc,
+        Inconsistency::LocalSizes => W::LocalSizes,
+        Inconsistency::Descriptor => W::Descriptor,
+        Inconsistency::StoredWithDescriptor => W::StoredWithDescriptor,
+        Inconsistency::MissingLocalHeader => W::MissingLocalHeader,
+        Inconsistency::UnlistedBytes => W::UnlistedBytes,
+        Inconsistency::Overlap => W::Overlap,
+        Inconsistency::TrailingBytes => W::TrailingBytes,
+        Inconsistency::WrongOffset => W::WrongOffset,
+        Inconsistency::CentralDirectory => W::CentralDirectory,
     }
 }
 

@@ -11,11 +11,11 @@ use crate::build_system::{self, BuildSystem};
 use crate::error::GuestError;
 
 /// Largest requirements or pyproject file read.
-const MAX_FILE_BYTES: u64 = 1024 * 1024;
+const MAX_FILE_BYTES: u64 = par_rules::limits::MAX_REQUIREMENTS_FILE_BYTES;
 /// Deepest chain of `-r` includes followed.
 const MAX_INCLUDE_DEPTH: usize = 8;
 /// Most requirement lines accepted in total.
-const MAX_LINES: usize = 10_000;
+const MAX_LINES: usize = par_rules::limits::MAX_REQUIREMENT_LINES;
 
 /// One logical requirement line and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

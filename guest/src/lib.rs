@@ -11,6 +11,7 @@ pub mod crc32;
 mod entry_data;
 pub mod error;
 pub mod install_plan;
+pub mod layout;
 pub mod limits;
 pub mod manifest;
 pub mod path;
@@ -24,6 +25,6 @@ pub mod yaml_events;
 mod component;
 
 pub use archive::{ExtractOptions, ExtractReport, extract, inspect};
-pub use error::{EntryProblem, GuestError};
+pub use error::{EntryProblem, GuestError, Inconsistency};
 pub use limits::{LimitKind, Limits};
 pub use manifest::{Entrypoint, Manifest};

@@ -155,15 +155,11 @@ fn key_text(key: &Value) -> String {
 
 /// Names become directory names (`{name}@{version}`), so only a conservative alphabet passes.
 fn check_path_component(field: &str, value: &str, allow_plus: bool) -> Result<(), GuestError> {
-    let max = 128;
+    let max = par_rules::names::MAX_NAME_BYTES;
     if value.is_empty() || value.len() > max {
         return Err(GuestError::field(field, format!("must be 1 to {max} characters")));
     }
-    let first_ok = value.as_bytes()[0].is_ascii_alphanumeric();
-    let rest_ok = value
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') || (allow_plus && b == b'+'));
-    if !first_ok || !rest_ok {
+    if !par_rules::names::is_safe_component(value, allow_plus) {
         let extra = if allow_plus { ", `+`" } else { "" };
         return Err(GuestError::field(
             field,
@@ -202,26 +198,7 @@ pub fn parse_entrypoint(spec: &str) -> Result<Entrypoint, GuestError> {
     })
 }
 
-/// `a.b.c` where each part is a Python identifier; the host checks the same rule.
-pub fn is_dotted_identifier(text: &str) -> bool {
-    !text.is_empty() && text.len() <= 256 && text.split('.').all(is_identifier)
-}
-
-/// An ASCII Python identifier that is not a keyword.
-pub fn is_identifier(text: &str) -> bool {
-    const KEYWORDS: &[&str] = &[
-        "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue", "def", "del",
-        "elif", "else", "except", "finally", "for", "from", "global", "if", "import", "in", "is", "lambda", "nonlocal",
-        "not", "or", "pass", "raise", "return", "try", "while", "with", "yield",
-    ];
-    let mut bytes = text.bytes();
-    let Some(first) = bytes.next() else {
-        return false;
-    };
-    (first.is_ascii_alphabetic() || first == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && !KEYWORDS.contains(&text)
-}
+pub use par_rules::names::{is_dotted_identifier, is_identifier};
 
 /// Converts YAML to JSON; non-string scalar keys become their text.
 fn to_json(value: &Value, at: &str) -> Result<serde_json::Value, GuestError> {

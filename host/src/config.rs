@@ -11,13 +11,21 @@ pub const DEFAULT_ROOT: &str = "/tmp/pixell-runtime";
 
 impl Default for Limits {
     fn default() -> Self {
+        let par_rules::limits::Limits {
+            max_entries,
+            max_total_bytes,
+            max_file_bytes,
+            max_ratio,
+            ratio_min_bytes,
+            max_manifest_bytes,
+        } = par_rules::limits::Limits::default();
         Self {
-            max_entries: 10_000,
-            max_total_bytes: 512 * 1024 * 1024,
-            max_file_bytes: 256 * 1024 * 1024,
-            max_ratio: 100,
-            ratio_min_bytes: 1024 * 1024,
-            max_manifest_bytes: 1024 * 1024,
+            max_entries,
+            max_total_bytes,
+            max_file_bytes,
+            max_ratio,
+            ratio_min_bytes,
+            max_manifest_bytes,
         }
     }
 }

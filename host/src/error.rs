@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 pub use crate::sandbox::SandboxError;
 use crate::sandbox::{
-    EntryProblem, GuestLoadError, InstallError, IoFailure, LimitExceeded, LimitKind, ManifestInvalid,
-    RefusedRequirement, UnsafeEntry,
+    ArchiveInconsistent, EntryProblem, GuestLoadError, Inconsistency, InstallError, IoFailure, LimitExceeded,
+    LimitKind, ManifestInvalid, RefusedRequirement, UnsafeEntry,
 };
 use crate::session::describe;
 
@@ -17,6 +17,10 @@ pub enum PackageError {
     /// Not a readable zip archive.
     #[error("archive unreadable: {0}")]
     ArchiveUnreadable(String),
+    /// A zip archive whose structures disagree, so two readers could see
+    /// different files in it.
+    #[error("archive inconsistent{}: {}", .0.entry.as_ref().map(|e| format!(" at entry `{e}`")).unwrap_or_default(), .0.inconsistency)]
+    ArchiveInconsistent(ArchiveInconsistent),
     /// An entry breaks a safety rule.
     #[error("unsafe entry `{}`: {}", .0.entry, .0.problem)]
     UnsafeEntry(UnsafeEntry),
@@ -51,6 +55,7 @@ impl PackageError {
     pub fn kind(&self) -> &'static str {
         match self {
             PackageError::ArchiveUnreadable(_) => "archive-unreadable",
+            PackageError::ArchiveInconsistent(_) => "archive-inconsistent",
             PackageError::UnsafeEntry(_) => "unsafe-entry",
             PackageError::LimitExceeded(_) => "limit-exceeded",
             PackageError::ManifestMissing => "manifest-missing",
@@ -65,6 +70,7 @@ impl PackageError {
     pub fn subject(&self) -> Option<&str> {
         match self {
             PackageError::UnsafeEntry(e) => Some(&e.entry),
+            PackageError::ArchiveInconsistent(e) => e.entry.as_deref(),
             PackageError::LimitExceeded(e) => e.entry.as_deref(),
             PackageError::ManifestInvalid(e) => e.field.as_deref(),
             PackageError::Write(e) => e.entry.as_deref(),
@@ -79,6 +85,7 @@ impl From<GuestLoadError> for LoadError {
         let package = |e: PackageError| LoadError::Package(e);
         match error {
             GuestLoadError::ArchiveUnreadable(message) => package(PackageError::ArchiveUnreadable(message)),
+            GuestLoadError::ArchiveInconsistent(e) => package(PackageError::ArchiveInconsistent(e)),
             GuestLoadError::UnsafeEntry(e) => package(PackageError::UnsafeEntry(e)),
             GuestLoadError::LimitExceeded(e) => package(PackageError::LimitExceeded(e)),
             GuestLoadError::ManifestMissing => package(PackageError::ManifestMissing),
@@ -261,6 +268,26 @@ impl fmt::Display for EntryProblem {
             EntryProblem::UnsupportedCompression(method) => write!(f, "unsupported compression method {method}"),
             EntryProblem::Corrupt(message) => write!(f, "corrupt data: {message}"),
         }
+    }
+}
+
+impl fmt::Display for Inconsistency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Inconsistency::LocalName => "the local header's name differs from the central directory's",
+            Inconsistency::LocalFlags => "the local header's flags differ from the central directory's",
+            Inconsistency::LocalMethod => "the local header's compression method differs from the central directory's",
+            Inconsistency::LocalCrc => "the local header's CRC-32 differs from the central directory's",
+            Inconsistency::LocalSizes => "the local header's sizes differ from the central directory's",
+            Inconsistency::Descriptor => "the data descriptor differs from the central directory",
+            Inconsistency::StoredWithDescriptor => "a stored entry with a data descriptor",
+            Inconsistency::MissingLocalHeader => "no local header where the central directory points",
+            Inconsistency::UnlistedBytes => "bytes the central directory does not list",
+            Inconsistency::Overlap => "entries overlap",
+            Inconsistency::TrailingBytes => "bytes after the end of the central directory record",
+            Inconsistency::WrongOffset => "an offset in the end record or the ZIP64 locator is wrong",
+            Inconsistency::CentralDirectory => "the central directory does not match the end record",
+        })
     }
 }
 

@@ -40,12 +40,14 @@ impl Interpreter {
     /// the same file. Answers are kept only under a key.
     fn ask(found: &Path, key: Option<&str>, timeout: Duration, cache_dir: Option<&Path>) -> Result<Self, LoadError> {
         let cached = cache_dir
-            .and_then(|dir| cache::trusted_dir(dir).ok())
+            .and_then(|dir| cache::CacheDir::open(dir).ok())
             .zip(key)
-            .map(|(dir, key)| dir.join(format!("python-{key}.txt")));
-        if let Some(path) = &cached
-            && cache::trusted_file(path)
-            && let Some(found) = fs::read_to_string(path).ok().and_then(|text| Self::parse_kept(&text))
+            .map(|(dir, key)| (dir, format!("python-{key}.txt")));
+        if let Some((dir, name)) = &cached
+            && let Some(found) = dir
+                .read_private(name, 64 * 1024)
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .and_then(|text| Self::parse_kept(&text))
         {
             return Ok(found);
         }
@@ -65,12 +67,11 @@ impl Interpreter {
                 output.stderr.trim()
             ),
         })?;
-        if let Some(path) = &cached
-            && let Some(dir) = path.parent()
+        if let Some((dir, name)) = &cached
             && let Some(executable) = identity_key(&interpreter.executable)
-            && let Err(error) = cache::store(dir, path, format!("{}{executable}\n", output.stdout).as_bytes())
+            && let Err(error) = dir.store(name, format!("{}{executable}\n", output.stdout).as_bytes())
         {
-            tracing::debug!(path = %path.display(), %error, "could not cache the interpreter probe");
+            tracing::debug!(path = %dir.path().join(name).display(), %error, "could not cache the interpreter probe");
         }
         Ok(interpreter)
     }

@@ -28,10 +28,10 @@ pub mod process;
 mod protocol;
 mod redeploy;
 pub mod requirements;
+mod root;
 mod sandbox;
 mod session;
 mod staging;
-mod validate;
 mod venv;
 
 pub use config::{DEFAULT_ROOT, Limits, LoaderConfig};
@@ -41,6 +41,8 @@ pub use error::InstallFailure;
 pub use error::{GuestProtocolError, InstallCall, LoadError, PackageError, SandboxError};
 pub use loader::{AgentPackage, Entrypoint, ExtractedPackage, Manifest, PackageLoader};
 pub use requirements::RequirementPolicy;
-pub use sandbox::{EntryProblem, IoFailure, LimitExceeded, LimitKind, ManifestInvalid, UnsafeEntry};
+pub use sandbox::{
+    ArchiveInconsistent, EntryProblem, Inconsistency, IoFailure, LimitExceeded, LimitKind, ManifestInvalid, UnsafeEntry,
+};
 pub use sandbox::{InstallError, RefusedRequirement, StepFailure};
 pub use session::Timings;

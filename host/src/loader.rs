@@ -14,11 +14,12 @@ use crate::installer::{Installer, Pip, Uv, venv_python};
 use crate::interpreter::{Interpreter, Resolver};
 use crate::process::find_program_in;
 use crate::redeploy::{self, Deployment};
+use crate::root::{Area, RootDir, open_dir_nofollow};
 use crate::sandbox::{ExtractOptions, GuestManifest, LoadOptions, Preopens, Sandbox};
 use crate::session::{InstallSession, LoadContext, PublishRequest, Published, Timings};
 use crate::staging::{PackageLock, Staging, disk_nearly_full, point_link, sweep_abandoned};
-use crate::validate::{is_entrypoint, is_safe_component};
 use crate::venv;
+use par_rules::names::{is_entrypoint, is_safe_component};
 
 /// Largest manifest document (as JSON) the host accepts back from the guest.
 const MAX_DOCUMENT_BYTES: usize = 8 * 1024 * 1024;
@@ -116,6 +117,8 @@ pub struct PackageLoader {
 
 #[derive(Debug)]
 struct Inner {
+    /// The root, opened once: every file operation under it goes through it.
+    root: Arc<RootDir>,
     config: LoaderConfig,
     sandbox: Sandbox,
     /// The base interpreter, resolved past any shim on every load; an
@@ -145,7 +148,8 @@ impl PackageLoader {
             config.sandbox_limits(),
             config.guest_component.as_deref(),
         )?;
-        sweep_abandoned(&config.root);
+        let root = Arc::new(RootDir::open(&config.root)?);
+        sweep_abandoned(&root);
         tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "sandbox ready");
         let python = Resolver::new(
             &config.install.python,
@@ -154,6 +158,7 @@ impl PackageLoader {
         );
         Ok(Self {
             inner: Arc::new(Inner {
+                root,
                 config,
                 sandbox,
                 python,
@@ -214,10 +219,11 @@ impl PackageLoader {
             .as_ref()
             .map(|_| readonly_mounts(&config.install, &python, installer.as_ref()))
             .unwrap_or_default();
-        let staging = Staging::create(&config.root, &apkg)?;
-        let (archive_dir, tree) = (staging.archive_dir(), staging.tree());
+        let root = &self.inner.root;
+        let staging = Staging::create(root, &apkg)?;
+        let (archive_dir, tree) = (staging.archive_preopen(), staging.tree_preopen());
         let context = LoadContext {
-            root: config.root.clone(),
+            root: Arc::clone(root),
             app_id: app_id.map(str::to_owned),
             digest: digest.clone(),
             max_entries: config.limits.max_entries,
@@ -245,7 +251,7 @@ impl PackageLoader {
         let facts = match session.conclude(outcome) {
             Ok(facts) => facts,
             Err(error) => {
-                discard_unfinished_venv(&session);
+                discard_unfinished_venv(root, &session);
                 let error = explain_disk_full(error, &config.root, session.saw_disk_full());
                 if matches!(error, LoadError::Install(_)) {
                     tracing::error!("{error}");
@@ -259,7 +265,8 @@ impl PackageLoader {
             ));
         };
         if !venv_state.reused {
-            venv::mark_finished(&venv_state.path, &venv_state.key)
+            open_dir_nofollow(root.dir(Area::Venvs), &venv_state.name)
+                .and_then(|venv| venv::mark_finished(&venv, &venv_state.key))
                 .map_err(LoadError::io("cannot mark the venv finished", &venv_state.path))?;
         }
         if !facts.installed_as_package {
@@ -288,10 +295,11 @@ impl PackageLoader {
             requirements_count: facts.requirements_count,
             timings,
         };
+        let tree = published.open_tree()?;
         // The last step: from here on the app's link names this tree.
-        published.commit()?;
-        let record = Deployment::new(settings, venv_state.key.clone(), package.clone())
-            .and_then(|record| record.save(&config.root, &digest, app_id));
+        published.commit(root)?;
+        let record = Deployment::new(settings, venv_state.key.clone(), package.clone(), &tree)
+            .and_then(|record| record.save(root, &digest, app_id));
         if let Err(error) = record {
             tracing::warn!(%error, "cannot record the load; the next redeploy will redo it");
         }
@@ -307,7 +315,7 @@ impl PackageLoader {
         settings: &str,
         started: Instant,
     ) -> Result<Option<AgentPackage>, LoadError> {
-        let root = &self.inner.config.root;
+        let root = &self.inner.root;
         let Some(record) = Deployment::find(root, digest, app_id) else {
             return Ok(None);
         };
@@ -320,7 +328,7 @@ impl PackageLoader {
             return Ok(None);
         };
         // This archive becomes the app's current deployment again, if another one had replaced it.
-        point_link(root, &package.link, &package.path)?;
+        point_link(root, &dir_name, &package.path)?;
         package.venv_reused = true;
         package.unchanged_redeploy = true;
         package.requirements_count = 0;
@@ -402,8 +410,8 @@ impl PackageLoader {
     pub fn inspect_blocking(&self, apkg: &Path) -> Result<Manifest, LoadError> {
         let apkg = regular_file(apkg)?;
         tracing::info!(apkg = %apkg.display(), "Inspecting agent package");
-        let staging = Staging::create(&self.inner.config.root, &apkg)?;
-        let archive_dir = staging.archive_dir();
+        let staging = Staging::create(&self.inner.root, &apkg)?;
+        let archive_dir = staging.archive_preopen();
         let preopens = Preopens {
             archive_dir: &archive_dir,
             package_dir: None,
@@ -418,13 +426,13 @@ impl PackageLoader {
             check_app_id(app_id)?;
         }
         let apkg = regular_file(apkg)?;
-        let root = &self.inner.config.root;
+        let root = &self.inner.root;
         tracing::info!(apkg = %apkg.display(), "Loading agent package");
         let started = Instant::now();
         let digest = redeploy::apkg_digest(&apkg).map_err(LoadError::io("cannot read the archive", &apkg))?;
         let staging = Staging::create(root, &apkg)?;
-        let (archive_dir, tree) = (staging.archive_dir(), staging.tree());
-        tracing::info!(staging = %tree.display(), "Extracting package");
+        let (archive_dir, tree) = (staging.archive_preopen(), staging.tree_preopen());
+        tracing::info!(staging = %staging.tree_path().display(), "Extracting package");
         let preopens = Preopens {
             archive_dir: &archive_dir,
             package_dir: Some(&tree),
@@ -433,7 +441,7 @@ impl PackageLoader {
             .inner
             .sandbox
             .extract(preopens, &self.extract_options())
-            .map_err(|e| explain_disk_full(e, root, false))?;
+            .map_err(|e| explain_disk_full(e, root.path(), false))?;
         let request = PublishRequest {
             app_id,
             digest: &digest,
@@ -460,7 +468,7 @@ impl PackageLoader {
             dirs: report.dirs,
             bytes: report.bytes,
         };
-        published.commit()?;
+        published.commit(root)?;
         Ok(package)
     }
 
@@ -496,10 +504,10 @@ fn explain_disk_full(error: LoadError, root: &Path, install_saw_full_disk: bool)
 }
 
 /// Removes a venv this load created but did not finish, so nothing half-built stays behind.
-fn discard_unfinished_venv(session: &InstallSession) {
+fn discard_unfinished_venv(root: &RootDir, session: &InstallSession) {
     if let Some(venv) = &session.venv
         && !venv.reused
-        && let Err(e) = std::fs::remove_dir_all(&venv.path)
+        && let Err(e) = root.dir(Area::Venvs).remove_dir_all(&venv.name)
         && e.kind() != std::io::ErrorKind::NotFound
     {
         tracing::warn!(path = %venv.path.display(), error = %e, "cannot remove an unfinished venv");

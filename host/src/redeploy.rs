@@ -13,13 +13,14 @@
 
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use cap_std::fs::{Dir, MetadataExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::loader::AgentPackage;
+use crate::root::{Area, RootDir, open_dir_nofollow, open_file_nofollow};
 use crate::venv;
 
 /// Largest record read back: far above any real tree listing.
@@ -77,16 +78,16 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `{root}/deployments/{digest}.{app_id or _}.json`.
-fn record_path(root: &Path, digest: &str, app_id: Option<&str>) -> PathBuf {
-    root.join("deployments")
-        .join(format!("{digest}.{}.json", app_id.unwrap_or("_")))
+/// `{digest}.{app_id or _}.json`, in `{root}/deployments/`.
+fn record_name(digest: &str, app_id: Option<&str>) -> String {
+    format!("{digest}.{}.json", app_id.unwrap_or("_"))
 }
 
 impl Deployment {
-    /// Describes a load that just succeeded; reads the published tree as it is now.
-    pub fn new(settings: String, venv_key: String, package: AgentPackage) -> std::io::Result<Self> {
-        let tree = list_tree(&package.path)?;
+    /// Describes a load that just succeeded; reads the published tree (through
+    /// its handle) as it is now.
+    pub fn new(settings: String, venv_key: String, package: AgentPackage, tree: &Dir) -> std::io::Result<Self> {
+        let tree = list_tree(tree)?;
         Ok(Self {
             settings,
             venv_key,
@@ -96,20 +97,24 @@ impl Deployment {
     }
 
     /// Writes the record (atomically: a temporary file renamed into place).
-    pub fn save(&self, root: &Path, digest: &str, app_id: Option<&str>) -> std::io::Result<()> {
-        let path = record_path(root, digest, app_id);
-        let dir = path.parent().unwrap_or(root);
-        fs::create_dir_all(dir)?;
-        let temporary = tempfile::NamedTempFile::new_in(dir)?;
-        serde_json::to_writer(&temporary, self).map_err(std::io::Error::other)?;
-        temporary.persist(&path).map_err(|e| e.error)?;
-        Ok(())
+    pub fn save(&self, root: &RootDir, digest: &str, app_id: Option<&str>) -> std::io::Result<()> {
+        let deployments = root.dir(Area::Deployments);
+        let name = record_name(digest, app_id);
+        let temporary = format!(".{name}.{}.tmp", std::process::id());
+        let written = serde_json::to_vec(self)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| deployments.write(&temporary, bytes))
+            .and_then(|()| deployments.rename(&temporary, deployments, &name));
+        if written.is_err() {
+            let _ = deployments.remove_file(&temporary);
+        }
+        written
     }
 
     /// The record of an earlier load of this archive under this app id, if any.
-    pub fn find(root: &Path, digest: &str, app_id: Option<&str>) -> Option<Self> {
+    pub fn find(root: &RootDir, digest: &str, app_id: Option<&str>) -> Option<Self> {
         let mut text = Vec::new();
-        fs::File::open(record_path(root, digest, app_id))
+        open_file_nofollow(root.dir(Area::Deployments), &record_name(digest, app_id))
             .ok()?
             .take(MAX_RECORD_BYTES)
             .read_to_end(&mut text)
@@ -124,35 +129,46 @@ impl Deployment {
 
     /// The recorded result, if the settings are the same and the tree and
     /// venv under `root` are exactly as that load left them.
-    pub fn unchanged(self, root: &Path, settings: &str) -> Option<AgentPackage> {
+    pub fn unchanged(self, root: &RootDir, settings: &str) -> Option<AgentPackage> {
+        fn in_area<'a>(root: &RootDir, path: &'a Path, area: Area) -> Option<&'a str> {
+            let name = path.file_name()?.to_str()?;
+            (path.parent() == Some(&root.path().join(area.name()))).then_some(name)
+        }
+        let tree = in_area(root, &self.package.path, Area::Trees)?;
+        let venv = in_area(root, &self.package.venv_path, Area::Venvs)?;
+        in_area(root, &self.package.link, Area::Packages)?;
         let unchanged = self.settings == settings
-            && self.package.path.parent() == Some(&root.join("trees"))
-            && self.package.link.parent() == Some(&root.join("packages"))
-            && self.package.venv_path.parent() == Some(&root.join("venvs"))
-            && venv::is_finished(&self.package.venv_path, &self.venv_key)
-            && list_tree(&self.package.path).is_ok_and(|tree| tree == self.tree);
+            && open_dir_nofollow(root.dir(Area::Venvs), venv)
+                .is_ok_and(|venv| venv::is_finished(&venv, &self.venv_key))
+            && open_dir_nofollow(root.dir(Area::Trees), tree)
+                .and_then(|tree| list_tree(&tree))
+                .is_ok_and(|tree| tree == self.tree);
         unchanged.then_some(self.package)
     }
 }
 
-/// Every entry under `dir` (never following symlinks), sorted by path.
-fn list_tree(dir: &Path) -> std::io::Result<Vec<TreeEntry>> {
+/// Every entry of the tree (never following symlinks), sorted by path.
+fn list_tree(tree: &Dir) -> std::io::Result<Vec<TreeEntry>> {
     let mut entries = Vec::new();
-    let mut pending = vec![dir.to_owned()];
-    while let Some(current) = pending.pop() {
-        for entry in fs::read_dir(&current)? {
+    let mut pending = vec![(tree.try_clone()?, String::new())];
+    while let Some((dir, prefix)) = pending.pop() {
+        for entry in dir.entries()? {
             let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
             let meta = entry.metadata()?;
-            let path = entry.path();
-            let relative = path.strip_prefix(dir).map_err(std::io::Error::other)?;
+            let path = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}/{name}")
+            };
             entries.push(TreeEntry {
-                path: relative.to_string_lossy().into_owned(),
+                path: path.clone(),
                 size: if meta.is_dir() { 0 } else { meta.len() },
                 mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
                 mode: meta.mode(),
             });
             if meta.is_dir() {
-                pending.push(path);
+                pending.push((open_dir_nofollow(&dir, &name)?, path));
             }
         }
     }
@@ -164,17 +180,21 @@ fn list_tree(dir: &Path) -> std::io::Result<Vec<TreeEntry>> {
 mod tests {
     use super::*;
 
+    fn list(path: &std::path::Path) -> std::io::Result<Vec<TreeEntry>> {
+        list_tree(&Dir::open_ambient_dir(path, cap_std::ambient_authority())?)
+    }
+
     #[test]
     fn the_tree_listing_sees_every_change() {
         let dir = tempfile::tempdir().expect("dir");
         fs::create_dir(dir.path().join("core")).expect("mkdir");
         fs::write(dir.path().join("core/a.py"), "a = 1\n").expect("write");
-        let before = list_tree(dir.path()).expect("list");
+        let before = list(dir.path()).expect("list");
         assert_eq!(before.len(), 2);
-        assert_eq!(list_tree(dir.path()).expect("list"), before, "listing is stable");
+        assert_eq!(list(dir.path()).expect("list"), before, "listing is stable");
 
         fs::write(dir.path().join("core/b.py"), "").expect("add");
-        assert_ne!(list_tree(dir.path()).expect("list"), before, "an added file");
+        assert_ne!(list(dir.path()).expect("list"), before, "an added file");
         fs::remove_file(dir.path().join("core/b.py")).expect("remove");
 
         let file = fs::OpenOptions::new()
@@ -182,11 +202,11 @@ mod tests {
             .open(dir.path().join("core/a.py"))
             .expect("open");
         file.set_modified(std::time::SystemTime::UNIX_EPOCH).expect("touch");
-        assert_ne!(list_tree(dir.path()).expect("list"), before, "same size, new mtime");
+        assert_ne!(list(dir.path()).expect("list"), before, "same size, new mtime");
 
         std::os::unix::fs::symlink("/etc", dir.path().join("link")).expect("symlink");
         assert!(
-            list_tree(dir.path()).expect("list").iter().any(|e| e.path == "link"),
+            list(dir.path()).expect("list").iter().any(|e| e.path == "link"),
             "a symlink is listed, not followed"
         );
     }

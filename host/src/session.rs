@@ -8,11 +8,12 @@
 //! ([`InstallSession::conclude`]).
 
 use std::ffi::OsString;
-use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use cap_std::fs::Dir;
 
 use crate::config::InstallConfig;
 use crate::confine::{self, Bubblewrap};
@@ -24,6 +25,7 @@ use crate::interpreter::Interpreter;
 use crate::loader::{Manifest, check_manifest};
 use crate::protocol::Protocol;
 use crate::requirements::check_line;
+use crate::root::{Area, RootDir, open_dir_nofollow, open_file_nofollow};
 use crate::sandbox::SandboxError;
 use crate::sandbox::bindings::host_installer::Host;
 use crate::sandbox::bindings::types::{
@@ -32,16 +34,12 @@ use crate::sandbox::bindings::types::{
 };
 use crate::sandbox::cache;
 use crate::staging::{PackageLock, PublishedTree, Staging, normalize_modes};
-use crate::validate::{is_entrypoint, is_safe_component};
 use crate::venv::{self, VenvInputs};
+use par_rules::limits::{MAX_BACKEND_PATHS, MAX_BUILD_REQUIRES, MAX_REQUIREMENT_LINES, MAX_REQUIREMENTS_FILE_BYTES};
+use par_rules::names::{is_entrypoint, is_safe_component};
 
-/// Most requirement and constraint lines one plan may hold (the guest's own limit).
-const MAX_PLAN_LINES: usize = 10_000;
-/// Longest string in a plan: no line of a 1 MiB requirements file is longer.
-const MAX_PLAN_STRING_BYTES: usize = 1024 * 1024;
-/// Most build requirements and backend paths (the guest's own limits).
-const MAX_BUILD_REQUIRES: usize = 64;
-const MAX_BACKEND_PATHS: usize = 16;
+/// Longest string in a plan: no line of a requirements file the guest reads is longer.
+const MAX_PLAN_STRING_BYTES: usize = MAX_REQUIREMENTS_FILE_BYTES as usize;
 /// Longest executable path reported (Linux's own `PATH_MAX`).
 const MAX_EXECUTABLE_PATH_BYTES: usize = 4096;
 
@@ -52,8 +50,8 @@ const VERIFY_SCRIPT: &str = "import importlib, sys\nif sys.argv[1]:\n    sys.pat
 /// What a load may use: fixed before the guest runs.
 #[derive(Debug)]
 pub struct LoadContext {
-    /// The loader root.
-    pub root: PathBuf,
+    /// The loader root, opened once.
+    pub root: Arc<RootDir>,
     /// App id chosen by the caller, if any (else the manifest name).
     pub app_id: Option<String>,
     /// The archive's SHA-256: names the tree this load publishes.
@@ -86,6 +84,8 @@ pub struct Published {
     pub app_id: String,
     /// `{root}/packages/{app_id}@{version}`: the app's link, switched on commit.
     pub link: PathBuf,
+    /// The link's name, `{app_id}@{version}`.
+    link_name: String,
     /// `{root}/trees/{app_id}@{version}.{digest}`: the tree this load's venv imports.
     pub path: PathBuf,
     /// The re-checked manifest.
@@ -99,7 +99,7 @@ impl Published {
     /// Re-checks what the guest extracted (manifest, executables, the tree
     /// itself) and renames the staging tree into place under the package lock:
     /// the one path both `extract` and `load` publish by.
-    pub fn publish(root: &Path, request: PublishRequest<'_>, staging: Staging) -> Result<Self, LoadError> {
+    pub fn publish(root: &RootDir, request: PublishRequest<'_>, staging: Staging) -> Result<Self, LoadError> {
         let PublishRequest {
             app_id,
             digest,
@@ -122,19 +122,19 @@ impl Published {
             )?;
         }
         let manifest = check_manifest(manifest)?;
-        normalize_modes(&staging.tree(), executables)?;
+        normalize_modes(staging.tree(), executables)?;
         let app_id = app_id.unwrap_or(&manifest.name).to_owned();
         let dir_name = format!("{app_id}@{}", manifest.version);
-        let link = root.join("packages").join(&dir_name);
-        let path = root
-            .join("trees")
-            .join(format!("{dir_name}.{}", &digest[..digest.len().min(16)]));
+        let tree_name = format!("{dir_name}.{}", &digest[..digest.len().min(16)]);
+        let link = root.join(Area::Packages, &dir_name);
+        let path = root.join(Area::Trees, &tree_name);
         let lock = PackageLock::acquire(root, &dir_name)?;
-        let tree = staging.publish(&path)?;
+        let tree = staging.publish(root, &tree_name)?;
         Ok(Self {
             package_id: format!("{}@{}", manifest.name, manifest.version),
             app_id,
             link,
+            link_name: dir_name,
             path,
             manifest,
             tree,
@@ -142,9 +142,14 @@ impl Published {
         })
     }
 
+    /// A handle on the published tree.
+    pub fn open_tree(&self) -> Result<Dir, LoadError> {
+        self.tree.open().map_err(LoadError::io("cannot open", &self.path))
+    }
+
     /// Makes this the app's current deployment (see [`PublishedTree::commit`]).
-    pub fn commit(self) -> Result<(), LoadError> {
-        self.tree.commit(&self.link)
+    pub fn commit(self, root: &RootDir) -> Result<(), LoadError> {
+        self.tree.commit(root, &self.link_name, &self.path)
     }
 }
 
@@ -271,7 +276,7 @@ impl InstallSession {
     /// A session for `load`, owning the staging directory it will publish.
     pub fn new(ctx: LoadContext, staging: Staging) -> Self {
         let runner = StepRunner::new(
-            &ctx.root,
+            ctx.root.path(),
             &ctx.install,
             ctx.installer.as_ref(),
             ctx.sandbox.clone(),
@@ -373,7 +378,7 @@ impl InstallSession {
             .take()
             .ok_or_else(|| InstallError::Host("the package was already published".into()))?;
         let ctx = self.ctx()?;
-        let root = ctx.root.clone();
+        let root = Arc::clone(&ctx.root);
         let request = PublishRequest {
             app_id: ctx.app_id.as_deref(),
             digest: &ctx.digest,
@@ -412,7 +417,8 @@ impl InstallSession {
             .published
             .as_ref()
             .ok_or_else(|| InstallError::Host("ensure-venv before publish".into()))?;
-        if let Err(violation) = check_plan(&plan, &published.path) {
+        let tree = published.open_tree().map_err(|e| InstallError::Host(e.to_string()))?;
+        if let Err(violation) = check_plan(&plan, &tree) {
             let message = violation.to_string();
             self.protocol.violate(violation);
             return Err(InstallError::Host(message));
@@ -431,12 +437,11 @@ impl InstallSession {
         let mut build_files = Vec::new();
         if plan.self_install != SelfInstall::None {
             for name in ["setup.py", "pyproject.toml"] {
-                let path = published.path.join(name);
-                if fs::symlink_metadata(&path).is_err() {
+                if tree.symlink_metadata(name).is_err() {
                     continue;
                 }
                 let bytes =
-                    read_regular(&path).map_err(|e| InstallError::Host(format!("{name} cannot be read: {e}")))?;
+                    read_regular(&tree, name).map_err(|e| InstallError::Host(format!("{name} cannot be read: {e}")))?;
                 build_files.extend((bytes.len() as u64).to_le_bytes());
                 build_files.extend(bytes);
             }
@@ -451,23 +456,24 @@ impl InstallSession {
             package: &published.path,
             build_files: &build_files,
         });
-        let path = venv::path(&ctx.root, &published.app_id, &key);
         let name = format!("{}_{key}", published.app_id);
-        let reused = venv::is_finished(&path, &key);
+        let path = ctx.root.join(Area::Venvs, &name);
+        let venvs = ctx.root.dir(Area::Venvs);
+        let host = |action: &'static str| {
+            let path = path.clone();
+            move |e: std::io::Error| InstallError::Host(format!("cannot {action} {}: {e}", path.display()))
+        };
+        let reused = open_dir_nofollow(venvs, &name).is_ok_and(|venv| venv::is_finished(&venv, &key));
         let mut editable = None;
         if reused {
             tracing::info!(venv = %name, "Reusing venv");
         } else {
-            if fs::symlink_metadata(&path).is_ok() {
+            if venvs.symlink_metadata(&name).is_ok() {
                 tracing::warn!(venv = %name, "Removing a venv left unfinished by an interrupted load");
-                fs::remove_dir_all(&path)
-                    .map_err(|e| InstallError::Host(format!("cannot remove {}: {e}", path.display())))?;
+                venvs.remove_dir_all(&name).map_err(host("remove"))?;
             }
-            let venvs = ctx.root.join("venvs");
-            fs::create_dir_all(&venvs)
-                .map_err(|e| InstallError::Host(format!("cannot create {}: {e}", venvs.display())))?;
             // Made first so a confined step can have exactly this directory bound.
-            fs::create_dir(&path).map_err(|e| InstallError::Host(format!("cannot create {}: {e}", path.display())))?;
+            venvs.create_dir(&name).map_err(host("create"))?;
             tracing::info!(
                 path = %path.display(),
                 installer = ctx.installer.name(),
@@ -480,10 +486,11 @@ impl InstallSession {
             let invocation = ctx.installer.create_venv(&ctx.python.executable, &path);
             if let Err(error) = self.runner()?.run(StepSpec::new(StepKind::Venv, invocation, &path)) {
                 // Not yet this load's venv (nothing will discard it): remove it here.
-                let _ = fs::remove_dir_all(&path);
+                let _ = venvs.remove_dir_all(&name);
                 return Err(error);
             }
         }
+        let venv_dir = open_dir_nofollow(venvs, &name).map_err(host("open"))?;
         // A reused venv already holds these files, written when it was built
         // from the same lines (they are part of its key).
         let write = |lines: &[String], file: &str| -> Result<Option<PathBuf>, InstallError> {
@@ -493,7 +500,8 @@ impl InstallSession {
             let target = path.join(file);
             if !reused {
                 let text: String = lines.iter().map(|line| format!("{line}\n")).collect();
-                fs::write(&target, text)
+                venv_dir
+                    .write(file, text)
                     .map_err(|e| InstallError::Host(format!("cannot write {}: {e}", target.display())))?;
             }
             Ok(Some(target))
@@ -530,7 +538,12 @@ impl InstallSession {
             return Ok(None);
         }
         // Build environments hold code par runs: only in a cache no one else can write.
-        let Some(cache_dir) = ctx.cache_dir.as_deref().and_then(|dir| cache::trusted_dir(dir).ok()) else {
+        let Some(cache_dir) = ctx
+            .cache_dir
+            .as_deref()
+            .and_then(|dir| cache::CacheDir::open(dir).ok())
+            .map(|cache| cache.path().to_owned())
+        else {
             tracing::debug!("No private cache for build environments: leaving the editable build to the installer");
             return Ok(None);
         };
@@ -822,10 +835,10 @@ fn describe_guest_claim(error: &GuestLoadError) -> String {
 
 /// Refuses a plan larger than the guest's own limits allow, or one whose
 /// self-install contradicts the published tree.
-fn check_plan(plan: &InstallPlan, tree: &Path) -> Result<(), GuestProtocolError> {
+fn check_plan(plan: &InstallPlan, tree: &Dir) -> Result<(), GuestProtocolError> {
     let call = InstallCall::EnsureVenv;
     let lines = plan.requirements.len() + plan.constraints.len();
-    check_size(call, "requirement lines", lines, MAX_PLAN_LINES)?;
+    check_size(call, "requirement lines", lines, MAX_REQUIREMENT_LINES)?;
     for line in plan.requirements.iter().chain(&plan.constraints) {
         check_size(
             call,
@@ -863,7 +876,7 @@ fn check_plan(plan: &InstallPlan, tree: &Path) -> Result<(), GuestProtocolError>
         }
         GuestBuildSystem::Legacy => {}
     }
-    let is_file = |name: &str| fs::symlink_metadata(tree.join(name)).is_ok_and(|m| m.is_file());
+    let is_file = |name: &str| tree.symlink_metadata(name).is_ok_and(|m| m.is_file());
     let consistent = match plan.self_install {
         SelfInstall::SetupPy => is_file("setup.py"),
         SelfInstall::Pyproject => is_file("pyproject.toml") && !is_file("setup.py"),
@@ -901,13 +914,12 @@ fn checked_lines(lines: &[Requirement], ctx: &LoadContext) -> Result<Vec<String>
         .collect()
 }
 
-/// Reads a regular file (never through a symlink), at most 1 MiB.
-fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
-    if !fs::symlink_metadata(path)?.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
+/// Reads the regular file `name` of `dir` (never through a symlink), at most 1 MiB.
+fn read_regular(dir: &Dir, name: &str) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    fs::File::open(path)?.take(1024 * 1024).read_to_end(&mut bytes)?;
+    open_file_nofollow(dir, name)?
+        .take(1024 * 1024)
+        .read_to_end(&mut bytes)?;
     Ok(bytes)
 }
 

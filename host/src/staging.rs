@@ -1,4 +1,4 @@
-//! Staging and publishing package trees.
+//! Staging and publishing package trees, through the root's handles.
 //!
 //! A package is never extracted in place. The guest writes into a fresh
 //! staging directory under `{root}/staging/`; publishing renames the finished
@@ -7,15 +7,21 @@
 //! only once every install step has succeeded does the host point the app's
 //! link `{root}/packages/{app_id}@{version}` at it, with one rename. A failed
 //! or interrupted load leaves the previous deployment exactly as it was: its
-//! link, its tree and the venv that imports from that tree.
+//! link, its tree and the venv that imports from that tree. Every operation
+//! here goes through a [`RootDir`] handle, never through a path.
 
 use std::collections::HashSet;
-use std::fs::{self, File};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::fs::File;
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cap_std::fs::{Dir, DirBuilder, DirBuilderExt, OpenOptions};
+use rustix::fs::{AtFlags, CWD, FlockOperation, Mode};
 
 use crate::error::{LoadError, PackageError};
-use crate::validate::is_contained_relative;
+use crate::root::{Area, RootDir, fd_path, open_dir_nofollow};
+use par_rules::names::is_contained_relative;
 
 /// File name of the archive inside the read-only preopen.
 const ARCHIVE_NAME: &str = "package.apkg";
@@ -28,26 +34,65 @@ const LIVE_LOCK: &str = ".live";
 /// [`sweep_abandoned`] can tell it from one left by a load that was killed.
 #[derive(Debug)]
 pub struct Scratch {
-    dir: tempfile::TempDir,
+    staging: Dir,
+    name: String,
+    dir: Dir,
+    path: PathBuf,
     _live: File,
 }
 
 impl Scratch {
-    /// Creates `{root}/staging/{prefix}XXXX/` (mode 0700) and takes its lock.
-    pub fn create(root: &Path, prefix: &str) -> Result<Self, LoadError> {
-        let staging_root = root.join("staging");
-        create_dirs(&staging_root, 0o700)?;
-        let dir = tempfile::Builder::new()
-            .prefix(prefix)
-            .tempdir_in(&staging_root)
-            .map_err(LoadError::io("cannot create a staging directory in", &staging_root))?;
-        let live = lock_file(&dir.path().join(LIVE_LOCK), rustix::fs::FlockOperation::LockExclusive)?;
-        Ok(Self { dir, _live: live })
+    /// Creates `{root}/staging/{prefix}…/` (mode 0700) and takes its lock.
+    pub fn create(root: &RootDir, prefix: &str) -> Result<Self, LoadError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let staging_path = root.path().join(Area::Staging.name());
+        let staging = root
+            .dir(Area::Staging)
+            .try_clone()
+            .map_err(LoadError::io("cannot open", &staging_path))?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let mut attempt = 0;
+        let name = loop {
+            let name = format!(
+                "{prefix}{:x}-{:x}-{nanos:x}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            );
+            match create_private_dir(&staging, &name) {
+                Ok(()) => break name,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 16 => attempt += 1,
+                Err(e) => return Err(LoadError::io("cannot create a staging directory in", &staging_path)(e)),
+            }
+        };
+        let path = staging_path.join(&name);
+        let dir = open_dir_nofollow(&staging, &name).map_err(LoadError::io("cannot open", &path))?;
+        let live =
+            lock_in(&dir, LIVE_LOCK, FlockOperation::LockExclusive).map_err(LoadError::io("cannot lock", &path))?;
+        Ok(Self {
+            staging,
+            name,
+            dir,
+            path,
+            _live: live,
+        })
     }
 
-    /// The directory itself.
+    /// The directory's path: for argv, never for the host's own access.
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.path
+    }
+
+    /// The handle on the directory.
+    pub fn dir(&self) -> &Dir {
+        &self.dir
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = self.staging.remove_dir_all(&self.name);
     }
 }
 
@@ -56,56 +101,79 @@ impl Scratch {
 #[derive(Debug)]
 pub struct Staging {
     scratch: Scratch,
+    archive: Dir,
+    tree: Dir,
 }
 
 impl Staging {
-    /// Creates `{root}/staging/stage-XXXX/` with `archive/package.apkg` (a hard
+    /// Creates `{root}/staging/stage-…/` with `archive/package.apkg` (a hard
     /// link to, or else a copy of, `apkg`) and an empty `tree/`.
-    pub fn create(root: &Path, apkg: &Path) -> Result<Self, LoadError> {
-        let staging = Self {
-            scratch: Scratch::create(root, "stage-")?,
-        };
-        let archive_dir = staging.archive_dir();
-        create_dirs(&archive_dir, 0o700)?;
-        create_dirs(&staging.tree(), 0o700)?;
-        let linked = archive_dir.join(ARCHIVE_NAME);
-        if fs::hard_link(apkg, &linked).is_err() {
-            fs::copy(apkg, &linked).map_err(LoadError::io("cannot copy the archive into staging from", apkg))?;
+    pub fn create(root: &RootDir, apkg: &Path) -> Result<Self, LoadError> {
+        let scratch = Scratch::create(root, "stage-")?;
+        let (archive, tree) = (sub_dir(&scratch, "archive")?, sub_dir(&scratch, "tree")?);
+        let linked = scratch.path().join("archive").join(ARCHIVE_NAME);
+        if rustix::fs::linkat(CWD, apkg, &archive, ARCHIVE_NAME, AtFlags::empty()).is_err() {
+            let copy = |_| -> io::Result<u64> {
+                let mut source = File::open(apkg)?;
+                let mut target = archive.create(ARCHIVE_NAME)?;
+                io::copy(&mut source, &mut target)
+            };
+            copy(()).map_err(LoadError::io("cannot copy the archive into staging at", &linked))?;
         }
-        Ok(staging)
+        Ok(Self { scratch, archive, tree })
     }
 
-    /// The directory preopened read-only for the guest: it holds only the archive.
-    pub fn archive_dir(&self) -> PathBuf {
-        self.scratch.path().join("archive")
+    /// What to preopen read-only for the guest: the directory holding only the
+    /// archive, reached through its handle.
+    pub fn archive_preopen(&self) -> PathBuf {
+        fd_path(&self.archive)
     }
 
-    /// The directory preopened read-write for the guest: the package tree.
-    pub fn tree(&self) -> PathBuf {
+    /// What to preopen read-write for the guest: the package tree, reached
+    /// through its handle.
+    pub fn tree_preopen(&self) -> PathBuf {
+        fd_path(&self.tree)
+    }
+
+    /// The tree's path, for messages.
+    pub fn tree_path(&self) -> PathBuf {
         self.scratch.path().join("tree")
     }
 
-    /// Moves the finished tree to `dest` (a tree of the same archive found
-    /// there is set aside, and put back if this load fails). The caller holds
-    /// the package lock; nothing points at `dest` until [`PublishedTree::commit`].
-    pub fn publish(self, dest: &Path) -> Result<PublishedTree, LoadError> {
-        if let Some(parent) = dest.parent() {
-            create_dirs(parent, 0o755)?;
-        }
-        let mut replaced = None;
-        if fs::symlink_metadata(dest).is_ok() {
-            let aside = self.scratch.path().join("replaced");
-            fs::rename(dest, &aside).map_err(LoadError::io("cannot move the previous tree out of", dest))?;
-            replaced = Some(aside);
+    /// The handle on the tree the guest wrote.
+    pub fn tree(&self) -> &Dir {
+        &self.tree
+    }
+
+    /// Moves the finished tree to `{root}/trees/{name}` (a tree of the same
+    /// archive found there is set aside, and put back if this load fails).
+    /// The caller holds the package lock; nothing points at the tree until
+    /// [`PublishedTree::commit`].
+    pub fn publish(self, root: &RootDir, name: &str) -> Result<PublishedTree, LoadError> {
+        let path = root.join(Area::Trees, name);
+        let trees = root
+            .dir(Area::Trees)
+            .try_clone()
+            .map_err(LoadError::io("cannot open", &path))?;
+        let scratch = self.scratch;
+        let replaced = trees.symlink_metadata(name).is_ok();
+        if replaced {
+            trees
+                .rename(name, scratch.dir(), "replaced")
+                .map_err(LoadError::io("cannot move the previous tree out of", &path))?;
         }
         let published = PublishedTree {
-            path: dest.to_owned(),
+            trees,
+            name: name.to_owned(),
             replaced,
             committed: false,
-            scratch: self.scratch,
+            scratch,
         };
-        fs::rename(published.scratch.path().join("tree"), dest)
-            .map_err(LoadError::io("cannot publish the package to", dest))?;
+        published
+            .scratch
+            .dir()
+            .rename("tree", &published.trees, name)
+            .map_err(LoadError::io("cannot publish the package to", &path))?;
         Ok(published)
     }
 }
@@ -115,18 +183,24 @@ impl Staging {
 /// (if any) is put back: nothing a failed load made is kept.
 #[derive(Debug)]
 pub struct PublishedTree {
-    path: PathBuf,
-    replaced: Option<PathBuf>,
+    trees: Dir,
+    name: String,
+    replaced: bool,
     committed: bool,
     scratch: Scratch,
 }
 
 impl PublishedTree {
-    /// Makes this tree the app's current one: `link` is replaced by a
-    /// symlink to it with one rename, so a reader sees the old tree or the
-    /// new one, never neither.
-    pub fn commit(mut self, link: &Path) -> Result<(), LoadError> {
-        switch_link(link, &self.path, self.scratch.path())?;
+    /// A handle on the published tree.
+    pub fn open(&self) -> io::Result<Dir> {
+        open_dir_nofollow(&self.trees, &self.name)
+    }
+
+    /// Makes this tree the app's current one: `{root}/packages/{link}` is
+    /// replaced by a symlink to `target` (this tree's path) with one rename,
+    /// so a reader sees the old tree or the new one, never neither.
+    pub fn commit(mut self, root: &RootDir, link: &str, target: &Path) -> Result<(), LoadError> {
+        switch_link(root, link, target, &self.scratch)?;
         self.committed = true;
         Ok(())
     }
@@ -137,94 +211,104 @@ impl Drop for PublishedTree {
         if self.committed {
             return;
         }
-        if let Err(e) = fs::remove_dir_all(&self.path)
-            && e.kind() != std::io::ErrorKind::NotFound
+        if let Err(e) = self.trees.remove_dir_all(&self.name)
+            && e.kind() != io::ErrorKind::NotFound
         {
-            tracing::warn!(path = %self.path.display(), error = %e, "cannot remove the tree of a failed load");
+            tracing::warn!(tree = %self.name, error = %e, "cannot remove the tree of a failed load");
         }
-        if let Some(replaced) = &self.replaced
-            && let Err(e) = fs::rename(replaced, &self.path)
+        if self.replaced
+            && let Err(e) = self.scratch.dir().rename("replaced", &self.trees, &self.name)
         {
-            tracing::warn!(path = %self.path.display(), error = %e, "cannot put back the tree a failed load replaced");
+            tracing::warn!(tree = %self.name, error = %e, "cannot put back the tree a failed load replaced");
         }
     }
 }
 
-/// Points `link` at `target`, a tree already published under `root`: for a
-/// load that found its deployment unchanged but no longer current.
-pub fn point_link(root: &Path, link: &Path, target: &Path) -> Result<(), LoadError> {
-    if fs::read_link(link).is_ok_and(|current| current == target) {
+/// Points `{root}/packages/{link}` at `target`, a tree already published:
+/// for a load that found its deployment unchanged but no longer current.
+pub fn point_link(root: &RootDir, link: &str, target: &Path) -> Result<(), LoadError> {
+    let current = root.dir(Area::Packages).read_link_contents(link);
+    if current.is_ok_and(|current| current == target) {
         return Ok(());
     }
     let scratch = Scratch::create(root, "link-")?;
-    switch_link(link, target, scratch.path())
+    switch_link(root, link, target, &scratch)
 }
 
-/// Points `link` at `target` with a rename over the old link. A real
-/// directory there (published by an older par) is first moved into
-/// `scratch`, which is removed with the load.
-fn switch_link(link: &Path, target: &Path, scratch: &Path) -> Result<(), LoadError> {
-    if let Some(parent) = link.parent() {
-        create_dirs(parent, 0o755)?;
+/// Points `{root}/packages/{link}` at `target` with a rename over the old
+/// link. A real directory there (published by an older par) is first moved
+/// into `scratch`, which is removed with the load.
+fn switch_link(root: &RootDir, link: &str, target: &Path, scratch: &Scratch) -> Result<(), LoadError> {
+    let packages = root.dir(Area::Packages);
+    let path = root.join(Area::Packages, link);
+    let _ = scratch.dir().remove_file("link");
+    scratch
+        .dir()
+        .symlink_contents(target, "link")
+        .map_err(LoadError::io("cannot create a link in", scratch.path()))?;
+    if packages.symlink_metadata(link).is_ok_and(|m| m.is_dir()) {
+        packages
+            .rename(link, scratch.dir(), "previous-layout")
+            .map_err(LoadError::io("cannot move an old package directory out of", &path))?;
     }
-    let temporary = scratch.join("link");
-    std::os::unix::fs::symlink(target, &temporary).map_err(LoadError::io("cannot create a link at", &temporary))?;
-    if fs::symlink_metadata(link).is_ok_and(|m| m.is_dir()) {
-        fs::rename(link, scratch.join("previous-layout"))
-            .map_err(LoadError::io("cannot move an old package directory out of", link))?;
-    }
-    fs::rename(&temporary, link).map_err(LoadError::io("cannot switch the package link", link))
+    scratch
+        .dir()
+        .rename("link", packages, link)
+        .map_err(LoadError::io("cannot switch the package link", &path))
 }
 
 /// Removes staging directories whose owner is gone (a killed load): their
 /// `.live` lock can be taken. Directories of loads still running are kept.
-pub fn sweep_abandoned(root: &Path) {
-    let staging_root = root.join("staging");
-    let Ok(entries) = fs::read_dir(&staging_root) else {
+pub fn sweep_abandoned(root: &RootDir) {
+    let staging = root.dir(Area::Staging);
+    let Ok(entries) = staging.entries() else {
         return;
     };
     for entry in entries.flatten() {
-        let path = entry.path();
-        let abandoned = match lock_file(
-            &path.join(LIVE_LOCK),
-            rustix::fs::FlockOperation::NonBlockingLockExclusive,
-        ) {
-            Ok(_released_on_drop) => true,
-            Err(LoadError::Io { source, .. }) => source.kind() == std::io::ErrorKind::NotFound,
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let abandoned = match open_dir_nofollow(staging, &name) {
+            Ok(dir) => match lock_in(&dir, LIVE_LOCK, FlockOperation::NonBlockingLockExclusive) {
+                Ok(_released_on_drop) => true,
+                Err(e) => e.kind() == io::ErrorKind::NotFound,
+            },
             Err(_) => false,
         };
-        if abandoned && fs::remove_dir_all(&path).is_ok() {
-            tracing::info!(path = %path.display(), "Removed staging left by an interrupted load");
+        if abandoned && staging.remove_dir_all(&name).is_ok() {
+            tracing::info!(path = %root.join(Area::Staging, &name).display(), "Removed staging left by an interrupted load");
         }
     }
 }
 
-/// Opens (creating if needed) and locks a file.
-pub(crate) fn lock_file(path: &Path, operation: rustix::fs::FlockOperation) -> Result<File, LoadError> {
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(LoadError::io("cannot open lock file", path))?;
-    rustix::fs::flock(&file, operation).map_err(|e| LoadError::io("cannot lock", path)(e.into()))?;
+/// Opens (creating if needed) and locks the file `name` in `dir`.
+pub(crate) fn lock_in(dir: &Dir, name: &str, operation: FlockOperation) -> io::Result<File> {
+    let file = dir
+        .open_with(name, OpenOptions::new().create(true).truncate(false).write(true))?
+        .into_std();
+    rustix::fs::flock(&file, operation)?;
     Ok(file)
 }
 
-/// Creates a directory and its parents with `mode`.
-pub fn create_dirs(path: &Path, mode: u32) -> Result<(), LoadError> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(path)
-        .map_err(LoadError::io("cannot create directory", path))
+/// Creates the directory `name` in `dir` with mode 0700.
+fn create_private_dir(dir: &Dir, name: &str) -> io::Result<()> {
+    let mut builder = DirBuilder::new();
+    builder.mode(0o700);
+    dir.create_dir_with(name, &builder)
+}
+
+/// Creates and opens the directory `name` in the scratch directory.
+fn sub_dir(scratch: &Scratch, name: &str) -> Result<Dir, LoadError> {
+    let path = scratch.path().join(name);
+    create_private_dir(scratch.dir(), name).map_err(LoadError::io("cannot create directory", &path))?;
+    open_dir_nofollow(scratch.dir(), name).map_err(LoadError::io("cannot open", &path))
 }
 
 /// Sets every directory to 0755 and every file to 0644, or 0755 for the
 /// executables the guest reported (each checked to be a contained relative
 /// path naming a regular file in the tree). Any symlink or special file in the
 /// tree means the guest misbehaved, and the package is refused.
-pub fn normalize_modes(tree: &Path, executables: &[String]) -> Result<(), LoadError> {
+pub fn normalize_modes(tree: &Dir, executables: &[String]) -> Result<(), LoadError> {
     let mut pending: HashSet<&str> = HashSet::with_capacity(executables.len());
     for path in executables {
         if !is_contained_relative(path) {
@@ -247,33 +331,33 @@ pub fn normalize_modes(tree: &Path, executables: &[String]) -> Result<(), LoadEr
     Ok(())
 }
 
-fn walk(dir: &Path, relative: &str, executables: &mut HashSet<&str>) -> Result<(), LoadError> {
-    set_mode(dir, 0o755)?;
-    let entries = fs::read_dir(dir).map_err(LoadError::io("cannot read directory", dir))?;
-    for entry in entries {
-        let entry = entry.map_err(LoadError::io("cannot read directory", dir))?;
-        let path = entry.path();
+fn walk(dir: &Dir, relative: &str, executables: &mut HashSet<&str>) -> Result<(), LoadError> {
+    let io = |action| move |e: io::Error| LoadError::io(action, relative.to_owned())(e);
+    rustix::fs::fchmod(dir, Mode::from_raw_mode(0o755)).map_err(|e| io("cannot set the mode of")(e.into()))?;
+    for entry in dir.entries().map_err(io("cannot read directory"))? {
+        let entry = entry.map_err(io("cannot read directory"))?;
         let name = entry.file_name();
-        let name = name.to_string_lossy();
+        let Some(name) = name.to_str() else {
+            return Err(invalid("package tree", format!("a name in `{relative}` is not UTF-8")).into());
+        };
         let child = if relative.is_empty() {
-            name.into_owned()
+            name.to_owned()
         } else {
             format!("{relative}/{name}")
         };
         // The entry's own type (never following a symlink), usually without a system call.
-        let kind = entry.file_type().map_err(LoadError::io("cannot inspect", &path))?;
+        let kind = entry.file_type().map_err(io("cannot inspect"))?;
         if kind.is_dir() {
-            walk(&path, &child, executables)?;
+            let sub = open_dir_nofollow(dir, name).map_err(LoadError::io("cannot open", child.clone()))?;
+            walk(&sub, &child, executables)?;
         } else if kind.is_file() {
             let mode = if executables.remove(child.as_str()) {
                 0o755
             } else {
                 0o644
             };
-            let current = entry.metadata().map_err(LoadError::io("cannot inspect", &path))?;
-            if current.permissions().mode() & 0o7777 != mode {
-                set_mode(&path, mode)?;
-            }
+            rustix::fs::chmodat(dir, name, Mode::from_raw_mode(mode), AtFlags::empty())
+                .map_err(|e| LoadError::io("cannot set the mode of", child.clone())(e.into()))?;
         } else {
             return Err(invalid(
                 "package tree",
@@ -285,16 +369,12 @@ fn walk(dir: &Path, relative: &str, executables: &mut HashSet<&str>) -> Result<(
     Ok(())
 }
 
-fn set_mode(path: &Path, mode: u32) -> Result<(), LoadError> {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(LoadError::io("cannot set the mode of", path))
-}
-
 fn invalid(what: &'static str, detail: String) -> PackageError {
     PackageError::InvalidGuestOutput { what, detail }
 }
 
-/// An exclusive lock on one package id, held while its directory is replaced,
-/// so two loads of the same package never interleave their renames.
+/// An exclusive lock on one package id, held while its tree and link are
+/// replaced, so two loads of the same package never interleave their renames.
 #[derive(Debug)]
 pub struct PackageLock {
     _file: File,
@@ -302,11 +382,10 @@ pub struct PackageLock {
 
 impl PackageLock {
     /// Blocks until `{root}/locks/{package_dir_name}.lock` is ours.
-    pub fn acquire(root: &Path, package_dir_name: &str) -> Result<Self, LoadError> {
-        let locks = root.join("locks");
-        create_dirs(&locks, 0o700)?;
-        let path = locks.join(format!("{package_dir_name}.lock"));
-        let file = lock_file(&path, rustix::fs::FlockOperation::LockExclusive)?;
+    pub fn acquire(root: &RootDir, package_dir_name: &str) -> Result<Self, LoadError> {
+        let name = format!("{package_dir_name}.lock");
+        let file = lock_in(root.dir(Area::Locks), &name, FlockOperation::LockExclusive)
+            .map_err(LoadError::io("cannot lock", root.join(Area::Locks, &name)))?;
         Ok(Self { _file: file })
     }
 }

@@ -7,12 +7,14 @@
 //! (holding the key) is written, last; anything else found at that path was
 //! left by an interrupted load and is rebuilt.
 
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::io::{Read, Write};
+use std::path::Path;
 use std::time::SystemTime;
 
+use cap_std::fs::{Dir, OpenOptions};
 use sha2::{Digest, Sha256};
+
+use crate::root::open_file_nofollow;
 
 /// File written last into a finished venv.
 const MARKER: &str = ".par-complete";
@@ -60,24 +62,33 @@ pub fn short_key(fields: &[&[u8]]) -> String {
     hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// `{root}/venvs/{app_id}_{key}`.
-pub fn path(root: &Path, app_id: &str, key: &str) -> PathBuf {
-    root.join("venvs").join(format!("{app_id}_{key}"))
+/// Whether the venv `venv` was finished for exactly this key (its marker
+/// read through the handle, never through a symlink).
+pub fn is_finished(venv: &Dir, key: &str) -> bool {
+    let mut written = String::new();
+    open_file_nofollow(venv, MARKER)
+        .and_then(|file| file.take(1024).read_to_string(&mut written))
+        .is_ok_and(|_| written.trim() == key)
 }
 
-/// Whether `venv` was finished for exactly this key.
-pub fn is_finished(venv: &Path, key: &str) -> bool {
-    fs::read_to_string(venv.join(MARKER)).is_ok_and(|written| written.trim() == key)
+/// When the venv was marked finished: how old what it holds is.
+pub fn finished_at(venv: &Dir) -> Option<SystemTime> {
+    open_file_nofollow(venv, MARKER)
+        .and_then(|file| file.metadata())
+        .and_then(|m| m.modified())
+        .ok()
 }
 
-/// When `venv` was marked finished: how old what it holds is.
-pub fn finished_at(venv: &Path) -> Option<SystemTime> {
-    fs::metadata(venv.join(MARKER)).and_then(|m| m.modified()).ok()
-}
-
-/// Marks `venv` finished; the last write of a successful build.
-pub fn mark_finished(venv: &Path, key: &str) -> std::io::Result<()> {
-    let mut file = fs::File::create(venv.join(MARKER))?;
+/// Marks the venv finished; the last write of a successful build. The marker
+/// is created anew (never written through whatever a step left at its name).
+pub fn mark_finished(venv: &Dir, key: &str) -> std::io::Result<()> {
+    match venv.remove_file(MARKER) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut file = venv
+        .open_with(MARKER, OpenOptions::new().write(true).create_new(true))?
+        .into_std();
     file.write_all(key.as_bytes())?;
     file.sync_all()
 }
@@ -116,10 +127,25 @@ mod tests {
 
     #[test]
     fn only_a_marker_with_the_key_means_finished() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        assert!(!is_finished(dir.path(), "abc"));
-        mark_finished(dir.path(), "abc").expect("mark");
-        assert!(is_finished(dir.path(), "abc"));
-        assert!(!is_finished(dir.path(), "abd"));
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let dir = Dir::open_ambient_dir(scratch.path(), cap_std::ambient_authority()).expect("open");
+        assert!(!is_finished(&dir, "abc"));
+        mark_finished(&dir, "abc").expect("mark");
+        assert!(is_finished(&dir, "abc"));
+        assert!(!is_finished(&dir, "abd"));
+    }
+
+    #[test]
+    fn a_marker_planted_as_a_symlink_is_neither_read_nor_written_through() {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let (venv, outside) = (scratch.path().join("venv"), scratch.path().join("outside"));
+        std::fs::create_dir(&venv).expect("venv");
+        std::fs::write(&outside, "abc").expect("outside");
+        std::os::unix::fs::symlink(&outside, venv.join(MARKER)).expect("plant");
+        let dir = Dir::open_ambient_dir(&venv, cap_std::ambient_authority()).expect("open");
+        assert!(!is_finished(&dir, "abc"), "a marker read through a symlink");
+        mark_finished(&dir, "key").expect("mark");
+        assert_eq!(std::fs::read_to_string(&outside).expect("outside"), "abc");
+        assert!(is_finished(&dir, "key"));
     }
 }

@@ -121,6 +121,37 @@ impl Apkg {
         apkg.file("agent.yaml", yaml)
     }
 
+    /// These exact bytes, for archives shaped by hand ([`crate::zip_bytes`]).
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        let mut apkg = Self::new();
+        apkg.raw = Some(bytes);
+        apkg
+    }
+
+    /// The archive written by a streaming writer (the zip crate's, as Go's
+    /// and Java's do): every entry's CRC-32 and sizes follow its data in a
+    /// data descriptor. Only plain files are kept.
+    pub fn streamed(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let mut writer = ZipWriter::new_stream(&mut bytes);
+        for entry in &self.entries {
+            if let Entry::File {
+                name,
+                data,
+                mode,
+                method,
+            } = entry
+            {
+                writer
+                    .start_file(name.as_str(), options(*mode, *method))
+                    .expect("start file");
+                writer.write_all(data).expect("write file");
+            }
+        }
+        writer.finish().expect("finish zip");
+        bytes
+    }
+
     /// Bytes that are not a zip archive at all.
     pub fn not_a_zip() -> Self {
         let mut apkg = Self::new();

@@ -3,7 +3,10 @@
 //! Shared by the library-level tests (typed errors) and the CLI tests (exit
 //! code, JSON error), so both sides check the same catalogue.
 
+use zip::CompressionMethod;
+
 use crate::apkg::{AGENT_YAML, Apkg};
+use crate::zip_bytes::ZipBytes;
 
 /// What loading a hostile archive must end with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -302,7 +305,177 @@ pub fn hostile_cases() -> Vec<HostileCase> {
     );
     file.limits.max_file_bytes = Some(1024 * 1024);
     cases.push(file);
+    cases.extend(inconsistent_cases());
     cases
+}
+
+/// The valid agent with two stored files at its end, whose bytes the
+/// inconsistent cases edit.
+pub fn layered() -> Apkg {
+    Apkg::valid_agent()
+        .file_with_method("core/a.py", "A = 1\n", CompressionMethod::Stored)
+        .file_with_method("core/b.py", "B = 2\n", CompressionMethod::Stored)
+}
+
+/// The valid agent written by a streaming writer: data descriptors throughout.
+pub fn streamed() -> Vec<u8> {
+    Apkg::valid_agent().streamed()
+}
+
+/// Archives whose structures disagree, so that a reader starting from the
+/// central directory and one walking the local headers would see different
+/// files: each must be refused with its own reason.
+fn inconsistent_cases() -> Vec<HostileCase> {
+    let edited = |name: &'static str, bytes: Vec<u8>, edit: &dyn Fn(&mut ZipBytes), subject, needle| {
+        let mut zip = ZipBytes(bytes);
+        edit(&mut zip);
+        case(name, Apkg::from_bytes(zip.0), "archive-inconsistent", subject, needle)
+    };
+    let layered = || layered().to_bytes();
+    let xor_u32 = |zip: &mut ZipBytes, at: usize| {
+        let value = zip.u32(at) ^ 1;
+        zip.set_u32(at, value);
+    };
+    vec![
+        edited(
+            "local header names another file",
+            layered(),
+            &|zip| {
+                let at = zip.local("core/a.py") + 30 + 5;
+                zip.0[at] = b'c';
+            },
+            Some("core/a.py"),
+            "name differs",
+        ),
+        edited(
+            "local header with other flags",
+            layered(),
+            &|zip| {
+                let at = zip.local("core/a.py") + 6;
+                let flags = zip.u16(at) | 0x0002;
+                zip.set_u16(at, flags);
+            },
+            Some("core/a.py"),
+            "flags differ",
+        ),
+        edited(
+            "local header with another method",
+            layered(),
+            &|zip| {
+                let at = zip.local("core/a.py") + 8;
+                zip.set_u16(at, 8);
+            },
+            Some("core/a.py"),
+            "compression method differs",
+        ),
+        edited(
+            "local header with another CRC",
+            layered(),
+            &|zip| xor_u32(zip, zip.local("core/a.py") + 14),
+            Some("core/a.py"),
+            "CRC-32 differs",
+        ),
+        edited(
+            "local header with other sizes",
+            layered(),
+            &|zip| xor_u32(zip, zip.local("core/a.py") + 22),
+            Some("core/a.py"),
+            "sizes differ",
+        ),
+        edited(
+            "data descriptor with another CRC",
+            streamed(),
+            &|zip| xor_u32(zip, zip.local_end("agent.yaml") + 4),
+            Some("agent.yaml"),
+            "data descriptor differs",
+        ),
+        case(
+            "stored entry with a data descriptor",
+            Apkg::from_bytes(
+                Apkg::new()
+                    .file("agent.yaml", AGENT_YAML)
+                    .file_with_method("core/a.py", "A = 1\n", CompressionMethod::Stored)
+                    .streamed(),
+            ),
+            "archive-inconsistent",
+            Some("core/a.py"),
+            "stored entry with a data descriptor",
+        ),
+        edited(
+            "central entry without its local header",
+            layered(),
+            &|zip| {
+                let at = zip.central("core/b.py") + 42;
+                let offset = zip.u32(at) + 1;
+                zip.set_u32(at, offset);
+            },
+            Some("core/b.py"),
+            "no local header",
+        ),
+        edited(
+            "local entry the central directory does not list",
+            layered(),
+            &|zip| {
+                zip.unlist("core/b.py");
+            },
+            None,
+            "does not list",
+        ),
+        edited(
+            "overlapping entries",
+            layered(),
+            &|zip| {
+                // core/a.py's data now runs over core/b.py's header and data.
+                let data_start =
+                    zip.local("core/a.py") + 30 + "core/a.py".len() + zip.u16(zip.local("core/a.py") + 28) as usize;
+                let size = (zip.local_end("core/b.py") - data_start) as u32;
+                for at in [zip.local("core/a.py") + 18, zip.local("core/a.py") + 22] {
+                    zip.set_u32(at, size);
+                }
+                for at in [zip.central("core/a.py") + 20, zip.central("core/a.py") + 24] {
+                    zip.set_u32(at, size);
+                }
+            },
+            Some("core/b.py"),
+            "overlap",
+        ),
+        edited(
+            "bytes after the end record",
+            layered(),
+            &|zip| zip.0.extend_from_slice(b"trailing"),
+            None,
+            "after the end",
+        ),
+        edited(
+            "end record with a wrong directory offset",
+            layered(),
+            &|zip| {
+                let at = zip.eocd() + 16;
+                let offset = zip.u32(at) - 1;
+                zip.set_u32(at, offset);
+            },
+            None,
+            "offset",
+        ),
+        edited(
+            "archive behind a prefix",
+            layered(),
+            &|zip| {
+                zip.0.splice(0..0, b"#!/bin/sh\nexit 0\n".iter().copied());
+            },
+            None,
+            "offset",
+        ),
+        edited(
+            "ZIP64 locator pointing off its record",
+            layered(),
+            &|zip| {
+                zip.with_zip64(1);
+            },
+            None,
+            "ZIP64 locator",
+        ),
+    ]
 }
 
 /// The "billion laughs" shape: nine levels of ten-fold aliases.

@@ -8,6 +8,7 @@ pub mod fuzz;
 pub mod index_trap;
 pub mod tools;
 pub mod workspace;
+pub mod zip_bytes;
 
 pub use apkg::Apkg;
 pub use cases::{Expected, HostileCase, LimitOverrides, hostile_cases};

@@ -16,22 +16,27 @@
 //! fresh environment for every build); if that fails, the build uses the old
 //! one and says so. A build holds a shared lock on its generation's lock file
 //! while it runs, and a superseded generation is removed only under that lock
-//! taken exclusively: never from under a build.
+//! taken exclusively: never from under a build. Everything here is done
+//! through handles on par's private cache ([`CacheDir`]), never by path;
+//! paths are built only for the installer steps' argv.
 
 use std::ffi::OsString;
-use std::fs::{self, File};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 
+use cap_std::fs::Dir;
 use rustix::fs::FlockOperation;
 
 use super::BuildJob;
 use crate::install_step::{StepKind, StepSpec};
 use crate::installer::InstallTarget;
+use crate::root::open_dir_nofollow;
 use crate::sandbox::bindings::types::InstallError;
-use crate::staging::lock_file;
+use crate::sandbox::cache::CacheDir;
+use crate::staging::lock_in;
 use crate::venv;
 
 /// Bumped when what an environment holds, or how it is laid out, changes meaning.
@@ -63,24 +68,36 @@ pub fn ensure(job: &BuildJob, cancel: &Arc<AtomicBool>) -> Result<Lease, Install
     let index_args = job.runner.install().index.args();
     let key = key(job, &index_args);
     let dir = job.cache_dir.join("build-envs").join(&key);
-    fs::create_dir_all(&dir).map_err(|e| host_io("cannot create", &dir, e))?;
+    let handle = CacheDir::open(&job.cache_dir)
+        .and_then(|cache| {
+            cache.dir().create_dir_all(format!("build-envs/{key}"))?;
+            open_dir_nofollow(&open_dir_nofollow(cache.dir(), "build-envs")?, &key)
+        })
+        .map_err(|e| host_io("cannot open", &dir, e))?;
     let generations = Generations {
         dir: &dir,
+        handle,
         key: &key,
         max_age: job.max_age,
     };
-    generations.lease_or_make(SystemTime::now(), |path| {
+    generations.lease_or_make(SystemTime::now(), |path, env| {
         tracing::info!(path = %path.display(), requires = %job.system.requires.join(" "), "Creating a build environment");
-        create(job, path, &index_args, cancel)
+        create(job, (path, env), &index_args, cancel)
     })
 }
 
-fn create(job: &BuildJob, path: &Path, index_args: &[OsString], cancel: &Arc<AtomicBool>) -> Result<(), InstallError> {
+fn create(
+    job: &BuildJob,
+    (path, env): (&Path, &Dir),
+    index_args: &[OsString],
+    cancel: &Arc<AtomicBool>,
+) -> Result<(), InstallError> {
     let step = |invocation| StepSpec::new(StepKind::BuildEnv, invocation, path).cancel(cancel.clone());
     job.runner.run(step(job.installer.create_venv(&job.python, path)))?;
     let requirements = path.join(REQUIREMENTS_FILE);
     let text: String = job.system.requires.iter().map(|r| format!("{r}\n")).collect();
-    fs::write(&requirements, text).map_err(|e| host_io("cannot write", &requirements, e))?;
+    env.write(REQUIREMENTS_FILE, text)
+        .map_err(|e| host_io("cannot write", &requirements, e))?;
     let target = InstallTarget::BuildRequirements(&requirements);
     job.runner.run(step(job.installer.install(path, target, index_args)))?;
     Ok(())
@@ -109,7 +126,10 @@ fn host_io(what: &str, path: &Path, e: std::io::Error) -> InstallError {
 
 /// The generations of one key's environment, and the age past which a new one is made.
 struct Generations<'a> {
+    /// Their directory's path, for argv and messages.
     dir: &'a Path,
+    /// A handle on it: how it is read and written.
+    handle: Dir,
     key: &'a str,
     max_age: Duration,
 }
@@ -121,7 +141,7 @@ impl Generations<'_> {
     fn lease_or_make(
         &self,
         now: SystemTime,
-        make: impl FnOnce(&Path) -> Result<(), InstallError>,
+        make: impl FnOnce(&Path, &Dir) -> Result<(), InstallError>,
     ) -> Result<Lease, InstallError> {
         if let Some(lease) = self.lease_newest()?
             && self.is_fresh(&lease, now)
@@ -129,8 +149,8 @@ impl Generations<'_> {
             self.prune(&lease.path, false);
             return Ok(lease);
         }
-        let _creating = lock_file(&self.dir.join(CREATE_LOCK), FlockOperation::LockExclusive)
-            .map_err(|e| InstallError::Host(e.to_string()))?;
+        let _creating = lock_in(&self.handle, CREATE_LOCK, FlockOperation::LockExclusive)
+            .map_err(|e| host_io("cannot lock", &self.dir.join(CREATE_LOCK), e))?;
         // Another load may have made one while this one waited for the lock.
         let newest = match self.lease_newest()? {
             Some(lease) if self.is_fresh(&lease, now) => return Ok(lease),
@@ -139,10 +159,15 @@ impl Generations<'_> {
         if let Some(old) = &newest {
             tracing::info!(path = %old.path.display(), max_age_secs = self.max_age.as_secs(), "Replacing a build environment past its age");
         }
-        let path = self.dir.join(generation_name(now));
-        fs::create_dir(&path).map_err(|e| host_io("cannot create", &path, e))?;
-        let made = make(&path)
-            .and_then(|()| venv::mark_finished(&path, self.key).map_err(|e| host_io("cannot mark finished", &path, e)));
+        let name = generation_name(now);
+        let path = self.dir.join(&name);
+        let env = self
+            .handle
+            .create_dir(&name)
+            .and_then(|()| open_dir_nofollow(&self.handle, &name))
+            .map_err(|e| host_io("cannot create", &path, e))?;
+        let made = make(&path, &env)
+            .and_then(|()| venv::mark_finished(&env, self.key).map_err(|e| host_io("cannot mark finished", &path, e)));
         let kept = match made {
             Ok(()) => {
                 drop(newest);
@@ -150,7 +175,7 @@ impl Generations<'_> {
                     .ok_or_else(|| InstallError::Host(format!("{} vanished once made", path.display())))
             }
             Err(error) => {
-                let _ = fs::remove_dir_all(&path);
+                let _ = self.handle.remove_dir_all(&name);
                 newest
                     .inspect(|old| {
                         tracing::warn!(path = %old.path.display(), %error, "Cannot replace an old build environment; building with it");
@@ -168,7 +193,7 @@ impl Generations<'_> {
         for _ in 0..LEASE_ATTEMPTS {
             let newest = self
                 .generations()
-                .filter_map(|path| venv::finished_at(&path).map(|at| (at, path)))
+                .filter_map(|path| self.finished_at(&path).map(|at| (at, path)))
                 .max();
             let Some((_, path)) = newest else {
                 return Ok(None);
@@ -180,19 +205,36 @@ impl Generations<'_> {
         Ok(None)
     }
 
-    /// Share-locks `path` and checks it is (still) finished.
+    /// Share-locks the generation at `path` and checks it is (still) finished.
     fn lease(&self, path: &Path) -> Result<Option<Lease>, InstallError> {
-        let lock =
-            lock_file(&lock_path(path), FlockOperation::LockShared).map_err(|e| InstallError::Host(e.to_string()))?;
-        Ok(venv::is_finished(path, self.key).then(|| Lease {
+        let lock = lock_in(&self.handle, &lock_name(path), FlockOperation::LockShared)
+            .map_err(|e| host_io("cannot lock", path, e))?;
+        Ok(self.is_finished(path).then(|| Lease {
             path: path.to_owned(),
             _lock: lock,
         }))
     }
 
+    /// A handle on the generation at `path` (one of this directory's).
+    fn open(&self, path: &Path) -> Option<Dir> {
+        let name = path.file_name()?.to_str()?;
+        open_dir_nofollow(&self.handle, name).ok()
+    }
+
+    /// Whether the generation at `path` was finished for this key.
+    fn is_finished(&self, path: &Path) -> bool {
+        self.open(path).is_some_and(|env| venv::is_finished(&env, self.key))
+    }
+
+    /// When the generation at `path` was finished.
+    fn finished_at(&self, path: &Path) -> Option<SystemTime> {
+        self.open(path).and_then(|env| venv::finished_at(&env))
+    }
+
     /// Whether `lease` was finished no longer than the configured age before `now`.
     fn is_fresh(&self, lease: &Lease, now: SystemTime) -> bool {
-        venv::finished_at(&lease.path).is_some_and(|at| now.duration_since(at).map_or(true, |age| age <= self.max_age))
+        self.finished_at(&lease.path)
+            .is_some_and(|at| now.duration_since(at).map_or(true, |age| age <= self.max_age))
     }
 
     /// Removes every generation but `keep` that no build holds: finished ones
@@ -200,14 +242,20 @@ impl Generations<'_> {
     /// the making).
     fn prune(&self, keep: &Path, creating: bool) {
         for path in self.generations().filter(|path| path != keep) {
-            if !creating && !venv::is_finished(&path, self.key) {
+            if !creating && !self.is_finished(&path) {
                 continue;
             }
-            let lock = lock_path(&path);
-            let Ok(_held) = lock_file(&lock, FlockOperation::NonBlockingLockExclusive) else {
+            let (Some(name), lock) = (path.file_name().and_then(|n| n.to_str()), lock_name(&path)) else {
                 continue;
             };
-            match fs::remove_dir_all(&path).and_then(|()| fs::remove_file(&lock)) {
+            let Ok(_held) = lock_in(&self.handle, &lock, FlockOperation::NonBlockingLockExclusive) else {
+                continue;
+            };
+            match self
+                .handle
+                .remove_dir_all(name)
+                .and_then(|()| self.handle.remove_file(&lock))
+            {
                 Ok(()) => tracing::debug!(path = %path.display(), "Removed a superseded build environment"),
                 Err(error) => {
                     tracing::warn!(path = %path.display(), %error, "Cannot remove a superseded build environment")
@@ -217,13 +265,14 @@ impl Generations<'_> {
     }
 
     /// Every generation directory, finished or not.
-    fn generations(&self) -> impl Iterator<Item = PathBuf> {
-        fs::read_dir(self.dir)
+    fn generations(&self) -> impl Iterator<Item = PathBuf> + '_ {
+        self.handle
+            .entries()
             .into_iter()
             .flatten()
             .flatten()
             .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
-            .map(|entry| entry.path())
+            .map(|entry| self.dir.join(entry.file_name()))
     }
 }
 
@@ -234,15 +283,14 @@ fn generation_name(now: SystemTime) -> String {
 }
 
 /// `{generation}.lock`, beside the generation (not in it: builds see it read-only).
-fn lock_path(generation: &Path) -> PathBuf {
-    let mut name = generation.file_name().unwrap_or_default().to_owned();
-    name.push(".lock");
-    generation.with_file_name(name)
+fn lock_name(generation: &Path) -> String {
+    format!("{}.lock", generation.file_name().unwrap_or_default().to_string_lossy())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     const KEY: &str = "0123456789abcdef";
     const DAY: Duration = Duration::from_secs(24 * 60 * 60);
@@ -251,7 +299,8 @@ mod tests {
     fn finished(dir: &Path, name: &str, age: Duration) -> PathBuf {
         let path = dir.join(name);
         fs::create_dir(&path).expect("generation");
-        venv::mark_finished(&path, KEY).expect("marker");
+        let env = Dir::open_ambient_dir(&path, cap_std::ambient_authority()).expect("open");
+        venv::mark_finished(&env, KEY).expect("marker");
         let marker = File::options()
             .write(true)
             .open(path.join(".par-complete"))
@@ -263,16 +312,17 @@ mod tests {
     fn generations(dir: &Path) -> Generations<'_> {
         Generations {
             dir,
+            handle: Dir::open_ambient_dir(dir, cap_std::ambient_authority()).expect("open"),
             key: KEY,
             max_age: 7 * DAY,
         }
     }
 
-    fn made(path: &Path) -> Result<(), InstallError> {
-        fs::write(path.join("made"), "").map_err(|e| host_io("cannot write", path, e))
+    fn made(path: &Path, env: &Dir) -> Result<(), InstallError> {
+        env.write("made", "").map_err(|e| host_io("cannot write", path, e))
     }
 
-    fn failed(_: &Path) -> Result<(), InstallError> {
+    fn failed(_: &Path, _: &Dir) -> Result<(), InstallError> {
         Err(InstallError::Host("the index is down".into()))
     }
 
@@ -293,7 +343,7 @@ mod tests {
         finished(dir.path(), "1", 3 * DAY);
         let young = finished(dir.path(), "2", DAY);
         let lease = generations(dir.path())
-            .lease_or_make(SystemTime::now(), |_| panic!("nothing to make"))
+            .lease_or_make(SystemTime::now(), |_, _| panic!("nothing to make"))
             .expect("lease");
         assert_eq!(lease.path(), young);
         assert_eq!(names(dir.path()), ["2"], "the superseded generation is gone");
@@ -312,7 +362,7 @@ mod tests {
         drop(building);
         drop(lease);
         let again = generations
-            .lease_or_make(SystemTime::now(), |_| panic!("the new one is young"))
+            .lease_or_make(SystemTime::now(), |_, _| panic!("the new one is young"))
             .expect("lease");
         assert_eq!(names(dir.path()).len(), 1, "released, the old one is removed");
         assert!(again.path().join("made").is_file());

@@ -117,7 +117,7 @@ pub struct EditableBuild {
 impl EditableBuild {
     /// Starts the build on a thread of its own, writing into a fresh scratch
     /// directory under `{root}/staging/`.
-    pub fn start(root: &Path, job: BuildJob) -> Result<Self, InstallError> {
+    pub fn start(root: &crate::root::RootDir, job: BuildJob) -> Result<Self, InstallError> {
         let scratch = Scratch::create(root, "build-").map_err(|e| InstallError::Host(e.to_string()))?;
         let cancel = Arc::new(AtomicBool::new(false));
         let (wheel_dir, stop) = (scratch.path().to_owned(), cancel.clone());
@@ -163,11 +163,11 @@ impl Drop for EditableBuild {
 /// `module:object`, and every backend path is a plain relative directory.
 pub fn is_buildable(system: &BuildSystem) -> bool {
     let backend_ok =
-        system.backend.split(':').count() <= 2 && system.backend.split(':').all(crate::validate::is_dotted_identifier);
+        system.backend.split(':').count() <= 2 && system.backend.split(':').all(par_rules::names::is_dotted_identifier);
     let paths_ok = system
         .backend_path
         .iter()
-        .all(|path| path == "." || crate::validate::is_contained_relative(path));
+        .all(|path| path == "." || par_rules::names::is_contained_relative(path));
     !system.requires.is_empty()
         && system.requires.iter().all(|r| check_build_requirement(r).is_ok())
         && backend_ok

@@ -17,9 +17,16 @@ pub struct GuestLog {
 
 /// Cuts to `MAX_TEXT` bytes on a char boundary and escapes control characters.
 fn clean(text: &str) -> String {
-    let mut out = String::with_capacity(text.len().min(MAX_TEXT));
+    escape_controls(text, MAX_TEXT)
+}
+
+/// Cuts to `max` bytes on a char boundary and escapes control characters
+/// (newlines included), so guest text can neither forge a line nor drive a
+/// terminal wherever it is shown.
+pub(super) fn escape_controls(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
     for c in text.chars() {
-        if out.len() >= MAX_TEXT {
+        if out.len() >= max {
             out.push('…');
             break;
         }

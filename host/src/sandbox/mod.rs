@@ -21,9 +21,9 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 pub use bindings::types::{
-    EntryProblem, ExtractOptions, ExtractReport, InstallError, IoFailure, LimitExceeded, LimitKind, Limits,
-    LoadError as GuestLoadError, LoadOptions, LoadReport, Manifest as GuestManifest, ManifestInvalid,
-    RefusedRequirement, StepFailure, UnsafeEntry,
+    ArchiveInconsistent, EntryProblem, ExtractOptions, ExtractReport, Inconsistency, InstallError, IoFailure,
+    LimitExceeded, LimitKind, Limits, LoadError as GuestLoadError, LoadOptions, LoadReport, Manifest as GuestManifest,
+    ManifestInvalid, RefusedRequirement, StepFailure, UnsafeEntry,
 };
 use bindings::{Loader, LoaderPre};
 
@@ -299,7 +299,7 @@ impl Sandbox {
             }
             let written = String::from_utf8_lossy(&stderr.contents()).trim().to_owned();
             if written.contains("panicked") {
-                return SandboxError::Panic(written);
+                return SandboxError::Panic(log::escape_controls(&written, STDERR_CAPACITY));
             }
             SandboxError::Trap(format!("{error:#}"))
         });

@@ -53,6 +53,15 @@ enum Scenario {
     InstallerDuringExtract,
     /// Spins forever.
     BusyLoop,
+    /// Panics with a message holding terminal escapes.
+    Panics,
+    /// Looks for what the world promises it does not have (environment
+    /// variables, a network, directories beyond its two preopens) and
+    /// reports what it found in its error.
+    ReachesOut,
+    /// Logs 1,500 lines of 64 KiB with 100 fields each, full of control
+    /// characters that would forge lines or clear a terminal.
+    LogFlood,
 }
 
 impl Scenario {
@@ -74,6 +83,9 @@ impl Scenario {
             "publish-refused" => Scenario::PublishRefused,
             "installer-during-extract" => Scenario::InstallerDuringExtract,
             "busy-loop" => Scenario::BusyLoop,
+            "panics" => Scenario::Panics,
+            "log-flood" => Scenario::LogFlood,
+            "reaches-out" => Scenario::ReachesOut,
             other => panic!("unknown scenario {other:?}"),
         }
     }
@@ -229,6 +241,37 @@ impl Guest for Hostile {
                 let _ = host::publish(&manifest(), &["../../escape".into()]);
             }
             Scenario::InstallerDuringExtract => {}
+            Scenario::Panics => panic!("hostile guest gave up \x1b[2J on purpose"),
+            Scenario::LogFlood => {
+                use bindings::pixell::apkg::host_log::{self, Field, Level};
+                let text = "\x1b[2J\nforged line\r".repeat(64 * 1024 / 18);
+                let fields: Vec<Field> = (0..100)
+                    .map(|i| Field {
+                        key: format!("key{i}\n"),
+                        value: text[..2048].to_owned(),
+                    })
+                    .collect();
+                for _ in 0..1_500 {
+                    host_log::log(Level::Error, &text, &fields);
+                }
+                return Err(LoadError::ManifestMissing);
+            }
+            Scenario::ReachesOut => {
+                let env = std::env::vars_os().count();
+                let tcp = std::net::TcpStream::connect("127.0.0.1:9").is_ok();
+                let dns = std::net::ToSocketAddrs::to_socket_addrs("localhost:80").is_ok();
+                let mut seen: Vec<String> = ["/", "/archive", "/package", "/etc", "/tmp", "/proc"]
+                    .into_iter()
+                    .filter(|path| std::fs::read_dir(path).is_ok())
+                    .map(str::to_owned)
+                    .collect();
+                seen.sort();
+                let stdin = std::io::Read::read(&mut std::io::stdin(), &mut [0u8; 1]).unwrap_or(0);
+                return Err(LoadError::ManifestInvalid(ManifestInvalid {
+                    field: None,
+                    message: format!("env={env} tcp={tcp} dns={dns} stdin={stdin} dirs={}", seen.join(",")),
+                }));
+            }
             Scenario::BusyLoop => {
                 let mut n = 0u64;
                 loop {

@@ -2,12 +2,15 @@
 //! bytes: every outcome must be a value or a typed error — a trap, a limit or
 //! an endless loop in the sandbox shows up as a `SandboxError`, never as a
 //! crash or a hang of the host — and nothing may be published or left in
-//! staging for an archive that was refused.
+//! staging for an archive that was refused. `load` runs too, through the
+//! whole installer protocol up to the venv, whose creation fails at once
+//! (the installer is `false`): what a failed load created must be gone.
 
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use par::{LoadError, LoaderConfig, PackageLoader, SandboxError};
+use par::{InstallerChoice, LoadError, LoaderConfig, PackageLoader, SandboxChoice, SandboxError};
 
 struct Rig {
     loader: PackageLoader,
@@ -23,14 +26,33 @@ fn rig() -> &'static Rig {
         config.guest_cpu_time = Duration::from_secs(5);
         config.guest_memory_bytes = 128 * 1024 * 1024;
         config.limits.max_total_bytes = 16 * 1024 * 1024;
+        config.install.installer = InstallerChoice::Uv;
+        config.install.uv = "/bin/false".into();
+        config.install.sandbox = SandboxChoice::None;
         let loader = PackageLoader::new(config).expect("loader");
         Rig { loader, scratch }
     })
 }
 
+/// Entries in `{root}/{area}`.
+fn count(root: &Path, area: &str) -> usize {
+    std::fs::read_dir(root.join(area)).map_or(0, |d| d.count())
+}
+
+/// A typed outcome, never a host fault.
+fn assert_typed(error: &LoadError) {
+    match error {
+        LoadError::Sandbox(SandboxError::Engine(e)) => panic!("engine failure: {e}"),
+        LoadError::Internal(e) => panic!("internal failure: {e}"),
+        LoadError::GuestProtocol(e) => panic!("par's own guest broke the protocol: {e}"),
+        _ => {}
+    }
+}
+
 /// One input.
 pub fn run(data: &[u8]) {
     let rig = rig();
+    let root = rig.scratch.path().join("root");
     let apkg = rig.scratch.path().join("input.apkg");
     std::fs::write(&apkg, data).expect("write input");
     let _ = rig.loader.inspect_blocking(&apkg);
@@ -39,16 +61,17 @@ pub fn run(data: &[u8]) {
             std::fs::remove_dir_all(&package.path).expect("clean the published tree");
             std::fs::remove_file(&package.link).expect("clean the app's link");
         }
-        Err(LoadError::Sandbox(SandboxError::Engine(e))) => panic!("engine failure: {e}"),
-        Err(LoadError::Internal(e)) => panic!("internal failure: {e}"),
-        Err(_) => {
-            for dir in ["packages", "trees"] {
-                let published = std::fs::read_dir(rig.scratch.path().join("root").join(dir)).map_or(0, |d| d.count());
-                assert_eq!(published, 0, "a refused archive was published in {dir}/");
+        Err(error) => {
+            assert_typed(&error);
+            for area in ["packages", "trees"] {
+                assert_eq!(count(&root, area), 0, "a refused archive was published in {area}/");
             }
         }
     }
-    let staging = rig.scratch.path().join("root/staging");
-    let left = std::fs::read_dir(&staging).map(|d| d.count()).unwrap_or(0);
-    assert_eq!(left, 0, "staging left behind");
+    if let Err(error) = rig.loader.load_blocking(&apkg, Some("fuzz")) {
+        assert_typed(&error);
+    }
+    for area in ["staging", "packages", "trees", "venvs"] {
+        assert_eq!(count(&root, area), 0, "a failed load left something in {area}/");
+    }
 }

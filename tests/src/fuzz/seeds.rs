@@ -29,7 +29,13 @@ fn texts(prefix: &str, extension: &str, items: &[&str]) -> Vec<(String, Vec<u8>)
 }
 
 fn archives() -> Vec<(String, Vec<u8>)> {
-    let mut seeds = vec![("valid-agent.apkg".to_owned(), Apkg::valid_agent().to_bytes())];
+    let mut zip64 = crate::zip_bytes::ZipBytes(crate::cases::layered().to_bytes());
+    zip64.with_zip64(0);
+    let mut seeds = vec![
+        ("valid-agent.apkg".to_owned(), Apkg::valid_agent().to_bytes()),
+        ("streamed-agent.apkg".to_owned(), crate::cases::streamed()),
+        ("zip64-records.apkg".to_owned(), zip64.0),
+    ];
     for (i, case) in hostile_cases().iter().enumerate() {
         seeds.push((format!("hostile-{i:02}.apkg"), case.apkg.to_bytes()));
     }

@@ -1,0 +1,213 @@
+//! The loader root, opened once.
+//!
+//! Every host file operation under `{root}` goes through `cap_std` handles
+//! opened here, one per area (`staging/`, `trees/`, `packages/`, `venvs/`,
+//! `deployments/`, `locks/`), each a real directory opened without following
+//! a symlink. A symlink or directory swapped in underneath afterwards (by
+//! another local user, or by an install step that can write part of the
+//! root) cannot redirect a write or a read: the handles stay on the
+//! directories they were opened on, and names below them are opened one
+//! component at a time, never through a symlink. Paths are still built for
+//! what needs one: the argv of installer steps and messages.
+
+use std::io;
+use std::os::unix::fs::DirBuilderExt as _;
+use std::path::{Path, PathBuf};
+
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, DirBuilder, DirBuilderExt};
+use rustix::fs::{Mode, OFlags};
+
+use crate::error::LoadError;
+
+/// One top-level directory of the root (in the order of [`Area::ALL`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Area {
+    /// Scratch directories of running loads and builds.
+    Staging,
+    /// Published package trees.
+    Trees,
+    /// Each app's link to its current tree.
+    Packages,
+    /// Virtual environments.
+    Venvs,
+    /// Records of successful loads.
+    Deployments,
+    /// Per-package lock files.
+    Locks,
+}
+
+impl Area {
+    const ALL: [Area; 6] = [
+        Area::Staging,
+        Area::Trees,
+        Area::Packages,
+        Area::Venvs,
+        Area::Deployments,
+        Area::Locks,
+    ];
+
+    /// Its directory name under the root.
+    pub fn name(self) -> &'static str {
+        match self {
+            Area::Staging => "staging",
+            Area::Trees => "trees",
+            Area::Packages => "packages",
+            Area::Venvs => "venvs",
+            Area::Deployments => "deployments",
+            Area::Locks => "locks",
+        }
+    }
+
+    /// Trees, links and venvs are read by the runtime and its agents; the
+    /// rest is par's alone.
+    fn mode(self) -> u32 {
+        match self {
+            Area::Trees | Area::Packages | Area::Venvs => 0o755,
+            Area::Staging | Area::Deployments | Area::Locks => 0o700,
+        }
+    }
+}
+
+/// The root and a handle on each of its areas.
+#[derive(Debug)]
+pub struct RootDir {
+    path: PathBuf,
+    areas: Vec<Dir>,
+}
+
+impl RootDir {
+    /// Creates the root and its areas as needed and opens them. An area that
+    /// is a symlink (or anything but a directory) is refused, not followed.
+    pub fn open(path: &Path) -> Result<Self, LoadError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(path)
+            .map_err(LoadError::io("cannot create the root", path))?;
+        let root =
+            Dir::open_ambient_dir(path, ambient_authority()).map_err(LoadError::io("cannot open the root", path))?;
+        let areas = Area::ALL
+            .into_iter()
+            .map(|area| {
+                let name = area.name();
+                let mut builder = DirBuilder::new();
+                builder.mode(area.mode());
+                match root.create_dir_with(name, &builder) {
+                    Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                        return Err(LoadError::io("cannot create", path.join(name))(e));
+                    }
+                    _ => {}
+                }
+                open_dir_nofollow(&root, name).map_err(LoadError::io(
+                    "cannot open (a symlink or other non-directory is never followed)",
+                    path.join(name),
+                ))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            path: path.to_owned(),
+            areas,
+        })
+    }
+
+    /// The root's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The handle on `area`.
+    pub fn dir(&self, area: Area) -> &Dir {
+        &self.areas[area as usize]
+    }
+
+    /// `{root}/{area}/{name}`: for argv and messages, never for the host's own access.
+    pub fn join(&self, area: Area, name: &str) -> PathBuf {
+        self.path.join(area.name()).join(name)
+    }
+}
+
+/// Opens the directory `name` (one component) in `dir`, never through a symlink.
+pub fn open_dir_nofollow(dir: &Dir, name: &str) -> io::Result<Dir> {
+    let fd = rustix::fs::openat(
+        dir,
+        single(name)?,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(Dir::from_std_file(std::fs::File::from(fd)))
+}
+
+/// Opens the regular file `name` (one component) in `dir` for reading, never through a symlink.
+pub fn open_file_nofollow(dir: &Dir, name: &str) -> io::Result<std::fs::File> {
+    let fd = rustix::fs::openat(
+        dir,
+        single(name)?,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::empty(),
+    )?;
+    let file = std::fs::File::from(fd);
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other(format!("`{name}` is not a regular file")));
+    }
+    Ok(file)
+}
+
+/// `name`, if it is one path component (the kernel follows symlinks in any
+/// component but the last, so only single names are opened raw).
+fn single(name: &str) -> io::Result<&str> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("`{name}` is not one path component"),
+        ));
+    }
+    Ok(name)
+}
+
+/// The path `/proc/self/fd/N` of a handle: reopening it reaches exactly the
+/// directory the handle is on, whatever has been renamed or swapped since.
+pub fn fd_path(dir: &Dir) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_area_planted_as_a_symlink_is_refused_and_nothing_is_written_through_it() {
+        let scratch = tempfile::tempdir().expect("dir");
+        let (root, outside) = (scratch.path().join("root"), scratch.path().join("outside"));
+        std::fs::create_dir_all(&root).expect("root");
+        std::fs::create_dir(&outside).expect("outside");
+        for area in Area::ALL {
+            let planted = root.join(area.name());
+            std::os::unix::fs::symlink(&outside, &planted).expect("plant");
+            let error = RootDir::open(&root).expect_err("a symlinked area");
+            assert!(error.to_string().contains(area.name()), "{error}");
+            std::fs::remove_file(&planted).expect("unplant");
+            std::fs::create_dir(&planted).expect("real area");
+        }
+        assert_eq!(std::fs::read_dir(&outside).expect("outside").count(), 0);
+        let opened = RootDir::open(&root).expect("every area real");
+        assert!(opened.dir(Area::Venvs).dir_metadata().expect("venvs").is_dir());
+    }
+
+    #[test]
+    fn names_are_opened_one_component_at_a_time_and_never_through_a_symlink() {
+        let scratch = tempfile::tempdir().expect("dir");
+        let dir = Dir::open_ambient_dir(scratch.path(), ambient_authority()).expect("open");
+        std::fs::create_dir(scratch.path().join("real")).expect("real");
+        std::fs::write(scratch.path().join("file"), "x").expect("file");
+        std::os::unix::fs::symlink("/etc", scratch.path().join("link")).expect("link");
+        std::os::unix::fs::symlink("/etc/hostname", scratch.path().join("file-link")).expect("link");
+        assert!(open_dir_nofollow(&dir, "real").is_ok());
+        assert!(open_dir_nofollow(&dir, "link").is_err());
+        assert!(open_dir_nofollow(&dir, "real/..").is_err());
+        assert!(open_file_nofollow(&dir, "file").is_ok());
+        assert!(open_file_nofollow(&dir, "file-link").is_err());
+        assert!(open_file_nofollow(&dir, "real").is_err(), "a directory is not a file");
+    }
+}
