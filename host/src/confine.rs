@@ -327,6 +327,33 @@ mod tests {
     }
 
     #[test]
+    fn a_step_has_no_capabilities_and_cannot_gain_privileges() {
+        let cwd = tempfile::tempdir().expect("dir");
+        let script = "grep -E '^(CapEff|CapPrm|CapBnd|CapAmb|NoNewPrivs):' /proc/self/status";
+        let mounts = Mounts {
+            writable: vec![cwd.path().to_owned()],
+            ..Mounts::default()
+        };
+        let out = process::run(&bwrap().confine(sh(script, cwd.path()), &mounts)).expect("ran");
+        let field = |name: &str| {
+            out.stdout
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .map(str::trim)
+                .unwrap_or_else(|| panic!("no {name} in {}{}", out.stdout, out.stderr))
+                .to_owned()
+        };
+        for capabilities in ["CapEff:", "CapPrm:", "CapBnd:", "CapAmb:"] {
+            assert_eq!(field(capabilities), "0000000000000000", "{capabilities}");
+        }
+        assert_eq!(
+            field("NoNewPrivs:"),
+            "1",
+            "a setuid binary could raise the step's privileges"
+        );
+    }
+
+    #[test]
     fn home_and_tmpdir_point_at_the_private_tmp() {
         let cwd = tempfile::tempdir().expect("dir");
         let step = sh("echo $HOME $TMPDIR $KEPT", cwd.path())
