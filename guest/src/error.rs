@@ -58,49 +58,7 @@ pub enum EntryProblem {
     Corrupt(String),
 }
 
-/// How the archive's structures disagree, so that two zip readers could see
-/// different files in it (see [`crate::layout`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Inconsistency {
-    /// A local header names another file than its central-directory entry.
-    LocalName,
-    /// A local header's flags differ from its central-directory entry's.
-    LocalFlags,
-    /// A local header's compression method differs from its central-directory entry's.
-    LocalMethod,
-    /// A local header's CRC-32 differs from its central-directory entry's.
-    LocalCrc,
-    /// A local header's sizes differ from its central-directory entry's.
-    LocalSizes,
-    /// A data descriptor's CRC-32 or sizes differ from the central directory's.
-    Descriptor,
-    /// A stored entry with a data descriptor: a reader walking the local
-    /// headers cannot tell where its data ends.
-    StoredWithDescriptor,
-    /// A central-directory entry with no local header where it points.
-    MissingLocalHeader,
-    /// Bytes before, between or after the entries that the central directory
-    /// does not account for: a prefix, or a local entry it does not list.
-    UnlistedBytes,
-    /// Two entries' data overlap (the overlapping-file zip bomb), or an
-    /// entry runs into the central directory.
-    Overlap,
-    /// Bytes after the end-of-central-directory record, or a record
-    /// signature inside its comment.
-    TrailingBytes,
-    /// An offset in the end record or the ZIP64 locator does not point where
-    /// the structure it names is (or the archive claims several disks).
-    WrongOffset,
-    /// The central directory does not hold exactly the entries the end record declares.
-    CentralDirectory,
-}
-
-impl std::fmt::Display for Inconsistency {
-    /// The variant's name: the host words it for people (the guest only reports it).
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{self:?}")
-    }
-}
+pub use par_rules::archive::Inconsistency;
 
 /// Everything that can make the guest refuse a package.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

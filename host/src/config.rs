@@ -3,29 +3,27 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use crate::sandbox::Limits;
-use crate::sandbox::SandboxLimits;
+pub use par_rules::limits::Limits;
 
 /// The spec's default root; each package lands in `{root}/packages/{app_id}@{version}/`.
 pub const DEFAULT_ROOT: &str = "/tmp/pixell-runtime";
 
-impl Default for Limits {
+/// Limits applied to every guest run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SandboxLimits {
+    /// Cap on the guest's linear memory.
+    pub memory_bytes: usize,
+    /// Cap on the CPU time the guest's thread uses, less the CPU time the
+    /// host spends serving installer calls: time spent waiting (on a step,
+    /// on the disk) is not counted.
+    pub cpu_time: Duration,
+}
+
+impl Default for SandboxLimits {
     fn default() -> Self {
-        let par_rules::limits::Limits {
-            max_entries,
-            max_total_bytes,
-            max_file_bytes,
-            max_ratio,
-            ratio_min_bytes,
-            max_manifest_bytes,
-        } = par_rules::limits::Limits::default();
         Self {
-            max_entries,
-            max_total_bytes,
-            max_file_bytes,
-            max_ratio,
-            ratio_min_bytes,
-            max_manifest_bytes,
+            memory_bytes: 256 * 1024 * 1024,
+            cpu_time: Duration::from_secs(60),
         }
     }
 }

@@ -3,13 +3,202 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
-pub use crate::sandbox::SandboxError;
-use crate::sandbox::{
-    ArchiveInconsistent, EntryProblem, GuestLoadError, Inconsistency, InstallError, IoFailure, LimitExceeded,
-    LimitKind, ManifestInvalid, RefusedRequirement, UnsafeEntry,
-};
-use crate::session::describe;
+pub use par_rules::archive::{Inconsistency, LimitKind};
+
+/// A fault of the sandboxed guest rather than a rule it applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SandboxError {
+    /// The guest tried to grow its memory past the cap.
+    #[error("the guest exceeded its memory limit of {limit_bytes} bytes")]
+    MemoryLimit {
+        /// The cap that was hit.
+        limit_bytes: usize,
+    },
+    /// The guest used more CPU time than its budget.
+    #[error("the guest exceeded its CPU time limit of {limit:?}")]
+    CpuTimeLimit {
+        /// The budget that was used up.
+        limit: Duration,
+    },
+    /// The guest panicked; the message is what it wrote to stderr (escaped).
+    #[error("the guest panicked: {0}")]
+    Panic(String),
+    /// Any other trap (or an instantiation failure).
+    #[error("the guest trapped: {0}")]
+    Trap(String),
+    /// wasmtime could not be set up or could not compile the guest.
+    #[error("the WebAssembly engine could not start: {0}")]
+    Engine(String),
+}
+
+/// Why one archive entry was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EntryProblem {
+    /// The name starts with `/`.
+    AbsolutePath,
+    /// A `..` component.
+    ParentComponent,
+    /// A `.` component.
+    CurrentComponent,
+    /// `a//b`.
+    EmptyComponent,
+    /// A backslash, which Windows takes for a separator.
+    Backslash,
+    /// `C:` and the like.
+    DriveLetter,
+    /// NUL or another control character.
+    ControlCharacter,
+    /// Not UTF-8.
+    NotUtf8,
+    /// Too many components.
+    TooDeep,
+    /// One component too long.
+    ComponentTooLong,
+    /// A symbolic link.
+    Symlink,
+    /// A hard link.
+    HardLink,
+    /// A FIFO, device, socket, or a type bit pattern that is none of these.
+    SpecialFile(String),
+    /// Collides with the named earlier entry (also after case folding and NFC).
+    Duplicate(String),
+    /// An encrypted entry.
+    Encrypted,
+    /// A compression method other than stored or deflate.
+    UnsupportedCompression(String),
+    /// Damaged data: bad CRC, truncated stream, invalid deflate.
+    Corrupt(String),
+}
+
+/// An entry that breaks a safety rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsafeEntry {
+    /// The stored name, lossily decoded, control characters escaped.
+    pub entry: String,
+    /// What is wrong with it.
+    pub problem: EntryProblem,
+}
+
+/// A limit the archive ran into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitExceeded {
+    /// Which limit.
+    pub limit: LimitKind,
+    /// The entry being processed when it tripped, if any.
+    pub entry: Option<String>,
+    /// The limit's value (bytes, entries, or the ratio).
+    pub max: u64,
+}
+
+/// What is wrong with `agent.yaml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestInvalid {
+    /// Dotted path of the field at fault, none for document-level errors.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Writing the package tree failed inside the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IoFailure {
+    /// The entry being written, if any.
+    pub entry: Option<String>,
+    /// What failed.
+    pub message: String,
+}
+
+/// An archive whose structures disagree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveInconsistent {
+    /// The entry whose records disagree, if the fault is one entry's.
+    pub entry: Option<String>,
+    /// How they disagree.
+    pub inconsistency: Inconsistency,
+}
+
+/// A requirement line the host's policy refuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedRequirement {
+    /// The file it came from, relative to the package root.
+    pub file: String,
+    /// 1-based line number.
+    pub line: u32,
+    /// The line (at most 200 characters).
+    pub text: String,
+    /// Why it is refused.
+    pub reason: String,
+}
+
+/// A step's subprocess that exited unsuccessfully.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepFailure {
+    /// `venv`, `requirements`, `self-install`, `verify-import` …
+    pub step: String,
+    /// Its exit code.
+    pub exit_code: i32,
+    /// The end of its error output.
+    pub stderr: String,
+    /// The end of its output.
+    pub stdout: String,
+}
+
+/// Why an install step did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InstallError {
+    /// A requirement line the policy refuses.
+    Refused(RefusedRequirement),
+    /// The step ran and failed.
+    Failed(StepFailure),
+    /// The step named ran past its deadline (seconds); its processes were killed.
+    TimedOut((String, u64)),
+    /// The host could not serve the request.
+    Host(String),
+}
+
+impl fmt::Display for InstallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&describe(self))
+    }
+}
+
+impl std::error::Error for InstallError {}
+
+/// The spec's wording for each failure: `Dependency installation failed: …`,
+/// `Agent package installation timed out after 120s` …
+pub fn describe(error: &InstallError) -> String {
+    let step_name = |step: &str| match step {
+        "requirements" => "Dependency installation",
+        "self-install" => "Agent package installation",
+        "venv" => "Venv creation",
+        "verify-import" => "Agent package verification",
+        _ => "Installation step",
+    };
+    match error {
+        InstallError::Failed(failure) => {
+            let detail = if failure.stderr.trim().is_empty() {
+                &failure.stdout
+            } else {
+                &failure.stderr
+            };
+            format!("{} failed: {}", step_name(&failure.step), detail.trim())
+        }
+        InstallError::TimedOut((step, seconds)) => format!("{} timed out after {seconds}s", step_name(step)),
+        InstallError::Refused(r) => format!(
+            "requirement refused at {}:{} (`{}`): {}",
+            r.file,
+            r.line,
+            r.text.escape_default(),
+            r.reason
+        ),
+        InstallError::Host(message) => message.clone(),
+    }
+}
 
 /// A package refused by a rule: each variant names the entry or field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,25 +265,6 @@ impl PackageError {
             PackageError::Write(e) => e.entry.as_deref(),
             PackageError::RequirementsInvalid(e) => Some(&e.file),
             _ => None,
-        }
-    }
-}
-
-impl From<GuestLoadError> for LoadError {
-    fn from(error: GuestLoadError) -> Self {
-        let package = |e: PackageError| LoadError::Package(e);
-        match error {
-            GuestLoadError::ArchiveUnreadable(message) => package(PackageError::ArchiveUnreadable(message)),
-            GuestLoadError::ArchiveInconsistent(e) => package(PackageError::ArchiveInconsistent(e)),
-            GuestLoadError::UnsafeEntry(e) => package(PackageError::UnsafeEntry(e)),
-            GuestLoadError::LimitExceeded(e) => package(PackageError::LimitExceeded(e)),
-            GuestLoadError::ManifestMissing => package(PackageError::ManifestMissing),
-            GuestLoadError::ManifestInvalid(e) => package(PackageError::ManifestInvalid(e)),
-            GuestLoadError::Io(e) => package(PackageError::Write(e)),
-            GuestLoadError::RequirementsInvalid(e) => package(PackageError::RequirementsInvalid(e)),
-            GuestLoadError::Install(e) => LoadError::Install(InstallFailure(vec![e])),
-            GuestLoadError::InstallFailed(errors) => LoadError::Install(InstallFailure(errors)),
-            GuestLoadError::VerificationFailed(e) => LoadError::Verification(InstallFailure(vec![e])),
         }
     }
 }
@@ -268,38 +438,6 @@ impl fmt::Display for EntryProblem {
             EntryProblem::UnsupportedCompression(method) => write!(f, "unsupported compression method {method}"),
             EntryProblem::Corrupt(message) => write!(f, "corrupt data: {message}"),
         }
-    }
-}
-
-impl fmt::Display for Inconsistency {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Inconsistency::LocalName => "the local header's name differs from the central directory's",
-            Inconsistency::LocalFlags => "the local header's flags differ from the central directory's",
-            Inconsistency::LocalMethod => "the local header's compression method differs from the central directory's",
-            Inconsistency::LocalCrc => "the local header's CRC-32 differs from the central directory's",
-            Inconsistency::LocalSizes => "the local header's sizes differ from the central directory's",
-            Inconsistency::Descriptor => "the data descriptor differs from the central directory",
-            Inconsistency::StoredWithDescriptor => "a stored entry with a data descriptor",
-            Inconsistency::MissingLocalHeader => "no local header where the central directory points",
-            Inconsistency::UnlistedBytes => "bytes the central directory does not list",
-            Inconsistency::Overlap => "entries overlap",
-            Inconsistency::TrailingBytes => "bytes after the end of the central directory record",
-            Inconsistency::WrongOffset => "an offset in the end record or the ZIP64 locator is wrong",
-            Inconsistency::CentralDirectory => "the central directory does not match the end record",
-        })
-    }
-}
-
-impl fmt::Display for LimitKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            LimitKind::Entries => "entry count",
-            LimitKind::TotalBytes => "total uncompressed size",
-            LimitKind::FileBytes => "file size",
-            LimitKind::CompressionRatio => "compression ratio",
-            LimitKind::ManifestBytes => "manifest size",
-        })
     }
 }
 

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use crate::config::InstallConfig;
 use crate::confine::{Bubblewrap, Mounts, NetworkChoice};
+use crate::error::{InstallError, StepFailure};
 use crate::installer::{Installer, Invocation, cache_dir};
 use crate::process::{self, Step, StepError, StepOutput};
-use crate::sandbox::bindings::types::{InstallError, StepFailure};
 use crate::staging::disk_nearly_full;
 
 /// Output kept in errors that cross back into the guest and into messages.

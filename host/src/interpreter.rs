@@ -13,9 +13,9 @@ use std::os::unix::fs::MetadataExt;
 
 use sha2::{Digest, Sha256};
 
+use crate::cache_dir::CacheDir;
 use crate::error::LoadError;
 use crate::process::{self, Step};
-use crate::sandbox::cache;
 
 /// Printed by the interpreter itself, one value per line.
 const PROBE: &str = "import sys, sysconfig\nfor v in (sys.executable, sys.version.split()[0], sys.prefix, sys.base_prefix, sysconfig.get_path('scripts')):\n    print(v)\n";
@@ -40,7 +40,7 @@ impl Interpreter {
     /// the same file. Answers are kept only under a key.
     fn ask(found: &Path, key: Option<&str>, timeout: Duration, cache_dir: Option<&Path>) -> Result<Self, LoadError> {
         let cached = cache_dir
-            .and_then(|dir| cache::CacheDir::open(dir).ok())
+            .and_then(|dir| CacheDir::open(dir).ok())
             .zip(key)
             .map(|(dir, key)| (dir, format!("python-{key}.txt")));
         if let Some((dir, name)) = &cached

@@ -16,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cache_dir;
 pub mod config;
 pub mod confine;
 mod editable;
@@ -24,13 +25,12 @@ mod install_step;
 pub mod installer;
 mod interpreter;
 mod loader;
+mod package;
 pub mod process;
-mod protocol;
 mod redeploy;
 pub mod requirements;
 mod root;
 mod sandbox;
-mod session;
 mod staging;
 mod venv;
 
@@ -38,11 +38,11 @@ pub use config::{DEFAULT_ROOT, Limits, LoaderConfig};
 pub use config::{IndexConfig, InstallConfig, InstallerChoice};
 pub use confine::{NetworkChoice, SandboxChoice};
 pub use error::InstallFailure;
-pub use error::{GuestProtocolError, InstallCall, LoadError, PackageError, SandboxError};
-pub use loader::{AgentPackage, Entrypoint, ExtractedPackage, Manifest, PackageLoader};
-pub use requirements::RequirementPolicy;
-pub use sandbox::{
-    ArchiveInconsistent, EntryProblem, Inconsistency, IoFailure, LimitExceeded, LimitKind, ManifestInvalid, UnsafeEntry,
+pub use error::{
+    ArchiveInconsistent, EntryProblem, Inconsistency, InstallError, IoFailure, LimitExceeded, LimitKind,
+    ManifestInvalid, RefusedRequirement, StepFailure, UnsafeEntry,
 };
-pub use sandbox::{InstallError, RefusedRequirement, StepFailure};
-pub use session::Timings;
+pub use error::{GuestProtocolError, InstallCall, LoadError, PackageError, SandboxError};
+pub use loader::PackageLoader;
+pub use package::{AgentPackage, Entrypoint, ExtractedPackage, Manifest, Timings};
+pub use requirements::RequirementPolicy;

@@ -5,109 +5,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::{InstallConfig, InstallerChoice, LoaderConfig};
 use crate::confine::{self, Bubblewrap, SandboxChoice};
 use crate::error::{LoadError, PackageError};
 use crate::installer::{Installer, Pip, Uv, venv_python};
 use crate::interpreter::{Interpreter, Resolver};
+use crate::package::{AgentPackage, ExtractedPackage, Manifest, Timings};
 use crate::process::find_program_in;
 use crate::redeploy::{self, Deployment};
 use crate::root::{Area, RootDir, open_dir_nofollow};
-use crate::sandbox::{ExtractOptions, GuestManifest, LoadOptions, Preopens, Sandbox};
-use crate::session::{InstallSession, LoadContext, PublishRequest, Published, Timings};
+use crate::sandbox::install_session::{InstallSession, LoadContext, PublishRequest, Published};
+use crate::sandbox::{ArchiveRules, Preopens, Sandbox};
 use crate::staging::{PackageLock, Staging, disk_nearly_full, point_link, sweep_abandoned};
 use crate::venv;
-use par_rules::names::{is_entrypoint, is_safe_component};
-
-/// Largest manifest document (as JSON) the host accepts back from the guest.
-const MAX_DOCUMENT_BYTES: usize = 8 * 1024 * 1024;
-
-/// A validated `agent.yaml`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
-    /// Package name (a safe path component).
-    pub name: String,
-    /// Version as written in the manifest (a safe path component).
-    pub version: String,
-    /// The entrypoint the runtime starts, if the manifest names one.
-    pub entrypoint: Option<Entrypoint>,
-    /// The whole manifest as JSON, unknown fields included.
-    pub document: serde_json::Value,
-}
-
-/// A Python entrypoint, `module.path:attr`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entrypoint {
-    /// Dotted module path.
-    pub module: String,
-    /// Attribute after `:`, if any.
-    pub attr: Option<String>,
-}
-
-/// A package tree published under the root.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ExtractedPackage {
-    /// `{name}@{version}` from the manifest.
-    pub package_id: String,
-    /// The app id the package was published under (defaults to the name).
-    pub app_id: String,
-    /// `{root}/trees/{app_id}@{version}.{digest}`: the tree itself.
-    pub path: PathBuf,
-    /// `{root}/packages/{app_id}@{version}`: the app's link, now pointing at `path`.
-    pub link: PathBuf,
-    /// The validated manifest.
-    pub manifest: Manifest,
-    /// Regular files written.
-    pub files: u32,
-    /// Directory entries in the archive.
-    pub dirs: u32,
-    /// Uncompressed bytes written.
-    pub bytes: u64,
-}
-
-/// A loaded agent: what the embedding runtime needs to start it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AgentPackage {
-    /// `{name}@{version}` from the manifest.
-    pub package_id: String,
-    /// The app id it was published under.
-    pub app_id: String,
-    /// `{root}/trees/{app_id}@{version}.{digest}`: the package tree the venv
-    /// imports from. It stays as it is while this deployment is kept, even
-    /// when a later load of another archive switches `link`: start the agent
-    /// here (`AGENT_PACKAGE_PATH`).
-    pub path: PathBuf,
-    /// `{root}/packages/{app_id}@{version}`: a link the host points at the
-    /// app's current tree, switched with one rename only when a load has
-    /// succeeded; a failed load leaves it, the tree and the venv as they were.
-    pub link: PathBuf,
-    /// `{root}/venvs/{app_id}_{key}`.
-    pub venv_path: PathBuf,
-    /// The venv's interpreter: start the agent with it.
-    pub python_path: PathBuf,
-    /// The validated manifest.
-    pub manifest: Manifest,
-    /// The agent was installed as an editable package, so its modules import
-    /// without `sys.path` additions; false for old packages without build files.
-    pub installed_as_package: bool,
-    /// Whether the entrypoint imported in the venv (none without an entrypoint).
-    pub verified: Option<bool>,
-    /// `pip` or `uv`.
-    pub installer: String,
-    /// `bwrap` when installer steps ran in the installer sandbox, else `none`.
-    pub installer_sandbox: String,
-    /// A finished venv was reused (a redeploy): nothing was installed.
-    pub venv_reused: bool,
-    /// The same archive was loaded before with the same settings, and its
-    /// tree and venv were exactly as that load left them: nothing ran at all.
-    pub unchanged_redeploy: bool,
-    /// Packages installed from `requirements.txt`.
-    pub requirements_count: u32,
-    /// Milliseconds per step.
-    pub timings: Timings,
-}
+use par_rules::names::is_safe_component;
 
 /// Loads APKGs; cheap to clone, safe to share across tasks.
 #[derive(Debug, Clone)]
@@ -238,17 +149,15 @@ impl PackageLoader {
             archive_dir: &archive_dir,
             package_dir: Some(&tree),
         };
-        let options = LoadOptions {
-            extract: self.extract_options(),
-            strict: config.install.strict,
-        };
-        let (outcome, mut session) = self
-            .inner
-            .sandbox
-            .load(preopens, &options, InstallSession::new(context, staging));
+        let (facts, mut session) = self.inner.sandbox.load(
+            preopens,
+            &self.archive_rules(),
+            config.install.strict,
+            InstallSession::new(context, staging),
+        );
         // Decided from the host's own record; dropping the session on failure
         // removes the tree this load published and puts back what it replaced.
-        let facts = match session.conclude(outcome) {
+        let facts = match facts {
             Ok(facts) => facts,
             Err(error) => {
                 discard_unfinished_venv(root, &session);
@@ -416,8 +325,7 @@ impl PackageLoader {
             archive_dir: &archive_dir,
             package_dir: None,
         };
-        let manifest = self.inner.sandbox.inspect(preopens, &self.extract_options())?;
-        Ok(check_manifest(manifest)?)
+        self.inner.sandbox.inspect(preopens, &self.archive_rules())
     }
 
     /// Blocking form of [`PackageLoader::extract`].
@@ -440,7 +348,7 @@ impl PackageLoader {
         let report = self
             .inner
             .sandbox
-            .extract(preopens, &self.extract_options())
+            .extract(preopens, &self.archive_rules())
             .map_err(|e| explain_disk_full(e, root.path(), false))?;
         let request = PublishRequest {
             app_id,
@@ -472,10 +380,10 @@ impl PackageLoader {
         Ok(package)
     }
 
-    fn extract_options(&self) -> ExtractOptions {
-        ExtractOptions {
+    fn archive_rules(&self) -> ArchiveRules {
+        ArchiveRules {
             limits: self.inner.config.limits,
-            enforce_path_rules: self.inner.config.guest_path_rules,
+            path_rules: self.inner.config.guest_path_rules,
         }
     }
 }
@@ -576,50 +484,4 @@ fn check_app_id(app_id: &str) -> Result<(), LoadError> {
             ),
         })
     }
-}
-
-/// Re-checks the guest's manifest: names and versions become paths, modules become argv.
-pub(crate) fn check_manifest(manifest: GuestManifest) -> Result<Manifest, PackageError> {
-    let invalid = |what, detail: String| PackageError::InvalidGuestOutput { what, detail };
-    if !is_safe_component(&manifest.name, false) {
-        return Err(invalid("manifest name", manifest.name.escape_default().to_string()));
-    }
-    if !is_safe_component(&manifest.version, true) {
-        return Err(invalid(
-            "manifest version",
-            manifest.version.escape_default().to_string(),
-        ));
-    }
-    let entrypoint = match manifest.entrypoint {
-        None => None,
-        Some(ep) => {
-            if !is_entrypoint(&ep.module, ep.attr.as_deref()) {
-                return Err(invalid(
-                    "entrypoint",
-                    format!("{}:{:?}", ep.module.escape_default(), ep.attr),
-                ));
-            }
-            Some(Entrypoint {
-                module: ep.module,
-                attr: ep.attr,
-            })
-        }
-    };
-    if manifest.document.len() > MAX_DOCUMENT_BYTES {
-        return Err(invalid(
-            "manifest document",
-            format!("{} bytes", manifest.document.len()),
-        ));
-    }
-    let document: serde_json::Value =
-        serde_json::from_str(&manifest.document).map_err(|e| invalid("manifest document", e.to_string()))?;
-    if !document.is_object() {
-        return Err(invalid("manifest document", "not a JSON object".into()));
-    }
-    Ok(Manifest {
-        name: manifest.name,
-        version: manifest.version,
-        entrypoint,
-        document,
-    })
 }

@@ -19,7 +19,7 @@ use cap_std::fs::{Dir, MetadataExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::loader::AgentPackage;
+use crate::package::AgentPackage;
 use crate::root::{Area, RootDir, open_dir_nofollow, open_file_nofollow};
 use crate::venv;
 

@@ -6,5 +6,6 @@
 //! the two sides from drifting apart; it does not let either side skip its
 //! own check.
 
+pub mod archive;
 pub mod limits;
 pub mod names;

@@ -31,11 +31,11 @@ use cap_std::fs::Dir;
 use rustix::fs::FlockOperation;
 
 use super::BuildJob;
+use crate::cache_dir::CacheDir;
+use crate::error::InstallError;
 use crate::install_step::{StepKind, StepSpec};
 use crate::installer::InstallTarget;
 use crate::root::open_dir_nofollow;
-use crate::sandbox::bindings::types::InstallError;
-use crate::sandbox::cache::CacheDir;
 use crate::staging::lock_in;
 use crate::venv;
 

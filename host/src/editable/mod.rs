@@ -24,10 +24,10 @@ use std::time::{Duration, Instant};
 
 pub use direct_url::record_editable;
 
+use crate::error::InstallError;
 use crate::install_step::{StepKind, StepRunner, StepSpec};
 use crate::installer::{Installer, Invocation};
 use crate::requirements::check_build_requirement;
-use crate::sandbox::bindings::types::InstallError;
 use crate::staging::Scratch;
 
 /// The frontend the build environment's Python runs (see the file's docstring).

@@ -9,7 +9,10 @@
 
 pub(crate) mod bindings;
 pub(crate) mod cache;
+mod convert;
+pub(crate) mod install_session;
 mod log;
+mod protocol;
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -20,65 +23,52 @@ use wasmtime::{Config, Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-pub use bindings::types::{
-    ArchiveInconsistent, EntryProblem, ExtractOptions, ExtractReport, Inconsistency, InstallError, IoFailure,
-    LimitExceeded, LimitKind, Limits, LoadError as GuestLoadError, LoadOptions, LoadReport, Manifest as GuestManifest,
-    ManifestInvalid, RefusedRequirement, StepFailure, UnsafeEntry,
-};
+use bindings::types::{ExtractOptions, LoadError as GuestLoadError, LoadOptions};
 use bindings::{Loader, LoaderPre};
+use convert::{check_manifest, to_wit_limits};
 
-use crate::error::LoadError;
-use crate::session::InstallSession;
+use crate::config::{Limits, SandboxLimits};
+use crate::error::{LoadError, SandboxError};
+use crate::package::Manifest;
+use install_session::Facts;
+use install_session::InstallSession;
 
 /// How often the epoch advances; the CPU-time check runs at this granularity.
 const TICK: Duration = Duration::from_millis(10);
 /// Bytes of guest stderr kept, enough for a panic message.
 const STDERR_CAPACITY: usize = 16 * 1024;
 
-/// A fault of the sandboxed guest rather than a rule it applied.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SandboxError {
-    /// The guest tried to grow its memory past the cap.
-    #[error("the guest exceeded its memory limit of {limit_bytes} bytes")]
-    MemoryLimit {
-        /// The cap that was hit.
-        limit_bytes: usize,
-    },
-    /// The guest ran longer than its CPU-time budget.
-    #[error("the guest exceeded its CPU time limit of {limit:?}")]
-    CpuTimeLimit {
-        /// The budget that was used up.
-        limit: Duration,
-    },
-    /// The guest panicked; the message is what it wrote to stderr.
-    #[error("the guest panicked: {0}")]
-    Panic(String),
-    /// Any other trap (or an instantiation failure).
-    #[error("the guest trapped: {0}")]
-    Trap(String),
-    /// wasmtime could not be set up or could not compile the guest.
-    #[error("the WebAssembly engine could not start: {0}")]
-    Engine(String),
-}
-
-/// Limits applied to every guest run.
+/// The rules a guest run reads the archive under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SandboxLimits {
-    /// Cap on the guest's linear memory.
-    pub memory_bytes: usize,
-    /// Cap on the CPU time the guest's thread uses, less the CPU time the
-    /// host spends serving installer calls: time spent waiting (on a step,
-    /// on the disk) is not counted.
-    pub cpu_time: Duration,
+pub struct ArchiveRules {
+    /// Ceilings on the archive.
+    pub limits: Limits,
+    /// The guest's entry-name rules (only tests turn them off).
+    pub path_rules: bool,
 }
 
-impl Default for SandboxLimits {
-    fn default() -> Self {
-        Self {
-            memory_bytes: 256 * 1024 * 1024,
-            cpu_time: Duration::from_secs(60),
+impl ArchiveRules {
+    fn to_wit(self) -> ExtractOptions {
+        ExtractOptions {
+            limits: to_wit_limits(self.limits),
+            enforce_path_rules: self.path_rules,
         }
     }
+}
+
+/// What an extraction wrote, its manifest checked by the host.
+#[derive(Debug, Clone)]
+pub struct Extracted {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// Regular files written.
+    pub files: u32,
+    /// Directory entries listed in the archive.
+    pub dirs: u32,
+    /// Uncompressed bytes written.
+    pub bytes: u64,
+    /// Files the archive marks executable (checked when published).
+    pub executables: Vec<String>,
 }
 
 /// Directories the guest may see.
@@ -203,30 +193,46 @@ impl Sandbox {
 
     /// Runs the guest's `inspect` export. A guest that called the installer
     /// broke the protocol, whatever it returned.
-    pub fn inspect(&self, preopens: Preopens<'_>, options: &ExtractOptions) -> Result<GuestManifest, LoadError> {
+    pub fn inspect(&self, preopens: Preopens<'_>, rules: &ArchiveRules) -> Result<Manifest, LoadError> {
+        let options = rules.to_wit();
         let (outcome, session) = self.run(preopens, InstallSession::unavailable(), |loader, store| {
-            loader.call_inspect(store, *options)
+            loader.call_inspect(store, options)
         });
-        without_installer(outcome, &session)
+        Ok(check_manifest(without_installer(outcome, &session)?)?)
     }
 
     /// Runs the guest's `extract` export, with the same rule as `inspect`.
-    pub fn extract(&self, preopens: Preopens<'_>, options: &ExtractOptions) -> Result<ExtractReport, LoadError> {
+    pub fn extract(&self, preopens: Preopens<'_>, rules: &ArchiveRules) -> Result<Extracted, LoadError> {
+        let options = rules.to_wit();
         let (outcome, session) = self.run(preopens, InstallSession::unavailable(), |loader, store| {
-            loader.call_extract(store, *options)
+            loader.call_extract(store, options)
         });
-        without_installer(outcome, &session)
+        let report = without_installer(outcome, &session)?;
+        Ok(Extracted {
+            manifest: check_manifest(report.manifest)?,
+            files: report.files,
+            dirs: report.dirs,
+            bytes: report.bytes,
+            executables: report.executables,
+        })
     }
 
     /// Runs the guest's `load` export; the session serves its installer
-    /// requests and is handed back with what they did.
+    /// requests, decides the result from its own record, and is handed back
+    /// with what they did.
     pub fn load(
         &self,
         preopens: Preopens<'_>,
-        options: &LoadOptions,
+        rules: &ArchiveRules,
+        strict: bool,
         session: InstallSession,
-    ) -> (Result<Result<LoadReport, GuestLoadError>, SandboxError>, InstallSession) {
-        self.run(preopens, session, |loader, store| loader.call_load(store, *options))
+    ) -> (Result<Facts, LoadError>, InstallSession) {
+        let options = LoadOptions {
+            extract: rules.to_wit(),
+            strict,
+        };
+        let (outcome, mut session) = self.run(preopens, session, |loader, store| loader.call_load(store, options));
+        (session.conclude(outcome), session)
     }
 
     /// Instantiates a fresh guest with the given preopens, calls `f`, and turns

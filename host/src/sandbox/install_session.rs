@@ -15,24 +15,27 @@ use std::time::{Duration, Instant};
 
 use cap_std::fs::Dir;
 
+use super::bindings::host_installer::Host;
+use super::bindings::types::{
+    BuildSystem as GuestBuildSystem, Entrypoint, InstallError as WitInstallError, InstallPlan,
+    LoadError as GuestLoadError, LoadReport, Manifest as GuestManifest, Requirement, SelfInstall, StepReport, VenvInfo,
+};
+use super::convert::{check_manifest, to_wit_install_error};
+use super::protocol::Protocol;
+use crate::cache_dir::CacheDir;
 use crate::config::InstallConfig;
 use crate::confine::{self, Bubblewrap};
 use crate::editable::{self, BuildJob, BuildSystem, EditableBuild, Prepared};
-use crate::error::{GuestProtocolError, InstallCall, InstallFailure, LoadError};
+use crate::error::{
+    GuestProtocolError, InstallCall, InstallError, InstallFailure, LoadError, RefusedRequirement, SandboxError,
+    describe,
+};
 use crate::install_step::{StepKind, StepRunner, StepSpec};
 use crate::installer::{InstallTarget, Installer, Invocation, venv_python};
 use crate::interpreter::Interpreter;
-use crate::loader::{Manifest, check_manifest};
-use crate::protocol::Protocol;
+use crate::package::{Manifest, Timings};
 use crate::requirements::check_line;
 use crate::root::{Area, RootDir, open_dir_nofollow, open_file_nofollow};
-use crate::sandbox::SandboxError;
-use crate::sandbox::bindings::host_installer::Host;
-use crate::sandbox::bindings::types::{
-    BuildSystem as GuestBuildSystem, Entrypoint, InstallError, InstallPlan, LoadError as GuestLoadError, LoadReport,
-    Manifest as GuestManifest, RefusedRequirement, Requirement, SelfInstall, StepReport, VenvInfo,
-};
-use crate::sandbox::cache;
 use crate::staging::{PackageLock, PublishedTree, Staging, normalize_modes};
 use crate::venv::{self, VenvInputs};
 use par_rules::limits::{MAX_BACKEND_PATHS, MAX_BUILD_REQUIRES, MAX_REQUIREMENT_LINES, MAX_REQUIREMENTS_FILE_BYTES};
@@ -121,7 +124,6 @@ impl Published {
                 MAX_EXECUTABLE_PATH_BYTES,
             )?;
         }
-        let manifest = check_manifest(manifest)?;
         normalize_modes(staging.tree(), executables)?;
         let app_id = app_id.unwrap_or(&manifest.name).to_owned();
         let dir_name = format!("{app_id}@{}", manifest.version);
@@ -162,8 +164,8 @@ pub struct PublishRequest<'a> {
     pub digest: &'a str,
     /// Most entries the archive may list.
     pub max_entries: u32,
-    /// The manifest as the guest read it.
-    pub manifest: GuestManifest,
+    /// The manifest, checked by the host.
+    pub manifest: Manifest,
     /// Files the guest says the archive marks executable.
     pub executables: &'a [String],
 }
@@ -215,28 +217,6 @@ pub struct Outcome {
     pub verify_failure: Option<InstallError>,
     /// Wall-clock per step.
     pub timings: Timings,
-}
-
-/// Milliseconds per step.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Timings {
-    /// Extraction and validation in the sandbox (until publish).
-    pub extract_ms: u64,
-    /// Creating (or finding) the venv.
-    pub venv_ms: u64,
-    /// Installing requirements.
-    pub requirements_ms: u64,
-    /// Installing the agent (with uv, mostly waiting for its build to end).
-    pub self_install_ms: u64,
-    /// Building the agent's editable wheel with par's frontend, which runs
-    /// beside the venv creation and the requirements install (0 when the
-    /// installer built it).
-    #[serde(default)]
-    pub build_ms: u64,
-    /// The import check.
-    pub verify_ms: u64,
-    /// The whole load.
-    pub total_ms: u64,
 }
 
 /// Host state for the `host-installer` import during one guest run.
@@ -377,6 +357,15 @@ impl InstallSession {
             .staging
             .take()
             .ok_or_else(|| InstallError::Host("the package was already published".into()))?;
+        let manifest = match check_manifest(manifest) {
+            Ok(manifest) => manifest,
+            Err(refusal) => {
+                let error = LoadError::from(refusal);
+                let message = error.to_string();
+                self.verdict = Some(error);
+                return Err(InstallError::Host(message));
+            }
+        };
         let ctx = self.ctx()?;
         let root = Arc::clone(&ctx.root);
         let request = PublishRequest {
@@ -541,7 +530,7 @@ impl InstallSession {
         let Some(cache_dir) = ctx
             .cache_dir
             .as_deref()
-            .and_then(|dir| cache::CacheDir::open(dir).ok())
+            .and_then(|dir| CacheDir::open(dir).ok())
             .map(|cache| cache.path().to_owned())
         else {
             tracing::debug!("No private cache for build environments: leaving the editable build to the installer");
@@ -806,24 +795,29 @@ impl InstallSession {
 }
 
 impl Host for InstallSession {
-    fn publish(&mut self, manifest: GuestManifest, executables: Vec<String>) -> Result<String, InstallError> {
+    fn publish(&mut self, manifest: GuestManifest, executables: Vec<String>) -> Result<String, WitInstallError> {
         self.call(InstallCall::Publish, |s| s.publish_inner(manifest, executables))
+            .map_err(to_wit_install_error)
     }
 
-    fn ensure_venv(&mut self, plan: InstallPlan) -> Result<VenvInfo, InstallError> {
+    fn ensure_venv(&mut self, plan: InstallPlan) -> Result<VenvInfo, WitInstallError> {
         self.call(InstallCall::EnsureVenv, |s| s.ensure_venv_inner(plan))
+            .map_err(to_wit_install_error)
     }
 
-    fn install_requirements(&mut self) -> Result<StepReport, InstallError> {
+    fn install_requirements(&mut self) -> Result<StepReport, WitInstallError> {
         self.call(InstallCall::InstallRequirements, Self::install_requirements_inner)
+            .map_err(to_wit_install_error)
     }
 
-    fn install_self(&mut self) -> Result<StepReport, InstallError> {
+    fn install_self(&mut self) -> Result<StepReport, WitInstallError> {
         self.call(InstallCall::InstallSelf, Self::install_self_inner)
+            .map_err(to_wit_install_error)
     }
 
-    fn verify_import(&mut self, entrypoint: Entrypoint) -> Result<(), InstallError> {
+    fn verify_import(&mut self, entrypoint: Entrypoint) -> Result<(), WitInstallError> {
         self.call(InstallCall::VerifyImport, |s| s.verify_import_inner(entrypoint))
+            .map_err(to_wit_install_error)
     }
 }
 
@@ -932,36 +926,5 @@ fn log_step_error(error: &InstallError, what: &str, package: &Path) {
             "{what} failed"
         ),
         other => tracing::error!(package_path = %package.display(), "{}", describe(other)),
-    }
-}
-
-/// The spec's wording for each failure: `Dependency installation failed: …`,
-/// `Agent package installation timed out after 120s` …
-pub fn describe(error: &InstallError) -> String {
-    let step_name = |step: &str| match step {
-        "requirements" => "Dependency installation",
-        "self-install" => "Agent package installation",
-        "venv" => "Venv creation",
-        "verify-import" => "Agent package verification",
-        _ => "Installation step",
-    };
-    match error {
-        InstallError::Failed(failure) => {
-            let detail = if failure.stderr.trim().is_empty() {
-                &failure.stdout
-            } else {
-                &failure.stderr
-            };
-            format!("{} failed: {}", step_name(&failure.step), detail.trim())
-        }
-        InstallError::TimedOut((step, seconds)) => format!("{} timed out after {seconds}s", step_name(step)),
-        InstallError::Refused(r) => format!(
-            "requirement refused at {}:{} (`{}`): {}",
-            r.file,
-            r.line,
-            r.text.escape_default(),
-            r.reason
-        ),
-        InstallError::Host(message) => message.clone(),
     }
 }

@@ -1,0 +1,128 @@
+//! par's own cache directory (the compiled guest, interpreter answers,
+//! build environments), checked private: owned by this user and closed to
+//! others, and so is every directory above it (or root's, or sticky like
+//! `/tmp`). Files in it are read and written through a handle, never
+//! through a symlink.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use cap_std::fs::{Dir, MetadataExt, OpenOptions, OpenOptionsExt};
+
+use crate::root::open_file_nofollow;
+
+/// par's own cache directory, checked private, and a handle on it.
+#[derive(Debug)]
+pub struct CacheDir {
+    path: PathBuf,
+    dir: Dir,
+}
+
+impl CacheDir {
+    /// Creates the directory (mode 0700) if needed and opens it, if it is this
+    /// user's and closed to others, and no directory above it can be changed
+    /// by anyone but this user or root.
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        let path = dir.canonicalize()?;
+        let user = rustix::process::geteuid().as_raw();
+        for ancestor in path.ancestors().skip(1) {
+            let meta = std::fs::symlink_metadata(ancestor)?;
+            let owner_ok = meta.uid() == user || meta.uid() == 0;
+            let closed = meta.mode() & 0o022 == 0 || meta.mode() & 0o1000 != 0;
+            if !meta.is_dir() || !owner_ok || !closed {
+                return Err(io::Error::other(format!(
+                    "`{}` above the cache can be changed by another user",
+                    ancestor.display()
+                )));
+            }
+        }
+        let handle = Dir::open_ambient_dir(&path, cap_std::ambient_authority())?;
+        let meta = handle.dir_metadata()?;
+        if meta.uid() != user || meta.mode() & 0o022 != 0 {
+            return Err(io::Error::other("the cache directory is not private to this user"));
+        }
+        Ok(Self { path, dir: handle })
+    }
+
+    /// The directory's (canonical) path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The handle on the directory.
+    pub fn dir(&self) -> &Dir {
+        &self.dir
+    }
+
+    /// The bytes of `name` (at most `max`), if it is a regular file of this
+    /// user that no one else can write (checked on the open file).
+    pub fn read_private(&self, name: &str, max: u64) -> Option<Vec<u8>> {
+        let file = open_file_nofollow(&self.dir, name).ok()?;
+        let meta = file.metadata().ok()?;
+        {
+            use std::os::unix::fs::MetadataExt as _;
+            if meta.uid() != rustix::process::geteuid().as_raw() || meta.mode() & 0o022 != 0 {
+                return None;
+            }
+        }
+        let mut bytes = Vec::new();
+        file.take(max).read_to_end(&mut bytes).ok()?;
+        Some(bytes)
+    }
+
+    /// Writes `name` atomically (mode 0600): a new temporary file, then a rename.
+    pub fn store(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        let temporary = format!(".{name}.{}.tmp", std::process::id());
+        let _ = self.dir.remove_file(&temporary);
+        let written = self
+            .dir
+            .open_with(&temporary, OpenOptions::new().write(true).create_new(true).mode(0o600))
+            .and_then(|file| {
+                let mut file = file.into_std();
+                file.write_all(bytes)?;
+                file.sync_all()
+            })
+            .and_then(|()| self.dir.rename(&temporary, &self.dir, name));
+        if written.is_err() {
+            let _ = self.dir.remove_file(&temporary);
+        }
+        written
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_symlink_or_a_file_others_can_write_is_not_read_and_not_written_through() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let scratch = tempfile::tempdir().expect("dir");
+        let (dir, outside) = (scratch.path().join("cache"), scratch.path().join("outside"));
+        let cache = CacheDir::open(&dir).expect("a private dir");
+        std::fs::write(&outside, "planted").expect("outside");
+        std::os::unix::fs::symlink(&outside, dir.join("guest.cwasm")).expect("plant");
+        assert_eq!(cache.read_private("guest.cwasm", 1024), None, "read through a symlink");
+        cache.store("guest.cwasm", b"new").expect("store replaces the link");
+        assert_eq!(std::fs::read_to_string(&outside).expect("outside"), "planted");
+        assert_eq!(cache.read_private("guest.cwasm", 1024), Some(b"new".to_vec()));
+
+        std::fs::set_permissions(dir.join("guest.cwasm"), std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        assert_eq!(cache.read_private("guest.cwasm", 1024), None, "others could write it");
+    }
+
+    #[test]
+    fn a_directory_above_the_cache_that_others_can_write_disables_it() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let scratch = tempfile::tempdir().expect("dir");
+        let open = scratch.path().join("open");
+        std::fs::create_dir(&open).expect("open dir");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let error = CacheDir::open(&open.join("par")).expect_err("an ancestor anyone can change");
+        assert!(error.to_string().contains("another user"), "{error}");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).expect("sticky");
+        assert!(CacheDir::open(&open.join("par")).is_ok(), "sticky like /tmp");
+    }
+}

@@ -1,0 +1,113 @@
+//! What a load, an extraction and an inspection return: the crate's own
+//! types, which nothing generated from the WIT appears in.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// A validated `agent.yaml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Package name (a safe path component).
+    pub name: String,
+    /// Version as written in the manifest (a safe path component).
+    pub version: String,
+    /// The entrypoint the runtime starts, if the manifest names one.
+    pub entrypoint: Option<Entrypoint>,
+    /// The whole manifest as JSON, unknown fields included.
+    pub document: serde_json::Value,
+}
+
+/// A Python entrypoint, `module.path:attr`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entrypoint {
+    /// Dotted module path.
+    pub module: String,
+    /// Attribute after `:`, if any.
+    pub attr: Option<String>,
+}
+
+/// A package tree published under the root.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExtractedPackage {
+    /// `{name}@{version}` from the manifest.
+    pub package_id: String,
+    /// The app id the package was published under (defaults to the name).
+    pub app_id: String,
+    /// `{root}/trees/{app_id}@{version}.{digest}`: the tree itself.
+    pub path: PathBuf,
+    /// `{root}/packages/{app_id}@{version}`: the app's link, now pointing at `path`.
+    pub link: PathBuf,
+    /// The validated manifest.
+    pub manifest: Manifest,
+    /// Regular files written.
+    pub files: u32,
+    /// Directory entries in the archive.
+    pub dirs: u32,
+    /// Uncompressed bytes written.
+    pub bytes: u64,
+}
+
+/// A loaded agent: what the embedding runtime needs to start it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentPackage {
+    /// `{name}@{version}` from the manifest.
+    pub package_id: String,
+    /// The app id it was published under.
+    pub app_id: String,
+    /// `{root}/trees/{app_id}@{version}.{digest}`: the package tree the venv
+    /// imports from. It stays as it is while this deployment is kept, even
+    /// when a later load of another archive switches `link`: start the agent
+    /// here (`AGENT_PACKAGE_PATH`).
+    pub path: PathBuf,
+    /// `{root}/packages/{app_id}@{version}`: a link the host points at the
+    /// app's current tree, switched with one rename only when a load has
+    /// succeeded; a failed load leaves it, the tree and the venv as they were.
+    pub link: PathBuf,
+    /// `{root}/venvs/{app_id}_{key}`.
+    pub venv_path: PathBuf,
+    /// The venv's interpreter: start the agent with it.
+    pub python_path: PathBuf,
+    /// The validated manifest.
+    pub manifest: Manifest,
+    /// The agent was installed as an editable package, so its modules import
+    /// without `sys.path` additions; false for old packages without build files.
+    pub installed_as_package: bool,
+    /// Whether the entrypoint imported in the venv (none without an entrypoint).
+    pub verified: Option<bool>,
+    /// `pip` or `uv`.
+    pub installer: String,
+    /// `bwrap` when installer steps ran in the installer sandbox, else `none`.
+    pub installer_sandbox: String,
+    /// A finished venv was reused (a redeploy): nothing was installed.
+    pub venv_reused: bool,
+    /// The same archive was loaded before with the same settings, and its
+    /// tree and venv were exactly as that load left them: nothing ran at all.
+    pub unchanged_redeploy: bool,
+    /// Packages installed from `requirements.txt`.
+    pub requirements_count: u32,
+    /// Milliseconds per step.
+    pub timings: Timings,
+}
+
+/// Milliseconds per step.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timings {
+    /// Extraction and validation in the sandbox (until publish).
+    pub extract_ms: u64,
+    /// Creating (or finding) the venv.
+    pub venv_ms: u64,
+    /// Installing requirements.
+    pub requirements_ms: u64,
+    /// Installing the agent (with uv, mostly waiting for its build to end).
+    pub self_install_ms: u64,
+    /// Building the agent's editable wheel with par's frontend, which runs
+    /// beside the venv creation and the requirements install (0 when the
+    /// installer built it).
+    #[serde(default)]
+    pub build_ms: u64,
+    /// The import check.
+    pub verify_ms: u64,
+    /// The whole load.
+    pub total_ms: u64,
+}

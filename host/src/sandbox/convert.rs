@@ -1,0 +1,217 @@
+//! The boundary's conversions: values the guest returns become the crate's
+//! own types only after the host's own checks.
+
+use par_rules::names::{is_entrypoint, is_safe_component};
+
+use super::bindings::types as wit;
+use super::bindings::types::{Limits as WitLimits, Manifest as GuestManifest};
+use crate::error::{
+    ArchiveInconsistent, EntryProblem, Inconsistency, InstallError, InstallFailure, IoFailure, LimitExceeded,
+    LimitKind, LoadError, ManifestInvalid, PackageError, RefusedRequirement, StepFailure, UnsafeEntry,
+};
+use crate::package::{Entrypoint, Manifest};
+
+/// The limits as the WIT carries them to the guest.
+pub(crate) fn to_wit_limits(limits: par_rules::limits::Limits) -> WitLimits {
+    let par_rules::limits::Limits {
+        max_entries,
+        max_total_bytes,
+        max_file_bytes,
+        max_ratio,
+        ratio_min_bytes,
+        max_manifest_bytes,
+    } = limits;
+    WitLimits {
+        max_entries,
+        max_total_bytes,
+        max_file_bytes,
+        max_ratio,
+        ratio_min_bytes,
+        max_manifest_bytes,
+    }
+}
+
+/// Largest manifest document (as JSON) the host accepts back from the guest.
+const MAX_DOCUMENT_BYTES: usize = 8 * 1024 * 1024;
+
+/// Re-checks the guest's manifest: names and versions become paths, modules become argv.
+pub(crate) fn check_manifest(manifest: GuestManifest) -> Result<Manifest, PackageError> {
+    let invalid = |what, detail: String| PackageError::InvalidGuestOutput { what, detail };
+    if !is_safe_component(&manifest.name, false) {
+        return Err(invalid("manifest name", manifest.name.escape_default().to_string()));
+    }
+    if !is_safe_component(&manifest.version, true) {
+        return Err(invalid(
+            "manifest version",
+            manifest.version.escape_default().to_string(),
+        ));
+    }
+    let entrypoint = match manifest.entrypoint {
+        None => None,
+        Some(ep) => {
+            if !is_entrypoint(&ep.module, ep.attr.as_deref()) {
+                return Err(invalid(
+                    "entrypoint",
+                    format!("{}:{:?}", ep.module.escape_default(), ep.attr),
+                ));
+            }
+            Some(Entrypoint {
+                module: ep.module,
+                attr: ep.attr,
+            })
+        }
+    };
+    if manifest.document.len() > MAX_DOCUMENT_BYTES {
+        return Err(invalid(
+            "manifest document",
+            format!("{} bytes", manifest.document.len()),
+        ));
+    }
+    let document: serde_json::Value =
+        serde_json::from_str(&manifest.document).map_err(|e| invalid("manifest document", e.to_string()))?;
+    if !document.is_object() {
+        return Err(invalid("manifest document", "not a JSON object".into()));
+    }
+    Ok(Manifest {
+        name: manifest.name,
+        version: manifest.version,
+        entrypoint,
+        document,
+    })
+}
+
+impl From<wit::LoadError> for LoadError {
+    fn from(error: wit::LoadError) -> Self {
+        let package = |e: PackageError| LoadError::Package(e);
+        match error {
+            wit::LoadError::ArchiveUnreadable(message) => package(PackageError::ArchiveUnreadable(message)),
+            wit::LoadError::ArchiveInconsistent(e) => package(PackageError::ArchiveInconsistent(ArchiveInconsistent {
+                entry: e.entry,
+                inconsistency: inconsistency(e.inconsistency),
+            })),
+            wit::LoadError::UnsafeEntry(e) => package(PackageError::UnsafeEntry(UnsafeEntry {
+                entry: e.entry,
+                problem: entry_problem(e.problem),
+            })),
+            wit::LoadError::LimitExceeded(e) => package(PackageError::LimitExceeded(LimitExceeded {
+                limit: limit_kind(e.limit),
+                entry: e.entry,
+                max: e.max,
+            })),
+            wit::LoadError::ManifestMissing => package(PackageError::ManifestMissing),
+            wit::LoadError::ManifestInvalid(e) => package(PackageError::ManifestInvalid(ManifestInvalid {
+                field: e.field,
+                message: e.message,
+            })),
+            wit::LoadError::Io(e) => package(PackageError::Write(IoFailure {
+                entry: e.entry,
+                message: e.message,
+            })),
+            wit::LoadError::RequirementsInvalid(e) => package(PackageError::RequirementsInvalid(refused_from(e))),
+            wit::LoadError::Install(e) => LoadError::Install(InstallFailure(vec![install_error_from(e)])),
+            wit::LoadError::InstallFailed(errors) => {
+                LoadError::Install(InstallFailure(errors.into_iter().map(install_error_from).collect()))
+            }
+            wit::LoadError::VerificationFailed(e) => {
+                LoadError::Verification(InstallFailure(vec![install_error_from(e)]))
+            }
+        }
+    }
+}
+
+fn refused_from(r: wit::RefusedRequirement) -> RefusedRequirement {
+    RefusedRequirement {
+        file: r.file,
+        line: r.line,
+        text: r.text,
+        reason: r.reason,
+    }
+}
+
+/// An install error the guest reported, in the crate's own type (only ever
+/// described: the host's own record decides a load).
+fn install_error_from(error: wit::InstallError) -> InstallError {
+    match error {
+        wit::InstallError::Refused(r) => InstallError::Refused(refused_from(r)),
+        wit::InstallError::Failed(f) => InstallError::Failed(StepFailure {
+            step: f.step,
+            exit_code: f.exit_code,
+            stderr: f.stderr,
+            stdout: f.stdout,
+        }),
+        wit::InstallError::TimedOut(t) => InstallError::TimedOut(t),
+        wit::InstallError::Host(message) => InstallError::Host(message),
+    }
+}
+
+/// An install error as the WIT carries it back to the guest.
+pub(crate) fn to_wit_install_error(error: InstallError) -> wit::InstallError {
+    match error {
+        InstallError::Refused(r) => wit::InstallError::Refused(wit::RefusedRequirement {
+            file: r.file,
+            line: r.line,
+            text: r.text,
+            reason: r.reason,
+        }),
+        InstallError::Failed(f) => wit::InstallError::Failed(wit::StepFailure {
+            step: f.step,
+            exit_code: f.exit_code,
+            stderr: f.stderr,
+            stdout: f.stdout,
+        }),
+        InstallError::TimedOut(t) => wit::InstallError::TimedOut(t),
+        InstallError::Host(message) => wit::InstallError::Host(message),
+    }
+}
+
+fn limit_kind(kind: wit::LimitKind) -> LimitKind {
+    match kind {
+        wit::LimitKind::Entries => LimitKind::Entries,
+        wit::LimitKind::TotalBytes => LimitKind::TotalBytes,
+        wit::LimitKind::FileBytes => LimitKind::FileBytes,
+        wit::LimitKind::CompressionRatio => LimitKind::CompressionRatio,
+        wit::LimitKind::ManifestBytes => LimitKind::ManifestBytes,
+    }
+}
+
+fn entry_problem(problem: wit::EntryProblem) -> EntryProblem {
+    use wit::EntryProblem as W;
+    match problem {
+        W::AbsolutePath => EntryProblem::AbsolutePath,
+        W::ParentComponent => EntryProblem::ParentComponent,
+        W::CurrentComponent => EntryProblem::CurrentComponent,
+        W::EmptyComponent => EntryProblem::EmptyComponent,
+        W::Backslash => EntryProblem::Backslash,
+        W::DriveLetter => EntryProblem::DriveLetter,
+        W::ControlCharacter => EntryProblem::ControlCharacter,
+        W::NotUtf8 => EntryProblem::NotUtf8,
+        W::TooDeep => EntryProblem::TooDeep,
+        W::ComponentTooLong => EntryProblem::ComponentTooLong,
+        W::Symlink => EntryProblem::Symlink,
+        W::HardLink => EntryProblem::HardLink,
+        W::SpecialFile(kind) => EntryProblem::SpecialFile(kind),
+        W::Duplicate(first) => EntryProblem::Duplicate(first),
+        W::Encrypted => EntryProblem::Encrypted,
+        W::UnsupportedCompression(method) => EntryProblem::UnsupportedCompression(method),
+        W::Corrupt(message) => EntryProblem::Corrupt(message),
+    }
+}
+
+fn inconsistency(inconsistency: wit::Inconsistency) -> Inconsistency {
+    use wit::Inconsistency as W;
+    match inconsistency {
+        W::LocalName => Inconsistency::LocalName,
+        W::LocalFlags => Inconsistency::LocalFlags,
+        W::LocalMethod => Inconsistency::LocalMethod,
+        W::LocalCrc => Inconsistency::LocalCrc,
+        W::LocalSizes => Inconsistency::LocalSizes,
+        W::Descriptor => Inconsistency::Descriptor,
+        W::StoredWithDescriptor => Inconsistency::StoredWithDescriptor,
+        W::MissingLocalHeader => Inconsistency::MissingLocalHeader,
+        W::UnlistedBytes => Inconsistency::UnlistedBytes,
+        W::Overlap => Inconsistency::Overlap,
+        W::TrailingBytes => Inconsistency::TrailingBytes,
+        W::WrongOffset => Inconsistency::WrongOffset,
+        W::CentralDirectory => Inconsistency::CentralDirectory,
+    }
+}
