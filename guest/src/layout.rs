@@ -113,10 +113,12 @@ impl End {
         let tail_len = len.min(22 + 65_535 + 20 + 56);
         let tail_start = len - tail_len;
         let tail = read_at(reader, tail_start, tail_len)?;
-        let at = (0..=tail.len().saturating_sub(22))
+        let missing = || GuestError::ArchiveUnreadable("no end of central directory record".into());
+        let last = tail.len().checked_sub(22).ok_or_else(missing)?;
+        let at = (0..=last)
             .rev()
             .find(|&i| tail.get(i..i + 4) == Some(&EOCD[..]))
-            .ok_or_else(|| GuestError::ArchiveUnreadable("no end of central directory record".into()))?;
+            .ok_or_else(missing)?;
         // The last signature in the file must be a record ending the file
         // exactly: otherwise something follows the real record, or a fake
         // one sits in its comment for a backward-scanning reader to take. The
