@@ -30,7 +30,7 @@ use std::time::{Duration, SystemTime};
 use cap_std::fs::Dir;
 use rustix::fs::FlockOperation;
 
-use super::BuildJob;
+use super::job::BuildJob;
 use crate::cache_dir::CacheDir;
 use crate::error::InstallError;
 use crate::install_step::{StepKind, StepSpec};

@@ -13,6 +13,7 @@
 
 mod build_env;
 mod direct_url;
+mod job;
 
 use std::ffi::OsString;
 use std::fs;
@@ -23,50 +24,16 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use direct_url::record_editable;
+pub use job::{BuildJob, BuildSystem};
 
 use crate::error::InstallError;
-use crate::install_step::{StepKind, StepRunner, StepSpec};
-use crate::installer::{Installer, Invocation};
+use crate::install_step::{StepKind, StepSpec};
+use crate::installer::Invocation;
 use crate::requirements::check_build_requirement;
 use crate::staging::Scratch;
 
 /// The frontend the build environment's Python runs (see the file's docstring).
 const FRONTEND: &str = include_str!("frontend.py");
-
-/// What the build backend is and needs: `[build-system]` of PEP 517/518.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BuildSystem {
-    /// Requirements of the build environment (PEP 508 strings).
-    pub requires: Vec<String>,
-    /// `module:object` of the backend.
-    pub backend: String,
-    /// Directories inside the package the backend is imported from.
-    pub backend_path: Vec<String>,
-}
-
-/// The backend pip and uv use when none is named.
-const LEGACY_BACKEND: &str = "setuptools.build_meta:__legacy__";
-
-impl BuildSystem {
-    /// What pip and uv assume without a `[build-system]` table.
-    pub fn setuptools_legacy() -> Self {
-        Self {
-            requires: vec!["setuptools>=40.8.0".into()],
-            backend: LEGACY_BACKEND.into(),
-            backend_path: Vec::new(),
-        }
-    }
-
-    /// A declared `[build-system]`; with no backend named, the legacy one
-    /// (with the declared requirements), as PEP 517 frontends do.
-    pub fn declared(requires: Vec<String>, backend: Option<String>, backend_path: Vec<String>) -> Self {
-        Self {
-            requires,
-            backend: backend.unwrap_or_else(|| LEGACY_BACKEND.into()),
-            backend_path,
-        }
-    }
-}
 
 /// What a finished build leaves for the self-install.
 #[derive(Debug)]
@@ -81,28 +48,6 @@ pub enum Prepared {
     },
     /// The installer's own `-e` must do it; why.
     Installer(String),
-}
-
-/// Everything the build thread needs, owned.
-#[derive(Debug)]
-pub struct BuildJob {
-    /// Runs the confined steps.
-    pub runner: StepRunner,
-    /// The installer that creates the build environment.
-    pub installer: Arc<dyn Installer>,
-    /// The base interpreter's executable.
-    pub python: PathBuf,
-    /// The base interpreter's identity (part of the environment's key).
-    pub python_identity: String,
-    /// par's own cache, where build environments live (checked private to this user).
-    pub cache_dir: PathBuf,
-    /// Age past which a build environment is made anew, so open build
-    /// requirements pick up new releases.
-    pub max_age: Duration,
-    /// The published package.
-    pub package: PathBuf,
-    /// The backend and its requirements.
-    pub system: BuildSystem,
 }
 
 /// A build running on its own thread; dropping it cancels the build.

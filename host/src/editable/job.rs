@@ -1,0 +1,66 @@
+//! What a build is asked to do: the package's build system, and everything
+//! the build thread needs, owned.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::install_step::StepRunner;
+use crate::installer::Installer;
+
+/// What the build backend is and needs: `[build-system]` of PEP 517/518.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildSystem {
+    /// Requirements of the build environment (PEP 508 strings).
+    pub requires: Vec<String>,
+    /// `module:object` of the backend.
+    pub backend: String,
+    /// Directories inside the package the backend is imported from.
+    pub backend_path: Vec<String>,
+}
+
+/// The backend pip and uv use when none is named.
+const LEGACY_BACKEND: &str = "setuptools.build_meta:__legacy__";
+
+impl BuildSystem {
+    /// What pip and uv assume without a `[build-system]` table.
+    pub fn setuptools_legacy() -> Self {
+        Self {
+            requires: vec!["setuptools>=40.8.0".into()],
+            backend: LEGACY_BACKEND.into(),
+            backend_path: Vec::new(),
+        }
+    }
+
+    /// A declared `[build-system]`; with no backend named, the legacy one
+    /// (with the declared requirements), as PEP 517 frontends do.
+    pub fn declared(requires: Vec<String>, backend: Option<String>, backend_path: Vec<String>) -> Self {
+        Self {
+            requires,
+            backend: backend.unwrap_or_else(|| LEGACY_BACKEND.into()),
+            backend_path,
+        }
+    }
+}
+
+/// Everything the build thread needs, owned.
+#[derive(Debug)]
+pub struct BuildJob {
+    /// Runs the confined steps.
+    pub runner: StepRunner,
+    /// The installer that creates the build environment.
+    pub installer: Arc<dyn Installer>,
+    /// The base interpreter's executable.
+    pub python: PathBuf,
+    /// The base interpreter's identity (part of the environment's key).
+    pub python_identity: String,
+    /// par's own cache, where build environments live (checked private to this user).
+    pub cache_dir: PathBuf,
+    /// Age past which a build environment is made anew, so open build
+    /// requirements pick up new releases.
+    pub max_age: Duration,
+    /// The published package.
+    pub package: PathBuf,
+    /// The backend and its requirements.
+    pub system: BuildSystem,
+}

@@ -1,0 +1,164 @@
+//! The host's modules form no cycle, and nothing outside `sandbox/` (the
+//! boundary) names a type generated from the WIT: so the layers stay
+//! layers (API, orchestration, boundary, mechanisms) as the code grows.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Every module of the host crate (`a::b`), with its file.
+fn modules(src: &Path) -> BTreeMap<String, PathBuf> {
+    let mut found = BTreeMap::new();
+    let mut pending = vec![src.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("host/src").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let relative = path.strip_prefix(src).expect("under src").with_extension("");
+            let mut name = relative.to_string_lossy().replace('/', "::");
+            if let Some(parent) = name.strip_suffix("::mod") {
+                name = parent.to_owned();
+            }
+            if name != "lib" && name != "main" {
+                found.insert(name, path);
+            }
+        }
+    }
+    found
+}
+
+/// A module's code without its tests and comments.
+fn code(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).expect("module source");
+    let text = text.split("#[cfg(test)]").next().unwrap_or_default().to_owned();
+    text.lines()
+        .filter(|line| !line.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The longest known module named by `segments`.
+fn resolve(known: &BTreeMap<String, PathBuf>, segments: &[&str]) -> Option<String> {
+    (1..=segments.len())
+        .rev()
+        .map(|n| segments[..n].join("::"))
+        .find(|name| known.contains_key(name))
+}
+
+/// Which modules each module uses: `crate::…`, `super::…`, and child modules it names.
+fn uses(known: &BTreeMap<String, PathBuf>) -> BTreeMap<String, BTreeSet<String>> {
+    let path_chars = |c: char| c.is_ascii_lowercase() || c == '_' || c == ':' || c.is_ascii_digit();
+    known
+        .iter()
+        .map(|(name, path)| {
+            let source = code(path);
+            let own: Vec<&str> = name.split("::").collect();
+            let mut used = BTreeSet::new();
+            for (prefix, base) in [("crate::", Vec::new()), ("super::", own[..own.len() - 1].to_vec())] {
+                for (at, _) in source.match_indices(prefix) {
+                    let rest: String = source[at + prefix.len()..]
+                        .chars()
+                        .take_while(|c| path_chars(*c))
+                        .collect();
+                    let mut segments = base.clone();
+                    segments.extend(rest.split("::").filter(|s| !s.is_empty()));
+                    if let Some(target) = resolve(known, &segments).filter(|t| t != name) {
+                        used.insert(target);
+                    }
+                }
+            }
+            // A parent that only re-exports a child's items (`pub use child::X`)
+            // does not use it; one whose own code names the child does.
+            let re_export = |line: &&str| {
+                let line = line.trim_start();
+                line.starts_with("pub use ") || line.starts_with("pub(crate) use ")
+            };
+            let own_code: Vec<&str> = source.lines().filter(|line| !re_export(line)).collect();
+            for line in source.lines() {
+                let declared = line
+                    .trim_start()
+                    .trim_start_matches("pub(crate) ")
+                    .trim_start_matches("pub ");
+                if let Some(child) = declared.strip_prefix("mod ").and_then(|rest| rest.strip_suffix(';')) {
+                    let child_name = format!("{name}::{child}");
+                    let named = own_code.iter().any(|line| line.contains(&format!("{child}::")));
+                    if known.contains_key(&child_name) && named {
+                        used.insert(child_name);
+                    }
+                }
+            }
+            (name.clone(), used)
+        })
+        .collect()
+}
+
+/// The modules on a cycle, if any (depth-first search).
+fn a_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(start) = path.iter().position(|n| n == node) {
+            return Some(path[start..].to_vec());
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node.to_owned());
+        for next in graph.get(node).into_iter().flatten() {
+            if let Some(cycle) = visit(next, graph, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(node.to_owned());
+        None
+    }
+    let mut done = BTreeSet::new();
+    graph
+        .keys()
+        .find_map(|node| visit(node, graph, &mut Vec::new(), &mut done))
+}
+
+fn host_src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/src")
+}
+
+#[test]
+fn the_host_has_no_module_cycle() {
+    let known = modules(&host_src());
+    assert!(known.len() > 20, "found only {known:?}");
+    let graph = uses(&known);
+    assert_eq!(a_cycle(&graph), None, "a module cycle");
+}
+
+#[test]
+fn a_cycle_is_found_when_there_is_one() {
+    let graph: BTreeMap<String, BTreeSet<String>> =
+        [("a", vec!["b"]), ("b", vec!["c"]), ("c", vec!["a"]), ("d", vec![])]
+            .into_iter()
+            .map(|(n, e)| (n.to_owned(), e.into_iter().map(str::to_owned).collect()))
+            .collect();
+    assert_eq!(a_cycle(&graph), Some(vec!["a".into(), "b".into(), "c".into()]));
+}
+
+#[test]
+fn generated_types_appear_only_in_the_boundary() {
+    for (name, path) in modules(&host_src()) {
+        if name == "sandbox" || name.starts_with("sandbox::") {
+            continue;
+        }
+        let source = code(&path);
+        assert!(
+            !source.contains("bindings"),
+            "{name} reaches the WIT bindings; only sandbox/ may"
+        );
+    }
+}
