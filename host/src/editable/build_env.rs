@@ -17,7 +17,7 @@
 //! one and says so. A build holds a shared lock on its generation's lock file
 //! while it runs, and a superseded generation is removed only under that lock
 //! taken exclusively: never from under a build. Everything here is done
-//! through handles on par's private cache ([`CacheDir`]), never by path;
+//! through handles on par's private cache ([`crate::cache_dir::CacheDir`]), never by path;
 //! paths are built only for the installer steps' argv.
 
 use std::ffi::OsString;
@@ -31,7 +31,6 @@ use cap_std::fs::Dir;
 use rustix::fs::FlockOperation;
 
 use super::job::BuildJob;
-use crate::cache_dir::CacheDir;
 use crate::error::InstallError;
 use crate::install_step::{StepKind, StepSpec};
 use crate::installer::InstallTarget;
@@ -67,12 +66,12 @@ impl Lease {
 pub fn ensure(job: &BuildJob, cancel: &Arc<AtomicBool>) -> Result<Lease, InstallError> {
     let index_args = job.runner.install().index.args();
     let key = key(job, &index_args);
-    let dir = job.cache_dir.join("build-envs").join(&key);
-    let handle = CacheDir::open(&job.cache_dir)
-        .and_then(|cache| {
-            cache.dir().create_dir_all(format!("build-envs/{key}"))?;
-            open_dir_nofollow(&open_dir_nofollow(cache.dir(), "build-envs")?, &key)
-        })
+    let cache = &job.cache_dir;
+    let dir = cache.path().join("build-envs").join(&key);
+    let handle = cache
+        .dir()
+        .create_dir_all(format!("build-envs/{key}"))
+        .and_then(|()| open_dir_nofollow(&open_dir_nofollow(cache.dir(), "build-envs")?, &key))
         .map_err(|e| host_io("cannot open", &dir, e))?;
     let generations = Generations {
         dir: &dir,

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cache_dir::CacheDir;
 use crate::install_step::StepRunner;
 use crate::installer::Installer;
 
@@ -54,8 +55,9 @@ pub struct BuildJob {
     pub python: PathBuf,
     /// The base interpreter's identity (part of the environment's key).
     pub python_identity: String,
-    /// par's own cache, where build environments live (checked private to this user).
-    pub cache_dir: PathBuf,
+    /// par's own cache, where build environments live, checked private to
+    /// this user once, when the build was planned.
+    pub cache_dir: CacheDir,
     /// Age past which a build environment is made anew, so open build
     /// requirements pick up new releases.
     pub max_age: Duration,

@@ -238,7 +238,7 @@ pub struct InstallSession {
     /// thread: excluded from the guest's CPU budget.
     pub host_cpu: Duration,
     /// The calls made, checked against the protocol.
-    pub protocol: Protocol,
+    protocol: Protocol,
     /// A failure the host itself decided (a refused requirement line, a
     /// refused publish): the load ends with it, whatever the guest reports.
     verdict: Option<LoadError>,
@@ -527,12 +527,7 @@ impl InstallSession {
             return Ok(None);
         }
         // Build environments hold code par runs: only in a cache no one else can write.
-        let Some(cache_dir) = ctx
-            .cache_dir
-            .as_deref()
-            .and_then(|dir| CacheDir::open(dir).ok())
-            .map(|cache| cache.path().to_owned())
-        else {
+        let Some(cache_dir) = ctx.cache_dir.as_deref().and_then(|dir| CacheDir::open(dir).ok()) else {
             tracing::debug!("No private cache for build environments: leaving the editable build to the installer");
             return Ok(None);
         };
