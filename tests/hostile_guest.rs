@@ -19,8 +19,8 @@ fn tools_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("install-tools")
 }
 
-/// A loader running the hostile guest, installing offline with uv.
-fn loader(ws: &Workspace) -> PackageLoader {
+/// The configuration of a loader running the hostile guest, installing offline with uv.
+fn config(ws: &Workspace) -> LoaderConfig {
     let mut config = LoaderConfig::with_root(ws.root()).with_guest_component(HOSTILE_GUEST);
     config.component_cache = Some(component_cache(env!("CARGO_TARGET_TMPDIR")));
     config.install.installer_cache = Some(installer_cache(env!("CARGO_TARGET_TMPDIR")));
@@ -28,7 +28,12 @@ fn loader(ws: &Workspace) -> PackageLoader {
     config.install.uv = tools::uv(&tools_dir());
     config.install.index.no_index = true;
     config.install.index.find_links = vec![tools::wheelhouse(&tools_dir()).display().to_string()];
-    PackageLoader::new(config).expect("loader")
+    config
+}
+
+/// A loader running the hostile guest.
+fn loader(ws: &Workspace) -> PackageLoader {
+    PackageLoader::new(config(ws)).expect("loader")
 }
 
 /// The "archive" the hostile guest reads: the name of what it should do.
@@ -119,10 +124,7 @@ async fn the_result_is_the_hosts_record_never_the_guests_report() {
 #[tokio::test(flavor = "multi_thread")]
 async fn strict_is_enforced_by_the_host() {
     let ws = Workspace::new();
-    let mut config = LoaderConfig::with_root(ws.root()).with_guest_component(HOSTILE_GUEST);
-    config.component_cache = Some(component_cache(env!("CARGO_TARGET_TMPDIR")));
-    config.install.installer = InstallerChoice::Uv;
-    config.install.uv = tools::uv(&tools_dir());
+    let mut config = config(&ws);
     config.install.strict = true;
     let loader = PackageLoader::new(config).expect("loader");
     // The import check fails and the guest reports success anyway.
@@ -137,8 +139,7 @@ async fn strict_is_enforced_by_the_host() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_guest_busy_in_a_loop_is_stopped_at_its_cpu_cap() {
     let ws = Workspace::new();
-    let mut config = LoaderConfig::with_root(ws.root()).with_guest_component(HOSTILE_GUEST);
-    config.component_cache = Some(component_cache(env!("CARGO_TARGET_TMPDIR")));
+    let mut config = config(&ws);
     config.guest_cpu_time = Duration::from_millis(500);
     let loader = PackageLoader::new(config).expect("loader");
     let error = loader
