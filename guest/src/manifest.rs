@@ -377,14 +377,4 @@ mod tests {
             Err(GuestError::ManifestInvalid { field: None, .. })
         ));
     }
-
-    #[test]
-    fn identifiers() {
-        assert!(is_dotted_identifier("core.langchain_util"));
-        assert!(!is_dotted_identifier("core..x"));
-        assert!(!is_dotted_identifier(".core"));
-        assert!(!is_dotted_identifier("import"));
-        assert!(!is_dotted_identifier("1abc"));
-        assert!(!is_dotted_identifier("a b"));
-    }
 }

@@ -76,7 +76,11 @@ mod tests {
         assert!(!is_dotted_identifier("core;import os"));
         assert!(!is_dotted_identifier("a..b"));
         assert!(!is_dotted_identifier(".core"));
+        assert!(!is_dotted_identifier("core..x"));
         assert!(!is_dotted_identifier("lambda"));
+        assert!(!is_dotted_identifier("import"));
+        assert!(!is_dotted_identifier("1abc"));
+        assert!(!is_dotted_identifier("a b"));
         assert!(is_entrypoint("app.main", Some("agent")));
         assert!(is_entrypoint("app.main", None));
         assert!(!is_entrypoint("app.main", Some("a.b")));
