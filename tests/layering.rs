@@ -1,6 +1,7 @@
-//! The host's modules form no cycle, and nothing outside `sandbox/` (the
-//! boundary) names a type generated from the WIT: so the layers stay
-//! layers (API, orchestration, boundary, mechanisms) as the code grows.
+//! The host's folders are its layers, and each module uses only its own
+//! layer and those below it; the modules form no cycle; and nothing outside
+//! `sandbox/` (the boundary) names a type generated from the WIT. So the
+//! layers stay layers as the code grows.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -40,6 +41,16 @@ fn code(path: &Path) -> String {
         .filter(|line| !line.trim_start().starts_with("//"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Whether `line` holds the path `prefix` itself, not a longer name ending in it.
+fn names_path(line: &str, prefix: &str) -> bool {
+    line.match_indices(prefix).any(|(at, _)| {
+        !line[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+    })
 }
 
 /// The longest known module named by `segments`.
@@ -86,7 +97,7 @@ fn uses(known: &BTreeMap<String, PathBuf>) -> BTreeMap<String, BTreeSet<String>>
                     .trim_start_matches("pub ");
                 if let Some(child) = declared.strip_prefix("mod ").and_then(|rest| rest.strip_suffix(';')) {
                     let child_name = format!("{name}::{child}");
-                    let named = own_code.iter().any(|line| line.contains(&format!("{child}::")));
+                    let named = own_code.iter().any(|line| names_path(line, &format!("{child}::")));
                     if known.contains_key(&child_name) && named {
                         used.insert(child_name);
                     }
@@ -127,6 +138,40 @@ fn a_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
         .find_map(|node| visit(node, graph, &mut Vec::new(), &mut done))
 }
 
+/// The host's layers, top first: each is the module (file or folder) at the
+/// top of `host/src` whose name is given. The binary's `cli` sits above the API.
+const LAYERS: [&[&str]; 8] = [
+    &["cli"],
+    &["loader"],
+    &["load"],
+    &["sandbox"],
+    &["install"],
+    &["exec"],
+    &["fs"],
+    &["types"],
+];
+
+/// The layer a module belongs to (0 is the top), from its first segment.
+fn layer_of(module: &str) -> Option<usize> {
+    let top = module.split("::").next().unwrap_or_default();
+    LAYERS.iter().position(|names| names.contains(&top))
+}
+
+/// Every use of a module in a higher layer than the user's, as `user -> used`.
+fn upward_uses(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
+    let mut found = Vec::new();
+    for (user, used) in graph {
+        for target in used {
+            if let (Some(from), Some(to)) = (layer_of(user), layer_of(target))
+                && to < from
+            {
+                found.push(format!("{user} -> {target}"));
+            }
+        }
+    }
+    found
+}
+
 fn host_src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/src")
 }
@@ -137,6 +182,30 @@ fn the_host_has_no_module_cycle() {
     assert!(known.len() > 20, "found only {known:?}");
     let graph = uses(&known);
     assert_eq!(a_cycle(&graph), None, "a module cycle");
+}
+
+#[test]
+fn every_module_uses_only_its_layer_and_those_below() {
+    let known = modules(&host_src());
+    let unplaced: Vec<&String> = known.keys().filter(|name| layer_of(name).is_none()).collect();
+    assert!(unplaced.is_empty(), "modules in no layer: {unplaced:?}");
+    assert_eq!(
+        upward_uses(&uses(&known)),
+        Vec::<String>::new(),
+        "uses that reach up a layer"
+    );
+}
+
+#[test]
+fn a_use_that_reaches_up_is_found() {
+    let graph: BTreeMap<String, BTreeSet<String>> = [
+        ("fs::root", vec!["types::error", "install::step"]),
+        ("load", vec!["sandbox", "fs::root"]),
+    ]
+    .into_iter()
+    .map(|(n, e)| (n.to_owned(), e.into_iter().map(str::to_owned).collect()))
+    .collect();
+    assert_eq!(upward_uses(&graph), vec!["fs::root -> install::step".to_owned()]);
 }
 
 #[test]

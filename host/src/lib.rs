@@ -15,34 +15,41 @@
 //! println!("{} is in {}", package.package_id, package.path.display());
 //! # Ok(()) }
 //! ```
+//!
+//! # Layers
+//!
+//! Each layer uses only the layers below it (`tests/layering.rs` holds the
+//! code to this), and the folders are the layers, top to bottom:
+//!
+//! - **API**: [`PackageLoader`] (`loader.rs`), the async and blocking entry points.
+//! - **Orchestration** (`load/`): the steps of `inspect`, `extract` and `load`, in order.
+//! - **Boundary** (`sandbox/`): wasmtime, the WIT bindings and the imports the
+//!   guest calls; the only place generated types appear, and where every
+//!   request is checked against the host's own protocol.
+//! - **Mechanisms**: installing (`install/`: installer back ends, editable
+//!   builds, the interpreter, the requirement policy), running processes
+//!   (`exec/`: subprocesses with limits, bubblewrap), and files under the
+//!   root (`fs/`: the root's handles, staging, venvs, records, the cache).
+//! - **Vocabulary** (`types/`): configuration, errors and results: plain
+//!   data every layer speaks and the API returns, depending on nothing above.
 
-mod cache_dir;
-pub mod config;
-pub mod confine;
-mod editable;
-pub mod error;
-mod install_step;
-pub mod installer;
-mod interpreter;
+mod exec;
+mod fs;
+mod install;
+mod load;
 mod loader;
-mod package;
-pub mod process;
-mod redeploy;
-pub mod requirements;
-mod root;
 mod sandbox;
-mod staging;
-mod venv;
+mod types;
 
-pub use config::{DEFAULT_ROOT, Limits, LoaderConfig};
-pub use config::{IndexConfig, InstallConfig, InstallerChoice};
-pub use confine::{NetworkChoice, SandboxChoice};
-pub use error::InstallFailure;
-pub use error::{
-    ArchiveInconsistent, EntryProblem, Inconsistency, InstallError, IoFailure, LimitExceeded, LimitKind,
-    ManifestInvalid, RefusedRequirement, StepFailure, UnsafeEntry,
-};
-pub use error::{GuestProtocolError, InstallCall, LoadError, PackageError, SandboxError};
+pub use install::requirements;
 pub use loader::PackageLoader;
-pub use package::{AgentPackage, Entrypoint, ExtractedPackage, Manifest, Timings};
-pub use requirements::RequirementPolicy;
+pub use types::config::{
+    DEFAULT_PASS_ENV, DEFAULT_ROOT, IndexConfig, InstallConfig, InstallerChoice, Limits, LoaderConfig, NetworkChoice,
+    RequirementPolicy, ResourceLimits, SandboxChoice, SandboxLimits,
+};
+pub use types::error::{
+    ArchiveInconsistent, EntryProblem, GuestProtocolError, Inconsistency, InstallCall, InstallError, InstallFailure,
+    IoFailure, LimitExceeded, LimitKind, LoadError, ManifestInvalid, PackageError, RefusedRequirement, SandboxError,
+    StepFailure, UnsafeEntry,
+};
+pub use types::package::{AgentPackage, Entrypoint, ExtractedPackage, Manifest, Timings};

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use crate::cache_dir::CacheDir;
+use crate::fs::cache_dir::CacheDir;
 
 /// How long a compiled guest of another par version or engine is kept unwritten.
 const STALE_AFTER: Duration = Duration::from_secs(30 * 24 * 60 * 60);

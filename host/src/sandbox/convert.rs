@@ -5,11 +5,11 @@ use par_rules::names::{is_entrypoint, is_safe_component};
 
 use super::bindings::types as wit;
 use super::bindings::types::{Limits as WitLimits, Manifest as GuestManifest};
-use crate::error::{
+use crate::types::error::{
     ArchiveInconsistent, EntryProblem, Inconsistency, InstallError, InstallFailure, IoFailure, LimitExceeded,
     LimitKind, LoadError, ManifestInvalid, PackageError, RefusedRequirement, StepFailure, UnsafeEntry,
 };
-use crate::package::{Entrypoint, Manifest};
+use crate::types::package::{Entrypoint, Manifest};
 
 /// The limits as the WIT carries them to the guest.
 pub(crate) fn to_wit_limits(limits: par_rules::limits::Limits) -> WitLimits {

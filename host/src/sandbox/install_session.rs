@@ -22,22 +22,22 @@ use super::bindings::types::{
 };
 use super::convert::{check_manifest, to_wit_install_error};
 use super::protocol::Protocol;
-use crate::cache_dir::CacheDir;
-use crate::config::InstallConfig;
-use crate::confine::{self, Bubblewrap};
-use crate::editable::{self, BuildJob, BuildSystem, EditableBuild, Prepared};
-use crate::error::{
+use crate::exec::confine::{self, Bubblewrap};
+use crate::fs::cache_dir::CacheDir;
+use crate::fs::root::{Area, RootDir, open_dir_nofollow, open_file_nofollow};
+use crate::fs::staging::{PackageLock, PublishedTree, Staging, normalize_modes};
+use crate::fs::venv::{self, VenvInputs};
+use crate::install::editable::{self, BuildJob, BuildSystem, EditableBuild, Prepared};
+use crate::install::installer::{InstallTarget, Installer, Invocation, venv_python};
+use crate::install::interpreter::Interpreter;
+use crate::install::requirements::check_line;
+use crate::install::step::{StepKind, StepRunner, StepSpec};
+use crate::types::config::InstallConfig;
+use crate::types::error::{
     GuestProtocolError, InstallCall, InstallError, InstallFailure, LoadError, RefusedRequirement, SandboxError,
     describe,
 };
-use crate::install_step::{StepKind, StepRunner, StepSpec};
-use crate::installer::{InstallTarget, Installer, Invocation, venv_python};
-use crate::interpreter::Interpreter;
-use crate::package::{Manifest, Timings};
-use crate::requirements::check_line;
-use crate::root::{Area, RootDir, open_dir_nofollow, open_file_nofollow};
-use crate::staging::{PackageLock, PublishedTree, Staging, normalize_modes};
-use crate::venv::{self, VenvInputs};
+use crate::types::package::{Manifest, Timings};
 use par_rules::limits::{MAX_BACKEND_PATHS, MAX_BUILD_REQUIRES, MAX_REQUIREMENT_LINES, MAX_REQUIREMENTS_FILE_BYTES};
 use par_rules::names::{is_entrypoint, is_safe_component};
 
@@ -417,7 +417,7 @@ impl InstallSession {
         let (requirements, constraints) = match checked {
             Ok(lines) => lines,
             Err(refused) => {
-                self.verdict = Some(crate::error::PackageError::RequirementsInvalid(refused.clone()).into());
+                self.verdict = Some(crate::types::error::PackageError::RequirementsInvalid(refused.clone()).into());
                 return Err(InstallError::Refused(refused));
             }
         };
@@ -656,7 +656,11 @@ impl InstallSession {
 
     /// Installs the agent: the wheel the editable build made, or, when there
     /// is no such build, the installer's own `-e` on the package.
-    fn self_install_step(&mut self, venv: &Path, package: &Path) -> Result<crate::process::StepOutput, InstallError> {
+    fn self_install_step(
+        &mut self,
+        venv: &Path,
+        package: &Path,
+    ) -> Result<crate::exec::process::StepOutput, InstallError> {
         let mut build = self.editable.take();
         let prepared = build.as_mut().map(EditableBuild::wait).transpose()?;
         if let Some(Prepared::Wheel { busy, .. }) = &prepared {
@@ -757,7 +761,7 @@ impl InstallSession {
         call: InstallCall,
         f: impl FnOnce(&mut Self) -> Result<T, InstallError>,
     ) -> Result<T, InstallError> {
-        let cpu_before = crate::process::thread_cpu_time();
+        let cpu_before = crate::exec::process::thread_cpu_time();
         let result = match self.protocol.begin(call) {
             Err(violation) => Err(InstallError::Host(violation.to_string())),
             Ok(()) => {
@@ -769,7 +773,7 @@ impl InstallSession {
                 result
             }
         };
-        self.host_cpu += crate::process::thread_cpu_time().saturating_sub(cpu_before);
+        self.host_cpu += crate::exec::process::thread_cpu_time().saturating_sub(cpu_before);
         result
     }
 

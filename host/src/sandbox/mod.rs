@@ -27,9 +27,9 @@ use bindings::types::{ExtractOptions, LoadError as GuestLoadError, LoadOptions};
 use bindings::{Loader, LoaderPre};
 use convert::{check_manifest, to_wit_limits};
 
-use crate::config::{Limits, SandboxLimits};
-use crate::error::{LoadError, SandboxError};
-use crate::package::Manifest;
+use crate::types::config::{Limits, SandboxLimits};
+use crate::types::error::{LoadError, SandboxError};
+use crate::types::package::Manifest;
 use install_session::Facts;
 use install_session::InstallSession;
 
@@ -271,7 +271,7 @@ impl Sandbox {
             },
             log: log::GuestLog::default(),
             session,
-            cpu_started: crate::process::thread_cpu_time(),
+            cpu_started: crate::exec::process::thread_cpu_time(),
             cpu_exceeded: false,
         };
         let mut store = Store::new(engine, state);
@@ -280,7 +280,7 @@ impl Sandbox {
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |mut ctx| {
             let state = ctx.data_mut();
-            let used = crate::process::thread_cpu_time()
+            let used = crate::exec::process::thread_cpu_time()
                 .saturating_sub(state.cpu_started)
                 .saturating_sub(state.session.host_cpu);
             if used > budget {

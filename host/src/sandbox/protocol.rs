@@ -8,7 +8,7 @@
 //! recorded as a [`GuestProtocolError`], every later call is refused, and the
 //! load fails with that error whatever the guest reports.
 
-use crate::error::{GuestProtocolError, InstallCall};
+use crate::types::error::{GuestProtocolError, InstallCall};
 
 /// How a call the host allowed has ended so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

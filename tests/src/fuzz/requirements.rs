@@ -12,7 +12,8 @@
 //!   optparse expands), however the line is split into words;
 //! - names no URL and no path outside the package.
 
-use par::requirements::{RequirementPolicy, check_build_requirement, check_line};
+use par::RequirementPolicy;
+use par::requirements::{check_build_requirement, check_line};
 use par_guest::install_plan::logical_lines;
 use std::path::{Component, Path};
 

@@ -19,9 +19,9 @@ use cap_std::fs::{Dir, MetadataExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::package::AgentPackage;
-use crate::root::{Area, RootDir, open_dir_nofollow, open_file_nofollow};
-use crate::venv;
+use crate::fs::root::{Area, RootDir, open_dir_nofollow, open_file_nofollow};
+use crate::fs::venv;
+use crate::types::package::AgentPackage;
 
 /// Largest record read back: far above any real tree listing.
 const MAX_RECORD_BYTES: u64 = 64 * 1024 * 1024;

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cache_dir::CacheDir;
-use crate::install_step::StepRunner;
-use crate::installer::Installer;
+use crate::fs::cache_dir::CacheDir;
+use crate::install::installer::Installer;
+use crate::install::step::StepRunner;
 
 /// What the build backend is and needs: `[build-system]` of PEP 517/518.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use cap_std::ambient_authority;
 use cap_std::fs::{Dir, DirBuilder, DirBuilderExt};
 use rustix::fs::{Mode, OFlags};
 
-use crate::error::LoadError;
+use crate::types::error::LoadError;
 
 /// One top-level directory of the root (in the order of [`Area::ALL`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

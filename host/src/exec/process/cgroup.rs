@@ -117,11 +117,6 @@ pub fn join(procs: &CStr) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Whether steps get a pids cgroup on this machine.
-pub fn available() -> bool {
-    PidsCgroup::create(1).is_some()
-}
-
 /// The loader's own cgroup in a hierarchy with the pids controller, if it can
 /// make children there: v1's `pids` hierarchy first, then v2.
 fn writable_parent() -> Option<PathBuf> {

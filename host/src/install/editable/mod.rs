@@ -26,11 +26,11 @@ use std::time::{Duration, Instant};
 pub use direct_url::record_editable;
 pub use job::{BuildJob, BuildSystem};
 
-use crate::error::InstallError;
-use crate::install_step::{StepKind, StepSpec};
-use crate::installer::Invocation;
-use crate::requirements::check_build_requirement;
-use crate::staging::Scratch;
+use crate::fs::staging::Scratch;
+use crate::install::installer::Invocation;
+use crate::install::requirements::check_build_requirement;
+use crate::install::step::{StepKind, StepSpec};
+use crate::types::error::InstallError;
 
 /// The frontend the build environment's Python runs (see the file's docstring).
 const FRONTEND: &str = include_str!("frontend.py");
@@ -62,7 +62,7 @@ pub struct EditableBuild {
 impl EditableBuild {
     /// Starts the build on a thread of its own, writing into a fresh scratch
     /// directory under `{root}/staging/`.
-    pub fn start(root: &crate::root::RootDir, job: BuildJob) -> Result<Self, InstallError> {
+    pub fn start(root: &crate::fs::root::RootDir, job: BuildJob) -> Result<Self, InstallError> {
         let scratch = Scratch::create(root, "build-").map_err(|e| InstallError::Host(e.to_string()))?;
         let cancel = Arc::new(AtomicBool::new(false));
         let (wheel_dir, stop) = (scratch.path().to_owned(), cancel.clone());
@@ -132,7 +132,7 @@ fn build(job: &BuildJob, wheel_dir: &Path, cancel: &Arc<AtomicBool>) -> Result<P
     ];
     args.extend(job.system.backend_path.iter().map(OsString::from));
     let invocation = Invocation {
-        program: crate::installer::venv_python(env.path()),
+        program: crate::install::installer::venv_python(env.path()),
         args,
     };
     tracing::debug!(package_path = %job.package.display(), backend = %job.system.backend, "Building the editable wheel");

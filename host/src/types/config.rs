@@ -134,6 +134,54 @@ pub const DEFAULT_PASS_ENV: [&str; 22] = [
     "no_proxy",
 ];
 
+/// Whether installer subprocesses run under bubblewrap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SandboxChoice {
+    /// Use bubblewrap when it is installed and works; warn loudly when it does not.
+    #[default]
+    Auto,
+    /// Require bubblewrap: a load fails if it is missing or cannot create namespaces.
+    Bwrap,
+    /// Run installer subprocesses with the loader's own view of the system.
+    None,
+}
+
+/// When a confined step may use the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetworkChoice {
+    /// Never: every step runs in an empty network namespace.
+    None,
+    /// Only install steps, and only when the index settings name a remote location.
+    #[default]
+    Index,
+}
+
+/// `setrlimit` ceilings applied to a step (and inherited by everything it starts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResourceLimits {
+    /// `RLIMIT_AS`: virtual memory, so an allocation loop fails instead of starving the host.
+    pub address_space_bytes: Option<u64>,
+    /// `RLIMIT_FSIZE`: largest file a step may write.
+    pub file_size_bytes: Option<u64>,
+    /// `RLIMIT_NOFILE`: open file descriptors.
+    pub open_files: Option<u64>,
+    /// `RLIMIT_CPU`: CPU seconds, a backstop behind the wall-clock deadline.
+    pub cpu_seconds: Option<u64>,
+    /// Most processes the step may have at once, through a pids cgroup of
+    /// its own where the loader may create one (where cgroups are available); that
+    /// cgroup also lets every process the step started be killed at its end.
+    pub processes: Option<u64>,
+}
+
+/// What the operator allows beyond the safe default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequirementPolicy {
+    /// Let packages name their own index or find-links locations.
+    pub allow_index_options: bool,
+    /// Let packages install from URLs (`pkg @ https://…`, `git+https://…`).
+    pub allow_direct_urls: bool,
+}
+
 /// Installing the agent: back end, interpreter, timeouts, index policy.
 #[derive(Debug, Clone)]
 pub struct InstallConfig {
@@ -161,19 +209,19 @@ pub struct InstallConfig {
     /// `$PIP_CACHE_DIR`, `$XDG_CACHE_HOME`, `~/.cache`).
     pub installer_cache: Option<PathBuf>,
     /// What requirement lines may do beyond the safe default.
-    pub policy: crate::requirements::RequirementPolicy,
+    pub policy: RequirementPolicy,
     /// Environment variables passed through to installer subprocesses; everything else is cleared.
     pub pass_env: Vec<String>,
     /// Fail the load when the entrypoint does not import (the spec only warns).
     pub strict: bool,
     /// `setrlimit` ceilings for every installer subprocess.
-    pub limits: crate::process::ResourceLimits,
+    pub limits: ResourceLimits,
     /// Whether installer subprocesses run under bubblewrap.
-    pub sandbox: crate::confine::SandboxChoice,
+    pub sandbox: SandboxChoice,
     /// The `bwrap` executable (looked up on `PATH` if relative).
     pub bwrap: PathBuf,
     /// When confined steps may use the network.
-    pub network: crate::confine::NetworkChoice,
+    pub network: NetworkChoice,
 }
 
 impl Default for InstallConfig {
@@ -189,19 +237,19 @@ impl Default for InstallConfig {
             build_env_max_age: Duration::from_secs(7 * 24 * 60 * 60),
             index: IndexConfig::default(),
             installer_cache: None,
-            policy: crate::requirements::RequirementPolicy::default(),
+            policy: RequirementPolicy::default(),
             pass_env: DEFAULT_PASS_ENV.map(String::from).into(),
             strict: false,
-            limits: crate::process::ResourceLimits {
+            limits: ResourceLimits {
                 address_space_bytes: Some(4 * 1024 * 1024 * 1024),
                 file_size_bytes: Some(1024 * 1024 * 1024),
                 open_files: Some(1024),
                 cpu_seconds: Some(600),
                 processes: Some(512),
             },
-            sandbox: crate::confine::SandboxChoice::Auto,
+            sandbox: SandboxChoice::Auto,
             bwrap: PathBuf::from("bwrap"),
-            network: crate::confine::NetworkChoice::Index,
+            network: NetworkChoice::Index,
         }
     }
 }

@@ -11,12 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::config::InstallConfig;
-use crate::confine::{Bubblewrap, Mounts, NetworkChoice};
-use crate::error::{InstallError, StepFailure};
-use crate::installer::{Installer, Invocation, cache_dir};
-use crate::process::{self, Step, StepError, StepOutput};
-use crate::staging::disk_nearly_full;
+use crate::exec::confine::{Bubblewrap, Mounts};
+use crate::exec::process::{self, Step, StepError, StepOutput};
+use crate::fs::staging::disk_nearly_full;
+use crate::install::installer::{Installer, Invocation, cache_dir};
+use crate::types::config::InstallConfig;
+use crate::types::config::NetworkChoice;
+use crate::types::error::{InstallError, StepFailure};
 
 /// Output kept in errors that cross back into the guest and into messages.
 const ERROR_TAIL: usize = 8 * 1024;
@@ -276,7 +277,7 @@ fn tail(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::installer::Uv;
+    use crate::install::installer::Uv;
 
     /// `InstallConfig::installer_cache` reaches an unconfined installer too,
     /// and only the installer's own steps.

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal, kill_process_group};
 
+use crate::types::config::ResourceLimits;
+
 pub mod cgroup;
 
 use cgroup::PidsCgroup;
@@ -35,44 +37,25 @@ const POLL_TIMESPEC: rustix::event::Timespec = rustix::event::Timespec {
 /// daemon that escaped the group and keeps the pipes open cannot hang the load.
 const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 
-/// `setrlimit` ceilings applied to a step (and inherited by everything it starts).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ResourceLimits {
-    /// `RLIMIT_AS`: virtual memory, so an allocation loop fails instead of starving the host.
-    pub address_space_bytes: Option<u64>,
-    /// `RLIMIT_FSIZE`: largest file a step may write.
-    pub file_size_bytes: Option<u64>,
-    /// `RLIMIT_NOFILE`: open file descriptors.
-    pub open_files: Option<u64>,
-    /// `RLIMIT_CPU`: CPU seconds, a backstop behind the wall-clock deadline.
-    pub cpu_seconds: Option<u64>,
-    /// Most processes the step may have at once, through a pids cgroup of
-    /// its own where the loader may create one ([`cgroup::available`]); that
-    /// cgroup also lets every process the step started be killed at its end.
-    pub processes: Option<u64>,
-}
-
-impl ResourceLimits {
-    /// Applies every set limit to the calling process; runs between fork and exec.
-    fn apply(&self) -> std::io::Result<()> {
-        use rustix::process::{Resource, Rlimit, setrlimit};
-        let pairs = [
-            (Resource::As, self.address_space_bytes),
-            (Resource::Fsize, self.file_size_bytes),
-            (Resource::Nofile, self.open_files),
-            (Resource::Cpu, self.cpu_seconds),
-        ];
-        for (resource, limit) in pairs {
-            if let Some(limit) = limit {
-                let value = Rlimit {
-                    current: Some(limit),
-                    maximum: Some(limit),
-                };
-                setrlimit(resource, value).map_err(std::io::Error::from)?;
-            }
+/// Applies every set limit to the calling process; runs between fork and exec.
+fn apply_limits(limits: &ResourceLimits) -> std::io::Result<()> {
+    use rustix::process::{Resource, Rlimit, setrlimit};
+    let pairs = [
+        (Resource::As, limits.address_space_bytes),
+        (Resource::Fsize, limits.file_size_bytes),
+        (Resource::Nofile, limits.open_files),
+        (Resource::Cpu, limits.cpu_seconds),
+    ];
+    for (resource, limit) in pairs {
+        if let Some(limit) = limit {
+            let value = Rlimit {
+                current: Some(limit),
+                maximum: Some(limit),
+            };
+            setrlimit(resource, value).map_err(std::io::Error::from)?;
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// One subprocess to run.
@@ -138,8 +121,6 @@ pub struct StepOutput {
     pub stdout: String,
     /// The end of standard error (lossy UTF-8).
     pub stderr: String,
-    /// Wall-clock duration.
-    pub elapsed: Duration,
 }
 
 impl StepOutput {
@@ -226,7 +207,7 @@ pub fn run(step: &Step) -> Result<StepOutput, StepError> {
             if let Some(procs) = &procs {
                 cgroup::join(procs)?;
             }
-            limits.apply()
+            apply_limits(&limits)
         });
     }
     let mut child = command.spawn().map_err(|source| StepError::Spawn {
@@ -249,12 +230,7 @@ pub fn run(step: &Step) -> Result<StepOutput, StepError> {
     let _ = ended.set(Instant::now() + OUTPUT_GRACE);
     let (stdout, stderr) = (collect(stdout), collect(stderr));
     match waited {
-        Ok(Some(status)) => Ok(StepOutput {
-            status,
-            stdout,
-            stderr,
-            elapsed: started.elapsed(),
-        }),
+        Ok(Some(status)) => Ok(StepOutput { status, stdout, stderr }),
         Ok(None) if step.cancel.as_deref().is_some_and(|c| c.load(Ordering::Relaxed)) => {
             let _ = child.wait();
             Err(StepError::Cancelled { step: step.name })
@@ -398,13 +374,6 @@ pub fn find_program_in(program: &Path, extra: &[PathBuf]) -> Option<PathBuf> {
     found.canonicalize().ok()
 }
 
-/// `PATH` for children: the directories holding the tools a step runs, then the system's.
-pub fn child_path(first: &[&Path]) -> OsString {
-    let mut dirs: Vec<PathBuf> = first.iter().map(|p| p.to_path_buf()).collect();
-    dirs.extend(["/usr/local/bin", "/usr/bin", "/bin"].map(PathBuf::from));
-    std::env::join_paths(dirs).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,14 +445,16 @@ mod tests {
             "setsid sh -c 'echo $$ > \"$0\"; exec sleep 600' '{pid}' & while [ ! -s '{pid}' ]; do :; done; echo started; echo warned >&2",
             pid = pid_file.display()
         );
+        let started = Instant::now();
         let out = run(&sh(&script, Duration::from_secs(300))).expect("ran");
+        let took = started.elapsed();
         let daemon = read_pid(&pid_file);
         let daemon_alive = alive(daemon);
         if let Some(pid) = Pid::from_raw(daemon) {
             let _ = rustix::process::kill_process(pid, Signal::KILL);
         }
         assert!(daemon_alive, "the daemon outlived the step, as this test needs");
-        assert!(out.elapsed < Duration::from_secs(300), "the step waited for the daemon");
+        assert!(took < Duration::from_secs(300), "the step waited for the daemon");
         assert_eq!(
             (out.code(), out.stdout.as_str(), out.stderr.as_str()),
             (0, "started\n", "warned\n")
@@ -594,7 +565,7 @@ mod tests {
 
     fn assert_cgroups_available() {
         assert!(
-            cgroup::available(),
+            PidsCgroup::create(1).is_some(),
             "these tests need a pids cgroup the loader may create (root, or a delegated cgroup v2)"
         );
     }

@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use cap_std::fs::{Dir, OpenOptions};
 use sha2::{Digest, Sha256};
 
-use crate::root::open_file_nofollow;
+use crate::fs::root::open_file_nofollow;
 
 /// File written last into a finished venv.
 const MARKER: &str = ".par-complete";

@@ -13,9 +13,9 @@ use std::os::unix::fs::MetadataExt;
 
 use sha2::{Digest, Sha256};
 
-use crate::cache_dir::CacheDir;
-use crate::error::LoadError;
-use crate::process::{self, Step};
+use crate::exec::process::{self, Step};
+use crate::fs::cache_dir::CacheDir;
+use crate::types::error::LoadError;
 
 /// Printed by the interpreter itself, one value per line.
 const PROBE: &str = "import sys, sysconfig\nfor v in (sys.executable, sys.version.split()[0], sys.prefix, sys.base_prefix, sysconfig.get_path('scripts')):\n    print(v)\n";

@@ -17,7 +17,7 @@
 //! one and says so. A build holds a shared lock on its generation's lock file
 //! while it runs, and a superseded generation is removed only under that lock
 //! taken exclusively: never from under a build. Everything here is done
-//! through handles on par's private cache ([`crate::cache_dir::CacheDir`]), never by path;
+//! through handles on par's private cache ([`crate::fs::cache_dir::CacheDir`]), never by path;
 //! paths are built only for the installer steps' argv.
 
 use std::ffi::OsString;
@@ -31,12 +31,12 @@ use cap_std::fs::Dir;
 use rustix::fs::FlockOperation;
 
 use super::job::BuildJob;
-use crate::error::InstallError;
-use crate::install_step::{StepKind, StepSpec};
-use crate::installer::InstallTarget;
-use crate::root::open_dir_nofollow;
-use crate::staging::lock_in;
-use crate::venv;
+use crate::fs::root::open_dir_nofollow;
+use crate::fs::staging::lock_in;
+use crate::fs::venv;
+use crate::install::installer::InstallTarget;
+use crate::install::step::{StepKind, StepSpec};
+use crate::types::error::InstallError;
 
 /// Bumped when what an environment holds, or how it is laid out, changes meaning.
 const LAYOUT: &str = "par-build-env-2";

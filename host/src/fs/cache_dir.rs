@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use cap_std::fs::{Dir, MetadataExt, OpenOptions, OpenOptionsExt};
 
-use crate::root::open_file_nofollow;
+use crate::fs::root::open_file_nofollow;
 
 /// par's own cache directory, checked private, and a handle on it.
 #[derive(Debug)]

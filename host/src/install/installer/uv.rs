@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use super::{InstallTarget, Installer, Invocation, target_args, venv_python};
-use crate::process::StepOutput;
+use crate::exec::process::StepOutput;
 
 /// The uv back end, with the `uv` executable it runs.
 #[derive(Debug, Clone)]

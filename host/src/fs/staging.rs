@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use cap_std::fs::{Dir, DirBuilder, DirBuilderExt, OpenOptions};
 use rustix::fs::{AtFlags, CWD, FlockOperation, Mode};
 
-use crate::error::{LoadError, PackageError};
-use crate::root::{Area, RootDir, fd_path, open_dir_nofollow};
+use crate::fs::root::{Area, RootDir, fd_path, open_dir_nofollow};
+use crate::types::error::{LoadError, PackageError};
 use par_rules::names::is_contained_relative;
 
 /// File name of the archive inside the read-only preopen.

@@ -35,14 +35,7 @@ use uv_cache_key::{CacheKey, CacheKeyHasher};
 use uv_normalize::PackageName;
 use uv_pep508::{Pep508Error, Pep508Url, Requirement, UnnamedRequirement, UnnamedRequirementUrl, VersionOrUrl};
 
-/// What the operator allows beyond the safe default.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RequirementPolicy {
-    /// Let packages name their own index or find-links locations.
-    pub allow_index_options: bool,
-    /// Let packages install from URLs (`pkg @ https://…`, `git+https://…`).
-    pub allow_direct_urls: bool,
-}
+use crate::types::config::RequirementPolicy;
 
 /// Why a requirement line is refused: the text the load error carries after
 /// naming the file, the line number and the line.

@@ -1,6 +1,6 @@
 //! The two installer back ends behind one trait: `pip` (the spec's commands)
 //! and `uv` (much faster). Each only builds argv vectors; running them is
-//! [`crate::process`]'s job, checking their inputs is the session's.
+//! [`crate::exec::process`]'s job, checking their inputs is the session's.
 
 mod pip;
 mod uv;
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 pub use pip::Pip;
 pub use uv::Uv;
 
-use crate::process::StepOutput;
+use crate::exec::process::StepOutput;
 
 /// A program and its arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +58,7 @@ pub trait Installer: Send + Sync + std::fmt::Debug {
     /// How many packages the finished step reports as installed.
     fn packages_installed(&self, output: &StepOutput) -> u32;
     /// Whether the agent may be built by par's own PEP 517 frontend and
-    /// installed as a wheel ([`crate::editable`]); pip keeps the spec's
+    /// installed as a wheel ([`crate::install::editable`]); pip keeps the spec's
     /// `pip install -e .`.
     fn installs_prebuilt_editable(&self) -> bool;
 }

@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::path::Path;
 
 use super::{InstallTarget, Installer, Invocation, target_args, venv_python};
-use crate::process::StepOutput;
+use crate::exec::process::StepOutput;
 
 /// The pip back end.
 #[derive(Debug, Clone, Copy, Default)]

@@ -15,29 +15,7 @@ use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::process::{self, Step};
-
-/// Whether installer subprocesses run under bubblewrap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SandboxChoice {
-    /// Use bubblewrap when it is installed and works; warn loudly when it does not.
-    #[default]
-    Auto,
-    /// Require bubblewrap: a load fails if it is missing or cannot create namespaces.
-    Bwrap,
-    /// Run installer subprocesses with the loader's own view of the system.
-    None,
-}
-
-/// When a confined step may use the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum NetworkChoice {
-    /// Never: every step runs in an empty network namespace.
-    None,
-    /// Only install steps, and only when the index settings name a remote location.
-    #[default]
-    Index,
-}
+use crate::exec::process::{self, Step};
 
 /// `/etc` entries a confined step may read: certificates, name resolution,
 /// users, the dynamic linker's cache, time zone, pip's system config. Nothing
@@ -120,11 +98,6 @@ impl Bubblewrap {
             )),
             Err(error) => Err(error.to_string()),
         }
-    }
-
-    /// The bwrap executable in use.
-    pub fn program(&self) -> &Path {
-        &self.program
     }
 
     /// Rewrites `step` to run inside a fresh bubblewrap sandbox with `mounts`.

@@ -1,0 +1,8 @@
+//! Files under the root, all through handles opened once (`root`): staging
+//! and publishing trees, venvs, deployment records, and par's own cache.
+
+pub mod cache_dir;
+pub mod redeploy;
+pub mod root;
+pub mod staging;
+pub mod venv;

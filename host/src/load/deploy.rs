@@ -1,0 +1,205 @@
+//! The spec's whole flow: extract and validate in the sandbox, publish,
+//! create or reuse the venv, install, verify the import, and switch the
+//! app's link only when every step succeeded.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{Engine, check_app_id, explain_disk_full, regular_file};
+use crate::exec::confine;
+use crate::fs::redeploy::{self, Deployment};
+use crate::fs::root::{Area, RootDir, open_dir_nofollow};
+use crate::fs::staging::{PackageLock, Staging, point_link};
+use crate::fs::venv;
+use crate::install::installer::{Installer, venv_python};
+use crate::install::interpreter::Interpreter;
+use crate::sandbox::Preopens;
+use crate::sandbox::install_session::{InstallSession, LoadContext};
+use crate::types::config::InstallConfig;
+use crate::types::error::LoadError;
+use crate::types::package::{AgentPackage, Timings};
+
+impl Engine {
+    /// The spec's whole flow (see [`crate::PackageLoader::load_package`]).
+    pub(crate) fn load(&self, apkg: &Path, app_id: Option<&str>) -> Result<AgentPackage, LoadError> {
+        if let Some(app_id) = app_id {
+            check_app_id(app_id)?;
+        }
+        let apkg = regular_file(apkg)?;
+        let config = &self.config;
+        let started = Instant::now();
+        tracing::info!(apkg = %apkg.display(), "Loading agent package");
+        let sandbox = self.installer_sandbox()?;
+        let python = self.python.resolve()?;
+        let installer = self.installer(&python)?;
+        let settings = self.settings_fingerprint(&python, installer.as_ref(), sandbox.is_some());
+        let digest = redeploy::apkg_digest(&apkg).map_err(LoadError::io("cannot read the archive", &apkg))?;
+        if let Some(package) = self.unchanged_redeploy(&digest, app_id, &settings, started)? {
+            return Ok(package);
+        }
+        let readonly = sandbox
+            .as_ref()
+            .map(|_| readonly_mounts(&config.install, &python, installer.as_ref()))
+            .unwrap_or_default();
+        let root = &self.root;
+        let staging = Staging::create(root, &apkg)?;
+        let (archive_dir, tree) = (staging.archive_preopen(), staging.tree_preopen());
+        let context = LoadContext {
+            root: Arc::clone(root),
+            app_id: app_id.map(str::to_owned),
+            digest: digest.clone(),
+            max_entries: config.limits.max_entries,
+            install: config.install.clone(),
+            installer: installer.clone(),
+            python,
+            sandbox: sandbox.clone(),
+            readonly,
+            cache_dir: config.component_cache.clone(),
+        };
+        let preopens = Preopens {
+            archive_dir: &archive_dir,
+            package_dir: Some(&tree),
+        };
+        let (facts, mut session) = self.sandbox.load(
+            preopens,
+            &self.archive_rules(),
+            config.install.strict,
+            InstallSession::new(context, staging),
+        );
+        // Decided from the host's own record; dropping the session on failure
+        // removes the tree this load published and puts back what it replaced.
+        let facts = match facts {
+            Ok(facts) => facts,
+            Err(error) => {
+                discard_unfinished_venv(root, &session);
+                let error = explain_disk_full(error, &config.root, session.saw_disk_full());
+                if matches!(error, LoadError::Install(_)) {
+                    tracing::error!("{error}");
+                }
+                return Err(error);
+            }
+        };
+        let (Some(published), Some(venv_state)) = (session.published.take(), session.venv.as_ref()) else {
+            return Err(LoadError::Internal(
+                "the load ended without publishing or preparing a venv".into(),
+            ));
+        };
+        if !venv_state.reused {
+            open_dir_nofollow(root.dir(Area::Venvs), &venv_state.name)
+                .and_then(|venv| venv::mark_finished(&venv, &venv_state.key))
+                .map_err(LoadError::io("cannot mark the venv finished", &venv_state.path))?;
+        }
+        if !facts.installed_as_package {
+            tracing::info!(
+                note = "Agent may have import issues if it uses root-level packages",
+                "No setup.py found - skipping agent package installation"
+            );
+        }
+        let mut timings = session.outcome.timings;
+        timings.total_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(package_id = %published.package_id, venv = %venv_state.name, "Package loaded successfully");
+        let package = AgentPackage {
+            package_id: published.package_id.clone(),
+            app_id: published.app_id.clone(),
+            path: published.path.clone(),
+            link: published.link.clone(),
+            venv_path: venv_state.path.clone(),
+            python_path: venv_python(&venv_state.path),
+            manifest: published.manifest.clone(),
+            installed_as_package: facts.installed_as_package,
+            verified: facts.verified,
+            installer: installer.name().to_owned(),
+            installer_sandbox: confine::label(sandbox.as_ref()).to_owned(),
+            venv_reused: venv_state.reused,
+            unchanged_redeploy: false,
+            requirements_count: facts.requirements_count,
+            timings,
+        };
+        let tree = published.open_tree()?;
+        // The last step: from here on the app's link names this tree.
+        published.commit(root)?;
+        let record = Deployment::new(settings, venv_state.key.clone(), package.clone(), &tree)
+            .and_then(|record| record.save(root, &digest, app_id));
+        if let Err(error) = record {
+            tracing::warn!(%error, "cannot record the load; the next redeploy will redo it");
+        }
+        Ok(package)
+    }
+
+    /// The recorded result of an earlier load of the same archive, when
+    /// nothing it depends on has changed since (see [`crate::fs::redeploy`]).
+    fn unchanged_redeploy(
+        &self,
+        digest: &str,
+        app_id: Option<&str>,
+        settings: &str,
+        started: Instant,
+    ) -> Result<Option<AgentPackage>, LoadError> {
+        let root = &self.root;
+        let Some(record) = Deployment::find(root, digest, app_id) else {
+            return Ok(None);
+        };
+        let Some(dir_name) = record.package_dir_name() else {
+            return Ok(None);
+        };
+        // Checked under the package's lock, so no load is replacing it meanwhile.
+        let _lock = PackageLock::acquire(root, &dir_name)?;
+        let Some(mut package) = record.unchanged(root, settings) else {
+            return Ok(None);
+        };
+        // This archive becomes the app's current deployment again, if another one had replaced it.
+        point_link(root, &dir_name, &package.path)?;
+        package.venv_reused = true;
+        package.unchanged_redeploy = true;
+        package.requirements_count = 0;
+        package.timings = Timings {
+            total_ms: started.elapsed().as_millis() as u64,
+            ..Timings::default()
+        };
+        tracing::info!(package_id = %package.package_id, "Package unchanged since its last load: nothing to do");
+        let venv = package
+            .venv_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        tracing::info!(package_id = %package.package_id, venv = %venv, "Package loaded successfully");
+        Ok(Some(package))
+    }
+}
+
+/// Removes a venv this load created but did not finish, so nothing half-built stays behind.
+fn discard_unfinished_venv(root: &RootDir, session: &InstallSession) {
+    if let Some(venv) = &session.venv
+        && !venv.reused
+        && let Err(e) = root.dir(Area::Venvs).remove_dir_all(&venv.name)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %venv.path.display(), error = %e, "cannot remove an unfinished venv");
+    }
+}
+
+/// What every confined step may read besides the system: the interpreter's
+/// prefixes, the installer binary, local find-links directories and the
+/// certificate files the operator's environment names.
+fn readonly_mounts(install: &InstallConfig, python: &Interpreter, installer: &dyn Installer) -> Vec<PathBuf> {
+    const CERT_VARIABLES: [&str; 4] = ["SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "PIP_CERT"];
+    let certificates = CERT_VARIABLES
+        .into_iter()
+        .filter(|name| install.pass_env.iter().any(|passed| passed == name))
+        .filter_map(std::env::var_os)
+        .map(PathBuf::from);
+    let find_links = install
+        .index
+        .find_links
+        .iter()
+        .filter(|link| !link.contains("://"))
+        .map(PathBuf::from);
+    let mut mounts: Vec<PathBuf> = python.prefixes.iter().cloned().chain(installer.program()).collect();
+    for path in certificates.chain(find_links) {
+        if let Ok(path) = path.canonicalize() {
+            mounts.push(path);
+        }
+    }
+    mounts
+}

@@ -1,0 +1,79 @@
+//! `inspect` and `extract`: the sandbox reads the archive; only `extract`
+//! publishes a tree, and neither touches a venv or an installer.
+
+use std::path::Path;
+use std::time::Instant;
+
+use super::{Engine, check_app_id, explain_disk_full, regular_file};
+use crate::fs::redeploy;
+use crate::fs::staging::Staging;
+use crate::sandbox::Preopens;
+use crate::sandbox::install_session::{PublishRequest, Published};
+use crate::types::error::LoadError;
+use crate::types::package::{ExtractedPackage, Manifest};
+
+impl Engine {
+    /// Validates the archive in the sandbox and returns its manifest; publishes nothing.
+    pub(crate) fn inspect(&self, apkg: &Path) -> Result<Manifest, LoadError> {
+        let apkg = regular_file(apkg)?;
+        tracing::info!(apkg = %apkg.display(), "Inspecting agent package");
+        let staging = Staging::create(&self.root, &apkg)?;
+        let archive_dir = staging.archive_preopen();
+        let preopens = Preopens {
+            archive_dir: &archive_dir,
+            package_dir: None,
+        };
+        self.sandbox.inspect(preopens, &self.archive_rules())
+    }
+
+    /// Extracts and publishes the tree, without a venv (see [`crate::PackageLoader::extract`]).
+    pub(crate) fn extract(&self, apkg: &Path, app_id: Option<&str>) -> Result<ExtractedPackage, LoadError> {
+        if let Some(app_id) = app_id {
+            check_app_id(app_id)?;
+        }
+        let apkg = regular_file(apkg)?;
+        let root = &self.root;
+        tracing::info!(apkg = %apkg.display(), "Loading agent package");
+        let started = Instant::now();
+        let digest = redeploy::apkg_digest(&apkg).map_err(LoadError::io("cannot read the archive", &apkg))?;
+        let staging = Staging::create(root, &apkg)?;
+        let (archive_dir, tree) = (staging.archive_preopen(), staging.tree_preopen());
+        tracing::info!(staging = %staging.tree_path().display(), "Extracting package");
+        let preopens = Preopens {
+            archive_dir: &archive_dir,
+            package_dir: Some(&tree),
+        };
+        let report = self
+            .sandbox
+            .extract(preopens, &self.archive_rules())
+            .map_err(|e| explain_disk_full(e, root.path(), false))?;
+        let request = PublishRequest {
+            app_id,
+            digest: &digest,
+            max_entries: self.config.limits.max_entries,
+            manifest: report.manifest,
+            executables: &report.executables,
+        };
+        let published = Published::publish(root, request, staging)?;
+        tracing::info!(
+            package_id = %published.package_id,
+            path = %published.path.display(),
+            files = report.files,
+            bytes = report.bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Package extracted"
+        );
+        let package = ExtractedPackage {
+            package_id: published.package_id.clone(),
+            app_id: published.app_id.clone(),
+            path: published.path.clone(),
+            link: published.link.clone(),
+            manifest: published.manifest.clone(),
+            files: report.files,
+            dirs: report.dirs,
+            bytes: report.bytes,
+        };
+        published.commit(root)?;
+        Ok(package)
+    }
+}

@@ -1,0 +1,202 @@
+//! Orchestration: the steps of `inspect`, `extract` and `load` in order,
+//! each step done by the boundary (`sandbox/`) or a mechanism (`fs/`,
+//! `exec/`, `install/`). The public API ([`crate::PackageLoader`]) is a thin
+//! layer over [`Engine`].
+
+mod deploy;
+mod extract;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use par_rules::names::is_safe_component;
+
+use crate::exec::confine::Bubblewrap;
+use crate::exec::process::find_program_in;
+use crate::fs::redeploy;
+use crate::fs::root::RootDir;
+use crate::fs::staging::{disk_nearly_full, sweep_abandoned};
+use crate::install::installer::{Installer, Pip, Uv};
+use crate::install::interpreter::{Interpreter, Resolver};
+use crate::sandbox::{ArchiveRules, Sandbox};
+use crate::types::config::{InstallerChoice, LoaderConfig, SandboxChoice};
+use crate::types::error::{LoadError, PackageError};
+
+/// What a loader holds for its lifetime: the configuration, the opened
+/// root, the compiled guest, and what it found out about the machine.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    /// The root, opened once: every file operation under it goes through it.
+    root: Arc<RootDir>,
+    config: LoaderConfig,
+    sandbox: Sandbox,
+    /// The base interpreter, resolved past any shim on every load; an
+    /// answer is reused while what decided it is unchanged.
+    python: Resolver,
+    /// The installer sandbox, probed on first use (`None`: not used).
+    installer_sandbox: std::sync::OnceLock<Result<Option<Bubblewrap>, String>>,
+}
+
+impl Engine {
+    /// Prepares the sandbox (compiling the guest, or loading it from the cache).
+    /// Relative paths in `config` are taken from the current directory now:
+    /// installer steps run elsewhere, inside their own sandbox.
+    pub(crate) fn new(mut config: LoaderConfig) -> Result<Self, LoadError> {
+        let started = Instant::now();
+        config.root =
+            std::path::absolute(&config.root).map_err(LoadError::io("cannot resolve the root", &config.root))?;
+        for cache in [&mut config.component_cache, &mut config.install.installer_cache]
+            .into_iter()
+            .flatten()
+        {
+            *cache =
+                std::path::absolute(&*cache).map_err(LoadError::io("cannot resolve the cache directory", &*cache))?;
+        }
+        let sandbox = Sandbox::new(
+            config.component_cache.as_deref(),
+            config.sandbox_limits(),
+            config.guest_component.as_deref(),
+        )?;
+        let root = Arc::new(RootDir::open(&config.root)?);
+        sweep_abandoned(&root);
+        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "sandbox ready");
+        let python = Resolver::new(
+            &config.install.python,
+            config.install.import_timeout,
+            config.component_cache.as_deref(),
+        );
+        Ok(Self {
+            root,
+            config,
+            sandbox,
+            python,
+            installer_sandbox: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The configuration this engine was built with.
+    pub(crate) fn config(&self) -> &LoaderConfig {
+        &self.config
+    }
+
+    /// Everything that shapes what a load does, so a recorded load is only
+    /// taken as current under the same settings.
+    fn settings_fingerprint(&self, python: &Interpreter, installer: &dyn Installer, sandboxed: bool) -> String {
+        let config = &self.config;
+        let install = &config.install;
+        redeploy::settings_fingerprint(&[
+            &config.limits,
+            &config.guest_path_rules,
+            &python.identity,
+            &installer.name(),
+            &installer.program(),
+            &sandboxed,
+            &install.network,
+            &install.index,
+            &install.policy,
+            &install.pass_env,
+            &install.strict,
+            &install.limits,
+        ])
+    }
+
+    /// The configured back end; `auto` takes uv when it is on `PATH` (or
+    /// beside the interpreter, where `pip install uv` puts it).
+    fn installer(&self, python: &Interpreter) -> Result<Arc<dyn Installer>, LoadError> {
+        let install = &self.config.install;
+        let uv = find_program_in(&install.uv, std::slice::from_ref(&python.scripts));
+        Ok(match (install.installer, uv) {
+            (InstallerChoice::Pip, _) | (InstallerChoice::Auto, None) => Arc::new(Pip),
+            (InstallerChoice::Uv | InstallerChoice::Auto, Some(uv)) => Arc::new(Uv::new(uv)),
+            (InstallerChoice::Uv, None) => {
+                return Err(LoadError::InvalidInput {
+                    what: "installer",
+                    detail: format!("`{}` was not found on PATH", install.uv.display()),
+                });
+            }
+        })
+    }
+
+    /// The bubblewrap installer steps run under, per `--sandbox`; `auto`
+    /// falls back to running them unconfined, and says so on every load.
+    fn installer_sandbox(&self) -> Result<Option<Bubblewrap>, LoadError> {
+        let install = &self.config.install;
+        let probed = self.installer_sandbox.get_or_init(|| match install.sandbox {
+            SandboxChoice::None => Ok(None),
+            SandboxChoice::Auto | SandboxChoice::Bwrap => Bubblewrap::probe(&install.bwrap).map(Some),
+        });
+        match (probed, install.sandbox) {
+            (Ok(found), _) => Ok(found.clone()),
+            (Err(why), SandboxChoice::Bwrap) => Err(LoadError::InstallerSandbox(why.clone())),
+            (Err(why), _) => {
+                tracing::warn!(
+                    reason = %why,
+                    "Installer sandbox unavailable: setup.py and the installer run with the loader's own \
+                     privileges, files and network (install bubblewrap, or pass --sandbox none to silence this)"
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    fn archive_rules(&self) -> ArchiveRules {
+        ArchiveRules {
+            limits: self.config.limits,
+            path_rules: self.config.guest_path_rules,
+        }
+    }
+}
+
+/// Turns a failure caused by a full disk into [`LoadError::DiskFull`], the
+/// host's fault: inside the sandbox it shows only as WASI's generic I/O
+/// error (so the free space under the root is what tells); an installer step
+/// is judged by the session, which looked when the step failed.
+fn explain_disk_full(error: LoadError, root: &Path, install_saw_full_disk: bool) -> LoadError {
+    let (during, detail) = match &error {
+        LoadError::Package(PackageError::Write(failure)) if disk_nearly_full(root) => {
+            let entry = failure.entry.as_deref().unwrap_or("?");
+            (
+                "writing the package tree",
+                format!("entry `{entry}`: {}", failure.message),
+            )
+        }
+        LoadError::Install(failure) if install_saw_full_disk => ("installing", failure.to_string()),
+        _ => return error,
+    };
+    LoadError::DiskFull {
+        during,
+        root: root.to_owned(),
+        detail,
+    }
+}
+
+/// Resolves symlinks and insists on a regular file, so the staging hard link
+/// points at the archive itself and never at a link the guest could not follow.
+fn regular_file(apkg: &Path) -> Result<PathBuf, LoadError> {
+    let resolved = apkg
+        .canonicalize()
+        .map_err(LoadError::io("cannot open the archive", apkg))?;
+    let meta = std::fs::metadata(&resolved).map_err(LoadError::io("cannot open the archive", apkg))?;
+    if !meta.is_file() {
+        return Err(LoadError::InvalidInput {
+            what: "archive",
+            detail: format!("`{}` is not a regular file", apkg.display()),
+        });
+    }
+    Ok(resolved)
+}
+
+fn check_app_id(app_id: &str) -> Result<(), LoadError> {
+    if is_safe_component(app_id, false) {
+        Ok(())
+    } else {
+        Err(LoadError::InvalidInput {
+            what: "app id",
+            detail: format!(
+                "`{}` must start with a letter or digit and hold only letters, digits, `.`, `_`, `-` (at most 128)",
+                app_id.escape_default()
+            ),
+        })
+    }
+}
