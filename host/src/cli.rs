@@ -7,9 +7,10 @@ use anyhow::Context;
 use clap::{ArgAction, Parser, Subcommand};
 use std::time::Duration;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use par::{
-    DEFAULT_ROOT, InstallConfig, InstallerChoice, Limits, LoadError, LoaderConfig, NetworkChoice, PackageLoader,
-    SandboxChoice,
+    Choice, DEFAULT_ROOT, InstallConfig, InstallerChoice, Limits, LoadError, LoaderConfig, NetworkChoice,
+    PackageLoader, SandboxChoice,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -65,8 +66,8 @@ struct Cli {
 #[command(next_help_heading = "Installing")]
 struct InstallArgs {
     /// Installer back end: uv when found on PATH, else pip (auto); or force one.
-    #[arg(long, value_enum, default_value = "auto")]
-    installer: InstallerArg,
+    #[arg(long, default_value = "auto", value_parser = choice::<InstallerChoice>())]
+    installer: InstallerChoice,
     /// Fail when the entrypoint does not import (default: warn, `verified: false`).
     #[arg(long)]
     strict: bool,
@@ -94,12 +95,12 @@ struct InstallArgs {
     /// the venv, the package and the installer cache writable, the rest of the
     /// system read-only or hidden. auto uses it when it works here and warns
     /// when it does not; bwrap fails the load instead.
-    #[arg(long, value_enum, default_value = "auto")]
-    sandbox: SandboxArg,
+    #[arg(long, default_value = "auto", value_parser = choice::<SandboxChoice>())]
+    sandbox: SandboxChoice,
     /// Network inside the installer sandbox: none at all, or only for install
     /// steps when the index settings name a remote location (index).
-    #[arg(long, value_enum, default_value = "index")]
-    network: NetworkArg,
+    #[arg(long, default_value = "index", value_parser = choice::<NetworkChoice>())]
+    network: NetworkChoice,
     /// Seconds allowed for installing requirements.txt.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     requirements_timeout: u64,
@@ -116,56 +117,22 @@ struct InstallArgs {
     build_env_max_age: u64,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum InstallerArg {
-    Auto,
-    Pip,
-    Uv,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum SandboxArg {
-    Auto,
-    Bwrap,
-    None,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum NetworkArg {
-    None,
-    Index,
+/// Parses a [`Choice`] by its names, which `--help` lists.
+fn choice<T: Choice + Send + Sync>() -> impl TypedValueParser<Value = T> {
+    PossibleValuesParser::new(T::NAMES.iter().map(|(name, _)| *name))
+        .map(|name| T::from_name(&name).unwrap_or_default())
 }
 
 impl InstallArgs {
     fn apply(&self, install: &mut InstallConfig) {
-        install.installer = match self.installer {
-            InstallerArg::Auto => InstallerChoice::Auto,
-            InstallerArg::Pip => InstallerChoice::Pip,
-            InstallerArg::Uv => InstallerChoice::Uv,
-        };
+        install.installer = self.installer;
         install.strict = self.strict;
         install.python = self.python.clone();
         install.uv = self.uv.clone();
         install.index.no_index = self.no_index;
-        // Local find-links are made absolute here: the installer runs from the
-        // package directory, where a relative path would mean something else.
-        install.index.find_links = self
-            .find_links
-            .iter()
-            .map(|link| match link.contains("://") {
-                true => link.clone(),
-                false => std::path::absolute(link).map_or_else(|_| link.clone(), |p| p.display().to_string()),
-            })
-            .collect();
-        install.sandbox = match self.sandbox {
-            SandboxArg::Auto => SandboxChoice::Auto,
-            SandboxArg::Bwrap => SandboxChoice::Bwrap,
-            SandboxArg::None => SandboxChoice::None,
-        };
-        install.network = match self.network {
-            NetworkArg::None => NetworkChoice::None,
-            NetworkArg::Index => NetworkChoice::Index,
-        };
+        install.index.find_links = self.find_links.clone();
+        install.sandbox = self.sandbox;
+        install.network = self.network;
         install.index.index_url = self.index_url.clone();
         install.installer_cache = self.installer_cache.clone();
         install.requirements_timeout = Duration::from_secs(self.requirements_timeout);

@@ -44,8 +44,8 @@ mod types;
 pub use install::requirements;
 pub use loader::PackageLoader;
 pub use types::config::{
-    DEFAULT_PASS_ENV, DEFAULT_ROOT, IndexConfig, InstallConfig, InstallerChoice, Limits, LoaderConfig, NetworkChoice,
-    RequirementPolicy, ResourceLimits, SandboxChoice, SandboxLimits,
+    Choice, DEFAULT_PASS_ENV, DEFAULT_ROOT, IndexConfig, InstallConfig, InstallerChoice, Limits, LoaderConfig,
+    NetworkChoice, RequirementPolicy, ResourceLimits, SandboxChoice, SandboxLimits,
 };
 pub use types::error::{
     ArchiveInconsistent, EntryProblem, GuestProtocolError, Inconsistency, InstallCall, InstallError, InstallFailure,

@@ -53,6 +53,20 @@ impl Engine {
             *cache =
                 std::path::absolute(&*cache).map_err(LoadError::io("cannot resolve the cache directory", &*cache))?;
         }
+        // The installer runs from the package directory, where a relative
+        // find-links path would mean something else.
+        for link in config
+            .install
+            .index
+            .find_links
+            .iter_mut()
+            .filter(|l| !l.contains("://"))
+        {
+            *link = std::path::absolute(&*link)
+                .map_err(LoadError::io("cannot resolve a find-links directory", &*link))?
+                .display()
+                .to_string();
+        }
         let sandbox = Sandbox::new(
             config.component_cache.as_deref(),
             config.sandbox_limits(),

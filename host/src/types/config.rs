@@ -8,6 +8,39 @@ pub use par_rules::limits::Limits;
 /// The spec's default root; each package lands in `{root}/packages/{app_id}@{version}/`.
 pub const DEFAULT_ROOT: &str = "/tmp/pixell-runtime";
 
+/// A setting chosen by name (`--installer uv` on the CLI, `installer="uv"`
+/// in Python): the one table of names for each choice.
+pub trait Choice: Copy + Default + PartialEq + 'static {
+    /// Every value, with the name it is chosen by.
+    const NAMES: &'static [(&'static str, Self)];
+
+    /// The value called `name`, if there is one.
+    fn from_name(name: &str) -> Option<Self> {
+        Self::NAMES.iter().find(|(n, _)| *n == name).map(|(_, value)| *value)
+    }
+
+    /// The name this value is chosen by.
+    fn name(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, value)| *value == self)
+            .map_or("", |(name, _)| name)
+    }
+}
+
+impl Choice for InstallerChoice {
+    const NAMES: &'static [(&'static str, Self)] = &[("auto", Self::Auto), ("pip", Self::Pip), ("uv", Self::Uv)];
+}
+
+impl Choice for SandboxChoice {
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("auto", Self::Auto), ("bwrap", Self::Bwrap), ("none", Self::None)];
+}
+
+impl Choice for NetworkChoice {
+    const NAMES: &'static [(&'static str, Self)] = &[("none", Self::None), ("index", Self::Index)];
+}
+
 /// Limits applied to every guest run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SandboxLimits {

@@ -1,0 +1,38 @@
+"""par_loader: par's sandboxed APKG loader, with the spec's ``PackageLoader`` API.
+
+Every byte of an APKG is read inside a WASI sandbox; ``setup.py`` and the
+installer run under bubblewrap. Swap a runtime's loader for this one with
+one import::
+
+    from par_loader import PackageLoader
+
+    loader = PackageLoader("/tmp/pixell-runtime")
+    package = loader.load_package("agent.apkg", agent_app_id="my-app")
+    print(package.venv_path, package.installed_as_package)
+"""
+
+from ._errors import (
+    HostError,
+    InstallFailed,
+    InstallStepFailure,
+    InvalidInput,
+    PackageRefused,
+    ParError,
+    SandboxError,
+)
+from ._loader import PackageLoader
+from ._types import AgentPackage, ExtractedPackage, Timings
+
+__all__ = [
+    "AgentPackage",
+    "ExtractedPackage",
+    "HostError",
+    "InstallFailed",
+    "InstallStepFailure",
+    "InvalidInput",
+    "PackageLoader",
+    "PackageRefused",
+    "ParError",
+    "SandboxError",
+    "Timings",
+]

@@ -1,0 +1,93 @@
+"""``PackageLoader``: the spec's loader API over par's native loader."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+from . import _native
+from ._types import AgentPackage, ExtractedPackage
+
+_T = TypeVar("_T")
+
+StrPath = str | os.PathLike[str]
+
+
+class PackageLoader:
+    """Loads APKGs under one root, as the spec's ``PackageLoader`` does.
+
+    ``packages_dir`` is the root everything lives under (the spec's
+    ``/tmp/pixell-runtime``): trees in ``trees/``, the apps' links in
+    ``packages/``, venvs in ``venvs/``. The keyword options mirror par's
+    ``LoaderConfig`` and ``InstallConfig``: ``installer`` (``"auto"``,
+    ``"pip"``, ``"uv"``), ``sandbox`` (``"auto"``, ``"bwrap"``, ``"none"``),
+    ``network`` (``"none"``, ``"index"``), ``python``, ``uv``, ``bwrap``,
+    ``strict``, the timeouts in seconds (``venv_timeout``,
+    ``requirements_timeout``, ``self_install_timeout``, ``import_timeout``,
+    ``build_env_max_age``), the index settings (``no_index``, ``index_url``,
+    ``extra_index_urls``, ``find_links``), ``installer_cache``,
+    ``component_cache``, ``allow_index_options``, ``allow_direct_urls``,
+    ``pass_env``, ``guest_memory_bytes``, ``guest_cpu_time`` and ``limits`` (a
+    dict of archive limits: ``max_entries``, ``max_total_bytes``,
+    ``max_file_bytes``, ``max_ratio``, ``ratio_min_bytes``,
+    ``max_manifest_bytes``). An unknown option is a ``TypeError``.
+
+    Building one compiles the sandbox (or loads it from ``component_cache``).
+    A loader is safe to share between threads and tasks. Every call releases
+    the GIL while it runs; the ``*_async`` forms run it on the event loop's
+    default executor, so the loop goes on meanwhile.
+    """
+
+    def __init__(self, packages_dir: StrPath, **options: Any) -> None:
+        self._native = _native.Loader(os.fspath(packages_dir), options)
+
+    @property
+    def root(self) -> Path:
+        """The root every package, venv and record lives under (absolute)."""
+        return self._native.root
+
+    def load_package(self, apkg_path: StrPath, agent_app_id: str | None = None) -> AgentPackage:
+        """The spec's whole flow: extract and validate in the sandbox, create
+        or reuse the venv, install ``requirements.txt`` and the agent itself
+        (editable), and check that the entrypoint imports.
+
+        Raises ``PackageRefused``, ``InstallFailed``, ``SandboxError``,
+        ``InvalidInput`` or ``HostError`` (all ``ParError``).
+        """
+        raw = self._native.load(os.fspath(apkg_path), agent_app_id)
+        return AgentPackage._from_native(json.loads(raw))
+
+    def inspect(self, apkg_path: StrPath) -> dict[str, Any]:
+        """Validates the archive in the sandbox and returns its ``agent.yaml``; publishes nothing."""
+        raw = self._native.inspect(os.fspath(apkg_path))
+        document: dict[str, Any] = json.loads(raw)["document"]
+        return document
+
+    def extract(self, apkg_path: StrPath, agent_app_id: str | None = None) -> ExtractedPackage:
+        """Extracts and publishes the package tree, without a venv."""
+        raw = self._native.extract(os.fspath(apkg_path), agent_app_id)
+        return ExtractedPackage._from_native(json.loads(raw))
+
+    async def load_package_async(self, apkg_path: StrPath, agent_app_id: str | None = None) -> AgentPackage:
+        """``load_package`` without blocking the event loop."""
+        return await _off_the_loop(functools.partial(self.load_package, apkg_path, agent_app_id))
+
+    async def inspect_async(self, apkg_path: StrPath) -> dict[str, Any]:
+        """``inspect`` without blocking the event loop."""
+        return await _off_the_loop(functools.partial(self.inspect, apkg_path))
+
+    async def extract_async(self, apkg_path: StrPath, agent_app_id: str | None = None) -> ExtractedPackage:
+        """``extract`` without blocking the event loop."""
+        return await _off_the_loop(functools.partial(self.extract, apkg_path, agent_app_id))
+
+    def __repr__(self) -> str:
+        return f"PackageLoader({str(self.root)!r})"
+
+
+async def _off_the_loop(call: functools.partial[_T]) -> _T:
+    """Runs ``call`` on the running loop's default executor."""
+    return await asyncio.get_running_loop().run_in_executor(None, call)

@@ -1,0 +1,79 @@
+//! `par_loader._native`: par's [`PackageLoader`] as a CPython extension
+//! module. The Python half of the package (`par_loader/`) holds the public
+//! API; this module only crosses the boundary: options in, JSON results
+//! out, [`LoadError`]s raised as the package's exception classes, and par's
+//! logs handed to Python's `logging`. Every call releases the GIL while the
+//! load runs, so other Python threads (and an asyncio loop) go on.
+
+mod errors;
+mod logging;
+mod options;
+
+use std::path::PathBuf;
+
+use par::{LoadError, PackageLoader};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+/// A loader bound to one root: the native object behind `par_loader.PackageLoader`.
+#[pyclass(frozen, module = "par_loader._native")]
+struct Loader {
+    inner: PackageLoader,
+}
+
+#[pymethods]
+impl Loader {
+    /// Builds a loader rooted at `root` with `options` (the keyword
+    /// arguments of `par_loader.PackageLoader`), compiling the guest or
+    /// loading it from the cache.
+    #[new]
+    #[pyo3(signature = (root, options=None))]
+    fn new(py: Python<'_>, root: PathBuf, options: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let config = options::config(root, options)?;
+        let inner = py
+            .detach(|| PackageLoader::new(config))
+            .map_err(|e| errors::to_python(py, &e))?;
+        Ok(Self { inner })
+    }
+
+    /// The root every package, venv and record lives under.
+    #[getter]
+    fn root(&self) -> PathBuf {
+        self.inner.config().root.clone()
+    }
+
+    /// The spec's whole load; returns the `AgentPackage` as JSON.
+    #[pyo3(signature = (apkg, app_id=None))]
+    fn load(&self, py: Python<'_>, apkg: PathBuf, app_id: Option<String>) -> PyResult<String> {
+        let loaded = py.detach(|| self.inner.load_blocking(&apkg, app_id.as_deref()));
+        to_json(py, loaded)
+    }
+
+    /// Validates the archive; returns its `Manifest` as JSON and publishes nothing.
+    fn inspect(&self, py: Python<'_>, apkg: PathBuf) -> PyResult<String> {
+        let inspected = py.detach(|| self.inner.inspect_blocking(&apkg));
+        to_json(py, inspected)
+    }
+
+    /// Extracts and publishes the tree without a venv; returns the `ExtractedPackage` as JSON.
+    #[pyo3(signature = (apkg, app_id=None))]
+    fn extract(&self, py: Python<'_>, apkg: PathBuf, app_id: Option<String>) -> PyResult<String> {
+        let extracted = py.detach(|| self.inner.extract_blocking(&apkg, app_id.as_deref()));
+        to_json(py, extracted)
+    }
+}
+
+/// The result as the JSON `par --json` prints, or the error as its Python exception.
+fn to_json<T: serde::Serialize>(py: Python<'_>, result: Result<T, LoadError>) -> PyResult<String> {
+    let value = result.map_err(|e| errors::to_python(py, &e))?;
+    serde_json::to_string(&value)
+        .map_err(|e| errors::to_python(py, &LoadError::Internal(format!("cannot render the result: {e}"))))
+}
+
+/// The module: its class, and par's logs routed to the `par_loader` logger.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    logging::route_to_python(m.py())?;
+    m.add_class::<Loader>()?;
+    Ok(())
+}

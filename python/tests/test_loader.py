@@ -1,0 +1,208 @@
+"""The spec's tests of the loader, against the real extension: real APKGs,
+real venvs, real pip and uv, offline."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+import pytest
+from conftest import agent, names_in, run, write_apkg
+
+import par_loader
+from par_loader import AgentPackage, InstallFailed, InvalidInput, PackageLoader, PackageRefused, ParError
+
+INSTALLERS = ["pip", "uv"]
+
+
+@pytest.mark.parametrize("installer", INSTALLERS)
+def test_setup_py_is_installed_editable_and_core_imports_from_anywhere(tmp_path, make_loader, installer):
+    apkg = write_apkg(tmp_path / "in" / "agent.apkg", agent())
+    package = make_loader(installer).load_package(apkg, agent_app_id="test-app")
+
+    assert package.installed_as_package is True
+    assert package.verified is True
+    assert package.installer == installer
+    assert package.app_id == "test-app"
+    assert package.package_id == "test-agent@1.0.0"
+    assert package.manifest["entrypoint"] == "app.main:agent"
+    # Run from a directory that is neither the package nor its parent: only
+    # the editable install can make `core` importable there.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = run(
+        [package.python_path, "-c", "import core, app.main; print(core.__file__); print(app.main.agent)"],
+        cwd=elsewhere,
+    )
+    core_file, model = done.stdout.split()
+    assert Path(core_file).is_relative_to(package.path)
+    assert model == "test-model"
+
+
+@pytest.mark.parametrize("installer", INSTALLERS)
+def test_a_package_without_setup_py_still_loads(tmp_path, make_loader, installer):
+    apkg = write_apkg(tmp_path / "in" / "old.apkg", agent({"setup.py": None}))
+    package = make_loader(installer).load_package(apkg)
+
+    assert package.installed_as_package is False
+    assert package.venv_path.is_dir()
+    # Old packages still import from their own directory, as before the spec.
+    run([package.python_path, "-c", "import core.langchain_util"], cwd=package.path)
+
+
+@pytest.mark.parametrize("installer", INSTALLERS)
+def test_a_broken_setup_py_raises_install_failed_with_the_installers_stderr(tmp_path, make_loader, root, installer):
+    broken = "import sys\nsys.stderr.write('setup-broken-7f3a\\n')\nraise SystemExit(1)\n"
+    apkg = write_apkg(tmp_path / "in" / "broken.apkg", agent({"setup.py": broken}))
+
+    with pytest.raises(InstallFailed) as raised:
+        make_loader(installer).load_package(apkg)
+
+    error = raised.value
+    assert error.kind == "install-failed"
+    assert error.package_fault is True
+    assert [(f.kind, f.step) for f in error.failures] == [("failed", "self-install")]
+    failure = error.failures[0]
+    assert "setup-broken-7f3a" in failure.stderr
+    assert failure.message.startswith("Agent package installation failed: ")
+    assert error.errors == [failure.message]
+    assert str(error).startswith("Package installation failed: ")
+    assert names_in(root / "packages") == []
+
+
+def test_a_redeploy_reuses_the_venv(tmp_path, make_loader):
+    apkg = write_apkg(tmp_path / "in" / "agent.apkg", agent())
+    loader = make_loader("uv")
+    first = loader.load_package(apkg, agent_app_id="test-app")
+    second = loader.load_package(apkg, agent_app_id="test-app")
+
+    assert first.venv_reused is False
+    assert second.venv_reused is True
+    assert second.venv_path == first.venv_path
+    assert second.path == first.path
+
+
+def test_a_hostile_archive_is_refused_naming_the_entry_and_nothing_is_written(tmp_path, make_loader, root):
+    files = {**agent(), "../escaped-9c1e.py": "print('out')\n"}
+    apkg = write_apkg(tmp_path / "in" / "hostile.apkg", files)
+
+    with pytest.raises(PackageRefused) as raised:
+        make_loader("uv").load_package(apkg)
+
+    error = raised.value
+    assert (error.kind, error.subject, error.package_fault) == ("unsafe-entry", "../escaped-9c1e.py", True)
+    assert "../escaped-9c1e.py" in str(error)
+    for area in ["packages", "trees", "venvs", "staging"]:
+        assert names_in(root / area) == [], f"{area}/ was written"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "root"]
+    assert not (tmp_path / "escaped-9c1e.py").exists()
+    assert not (tmp_path.parent / "escaped-9c1e.py").exists()
+
+
+def test_the_async_api_loads_two_apps_at_once_and_the_loop_keeps_running(tmp_path, make_loader):
+    first = write_apkg(tmp_path / "in" / "first.apkg", agent())
+    second = write_apkg(tmp_path / "in" / "second.apkg", agent({"app/main.py": "agent = 'second'\n"}))
+    loader = make_loader("uv")
+
+    async def main() -> tuple[list[AgentPackage], list[float]]:
+        ticks: list[float] = []
+        loads = asyncio.gather(
+            loader.load_package_async(first, agent_app_id="first-app"),
+            loader.load_package_async(second, agent_app_id="second-app"),
+        )
+        # A coroutine beside the loads: it can only tick if they leave the loop free.
+        while not loads.done():
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.01)
+        return list(await loads), ticks
+
+    packages, ticks = asyncio.run(main())
+
+    assert [p.app_id for p in packages] == ["first-app", "second-app"]
+    assert all(p.verified for p in packages)
+    assert packages[0].venv_path != packages[1].venv_path
+    # Loads take seconds (two venvs, two installs); the loop went on all along.
+    longest_gap = max(later - earlier for earlier, later in zip(ticks, ticks[1:]))
+    assert len(ticks) > 20, f"the loop ticked only {len(ticks)} times"
+    assert longest_gap < 0.5, f"the loop was blocked for {longest_gap:.2f}s"
+
+
+def test_logs_reach_python_logging_with_the_specs_messages_and_fields(tmp_path, make_loader, caplog):
+    apkg = write_apkg(tmp_path / "in" / "agent.apkg", agent({"setup.py": None}))
+    with caplog.at_level(logging.INFO, logger="par_loader"):
+        package = make_loader("uv").load_package(apkg)
+
+    messages = [record.getMessage() for record in caplog.records]
+    assert "Loading agent package" in messages
+    assert "No setup.py found - skipping agent package installation" in messages
+    loaded = [r for r in caplog.records if r.getMessage() == "Package loaded successfully"]
+    assert len(loaded) == 1
+    assert loaded[0].name == "par_loader"
+    assert loaded[0].levelno == logging.INFO
+    assert loaded[0].package_id == package.package_id
+    assert loaded[0].venv == package.venv_path.name
+
+
+def test_bad_input_is_a_typed_error_not_a_host_fault(tmp_path, make_loader, root):
+    apkg = write_apkg(tmp_path / "in" / "agent.apkg", agent())
+    loader = make_loader("uv")
+
+    with pytest.raises(InvalidInput) as raised:
+        loader.load_package(apkg, agent_app_id="../escape")
+    assert isinstance(raised.value, ValueError)
+    assert (raised.value.kind, raised.value.package_fault) == ("invalid-input", False)
+
+    with pytest.raises(PackageRefused) as refused:
+        loader.inspect(write_apkg(tmp_path / "in" / "no-manifest.apkg", {"readme.txt": "hi"}))
+    assert refused.value.kind == "manifest-missing"
+
+    with pytest.raises(TypeError, match="`no_such_option`"):
+        PackageLoader(root, no_such_option=1)
+    with pytest.raises(ValueError, match="`installer`.*auto, pip, uv"):
+        PackageLoader(root, installer="conda")
+
+
+def test_inspect_and_extract_publish_only_what_they_say(tmp_path, make_loader, root):
+    apkg = write_apkg(tmp_path / "in" / "agent.apkg", agent())
+    loader = make_loader("uv")
+
+    manifest = loader.inspect(apkg)
+    assert (manifest["name"], manifest["version"]) == ("test-agent", "1.0.0")
+    assert names_in(root / "packages") == []
+
+    extracted = loader.extract(apkg, agent_app_id="test-app")
+    assert extracted.link == root / "packages" / "test-app@1.0.0"
+    assert (extracted.path / "core" / "langchain_util.py").is_file()
+    assert names_in(root / "venvs") == []
+
+
+def test_results_are_frozen_with_paths_and_a_short_repr(tmp_path, make_loader):
+    apkg = write_apkg(tmp_path / "in" / "agent.apkg", agent({"setup.py": None}))
+    package = make_loader("uv").load_package(apkg)
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        package.verified = False  # type: ignore[misc]
+    for path in [package.path, package.link, package.venv_path, package.python_path]:
+        assert isinstance(path, Path)
+    text = repr(package)
+    assert text.startswith("AgentPackage(package_id='test-agent@1.0.0'")
+    assert "venv_path=" in text and "manifest" not in text
+
+
+def test_agent_package_has_every_field_the_native_result_has(tmp_path, make_loader):
+    apkg = write_apkg(tmp_path / "in" / "agent.apkg", agent({"setup.py": None}))
+    loader = make_loader("uv")
+    raw = json.loads(loader._native.load(str(apkg), None))
+
+    fields = {f.name for f in dataclasses.fields(AgentPackage)}
+    assert set(raw) == fields
+    assert set(raw["timings"]) == {f.name for f in dataclasses.fields(par_loader.Timings)}
+
+
+def test_every_error_class_is_a_par_error():
+    for name in ["PackageRefused", "InstallFailed", "SandboxError", "HostError", "InvalidInput"]:
+        assert issubclass(getattr(par_loader, name), ParError)
