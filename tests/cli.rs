@@ -300,3 +300,108 @@ fn build_env_max_age_zero_makes_a_build_environment_per_build() {
     }
     assert_ne!(made[0], made[1], "the second build made its own");
 }
+
+/// `par run` of the test HTTP agent in the sandbox on a free port, offline,
+/// with `options`, its stdout piped; `token` marks its processes.
+fn run_agent(ws: &Workspace, token: &str, options: &[&str]) -> std::process::Command {
+    let apkg = ws.apkg("http-agent", &par_tests::agent::agent_apkg("http-agent", ""));
+    let mut args = binary().load_args(&apkg, "uv");
+    args[0] = "run".into();
+    args.extend(["--sandbox", "bwrap", "--listen", "http=127.0.0.1:0"].map(String::from));
+    args.extend(options.iter().map(|o| o.to_string()));
+    args.extend(["--", "python", "server.py", token].map(String::from));
+    let mut command = binary().command(ws, &args);
+    command.stdout(std::process::Stdio::piped());
+    command
+}
+
+#[test]
+fn run_serves_until_sigterm_and_exits_with_the_agents_status() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let ws = Workspace::new();
+    let token = "par-cli-run-agent";
+    let options = ["--health", "http:/health", "--env", "API_TOKEN=cli-secret-3f9a"];
+    let mut child = run_agent(&ws, token, &options)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start par run");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("the ready event");
+    let ready: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    assert_eq!(
+        (ready["event"].as_str(), ready["sandbox"].as_str()),
+        (Some("ready"), Some("bwrap"))
+    );
+    let port = ready["ports"][0]["port"].as_u64().expect("a port");
+
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port as u16)).expect("connect");
+    write!(conn, "GET /env HTTP/1.0\r\n\r\n").expect("request");
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).expect("answer");
+    assert!(
+        answer.contains("cli-secret-3f9a"),
+        "the agent gets the caller's variable"
+    );
+
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+    let output = child.wait_with_output().expect("par ended");
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).expect("the exit event");
+    let exit: serde_json::Value = serde_json::from_str(rest.trim()).unwrap_or_else(|e| panic!("{e}: {rest:?}"));
+    assert_eq!(exit["event"], "exit");
+    // Python dies of the SIGTERM par forwarded: 128 + 15, which par exits with.
+    assert_eq!((exit["code"].as_i64(), output.status.code()), (Some(143), Some(143)));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("cli-secret-3f9a") && !line.contains("cli-secret-3f9a") && !rest.contains("cli-secret-3f9a")
+    );
+    assert!(stderr.contains("Agent ready"), "{stderr}");
+    assert_eq!(par_tests::binary::survivors(token), Vec::<i32>::new());
+}
+
+#[test]
+fn an_agent_dies_with_a_loader_killed_by_sigkill() {
+    use std::io::{BufRead, BufReader};
+    let ws = Workspace::new();
+    let apkg = ws.apkg("http-agent", &par_tests::agent::agent_apkg("http-agent", ""));
+    let mut args = binary().load_args(&apkg, "uv");
+    args[0] = "run".into();
+    let token = "par-cli-orphan-agent";
+    args.extend(
+        [
+            "--sandbox",
+            "bwrap",
+            "--listen",
+            "http=127.0.0.1:0",
+            "--",
+            "python",
+            "server.py",
+            token,
+        ]
+        .map(String::from),
+    );
+    let mut child = binary()
+        .command(&ws, &args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start par run");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the ready line");
+    assert!(line.contains("ready"), "{line}");
+    assert!(
+        !par_tests::binary::processes_mentioning(token).is_empty(),
+        "the agent runs, as this test needs"
+    );
+    child.kill().expect("SIGKILL par");
+    child.wait().expect("par ended");
+    assert_eq!(
+        par_tests::binary::survivors(token),
+        Vec::<i32>::new(),
+        "the agent outlived its loader"
+    );
+}

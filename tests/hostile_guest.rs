@@ -5,30 +5,19 @@
 //! in a typed error (a package fault, exit 3 in the CLI), the result never
 //! repeats the guest's claims, and nothing is left in the root.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use par::{InstallCall, InstallerChoice, LoadError, LoaderConfig, PackageLoader, SandboxError};
-use par_tests::workspace::{component_cache, installer_cache};
-use par_tests::{Workspace, assert_no_failures, tools};
+use par::{InstallCall, LoadError, LoaderConfig, PackageLoader, SandboxError};
+use par_tests::workspace::offline_config;
+use par_tests::{Workspace, assert_no_failures};
 
 const HOSTILE_GUEST: &[u8] = include_bytes!(env!("PAR_HOSTILE_GUEST_WASM"));
 
-fn tools_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("install-tools")
-}
-
 /// The configuration of a loader running the hostile guest, installing offline with uv.
 fn config(ws: &Workspace) -> LoaderConfig {
-    let mut config = LoaderConfig::with_root(ws.root()).with_guest_component(HOSTILE_GUEST);
-    config.component_cache = Some(component_cache(env!("CARGO_TARGET_TMPDIR")));
-    config.install.installer_cache = Some(installer_cache(env!("CARGO_TARGET_TMPDIR")));
-    config.install.installer = InstallerChoice::Uv;
-    config.install.uv = tools::uv(&tools_dir());
-    config.install.index.no_index = true;
-    config.install.index.find_links = vec![tools::wheelhouse(&tools_dir()).display().to_string()];
-    config
+    offline_config(ws, env!("CARGO_TARGET_TMPDIR")).with_guest_component(HOSTILE_GUEST)
 }
 
 /// A loader running the hostile guest.

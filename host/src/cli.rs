@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use par::{
-    Choice, DEFAULT_ROOT, InstallConfig, InstallerChoice, Limits, LoadError, LoaderConfig, NetworkChoice,
-    PackageLoader, SandboxChoice,
+    AgentNetwork, AgentPackage, Choice, DEFAULT_ROOT, HealthCheck, InstallConfig, InstallerChoice, Limits, Listen,
+    LoadError, LoaderConfig, NetworkChoice, PackageLoader, SandboxChoice, SpawnError, SpawnSpec,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -97,10 +97,6 @@ struct InstallArgs {
     /// when it does not; bwrap fails the load instead.
     #[arg(long, default_value = "auto", value_parser = choice::<SandboxChoice>())]
     sandbox: SandboxChoice,
-    /// Network inside the installer sandbox: none at all, or only for install
-    /// steps when the index settings name a remote location (index).
-    #[arg(long, default_value = "index", value_parser = choice::<NetworkChoice>())]
-    network: NetworkChoice,
     /// Seconds allowed for installing requirements.txt.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     requirements_timeout: u64,
@@ -132,7 +128,6 @@ impl InstallArgs {
         install.index.no_index = self.no_index;
         install.index.find_links = self.find_links.clone();
         install.sandbox = self.sandbox;
-        install.network = self.network;
         install.index.index_url = self.index_url.clone();
         install.installer_cache = self.installer_cache.clone();
         install.requirements_timeout = Duration::from_secs(self.requirements_timeout);
@@ -140,6 +135,88 @@ impl InstallArgs {
         install.import_timeout = Duration::from_secs(self.import_timeout);
         install.build_env_max_age = Duration::from_secs(self.build_env_max_age.saturating_mul(24 * 60 * 60));
     }
+}
+
+/// How `run` starts the agent.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Running")]
+struct AgentArgs {
+    /// A socket par binds and hands to the agent (fd 3, 4, … in order, with
+    /// LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID and PAR_PORT_<NAME>); port 0
+    /// takes a free port (repeatable).
+    #[arg(long, value_name = "NAME=ADDR:PORT", value_parser = parse_listen)]
+    listen: Vec<Listen>,
+    /// Ready when GET PATH on socket NAME answers 2xx [default: when the
+    /// agent accepts a connection on the first socket].
+    #[arg(long, value_name = "NAME:PATH", value_parser = parse_health)]
+    health: Option<HealthCheck>,
+    /// What the agent may reach: nothing but its own sockets (none), or the
+    /// host's network (outbound).
+    #[arg(long, default_value = "none", value_parser = choice::<AgentNetwork>())]
+    network: AgentNetwork,
+    /// Network inside the installer sandbox while loading (see `par load --network`).
+    #[arg(long, default_value = "index", value_parser = choice::<NetworkChoice>())]
+    install_network: NetworkChoice,
+    /// A variable for the agent (repeatable); values are never logged or printed.
+    #[arg(long, value_name = "K=V", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// A file of KEY=VALUE lines for the agent, as --env.
+    #[arg(long, value_name = "FILE")]
+    env_file: Option<PathBuf>,
+    /// Seconds the agent may take to become ready.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    ready_timeout: u64,
+    /// Seconds a stop waits after SIGTERM before SIGKILL.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    stop_grace: u64,
+}
+
+fn parse_listen(text: &str) -> Result<Listen, String> {
+    let (name, addr) = text.split_once('=').ok_or("expected NAME=ADDR:PORT")?;
+    let addr = addr.parse().map_err(|e| format!("`{addr}`: {e}"))?;
+    Ok(Listen {
+        name: name.to_owned(),
+        addr,
+    })
+}
+
+fn parse_health(text: &str) -> Result<HealthCheck, String> {
+    let (socket, path) = text.split_once(':').ok_or("expected NAME:PATH")?;
+    Ok(HealthCheck {
+        socket: socket.to_owned(),
+        path: path.to_owned(),
+    })
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    // The value may be a secret: the error names the key alone.
+    text.split_once('=')
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .ok_or_else(|| "expected K=V".to_owned())
+}
+
+/// `KEY=VALUE` lines; blank lines and `#` comments skipped, `export ` allowed.
+fn read_env_file(path: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+    let mut pairs = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((key, value)) = line.split_once('=') else {
+            anyhow::bail!("`{}` line {}: expected KEY=VALUE", path.display(), number + 1);
+        };
+        let value = value.trim();
+        let unquoted = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+            .unwrap_or(value);
+        pairs.push((key.trim().to_owned(), unquoted.to_owned()));
+    }
+    Ok(pairs)
 }
 
 /// Overrides of the archive limits; each defaults to the library's default.
@@ -198,6 +275,28 @@ enum Command {
         app_id: Option<String>,
         #[command(flatten)]
         install: InstallArgs,
+        /// Network inside the installer sandbox: none at all, or only for
+        /// install steps when the index settings name a remote location (index).
+        #[arg(long, default_value = "index", value_parser = choice::<NetworkChoice>(), help_heading = "Installing")]
+        network: NetworkChoice,
+    },
+    /// Load an APKG (instant when it is unchanged since its last load), then
+    /// start its agent in the sandbox on sockets par binds, wait until it is
+    /// ready, and stay in the foreground: SIGINT and SIGTERM stop it
+    /// gracefully, and par exits with the agent's status.
+    Run {
+        /// The APKG file.
+        apkg: PathBuf,
+        /// App id to publish under [default: the manifest's name].
+        #[arg(long, value_name = "ID")]
+        app_id: Option<String>,
+        #[command(flatten)]
+        install: InstallArgs,
+        #[command(flatten)]
+        agent: AgentArgs,
+        /// The command; `python` means the venv's interpreter.
+        #[arg(last = true, required = true, value_name = "ARGV")]
+        argv: Vec<std::ffi::OsString>,
     },
     /// Extract an APKG to {root}/packages/{app_id}@{version}/ and print where.
     Extract {
@@ -224,7 +323,7 @@ pub fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(&cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => report(&cli, &error),
     }
 }
@@ -249,14 +348,22 @@ fn init_logging(cli: &Cli) {
     }
 }
 
-async fn run(cli: &Cli) -> anyhow::Result<()> {
+async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let mut config = LoaderConfig::with_root(&cli.root);
     cli.limits.apply(&mut config.limits);
     if let Some(cache_dir) = &cli.cache_dir {
         config.component_cache = Some(cache_dir.clone());
     }
-    if let Command::Load { install, .. } = &cli.command {
-        install.apply(&mut config.install);
+    match &cli.command {
+        Command::Load { install, network, .. } => {
+            install.apply(&mut config.install);
+            config.install.network = *network;
+        }
+        Command::Run { install, agent, .. } => {
+            install.apply(&mut config.install);
+            config.install.network = agent.install_network;
+        }
+        Command::Inspect { .. } | Command::Extract { .. } => {}
     }
     let loader = PackageLoader::new(config)?;
     match &cli.command {
@@ -307,8 +414,111 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
                 )
             })?;
         }
+        Command::Run {
+            apkg,
+            app_id,
+            install,
+            agent,
+            argv,
+        } => {
+            let package = loader.load_package(apkg, app_id.as_deref()).await?;
+            let mut spec = SpawnSpec::new(argv.iter().cloned());
+            spec.listen = agent.listen.clone();
+            spec.health = agent.health.clone();
+            spec.network = agent.network;
+            spec.sandbox = install.sandbox;
+            spec.ready_timeout = Duration::from_secs(agent.ready_timeout);
+            spec.stop_grace = Duration::from_secs(agent.stop_grace);
+            if let Some(file) = &agent.env_file {
+                spec.env = read_env_file(file)?;
+            }
+            spec.env.extend(agent.env.iter().cloned());
+            return run_agent(cli.json, &loader, &package, spec).await;
+        }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the agent, reports it ready, and stays until it ends; SIGINT and
+/// SIGTERM stop it gracefully. The exit code is the agent's (128 + the
+/// signal when a signal ended it).
+async fn run_agent(
+    json: bool,
+    loader: &PackageLoader,
+    package: &AgentPackage,
+    spec: SpawnSpec,
+) -> anyhow::Result<ExitCode> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
+    let agent = loader.spawn(package, spec).await?;
+    let ready = tokio::select! {
+        ready = agent.wait_ready() => ready?,
+        _ = interrupt.recv() => return stop_agent(json, &agent).await,
+        _ = terminate.recv() => return stop_agent(json, &agent).await,
+    };
+    let ports: Vec<serde_json::Value> = agent
+        .ports()
+        .iter()
+        .map(|p| serde_json::json!({ "name": p.name, "addr": p.addr.to_string(), "port": p.addr.port() }))
+        .collect();
+    if json {
+        let event = serde_json::json!({
+            "event": "ready",
+            "pid": agent.pid(),
+            "ports": ports,
+            "ready_ms": ready.as_millis() as u64,
+            "sandbox": agent.sandbox(),
+            "package_id": package.package_id,
+        });
+        println!("{event}");
+    } else {
+        let listening: Vec<String> = agent.ports().iter().map(|p| format!("{}={}", p.name, p.addr)).collect();
+        println!(
+            "Agent {} ready in {} ms (pid {}, sandbox {}){}",
+            package.package_id,
+            ready.as_millis(),
+            agent.pid(),
+            agent.sandbox(),
+            if listening.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", listening.join(" "))
+            }
+        );
+    }
+    let status = tokio::select! {
+        status = agent.wait() => status?,
+        _ = interrupt.recv() => return stop_agent(json, &agent).await,
+        _ = terminate.recv() => return stop_agent(json, &agent).await,
+    };
+    Ok(exit_event(json, status))
+}
+
+/// Stops the agent gracefully and reports how it ended.
+async fn stop_agent(json: bool, agent: &par::AgentProcess) -> anyhow::Result<ExitCode> {
+    let status = agent.stop(None).await?;
+    Ok(exit_event(json, status))
+}
+
+/// Prints how the agent ended and turns it into par's exit code.
+fn exit_event(json: bool, status: Option<std::process::ExitStatus>) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    let code = status.and_then(|s| s.code());
+    let signal = status.and_then(|s| s.signal());
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "event": "exit", "code": code, "signal": signal })
+        );
+    } else {
+        eprintln!(
+            "Agent exited: {}",
+            status.map_or_else(|| "unknown".to_owned(), |s| s.to_string())
+        );
+    }
+    let code = code.or(signal.map(|s| 128 + s)).unwrap_or(1);
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
 /// Prints a command's result: one JSON line with `--json`, else the human text.
@@ -325,23 +535,30 @@ fn print_result(json: bool, value: &impl serde::Serialize, human: impl FnOnce() 
 /// Prints the error (stderr, and stdout as JSON with `--json`) and picks the exit code.
 fn report(cli: &Cli, error: &anyhow::Error) -> ExitCode {
     let load_error = error.downcast_ref::<LoadError>();
+    let spawn_error = error.downcast_ref::<SpawnError>();
     // A LoadError's message already carries its cause; the chain would repeat it.
-    let message = match load_error {
-        Some(load_error) => load_error.to_string(),
-        None => format!("{error:#}"),
+    let message = match (load_error, spawn_error) {
+        (Some(load_error), _) => load_error.to_string(),
+        (_, Some(spawn_error)) => spawn_error.to_string(),
+        _ => format!("{error:#}"),
+    };
+    let (kind, subject, package_fault) = match (load_error, spawn_error) {
+        (Some(e), _) => (e.kind(), e.subject(), e.is_package_fault()),
+        (_, Some(e)) => (e.kind(), e.subject(), e.is_package_fault()),
+        _ => ("internal", None, false),
     };
     eprintln!("error: {message}");
     if cli.json {
         let body = serde_json::json!({
             "error": {
-                "kind": load_error.map_or("internal", LoadError::kind),
-                "subject": load_error.and_then(LoadError::subject),
+                "kind": kind,
+                "subject": subject,
                 "message": message,
             }
         });
         println!("{body}");
     }
-    if load_error.is_some_and(LoadError::is_package_fault) {
+    if package_fault {
         ExitCode::from(EXIT_PACKAGE_REFUSED)
     } else {
         ExitCode::FAILURE

@@ -21,7 +21,8 @@
 //! Each layer uses only the layers below it (`tests/layering.rs` holds the
 //! code to this), and the folders are the layers, top to bottom:
 //!
-//! - **API**: [`PackageLoader`] (`loader.rs`), the async and blocking entry points.
+//! - **API**: [`PackageLoader`] (`loader.rs`), the async and blocking entry
+//!   points, and [`AgentProcess`] (`agent.rs`), an agent it started.
 //! - **Orchestration** (`load/`): the steps of `inspect`, `extract` and `load`, in order.
 //! - **Boundary** (`sandbox/`): wasmtime, the WIT bindings and the imports the
 //!   guest calls; the only place generated types appear, and where every
@@ -33,6 +34,7 @@
 //! - **Vocabulary** (`types/`): configuration, errors and results: plain
 //!   data every layer speaks and the API returns, depending on nothing above.
 
+mod agent;
 mod exec;
 mod fs;
 mod install;
@@ -41,6 +43,7 @@ mod loader;
 mod sandbox;
 mod types;
 
+pub use agent::AgentProcess;
 pub use install::requirements;
 pub use loader::PackageLoader;
 pub use types::config::{
@@ -50,6 +53,7 @@ pub use types::config::{
 pub use types::error::{
     ArchiveInconsistent, EntryProblem, GuestProtocolError, Inconsistency, InstallCall, InstallError, InstallFailure,
     IoFailure, LimitExceeded, LimitKind, LoadError, ManifestInvalid, PackageError, RefusedRequirement, SandboxError,
-    StepFailure, UnsafeEntry,
+    SpawnError, StepFailure, UnsafeEntry,
 };
 pub use types::package::{AgentPackage, Entrypoint, ExtractedPackage, Manifest, Timings};
+pub use types::spawn::{AgentNetwork, BoundSocket, EnvSource, HealthCheck, Listen, SpawnSpec};

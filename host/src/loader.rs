@@ -4,10 +4,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::agent::AgentProcess;
 use crate::load::Engine;
 use crate::types::config::LoaderConfig;
-use crate::types::error::LoadError;
+use crate::types::error::{LoadError, SpawnError};
 use crate::types::package::{AgentPackage, ExtractedPackage, Manifest};
+use crate::types::spawn::SpawnSpec;
 
 /// Loads APKGs; cheap to clone, safe to share across tasks.
 #[derive(Debug, Clone)]
@@ -64,6 +66,25 @@ impl PackageLoader {
     /// Blocking form of [`PackageLoader::inspect`], for callers outside an async runtime.
     pub fn inspect_blocking(&self, apkg: &Path) -> Result<Manifest, LoadError> {
         self.engine.inspect(apkg)
+    }
+
+    /// Starts `package`'s agent (loaded by this loader) in the sandbox, on
+    /// sockets par binds first, and returns once it runs; then
+    /// [`AgentProcess::wait_ready`] waits until it is ready.
+    pub async fn spawn(&self, package: &AgentPackage, spec: SpawnSpec) -> Result<AgentProcess, SpawnError> {
+        let this = self.clone();
+        let package = package.clone();
+        tokio::task::spawn_blocking(move || this.spawn_blocking(&package, spec))
+            .await
+            .map_err(|e| SpawnError::Io {
+                action: "the spawn task failed",
+                source: std::io::Error::other(e.to_string()),
+            })?
+    }
+
+    /// Blocking form of [`PackageLoader::spawn`].
+    pub fn spawn_blocking(&self, package: &AgentPackage, spec: SpawnSpec) -> Result<AgentProcess, SpawnError> {
+        self.engine.spawn(package, spec).map(AgentProcess::new)
     }
 
     /// Blocking form of [`PackageLoader::extract`].

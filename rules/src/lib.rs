@@ -7,5 +7,6 @@
 //! own check.
 
 pub mod archive;
+pub mod env;
 pub mod limits;
 pub mod names;

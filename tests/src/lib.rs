@@ -1,6 +1,7 @@
 //! Test support: builds real APKG archives (valid and hostile) with the zip
 //! crate, so every test exercises the loader on bytes it has never seen.
 
+pub mod agent;
 pub mod apkg;
 pub mod binary;
 pub mod cases;

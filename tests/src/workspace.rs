@@ -124,6 +124,21 @@ pub fn installer_cache(target_tmpdir: &str) -> PathBuf {
     caches(target_tmpdir).join("installers")
 }
 
+/// A loader configuration rooted in `ws` that installs offline with uv:
+/// the pinned uv and the wheelhouse (fetched once into
+/// `{target_tmpdir}/install-tools`), `--no-index`, and the test binary's own caches.
+pub fn offline_config(ws: &Workspace, target_tmpdir: &str) -> par::LoaderConfig {
+    let tools_dir = Path::new(target_tmpdir).join("install-tools");
+    let mut config = par::LoaderConfig::with_root(ws.root());
+    config.component_cache = Some(component_cache(target_tmpdir));
+    config.install.installer_cache = Some(installer_cache(target_tmpdir));
+    config.install.installer = par::InstallerChoice::Uv;
+    config.install.uv = crate::tools::uv(&tools_dir);
+    config.install.index.no_index = true;
+    config.install.index.find_links = vec![crate::tools::wheelhouse(&tools_dir).display().to_string()];
+    config
+}
+
 /// `{target_tmpdir}/caches/{test binary}`.
 fn caches(target_tmpdir: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");

@@ -65,6 +65,20 @@ pub struct Mounts {
     pub readonly: Vec<PathBuf>,
     /// Keep the host's network namespace.
     pub network: bool,
+    /// What `/tmp` is.
+    pub tmp: Tmp,
+}
+
+/// What `/tmp` is inside the sandbox.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Tmp {
+    /// Read-only, but for a private scratch directory that is also `HOME`
+    /// and `TMPDIR` (installer steps: they may leave nothing behind).
+    #[default]
+    Scratch,
+    /// A private writable tmpfs; `HOME` stays what the step says (agents,
+    /// whose home is their state directory).
+    Writable,
 }
 
 /// `bwrap` or `none`: how results and logs name the installer sandbox in use.
@@ -143,22 +157,26 @@ impl Bubblewrap {
         for path in &mounts.writable {
             bind(&mut args, "--bind", path);
         }
-        push_all(&mut args, ["--tmpfs", PRIVATE_TMP].map(OsStr::new));
+        if mounts.tmp == Tmp::Scratch {
+            push_all(
+                &mut args,
+                ["--tmpfs", PRIVATE_TMP, "--remount-ro", "/tmp"].map(OsStr::new),
+            );
+        }
         // Everything not bound above is the sandbox's own empty root: make it
-        // (and `/tmp`) read-only, so a step cannot even leave files there.
-        push_all(&mut args, ["--remount-ro", "/tmp", "--remount-ro", "/"].map(OsStr::new));
+        // read-only, so a step cannot even leave files there.
+        push_all(&mut args, ["--remount-ro", "/"].map(OsStr::new));
         push_all(&mut args, ["--chdir".as_ref(), step.cwd.as_os_str(), "--".as_ref()]);
         args.push(step.program.clone().into());
         args.extend(step.args.iter().cloned());
-        let mut env: Vec<(OsString, OsString)> = step
-            .env
-            .into_iter()
-            .filter(|(key, _)| key != "HOME" && key != "TMPDIR")
-            .collect();
-        env.extend([
-            ("HOME".into(), PRIVATE_TMP.into()),
-            ("TMPDIR".into(), PRIVATE_TMP.into()),
-        ]);
+        let mut env = step.env;
+        if mounts.tmp == Tmp::Scratch {
+            env.retain(|(key, _)| key != "HOME" && key != "TMPDIR");
+            env.extend([
+                ("HOME".into(), PRIVATE_TMP.into()),
+                ("TMPDIR".into(), PRIVATE_TMP.into()),
+            ]);
+        }
         Step {
             program: self.program.clone(),
             args,

@@ -1,5 +1,9 @@
-//! Running subprocesses: with rlimits, a process group and a pids cgroup
-//! (`process`), and under bubblewrap (`confine`).
+//! Running subprocesses: installer steps with rlimits, a process group and
+//! a pids cgroup (`process`), agents that run until stopped (`agent`), both
+//! under bubblewrap (`confine`), and their output made safe to log (`output`).
 
+pub mod agent;
 pub mod confine;
+pub mod output;
 pub mod process;
+pub mod ready;

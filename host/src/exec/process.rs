@@ -174,9 +174,11 @@ pub enum StepError {
     },
 }
 
-/// Runs `step` to completion or to its deadline.
-pub fn run(step: &Step) -> Result<StepOutput, StepError> {
-    let started = Instant::now();
+/// The command for `step`, supervised: argv and environment exactly as
+/// given, stdin closed, output piped, a process group of its own, its
+/// rlimits, the cgroup whose `cgroup.procs` is `procs` joined, and death
+/// with the loader.
+pub fn supervised(step: &Step, procs: Option<std::ffi::CString>) -> Command {
     let mut command = Command::new(&step.program);
     command
         .args(&step.args)
@@ -188,16 +190,13 @@ pub fn run(step: &Step) -> Result<StepOutput, StepError> {
         .stderr(Stdio::piped())
         .process_group(0);
     // SAFETY: the hook only makes async-signal-safe system calls (prctl,
-    // getppid, open and write of the step's cgroup.procs, setrlimit) and
-    // allocates nothing on its success path. If the
-    // loader dies, the step dies with it instead of running on unsupervised
-    // into a venv a later load rebuilds. A loader killed between fork and the
-    // prctl would never send the signal, so the child checks that its parent
-    // is still the loader and gives up otherwise.
+    // getppid, open and write of the cgroup's cgroup.procs, setrlimit) and
+    // allocates nothing on its success path. If the loader dies, the child
+    // dies with it instead of running on unsupervised. A loader killed
+    // between fork and the prctl would never send the signal, so the child
+    // checks that its parent is still the loader and gives up otherwise.
     let limits = step.limits;
     let loader = rustix::process::getpid();
-    let cgroup = limits.processes.and_then(PidsCgroup::create);
-    let procs = cgroup.as_ref().map(|group| group.procs().to_owned());
     unsafe {
         command.pre_exec(move || {
             rustix::process::set_parent_process_death_signal(Some(Signal::KILL)).map_err(std::io::Error::from)?;
@@ -210,6 +209,14 @@ pub fn run(step: &Step) -> Result<StepOutput, StepError> {
             apply_limits(&limits)
         });
     }
+    command
+}
+
+/// Runs `step` to completion or to its deadline.
+pub fn run(step: &Step) -> Result<StepOutput, StepError> {
+    let started = Instant::now();
+    let cgroup = step.limits.processes.and_then(PidsCgroup::create);
+    let mut command = supervised(step, cgroup.as_ref().map(|group| group.procs().to_owned()));
     let mut child = command.spawn().map_err(|source| StepError::Spawn {
         step: step.name,
         program: step.program.clone(),

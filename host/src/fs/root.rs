@@ -35,16 +35,19 @@ pub enum Area {
     Deployments,
     /// Per-package lock files.
     Locks,
+    /// Each app's writable state directory, the home of its running agent.
+    State,
 }
 
 impl Area {
-    const ALL: [Area; 6] = [
+    const ALL: [Area; 7] = [
         Area::Staging,
         Area::Trees,
         Area::Packages,
         Area::Venvs,
         Area::Deployments,
         Area::Locks,
+        Area::State,
     ];
 
     /// Its directory name under the root.
@@ -56,6 +59,7 @@ impl Area {
             Area::Venvs => "venvs",
             Area::Deployments => "deployments",
             Area::Locks => "locks",
+            Area::State => "state",
         }
     }
 
@@ -64,7 +68,7 @@ impl Area {
     fn mode(self) -> u32 {
         match self {
             Area::Trees | Area::Packages | Area::Venvs => 0o755,
-            Area::Staging | Area::Deployments | Area::Locks => 0o700,
+            Area::Staging | Area::Deployments | Area::Locks | Area::State => 0o700,
         }
     }
 }

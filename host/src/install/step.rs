@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::exec::confine::{Bubblewrap, Mounts};
+use crate::exec::confine::{Bubblewrap, Mounts, Tmp};
 use crate::exec::process::{self, Step, StepError, StepOutput};
 use crate::fs::staging::disk_nearly_full;
 use crate::install::installer::{Installer, Invocation, cache_dir};
@@ -220,6 +220,7 @@ impl StepRunner {
                 writable,
                 readonly: self.readonly.iter().cloned().chain(readonly).collect(),
                 network: kind.uses_index() && install.network == NetworkChoice::Index && wants_network,
+                tmp: Tmp::Scratch,
             };
             step = bwrap.confine(step, &mounts);
         }

@@ -5,6 +5,7 @@
 
 mod deploy;
 mod extract;
+pub(crate) mod spawn;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,8 +35,8 @@ pub(crate) struct Engine {
     /// The base interpreter, resolved past any shim on every load; an
     /// answer is reused while what decided it is unchanged.
     python: Resolver,
-    /// The installer sandbox, probed on first use (`None`: not used).
-    installer_sandbox: std::sync::OnceLock<Result<Option<Bubblewrap>, String>>,
+    /// The configured bubblewrap, probed on first use: for installer steps and agents.
+    bubblewrap: std::sync::OnceLock<Result<Bubblewrap, String>>,
 }
 
 impl Engine {
@@ -85,7 +86,7 @@ impl Engine {
             config,
             sandbox,
             python,
-            installer_sandbox: std::sync::OnceLock::new(),
+            bubblewrap: std::sync::OnceLock::new(),
         })
     }
 
@@ -135,15 +136,14 @@ impl Engine {
     /// The bubblewrap installer steps run under, per `--sandbox`; `auto`
     /// falls back to running them unconfined, and says so on every load.
     fn installer_sandbox(&self) -> Result<Option<Bubblewrap>, LoadError> {
-        let install = &self.config.install;
-        let probed = self.installer_sandbox.get_or_init(|| match install.sandbox {
-            SandboxChoice::None => Ok(None),
-            SandboxChoice::Auto | SandboxChoice::Bwrap => Bubblewrap::probe(&install.bwrap).map(Some),
-        });
-        match (probed, install.sandbox) {
-            (Ok(found), _) => Ok(found.clone()),
-            (Err(why), SandboxChoice::Bwrap) => Err(LoadError::InstallerSandbox(why.clone())),
-            (Err(why), _) => {
+        let choice = self.config.install.sandbox;
+        if choice == SandboxChoice::None {
+            return Ok(None);
+        }
+        match (choice, self.bubblewrap()) {
+            (_, Ok(found)) => Ok(Some(found.clone())),
+            (SandboxChoice::Bwrap, Err(why)) => Err(LoadError::InstallerSandbox(why.clone())),
+            (_, Err(why)) => {
                 tracing::warn!(
                     reason = %why,
                     "Installer sandbox unavailable: setup.py and the installer run with the loader's own \
@@ -152,6 +152,12 @@ impl Engine {
                 Ok(None)
             }
         }
+    }
+
+    /// The configured bubblewrap, probed on first use and the answer kept.
+    fn bubblewrap(&self) -> &Result<Bubblewrap, String> {
+        self.bubblewrap
+            .get_or_init(|| Bubblewrap::probe(&self.config.install.bwrap))
     }
 
     fn archive_rules(&self) -> ArchiveRules {

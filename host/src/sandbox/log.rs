@@ -1,6 +1,7 @@
 //! The `host-log` import: guest log lines re-emitted through `tracing`, bounded.
 
 use super::bindings::host_log::{Field, Host, Level};
+use crate::exec::output::escape_controls;
 
 /// Longest message or field value kept; the rest is cut.
 const MAX_TEXT: usize = 1024;
@@ -18,25 +19,6 @@ pub struct GuestLog {
 /// Cuts to `MAX_TEXT` bytes on a char boundary and escapes control characters.
 fn clean(text: &str) -> String {
     escape_controls(text, MAX_TEXT)
-}
-
-/// Cuts to `max` bytes on a char boundary and escapes control characters
-/// (newlines included), so guest text can neither forge a line nor drive a
-/// terminal wherever it is shown.
-pub(super) fn escape_controls(text: &str, max: usize) -> String {
-    let mut out = String::with_capacity(text.len().min(max));
-    for c in text.chars() {
-        if out.len() >= max {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 impl Host for GuestLog {

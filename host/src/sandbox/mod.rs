@@ -305,7 +305,7 @@ impl Sandbox {
             }
             let written = String::from_utf8_lossy(&stderr.contents()).trim().to_owned();
             if written.contains("panicked") {
-                return SandboxError::Panic(log::escape_controls(&written, STDERR_CAPACITY));
+                return SandboxError::Panic(crate::exec::output::escape_controls(&written, STDERR_CAPACITY));
             }
             SandboxError::Trap(format!("{error:#}"))
         });

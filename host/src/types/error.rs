@@ -7,6 +7,8 @@ use std::time::Duration;
 
 pub use par_rules::archive::{Inconsistency, LimitKind};
 
+use super::spawn::EnvSource;
+
 /// A fault of the sandboxed guest rather than a rule it applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -553,6 +555,99 @@ impl LoadError {
             LoadError::DiskFull { .. } => "disk-full",
             LoadError::Install(_) => "install-failed",
             LoadError::Verification(_) => "verification-failed",
+        }
+    }
+}
+
+/// Why an agent could not be started, or did not become ready (it is
+/// stopped then). Caller-supplied values never appear here: they may be secrets.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// A variable the package or the caller may not set.
+    #[error("{from} sets `{key}`, which is refused: {reason}")]
+    EnvRefused {
+        /// The variable.
+        key: String,
+        /// Who set it.
+        from: EnvSource,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// A manifest `environment` value that is not a string, a number or a boolean.
+    #[error("agent.yaml `environment`: `{key}` is not a string, a number or a boolean")]
+    EnvValue {
+        /// The variable.
+        key: String,
+    },
+    /// The spec itself is unusable (no command, a duplicate socket name …).
+    #[error("invalid spawn spec: {0}")]
+    InvalidSpec(String),
+    /// A socket could not be bound.
+    #[error("cannot bind socket `{name}` to {addr}: {source}")]
+    Bind {
+        /// The socket's name.
+        name: String,
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// `--sandbox bwrap` was asked for and bubblewrap cannot confine here.
+    #[error("agent sandbox unavailable: {0}")]
+    SandboxUnavailable(String),
+    /// The agent could not be started, or waited for.
+    #[error("{action}: {source}")]
+    Io {
+        /// What the host was doing.
+        action: &'static str,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The agent exited before it became ready.
+    #[error("the agent exited before it was ready: {status}")]
+    ExitedEarly {
+        /// How it ended (`exit status: 1`, `signal: 9 (SIGKILL)`).
+        status: String,
+    },
+    /// The agent did not become ready in time; it was stopped.
+    #[error("the agent was not ready after {}s; it was stopped", timeout.as_secs_f64())]
+    NotReady {
+        /// The limit that passed.
+        timeout: Duration,
+    },
+}
+
+impl SpawnError {
+    /// A stable, kebab-case name for machine output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SpawnError::EnvRefused { .. } => "env-refused",
+            SpawnError::EnvValue { .. } => "env-invalid",
+            SpawnError::InvalidSpec(_) => "invalid-input",
+            SpawnError::Bind { .. } => "bind",
+            SpawnError::SandboxUnavailable(_) => "agent-sandbox",
+            SpawnError::Io { .. } => "io",
+            SpawnError::ExitedEarly { .. } => "exited-before-ready",
+            SpawnError::NotReady { .. } => "not-ready",
+        }
+    }
+
+    /// The variable or socket at fault, if the error names one.
+    pub fn subject(&self) -> Option<&str> {
+        match self {
+            SpawnError::EnvRefused { key, .. } | SpawnError::EnvValue { key } => Some(key),
+            SpawnError::Bind { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Whether the package (its manifest, its `.env`, its code) is to blame.
+    pub fn is_package_fault(&self) -> bool {
+        match self {
+            SpawnError::EnvRefused { from, .. } => *from != EnvSource::Caller,
+            SpawnError::EnvValue { .. } | SpawnError::ExitedEarly { .. } | SpawnError::NotReady { .. } => true,
+            _ => false,
         }
     }
 }

@@ -47,6 +47,12 @@ impl PidsCgroup {
         Some(group)
     }
 
+    /// Caps the memory of everything in the cgroup (cgroup v2's
+    /// `memory.max`); false where the memory controller is not delegated.
+    pub fn limit_memory(&self, bytes: u64) -> bool {
+        std::fs::write(self.dir.join("memory.max"), bytes.to_string()).is_ok()
+    }
+
     /// The `cgroup.procs` path a child hands to [`join`].
     pub fn procs(&self) -> &CStr {
         &self.procs

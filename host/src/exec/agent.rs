@@ -1,0 +1,222 @@
+//! A started agent: a long-running process (bubblewrap around it when
+//! sandboxed) with the listening sockets it was handed as descriptors 3, 4, …,
+//! its output logged line by line, and a stop that reaches every process it
+//! started: SIGTERM to each, a grace period, then SIGKILL of all of them.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::ExitStatus;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal, kill_process, kill_process_group};
+
+use super::output::{Stream, log_lines};
+use super::process::cgroup::PidsCgroup;
+use super::process::{Step, supervised};
+
+/// What to start.
+#[derive(Debug)]
+pub struct AgentCommand {
+    /// Program, arguments, directory, environment and rlimits (its timeout is not used).
+    pub step: Step,
+    /// Listening sockets, handed to the child as descriptors 3, 4, … in order.
+    pub sockets: Vec<OwnedFd>,
+    /// The memory cap of its cgroup, where the memory controller allows one.
+    pub memory_bytes: Option<u64>,
+    /// The step is bubblewrap with a PID namespace of its own around the agent.
+    pub sandboxed: bool,
+    /// Names the agent's log lines.
+    pub app_id: String,
+}
+
+/// A running (or finished) agent. Dropping it kills every process it started.
+#[derive(Debug)]
+pub struct AgentChild {
+    pid: Pid,
+    pidfd: Option<OwnedFd>,
+    sandboxed: bool,
+    cgroup: Option<PidsCgroup>,
+    exit: Arc<(Mutex<Option<ExitStatus>>, Condvar)>,
+}
+
+impl AgentChild {
+    /// Starts `command`.
+    pub fn start(command: AgentCommand) -> std::io::Result<Self> {
+        let AgentCommand {
+            step,
+            sockets,
+            memory_bytes,
+            sandboxed,
+            app_id,
+        } = command;
+        // Copies of the sockets above the range they go to, so moving them
+        // into place in the child never overwrites one not yet moved.
+        let lowest = 3 + sockets.len() as i32 + 16;
+        let high: Vec<OwnedFd> = sockets
+            .iter()
+            .map(|fd| rustix::io::fcntl_dupfd_cloexec(fd, lowest))
+            .collect::<Result<_, _>>()?;
+        let sources: Vec<i32> = high.iter().map(AsRawFd::as_raw_fd).collect();
+        let cgroup = step.limits.processes.and_then(PidsCgroup::create);
+        if let (Some(group), Some(bytes)) = (&cgroup, memory_bytes)
+            && !group.limit_memory(bytes)
+        {
+            tracing::debug!(
+                app_id,
+                "no memory controller for the agent's cgroup; its memory is capped only by rlimits"
+            );
+        }
+        let mut process = supervised(&step, cgroup.as_ref().map(|group| group.procs().to_owned()));
+        // SAFETY: dup2 is async-signal-safe; nothing is allocated. The
+        // sockets land on 3, 4, … without close-on-exec.
+        unsafe {
+            process.pre_exec(move || {
+                for (target, source) in (3..).zip(&sources) {
+                    if libc::dup2(*source, target) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let mut child = process.spawn()?;
+        drop(high);
+        let pid = Pid::from_child(&child);
+        let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok();
+        // The readers end when the last process holding the output does.
+        if let Some(out) = child.stdout.take() {
+            log_lines(out, app_id.clone(), Stream::Stdout);
+        }
+        if let Some(err) = child.stderr.take() {
+            log_lines(err, app_id, Stream::Stderr);
+        }
+        let exit = Arc::new((Mutex::new(None), Condvar::new()));
+        let reaped = Arc::clone(&exit);
+        std::thread::spawn(move || {
+            let status = child.wait();
+            let (lock, ended) = &*reaped;
+            if let (Ok(status), Ok(mut slot)) = (status, lock.lock()) {
+                *slot = Some(status);
+            }
+            ended.notify_all();
+        });
+        Ok(Self {
+            pid,
+            pidfd,
+            sandboxed,
+            cgroup,
+            exit,
+        })
+    }
+
+    /// The process par started: bubblewrap when sandboxed, else the agent itself.
+    pub fn pid(&self) -> u32 {
+        self.pid.as_raw_nonzero().get() as u32
+    }
+
+    /// How it ended, if it has.
+    pub fn status(&self) -> Option<ExitStatus> {
+        self.exit.0.lock().ok().and_then(|slot| *slot)
+    }
+
+    /// Waits until it ends or `timeout` passes (`None`: it has not ended).
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<ExitStatus> {
+        let (lock, ended) = &*self.exit;
+        let deadline = Instant::now() + timeout;
+        let mut slot = lock.lock().ok()?;
+        loop {
+            if let Some(status) = *slot {
+                return Some(status);
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            slot = ended.wait_timeout(slot, left).ok()?.0;
+        }
+    }
+
+    /// Waits until it ends.
+    pub fn wait(&self) -> Option<ExitStatus> {
+        let (lock, ended) = &*self.exit;
+        let mut slot = lock.lock().ok()?;
+        loop {
+            if let Some(status) = *slot {
+                return Some(status);
+            }
+            slot = ended.wait(slot).ok()?;
+        }
+    }
+
+    /// SIGTERM to every process of the agent, up to `grace` for it to end,
+    /// then SIGKILL to whatever is left; returns how it ended.
+    pub fn stop(&self, grace: Duration) -> Option<ExitStatus> {
+        if self.status().is_none() {
+            for pid in self.members() {
+                if let Some(pid) = Pid::from_raw(pid) {
+                    let _ = kill_process(pid, Signal::TERM);
+                }
+            }
+            if !self.sandboxed {
+                let _ = kill_process_group(self.pid, Signal::TERM);
+            }
+        }
+        let status = self.wait_timeout(grace);
+        self.kill_all();
+        status.or_else(|| self.wait())
+    }
+
+    /// Every process to ask to stop: in the sandbox's PID namespace (but its
+    /// init, which would take the others down at once), else in its cgroup.
+    fn members(&self) -> Vec<i32> {
+        if self.sandboxed {
+            namespace_members(self.pid.as_raw_nonzero().get())
+        } else {
+            self.cgroup.as_ref().map(PidsCgroup::members).unwrap_or_default()
+        }
+    }
+
+    /// SIGKILL to everything: bubblewrap (its PID namespace dies with it),
+    /// the process group, and every member of the cgroup.
+    fn kill_all(&self) {
+        match &self.pidfd {
+            Some(fd) => {
+                let _ = rustix::process::pidfd_send_signal(fd.as_fd(), Signal::KILL);
+            }
+            None if self.status().is_none() => {
+                let _ = kill_process(self.pid, Signal::KILL);
+            }
+            None => {}
+        }
+        let _ = kill_process_group(self.pid, Signal::KILL);
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.kill_all();
+        }
+    }
+}
+
+impl Drop for AgentChild {
+    fn drop(&mut self) {
+        self.kill_all();
+        let _ = self.wait();
+    }
+}
+
+/// The processes in the PID namespace of `outer`'s child (bubblewrap's
+/// init), but that init itself.
+fn namespace_members(outer: i32) -> Vec<i32> {
+    let children = std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children")).unwrap_or_default();
+    let Some(init) = children.split_whitespace().next().and_then(|p| p.parse::<i32>().ok()) else {
+        return Vec::new();
+    };
+    let Ok(namespace) = std::fs::read_link(format!("/proc/{init}/ns/pid")) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()))
+        .filter(|&pid| pid != init)
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/ns/pid")).is_ok_and(|ns| ns == namespace))
+        .collect()
+}

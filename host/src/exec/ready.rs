@@ -1,0 +1,134 @@
+//! Whether a started agent is ready: it answered an HTTP GET with 2xx, or
+//! (without a health path) it accepted a connection on its first socket.
+//! The sockets are par's own, already listening, so a connection is queued
+//! before the agent runs at all: what tells is that the agent took it off
+//! the listener's accept queue.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+/// Most bytes of a health answer read.
+const MAX_ANSWER: u64 = 64 * 1024;
+/// How long one probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where to connect to reach a socket bound to `bound`: loopback for a wildcard address.
+pub fn reachable(bound: SocketAddr) -> SocketAddr {
+    let ip = match bound.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, bound.port())
+}
+
+/// A connection queued on the agent's first socket, to see the agent take it.
+#[derive(Debug, Default)]
+pub struct AcceptProbe {
+    queued: Option<TcpStream>,
+}
+
+impl AcceptProbe {
+    /// Whether the agent has accepted the probe's connection (made on the first call).
+    pub fn accepted(&mut self, listener: &TcpListener) -> std::io::Result<bool> {
+        if self.queued.is_none() {
+            let addr = reachable(listener.local_addr()?);
+            self.queued = Some(TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)?);
+        }
+        let taken = accept_queue(listener)? == 0;
+        if taken {
+            // Closed at once, so an agent that serves one connection at a
+            // time is not left waiting for a request that never comes.
+            self.queued = None;
+        }
+        Ok(taken)
+    }
+}
+
+/// Connections waiting on `listener` for an `accept` (`TCP_INFO`'s
+/// `tcpi_unacked`, which is the accept queue for a listening socket).
+fn accept_queue(listener: &TcpListener) -> std::io::Result<u32> {
+    // SAFETY: `info` is a plain C struct, zeroed, and `len` its size; the
+    // kernel writes at most `len` bytes into it.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let done = libc::getsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        );
+        if done != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(info.tcpi_unacked)
+    }
+}
+
+/// Whether `GET path` on `addr` answers with a 2xx status.
+pub fn http_ok(addr: SocketAddr, path: &str) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&reachable(addr), PROBE_TIMEOUT) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(PROBE_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(PROBE_TIMEOUT));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    // The whole answer (up to a cap), so the agent is not cut off mid-write.
+    let mut answer = Vec::new();
+    let _ = stream.take(MAX_ANSWER).read_to_end(&mut answer);
+    let end = answer.iter().position(|&b| b == b'\n').unwrap_or(answer.len());
+    let line = String::from_utf8_lossy(&answer[..end]);
+    let mut words = line.split_whitespace();
+    matches!(
+        (words.next(), words.next()),
+        (Some(version), Some(code)) if version.starts_with("HTTP/") && code.len() == 3 && code.starts_with('2')
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queued_connection_counts_until_it_is_accepted() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut probe = AcceptProbe::default();
+        assert!(!probe.accepted(&listener).expect("probe"), "nothing accepted yet");
+        let (_taken, _) = listener.accept().expect("accept");
+        assert!(probe.accepted(&listener).expect("probe"), "the connection was taken");
+    }
+
+    #[test]
+    fn only_a_2xx_answer_is_healthy() {
+        for (answer, healthy) in [
+            ("HTTP/1.1 200 OK\r\n\r\n", true),
+            ("HTTP/1.0 204 No Content\r\n\r\n", true),
+            ("HTTP/1.1 503 Busy\r\n\r\n", false),
+            ("hello\r\n", false),
+        ] {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let server = std::thread::spawn(move || {
+                let (mut conn, _) = listener.accept().expect("accept");
+                let mut request = [0u8; 256];
+                let _ = conn.read(&mut request);
+                conn.write_all(answer.as_bytes()).expect("answer");
+                String::from_utf8_lossy(&request).into_owned()
+            });
+            assert_eq!(http_ok(addr, "/health"), healthy, "{answer:?}");
+            assert!(server.join().expect("server").starts_with("GET /health HTTP/1.1\r\n"));
+        }
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr");
+        assert!(!http_ok(closed, "/"), "nothing listens there");
+    }
+}

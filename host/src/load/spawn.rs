@@ -1,0 +1,401 @@
+//! Starting a loaded agent: its sockets bound first, its environment
+//! checked, its state directory made, bubblewrap around it, and a wait for
+//! it to become ready.
+
+use std::ffi::OsString;
+use std::net::TcpListener;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use par_rules::env::{caller_refusal, package_refusal};
+use par_rules::names::is_safe_component;
+
+use super::Engine;
+use crate::exec::agent::{AgentChild, AgentCommand};
+use crate::exec::confine::{self, Bubblewrap, Mounts, Tmp};
+use crate::exec::process::Step;
+use crate::exec::ready::{AcceptProbe, http_ok};
+use crate::fs::root::{Area, open_dir_nofollow};
+use crate::types::config::SandboxChoice;
+use crate::types::error::SpawnError;
+use crate::types::package::AgentPackage;
+use crate::types::spawn::{AgentNetwork, BoundSocket, EnvSource, HealthCheck, SpawnSpec};
+
+/// Variables of the loader's own environment an agent gets: locale and time zone.
+const PASS_ENV: [&str; 4] = ["LANG", "LC_ALL", "LC_CTYPE", "TZ"];
+
+/// Sets `LISTEN_PID` to the agent's own pid (which only it knows inside
+/// its PID namespace), then becomes the agent.
+const LISTEN_PID_WRAPPER: &str = "LISTEN_PID=$$; export LISTEN_PID; exec \"$@\"";
+
+/// Longest wait between two readiness probes.
+const MAX_PROBE_INTERVAL: Duration = Duration::from_millis(50);
+
+/// A started agent, from the start until it is stopped.
+#[derive(Debug)]
+pub(crate) struct Running {
+    child: AgentChild,
+    /// Par's own copies of the sockets, for the readiness probe; closed once
+    /// the agent is ready or stopped, so the sockets end with the agent.
+    listeners: Mutex<Vec<TcpListener>>,
+    ports: Vec<BoundSocket>,
+    health: Option<HealthCheck>,
+    sandbox: &'static str,
+    started: Instant,
+    ready_timeout: Duration,
+    stop_grace: Duration,
+    probe: Mutex<AcceptProbe>,
+}
+
+impl Engine {
+    /// Starts `package`'s agent as `spec` says; returns once it runs (see [`Running::wait_ready`]).
+    pub(crate) fn spawn(&self, package: &AgentPackage, spec: SpawnSpec) -> Result<Running, SpawnError> {
+        check_spec(&spec)?;
+        if !is_safe_component(&package.app_id, false) {
+            return Err(SpawnError::InvalidSpec(format!(
+                "app id `{}` is not a safe name",
+                package.app_id.escape_default()
+            )));
+        }
+        let state = self.state_dir(&package.app_id)?;
+        let bwrap = self.agent_sandbox(spec.sandbox)?;
+        let mut listeners = Vec::with_capacity(spec.listen.len());
+        let mut ports = Vec::with_capacity(spec.listen.len());
+        for listen in &spec.listen {
+            let listener = TcpListener::bind(listen.addr).map_err(|source| SpawnError::Bind {
+                name: listen.name.clone(),
+                addr: listen.addr,
+                source,
+            })?;
+            let addr = listener
+                .local_addr()
+                .map_err(io("cannot read a bound socket's address"))?;
+            ports.push(BoundSocket {
+                name: listen.name.clone(),
+                addr,
+            });
+            listeners.push(listener);
+        }
+        let env = environment(package, &spec, &state, &ports)?;
+        let (program, args) = match spec.argv.split_first() {
+            Some((first, rest)) if first == "python" => (package.python_path.clone().into_os_string(), rest.to_vec()),
+            Some((first, rest)) => (first.clone(), rest.to_vec()),
+            None => return Err(SpawnError::InvalidSpec("no command to run".into())),
+        };
+        let mut step = Step::new("agent", "/bin/sh", &package.path, Duration::ZERO);
+        step = match ports.is_empty() {
+            true => Step {
+                program: program.into(),
+                ..step
+            },
+            false => step.args([OsString::from("-c"), LISTEN_PID_WRAPPER.into(), "agent".into(), program]),
+        }
+        .args(args);
+        step.env = env;
+        step.limits = spec.limits;
+        if let Some(bwrap) = &bwrap {
+            let python = self
+                .python
+                .resolve()
+                .map_err(|e| SpawnError::SandboxUnavailable(e.to_string()))?;
+            let mounts = Mounts {
+                writable: vec![state.clone()],
+                readonly: [package.path.clone(), package.venv_path.clone()]
+                    .into_iter()
+                    .chain(python.prefixes.iter().cloned())
+                    .collect(),
+                network: spec.network == AgentNetwork::Outbound,
+                tmp: Tmp::Writable,
+            };
+            step = bwrap.confine(step, &mounts);
+        }
+        let sockets = listeners
+            .iter()
+            .map(|l| l.try_clone().map(OwnedFd::from))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(io("cannot hand a socket to the agent"))?;
+        let child = AgentChild::start(AgentCommand {
+            step,
+            sockets,
+            memory_bytes: spec.memory_bytes,
+            sandboxed: bwrap.is_some(),
+            app_id: package.app_id.clone(),
+        })
+        .map_err(io("cannot start the agent"))?;
+        let sandbox = confine::label(bwrap.as_ref());
+        tracing::info!(
+            app_id = %package.app_id,
+            pid = child.pid(),
+            sandbox,
+            ports = %ports.iter().map(|p| format!("{}={}", p.name, p.addr)).collect::<Vec<_>>().join(","),
+            "Agent started"
+        );
+        Ok(Running {
+            child,
+            listeners: Mutex::new(listeners),
+            ports,
+            health: spec.health,
+            sandbox,
+            started: Instant::now(),
+            ready_timeout: spec.ready_timeout,
+            stop_grace: spec.stop_grace,
+            probe: Mutex::new(AcceptProbe::default()),
+        })
+    }
+
+    /// `{root}/state/{app_id}`, made if missing, never through a link.
+    fn state_dir(&self, app_id: &str) -> Result<PathBuf, SpawnError> {
+        let area = self.root.dir(Area::State);
+        match area.create_dir(app_id) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io("cannot make the agent's state directory")(e)),
+        }
+        open_dir_nofollow(area, app_id).map_err(io("cannot open the agent's state directory"))?;
+        Ok(self.root.join(Area::State, app_id))
+    }
+
+    /// Bubblewrap for the agent, per `choice`: `auto` runs it unconfined,
+    /// with a warning, where bubblewrap does not work.
+    fn agent_sandbox(&self, choice: SandboxChoice) -> Result<Option<Bubblewrap>, SpawnError> {
+        if choice == SandboxChoice::None {
+            tracing::warn!(
+                "Agent sandbox off (--sandbox none): the agent runs with the loader's own files and network"
+            );
+            return Ok(None);
+        }
+        match (choice, self.bubblewrap()) {
+            (_, Ok(found)) => Ok(Some(found.clone())),
+            (SandboxChoice::Bwrap, Err(why)) => Err(SpawnError::SandboxUnavailable(why.clone())),
+            (_, Err(why)) => {
+                tracing::warn!(reason = %why, "Agent sandbox unavailable: the agent runs with the loader's own files and network");
+                Ok(None)
+            }
+        }
+    }
+}
+
+impl Running {
+    /// Waits until the agent is ready, and returns how long it took from the
+    /// start; on a timeout or an early exit the agent is stopped.
+    pub(crate) fn wait_ready(&self) -> Result<Duration, SpawnError> {
+        let deadline = self.started + self.ready_timeout;
+        let mut interval = Duration::from_millis(1);
+        loop {
+            if let Some(status) = self.child.status() {
+                return Err(SpawnError::ExitedEarly {
+                    status: status.to_string(),
+                });
+            }
+            if self.ready() {
+                self.close_listeners();
+                let took = self.started.elapsed();
+                tracing::info!(
+                    pid = self.child.pid(),
+                    ready_ms = took.as_millis() as u64,
+                    "Agent ready"
+                );
+                return Ok(took);
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                self.stop(None);
+                return Err(SpawnError::NotReady {
+                    timeout: self.ready_timeout,
+                });
+            };
+            // Wakes at once when the agent exits.
+            self.child.wait_timeout(interval.min(left));
+            interval = (interval * 2).min(MAX_PROBE_INTERVAL);
+        }
+    }
+
+    /// One readiness probe.
+    fn ready(&self) -> bool {
+        match &self.health {
+            Some(health) => self
+                .ports
+                .iter()
+                .find(|port| port.name == health.socket)
+                .is_some_and(|port| http_ok(port.addr, &health.path)),
+            None => {
+                let (Ok(listeners), Ok(mut probe)) = (self.listeners.lock(), self.probe.lock()) else {
+                    return false;
+                };
+                listeners
+                    .first()
+                    .is_none_or(|listener| probe.accepted(listener).unwrap_or(false))
+            }
+        }
+    }
+
+    /// The process par started.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    /// The sockets, with the ports chosen.
+    pub(crate) fn ports(&self) -> &[BoundSocket] {
+        &self.ports
+    }
+
+    /// `bwrap` or `none`.
+    pub(crate) fn sandbox(&self) -> &'static str {
+        self.sandbox
+    }
+
+    /// How it ended, if it has.
+    pub(crate) fn status(&self) -> Option<ExitStatus> {
+        self.child.status()
+    }
+
+    /// Waits until it ends.
+    pub(crate) fn wait(&self) -> Option<ExitStatus> {
+        self.child.wait()
+    }
+
+    /// SIGTERM to all of it, `grace` (the spec's when `None`), then SIGKILL.
+    pub(crate) fn stop(&self, grace: Option<Duration>) -> Option<ExitStatus> {
+        let status = self.child.stop(grace.unwrap_or(self.stop_grace));
+        self.close_listeners();
+        status
+    }
+
+    /// SIGKILL to all of it, now.
+    pub(crate) fn kill(&self) {
+        self.stop(Some(Duration::ZERO));
+    }
+
+    fn close_listeners(&self) {
+        if let Ok(mut listeners) = self.listeners.lock() {
+            listeners.clear();
+        }
+    }
+}
+
+/// The socket names and the health check make sense.
+fn check_spec(spec: &SpawnSpec) -> Result<(), SpawnError> {
+    let mut names = std::collections::BTreeSet::new();
+    for listen in &spec.listen {
+        let valid = !listen.name.is_empty()
+            && listen.name.len() <= 64
+            && listen.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(SpawnError::InvalidSpec(format!(
+                "socket name `{}`: use letters, digits and `_`",
+                listen.name.escape_default()
+            )));
+        }
+        if !names.insert(listen.name.to_ascii_uppercase()) {
+            return Err(SpawnError::InvalidSpec(format!(
+                "socket name `{}` given twice",
+                listen.name
+            )));
+        }
+    }
+    if let Some(health) = &spec.health {
+        if !names.contains(&health.socket.to_ascii_uppercase()) {
+            return Err(SpawnError::InvalidSpec(format!(
+                "health check on `{}`, which is not a socket",
+                health.socket
+            )));
+        }
+        if !health.path.starts_with('/') || health.path.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(SpawnError::InvalidSpec(
+                "the health path must start with `/` and hold no spaces".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The agent's whole environment: par's own variables, then the package's
+/// (checked), then the caller's (checked only against par's own names).
+fn environment(
+    package: &AgentPackage,
+    spec: &SpawnSpec,
+    state: &std::path::Path,
+    ports: &[BoundSocket],
+) -> Result<Vec<(OsString, OsString)>, SpawnError> {
+    let mut env: Vec<(OsString, OsString)> = PASS_ENV
+        .iter()
+        .filter_map(|name| std::env::var_os(name).map(|value| (OsString::from(name), value)))
+        .collect();
+    let bin = package.venv_path.join("bin");
+    let mut path = OsString::from(bin.as_os_str());
+    path.push(":/usr/local/bin:/usr/bin:/bin");
+    env.extend([
+        ("PATH".into(), path),
+        ("HOME".into(), state.as_os_str().to_owned()),
+        ("TMPDIR".into(), "/tmp".into()),
+        ("VIRTUAL_ENV".into(), package.venv_path.as_os_str().to_owned()),
+        ("AGENT_PACKAGE_PATH".into(), package.path.as_os_str().to_owned()),
+        ("PYTHONUNBUFFERED".into(), "1".into()),
+        ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
+    ]);
+    if !ports.is_empty() {
+        let names: Vec<&str> = ports.iter().map(|p| p.name.as_str()).collect();
+        env.push(("LISTEN_FDS".into(), ports.len().to_string().into()));
+        env.push(("LISTEN_FDNAMES".into(), names.join(":").into()));
+        for port in ports {
+            env.push((
+                format!("PAR_PORT_{}", port.name.to_ascii_uppercase()).into(),
+                port.addr.port().to_string().into(),
+            ));
+        }
+    }
+    for (key, value) in manifest_environment(package)? {
+        if let Some(refusal) = package_refusal(&key) {
+            return Err(SpawnError::EnvRefused {
+                key,
+                from: EnvSource::Manifest,
+                reason: refusal.reason(),
+            });
+        }
+        env.push((key.into(), value.into()));
+    }
+    for (key, value) in &spec.env {
+        if let Some(refusal) = caller_refusal(key) {
+            return Err(SpawnError::EnvRefused {
+                key: key.clone(),
+                from: EnvSource::Caller,
+                reason: refusal.reason(),
+            });
+        }
+        env.push((key.into(), value.into()));
+    }
+    // Later settings win: the caller's over the package's over par's defaults.
+    let mut seen = std::collections::HashSet::new();
+    let mut unique: Vec<(OsString, OsString)> = env.into_iter().rev().filter(|(k, _)| seen.insert(k.clone())).collect();
+    unique.reverse();
+    Ok(unique)
+}
+
+/// `agent.yaml`'s `environment` map: strings, numbers and booleans, as text.
+fn manifest_environment(package: &AgentPackage) -> Result<Vec<(String, String)>, SpawnError> {
+    let Some(map) = package.manifest.document.get("environment") else {
+        return Ok(Vec::new());
+    };
+    let Some(map) = map.as_object() else {
+        return match map.is_null() {
+            true => Ok(Vec::new()),
+            false => Err(SpawnError::EnvValue {
+                key: "environment".into(),
+            }),
+        };
+    };
+    map.iter()
+        .map(|(key, value)| match value {
+            serde_json::Value::String(text) => Ok((key.clone(), text.clone())),
+            serde_json::Value::Number(n) => Ok((key.clone(), n.to_string())),
+            serde_json::Value::Bool(b) => Ok((key.clone(), b.to_string())),
+            _ => Err(SpawnError::EnvValue { key: key.clone() }),
+        })
+        .collect()
+}
+
+fn io(action: &'static str) -> impl FnOnce(std::io::Error) -> SpawnError {
+    move |source| SpawnError::Io { action, source }
+}

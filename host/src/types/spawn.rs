@@ -1,0 +1,132 @@
+//! What starting an agent takes and reports: the spec of a start, the
+//! sockets par binds for it, and how it ended.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::config::{Choice, ResourceLimits, SandboxChoice};
+
+/// How to start a loaded agent ([`crate::PackageLoader::spawn`]).
+#[derive(Debug, Clone)]
+pub struct SpawnSpec {
+    /// The command; a first word of `python` means the venv's interpreter.
+    pub argv: Vec<OsString>,
+    /// Sockets par binds before the start and hands to the agent, in order
+    /// (descriptors 3, 4, …): the systemd convention (`LISTEN_FDS`,
+    /// `LISTEN_FDNAMES`, `LISTEN_PID`) plus `PAR_PORT_<NAME>`.
+    pub listen: Vec<Listen>,
+    /// When the agent counts as ready: an HTTP GET on a named socket
+    /// answers 2xx; without one, the agent accepted a connection on the first socket.
+    pub health: Option<HealthCheck>,
+    /// What the agent may reach.
+    pub network: AgentNetwork,
+    /// Whether the agent runs under bubblewrap.
+    pub sandbox: SandboxChoice,
+    /// Variables the caller sets: secrets, never logged, never in a result or an error.
+    pub env: Vec<(String, String)>,
+    /// Also apply the package's own `.env` file.
+    pub package_env: bool,
+    /// How long the agent may take to become ready.
+    pub ready_timeout: Duration,
+    /// How long a stop waits after SIGTERM before SIGKILL.
+    pub stop_grace: Duration,
+    /// `setrlimit` ceilings, and the processes cap of its pids cgroup.
+    pub limits: ResourceLimits,
+    /// The memory cap of its cgroup, where the memory controller is delegated.
+    pub memory_bytes: Option<u64>,
+}
+
+impl SpawnSpec {
+    /// A spec running `argv` with the defaults: no sockets, no network, the sandbox where it works.
+    pub fn new<I, S>(argv: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        Self {
+            argv: argv.into_iter().map(Into::into).collect(),
+            listen: Vec::new(),
+            health: None,
+            network: AgentNetwork::None,
+            sandbox: SandboxChoice::Auto,
+            env: Vec::new(),
+            package_env: false,
+            ready_timeout: Duration::from_secs(60),
+            stop_grace: Duration::from_secs(10),
+            limits: ResourceLimits {
+                address_space_bytes: None,
+                file_size_bytes: Some(1024 * 1024 * 1024),
+                open_files: Some(4096),
+                cpu_seconds: None,
+                processes: Some(512),
+            },
+            memory_bytes: Some(2 * 1024 * 1024 * 1024),
+        }
+    }
+}
+
+/// A socket to bind for the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    /// Its name (`LISTEN_FDNAMES`, `PAR_PORT_<NAME>`): letters, digits, `_`.
+    pub name: String,
+    /// Where; port 0 takes any free port.
+    pub addr: SocketAddr,
+}
+
+/// An HTTP readiness check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// The socket it is asked on.
+    pub socket: String,
+    /// The path asked for (`/health`).
+    pub path: String,
+}
+
+/// What a started agent may reach over the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AgentNetwork {
+    /// Nothing: a network namespace of its own, where only the sockets it
+    /// was handed work.
+    #[default]
+    None,
+    /// The host's network, to call out (model APIs, databases).
+    Outbound,
+}
+
+impl Choice for AgentNetwork {
+    const NAMES: &'static [(&'static str, Self)] = &[("none", Self::None), ("outbound", Self::Outbound)];
+}
+
+/// A socket par bound for the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BoundSocket {
+    /// Its name.
+    pub name: String,
+    /// The address it is bound to (with the port chosen, for port 0).
+    pub addr: SocketAddr,
+}
+
+/// Where a variable the agent gets came from, for errors that name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvSource {
+    /// `agent.yaml`'s `environment` map.
+    Manifest,
+    /// The package's `.env` file.
+    DotEnv,
+    /// The caller.
+    Caller,
+}
+
+impl std::fmt::Display for EnvSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EnvSource::Manifest => "agent.yaml `environment`",
+            EnvSource::DotEnv => "the package's .env",
+            EnvSource::Caller => "the caller's environment",
+        })
+    }
+}

@@ -1,0 +1,277 @@
+//! Starting loaded agents (`PackageLoader::spawn`): real agents built by
+//! the tests (a standard-library HTTP server on its inherited socket), real
+//! venvs, real bubblewrap.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use par::{
+    AgentPackage, AgentProcess, EnvSource, HealthCheck, Listen, PackageLoader, SandboxChoice, SpawnError, SpawnSpec,
+};
+use par_tests::agent::agent_apkg;
+use par_tests::binary::survivors;
+use par_tests::workspace::offline_config;
+use par_tests::{Apkg, Workspace};
+
+fn loader(ws: &Workspace) -> PackageLoader {
+    let mut config = offline_config(ws, env!("CARGO_TARGET_TMPDIR"));
+    config.install.sandbox = SandboxChoice::Bwrap;
+    PackageLoader::new(config).expect("loader")
+}
+
+fn load(ws: &Workspace, loader: &PackageLoader, apkg: &Apkg, name: &str) -> AgentPackage {
+    let path = ws.apkg(name, apkg);
+    loader.load_blocking(&path, Some(name)).expect("load")
+}
+
+/// Serve on one socket of any free port, in the sandbox.
+fn serving(token: &str) -> SpawnSpec {
+    let mut spec = SpawnSpec::new(["python", "server.py", token]);
+    spec.listen = vec![Listen {
+        name: "http".into(),
+        addr: "127.0.0.1:0".parse().expect("addr"),
+    }];
+    spec.sandbox = SandboxChoice::Bwrap;
+    spec.ready_timeout = Duration::from_secs(30);
+    spec.stop_grace = Duration::from_secs(2);
+    spec
+}
+
+fn port(agent: &AgentProcess) -> SocketAddr {
+    agent.ports()[0].addr
+}
+
+/// `GET path` on `addr`: the body.
+fn get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect to the agent");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\n\r\n").expect("request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer");
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_agent_serving_http_becomes_ready_answers_and_stops_cleanly() {
+    let ws = Workspace::new();
+    let loader = loader(&ws);
+    let package = load(&ws, &loader, &agent_apkg("http-agent", ""), "http-agent");
+    for health in [None, Some("/health")] {
+        let token = format!("par-agent-http-{}", health.is_some());
+        let mut spec = serving(&token);
+        spec.health = health.map(|path| HealthCheck {
+            socket: "http".into(),
+            path: path.into(),
+        });
+        let agent = loader.spawn_blocking(&package, spec).expect("spawn");
+        assert_eq!(agent.sandbox(), "bwrap");
+        let ready = agent.wait_ready_blocking().expect("ready");
+        assert!(ready < Duration::from_secs(30));
+        assert_eq!(get(port(&agent), "/hello"), "ok /hello");
+        let status = agent.stop_blocking(None).expect("an exit status");
+        // Python's default for SIGTERM: it dies of the signal (bwrap reports 128 + 15).
+        assert_eq!(status.code(), Some(143), "{status}");
+        assert_eq!(survivors(&token), Vec::<i32>::new(), "processes outlived the stop");
+        assert!(
+            TcpStream::connect(port(&agent)).is_err(),
+            "the socket outlived the agent"
+        );
+    }
+}
+
+#[test]
+fn the_agent_gets_the_allow_list_the_packages_and_the_callers_variables_and_nothing_else() {
+    let ws = Workspace::new();
+    let loader = loader(&ws);
+    let apkg = agent_apkg("env-agent", "environment:\n  GREETING: hello\n  RETRIES: 3\n");
+    let package = load(&ws, &loader, &apkg, "env-agent");
+    let mut spec = serving("par-agent-env");
+    spec.env = vec![
+        ("API_TOKEN".into(), "caller-secret-5b1d".into()),
+        ("GREETING".into(), "from the caller".into()),
+    ];
+    let agent = loader.spawn_blocking(&package, spec).expect("spawn");
+    agent.wait_ready_blocking().expect("ready");
+    let env: serde_json::Value = serde_json::from_str(&get(port(&agent), "/env")).expect("json");
+
+    assert_eq!(
+        env["GREETING"], "from the caller",
+        "the caller's value wins over the package's"
+    );
+    assert_eq!(env["RETRIES"], "3");
+    assert_eq!(env["API_TOKEN"], "caller-secret-5b1d");
+    assert_eq!(env["AGENT_PACKAGE_PATH"], package.path.display().to_string());
+    assert_eq!(env["LISTEN_FDS"], "1");
+    assert_eq!(env["LISTEN_FDNAMES"], "http");
+    assert_eq!(env["PAR_PORT_HTTP"], port(&agent).port().to_string());
+    assert_eq!(env["HOME"], ws.root().join("state/env-agent").display().to_string());
+    // LISTEN_PID is the agent's own pid, as the agent sees it in its namespace.
+    assert!(env["LISTEN_PID"].as_str().is_some_and(|pid| pid.parse::<u32>().is_ok()));
+    // Nothing else of the loader's environment (cargo sets these for the test).
+    for name in ["CARGO_MANIFEST_DIR", "CARGO_PKG_NAME", "RUST_TEST_THREADS"] {
+        assert!(env.get(name).is_none(), "{name} leaked into the agent");
+    }
+}
+
+#[test]
+fn a_package_may_not_set_variables_that_load_code() {
+    let ws = Workspace::new();
+    let loader = loader(&ws);
+    for key in ["LD_PRELOAD", "PYTHONPATH", "PATH", "LISTEN_FDS"] {
+        let name = format!("env-{}", key.to_ascii_lowercase().replace('_', "-"));
+        let apkg = agent_apkg(&name, &format!("environment:\n  {key}: /tmp/evil\n"));
+        let package = load(&ws, &loader, &apkg, &name);
+        match loader.spawn_blocking(&package, serving("par-agent-refused")) {
+            Err(SpawnError::EnvRefused { key: refused, from, .. }) => {
+                assert_eq!((refused.as_str(), from), (key, EnvSource::Manifest));
+            }
+            other => panic!("{key}: expected a refusal, got {other:?}"),
+        }
+    }
+    let mut spec = serving("par-agent-refused");
+    spec.env = vec![("LISTEN_PID".into(), "caller-secret-77c2".into())];
+    let package = load(&ws, &loader, &agent_apkg("env-caller", ""), "env-caller");
+    let error = loader.spawn_blocking(&package, spec).expect_err("refused");
+    assert_eq!((error.kind(), error.subject()), ("env-refused", Some("LISTEN_PID")));
+    assert!(
+        !format!("{error} {error:?}").contains("caller-secret-77c2"),
+        "a caller's value reached the error"
+    );
+}
+
+#[test]
+fn an_agent_that_never_becomes_ready_gets_the_typed_error_and_leaves_nothing() {
+    let ws = Workspace::new();
+    let loader = loader(&ws);
+    let apkg = agent_apkg("idle-agent", "").file("idle.py", "import time, sys\nwhile True:\n    time.sleep(60)\n");
+    let package = load(&ws, &loader, &apkg, "idle-agent");
+    let mut spec = serving("par-agent-idle");
+    spec.argv = ["python", "idle.py", "par-agent-idle"].map(Into::into).into();
+    spec.ready_timeout = Duration::from_secs(2);
+    let agent = loader.spawn_blocking(&package, spec).expect("spawn");
+    match agent.wait_ready_blocking() {
+        Err(SpawnError::NotReady { timeout }) => assert_eq!(timeout, Duration::from_secs(2)),
+        other => panic!("expected NotReady, got {other:?}"),
+    }
+    assert!(agent.status().is_some(), "the agent was stopped");
+    assert_eq!(survivors("par-agent-idle"), Vec::<i32>::new());
+}
+
+#[test]
+fn a_stop_reaches_a_child_that_ignores_sigterm_and_a_setsid_daemon() {
+    let ws = Workspace::new();
+    let loader = loader(&ws);
+    let stubborn = "import os, signal, subprocess, runpy, sys\n\
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)\n\
+        subprocess.Popen(['setsid', sys.executable, '-c', 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(1000)', 'par-agent-stubborn-daemon'])\n\
+        sys.argv = ['server.py']\n\
+        runpy.run_path('server.py', run_name='__main__')\n";
+    let apkg = agent_apkg("stubborn-agent", "").file("stubborn.py", stubborn);
+    let package = load(&ws, &loader, &apkg, "stubborn-agent");
+    let mut spec = serving("par-agent-stubborn");
+    spec.argv = ["python", "stubborn.py", "par-agent-stubborn"].map(Into::into).into();
+    let agent = loader.spawn_blocking(&package, spec).expect("spawn");
+    agent.wait_ready_blocking().expect("ready");
+    assert!(
+        !survivors_now("par-agent-stubborn-daemon").is_empty(),
+        "the daemon runs, as this test needs"
+    );
+    let status = agent
+        .stop_blocking(Some(Duration::from_millis(500)))
+        .expect("an exit status");
+    assert!(!status.success());
+    assert_eq!(
+        survivors("par-agent-stubborn"),
+        Vec::<i32>::new(),
+        "the agent or its daemon survived"
+    );
+}
+
+/// Processes mentioning `needle` right now.
+fn survivors_now(needle: &str) -> Vec<i32> {
+    par_tests::binary::processes_mentioning(needle)
+}
+
+#[test]
+fn the_sandbox_hides_the_host_and_the_network_and_keeps_writes_in_the_state_directory() {
+    let ws = Workspace::new();
+    let loader = loader(&ws);
+    let secret = ws.path().join("host-secret.txt");
+    std::fs::write(&secret, "host secret").expect("secret");
+    let outside = TcpListener::bind("127.0.0.1:0").expect("a listener outside");
+    let package = load(&ws, &loader, &agent_apkg("probe-agent", ""), "probe-agent");
+    let agent = loader
+        .spawn_blocking(&package, serving("par-agent-probe"))
+        .expect("spawn");
+    agent.wait_ready_blocking().expect("ready");
+    let addr = port(&agent);
+    let state = ws.root().join("state/probe-agent");
+
+    assert_eq!(
+        get(addr, &format!("/read?{}", secret.display())),
+        "refused FileNotFoundError"
+    );
+    assert!(get(addr, "/read?/etc/shadow").starts_with("refused"));
+    // The path exists inside the sandbox only on its private /tmp, if at all.
+    get(addr, &format!("/write?{}", ws.path().join("escaped.txt").display()));
+    assert!(get(addr, "/write?/escaped.txt").starts_with("refused"));
+    assert!(get(addr, &format!("/write?{}", package.path.join("server.py").display())).starts_with("refused"));
+    assert_eq!(get(addr, &format!("/write?{}", state.join("kept.txt").display())), "ok");
+    assert_eq!(get(addr, "/write?/tmp/scratch.txt"), "ok");
+    let there = outside.local_addr().expect("addr");
+    assert!(get(addr, &format!("/connect?127.0.0.1:{}", there.port())).starts_with("refused"));
+    agent.stop_blocking(None);
+
+    assert_eq!(
+        std::fs::read_to_string(state.join("kept.txt")).expect("kept"),
+        "written"
+    );
+    assert!(!ws.path().join("escaped.txt").exists());
+    assert!(!Path::new("/tmp/scratch.txt").exists(), "the agent's /tmp is its own");
+}
+
+#[test]
+fn two_agents_of_two_apps_run_at_once_and_cannot_see_each_others_state() {
+    let ws = Workspace::new();
+    let loader = loader(&ws);
+    let first = load(&ws, &loader, &agent_apkg("first-agent", ""), "first-agent");
+    let second = load(&ws, &loader, &agent_apkg("second-agent", ""), "second-agent");
+    let a = loader
+        .spawn_blocking(&first, serving("par-agent-first"))
+        .expect("spawn");
+    let b = loader
+        .spawn_blocking(&second, serving("par-agent-second"))
+        .expect("spawn");
+    a.wait_ready_blocking().expect("ready");
+    b.wait_ready_blocking().expect("ready");
+    assert_ne!(port(&a), port(&b));
+
+    let a_state = ws.root().join("state/first-agent");
+    assert_eq!(
+        get(port(&a), &format!("/write?{}", a_state.join("mine").display())),
+        "ok"
+    );
+    assert_eq!(
+        get(port(&b), &format!("/read?{}", a_state.join("mine").display())),
+        "refused FileNotFoundError"
+    );
+    assert!(get(port(&b), &format!("/write?{}", a_state.join("theirs").display())).starts_with("refused"));
+    assert_eq!(get(port(&a), "/"), "ok /");
+    drop(a);
+    drop(b);
+    assert_eq!(
+        survivors("par-agent-first"),
+        Vec::<i32>::new(),
+        "dropping stops the agent"
+    );
+    assert_eq!(
+        survivors("par-agent-second"),
+        Vec::<i32>::new(),
+        "dropping stops the agent"
+    );
+}

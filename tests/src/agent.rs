@@ -1,0 +1,63 @@
+//! An agent for the tests that start agents: a standard-library HTTP
+//! server on its inherited socket, packaged as an APKG.
+
+use crate::Apkg;
+
+/// A standard-library HTTP server on the socket it was handed (fd 3):
+/// `/env` answers its environment, `/read?PATH` a file's first bytes,
+/// `/write?PATH` writes there, `/connect?HOST:PORT` opens a connection;
+/// each answers `ok …` or `refused …`.
+pub const SERVER: &str = r#"
+import http.server, json, os, socket, sys, urllib.parse
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        path, _, arg = self.path.partition("?")
+        arg = urllib.parse.unquote(arg)
+        try:
+            if path == "/env":
+                body = json.dumps(dict(os.environ))
+            elif path == "/read":
+                with open(arg, "rb") as f:
+                    body = "ok " + f.read(64).decode(errors="replace")
+            elif path == "/write":
+                with open(arg, "w") as f:
+                    f.write("written")
+                body = "ok"
+            elif path == "/connect":
+                host, port = arg.rsplit(":", 1)
+                socket.create_connection((host, int(port)), timeout=2).close()
+                body = "ok"
+            else:
+                body = "ok " + self.path
+        except Exception as e:
+            body = "refused " + type(e).__name__
+        data = body.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+def main():
+    sock = socket.socket(fileno=int(os.environ.get("AGENT_FD", "3")))
+    server = http.server.HTTPServer(sock.getsockname(), Handler, bind_and_activate=False)
+    server.socket = sock
+    print("serving", flush=True)
+    server.serve_forever()
+
+if __name__ == "__main__":
+    main()
+"#;
+
+/// An agent package named `name`, serving with [`SERVER`], with `environment` lines in its manifest.
+pub fn agent_apkg(name: &str, environment: &str) -> Apkg {
+    Apkg::new()
+        .file(
+            "agent.yaml",
+            format!("name: {name}\nversion: 1.0.0\nentrypoint: server:main\n{environment}"),
+        )
+        .file("server.py", SERVER)
+}
