@@ -101,23 +101,13 @@ fn measure(command: &mut Command, log: &Path) -> Result<Sample> {
         .stderr(log_file)
         .spawn()
         .with_context(|| format!("cannot start {command:?}"))?;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: the pid is our own unwaited child; status and usage are valid for writes.
-    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    let (status, max_rss_kib) = reap(child.id())?;
     let wall = started.elapsed();
-    if pid < 0 {
-        bail!("wait4 failed: {}", std::io::Error::last_os_error());
-    }
     if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
         let output = std::fs::read_to_string(log).unwrap_or_default();
         bail!("{command:?} failed (status {status}):\n{output}");
     }
-    Ok(Sample {
-        wall,
-        max_rss_kib: usage.ru_maxrss as u64,
-    })
+    Ok(Sample { wall, max_rss_kib })
 }
 
 struct Bench {
@@ -236,7 +226,8 @@ impl Bench {
             self.write_apkg(name, &apkg)?;
             self.package(name, &apkg, options.runs)?;
         }
-        self.startup(options.runs)
+        self.startup(options.runs)?;
+        self.agent_start(options.runs)
     }
 
     /// Builds an APKG in a child process: Linux carries a process's peak RSS
@@ -342,6 +333,119 @@ impl Bench {
         );
         Ok(())
     }
+}
+
+impl Bench {
+    /// `par run` from process start to a ready agent (the tests' standard-
+    /// library HTTP agent, sandboxed, on a socket par binds, health-checked)
+    /// against the same agent started by hand: the venv's python, no
+    /// sandbox, its own socket, polled with the same health check.
+    fn agent_start(&self, runs: usize) -> Result<()> {
+        let apkg = self.workdir.join("agent.apkg");
+        par_tests::agent::agent_apkg("bench-agent", "").write_to(&apkg);
+        let apkg = OsString::from(apkg);
+        let root = self.fresh("agent-root")?;
+        // Loaded once, untimed: every `par run` then takes the unchanged-redeploy path.
+        let output = self
+            .par(&root, &[&"load".into(), &apkg, &"--json".into()])
+            .stderr(Stdio::null())
+            .output()?;
+        let loaded: serde_json::Value = serde_json::from_slice(&output.stdout).context("the load's result")?;
+        let field = |name: &str| {
+            loaded[name]
+                .as_str()
+                .map(PathBuf::from)
+                .context("a path in the load's result")
+        };
+        let (python, tree) = (field("python_path")?, field("path")?);
+        let (mut par, mut by_hand) = (Series::default(), Series::default());
+        for _ in 0..runs {
+            par.0.push(self.par_run_to_ready(&root, &apkg)?);
+            by_hand.0.push(by_hand_to_ready(&python, &tree)?);
+        }
+        row(
+            "tiny HTTP agent",
+            "`par run` start to ready (sandboxed) vs by hand (venv python, no sandbox)",
+            &par,
+            &by_hand,
+        );
+        Ok(())
+    }
+
+    /// Starts `par run`, waits for its ready event, then stops it.
+    fn par_run_to_ready(&self, root: &Path, apkg: &OsString) -> Result<Sample> {
+        let args: Vec<OsString> = ["run".into(), apkg.clone()]
+            .into_iter()
+            .chain(["--listen", "http=127.0.0.1:0", "--health", "http:/health", "--json"].map(OsString::from))
+            .chain(["--", "python", "server.py"].map(OsString::from))
+            .collect();
+        let args: Vec<&OsString> = args.iter().collect();
+        let mut command = self.par_default_python(root, &args);
+        command.arg("--uv").arg(&self.uv);
+        let started = Instant::now();
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
+        // Kept open until par has ended, so its exit event finds a reader.
+        let mut stdout = std::io::BufReader::new(child.stdout.take().context("stdout")?);
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut line)?;
+        let wall = started.elapsed();
+        if !line.contains("\"ready\"") {
+            bail!("`par run` did not report ready: {line:?}");
+        }
+        // SAFETY: kill is async-signal-safe and the pid is our own running child.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let (_, max_rss_kib) = reap(child.id())?;
+        drop(stdout);
+        Ok(Sample { wall, max_rss_kib })
+    }
+}
+
+/// The agent started by hand on a port it binds itself, polled until its health check answers.
+fn by_hand_to_ready(python: &Path, tree: &Path) -> Result<Sample> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let started = Instant::now();
+    let mut child = Command::new(python)
+        .arg("server.py")
+        .current_dir(tree)
+        .env("AGENT_BIND", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    while !healthy(port) {
+        if let Some(status) = child.try_wait()? {
+            bail!("the agent started by hand exited: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let wall = started.elapsed();
+    child.kill()?;
+    child.wait()?;
+    Ok(Sample { wall, max_rss_kib: 0 })
+}
+
+/// Whether `GET /health` on the port answers 200.
+fn healthy(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let mut answer = String::new();
+    stream.write_all(b"GET /health HTTP/1.0\r\n\r\n").is_ok()
+        && stream.read_to_string(&mut answer).is_ok()
+        && answer.starts_with("HTTP/1.0 200")
+}
+
+/// Waits for our child `pid`; returns its wait status and its peak RSS in
+/// KiB, which only `wait4` reports.
+fn reap(pid: u32) -> Result<(i32, u64)> {
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pid is our own unwaited child; status and usage are valid for writes.
+    if unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) } < 0 {
+        bail!("wait4 failed: {}", std::io::Error::last_os_error());
+    }
+    Ok((status, usage.ru_maxrss as u64))
 }
 
 /// Downloads the web package's requirements and the build backend as

@@ -3,7 +3,8 @@
 
 use crate::Apkg;
 
-/// A standard-library HTTP server on the socket it was handed (fd 3):
+/// A standard-library HTTP server on the socket it was handed (fd 3), or
+/// on `AGENT_BIND` (`HOST:PORT`) when started by hand:
 /// `/env` answers its environment, `/read?PATH` a file's first bytes,
 /// `/write?PATH` writes there, `/connect?HOST:PORT` opens a connection;
 /// each answers `ok …` or `refused …`.
@@ -42,7 +43,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 def main():
-    sock = socket.socket(fileno=int(os.environ.get("AGENT_FD", "3")))
+    if "AGENT_BIND" in os.environ:
+        # Started by hand: the agent binds its own socket.
+        host, port = os.environ["AGENT_BIND"].rsplit(":", 1)
+        sock = socket.create_server((host, int(port)))
+    else:
+        sock = socket.socket(fileno=3)
     server = http.server.HTTPServer(sock.getsockname(), Handler, bind_and_activate=False)
     server.socket = sock
     print("serving", flush=True)
