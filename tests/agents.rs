@@ -12,6 +12,7 @@ use par::{
 };
 use par_tests::agent::agent_apkg;
 use par_tests::binary::survivors;
+use par_tests::machine::pids_cgroups;
 use par_tests::workspace::offline_config;
 use par_tests::{Apkg, Workspace};
 
@@ -273,5 +274,89 @@ fn two_agents_of_two_apps_run_at_once_and_cannot_see_each_others_state() {
         survivors("par-agent-second"),
         Vec::<i32>::new(),
         "dropping stops the agent"
+    );
+}
+
+/// What each attempt of a hostile agent came to.
+#[derive(Debug, PartialEq, Eq)]
+struct Attempts {
+    read_host_file: bool,
+    read_loader_secret: bool,
+    write_outside: bool,
+    connect_out: bool,
+    processes_started: usize,
+    allocate_beyond_limit: bool,
+}
+
+/// A hostile agent's attempts, with `sandbox`: each `true` means it got through.
+fn hostile_attempts(sandbox: SandboxChoice) -> Attempts {
+    let ws = Workspace::new();
+    let loader = loader(&ws);
+    let secret = ws.path().join("host-secret.txt");
+    std::fs::write(&secret, "host secret").expect("secret");
+    let outside = TcpListener::bind("127.0.0.1:0").expect("a listener outside");
+    let escaped = ws.path().join("escaped.txt");
+    let package = load(&ws, &loader, &agent_apkg("hostile-agent", ""), "hostile-agent");
+    let mut spec = serving("par-agent-hostile");
+    spec.sandbox = sandbox;
+    spec.limits.processes = Some(64);
+    spec.limits.address_space_bytes = Some(1024 * 1024 * 1024);
+    let agent = loader.spawn_blocking(&package, spec).expect("spawn");
+    agent.wait_ready_blocking().expect("ready");
+    let addr = port(&agent);
+    let env: serde_json::Value = serde_json::from_str(&get(addr, "/env")).expect("json");
+    let started = get(addr, "/fork?600");
+    let attempts = Attempts {
+        read_host_file: get(addr, &format!("/read?{}", secret.display())).starts_with("ok"),
+        // cargo sets these for the test process, the agent's "runtime".
+        read_loader_secret: env.get("CARGO_MANIFEST_DIR").is_some(),
+        write_outside: {
+            get(addr, &format!("/write?{}", escaped.display()));
+            escaped.exists()
+        },
+        connect_out: get(addr, &format!("/connect?{}", outside.local_addr().expect("addr"))).starts_with("ok"),
+        processes_started: started
+            .trim_start_matches("started ")
+            .parse()
+            .unwrap_or_else(|_| panic!("{started}")),
+        allocate_beyond_limit: get(addr, "/alloc?2048").starts_with("ok"),
+    };
+    agent.stop_blocking(None);
+    assert_eq!(survivors("par-agent-hostile"), Vec::<i32>::new());
+    attempts
+}
+
+#[test]
+fn a_hostile_agent_is_held_by_the_sandbox_and_without_it_gets_through() {
+    // With bubblewrap: nothing of the host, no network.
+    let confined = hostile_attempts(SandboxChoice::Bwrap);
+    // Without it (pinned, so the table in SECURITY.md stays true): the host's
+    // files and network are the agent's; the environment allow-list, the
+    // pids cgroup and the rlimits still hold.
+    let unconfined = hostile_attempts(SandboxChoice::None);
+    let held = |processes_started| Attempts {
+        read_host_file: false,
+        read_loader_secret: false,
+        write_outside: false,
+        connect_out: false,
+        processes_started,
+        allocate_beyond_limit: false,
+    };
+    // A pids cgroup capped at 64 stops the fork bomb, sandbox or not.
+    let capped = |started: usize| match pids_cgroups() {
+        true => started < 64,
+        false => started == 600,
+    };
+    assert!(capped(confined.processes_started), "{confined:?}");
+    assert_eq!(confined, held(confined.processes_started));
+    assert!(capped(unconfined.processes_started), "{unconfined:?}");
+    assert_eq!(
+        unconfined,
+        Attempts {
+            read_host_file: true,
+            write_outside: true,
+            connect_out: true,
+            ..held(unconfined.processes_started)
+        }
     );
 }

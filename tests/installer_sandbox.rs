@@ -13,6 +13,7 @@ use std::net::TcpListener;
 use std::path::Path;
 
 use par_tests::binary::{Par, assert_succeeded, json, processes_mentioning, survivors};
+use par_tests::machine::pids_cgroups;
 use par_tests::workspace::build_environments;
 use par_tests::{Apkg, Workspace};
 
@@ -217,29 +218,6 @@ const EVERY_ATTEMPT: [&str; 11] = [
     "write_par_cache",
     "write_shared_build_env",
 ];
-
-/// Whether the loader must give each step a pids cgroup here: then forking
-/// past 512 processes fails and every process of a step dies with it, with
-/// or without the sandbox. Taken from what the test knows of the machine,
-/// never from the loader: as root (as CI runs) the loader may create one, so
-/// the test requires it; otherwise it expects none, unless
-/// `PAR_TEST_PIDS_CGROUP=1` says this user's cgroup is delegated (or `=0`
-/// that a root without a writable cgroup tree has none).
-fn pids_cgroups() -> bool {
-    static EXPECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *EXPECTED.get_or_init(|| match std::env::var("PAR_TEST_PIDS_CGROUP").as_deref() {
-        Ok("1") => true,
-        Ok("0") => false,
-        _ if rustix::process::geteuid().is_root() => true,
-        _ => {
-            eprintln!(
-                "note: not root, so these tests expect installer steps without a pids cgroup; \
-                 set PAR_TEST_PIDS_CGROUP=1 where this user's cgroup has pids delegated"
-            );
-            false
-        }
-    })
-}
 
 fn under_the_sandbox_every_attempt_fails(installer: &str) {
     let run = run(installer, "bwrap");

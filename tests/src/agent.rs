@@ -6,10 +6,12 @@ use crate::Apkg;
 /// A standard-library HTTP server on the socket it was handed (fd 3), or
 /// on `AGENT_BIND` (`HOST:PORT`) when started by hand:
 /// `/env` answers its environment, `/read?PATH` a file's first bytes,
-/// `/write?PATH` writes there, `/connect?HOST:PORT` opens a connection;
-/// each answers `ok …` or `refused …`.
+/// `/write?PATH` writes there, `/connect?HOST:PORT` opens a connection,
+/// `/fork?N` starts up to N processes and says how many it could,
+/// `/alloc?MIB` allocates; each answers `ok …` or `refused` and the
+/// exception's name.
 pub const SERVER: &str = r#"
-import http.server, json, os, socket, sys, urllib.parse
+import http.server, json, os, socket, subprocess, sys, urllib.parse
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -29,6 +31,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 host, port = arg.rsplit(":", 1)
                 socket.create_connection((host, int(port)), timeout=2).close()
                 body = "ok"
+            elif path == "/fork":
+                children = []
+                try:
+                    for _ in range(int(arg)):
+                        children.append(subprocess.Popen(["sleep", "60"]))
+                except OSError:
+                    pass
+                for child in children:
+                    child.kill()
+                    child.wait()
+                body = "started %d" % len(children)
+            elif path == "/alloc":
+                block = bytearray(int(arg) * 1024 * 1024)
+                body = "ok %d" % len(block)
             else:
                 body = "ok " + self.path
         except Exception as e:

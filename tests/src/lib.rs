@@ -7,6 +7,7 @@ pub mod binary;
 pub mod cases;
 pub mod fuzz;
 pub mod index_trap;
+pub mod machine;
 pub mod tools;
 pub mod workspace;
 pub mod zip_bytes;
