@@ -360,3 +360,49 @@ fn a_hostile_agent_is_held_by_the_sandbox_and_without_it_gets_through() {
         }
     );
 }
+
+#[test]
+fn the_packages_env_file_applies_only_when_asked_and_is_checked() {
+    let ws = Workspace::new();
+    let loader = loader(&ws);
+    let dotenv = "# written by PAK\nGREETING=from-dotenv\nexport MODEL=\"gpt 4o\"  # default\n";
+    let apkg = agent_apkg("dotenv-agent", "environment:\n  GREETING: from-manifest\n").file(".env", dotenv);
+    let package = load(&ws, &loader, &apkg, "dotenv-agent");
+    for package_env in [false, true] {
+        let mut spec = serving("par-agent-dotenv");
+        spec.package_env = package_env;
+        let agent = loader.spawn_blocking(&package, spec).expect("spawn");
+        agent.wait_ready_blocking().expect("ready");
+        let env: serde_json::Value = serde_json::from_str(&get(port(&agent), "/env")).expect("json");
+        match package_env {
+            true => assert_eq!(
+                (&env["GREETING"], &env["MODEL"]),
+                (&"from-dotenv".into(), &"gpt 4o".into())
+            ),
+            false => assert_eq!((&env["GREETING"], env.get("MODEL")), (&"from-manifest".into(), None)),
+        }
+    }
+
+    let apkg = agent_apkg("dotenv-preload", "").file(".env", "OK=1\nLD_PRELOAD=/tmp/evil.so\n");
+    let package = load(&ws, &loader, &apkg, "dotenv-preload");
+    let mut spec = serving("par-agent-dotenv-refused");
+    spec.package_env = true;
+    let error = loader.spawn_blocking(&package, spec).expect_err("refused");
+    assert_eq!(
+        (error.kind(), error.subject(), error.is_package_fault()),
+        ("env-invalid", Some("LD_PRELOAD"), true)
+    );
+    assert!(error.to_string().contains("line 2"), "{error}");
+}
+
+#[test]
+fn an_agent_starts_only_from_a_package_this_loader_published() {
+    let ws = Workspace::new();
+    let loader = loader(&ws);
+    let mut package = load(&ws, &loader, &agent_apkg("moved-agent", ""), "moved-agent");
+    package.path = std::path::PathBuf::from("/etc");
+    let error = loader
+        .spawn_blocking(&package, serving("par-agent-moved"))
+        .expect_err("refused");
+    assert_eq!(error.kind(), "invalid-input", "{error}");
+}

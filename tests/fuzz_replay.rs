@@ -68,6 +68,11 @@ fn component() {
     replay(Target::Component);
 }
 
+#[test]
+fn dotenv() {
+    replay(Target::DotEnv);
+}
+
 /// Every regression directory belongs to a target, and every target is a
 /// binary of the fuzz crate: a target added or renamed in one place only
 /// fails here.

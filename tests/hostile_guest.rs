@@ -241,3 +241,29 @@ async fn an_installer_call_during_extract_is_refused() {
     assert_eq!(error.subject(), Some("publish"));
     ws.assert_left_nothing("extract");
 }
+
+#[test]
+fn a_hostile_guest_cannot_smuggle_variables_through_the_env_file() {
+    let ws = Workspace::new();
+    // Loaded by par's own guest; the hostile one then reads its `.env`.
+    let real = PackageLoader::new(offline_config(&ws, env!("CARGO_TARGET_TMPDIR"))).expect("loader");
+    let hostile = loader(&ws);
+    for (name, dotenv, kind) in [
+        ("smuggler", "GREETING=hi\n", "env-refused"),
+        ("protocol-breaker", "# publish\n", "guest-protocol"),
+    ] {
+        let apkg = par_tests::agent::agent_apkg(name, "").file(".env", dotenv);
+        let package = real.load_blocking(&ws.apkg(name, &apkg), Some(name)).expect("load");
+        let mut spec = par::SpawnSpec::new(["python", "server.py"]);
+        spec.package_env = true;
+        let error = hostile.spawn_blocking(&package, spec).expect_err("refused");
+        assert_eq!(
+            (error.kind(), error.is_package_fault()),
+            (kind, true),
+            "{name}: {error}"
+        );
+        if kind == "env-refused" {
+            assert_eq!(error.subject(), Some("LD_PRELOAD"), "{error}");
+        }
+    }
+}

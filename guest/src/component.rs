@@ -2,12 +2,14 @@
 //! types in `wit/types.wit`. Only compiled for `wasm32`.
 
 use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 
 use crate::seek_buffered::SeekBuffered;
 
 use crate::archive;
 use crate::build_system::BuildSystem;
+use crate::dotenv;
 use crate::error::{EntryProblem, GuestError, Inconsistency};
 use crate::install_plan::{self, InstallPlan, Requirement, SelfInstall};
 use crate::limits::{LimitKind, Limits};
@@ -26,6 +28,9 @@ use bindings::Guest;
 use bindings::pixell::apkg::host_installer;
 use bindings::pixell::apkg::host_log::{self, Field, Level};
 use bindings::pixell::apkg::types as wit;
+
+/// Largest `.env` read.
+const MAX_ENV_FILE_BYTES: u64 = par_rules::env::MAX_ENV_FILE_BYTES;
 
 /// Where the host preopens the archive (read-only) and the package tree (read-write).
 const ARCHIVE: &str = "/archive/package.apkg";
@@ -74,6 +79,40 @@ impl Guest for Loader {
             bytes: report.bytes,
             executables: report.executables,
         })
+    }
+
+    fn read_env_file() -> Result<Vec<wit::EnvVar>, wit::EnvFileError> {
+        let whole = |reason: String| wit::EnvFileError {
+            line: 0,
+            key: None,
+            reason,
+        };
+        let bytes = match File::open(Path::new(PACKAGE_DIR).join(".env")) {
+            Ok(file) => {
+                let mut bytes = Vec::new();
+                file.take(MAX_ENV_FILE_BYTES + 1)
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| whole(format!("cannot read .env: {e}")))?;
+                if bytes.len() as u64 > MAX_ENV_FILE_BYTES {
+                    return Err(whole(format!(".env is over {MAX_ENV_FILE_BYTES} bytes")));
+                }
+                bytes
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(whole(format!("cannot open .env: {e}"))),
+        };
+        let vars = dotenv::parse(&bytes).map_err(|e| wit::EnvFileError {
+            line: e.line,
+            key: e.key,
+            reason: e.reason,
+        })?;
+        Ok(vars
+            .into_iter()
+            .map(|var| wit::EnvVar {
+                key: var.key,
+                value: var.value,
+            })
+            .collect())
     }
 
     fn load(options: wit::LoadOptions) -> Result<wit::LoadReport, wit::LoadError> {

@@ -163,6 +163,10 @@ struct AgentArgs {
     /// A file of KEY=VALUE lines for the agent, as --env.
     #[arg(long, value_name = "FILE")]
     env_file: Option<PathBuf>,
+    /// Also apply the package's own `.env` (parsed in the sandbox; the same
+    /// variables are refused as in agent.yaml's `environment`).
+    #[arg(long)]
+    package_env: bool,
     /// Seconds the agent may take to become ready.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     ready_timeout: u64,
@@ -426,6 +430,7 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             spec.listen = agent.listen.clone();
             spec.health = agent.health.clone();
             spec.network = agent.network;
+            spec.package_env = agent.package_env;
             spec.sandbox = install.sandbox;
             spec.ready_timeout = Duration::from_secs(agent.ready_timeout);
             spec.stop_grace = Duration::from_secs(agent.stop_grace);

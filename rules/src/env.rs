@@ -31,6 +31,12 @@ impl EnvRefusal {
 
 /// Longest variable name accepted.
 pub const MAX_NAME_BYTES: usize = 128;
+/// Largest `.env` file read.
+pub const MAX_ENV_FILE_BYTES: u64 = 64 * 1024;
+/// Most variables a package's `.env` may set.
+pub const MAX_ENV_VARS: usize = 256;
+/// Longest value accepted.
+pub const MAX_VALUE_BYTES: usize = 32 * 1024;
 
 /// Prefixes (compared without case) of variables that load code.
 const LOADS_CODE_PREFIXES: [&str; 5] = ["LD_", "PYTHON", "DYLD_", "MALLOC_", "UV_"];

@@ -58,8 +58,9 @@ impl Engine {
             cache_dir: config.component_cache.clone(),
         };
         let preopens = Preopens {
-            archive_dir: &archive_dir,
+            archive_dir: Some(&archive_dir),
             package_dir: Some(&tree),
+            package_writable: true,
         };
         let (facts, mut session) = self.sandbox.load(
             preopens,

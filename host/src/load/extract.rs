@@ -20,8 +20,9 @@ impl Engine {
         let staging = Staging::create(&self.root, &apkg)?;
         let archive_dir = staging.archive_preopen();
         let preopens = Preopens {
-            archive_dir: &archive_dir,
+            archive_dir: Some(&archive_dir),
             package_dir: None,
+            package_writable: false,
         };
         self.sandbox.inspect(preopens, &self.archive_rules())
     }
@@ -40,8 +41,9 @@ impl Engine {
         let (archive_dir, tree) = (staging.archive_preopen(), staging.tree_preopen());
         tracing::info!(staging = %staging.tree_path().display(), "Extracting package");
         let preopens = Preopens {
-            archive_dir: &archive_dir,
+            archive_dir: Some(&archive_dir),
             package_dir: Some(&tree),
+            package_writable: true,
         };
         let report = self
             .sandbox

@@ -10,7 +10,7 @@ use std::process::ExitStatus;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use par_rules::env::{caller_refusal, package_refusal};
+use par_rules::env::{MAX_ENV_VARS, MAX_VALUE_BYTES, caller_refusal, package_refusal};
 use par_rules::names::is_safe_component;
 
 use super::Engine;
@@ -18,9 +18,9 @@ use crate::exec::agent::{AgentChild, AgentCommand};
 use crate::exec::confine::{self, Bubblewrap, Mounts, Tmp};
 use crate::exec::process::Step;
 use crate::exec::ready::{AcceptProbe, http_ok};
-use crate::fs::root::{Area, open_dir_nofollow};
+use crate::fs::root::{Area, fd_path, open_dir_nofollow};
 use crate::types::config::SandboxChoice;
-use crate::types::error::SpawnError;
+use crate::types::error::{EnvFileRefused, SpawnError};
 use crate::types::package::AgentPackage;
 use crate::types::spawn::{AgentNetwork, BoundSocket, EnvSource, HealthCheck, SpawnSpec};
 
@@ -60,7 +60,12 @@ impl Engine {
                 package.app_id.escape_default()
             )));
         }
+        let tree = self.tree_of(package)?;
         let state = self.state_dir(&package.app_id)?;
+        let dotenv = match spec.package_env {
+            true => self.package_env(&tree)?,
+            false => Vec::new(),
+        };
         let bwrap = self.agent_sandbox(spec.sandbox)?;
         let mut listeners = Vec::with_capacity(spec.listen.len());
         let mut ports = Vec::with_capacity(spec.listen.len());
@@ -79,7 +84,7 @@ impl Engine {
             });
             listeners.push(listener);
         }
-        let env = environment(package, &spec, &state, &ports)?;
+        let env = environment(package, &spec, &state, &ports, dotenv)?;
         let (program, args) = match spec.argv.split_first() {
             Some((first, rest)) if first == "python" => (package.python_path.clone().into_os_string(), rest.to_vec()),
             Some((first, rest)) => (first.clone(), rest.to_vec()),
@@ -144,6 +149,49 @@ impl Engine {
             stop_grace: spec.stop_grace,
             probe: Mutex::new(AcceptProbe::default()),
         })
+    }
+
+    /// The package's tree, opened under the root: an agent starts only from
+    /// a tree par published, with a venv par made.
+    fn tree_of(&self, package: &AgentPackage) -> Result<cap_std::fs::Dir, SpawnError> {
+        // Paths compare by component: `{root}/trees/` is `{root}/trees`.
+        let inside = |path: &std::path::Path, area: Area| path.parent() == Some(self.root.join(area, "").as_path());
+        let name = package.path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let venv = package
+            .venv_path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let ours = inside(&package.path, Area::Trees)
+            && inside(&package.venv_path, Area::Venvs)
+            && !name.is_empty()
+            && !venv.is_empty()
+            && package.python_path.starts_with(&package.venv_path);
+        if !ours {
+            return Err(SpawnError::InvalidSpec(format!(
+                "`{}` is not a package this loader published under `{}`",
+                package.path.display(),
+                self.root.path().display()
+            )));
+        }
+        open_dir_nofollow(self.root.dir(Area::Trees), name).map_err(io("cannot open the package's tree"))
+    }
+
+    /// The package's `.env`, parsed in the sandbox and checked again here.
+    fn package_env(&self, tree: &cap_std::fs::Dir) -> Result<Vec<(String, String)>, SpawnError> {
+        let vars = self
+            .sandbox
+            .read_env_file(&fd_path(tree))
+            .map_err(|e| SpawnError::EnvFileSandbox(Box::new(e)))?
+            .map_err(SpawnError::EnvFile)?;
+        if vars.len() > MAX_ENV_VARS {
+            return Err(SpawnError::EnvFile(EnvFileRefused {
+                line: 0,
+                key: None,
+                reason: format!("more than {MAX_ENV_VARS} variables"),
+            }));
+        }
+        Ok(vars)
     }
 
     /// `{root}/state/{app_id}`, made if missing, never through a link.
@@ -318,6 +366,7 @@ fn environment(
     spec: &SpawnSpec,
     state: &std::path::Path,
     ports: &[BoundSocket],
+    dotenv: Vec<(String, String)>,
 ) -> Result<Vec<(OsString, OsString)>, SpawnError> {
     let mut env: Vec<(OsString, OsString)> = PASS_ENV
         .iter()
@@ -346,23 +395,28 @@ fn environment(
             ));
         }
     }
-    for (key, value) in manifest_environment(package)? {
-        if let Some(refusal) = package_refusal(&key) {
+    let package_vars = manifest_environment(package)?
+        .into_iter()
+        .map(|(key, value)| (EnvSource::Manifest, key, value))
+        .chain(dotenv.into_iter().map(|(key, value)| (EnvSource::DotEnv, key, value)));
+    let caller_vars = spec
+        .env
+        .iter()
+        .map(|(key, value)| (EnvSource::Caller, key.clone(), value.clone()));
+    for (from, key, value) in package_vars.chain(caller_vars) {
+        let refusal = match from {
+            EnvSource::Caller => caller_refusal(&key),
+            EnvSource::Manifest | EnvSource::DotEnv => package_refusal(&key),
+        };
+        if let Some(refusal) = refusal {
             return Err(SpawnError::EnvRefused {
                 key,
-                from: EnvSource::Manifest,
+                from,
                 reason: refusal.reason(),
             });
         }
-        env.push((key.into(), value.into()));
-    }
-    for (key, value) in &spec.env {
-        if let Some(refusal) = caller_refusal(key) {
-            return Err(SpawnError::EnvRefused {
-                key: key.clone(),
-                from: EnvSource::Caller,
-                reason: refusal.reason(),
-            });
+        if value.contains('\0') || value.len() > MAX_VALUE_BYTES {
+            return Err(SpawnError::EnvValue { key, from });
         }
         env.push((key.into(), value.into()));
     }
@@ -383,6 +437,7 @@ fn manifest_environment(package: &AgentPackage) -> Result<Vec<(String, String)>,
             true => Ok(Vec::new()),
             false => Err(SpawnError::EnvValue {
                 key: "environment".into(),
+                from: EnvSource::Manifest,
             }),
         };
     };
@@ -391,7 +446,10 @@ fn manifest_environment(package: &AgentPackage) -> Result<Vec<(String, String)>,
             serde_json::Value::String(text) => Ok((key.clone(), text.clone())),
             serde_json::Value::Number(n) => Ok((key.clone(), n.to_string())),
             serde_json::Value::Bool(b) => Ok((key.clone(), b.to_string())),
-            _ => Err(SpawnError::EnvValue { key: key.clone() }),
+            _ => Err(SpawnError::EnvValue {
+                key: key.clone(),
+                from: EnvSource::Manifest,
+            }),
         })
         .collect()
 }

@@ -5,9 +5,10 @@ use par_rules::names::{is_entrypoint, is_safe_component};
 
 use super::bindings::types as wit;
 use super::bindings::types::{Limits as WitLimits, Manifest as GuestManifest};
+use crate::exec::output::escape_controls;
 use crate::types::error::{
-    ArchiveInconsistent, EntryProblem, Inconsistency, InstallError, InstallFailure, IoFailure, LimitExceeded,
-    LimitKind, LoadError, ManifestInvalid, PackageError, RefusedRequirement, StepFailure, UnsafeEntry,
+    ArchiveInconsistent, EntryProblem, EnvFileRefused, Inconsistency, InstallError, InstallFailure, IoFailure,
+    LimitExceeded, LimitKind, LoadError, ManifestInvalid, PackageError, RefusedRequirement, StepFailure, UnsafeEntry,
 };
 use crate::types::package::{Entrypoint, Manifest};
 
@@ -30,6 +31,9 @@ pub(crate) fn to_wit_limits(limits: par_rules::limits::Limits) -> WitLimits {
         max_manifest_bytes,
     }
 }
+
+/// Longest `.env` key or reason from the guest kept in an error.
+const MAX_ENV_TEXT: usize = 200;
 
 /// Largest manifest document (as JSON) the host accepts back from the guest.
 const MAX_DOCUMENT_BYTES: usize = 8 * 1024 * 1024;
@@ -213,5 +217,15 @@ fn inconsistency(inconsistency: wit::Inconsistency) -> Inconsistency {
         W::TrailingBytes => Inconsistency::TrailingBytes,
         W::WrongOffset => Inconsistency::WrongOffset,
         W::CentralDirectory => Inconsistency::CentralDirectory,
+    }
+}
+
+/// The guest's refusal of a `.env`, its text escaped and capped: it is
+/// untrusted and ends up in logs and errors.
+pub fn env_file_refused(error: wit::EnvFileError) -> EnvFileRefused {
+    EnvFileRefused {
+        line: error.line,
+        key: error.key.map(|key| escape_controls(&key, MAX_ENV_TEXT)),
+        reason: escape_controls(&error.reason, MAX_ENV_TEXT),
     }
 }

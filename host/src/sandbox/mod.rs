@@ -28,6 +28,7 @@ use bindings::{Loader, LoaderPre};
 use convert::{check_manifest, to_wit_limits};
 
 use crate::types::config::{Limits, SandboxLimits};
+use crate::types::error::EnvFileRefused;
 use crate::types::error::{LoadError, SandboxError};
 use crate::types::package::Manifest;
 use install_session::Facts;
@@ -75,9 +76,12 @@ pub struct Extracted {
 #[derive(Debug, Clone, Copy)]
 pub struct Preopens<'a> {
     /// Holds only `package.apkg`; mapped read-only at `/archive`.
-    pub archive_dir: &'a Path,
-    /// The empty staging directory, mapped read-write at `/package`.
+    pub archive_dir: Option<&'a Path>,
+    /// The empty staging directory, mapped read-write at `/package`; or a
+    /// published tree, mapped read-only there ([`Preopens::package_writable`]).
     pub package_dir: Option<&'a Path>,
+    /// Whether `/package` is writable.
+    pub package_writable: bool,
 }
 
 /// A compiled guest ready to be instantiated, once per run.
@@ -217,6 +221,26 @@ impl Sandbox {
         })
     }
 
+    /// Runs the guest's `read-env-file` export on the published tree `tree`
+    /// (read-only, and no archive): the variables of its `.env`, or the
+    /// guest's reason to refuse it; the host checks both again.
+    pub fn read_env_file(&self, tree: &Path) -> Result<Result<Vec<(String, String)>, EnvFileRefused>, LoadError> {
+        let preopens = Preopens {
+            archive_dir: None,
+            package_dir: Some(tree),
+            package_writable: false,
+        };
+        let (outcome, session) = self.run(preopens, InstallSession::unavailable(), |loader, store| {
+            loader.call_read_env_file(store)
+        });
+        if let Some(violation) = session.violation() {
+            return Err(violation.into());
+        }
+        Ok(outcome?
+            .map(|vars| vars.into_iter().map(|var| (var.key, var.value)).collect())
+            .map_err(convert::env_file_refused))
+    }
+
     /// Runs the guest's `load` export; the session serves its installer
     /// requests, decides the result from its own record, and is handed back
     /// with what they did.
@@ -254,11 +278,17 @@ impl Sandbox {
             .allow_udp(false)
             .allow_ip_name_lookup(false);
         let preopen_error = |e: wasmtime::Error| SandboxError::Engine(format!("cannot preopen a directory: {e:#}"));
-        if let Err(e) = wasi.preopened_dir(preopens.archive_dir, "/archive", FsPerms::ReadOnly) {
+        if let Some(archive_dir) = preopens.archive_dir
+            && let Err(e) = wasi.preopened_dir(archive_dir, "/archive", FsPerms::ReadOnly)
+        {
             return (Err(preopen_error(e)), session);
         }
+        let package_perms = match preopens.package_writable {
+            true => FsPerms::ReadWrite,
+            false => FsPerms::ReadOnly,
+        };
         if let Some(package_dir) = preopens.package_dir
-            && let Err(e) = wasi.preopened_dir(package_dir, "/package", FsPerms::ReadWrite)
+            && let Err(e) = wasi.preopened_dir(package_dir, "/package", package_perms)
         {
             return (Err(preopen_error(e)), session);
         }

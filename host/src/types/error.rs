@@ -559,6 +559,29 @@ impl LoadError {
     }
 }
 
+/// The guest's reason to refuse a package's `.env` (its text escaped and capped by the host).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvFileRefused {
+    /// The 1-based line at fault (0: the file as a whole).
+    pub line: u32,
+    /// The variable at fault, when the line names one.
+    pub key: Option<String>,
+    /// Why.
+    pub reason: String,
+}
+
+impl fmt::Display for EnvFileRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "line {}: ", self.line)?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, "`{key}`: ")?;
+        }
+        f.write_str(&self.reason)
+    }
+}
+
 /// Why an agent could not be started, or did not become ready (it is
 /// stopped then). Caller-supplied values never appear here: they may be secrets.
 #[derive(Debug, thiserror::Error)]
@@ -574,12 +597,24 @@ pub enum SpawnError {
         /// Why it is refused.
         reason: &'static str,
     },
-    /// A manifest `environment` value that is not a string, a number or a boolean.
-    #[error("agent.yaml `environment`: `{key}` is not a string, a number or a boolean")]
+    /// A value that cannot be an environment variable's: not a string, a
+    /// number or a boolean in `agent.yaml`, or holding a NUL, or too long.
+    #[error(
+        "{from}: the value of `{key}` cannot be a variable's (a string, number or boolean, without NUL, at most 32 KiB)"
+    )]
     EnvValue {
         /// The variable.
         key: String,
+        /// Who set it.
+        from: EnvSource,
     },
+    /// The package's `.env` was refused while parsing it in the sandbox.
+    #[error("the package's .env: {0}")]
+    EnvFile(EnvFileRefused),
+    /// Parsing the package's `.env` in the sandbox failed (the guest
+    /// trapped, ran out of time, or broke the protocol).
+    #[error("reading the package's .env in the sandbox: {0}")]
+    EnvFileSandbox(Box<LoadError>),
     /// The spec itself is unusable (no command, a duplicate socket name …).
     #[error("invalid spawn spec: {0}")]
     InvalidSpec(String),
@@ -623,7 +658,8 @@ impl SpawnError {
     pub fn kind(&self) -> &'static str {
         match self {
             SpawnError::EnvRefused { .. } => "env-refused",
-            SpawnError::EnvValue { .. } => "env-invalid",
+            SpawnError::EnvValue { .. } | SpawnError::EnvFile(_) => "env-invalid",
+            SpawnError::EnvFileSandbox(error) => error.kind(),
             SpawnError::InvalidSpec(_) => "invalid-input",
             SpawnError::Bind { .. } => "bind",
             SpawnError::SandboxUnavailable(_) => "agent-sandbox",
@@ -636,7 +672,8 @@ impl SpawnError {
     /// The variable or socket at fault, if the error names one.
     pub fn subject(&self) -> Option<&str> {
         match self {
-            SpawnError::EnvRefused { key, .. } | SpawnError::EnvValue { key } => Some(key),
+            SpawnError::EnvRefused { key, .. } | SpawnError::EnvValue { key, .. } => Some(key),
+            SpawnError::EnvFile(refused) => refused.key.as_deref(),
             SpawnError::Bind { name, .. } => Some(name),
             _ => None,
         }
@@ -646,7 +683,9 @@ impl SpawnError {
     pub fn is_package_fault(&self) -> bool {
         match self {
             SpawnError::EnvRefused { from, .. } => *from != EnvSource::Caller,
-            SpawnError::EnvValue { .. } | SpawnError::ExitedEarly { .. } | SpawnError::NotReady { .. } => true,
+            SpawnError::EnvValue { from, .. } => *from != EnvSource::Caller,
+            SpawnError::EnvFile(_) | SpawnError::ExitedEarly { .. } | SpawnError::NotReady { .. } => true,
+            SpawnError::EnvFileSandbox(error) => error.is_package_fault(),
             _ => false,
         }
     }

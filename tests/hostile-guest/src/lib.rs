@@ -163,6 +163,25 @@ impl Guest for Hostile {
         Ok(manifest())
     }
 
+    /// Hands back what a package may not set, whatever the package's `.env`
+    /// says; when that `.env` mentions `publish`, calls the installer first.
+    fn read_env_file() -> Result<Vec<EnvVar>, EnvFileError> {
+        let text = std::fs::read_to_string("/package/.env").unwrap_or_default();
+        if text.contains("publish") {
+            let _ = publish();
+        }
+        Ok(vec![
+            EnvVar {
+                key: "GREETING".into(),
+                value: "hello".into(),
+            },
+            EnvVar {
+                key: "LD_PRELOAD".into(),
+                value: "/tmp/evil.so".into(),
+            },
+        ])
+    }
+
     fn extract(_options: ExtractOptions) -> Result<ExtractReport, LoadError> {
         write("main.py", "handler = 1\n");
         if let Scenario::InstallerDuringExtract = Scenario::read() {

@@ -7,6 +7,7 @@
 mod archive;
 mod build_system;
 mod component;
+mod dotenv;
 mod entry_name;
 mod manifest;
 mod requirements;
@@ -27,17 +28,20 @@ pub enum Target {
     Archive,
     /// The real component run by the real host.
     Component,
+    /// The guest's `.env` parser.
+    DotEnv,
 }
 
 impl Target {
     /// Every target, in the order `fuzz/run.sh` runs them.
-    pub const ALL: [Target; 6] = [
+    pub const ALL: [Target; 7] = [
         Target::Manifest,
         Target::EntryName,
         Target::Requirements,
         Target::BuildSystem,
         Target::Archive,
         Target::Component,
+        Target::DotEnv,
     ];
 
     /// The target's name: its binary, corpus and regression directories.
@@ -49,6 +53,7 @@ impl Target {
             Target::BuildSystem => "build_system",
             Target::Archive => "archive",
             Target::Component => "component",
+            Target::DotEnv => "dotenv",
         }
     }
 
@@ -61,6 +66,7 @@ impl Target {
             Target::BuildSystem => build_system::run(data),
             Target::Archive => archive::run(data),
             Target::Component => component::run(data),
+            Target::DotEnv => dotenv::run(data),
         }
     }
 

@@ -14,6 +14,7 @@ pub(super) fn of(target: Target) -> Vec<(String, Vec<u8>)> {
         Target::EntryName => texts("seed", "", &ENTRY_NAMES),
         Target::Requirements => texts("seed", "txt", &REQUIREMENTS),
         Target::BuildSystem => texts("seed", "toml", &BUILD_SYSTEMS),
+        Target::DotEnv => texts("seed", "env", &DOTENVS),
         // The extractor and the whole component take the same inputs.
         Target::Archive | Target::Component => archives(),
     }
@@ -80,4 +81,16 @@ const BUILD_SYSTEMS: [&str; 5] = [
     "[project]\nname = \"a\"\nversion = \"1\"\n[tool.black]\nline-length = 100\n",
     "[build-system]\nrequires = [\"evil @ https://evil.example/e.whl\", \"-r /etc/passwd\", \"../x\"]\n",
     "build-system = { requires = [\"a\"], backend-path = [\"../..\"] }\n",
+];
+
+/// `.env` files: what PAK writes, every quoting form, and each refusal.
+const DOTENVS: [&str; 8] = [
+    "# Copy to .env and fill in\nOPENAI_API_KEY=sk-placeholder\nANTHROPIC_API_KEY=\nLOG_LEVEL=info\n",
+    "export MODEL = \"gpt-4o\"  # the default\nNAME='single ${HOME}'\nESC=\"a\\nb \\\"q\\\" \\$X\"\r\n",
+    "SPACED = a b c   # comment\nHASH=a#b\nEMPTY=\nA=1\nA=2\n",
+    "LD_PRELOAD=/tmp/evil.so\n",
+    "PYTHONPATH=/evil\nPATH=/evil\n",
+    "LISTEN_FDS=9\nAGENT_PACKAGE_PATH=/\n",
+    "A=\"unterminated\nB='also\nC=\"x\" trailing\n",
+    "no equals here\n\u{0}=\n=value\n",
 ];
