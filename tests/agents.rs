@@ -406,3 +406,14 @@ fn an_agent_starts_only_from_a_package_this_loader_published() {
         .expect_err("refused");
     assert_eq!(error.kind(), "invalid-input", "{error}");
 }
+
+#[test]
+fn the_callers_values_stay_out_of_debug_output() {
+    let mut spec = SpawnSpec::new(["python", "server.py"]);
+    spec.env = vec![("API_TOKEN".into(), "debug-secret-91c3".into())];
+    let shown = format!("{spec:?}");
+    assert!(
+        shown.contains("API_TOKEN") && !shown.contains("debug-secret-91c3"),
+        "{shown}"
+    );
+}

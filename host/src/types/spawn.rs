@@ -9,8 +9,9 @@ use serde::Serialize;
 
 use super::config::{Choice, ResourceLimits, SandboxChoice};
 
-/// How to start a loaded agent ([`crate::PackageLoader::spawn`]).
-#[derive(Debug, Clone)]
+/// How to start a loaded agent ([`crate::PackageLoader::spawn`]). Its
+/// `Debug` shows the caller's variables by name only.
+#[derive(Clone)]
 pub struct SpawnSpec {
     /// The command; a first word of `python` means the venv's interpreter.
     pub argv: Vec<OsString>,
@@ -65,6 +66,25 @@ impl SpawnSpec {
             },
             memory_bytes: Some(2 * 1024 * 1024 * 1024),
         }
+    }
+}
+
+impl std::fmt::Debug for SpawnSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let env: Vec<String> = self.env.iter().map(|(key, _)| format!("{key}=…")).collect();
+        f.debug_struct("SpawnSpec")
+            .field("argv", &self.argv)
+            .field("listen", &self.listen)
+            .field("health", &self.health)
+            .field("network", &self.network)
+            .field("sandbox", &self.sandbox)
+            .field("env", &env)
+            .field("package_env", &self.package_env)
+            .field("ready_timeout", &self.ready_timeout)
+            .field("stop_grace", &self.stop_grace)
+            .field("limits", &self.limits)
+            .field("memory_bytes", &self.memory_bytes)
+            .finish()
     }
 }
 
