@@ -417,3 +417,27 @@ fn the_callers_values_stay_out_of_debug_output() {
         "{shown}"
     );
 }
+
+#[test]
+fn an_agent_allocating_past_its_memory_cap_is_killed() {
+    if !par_tests::machine::memory_cgroups() {
+        eprintln!("note: no memory cgroup expected here (not root); PAR_TEST_MEMORY_CGROUP=1 says otherwise");
+        return;
+    }
+    let ws = Workspace::new();
+    let loader = loader(&ws);
+    let package = load(&ws, &loader, &agent_apkg("greedy-agent", ""), "greedy-agent");
+    let mut spec = serving("par-agent-greedy");
+    spec.memory_bytes = Some(128 * 1024 * 1024);
+    spec.limits.address_space_bytes = None;
+    let agent = loader.spawn_blocking(&package, spec).expect("spawn");
+    agent.wait_ready_blocking().expect("ready");
+    let mut stream = TcpStream::connect(port(&agent)).expect("connect");
+    stream.write_all(b"GET /alloc?1024 HTTP/1.0\r\n\r\n").expect("request");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(!answer.contains("ok "), "1 GiB fit under a 128 MiB cap: {answer}");
+    let status = agent.wait_blocking().expect("the agent ended");
+    assert!(!status.success(), "{status}");
+    assert_eq!(survivors("par-agent-greedy"), Vec::<i32>::new());
+}

@@ -22,3 +22,14 @@ pub fn pids_cgroups() -> bool {
         }
     })
 }
+
+/// Whether agents get a memory cgroup here, as [`pids_cgroups`] decides for
+/// the pids one: as root the loader may create one (`PAR_TEST_MEMORY_CGROUP`
+/// says otherwise either way).
+pub fn memory_cgroups() -> bool {
+    match std::env::var("PAR_TEST_MEMORY_CGROUP").as_deref() {
+        Ok("1") => true,
+        Ok("0") => false,
+        _ => rustix::process::geteuid().is_root(),
+    }
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rustix::process::{Pid, Signal, kill_process, kill_process_group};
 
 use super::output::{Stream, log_lines};
-use super::process::cgroup::PidsCgroup;
+use super::process::cgroup::Cgroup;
 use super::process::{Step, supervised};
 
 /// What to start.
@@ -36,7 +36,10 @@ pub struct AgentChild {
     pid: Pid,
     pidfd: Option<OwnedFd>,
     sandboxed: bool,
-    cgroup: Option<PidsCgroup>,
+    /// Its pids cgroup, which names every process it started.
+    cgroup: Option<Cgroup>,
+    /// Its memory cgroup, where that is one of its own.
+    _memory: Option<Cgroup>,
     exit: Arc<(Mutex<Option<ExitStatus>>, Condvar)>,
 }
 
@@ -58,16 +61,27 @@ impl AgentChild {
             .map(|fd| rustix::io::fcntl_dupfd_cloexec(fd, lowest))
             .collect::<Result<_, _>>()?;
         let sources: Vec<i32> = high.iter().map(AsRawFd::as_raw_fd).collect();
-        let cgroup = step.limits.processes.and_then(PidsCgroup::create);
-        if let (Some(group), Some(bytes)) = (&cgroup, memory_bytes)
-            && !group.limit_memory(bytes)
-        {
-            tracing::debug!(
-                app_id,
-                "no memory controller for the agent's cgroup; its memory is capped only by rlimits"
-            );
-        }
-        let mut process = supervised(&step, cgroup.as_ref().map(|group| group.procs().to_owned()));
+        let cgroup = step.limits.processes.and_then(Cgroup::pids);
+        let memory = match (memory_bytes, &cgroup) {
+            (Some(bytes), Some(pids)) if pids.also_limit_memory(bytes) => None,
+            (Some(bytes), _) => {
+                let memory = Cgroup::memory(bytes);
+                if memory.is_none() {
+                    tracing::debug!(
+                        app_id,
+                        "no memory cgroup for the agent; its memory is capped only by rlimits"
+                    );
+                }
+                memory
+            }
+            (None, _) => None,
+        };
+        let procs = cgroup
+            .iter()
+            .chain(&memory)
+            .map(|group| group.procs().to_owned())
+            .collect();
+        let mut process = supervised(&step, procs);
         // SAFETY: dup2 is async-signal-safe; nothing is allocated. The
         // sockets land on 3, 4, … without close-on-exec.
         unsafe {
@@ -106,6 +120,7 @@ impl AgentChild {
             pidfd,
             sandboxed,
             cgroup,
+            _memory: memory,
             exit,
         })
     }
@@ -170,7 +185,7 @@ impl AgentChild {
         if self.sandboxed {
             namespace_members(self.pid.as_raw_nonzero().get())
         } else {
-            self.cgroup.as_ref().map(PidsCgroup::members).unwrap_or_default()
+            self.cgroup.as_ref().map(Cgroup::members).unwrap_or_default()
         }
     }
 

@@ -20,7 +20,7 @@ use crate::types::config::ResourceLimits;
 
 pub mod cgroup;
 
-use cgroup::PidsCgroup;
+use cgroup::Cgroup;
 
 /// Bytes of each output stream kept (the end of it, where errors are).
 const OUTPUT_TAIL: usize = 256 * 1024;
@@ -176,9 +176,9 @@ pub enum StepError {
 
 /// The command for `step`, supervised: argv and environment exactly as
 /// given, stdin closed, output piped, a process group of its own, its
-/// rlimits, the cgroup whose `cgroup.procs` is `procs` joined, and death
+/// rlimits, the cgroups whose `cgroup.procs` are `procs` joined, and death
 /// with the loader.
-pub fn supervised(step: &Step, procs: Option<std::ffi::CString>) -> Command {
+pub fn supervised(step: &Step, procs: Vec<std::ffi::CString>) -> Command {
     let mut command = Command::new(&step.program);
     command
         .args(&step.args)
@@ -203,7 +203,7 @@ pub fn supervised(step: &Step, procs: Option<std::ffi::CString>) -> Command {
             if rustix::process::getppid() != Some(loader) {
                 return Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
             }
-            if let Some(procs) = &procs {
+            for procs in &procs {
                 cgroup::join(procs)?;
             }
             apply_limits(&limits)
@@ -215,8 +215,8 @@ pub fn supervised(step: &Step, procs: Option<std::ffi::CString>) -> Command {
 /// Runs `step` to completion or to its deadline.
 pub fn run(step: &Step) -> Result<StepOutput, StepError> {
     let started = Instant::now();
-    let cgroup = step.limits.processes.and_then(PidsCgroup::create);
-    let mut command = supervised(step, cgroup.as_ref().map(|group| group.procs().to_owned()));
+    let cgroup = step.limits.processes.and_then(Cgroup::pids);
+    let mut command = supervised(step, cgroup.iter().map(|group| group.procs().to_owned()).collect());
     let mut child = command.spawn().map_err(|source| StepError::Spawn {
         step: step.name,
         program: step.program.clone(),
@@ -572,7 +572,7 @@ mod tests {
 
     fn assert_cgroups_available() {
         assert!(
-            PidsCgroup::create(1).is_some(),
+            Cgroup::pids(1).is_some(),
             "these tests need a pids cgroup the loader may create (root, or a delegated cgroup v2)"
         );
     }

@@ -1,11 +1,12 @@
-//! A pids cgroup per step: caps how many processes a step may have at once
-//! (`RLIMIT_NPROC` does not bind root and counts every process of the user),
-//! and names every process the step started, whatever session or process
-//! group it moved to, so all of them can be killed when the step ends.
+//! A cgroup per step or agent. The pids one caps how many processes it may
+//! have at once (`RLIMIT_NPROC` does not bind root and counts every process
+//! of the user), and names every process it started, whatever session or
+//! process group it moved to, so all of them can be killed when it ends. A
+//! memory one (agents) caps the memory of all of them together.
 //!
-//! Used where the loader may create cgroups: the cgroup v1 `pids` hierarchy,
-//! or a cgroup v2 directory whose `pids` controller is delegated to it.
-//! Elsewhere steps run without it (see docs/SECURITY.md).
+//! Used where the loader may create cgroups: the cgroup v1 hierarchy of the
+//! controller, or a cgroup v2 directory where it is delegated. Elsewhere
+//! they run without (see docs/SECURITY.md).
 
 use std::ffi::{CStr, CString};
 use std::os::unix::ffi::OsStrExt;
@@ -18,39 +19,61 @@ use rustix::process::{Pid, Signal, kill_process};
 /// Distinguishes the cgroups of concurrent steps of one loader.
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
-/// A step's own pids cgroup, removed (after killing what is left in it) on drop.
+/// A step's or agent's own cgroup, removed (after killing what is left in it) on drop.
 #[derive(Debug)]
-pub struct PidsCgroup {
+pub struct Cgroup {
     dir: PathBuf,
     /// `cgroup.procs`, ready for the child to join between fork and exec.
     procs: CString,
 }
 
-impl PidsCgroup {
-    /// A new cgroup under the loader's own, holding at most `max` processes;
-    /// `None` where cgroups cannot be created or have no pids controller.
-    pub fn create(max: u64) -> Option<Self> {
-        let parent = writable_parent()?;
-        static SWEPT: std::sync::Once = std::sync::Once::new();
-        SWEPT.call_once(|| sweep_abandoned(&parent));
+impl Cgroup {
+    /// A new pids cgroup under the loader's own, holding at most `max`
+    /// processes; `None` where cgroups cannot be created or have no pids controller.
+    pub fn pids(max: u64) -> Option<Self> {
+        let group = Self::create("pids")?;
+        group.set("pids.max", max).then_some(group)
+    }
+
+    /// A new memory cgroup under the loader's own, capping all its processes
+    /// together at `bytes`; `None` where the memory controller is not the loader's to use.
+    pub fn memory(bytes: u64) -> Option<Self> {
+        let group = Self::create("memory")?;
+        let capped = group.set("memory.max", bytes) || group.set("memory.limit_in_bytes", bytes);
+        // Nor may it swap past the cap (where the kernel accounts swap).
+        let _ = group.set("memory.swap.max", 0) || group.set("memory.memsw.limit_in_bytes", bytes);
+        capped.then_some(group)
+    }
+
+    /// Caps the memory of this cgroup too: where pids and memory share one
+    /// cgroup v2 hierarchy, a process can be in only one cgroup of it.
+    pub fn also_limit_memory(&self, bytes: u64) -> bool {
+        self.set("memory.max", bytes)
+    }
+
+    fn create(controller: &str) -> Option<Self> {
+        let parent = writable_parent(controller)?;
+        static SWEPT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+        if let Ok(mut swept) = SWEPT.lock()
+            && !swept.contains(&parent)
+        {
+            sweep_abandoned(&parent);
+            swept.push(parent.clone());
+        }
         let dir = parent.join(format!(
             "par-step-{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir(&dir).ok()?;
-        let group = Self {
+        Some(Self {
             procs: CString::new(dir.join("cgroup.procs").as_os_str().as_bytes()).ok()?,
             dir,
-        };
-        std::fs::write(group.dir.join("pids.max"), max.to_string()).ok()?;
-        Some(group)
+        })
     }
 
-    /// Caps the memory of everything in the cgroup (cgroup v2's
-    /// `memory.max`); false where the memory controller is not delegated.
-    pub fn limit_memory(&self, bytes: u64) -> bool {
-        std::fs::write(self.dir.join("memory.max"), bytes.to_string()).is_ok()
+    fn set(&self, file: &str, value: u64) -> bool {
+        std::fs::write(self.dir.join(file), value.to_string()).is_ok()
     }
 
     /// The `cgroup.procs` path a child hands to [`join`].
@@ -77,7 +100,7 @@ impl PidsCgroup {
     }
 }
 
-impl Drop for PidsCgroup {
+impl Drop for Cgroup {
     fn drop(&mut self) {
         // A cgroup can only be removed once empty; killed processes take a
         // moment to be reaped.
@@ -123,9 +146,9 @@ pub fn join(procs: &CStr) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The loader's own cgroup in a hierarchy with the pids controller, if it can
-/// make children there: v1's `pids` hierarchy first, then v2.
-fn writable_parent() -> Option<PathBuf> {
+/// The loader's own cgroup in a hierarchy with `controller`, if it can make
+/// children there: v1's hierarchy of that controller first, then v2.
+fn writable_parent(controller: &str) -> Option<PathBuf> {
     let membership = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     let mut candidates = Vec::new();
     for line in membership.lines() {
@@ -134,13 +157,13 @@ fn writable_parent() -> Option<PathBuf> {
             continue;
         };
         let relative = path.trim_start_matches('/');
-        if controllers.split(',').any(|c| c == "pids") {
-            candidates.push(Path::new("/sys/fs/cgroup/pids").join(relative));
+        if controllers.split(',').any(|c| c == controller) {
+            candidates.push(Path::new("/sys/fs/cgroup").join(controller).join(relative));
         } else if controllers.is_empty() {
             for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
                 let dir = Path::new(root).join(relative);
                 let delegated = std::fs::read_to_string(dir.join("cgroup.subtree_control"))
-                    .is_ok_and(|enabled| enabled.split_whitespace().any(|c| c == "pids"));
+                    .is_ok_and(|enabled| enabled.split_whitespace().any(|c| c == controller));
                 if delegated {
                     candidates.push(dir);
                 }
