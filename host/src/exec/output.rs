@@ -66,7 +66,7 @@ pub fn log_lines(mut pipe: impl Read + Send + 'static, app_id: String, stream: S
             };
             for &byte in &buffer[..n] {
                 if byte == b'\n' {
-                    limiter.emit(&app_id, stream, &line, cut);
+                    limiter.emit(&app_id, stream, &line, cut, Instant::now());
                     line.clear();
                     cut = false;
                 } else if line.len() < MAX_LINE {
@@ -77,7 +77,7 @@ pub fn log_lines(mut pipe: impl Read + Send + 'static, app_id: String, stream: S
             }
         }
         if !line.is_empty() {
-            limiter.emit(&app_id, stream, &line, cut);
+            limiter.emit(&app_id, stream, &line, cut, Instant::now());
         }
         limiter.flush(&app_id, stream);
     });
@@ -92,8 +92,8 @@ struct RateLimit {
 }
 
 impl RateLimit {
-    fn emit(&mut self, app_id: &str, stream: Stream, line: &[u8], cut: bool) {
-        let now = Instant::now();
+    /// Logs `line`, read at `now`, unless its window's cap is reached; says whether it did.
+    fn emit(&mut self, app_id: &str, stream: Stream, line: &[u8], cut: bool, now: Instant) -> bool {
         if self
             .window_start
             .is_none_or(|start| now.duration_since(start) >= WINDOW)
@@ -104,7 +104,7 @@ impl RateLimit {
         }
         if self.logged >= MAX_LINES_PER_WINDOW {
             self.dropped += 1;
-            return;
+            return false;
         }
         self.logged += 1;
         let mut text = escape_controls(&String::from_utf8_lossy(line), MAX_LINE);
@@ -112,6 +112,7 @@ impl RateLimit {
             text.push('…');
         }
         tracing::info!(target: "par::agent", app_id, stream = stream.name(), "{text}");
+        true
     }
 
     fn flush(&mut self, app_id: &str, stream: Stream) {
@@ -131,6 +132,20 @@ impl RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_over_the_rate_cap_are_counted_and_dropped() {
+        let mut limiter = RateLimit::default();
+        let start = Instant::now();
+        let logged = (0..MAX_LINES_PER_WINDOW + 50)
+            .filter(|_| limiter.emit("app", Stream::Stdout, b"line", false, start))
+            .count();
+        assert_eq!(logged, MAX_LINES_PER_WINDOW as usize);
+        assert_eq!(limiter.dropped, 50);
+        // The next window logs again, and reports what the last one dropped.
+        assert!(limiter.emit("app", Stream::Stdout, b"line", false, start + WINDOW));
+        assert_eq!(limiter.dropped, 0, "the drop was reported");
+    }
 
     #[test]
     fn control_characters_are_escaped_and_long_text_cut() {
