@@ -539,19 +539,13 @@ fn print_result(json: bool, value: &impl serde::Serialize, human: impl FnOnce() 
 
 /// Prints the error (stderr, and stdout as JSON with `--json`) and picks the exit code.
 fn report(cli: &Cli, error: &anyhow::Error) -> ExitCode {
-    let load_error = error.downcast_ref::<LoadError>();
-    let spawn_error = error.downcast_ref::<SpawnError>();
-    // A LoadError's message already carries its cause; the chain would repeat it.
-    let message = match (load_error, spawn_error) {
-        (Some(load_error), _) => load_error.to_string(),
-        (_, Some(spawn_error)) => spawn_error.to_string(),
-        _ => format!("{error:#}"),
-    };
-    let (kind, subject, package_fault) = match (load_error, spawn_error) {
-        (Some(e), _) => (e.kind(), e.subject(), e.is_package_fault()),
-        (_, Some(e)) => (e.kind(), e.subject(), e.is_package_fault()),
-        _ => ("internal", None, false),
-    };
+    // A typed error's message already carries its cause; the chain would repeat it.
+    let (message, kind, subject, package_fault) =
+        match (error.downcast_ref::<LoadError>(), error.downcast_ref::<SpawnError>()) {
+            (Some(e), _) => (e.to_string(), e.kind(), e.subject(), e.is_package_fault()),
+            (_, Some(e)) => (e.to_string(), e.kind(), e.subject(), e.is_package_fault()),
+            _ => (format!("{error:#}"), "internal", None, false),
+        };
     eprintln!("error: {message}");
     if cli.json {
         let body = serde_json::json!({

@@ -3,7 +3,7 @@
 //! its output logged line by line, and a stop that reaches every process it
 //! started: SIGTERM to each, a grace period, then SIGKILL of all of them.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::ExitStatus;
 use std::sync::{Arc, Condvar, Mutex};
@@ -17,11 +17,11 @@ use super::process::{Step, supervised};
 
 /// What to start.
 #[derive(Debug)]
-pub struct AgentCommand {
+pub struct AgentCommand<'a> {
     /// Program, arguments, directory, environment and rlimits (its timeout is not used).
     pub step: Step,
     /// Listening sockets, handed to the child as descriptors 3, 4, … in order.
-    pub sockets: Vec<OwnedFd>,
+    pub sockets: Vec<BorrowedFd<'a>>,
     /// The memory cap of its cgroup, where the memory controller allows one.
     pub memory_bytes: Option<u64>,
     /// The step is bubblewrap with a PID namespace of its own around the agent.
@@ -45,7 +45,7 @@ pub struct AgentChild {
 
 impl AgentChild {
     /// Starts `command`.
-    pub fn start(command: AgentCommand) -> std::io::Result<Self> {
+    pub fn start(command: AgentCommand<'_>) -> std::io::Result<Self> {
         let AgentCommand {
             step,
             sockets,
@@ -137,27 +137,29 @@ impl AgentChild {
 
     /// Waits until it ends or `timeout` passes (`None`: it has not ended).
     pub fn wait_timeout(&self, timeout: Duration) -> Option<ExitStatus> {
-        let (lock, ended) = &*self.exit;
-        let deadline = Instant::now() + timeout;
-        let mut slot = lock.lock().ok()?;
-        loop {
-            if let Some(status) = *slot {
-                return Some(status);
-            }
-            let left = deadline.checked_duration_since(Instant::now())?;
-            slot = ended.wait_timeout(slot, left).ok()?.0;
-        }
+        self.wait_until(Some(Instant::now() + timeout))
     }
 
     /// Waits until it ends.
     pub fn wait(&self) -> Option<ExitStatus> {
+        self.wait_until(None)
+    }
+
+    /// Waits until it ends, or until `deadline` when there is one.
+    fn wait_until(&self, deadline: Option<Instant>) -> Option<ExitStatus> {
         let (lock, ended) = &*self.exit;
         let mut slot = lock.lock().ok()?;
         loop {
             if let Some(status) = *slot {
                 return Some(status);
             }
-            slot = ended.wait(slot).ok()?;
+            slot = match deadline {
+                Some(deadline) => {
+                    let left = deadline.checked_duration_since(Instant::now())?;
+                    ended.wait_timeout(slot, left).ok()?.0
+                }
+                None => ended.wait(slot).ok()?,
+            };
         }
     }
 

@@ -136,19 +136,32 @@ impl Engine {
     /// The bubblewrap installer steps run under, per `--sandbox`; `auto`
     /// falls back to running them unconfined, and says so on every load.
     fn installer_sandbox(&self) -> Result<Option<Bubblewrap>, LoadError> {
-        let choice = self.config.install.sandbox;
+        self.bubblewrap_for(self.config.install.sandbox, |why| {
+            tracing::warn!(
+                reason = %why,
+                "Installer sandbox unavailable: setup.py and the installer run with the loader's own \
+                 privileges, files and network (install bubblewrap, or pass --sandbox none to silence this)"
+            );
+        })
+        .map_err(LoadError::InstallerSandbox)
+    }
+
+    /// Bubblewrap as `choice` says: none for `none`; for `auto` where it does
+    /// not work here, none once `unavailable` has been told why; for `bwrap`
+    /// where it does not, why as the error.
+    fn bubblewrap_for(
+        &self,
+        choice: SandboxChoice,
+        unavailable: impl FnOnce(&str),
+    ) -> Result<Option<Bubblewrap>, String> {
         if choice == SandboxChoice::None {
             return Ok(None);
         }
         match (choice, self.bubblewrap()) {
             (_, Ok(found)) => Ok(Some(found.clone())),
-            (SandboxChoice::Bwrap, Err(why)) => Err(LoadError::InstallerSandbox(why.clone())),
+            (SandboxChoice::Bwrap, Err(why)) => Err(why.clone()),
             (_, Err(why)) => {
-                tracing::warn!(
-                    reason = %why,
-                    "Installer sandbox unavailable: setup.py and the installer run with the loader's own \
-                     privileges, files and network (install bubblewrap, or pass --sandbox none to silence this)"
-                );
+                unavailable(why);
                 Ok(None)
             }
         }

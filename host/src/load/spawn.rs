@@ -4,7 +4,7 @@
 
 use std::ffi::OsString;
 use std::net::TcpListener;
-use std::os::fd::OwnedFd;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::Mutex;
@@ -117,14 +117,9 @@ impl Engine {
             };
             step = bwrap.confine(step, &mounts);
         }
-        let sockets = listeners
-            .iter()
-            .map(|l| l.try_clone().map(OwnedFd::from))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(io("cannot hand a socket to the agent"))?;
         let child = AgentChild::start(AgentCommand {
             step,
-            sockets,
+            sockets: listeners.iter().map(AsFd::as_fd).collect(),
             memory_bytes: spec.memory_bytes,
             sandboxed: bwrap.is_some(),
             app_id: package.app_id.clone(),
@@ -213,16 +208,11 @@ impl Engine {
             tracing::warn!(
                 "Agent sandbox off (--sandbox none): the agent runs with the loader's own files and network"
             );
-            return Ok(None);
         }
-        match (choice, self.bubblewrap()) {
-            (_, Ok(found)) => Ok(Some(found.clone())),
-            (SandboxChoice::Bwrap, Err(why)) => Err(SpawnError::SandboxUnavailable(why.clone())),
-            (_, Err(why)) => {
-                tracing::warn!(reason = %why, "Agent sandbox unavailable: the agent runs with the loader's own files and network");
-                Ok(None)
-            }
-        }
+        self.bubblewrap_for(choice, |why| {
+            tracing::warn!(reason = %why, "Agent sandbox unavailable: the agent runs with the loader's own files and network");
+        })
+        .map_err(SpawnError::SandboxUnavailable)
     }
 }
 
@@ -311,7 +301,7 @@ impl Running {
         status
     }
 
-    /// SIGKILL to all of it, now.
+    /// SIGTERM and, at once, SIGKILL to all of it.
     pub(crate) fn kill(&self) {
         self.stop(Some(Duration::ZERO));
     }

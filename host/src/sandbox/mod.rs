@@ -23,7 +23,7 @@ use wasmtime::{Config, Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use bindings::types::{ExtractOptions, LoadError as GuestLoadError, LoadOptions};
+use bindings::types::{ExtractOptions, LoadOptions};
 use bindings::{Loader, LoaderPre};
 use convert::{check_manifest, to_wit_limits};
 
@@ -202,7 +202,7 @@ impl Sandbox {
         let (outcome, session) = self.run(preopens, InstallSession::unavailable(), |loader, store| {
             loader.call_inspect(store, options)
         });
-        Ok(check_manifest(without_installer(outcome, &session)?)?)
+        Ok(check_manifest(without_installer(outcome, &session)??)?)
     }
 
     /// Runs the guest's `extract` export, with the same rule as `inspect`.
@@ -211,7 +211,7 @@ impl Sandbox {
         let (outcome, session) = self.run(preopens, InstallSession::unavailable(), |loader, store| {
             loader.call_extract(store, options)
         });
-        let report = without_installer(outcome, &session)?;
+        let report = without_installer(outcome, &session)??;
         Ok(Extracted {
             manifest: check_manifest(report.manifest)?,
             files: report.files,
@@ -233,10 +233,7 @@ impl Sandbox {
         let (outcome, session) = self.run(preopens, InstallSession::unavailable(), |loader, store| {
             loader.call_read_env_file(store)
         });
-        if let Some(violation) = session.violation() {
-            return Err(violation.into());
-        }
-        Ok(outcome?
+        Ok(without_installer(outcome, &session)?
             .map(|vars| vars.into_iter().map(|var| (var.key, var.value)).collect())
             .map_err(convert::env_file_refused))
     }
@@ -345,14 +342,11 @@ impl Sandbox {
 
 /// The result of a run that had no installer: any installer call the guest
 /// made is a protocol violation, which decides the outcome.
-fn without_installer<T>(
-    outcome: Result<Result<T, GuestLoadError>, SandboxError>,
-    session: &InstallSession,
-) -> Result<T, LoadError> {
+fn without_installer<T>(outcome: Result<T, SandboxError>, session: &InstallSession) -> Result<T, LoadError> {
     if let Some(violation) = session.violation() {
         return Err(violation.into());
     }
-    Ok(outcome??)
+    Ok(outcome?)
 }
 
 #[cfg(test)]
