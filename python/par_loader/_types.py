@@ -7,6 +7,16 @@ from pathlib import Path
 from typing import Any
 
 
+def _native_fields(cls: type[Any], raw: dict[str, Any], paths: tuple[str, ...]) -> dict[str, Any]:
+    """The fields of the dataclass ``cls`` from the native JSON: ``paths`` as
+    ``Path``, ``manifest`` as the ``agent.yaml`` document."""
+    values = {f.name: raw[f.name] for f in fields(cls) if f.name in raw}
+    for name in paths:
+        values[name] = Path(values[name])
+    values["manifest"] = raw["manifest"]["document"]
+    return values
+
+
 @dataclass(frozen=True)
 class Timings:
     """Milliseconds per step of a load."""
@@ -59,10 +69,7 @@ class AgentPackage:
 
     @classmethod
     def _from_native(cls, raw: dict[str, Any]) -> AgentPackage:
-        values = {f.name: raw[f.name] for f in fields(cls) if f.name in raw}
-        for name in ("path", "link", "venv_path", "python_path"):
-            values[name] = Path(values[name])
-        values["manifest"] = raw["manifest"]["document"]
+        values = _native_fields(cls, raw, ("path", "link", "venv_path", "python_path"))
         values["timings"] = Timings(**raw["timings"])
         return cls(**values)
 
@@ -85,8 +92,4 @@ class ExtractedPackage:
 
     @classmethod
     def _from_native(cls, raw: dict[str, Any]) -> ExtractedPackage:
-        values = {f.name: raw[f.name] for f in fields(cls) if f.name in raw}
-        for name in ("path", "link"):
-            values[name] = Path(values[name])
-        values["manifest"] = raw["manifest"]["document"]
-        return cls(**values)
+        return cls(**_native_fields(cls, raw, ("path", "link")))
