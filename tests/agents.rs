@@ -10,7 +10,7 @@ use std::time::Duration;
 use par::{
     AgentPackage, AgentProcess, EnvSource, HealthCheck, Listen, PackageLoader, SandboxChoice, SpawnError, SpawnSpec,
 };
-use par_tests::agent::agent_apkg;
+use par_tests::agent::{agent_apkg, get};
 use par_tests::binary::survivors;
 use par_tests::machine::pids_cgroups;
 use par_tests::workspace::offline_config;
@@ -42,19 +42,6 @@ fn serving(token: &str) -> SpawnSpec {
 
 fn port(agent: &AgentProcess) -> SocketAddr {
     agent.ports()[0].addr
-}
-
-/// `GET path` on `addr`: the body.
-fn get(addr: SocketAddr, path: &str) -> String {
-    let mut stream = TcpStream::connect(addr).expect("connect to the agent");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    write!(stream, "GET {path} HTTP/1.0\r\n\r\n").expect("request");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("answer");
-    answer
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default()
 }
 
 #[test]

@@ -317,7 +317,7 @@ fn run_agent(ws: &Workspace, token: &str, options: &[&str]) -> std::process::Com
 
 #[test]
 fn run_serves_until_sigterm_and_exits_with_the_agents_status() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufRead, BufReader, Read};
     let ws = Workspace::new();
     let token = "par-cli-run-agent";
     let options = ["--health", "http:/health", "--env", "API_TOKEN=cli-secret-3f9a"];
@@ -335,10 +335,7 @@ fn run_serves_until_sigterm_and_exits_with_the_agents_status() {
     );
     let port = ready["ports"][0]["port"].as_u64().expect("a port");
 
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port as u16)).expect("connect");
-    write!(conn, "GET /env HTTP/1.0\r\n\r\n").expect("request");
-    let mut answer = String::new();
-    conn.read_to_string(&mut answer).expect("answer");
+    let answer = par_tests::agent::get(([127, 0, 0, 1], port as u16).into(), "/env");
     assert!(
         answer.contains("cli-secret-3f9a"),
         "the agent gets the caller's variable"

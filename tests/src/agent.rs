@@ -1,6 +1,10 @@
 //! An agent for the tests that start agents: a standard-library HTTP
 //! server on its inherited socket, packaged as an APKG.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
 use crate::Apkg;
 
 /// A standard-library HTTP server on the socket it was handed (fd 3), or
@@ -82,4 +86,17 @@ pub fn agent_apkg(name: &str, environment: &str) -> Apkg {
             format!("name: {name}\nversion: 1.0.0\nentrypoint: server:main\n{environment}"),
         )
         .file("server.py", SERVER)
+}
+
+/// `GET path` on `addr`: the body.
+pub fn get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect to the agent");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\n\r\n").expect("request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer");
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
 }
