@@ -52,8 +52,12 @@ pub use types::config::{
 };
 pub use types::error::{
     ArchiveInconsistent, EntryProblem, GuestProtocolError, Inconsistency, InstallCall, InstallError, InstallFailure,
-    IoFailure, LimitExceeded, LimitKind, LoadError, ManifestInvalid, PackageError, RefusedRequirement, SandboxError,
-    SpawnError, StepFailure, UnsafeEntry,
+    IoFailure, LifecycleError, LimitExceeded, LimitKind, LoadError, ManifestInvalid, PackageError, RefusedRequirement,
+    SandboxError, SpawnError, StepFailure, UnsafeEntry,
+};
+pub use types::lifecycle::{
+    AppListing, BuildEnvironment, Collection, DeploymentListing, GcOptions, Listing, Reason, Removed, RemovedKind,
+    RunningAgent,
 };
 pub use types::package::{AgentPackage, Entrypoint, ExtractedPackage, Manifest, Timings};
 pub use types::spawn::{AgentNetwork, BoundSocket, EnvSource, HealthCheck, Listen, SpawnSpec};

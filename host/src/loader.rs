@@ -7,7 +7,8 @@ use std::sync::Arc;
 use crate::agent::AgentProcess;
 use crate::load::Engine;
 use crate::types::config::LoaderConfig;
-use crate::types::error::{LoadError, SpawnError};
+use crate::types::error::{LifecycleError, LoadError, SpawnError};
+use crate::types::lifecycle::{Collection, GcOptions, Listing};
 use crate::types::package::{AgentPackage, ExtractedPackage, Manifest};
 use crate::types::spawn::SpawnSpec;
 
@@ -87,10 +88,68 @@ impl PackageLoader {
         self.engine.spawn(package, spec).map(AgentProcess::new)
     }
 
+    /// Every app under the root: its deployments (current or not, in use by
+    /// an agent or not) with their sizes, and the build environments.
+    pub async fn list(&self) -> Result<Listing, LifecycleError> {
+        let this = self.clone();
+        run_lifecycle(move || this.list_blocking()).await
+    }
+
+    /// Blocking form of [`PackageLoader::list`].
+    pub fn list_blocking(&self) -> Result<Listing, LifecycleError> {
+        self.engine.list()
+    }
+
+    /// Removes an app (or one `version` of it): trees, links, venvs and
+    /// records. Refuses while an agent uses them, unless `force`, which
+    /// stops that agent first.
+    pub async fn remove(&self, app_id: &str, version: Option<&str>, force: bool) -> Result<Collection, LifecycleError> {
+        let this = self.clone();
+        let (app_id, version) = (app_id.to_owned(), version.map(str::to_owned));
+        run_lifecycle(move || this.remove_blocking(&app_id, version.as_deref(), force)).await
+    }
+
+    /// Blocking form of [`PackageLoader::remove`].
+    pub fn remove_blocking(
+        &self,
+        app_id: &str,
+        version: Option<&str>,
+        force: bool,
+    ) -> Result<Collection, LifecycleError> {
+        self.engine.remove(app_id, version, force)
+    }
+
+    /// Removes what no app needs any more: deployments beyond the ones
+    /// `options` keeps, the least recently used ones while the root is over
+    /// its budget, and whatever belongs to nothing kept. Never what a
+    /// running load or agent holds.
+    pub async fn gc(&self, options: GcOptions) -> Result<Collection, LifecycleError> {
+        let this = self.clone();
+        run_lifecycle(move || this.gc_blocking(&options)).await
+    }
+
+    /// Blocking form of [`PackageLoader::gc`].
+    pub fn gc_blocking(&self, options: &GcOptions) -> Result<Collection, LifecycleError> {
+        self.engine.gc(options)
+    }
+
     /// Blocking form of [`PackageLoader::extract`].
     pub fn extract_blocking(&self, apkg: &Path, app_id: Option<&str>) -> Result<ExtractedPackage, LoadError> {
         self.engine.extract(apkg, app_id)
     }
+}
+
+/// Runs blocking lifecycle work off the async runtime's worker threads.
+async fn run_lifecycle<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, LifecycleError> + Send + 'static,
+) -> Result<T, LifecycleError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| LifecycleError::Io {
+            action: "the lifecycle task failed",
+            path: Default::default(),
+            source: std::io::Error::other(e.to_string()),
+        })?
 }
 
 /// Runs blocking loader work off the async runtime's worker threads.

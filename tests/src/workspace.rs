@@ -152,3 +152,25 @@ fn caches(target_tmpdir: &str) -> PathBuf {
     fs::create_dir_all(&dir).expect("test cache dir");
     dir
 }
+
+/// The bytes `du` counts for `paths` together: allocated blocks, each inode
+/// once, symlinks never followed. The tests' own measure, to hold `par list`
+/// and `par gc` against.
+pub fn du(paths: &[&Path]) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    let mut pending: Vec<PathBuf> = paths.iter().map(|p| p.to_path_buf()).collect();
+    while let Some(path) = pending.pop() {
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if seen.insert((meta.dev(), meta.ino())) {
+            total += meta.blocks() * 512;
+        }
+        if meta.is_dir() {
+            pending.extend(fs::read_dir(&path).expect("list").flatten().map(|e| e.path()));
+        }
+    }
+    total
+}

@@ -217,6 +217,62 @@ impl Drop for AgentChild {
     }
 }
 
+/// Stops an agent another loader started, known by its host pid only:
+/// SIGTERM to every process in its sandbox (or its process group), up to
+/// `grace` for it to end, then SIGKILL. Returns once it has ended (its
+/// loader reaps it); an agent already gone is not an error.
+pub fn stop_elsewhere(pid: u32, sandboxed: bool, grace: Duration) -> std::io::Result<()> {
+    const KILL_WAIT: Duration = Duration::from_secs(10);
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| std::io::Error::other("not a pid"))?;
+    let fd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::SRCH) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    if sandboxed {
+        for member in namespace_members(pid.as_raw_nonzero().get())
+            .into_iter()
+            .filter_map(Pid::from_raw)
+        {
+            let _ = kill_process(member, Signal::TERM);
+        }
+    } else {
+        let _ = kill_process_group(pid, Signal::TERM);
+    }
+    if ended(&fd, grace)? {
+        return Ok(());
+    }
+    let _ = rustix::process::pidfd_send_signal(&fd, Signal::KILL);
+    let _ = kill_process_group(pid, Signal::KILL);
+    match ended(&fd, KILL_WAIT)? {
+        true => Ok(()),
+        false => Err(std::io::Error::other("still running after SIGKILL")),
+    }
+}
+
+/// Whether the process behind `pidfd` ends within `timeout` (a pidfd turns readable when it does).
+fn ended(pidfd: &OwnedFd, timeout: Duration) -> std::io::Result<bool> {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timespec = Timespec {
+            tv_sec: left.as_secs().try_into().unwrap_or(i64::MAX as _),
+            tv_nsec: left.subsec_nanos().into(),
+        };
+        let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+        match poll(&mut fds, Some(&timespec)) {
+            Ok(0) if left.is_zero() => return Ok(false),
+            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+            Ok(_) => return Ok(true),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// The processes in the PID namespace of `outer`'s child (bubblewrap's
 /// init), but that init itself.
 fn namespace_members(outer: i32) -> Vec<i32> {

@@ -1,8 +1,11 @@
 //! Files under the root, all through handles opened once (`root`): staging
 //! and publishing trees, venvs, deployment records, and par's own cache.
 
+pub mod agents;
 pub mod cache_dir;
+pub mod lock;
 pub mod redeploy;
 pub mod root;
 pub mod staging;
+pub mod usage;
 pub mod venv;

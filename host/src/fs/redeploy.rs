@@ -14,6 +14,7 @@
 use std::fs;
 use std::io::Read;
 use std::path::Path;
+use std::time::SystemTime;
 
 use cap_std::fs::{Dir, MetadataExt};
 use serde::{Deserialize, Serialize};
@@ -96,6 +97,43 @@ impl Deployment {
         })
     }
 
+    /// The app the load was for.
+    pub fn app_id(&self) -> &str {
+        &self.package.app_id
+    }
+
+    /// The result the load returned.
+    pub fn package(&self) -> &AgentPackage {
+        &self.package
+    }
+
+    /// Every record under the root, each with its file name and when it was
+    /// last loaded (the record's mtime: written by a full load, touched by an
+    /// unchanged one). Records that cannot be read are listed as `None`.
+    pub fn all(root: &RootDir) -> Vec<(String, Option<Self>, SystemTime)> {
+        let deployments = root.dir(Area::Deployments);
+        let Ok(entries) = deployments.entries() else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().to_str()?.to_owned();
+                if name.starts_with('.') || !name.ends_with(".json") {
+                    return None;
+                }
+                let loaded = entry.metadata().and_then(|m| m.modified()).ok()?.into_std();
+                Some((name.clone(), read_record(deployments, &name), loaded))
+            })
+            .collect()
+    }
+
+    /// Marks the record as loaded now: an unchanged redeploy counts as a use.
+    pub fn touch(root: &RootDir, digest: &str, app_id: Option<&str>) -> std::io::Result<()> {
+        let file = open_file_nofollow(root.dir(Area::Deployments), &record_name(digest, app_id))?;
+        file.set_modified(SystemTime::now())
+    }
+
     /// Writes the record (atomically: a temporary file renamed into place).
     pub fn save(&self, root: &RootDir, digest: &str, app_id: Option<&str>) -> std::io::Result<()> {
         let deployments = root.dir(Area::Deployments);
@@ -113,13 +151,7 @@ impl Deployment {
 
     /// The record of an earlier load of this archive under this app id, if any.
     pub fn find(root: &RootDir, digest: &str, app_id: Option<&str>) -> Option<Self> {
-        let mut text = Vec::new();
-        open_file_nofollow(root.dir(Area::Deployments), &record_name(digest, app_id))
-            .ok()?
-            .take(MAX_RECORD_BYTES)
-            .read_to_end(&mut text)
-            .ok()?;
-        serde_json::from_slice(&text).ok()
+        read_record(root.dir(Area::Deployments), &record_name(digest, app_id))
     }
 
     /// The published package's link name, `{app_id}@{version}`: what to lock.
@@ -145,6 +177,17 @@ impl Deployment {
                 .is_ok_and(|tree| tree == self.tree);
         unchanged.then_some(self.package)
     }
+}
+
+/// The record `name` in `deployments`, if it is a regular file that parses.
+fn read_record(deployments: &Dir, name: &str) -> Option<Deployment> {
+    let mut text = Vec::new();
+    open_file_nofollow(deployments, name)
+        .ok()?
+        .take(MAX_RECORD_BYTES)
+        .read_to_end(&mut text)
+        .ok()?;
+    serde_json::from_slice(&text).ok()
 }
 
 /// Every entry of the tree (never following symlinks), sorted by path.

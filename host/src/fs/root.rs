@@ -2,7 +2,7 @@
 //!
 //! Every host file operation under `{root}` goes through `cap_std` handles
 //! opened here, one per area (`staging/`, `trees/`, `packages/`, `venvs/`,
-//! `deployments/`, `locks/`), each a real directory opened without following
+//! `deployments/`, `locks/`, `state/`, `trash/`, `agents/`), each a real directory opened without following
 //! a symlink. A symlink or directory swapped in underneath afterwards (by
 //! another local user, or by an install step that can write part of the
 //! root) cannot redirect a write or a read: the handles stay on the
@@ -37,10 +37,17 @@ pub enum Area {
     Locks,
     /// Each app's writable state directory, the home of its running agent.
     State,
+    /// What `gc` and `remove` are deleting: moved here first, in one rename
+    /// each, so nothing half-deleted is ever where a load looks.
+    Trash,
+    /// One record per agent started by this root's loaders, locked by the
+    /// loader that started it for as long as the agent runs.
+    Agents,
 }
 
 impl Area {
-    const ALL: [Area; 7] = [
+    /// Every area.
+    pub const ALL: [Area; 9] = [
         Area::Staging,
         Area::Trees,
         Area::Packages,
@@ -48,6 +55,8 @@ impl Area {
         Area::Deployments,
         Area::Locks,
         Area::State,
+        Area::Trash,
+        Area::Agents,
     ];
 
     /// Its directory name under the root.
@@ -60,6 +69,8 @@ impl Area {
             Area::Deployments => "deployments",
             Area::Locks => "locks",
             Area::State => "state",
+            Area::Trash => "trash",
+            Area::Agents => "agents",
         }
     }
 
@@ -68,7 +79,7 @@ impl Area {
     fn mode(self) -> u32 {
         match self {
             Area::Trees | Area::Packages | Area::Venvs => 0o755,
-            Area::Staging | Area::Deployments | Area::Locks | Area::State => 0o700,
+            Area::Staging | Area::Deployments | Area::Locks | Area::State | Area::Trash | Area::Agents => 0o700,
         }
     }
 }

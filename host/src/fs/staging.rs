@@ -16,9 +16,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cap_std::fs::{Dir, DirBuilder, DirBuilderExt, OpenOptions};
+use cap_std::fs::{Dir, DirBuilder, DirBuilderExt};
 use rustix::fs::{AtFlags, CWD, FlockOperation, Mode};
 
+use crate::fs::lock::lock_in;
 use crate::fs::root::{Area, RootDir, fd_path, open_dir_nofollow};
 use crate::types::error::{LoadError, PackageError};
 use par_rules::names::is_contained_relative;
@@ -44,10 +45,16 @@ pub struct Scratch {
 impl Scratch {
     /// Creates `{root}/staging/{prefix}…/` (mode 0700) and takes its lock.
     pub fn create(root: &RootDir, prefix: &str) -> Result<Self, LoadError> {
+        Self::create_in(root, Area::Staging, prefix)
+    }
+
+    /// Creates `{root}/{area}/{prefix}…/` (mode 0700) and takes its lock:
+    /// `area` is one [`sweep_abandoned`] sweeps.
+    pub fn create_in(root: &RootDir, area: Area, prefix: &str) -> Result<Self, LoadError> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let staging_path = root.path().join(Area::Staging.name());
+        let staging_path = root.path().join(area.name());
         let staging = root
-            .dir(Area::Staging)
+            .dir(area)
             .try_clone()
             .map_err(LoadError::io("cannot open", &staging_path))?;
         let nanos = std::time::SystemTime::now()
@@ -257,10 +264,17 @@ fn switch_link(root: &RootDir, link: &str, target: &Path, scratch: &Scratch) -> 
         .map_err(LoadError::io("cannot switch the package link", &path))
 }
 
-/// Removes staging directories whose owner is gone (a killed load): their
-/// `.live` lock can be taken. Directories of loads still running are kept.
+/// Removes staging and trash directories whose owner is gone (a killed
+/// load, `gc` or `remove`): their `.live` lock can be taken. Directories of
+/// loads and collections still running are kept.
 pub fn sweep_abandoned(root: &RootDir) {
-    let staging = root.dir(Area::Staging);
+    for area in [Area::Staging, Area::Trash] {
+        sweep(root, area);
+    }
+}
+
+fn sweep(root: &RootDir, area: Area) {
+    let staging = root.dir(area);
     let Ok(entries) = staging.entries() else {
         return;
     };
@@ -276,18 +290,9 @@ pub fn sweep_abandoned(root: &RootDir) {
             Err(_) => false,
         };
         if abandoned && staging.remove_dir_all(&name).is_ok() {
-            tracing::info!(path = %root.join(Area::Staging, &name).display(), "Removed staging left by an interrupted load");
+            tracing::info!(path = %root.join(area, &name).display(), "Removed what an interrupted load or collection left");
         }
     }
-}
-
-/// Opens (creating if needed) and locks the file `name` in `dir`.
-pub(crate) fn lock_in(dir: &Dir, name: &str, operation: FlockOperation) -> io::Result<File> {
-    let file = dir
-        .open_with(name, OpenOptions::new().create(true).truncate(false).write(true))?
-        .into_std();
-    rustix::fs::flock(&file, operation)?;
-    Ok(file)
 }
 
 /// Creates the directory `name` in `dir` with mode 0700.
@@ -373,26 +378,16 @@ fn invalid(what: &'static str, detail: String) -> PackageError {
     PackageError::InvalidGuestOutput { what, detail }
 }
 
-/// An exclusive lock on one package id, held while its tree and link are
-/// replaced, so two loads of the same package never interleave their renames.
-#[derive(Debug)]
-pub struct PackageLock {
-    _file: File,
-}
-
-impl PackageLock {
-    /// Blocks until `{root}/locks/{package_dir_name}.lock` is ours.
-    pub fn acquire(root: &RootDir, package_dir_name: &str) -> Result<Self, LoadError> {
-        let name = format!("{package_dir_name}.lock");
-        let file = lock_in(root.dir(Area::Locks), &name, FlockOperation::LockExclusive)
-            .map_err(LoadError::io("cannot lock", root.join(Area::Locks, &name)))?;
-        Ok(Self { _file: file })
-    }
-}
-
 /// Whether the filesystem holding `path` has less than 1 MiB left for
 /// unprivileged writers: what a write failure inside the sandbox, or an
 /// installer step failing without saying why, is checked against.
 pub(crate) fn disk_nearly_full(path: &Path) -> bool {
-    rustix::fs::statvfs(path).is_ok_and(|s| s.f_bavail.saturating_mul(s.f_frsize) < 1024 * 1024)
+    free_bytes(path).is_some_and(|free| free < 1024 * 1024)
+}
+
+/// Bytes left for unprivileged writers on the filesystem holding `path`.
+pub(crate) fn free_bytes(path: &Path) -> Option<u64> {
+    rustix::fs::statvfs(path)
+        .ok()
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
 }

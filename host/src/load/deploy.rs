@@ -8,9 +8,10 @@ use std::time::Instant;
 
 use super::{Engine, check_app_id, explain_disk_full, regular_file};
 use crate::exec::confine;
+use crate::fs::lock::{AppLock, PackageLock};
 use crate::fs::redeploy::{self, Deployment};
 use crate::fs::root::{Area, RootDir, open_dir_nofollow};
-use crate::fs::staging::{PackageLock, Staging, point_link};
+use crate::fs::staging::{Staging, point_link};
 use crate::fs::venv;
 use crate::install::installer::{Installer, venv_python};
 use crate::install::interpreter::Interpreter;
@@ -18,6 +19,7 @@ use crate::sandbox::Preopens;
 use crate::sandbox::install_session::{InstallSession, LoadContext};
 use crate::types::config::InstallConfig;
 use crate::types::error::LoadError;
+use crate::types::lifecycle::GcOptions;
 use crate::types::package::{AgentPackage, Timings};
 
 impl Engine {
@@ -27,6 +29,7 @@ impl Engine {
             check_app_id(app_id)?;
         }
         let apkg = regular_file(apkg)?;
+        self.check_free_space()?;
         let config = &self.config;
         let started = Instant::now();
         tracing::info!(apkg = %apkg.display(), "Loading agent package");
@@ -118,14 +121,42 @@ impl Engine {
             timings,
         };
         let tree = published.open_tree()?;
-        // The last step: from here on the app's link names this tree.
-        published.commit(root)?;
+        // The last step: from here on the app's link names this tree. The
+        // locks are held until the record is written.
+        let locks = published.commit(root)?;
         let record = Deployment::new(settings, venv_state.key.clone(), package.clone(), &tree)
             .and_then(|record| record.save(root, &digest, app_id));
         if let Err(error) = record {
             tracing::warn!(%error, "cannot record the load; the next redeploy will redo it");
         }
+        drop(locks);
+        self.enforce_budget(&package);
         Ok(package)
+    }
+
+    /// After a load that wrote something: with a budget configured, the
+    /// least recently used deployments go until the root fits it, never
+    /// `package`'s (whatever other loads did meanwhile) nor an app's current one.
+    fn enforce_budget(&self, package: &AgentPackage) {
+        let Some(budget) = self.config.max_root_bytes else {
+            return;
+        };
+        let options = GcOptions {
+            keep: usize::MAX,
+            max_bytes: Some(budget),
+            older_than: None,
+            dry_run: false,
+        };
+        let tree = package.path.file_name().map(|n| n.to_string_lossy().into_owned());
+        match self.collect(&options, &Vec::from_iter(tree)) {
+            Ok(collection) if collection.root_bytes_after > budget => tracing::warn!(
+                root_bytes = collection.root_bytes_after,
+                max_root_bytes = budget,
+                "The root is over its budget with nothing more that may be removed"
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "cannot keep the root within its budget"),
+        }
     }
 
     /// The recorded result of an earlier load of the same archive, when
@@ -144,13 +175,18 @@ impl Engine {
         let Some(dir_name) = record.package_dir_name() else {
             return Ok(None);
         };
-        // Checked under the package's lock, so no load is replacing it meanwhile.
+        // Checked under the app's and the package's locks, so no load is
+        // replacing it and no `gc` removing it meanwhile.
+        let _app = AppLock::shared(root, record.app_id())?;
         let _lock = PackageLock::acquire(root, &dir_name)?;
         let Some(mut package) = record.unchanged(root, settings) else {
             return Ok(None);
         };
         // This archive becomes the app's current deployment again, if another one had replaced it.
         point_link(root, &dir_name, &package.path)?;
+        if let Err(error) = Deployment::touch(root, digest, app_id) {
+            tracing::warn!(%error, "cannot mark the record as loaded now; `gc` may take it for older than it is");
+        }
         package.venv_reused = true;
         package.unchanged_redeploy = true;
         package.requirements_count = 0;

@@ -33,6 +33,7 @@ impl Engine {
             check_app_id(app_id)?;
         }
         let apkg = regular_file(apkg)?;
+        self.check_free_space()?;
         let root = &self.root;
         tracing::info!(apkg = %apkg.display(), "Loading agent package");
         let started = Instant::now();

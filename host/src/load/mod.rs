@@ -5,6 +5,7 @@
 
 mod deploy;
 mod extract;
+mod lifecycle;
 pub(crate) mod spawn;
 
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ use crate::exec::confine::Bubblewrap;
 use crate::exec::process::find_program_in;
 use crate::fs::redeploy;
 use crate::fs::root::RootDir;
-use crate::fs::staging::{disk_nearly_full, sweep_abandoned};
+use crate::fs::staging::{disk_nearly_full, free_bytes, sweep_abandoned};
 use crate::install::installer::{Installer, Pip, Uv};
 use crate::install::interpreter::{Interpreter, Resolver};
 use crate::sandbox::{ArchiveRules, Sandbox};
@@ -171,6 +172,22 @@ impl Engine {
     fn bubblewrap(&self) -> &Result<Bubblewrap, String> {
         self.bubblewrap
             .get_or_init(|| Bubblewrap::probe(&self.config.install.bwrap))
+    }
+
+    /// Refuses to start a load that would write to a filesystem with less
+    /// free space than the configured floor.
+    fn check_free_space(&self) -> Result<(), LoadError> {
+        let Some(floor) = self.config.min_free_bytes else {
+            return Ok(());
+        };
+        match free_bytes(self.root.path()) {
+            Some(free) if free < floor => Err(LoadError::DiskFull {
+                during: "starting the load",
+                root: self.root.path().to_owned(),
+                detail: format!("{free} bytes free, under the floor of {floor} (min_free_bytes); nothing was written"),
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn archive_rules(&self) -> ArchiveRules {

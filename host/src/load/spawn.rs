@@ -8,7 +8,7 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use par_rules::env::{MAX_ENV_VARS, MAX_VALUE_BYTES, caller_refusal, package_refusal};
 use par_rules::names::is_safe_component;
@@ -18,6 +18,8 @@ use crate::exec::agent::{AgentChild, AgentCommand};
 use crate::exec::confine::{self, Bubblewrap, Mounts, Tmp};
 use crate::exec::process::Step;
 use crate::exec::ready::{AcceptProbe, http_ok};
+use crate::fs::agents::{AgentRecord, Registration};
+use crate::fs::lock::AppLock;
 use crate::fs::root::{Area, fd_path, open_dir_nofollow};
 use crate::types::config::SandboxChoice;
 use crate::types::error::{EnvFileRefused, SpawnError};
@@ -38,6 +40,8 @@ const MAX_PROBE_INTERVAL: Duration = Duration::from_millis(50);
 #[derive(Debug)]
 pub(crate) struct Running {
     child: AgentChild,
+    /// Its record under `{root}/agents/`, held while this loader watches it.
+    _registration: Registration,
     /// Par's own copies of the sockets, for the readiness probe; closed once
     /// the agent is ready or stopped, so the sockets end with the agent.
     listeners: Mutex<Vec<TcpListener>>,
@@ -60,6 +64,12 @@ impl Engine {
                 package.app_id.escape_default()
             )));
         }
+        // Held until the agent's record is written: a `gc` or `remove` sees
+        // the agent, or runs before it starts (and then it finds no tree).
+        let _app = AppLock::shared(&self.root, &package.app_id).map_err(|e| SpawnError::Io {
+            action: "cannot lock the app",
+            source: std::io::Error::other(e.to_string()),
+        })?;
         let tree = self.tree_of(package)?;
         let state = self.state_dir(&package.app_id)?;
         let dotenv = match spec.package_env {
@@ -125,6 +135,17 @@ impl Engine {
             app_id: package.app_id.clone(),
         })
         .map_err(io("cannot start the agent"))?;
+        let record = AgentRecord {
+            pid: child.pid(),
+            owner: std::process::id(),
+            app_id: package.app_id.clone(),
+            tree: file_name(&package.path),
+            venv: file_name(&package.venv_path),
+            sandboxed: bwrap.is_some(),
+            started: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        };
+        let registration =
+            Registration::register(&self.root, &record).map_err(io("cannot record the running agent"))?;
         let sandbox = confine::label(bwrap.as_ref());
         tracing::info!(
             app_id = %package.app_id,
@@ -135,6 +156,7 @@ impl Engine {
         );
         Ok(Running {
             child,
+            _registration: registration,
             listeners: Mutex::new(listeners),
             ports,
             health: spec.health,
@@ -446,4 +468,11 @@ fn manifest_environment(package: &AgentPackage) -> Result<Vec<(String, String)>,
 
 fn io(action: &'static str) -> impl FnOnce(std::io::Error) -> SpawnError {
     move |source| SpawnError::Io { action, source }
+}
+
+/// The last component of a path par built, as text.
+fn file_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }

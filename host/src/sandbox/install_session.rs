@@ -24,8 +24,9 @@ use super::convert::{check_manifest, to_wit_install_error};
 use super::protocol::Protocol;
 use crate::exec::confine::{self, Bubblewrap};
 use crate::fs::cache_dir::CacheDir;
+use crate::fs::lock::{AppLock, PackageLock};
 use crate::fs::root::{Area, RootDir, open_dir_nofollow, open_file_nofollow};
-use crate::fs::staging::{PackageLock, PublishedTree, Staging, normalize_modes};
+use crate::fs::staging::{PublishedTree, Staging, normalize_modes};
 use crate::fs::venv::{self, VenvInputs};
 use crate::install::editable::{self, BuildJob, BuildSystem, EditableBuild, Prepared};
 use crate::install::installer::{InstallTarget, Installer, Invocation, venv_python};
@@ -94,8 +95,18 @@ pub struct Published {
     /// The re-checked manifest.
     pub manifest: Manifest,
     tree: PublishedTree,
-    /// Held until the load ends: no other load replaces this package meanwhile.
-    _lock: PackageLock,
+    /// Held until the load has recorded what it did: no `gc` or `remove`
+    /// sees the app's deployment half made, and no other load replaces this
+    /// package meanwhile.
+    locks: Held,
+}
+
+/// The app's lock (shared) and the package's lock, held by a load from
+/// publishing until its record is written.
+#[derive(Debug)]
+pub struct Held {
+    _app: AppLock,
+    _package: PackageLock,
 }
 
 impl Published {
@@ -130,7 +141,10 @@ impl Published {
         let tree_name = format!("{dir_name}.{}", &digest[..digest.len().min(16)]);
         let link = root.join(Area::Packages, &dir_name);
         let path = root.join(Area::Trees, &tree_name);
-        let lock = PackageLock::acquire(root, &dir_name)?;
+        let locks = Held {
+            _app: AppLock::shared(root, &app_id)?,
+            _package: PackageLock::acquire(root, &dir_name)?,
+        };
         let tree = staging.publish(root, &tree_name)?;
         Ok(Self {
             package_id: format!("{}@{}", manifest.name, manifest.version),
@@ -140,7 +154,7 @@ impl Published {
             path,
             manifest,
             tree,
-            _lock: lock,
+            locks,
         })
     }
 
@@ -149,9 +163,11 @@ impl Published {
         self.tree.open().map_err(LoadError::io("cannot open", &self.path))
     }
 
-    /// Makes this the app's current deployment (see [`PublishedTree::commit`]).
-    pub fn commit(self, root: &RootDir) -> Result<(), LoadError> {
-        self.tree.commit(root, &self.link_name, &self.path)
+    /// Makes this the app's current deployment (see [`PublishedTree::commit`]);
+    /// the locks stay held until the caller drops them.
+    pub fn commit(self, root: &RootDir) -> Result<Held, LoadError> {
+        self.tree.commit(root, &self.link_name, &self.path)?;
+        Ok(self.locks)
     }
 }
 

@@ -76,6 +76,14 @@ pub struct LoaderConfig {
     pub component_cache: Option<PathBuf>,
     /// How venvs are created and packages installed.
     pub install: InstallConfig,
+    /// Most bytes the root may take (as `du` counts them). After each load
+    /// that wrote something, the least recently used deployments are removed
+    /// until the root fits, never an app's current one, one a running agent
+    /// uses, or the one that load made. `None`: no budget.
+    pub max_root_bytes: Option<u64>,
+    /// Least free space a load or extraction needs on the root's filesystem
+    /// to start; below it, it refuses with `disk-full` before writing anything.
+    pub min_free_bytes: Option<u64>,
     /// Whether the guest applies its entry-name rules (only tests turn this off).
     pub(crate) guest_path_rules: bool,
     /// Another component in place of par's own guest (only tests set this,
@@ -297,6 +305,8 @@ impl Default for LoaderConfig {
             guest_cpu_time: sandbox.cpu_time,
             component_cache: default_cache_dir(),
             install: InstallConfig::default(),
+            max_root_bytes: None,
+            min_free_bytes: None,
             guest_path_rules: true,
             guest_component: None,
         }

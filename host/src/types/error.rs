@@ -484,7 +484,7 @@ pub enum LoadError {
     /// The disk holding the root filled up while writing the package tree or installing.
     #[error("no space left on the device holding `{}` while {during}: {detail}", root.display())]
     DiskFull {
-        /// `writing the package tree` or `installing`.
+        /// `writing the package tree`, `installing`, or `starting the load` (under `min_free_bytes`).
         during: &'static str,
         /// The loader root.
         root: PathBuf,
@@ -687,6 +687,95 @@ impl SpawnError {
             SpawnError::EnvFile(_) | SpawnError::ExitedEarly { .. } | SpawnError::NotReady { .. } => true,
             SpawnError::EnvFileSandbox(error) => error.is_package_fault(),
             _ => false,
+        }
+    }
+}
+
+/// Why `list`, `remove` or `gc` failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LifecycleError {
+    /// `remove` named an app (or version) with nothing under the root.
+    #[error("nothing to remove: no deployment of `{app_id}`{} under the root", version.as_deref().map(|v| format!(" version `{v}`")).unwrap_or_default())]
+    NotFound {
+        /// The app asked for.
+        app_id: String,
+        /// The version asked for, if one was.
+        version: Option<String>,
+    },
+    /// `remove` would take what a running agent uses.
+    #[error("`{app_id}` is in use by running agents (pids {}); stop them first, or pass --force", pids.iter().map(u32::to_string).collect::<Vec<_>>().join(", "))]
+    InUse {
+        /// The app.
+        app_id: String,
+        /// Host pids of the agents using it.
+        pids: Vec<u32>,
+    },
+    /// A running agent could not be stopped (`remove --force`).
+    #[error("cannot stop agent {pid}: {detail}")]
+    Stop {
+        /// Its host pid.
+        pid: u32,
+        /// What went wrong.
+        detail: String,
+    },
+    /// A file operation under the root failed.
+    #[error("{action} `{}`: {source}", path.display())]
+    Io {
+        /// What par was doing.
+        action: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// A caller-supplied value is unusable (an app id that is not a safe name).
+    #[error("invalid {what}: {detail}")]
+    InvalidInput {
+        /// Which value.
+        what: &'static str,
+        /// Why.
+        detail: String,
+    },
+}
+
+impl LifecycleError {
+    /// Builds a [`LifecycleError::Io`] with its context.
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| LifecycleError::Io { action, path, source }
+    }
+
+    /// A stable, kebab-case name for machine output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LifecycleError::NotFound { .. } => "not-found",
+            LifecycleError::InUse { .. } => "in-use",
+            LifecycleError::Stop { .. } => "stop-failed",
+            LifecycleError::Io { .. } => "io",
+            LifecycleError::InvalidInput { .. } => "invalid-input",
+        }
+    }
+
+    /// The app at fault, if the error names one.
+    pub fn subject(&self) -> Option<&str> {
+        match self {
+            LifecycleError::NotFound { app_id, .. } | LifecycleError::InUse { app_id, .. } => Some(app_id),
+            _ => None,
+        }
+    }
+}
+
+impl From<LoadError> for LifecycleError {
+    fn from(error: LoadError) -> Self {
+        match error {
+            LoadError::Io { action, path, source } => LifecycleError::Io { action, path, source },
+            LoadError::InvalidInput { what, detail } => LifecycleError::InvalidInput { what, detail },
+            other => LifecycleError::Io {
+                action: "cannot continue",
+                path: PathBuf::new(),
+                source: std::io::Error::other(other.to_string()),
+            },
         }
     }
 }

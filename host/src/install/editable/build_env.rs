@@ -31,8 +31,8 @@ use cap_std::fs::Dir;
 use rustix::fs::FlockOperation;
 
 use super::job::BuildJob;
+use crate::fs::lock::lock_in;
 use crate::fs::root::open_dir_nofollow;
-use crate::fs::staging::lock_in;
 use crate::fs::venv;
 use crate::install::installer::InstallTarget;
 use crate::install::step::{StepKind, StepSpec};

@@ -1,5 +1,7 @@
 //! Argument parsing, logging setup, output and exit codes for `par`.
 
+mod lifecycle;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -9,9 +11,11 @@ use std::time::Duration;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use par::{
-    AgentNetwork, AgentPackage, Choice, DEFAULT_ROOT, HealthCheck, InstallConfig, InstallerChoice, Limits, Listen,
-    LoadError, LoaderConfig, NetworkChoice, PackageLoader, SandboxChoice, SpawnError, SpawnSpec,
+    AgentNetwork, AgentPackage, Choice, DEFAULT_ROOT, HealthCheck, InstallConfig, InstallerChoice, LifecycleError,
+    Limits, Listen, LoadError, LoaderConfig, NetworkChoice, PackageLoader, SandboxChoice, SpawnError, SpawnSpec,
 };
+
+use lifecycle::{DiskArgs, GcArgs, collection_text, listing_text};
 use tracing_subscriber::EnvFilter;
 
 const AFTER_HELP: &str = "\
@@ -283,6 +287,8 @@ enum Command {
         /// install steps when the index settings name a remote location (index).
         #[arg(long, default_value = "index", value_parser = choice::<NetworkChoice>(), help_heading = "Installing")]
         network: NetworkChoice,
+        #[command(flatten)]
+        disk: DiskArgs,
     },
     /// Load an APKG (instant when it is unchanged since its last load), then
     /// start its agent in the sandbox on sockets par binds, wait until it is
@@ -298,6 +304,8 @@ enum Command {
         install: InstallArgs,
         #[command(flatten)]
         agent: AgentArgs,
+        #[command(flatten)]
+        disk: DiskArgs,
         /// The command; `python` means the venv's interpreter.
         #[arg(last = true, required = true, value_name = "ARGV")]
         argv: Vec<std::ffi::OsString>,
@@ -309,6 +317,32 @@ enum Command {
         /// App id to publish under [default: the manifest's name].
         #[arg(long, value_name = "ID")]
         app_id: Option<String>,
+        #[command(flatten)]
+        disk: DiskArgs,
+    },
+    /// List every app under the root: its deployments (version, tree and
+    /// venv sizes, when last loaded, current or not, in use by an agent or
+    /// not), unused venvs, and build environments.
+    List,
+    /// Remove an app (or one version of it): its trees, links, venvs and
+    /// records. Refuses while an agent started by `par run` uses them.
+    Remove {
+        /// The app id.
+        app_id: String,
+        /// Only this version.
+        #[arg(long, value_name = "VERSION")]
+        version: Option<String>,
+        /// Stop the agents using it first (SIGTERM, then SIGKILL after 5 s).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove what loads left and no app needs: deployments beyond the most
+    /// recent ones, the least recently used while the root is over budget,
+    /// unused venvs and build environments. Never what a running load or
+    /// agent holds.
+    Gc {
+        #[command(flatten)]
+        gc: GcArgs,
     },
 }
 
@@ -359,15 +393,22 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         config.component_cache = Some(cache_dir.clone());
     }
     match &cli.command {
-        Command::Load { install, network, .. } => {
+        Command::Load {
+            install, network, disk, ..
+        } => {
             install.apply(&mut config.install);
             config.install.network = *network;
+            disk.apply(&mut config);
         }
-        Command::Run { install, agent, .. } => {
+        Command::Run {
+            install, agent, disk, ..
+        } => {
             install.apply(&mut config.install);
             config.install.network = agent.install_network;
+            disk.apply(&mut config);
         }
-        Command::Inspect { .. } | Command::Extract { .. } => {}
+        Command::Extract { disk, .. } => disk.apply(&mut config),
+        Command::Inspect { .. } | Command::List | Command::Remove { .. } | Command::Gc { .. } => {}
     }
     let loader = PackageLoader::new(config)?;
     match &cli.command {
@@ -405,7 +446,19 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             };
             println!("{}", text.context("cannot render the manifest")?);
         }
-        Command::Extract { apkg, app_id } => {
+        Command::List => {
+            let listing = loader.list().await?;
+            print_result(cli.json, &listing, || listing_text(&listing))?;
+        }
+        Command::Remove { app_id, version, force } => {
+            let removed = loader.remove(app_id, version.as_deref(), *force).await?;
+            print_result(cli.json, &removed, || collection_text(&removed))?;
+        }
+        Command::Gc { gc } => {
+            let collected = loader.gc(gc.options()).await?;
+            print_result(cli.json, &collected, || collection_text(&collected))?;
+        }
+        Command::Extract { apkg, app_id, .. } => {
             let package = loader.extract(apkg, app_id.as_deref()).await?;
             print_result(cli.json, &package, || {
                 format!(
@@ -424,6 +477,7 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             install,
             agent,
             argv,
+            ..
         } => {
             let package = loader.load_package(apkg, app_id.as_deref()).await?;
             let mut spec = SpawnSpec::new(argv.iter().cloned());
@@ -540,12 +594,16 @@ fn print_result(json: bool, value: &impl serde::Serialize, human: impl FnOnce() 
 /// Prints the error (stderr, and stdout as JSON with `--json`) and picks the exit code.
 fn report(cli: &Cli, error: &anyhow::Error) -> ExitCode {
     // A typed error's message already carries its cause; the chain would repeat it.
-    let (message, kind, subject, package_fault) =
-        match (error.downcast_ref::<LoadError>(), error.downcast_ref::<SpawnError>()) {
-            (Some(e), _) => (e.to_string(), e.kind(), e.subject(), e.is_package_fault()),
-            (_, Some(e)) => (e.to_string(), e.kind(), e.subject(), e.is_package_fault()),
-            _ => (format!("{error:#}"), "internal", None, false),
-        };
+    let (message, kind, subject, package_fault) = match (
+        error.downcast_ref::<LoadError>(),
+        error.downcast_ref::<SpawnError>(),
+        error.downcast_ref::<LifecycleError>(),
+    ) {
+        (Some(e), _, _) => (e.to_string(), e.kind(), e.subject(), e.is_package_fault()),
+        (_, Some(e), _) => (e.to_string(), e.kind(), e.subject(), e.is_package_fault()),
+        (_, _, Some(e)) => (e.to_string(), e.kind(), e.subject(), false),
+        _ => (format!("{error:#}"), "internal", None, false),
+    };
     eprintln!("error: {message}");
     if cli.json {
         let body = serde_json::json!({

@@ -1,0 +1,140 @@
+//! Records of running agents, in `{root}/agents/`: what `list` shows as in
+//! use, what `gc` never removes, and what `remove --force` stops.
+//!
+//! The loader that starts an agent writes one record (under a name no other
+//! record has) and holds an exclusive `flock` on it for as long as it
+//! watches the agent. The kernel drops the lock when that loader dies, and
+//! the agent dies with its loader, so a record whose lock can be taken is
+//! stale and is removed by whoever finds it. A record is only trusted while
+//! its lock is held and its pid is alive: a pid reused after the agent ended
+//! can at worst make something look in use, never the other way round.
+
+use std::fs::File;
+use std::io::{self, Read as _, Write as _};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cap_std::fs::{Dir, OpenOptions};
+use rustix::fs::FlockOperation;
+use serde::{Deserialize, Serialize};
+
+use crate::fs::root::{Area, RootDir, open_file_nofollow};
+
+/// Largest record read back.
+const MAX_RECORD_BYTES: u64 = 64 * 1024;
+
+/// One running agent, as the loader that started it recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    /// Its host pid (bubblewrap's, when sandboxed).
+    pub pid: u32,
+    /// The loader watching it.
+    pub owner: u32,
+    /// Its app.
+    pub app_id: String,
+    /// The tree's name under `{root}/trees/`.
+    pub tree: String,
+    /// The venv's name under `{root}/venvs/`.
+    pub venv: String,
+    /// Whether bubblewrap (with a PID namespace) runs around it.
+    pub sandboxed: bool,
+    /// When it started, in seconds since the epoch.
+    pub started: u64,
+}
+
+/// A record this loader holds; removed when dropped.
+#[derive(Debug)]
+pub struct Registration {
+    agents: Dir,
+    name: String,
+    _lock: File,
+}
+
+impl Registration {
+    /// Writes `record` and holds its lock. The record is written and locked
+    /// under a temporary name and renamed into place, so no reader ever
+    /// finds it unlocked.
+    pub fn register(root: &RootDir, record: &AgentRecord) -> io::Result<Self> {
+        let agents = root.dir(Area::Agents).try_clone()?;
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let name = format!("{}-{}-{nanos}.json", record.pid, std::process::id());
+        let temporary = format!(".{name}.tmp");
+        let mut file = agents
+            .open_with(&temporary, OpenOptions::new().write(true).create_new(true))?
+            .into_std();
+        let written = rustix::fs::flock(&file, FlockOperation::LockExclusive)
+            .map_err(io::Error::from)
+            .and_then(|()| file.write_all(&serde_json::to_vec(record).map_err(io::Error::other)?))
+            .and_then(|()| agents.rename(&temporary, &agents, &name));
+        if let Err(error) = written {
+            let _ = agents.remove_file(&temporary);
+            return Err(error);
+        }
+        Ok(Self {
+            agents,
+            name,
+            _lock: file,
+        })
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let _ = self.agents.remove_file(&self.name);
+    }
+}
+
+/// The agents still running, by their records; stale records (and
+/// temporary files of killed loaders) are removed on the way.
+pub fn running(root: &RootDir) -> Vec<AgentRecord> {
+    let agents = root.dir(Area::Agents);
+    let Ok(entries) = agents.entries() else {
+        return Vec::new();
+    };
+    let mut running = Vec::new();
+    for entry in entries.flatten() {
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        match read_if_held(agents, &name) {
+            Held::Live(record) => running.push(record),
+            Held::Stale => {
+                let _ = agents.remove_file(&name);
+            }
+            Held::Unreadable => {}
+        }
+    }
+    running.sort_by_key(|record| record.pid);
+    running
+}
+
+enum Held {
+    Live(AgentRecord),
+    Stale,
+    Unreadable,
+}
+
+/// The record `name`, if its lock is held and its agent alive.
+fn read_if_held(agents: &Dir, name: &str) -> Held {
+    let Ok(mut file) = open_file_nofollow(agents, name) else {
+        return Held::Unreadable;
+    };
+    match rustix::fs::flock(&file, FlockOperation::NonBlockingLockShared) {
+        Ok(()) => return Held::Stale,
+        Err(e) if e != rustix::io::Errno::WOULDBLOCK => return Held::Unreadable,
+        Err(_) => {}
+    }
+    let mut text = Vec::new();
+    if (&mut file).take(MAX_RECORD_BYTES).read_to_end(&mut text).is_err() {
+        return Held::Unreadable;
+    }
+    let Ok(record) = serde_json::from_slice::<AgentRecord>(&text) else {
+        // A temporary file being written: its loader holds the lock.
+        return Held::Unreadable;
+    };
+    let alive = rustix::process::Pid::from_raw(record.pid as i32)
+        .is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok());
+    match alive {
+        true => Held::Live(record),
+        false => Held::Unreadable,
+    }
+}

@@ -1,0 +1,91 @@
+//! Locks under `{root}/locks/`, all `flock`s on files par alone writes: the
+//! kernel drops them when their holder dies, so a killed load or `gc` never
+//! leaves one held.
+//!
+//! Two kinds, always taken in this order:
+//! - an **app lock** (`{app_id}.lock`): shared by every load and agent start
+//!   of the app from the moment it touches the app's trees, venvs, links or
+//!   records; exclusive for `gc` and `remove`, which therefore never see a
+//!   load half done;
+//! - a **package lock** (`{app_id}@{version}.lock`, always with an `@`, so
+//!   never an app lock's name): exclusive, so two loads of one package never
+//!   interleave their renames.
+
+use std::fs::File;
+use std::io;
+
+use cap_std::fs::{Dir, OpenOptions};
+use rustix::fs::FlockOperation;
+
+use crate::fs::root::{Area, RootDir};
+use crate::types::error::LoadError;
+
+/// Opens (creating if needed) and locks the file `name` in `dir`.
+pub(crate) fn lock_in(dir: &Dir, name: &str, operation: FlockOperation) -> io::Result<File> {
+    let file = dir
+        .open_with(name, OpenOptions::new().create(true).truncate(false).write(true))?
+        .into_std();
+    rustix::fs::flock(&file, operation)?;
+    Ok(file)
+}
+
+/// An exclusive lock on one package id, held while its tree and link are
+/// replaced, so two loads of the same package never interleave their renames.
+#[derive(Debug)]
+pub struct PackageLock {
+    _file: File,
+}
+
+impl PackageLock {
+    /// Blocks until `{root}/locks/{package_dir_name}.lock` is ours.
+    pub fn acquire(root: &RootDir, package_dir_name: &str) -> Result<Self, LoadError> {
+        let name = format!("{package_dir_name}.lock");
+        let file = lock_in(root.dir(Area::Locks), &name, FlockOperation::LockExclusive)
+            .map_err(LoadError::io("cannot lock", root.join(Area::Locks, &name)))?;
+        Ok(Self { _file: file })
+    }
+}
+
+/// A lock on everything one app has under the root (see the module's notes).
+#[derive(Debug)]
+pub struct AppLock {
+    _file: File,
+}
+
+impl AppLock {
+    /// Blocks until the app's lock is held shared: for a load or an agent start.
+    pub fn shared(root: &RootDir, app_id: &str) -> Result<Self, LoadError> {
+        let name = Self::name(app_id);
+        let file = lock_in(root.dir(Area::Locks), &name, FlockOperation::LockShared)
+            .map_err(LoadError::io("cannot lock", root.join(Area::Locks, &name)))?;
+        Ok(Self { _file: file })
+    }
+
+    /// Blocks until the app's lock is held exclusively: for `remove`.
+    pub fn exclusive(root: &RootDir, app_id: &str) -> io::Result<Self> {
+        let file = lock_in(
+            root.dir(Area::Locks),
+            &Self::name(app_id),
+            FlockOperation::LockExclusive,
+        )?;
+        Ok(Self { _file: file })
+    }
+
+    /// The app's lock held exclusively, or `None` while a load or agent
+    /// start holds it: for `gc`, which passes such an app over.
+    pub fn try_exclusive(root: &RootDir, app_id: &str) -> io::Result<Option<Self>> {
+        match lock_in(
+            root.dir(Area::Locks),
+            &Self::name(app_id),
+            FlockOperation::NonBlockingLockExclusive,
+        ) {
+            Ok(file) => Ok(Some(Self { _file: file })),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn name(app_id: &str) -> String {
+        format!("{app_id}.lock")
+    }
+}

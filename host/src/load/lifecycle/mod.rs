@@ -1,0 +1,263 @@
+//! Lifecycle: listing what loads left under the root, removing an app, and
+//! collecting what is no longer needed.
+//!
+//! Removal is safe against loads and agents running at the same time:
+//! `gc` holds each app's lock exclusively (passing over an app whose lock a
+//! load or agent start holds), `remove` waits for it, and neither takes what
+//! a running agent uses (`remove --force` stops the agent first). Whatever
+//! goes is first renamed into `{root}/trash/` under those locks (records
+//! first, so no load takes a deployment for current while it goes) and only
+//! deleted once the locks are released; a `gc` killed halfway leaves a trash
+//! directory the next loader sweeps, and nothing a load could mistake for
+//! finished. Every step goes through the root's handles: a symlink planted
+//! anywhere is removed as a link, never followed.
+
+mod plan;
+mod survey;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::{Engine, check_app_id};
+use crate::exec::agent::stop_elsewhere;
+use crate::fs::lock::AppLock;
+use crate::fs::root::{Area, RootDir};
+use crate::fs::staging::Scratch;
+use crate::types::error::LifecycleError;
+use crate::types::lifecycle::{AppListing, Collection, DeploymentListing, GcOptions, Listing, Removed, RunningAgent};
+use plan::{Planned, Rules};
+use survey::Survey;
+
+/// How long `remove --force` gives an agent to stop after SIGTERM.
+const FORCE_STOP_GRACE: Duration = Duration::from_secs(5);
+
+impl Engine {
+    /// Every app under the root, with its deployments and their sizes.
+    pub(crate) fn list(&self) -> Result<Listing, LifecycleError> {
+        let root = &self.root;
+        let survey = Survey::take(root, None);
+        let path = |area: Area, name: &str| root.join(area, name);
+        let apps = survey
+            .apps
+            .iter()
+            .map(|(app_id, found)| AppListing {
+                app_id: app_id.clone(),
+                deployments: found
+                    .deployments
+                    .iter()
+                    .enumerate()
+                    .map(|(rank, d)| DeploymentListing {
+                        version: d.version.clone(),
+                        digest: d.digest.clone(),
+                        path: path(Area::Trees, &d.tree.name),
+                        link: d.links.first().map(|link| path(Area::Packages, &link.name)),
+                        venv: d.venvs.first().map(|venv| path(Area::Venvs, &venv.name)),
+                        tree_bytes: d.tree.tally.bytes(),
+                        venv_bytes: d.venvs.iter().map(|venv| venv.tally.bytes()).sum(),
+                        last_loaded: unix(d.loaded),
+                        current: rank == 0,
+                        agents: d.agents.clone(),
+                    })
+                    .collect(),
+                orphan_venvs: found
+                    .orphan_venvs
+                    .iter()
+                    .map(|venv| path(Area::Venvs, &venv.name))
+                    .collect(),
+            })
+            .collect();
+        let agents = survey
+            .agents
+            .iter()
+            .map(|agent| RunningAgent {
+                pid: agent.pid,
+                owner: agent.owner,
+                app_id: agent.app_id.clone(),
+                path: path(Area::Trees, &agent.tree),
+                venv: path(Area::Venvs, &agent.venv),
+                started: agent.started,
+            })
+            .collect();
+        Ok(Listing {
+            root: root.path().to_owned(),
+            apps,
+            build_environments: Vec::new(),
+            agents,
+            root_bytes: survey.usage.total(),
+        })
+    }
+
+    /// Collects what `options` says is no longer needed (see [`plan`]).
+    pub(crate) fn gc(&self, options: &GcOptions) -> Result<Collection, LifecycleError> {
+        self.collect(options, &[])
+    }
+
+    /// [`Engine::gc`], never taking the trees in `protect`.
+    pub(crate) fn collect(&self, options: &GcOptions, protect: &[String]) -> Result<Collection, LifecycleError> {
+        let root = &self.root;
+        let started = std::time::Instant::now();
+        // Every app with anything under the root, locked if no load holds it.
+        let mut locks = Vec::new();
+        let (mut locked, mut busy) = (BTreeSet::new(), Vec::new());
+        for app in Survey::app_names(root) {
+            match AppLock::try_exclusive(root, &app)
+                .map_err(LifecycleError::io("cannot lock", root.join(Area::Locks, &app)))?
+            {
+                Some(lock) => {
+                    locks.push(lock);
+                    locked.insert(app);
+                }
+                None => busy.push(app),
+            }
+        }
+        let survey = Survey::take(root, None);
+        let rules = Rules {
+            keep: options.keep,
+            max_bytes: options.max_bytes,
+            older_than: options.older_than,
+            now: SystemTime::now(),
+            protect,
+        };
+        let planned = plan::collect(&survey, &locked, &rules);
+        let (mut collection, trash) = self.carry_out(&survey, planned, options.dry_run)?;
+        drop(locks);
+        drop(trash);
+        collection.busy_apps = busy;
+        tracing::info!(
+            removed = collection.removed.len(),
+            bytes_removed = collection.bytes_removed,
+            bytes_freed = collection.bytes_freed,
+            busy = collection.busy_apps.len(),
+            dry_run = options.dry_run,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Collected"
+        );
+        Ok(collection)
+    }
+
+    /// Removes `app_id` (or one version of it): its trees, links, venvs and
+    /// records, under its lock. Refuses while an agent uses them, unless
+    /// `force`, which stops the agent first.
+    pub(crate) fn remove(
+        &self,
+        app_id: &str,
+        version: Option<&str>,
+        force: bool,
+    ) -> Result<Collection, LifecycleError> {
+        check_app_id(app_id)?;
+        let root = &self.root;
+        let lock = AppLock::exclusive(root, app_id)
+            .map_err(LifecycleError::io("cannot lock", root.join(Area::Locks, app_id)))?;
+        let survey = Survey::take(root, Some(app_id));
+        let not_found = || LifecycleError::NotFound {
+            app_id: app_id.to_owned(),
+            version: version.map(str::to_owned),
+        };
+        let found = survey.apps.get(app_id).ok_or_else(not_found)?;
+        let planned = plan::remove(found, app_id, version);
+        if planned.is_empty() {
+            return Err(not_found());
+        }
+        let trees: BTreeSet<&str> = planned.iter().map(|p| p.item.name.as_str()).collect();
+        let users: Vec<_> = survey
+            .agents
+            .iter()
+            .filter(|agent| trees.contains(agent.tree.as_str()) || trees.contains(agent.venv.as_str()))
+            .collect();
+        if !users.is_empty() && !force {
+            return Err(LifecycleError::InUse {
+                app_id: app_id.to_owned(),
+                pids: users.iter().map(|agent| agent.pid).collect(),
+            });
+        }
+        for agent in &users {
+            tracing::info!(
+                app_id,
+                pid = agent.pid,
+                "Stopping an agent before removing what it uses"
+            );
+            stop_elsewhere(agent.pid, agent.sandboxed, FORCE_STOP_GRACE).map_err(|e| LifecycleError::Stop {
+                pid: agent.pid,
+                detail: e.to_string(),
+            })?;
+        }
+        let (mut collection, trash) = self.carry_out(&survey, planned, false)?;
+        collection.stopped_agents = users.iter().map(|agent| agent.pid).collect();
+        drop(lock);
+        drop(trash);
+        tracing::info!(
+            app_id,
+            removed = collection.removed.len(),
+            bytes_freed = collection.bytes_freed,
+            "Removed"
+        );
+        Ok(collection)
+    }
+
+    /// Moves every planned item into a trash directory (unless `dry_run`)
+    /// and reports it. The trash is returned, to be dropped (and so emptied)
+    /// once the caller has released its locks: loads wait for the renames,
+    /// never for the deletion.
+    fn carry_out(
+        &self,
+        survey: &Survey,
+        planned: Vec<Planned>,
+        dry_run: bool,
+    ) -> Result<(Collection, Option<Scratch>), LifecycleError> {
+        let root = &self.root;
+        let trash = match dry_run {
+            true => None,
+            false => Some(Scratch::create_in(root, Area::Trash, "gc-")?),
+        };
+        let mut done = Vec::with_capacity(planned.len());
+        for (n, planned) in planned.into_iter().enumerate() {
+            if let Some(trash) = &trash {
+                match move_to_trash(root, &planned.item.name, planned.item.area, trash, n) {
+                    Ok(()) => {
+                        let path = root.join(planned.item.area, &planned.item.name);
+                        tracing::debug!(path = %path.display(), "Moved to the trash");
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        let path = root.join(planned.item.area, &planned.item.name);
+                        tracing::warn!(path = %path.display(), error = %e, "cannot remove");
+                        continue;
+                    }
+                }
+            }
+            done.push(planned);
+        }
+        let effect = survey.usage.removing(done.iter().map(|p| &p.item.tally));
+        let before = survey.usage.total();
+        let removed = done
+            .into_iter()
+            .map(|p| Removed {
+                kind: p.kind,
+                app_id: p.app,
+                path: root.join(p.item.area, &p.item.name),
+                bytes: p.item.tally.bytes(),
+                reason: p.reason,
+            })
+            .collect();
+        let collection = Collection {
+            dry_run,
+            removed,
+            busy_apps: Vec::new(),
+            stopped_agents: Vec::new(),
+            bytes_removed: effect.removed,
+            bytes_freed: effect.freed,
+            root_bytes_before: before,
+            root_bytes_after: before.saturating_sub(effect.uncounted),
+        };
+        Ok((collection, trash))
+    }
+}
+
+/// Renames `{area}/{name}` into the trash, as itself (a symlink stays a symlink).
+fn move_to_trash(root: &RootDir, name: &str, area: Area, trash: &Scratch, n: usize) -> std::io::Result<()> {
+    root.dir(area).rename(name, trash.dir(), n.to_string())
+}
+
+fn unix(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,484 @@
+//! Lifecycle: `par list`, `par remove` and `par gc` on real roots filled by
+//! real loads (uv, offline), racing real loads and a real running agent,
+//! killed halfway, and facing symlinks planted in the root. Sizes are held
+//! against the tests' own `du`, never against what par reports.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use par::{AgentPackage, GcOptions, LifecycleError, Listen, PackageLoader, SandboxChoice, SpawnSpec};
+use par_tests::agent::{agent_apkg, get};
+use par_tests::binary::{Par, assert_succeeded, json};
+use par_tests::workspace::{du, names_in, offline_config};
+use par_tests::{Apkg, Workspace};
+
+/// Every area of a root: what `root_bytes` counts.
+const AREAS: [&str; 9] = [
+    "staging",
+    "trees",
+    "packages",
+    "venvs",
+    "deployments",
+    "locks",
+    "state",
+    "trash",
+    "agents",
+];
+
+fn binary() -> Par {
+    Par::new(env!("CARGO_BIN_EXE_par"), env!("CARGO_TARGET_TMPDIR"))
+}
+
+fn loader(ws: &Workspace) -> PackageLoader {
+    let mut config = offline_config(ws, env!("CARGO_TARGET_TMPDIR"));
+    config.install.sandbox = SandboxChoice::Bwrap;
+    PackageLoader::new(config).expect("loader")
+}
+
+/// A small agent (no build file, no requirements: a venv and an import
+/// check) named `app`, at version `1.0.{version}`.
+fn versioned(app: &str, version: u32) -> Apkg {
+    Apkg::old_agent().replace(
+        "agent.yaml",
+        format!("name: {app}\nversion: 1.0.{version}\nentrypoint: app.main:agent\n"),
+    )
+}
+
+fn load(ws: &Workspace, loader: &PackageLoader, apkg: &Apkg, file: &str) -> AgentPackage {
+    let path = ws.apkg(file, apkg);
+    loader.load_blocking(&path, None).expect("load")
+}
+
+/// Everything in the root's areas, as `du` counts it.
+fn root_du(ws: &Workspace) -> u64 {
+    let paths: Vec<PathBuf> = AREAS.iter().map(|area| ws.root().join(area)).collect();
+    du(&paths.iter().map(PathBuf::as_path).collect::<Vec<_>>())
+}
+
+/// The records of `package`'s load (`{digest}.{app or _}.json`).
+fn records_of(ws: &Workspace, package: &AgentPackage) -> Vec<PathBuf> {
+    let digest = package
+        .path
+        .extension()
+        .expect("tree digest")
+        .to_string_lossy()
+        .into_owned();
+    let dir = ws.root().join("deployments");
+    names_in(&dir)
+        .into_iter()
+        .filter(|name| name.starts_with(&digest))
+        .map(|name| dir.join(name))
+        .collect()
+}
+
+/// Everything on disk that belongs to `package`.
+fn parts_of(ws: &Workspace, package: &AgentPackage) -> Vec<PathBuf> {
+    let mut parts = vec![package.path.clone(), package.venv_path.clone(), package.link.clone()];
+    parts.extend(records_of(ws, package));
+    parts
+}
+
+fn tree_names(ws: &Workspace) -> BTreeSet<String> {
+    names_in(&ws.root().join("trees")).into_iter().collect()
+}
+
+fn name(path: &Path) -> String {
+    path.file_name().expect("a name").to_string_lossy().into_owned()
+}
+
+fn trees(packages: &[&AgentPackage]) -> BTreeSet<String> {
+    packages.iter().map(|p| name(&p.path)).collect()
+}
+
+fn removed_trees(collection: &par::Collection) -> BTreeSet<String> {
+    collection
+        .removed
+        .iter()
+        .filter(|r| r.kind == par::RemovedKind::Tree)
+        .map(|r| name(&r.path))
+        .collect()
+}
+
+/// What each area holds, by name.
+fn snapshot(ws: &Workspace) -> Vec<Vec<String>> {
+    AREAS
+        .iter()
+        .filter(|area| **area != "locks")
+        .map(|area| names_in(&ws.root().join(area)))
+        .collect()
+}
+
+#[test]
+fn fifty_deployments_across_ten_apps_list_as_on_disk_and_gc_keeps_exactly_what_it_is_told() {
+    let ws = Workspace::new();
+    let loader = loader(&ws);
+    let apps: Vec<String> = (0..10).map(|n| format!("app{n}")).collect();
+    // Version by version, so the oldest deployments are every app's first.
+    let mut loaded: Vec<AgentPackage> = Vec::new();
+    for version in 1..=5 {
+        for app in &apps {
+            loaded.push(load(
+                &ws,
+                &loader,
+                &versioned(app, version),
+                &format!("{app}-{version}"),
+            ));
+        }
+    }
+    let of = |app: usize, version: u32| &loaded[(version as usize - 1) * 10 + app];
+
+    // `par list --json`, against the disk.
+    let output = binary().run(&ws, &["list", "--json"]);
+    assert_succeeded(&output);
+    let listing = json(&output);
+    assert_eq!(
+        listing["root_bytes"].as_u64(),
+        Some(root_du(&ws)),
+        "the root as du counts it"
+    );
+    let listed = listing["apps"].as_array().expect("apps");
+    assert_eq!(listed.len(), 10);
+    for (n, app) in listed.iter().enumerate() {
+        assert_eq!(app["app_id"], apps[n].as_str());
+        let deployments = app["deployments"].as_array().expect("deployments");
+        assert_eq!(deployments.len(), 5, "{app}");
+        for (rank, deployment) in deployments.iter().enumerate() {
+            let version = 5 - rank as u32;
+            let package = of(n, version);
+            let path = Path::new(deployment["path"].as_str().expect("path"));
+            assert_eq!(path, package.path, "most recently loaded first");
+            assert_eq!(deployment["version"], format!("1.0.{version}").as_str());
+            assert_eq!(deployment["current"], rank == 0);
+            assert_eq!(deployment["tree_bytes"].as_u64(), Some(du(&[path])));
+            let venv = Path::new(deployment["venv"].as_str().expect("venv"));
+            assert_eq!(venv, package.venv_path);
+            assert_eq!(deployment["venv_bytes"].as_u64(), Some(du(&[venv])));
+            let link = Path::new(deployment["link"].as_str().expect("link"));
+            assert_eq!(std::fs::read_link(link).expect("a link"), package.path);
+            assert_eq!(deployment["agents"], serde_json::json!([]));
+        }
+        let times: Vec<u64> = deployments
+            .iter()
+            .map(|d| d["last_loaded"].as_u64().expect("time"))
+            .collect();
+        assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
+    }
+
+    // A dry run reports and changes nothing.
+    let before = snapshot(&ws);
+    let dry = loader
+        .gc_blocking(&GcOptions {
+            keep: 3,
+            dry_run: true,
+            ..GcOptions::default()
+        })
+        .expect("dry run");
+    let beyond_three: Vec<&AgentPackage> = (0..10).flat_map(|app| [of(app, 1), of(app, 2)]).collect();
+    assert_eq!(removed_trees(&dry), trees(&beyond_three));
+    assert_eq!(snapshot(&ws), before, "a dry run changed the root");
+
+    // A budget, keeping every deployment by count: exactly the three least
+    // recently used go, and the root fits.
+    let oldest = [of(0, 1), of(1, 1), of(2, 1)];
+    let parts: Vec<PathBuf> = oldest.iter().flat_map(|p| parts_of(&ws, p)).collect();
+    let root_du_before = root_du(&ws);
+    let budget = root_du_before - du(&parts.iter().map(PathBuf::as_path).collect::<Vec<_>>());
+    let collected = loader
+        .gc_blocking(&GcOptions {
+            keep: 5,
+            max_bytes: Some(budget),
+            ..GcOptions::default()
+        })
+        .expect("gc to a budget");
+    assert_eq!(removed_trees(&collected), trees(&oldest));
+    for part in &parts {
+        assert!(std::fs::symlink_metadata(part).is_err(), "{} is left", part.display());
+    }
+    let after = root_du(&ws);
+    assert!(after <= budget, "{after} over the budget {budget}");
+    assert_eq!(collected.root_bytes_after, after);
+    // Nothing of these venvs is linked from elsewhere: all that goes is freed.
+    assert_eq!(collected.bytes_freed, collected.bytes_removed);
+    assert_eq!(collected.bytes_removed, root_du_before - after);
+
+    // An unchanged redeploy counts as a use: app9's second version becomes
+    // its current one again.
+    let again = loader
+        .load_blocking(&ws.path().join("in/app9-2.apkg"), None)
+        .expect("redeploy");
+    assert!(again.unchanged_redeploy);
+
+    // Keep 1: each app's current deployment, and nothing else of it.
+    let collected = loader
+        .gc_blocking(&GcOptions {
+            keep: 1,
+            ..GcOptions::default()
+        })
+        .expect("gc --keep 1");
+    let current: Vec<&AgentPackage> = (0..9).map(|app| of(app, 5)).chain([of(9, 2)]).collect();
+    assert_eq!(tree_names(&ws), trees(&current));
+    let venvs: BTreeSet<String> = current.iter().map(|p| name(&p.venv_path)).collect();
+    assert_eq!(
+        names_in(&ws.root().join("venvs")).into_iter().collect::<BTreeSet<_>>(),
+        venvs
+    );
+    let links: BTreeSet<String> = current.iter().map(|p| name(&p.link)).collect();
+    assert_eq!(
+        names_in(&ws.root().join("packages"))
+            .into_iter()
+            .collect::<BTreeSet<_>>(),
+        links
+    );
+    let records: Vec<PathBuf> = current.iter().flat_map(|p| records_of(&ws, p)).collect();
+    assert_eq!(names_in(&ws.root().join("deployments")).len(), records.len());
+    assert_eq!(names_in(&ws.root().join("trash")), Vec::<String>::new());
+    assert_eq!(collected.root_bytes_after, root_du(&ws));
+    for package in current {
+        assert!(package.python_path.exists(), "{} lost its venv", package.package_id);
+    }
+}
+
+#[test]
+fn a_symlink_planted_in_the_root_is_removed_as_a_link_and_never_followed() {
+    let ws = Workspace::new();
+    let loader = loader(&ws);
+    let old = load(&ws, &loader, &versioned("a", 1), "a-1");
+    load(&ws, &loader, &versioned("a", 2), "a-2");
+    load(&ws, &loader, &versioned("b", 1), "b-1");
+    let outside = ws.path().join("outside");
+    std::fs::create_dir_all(outside.join("dir")).expect("outside");
+    std::fs::write(outside.join("precious"), "keep me").expect("precious");
+    std::fs::write(outside.join("dir/also"), "keep me too").expect("also");
+    let root = ws.root();
+    let planted = [
+        root.join("trees/a@9.9.0123456789abcdef"),
+        root.join("trees/not-a-tree"),
+        root.join("venvs/a_feedfacefeedface"),
+        root.join("packages/a@9.9"),
+        root.join(format!("deployments/{}.a.json", "0".repeat(64))),
+        old.path.join("core/escape"),
+        old.venv_path.join("escape"),
+    ];
+    for link in &planted {
+        std::os::unix::fs::symlink(&outside, link).expect("plant");
+    }
+    let collected = loader
+        .gc_blocking(&GcOptions {
+            keep: 1,
+            ..GcOptions::default()
+        })
+        .expect("gc");
+    assert!(removed_trees(&collected).contains(&name(&old.path)));
+    loader.remove_blocking("b", None, false).expect("remove b");
+    for link in &planted {
+        assert!(std::fs::symlink_metadata(link).is_err(), "{} is left", link.display());
+    }
+    assert_eq!(names_in(&outside), ["dir", "precious"]);
+    assert_eq!(
+        std::fs::read_to_string(outside.join("precious")).expect("read"),
+        "keep me"
+    );
+    assert_eq!(
+        std::fs::read_to_string(outside.join("dir/also")).expect("read"),
+        "keep me too"
+    );
+    assert_eq!(tree_names(&ws).len(), 1, "a's current tree alone");
+}
+
+/// Serve on one socket of any free port, in the sandbox.
+fn serving(token: &str) -> SpawnSpec {
+    let mut spec = SpawnSpec::new(["python", "server.py", token]);
+    spec.listen = vec![Listen {
+        name: "http".into(),
+        addr: "127.0.0.1:0".parse().expect("addr"),
+    }];
+    spec.sandbox = SandboxChoice::Bwrap;
+    spec.ready_timeout = Duration::from_secs(30);
+    spec.stop_grace = Duration::from_secs(2);
+    spec
+}
+
+#[test]
+fn gc_racing_twenty_loads_and_a_running_agent_takes_nothing_in_use() {
+    let ws = Workspace::new();
+    let loader = loader(&ws);
+    // The agent runs from a deployment that is no longer its app's current one.
+    let served = load(&ws, &loader, &agent_apkg("served", ""), "served-1");
+    let agent = loader.spawn_blocking(&served, serving("par-gc-race")).expect("spawn");
+    agent.wait_ready_blocking().expect("ready");
+    let addr = agent.ports()[0].addr;
+    load(&ws, &loader, &agent_apkg("served", "").file("v2.txt", "2"), "served-2");
+    for app in 0..4 {
+        for version in 1..=5 {
+            ws.apkg(
+                &format!("race{app}-{version}"),
+                &versioned(&format!("race{app}"), version),
+            );
+        }
+    }
+    let finished = AtomicBool::new(false);
+    let collections = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let collector = scope.spawn(|| {
+            while !finished.load(Ordering::SeqCst) {
+                loader
+                    .gc_blocking(&GcOptions {
+                        keep: 0,
+                        ..GcOptions::default()
+                    })
+                    .expect("gc");
+                collections.fetch_add(1, Ordering::SeqCst);
+                assert_eq!(get(addr, "/hello"), "ok /hello", "the agent stopped answering");
+            }
+        });
+        let loaders: Vec<_> = (0..4)
+            .map(|app| {
+                let (ws, loader) = (&ws, loader.clone());
+                scope.spawn(move || {
+                    for version in 1..=5 {
+                        let apkg = ws.path().join(format!("in/race{app}-{version}.apkg"));
+                        let package = loader.load_blocking(&apkg, None).expect("a load racing gc");
+                        assert!(
+                            package.python_path.exists(),
+                            "{} came back without its venv",
+                            package.package_id
+                        );
+                    }
+                })
+            })
+            .collect();
+        for thread in loaders {
+            thread.join().expect("loads");
+        }
+        finished.store(true, Ordering::SeqCst);
+        collector.join().expect("collector");
+    });
+    assert!(collections.load(Ordering::SeqCst) > 0);
+    assert_eq!(get(addr, "/hello"), "ok /hello");
+    assert!(
+        served.path.is_dir() && served.python_path.exists(),
+        "gc took what the agent runs from"
+    );
+    let listing = loader.list_blocking().expect("list");
+    let in_use: Vec<&par::DeploymentListing> = listing
+        .apps
+        .iter()
+        .flat_map(|app| &app.deployments)
+        .filter(|d| !d.agents.is_empty())
+        .collect();
+    assert_eq!(in_use.len(), 1);
+    assert_eq!(
+        (in_use[0].path.as_path(), in_use[0].current),
+        (served.path.as_path(), false)
+    );
+    assert_eq!(in_use[0].agents, [agent.pid()]);
+
+    // `remove` refuses while the agent runs; `--force` stops it first.
+    let refused = loader.remove_blocking("served", None, false).expect_err("in use");
+    assert!(
+        matches!(&refused, LifecycleError::InUse { pids, .. } if pids == &[agent.pid()]),
+        "{refused:?}"
+    );
+    assert!(served.path.is_dir());
+    let removed = loader.remove_blocking("served", None, true).expect("remove --force");
+    assert_eq!(removed.stopped_agents, [agent.pid()]);
+    assert!(agent.status().is_some(), "the agent still runs");
+    assert!(!served.path.exists());
+    assert!(!tree_names(&ws).iter().any(|tree| tree.starts_with("served@")));
+}
+
+#[test]
+fn a_gc_killed_halfway_leaves_nothing_a_load_takes_for_finished() {
+    use std::io::{BufRead, BufReader};
+    let ws = Workspace::new();
+    let loader = loader(&ws);
+    for version in 1..=2 {
+        for app in 0..5 {
+            load(
+                &ws,
+                &loader,
+                &versioned(&format!("kill{app}"), version),
+                &format!("kill{app}-{version}"),
+            );
+        }
+    }
+    drop(loader);
+    let mut gc = binary()
+        .command(&ws, &["gc", "--keep", "0", "-v", "--log-json"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start par gc");
+    let mut lines = BufReader::new(gc.stderr.take().expect("stderr")).lines();
+    let moved = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|line| line.contains("Moved to the trash"));
+    assert!(moved, "gc moved nothing");
+    gc.kill().expect("SIGKILL");
+    gc.wait().expect("gc ended");
+
+    let loader = self::loader(&ws);
+    assert_eq!(
+        names_in(&ws.root().join("trash")),
+        Vec::<String>::new(),
+        "the trash was not swept"
+    );
+    for app in 0..5 {
+        for version in 1..=2 {
+            let apkg = ws.path().join(format!("in/kill{app}-{version}.apkg"));
+            let package = loader.load_blocking(&apkg, None).expect("a load after the kill");
+            assert_eq!(package.verified, Some(true), "{}", package.package_id);
+            assert!(package.python_path.exists());
+        }
+    }
+    let output = binary().run(&ws, &["list", "--json"]);
+    assert_succeeded(&output);
+    assert_eq!(json(&output)["apps"].as_array().map(Vec::len), Some(5));
+}
+
+#[test]
+fn loads_keep_the_root_within_its_budget_and_refuse_to_start_under_the_free_space_floor() {
+    let ws = Workspace::new();
+    let par = binary();
+    let load = |apkg: &Path, extra: &[&str]| {
+        let mut args = par.load_args(apkg, "uv");
+        args.extend(extra.iter().map(|arg| arg.to_string()));
+        par.run(&ws, &args)
+    };
+    let floor = load(&ws.apkg("a-1", &versioned("a", 1)), &["--min-free-bytes", "1000000T"]);
+    assert_eq!(floor.status.code(), Some(1));
+    assert_eq!(json(&floor)["error"]["kind"], "disk-full");
+    for area in ["trees", "venvs", "packages", "deployments", "staging"] {
+        assert_eq!(names_in(&ws.root().join(area)), Vec::<String>::new(), "{area}/ written");
+    }
+
+    for (file, apkg) in [
+        ("a-1", versioned("a", 1)),
+        ("b-1", versioned("b", 1)),
+        ("a-2", versioned("a", 2)),
+    ] {
+        let output = load(&ws.apkg(file, &apkg), &["--max-root-bytes", "1"]);
+        assert_succeeded(&output);
+    }
+    // Each app's current deployment stays, however small the budget.
+    let names = tree_names(&ws);
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with("a@1.0.2.")) && names.iter().any(|n| n.starts_with("b@1.0.1.")));
+    assert_eq!(names_in(&ws.root().join("venvs")).len(), 2);
+}
+
+#[test]
+fn remove_of_an_app_with_nothing_under_the_root_is_a_typed_error() {
+    let ws = Workspace::new();
+    let output = binary().run(&ws, &["remove", "nothing-here", "--json"]);
+    assert_eq!(output.status.code(), Some(1));
+    let error = &json(&output)["error"];
+    assert_eq!(
+        (error["kind"].as_str(), error["subject"].as_str()),
+        (Some("not-found"), Some("nothing-here"))
+    );
+    let output = binary().run(&ws, &["remove", "../escape", "--json"]);
+    assert_eq!(json(&output)["error"]["kind"], "invalid-input");
+}
