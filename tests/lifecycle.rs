@@ -482,3 +482,67 @@ fn remove_of_an_app_with_nothing_under_the_root_is_a_typed_error() {
     let output = binary().run(&ws, &["remove", "../escape", "--json"]);
     assert_eq!(json(&output)["error"]["kind"], "invalid-input");
 }
+
+#[test]
+fn build_environments_are_listed_with_the_venvs_they_built_and_collected_once_no_root_uses_them() {
+    let (ws, other) = (Workspace::new(), Workspace::new());
+    let cache = binary().private_cache(&ws.path().join("cache"));
+    let loader_for = |ws: &Workspace| {
+        let mut config = offline_config(ws, env!("CARGO_TARGET_TMPDIR"));
+        config.install.sandbox = SandboxChoice::Bwrap;
+        config.component_cache = Some(cache.clone());
+        PackageLoader::new(config).expect("loader")
+    };
+    let (loader, other_loader) = (loader_for(&ws), loader_for(&other));
+    let built = load(&ws, &loader, &Apkg::valid_agent(), "built");
+    let made = par_tests::workspace::build_environments(&cache);
+    assert_eq!(made.len(), 1, "the setup.py agent was built by par's frontend");
+    let also = load(&other, &other_loader, &Apkg::valid_agent(), "built");
+    assert_eq!(
+        par_tests::workspace::build_environments(&cache),
+        made,
+        "the other root shares it"
+    );
+
+    let listing = loader.list_blocking().expect("list");
+    let [env] = listing.build_environments.as_slice() else {
+        panic!("{:?}", listing.build_environments);
+    };
+    assert_eq!(env.path, made[0]);
+    let mut users = vec![built.venv_path.clone(), also.venv_path.clone()];
+    users.sort();
+    assert_eq!(env.users, users, "the venvs it built, in both roots");
+    assert_eq!(env.bytes, du(&[&made[0]]));
+
+    let kept = loader.gc_blocking(&GcOptions::default()).expect("gc");
+    assert!(kept.removed.is_empty(), "{:?}", kept.removed);
+    loader.remove_blocking("test-agent", None, false).expect("remove");
+    loader.gc_blocking(&GcOptions::default()).expect("gc");
+    assert!(
+        made[0].is_dir(),
+        "a build environment another root's venv uses was removed"
+    );
+
+    other_loader.remove_blocking("test-agent", None, false).expect("remove");
+    let dry = other_loader
+        .gc_blocking(&GcOptions {
+            dry_run: true,
+            ..GcOptions::default()
+        })
+        .expect("dry run");
+    assert!(made[0].is_dir(), "a dry run removed a build environment");
+    let collected = other_loader.gc_blocking(&GcOptions::default()).expect("gc");
+    assert_eq!(dry.removed, collected.removed);
+    let removed: Vec<&Path> = collected
+        .removed
+        .iter()
+        .filter(|r| r.kind == par::RemovedKind::BuildEnvironment)
+        .map(|r| r.path.as_path())
+        .collect();
+    assert_eq!(removed, [made[0].as_path()]);
+    assert!(!made[0].exists());
+    assert!(loader.list_blocking().expect("list").build_environments.is_empty());
+    // The next build makes a new one.
+    load(&ws, &loader, &Apkg::valid_agent(), "built-again");
+    assert_eq!(par_tests::workspace::build_environments(&cache).len(), 1);
+}

@@ -6,7 +6,10 @@
 //! commands, `--runs` times, and prints medians, ratios and peak RSS as a
 //! Markdown table (the one in docs/PERFORMANCE.md).
 //!
-//! Usage: par-bench [--runs N] [--only tiny,web,bulk] [--workdir DIR] [--offline]
+//! It also times `par run` to a ready agent, and `par gc` on a root of 50
+//! deployments.
+//!
+//! Usage: par-bench [--runs N] [--only tiny,web,bulk,startup,agent,gc] [--workdir DIR] [--offline]
 //!        par-bench native-extract APKG DEST   (the extractor, natively)
 //!        par-bench write-apkg tiny|web|bulk PATH
 
@@ -61,7 +64,9 @@ impl Options {
     fn parse(args: &[String]) -> Result<Self> {
         let mut options = Self {
             runs: 5,
-            only: ["tiny", "web", "bulk"].map(String::from).into(),
+            only: ["tiny", "web", "bulk", "startup", "agent", "gc"]
+                .map(String::from)
+                .into(),
             workdir: std::env::temp_dir().join("par-bench"),
             offline: false,
         };
@@ -222,12 +227,18 @@ impl Bench {
         println!("| package | measure | par (median) | other (median) | other ÷ par | par peak RSS |");
         println!("| --- | --- | ---: | ---: | ---: | ---: |");
         for name in &options.only {
-            let apkg = self.workdir.join(format!("{name}.apkg"));
-            self.write_apkg(name, &apkg)?;
-            self.package(name, &apkg, options.runs)?;
+            match name.as_str() {
+                "startup" => self.startup(options.runs)?,
+                "agent" => self.agent_start(options.runs)?,
+                "gc" => self.gc(options.runs)?,
+                package => {
+                    let apkg = self.workdir.join(format!("{package}.apkg"));
+                    self.write_apkg(package, &apkg)?;
+                    self.package(package, &apkg, options.runs)?;
+                }
+            }
         }
-        self.startup(options.runs)?;
-        self.agent_start(options.runs)
+        Ok(())
     }
 
     /// Builds an APKG in a child process: Linux carries a process's peak RSS
@@ -398,6 +409,78 @@ impl Bench {
         drop(stdout);
         Ok(Sample { wall, max_rss_kib })
     }
+}
+
+/// Apps and versions of the root `par gc` is measured on: 50 deployments.
+const GC_APPS: usize = 10;
+const GC_VERSIONS: usize = 5;
+
+impl Bench {
+    /// `par gc --keep 1` on a root of 50 deployments (the tiny agent, ten
+    /// apps, five versions each), restored from a copy before every run,
+    /// against `rm -rf` of exactly what par removed.
+    fn gc(&self, runs: usize) -> Result<()> {
+        let root = self.fresh("gc-root")?;
+        let pristine = self.fresh("gc-pristine")?;
+        let log = self.workdir.join("last.log");
+        for version in 1..=GC_VERSIONS {
+            for app in 0..GC_APPS {
+                let apkg = self.workdir.join(format!("gc-{app}-{version}.apkg"));
+                let manifest = format!("name: app{app}\nversion: 1.0.{version}\nentrypoint: app.main:agent\n");
+                Apkg::valid_agent().replace("agent.yaml", manifest).write_to(&apkg);
+                measure(&mut self.par(&root, &[&"load".into(), &apkg.into_os_string()]), &log)?;
+            }
+        }
+        copy_tree(&root, &pristine)?;
+        let restore = || -> Result<()> {
+            std::fs::remove_dir_all(&root)?;
+            copy_tree(&pristine, &root)
+        };
+        let gc: [&OsString; 4] = [&"gc".into(), &"--keep".into(), &"1".into(), &"--json".into()];
+        let (mut par, mut rm) = (Series::default(), Series::default());
+        let mut report = serde_json::Value::Null;
+        for _ in 0..runs {
+            restore()?;
+            par.0.push(measure(&mut self.par(&root, &gc), &log)?);
+            let output = std::fs::read_to_string(&log)?;
+            report = serde_json::from_str(output.lines().last().unwrap_or_default()).context("gc's report")?;
+            let removed: Vec<&str> = report["removed"]
+                .as_array()
+                .context("removed")?
+                .iter()
+                .filter_map(|item| item["path"].as_str())
+                .filter(|path| path.starts_with(&*root.to_string_lossy()))
+                .collect();
+            restore()?;
+            rm.0.push(measure(Command::new("rm").arg("-rf").args(&removed), &log)?);
+        }
+        let mib = |field: &str| report[field].as_u64().unwrap_or(0) as f64 / (1024.0 * 1024.0);
+        let trees = report["removed"]
+            .as_array()
+            .map_or(0, |items| items.iter().filter(|item| item["kind"] == "tree").count());
+        row(
+            "50 deployments (tiny)",
+            &format!(
+                "`par gc --keep 1` ({trees} removed: {:.1} MiB removed, {:.1} MiB freed) vs `rm -rf` of the same",
+                mib("bytes_removed"),
+                mib("bytes_freed")
+            ),
+            &par,
+            &rm,
+        );
+        std::fs::remove_dir_all(&root)?;
+        std::fs::remove_dir_all(&pristine)?;
+        Ok(())
+    }
+}
+
+/// `cp -a from to`: hard links, symlinks and modes as they are.
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    let status = Command::new("cp").arg("-a").arg(from).arg(to).status()?;
+    if !status.success() {
+        bail!("cp -a {} {} failed: {status}", from.display(), to.display());
+    }
+    Ok(())
 }
 
 /// The agent started by hand on a port it binds itself, polled until its health check answers.

@@ -15,24 +15,42 @@ from ._errors import (
     HostError,
     InstallFailed,
     InstallStepFailure,
+    InUse,
     InvalidInput,
+    NotFound,
     PackageRefused,
     ParError,
     SandboxError,
 )
 from ._loader import PackageLoader
-from ._types import AgentPackage, ExtractedPackage, Timings
+from ._types import (
+    AgentPackage,
+    AppInfo,
+    Collection,
+    DeploymentInfo,
+    ExtractedPackage,
+    Listing,
+    RemovedItem,
+    Timings,
+)
 
 __all__ = [
     "AgentPackage",
+    "AppInfo",
+    "Collection",
+    "DeploymentInfo",
     "ExtractedPackage",
     "HostError",
+    "InUse",
     "InstallFailed",
     "InstallStepFailure",
     "InvalidInput",
+    "Listing",
+    "NotFound",
     "PackageLoader",
     "PackageRefused",
     "ParError",
+    "RemovedItem",
     "SandboxError",
     "Timings",
 ]

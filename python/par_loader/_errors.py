@@ -56,6 +56,21 @@ class HostError(ParError):
     sandbox, or a bug in par."""
 
 
+class NotFound(ParError, LookupError):
+    """``remove`` named an app (or version) with nothing under the root."""
+
+
+class InUse(ParError):
+    """``remove`` would take what a running agent uses; ``pids`` are the
+    agents' host pids. Pass ``force=True`` to stop them first."""
+
+    pids: tuple[int, ...]
+
+    def __init__(self, message: str, *, pids: Iterable[int] = (), **fields: Any) -> None:
+        super().__init__(message, **fields)
+        self.pids = tuple(pids)
+
+
 @dataclass(frozen=True)
 class InstallStepFailure:
     """One failed install step, as the spec words it in ``message``."""

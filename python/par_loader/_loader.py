@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import _native
-from ._types import AgentPackage, ExtractedPackage
+from ._types import AgentPackage, Collection, ExtractedPackage, Listing
 
 _T = TypeVar("_T")
 
@@ -31,7 +31,9 @@ class PackageLoader:
     ``build_env_max_age``), the index settings (``no_index``, ``index_url``,
     ``extra_index_urls``, ``find_links``), ``installer_cache``,
     ``component_cache``, ``allow_index_options``, ``allow_direct_urls``,
-    ``pass_env``, ``guest_memory_bytes``, ``guest_cpu_time`` and ``limits`` (a
+    ``pass_env``, ``guest_memory_bytes``, ``guest_cpu_time``,
+    ``max_root_bytes`` (a budget collected to after each load),
+    ``min_free_bytes`` (loads refuse to start with less free) and ``limits`` (a
     dict of archive limits: ``max_entries``, ``max_total_bytes``,
     ``max_file_bytes``, ``max_ratio``, ``ratio_min_bytes``,
     ``max_manifest_bytes``). An unknown option is a ``TypeError``.
@@ -71,6 +73,35 @@ class PackageLoader:
         """Extracts and publishes the package tree, without a venv."""
         raw = self._native.extract(os.fspath(apkg_path), agent_app_id)
         return ExtractedPackage._from_native(json.loads(raw))
+
+    def list(self) -> Listing:
+        """Every app under the root: its deployments (current or not, in use
+        by an agent or not) with their sizes, and the build environments."""
+        return Listing._from_native(json.loads(self._native.list()))
+
+    def remove(self, app_id: str, version: str | None = None, *, force: bool = False) -> Collection:
+        """Removes an app (or one version): trees, links, venvs and records.
+
+        Raises ``NotFound`` when there is nothing of it, and ``InUse`` while an
+        agent uses it, unless ``force``, which stops that agent first.
+        """
+        return Collection._from_native(json.loads(self._native.remove(app_id, version, force)))
+
+    def gc(
+        self,
+        *,
+        keep: int = 2,
+        max_bytes: int | None = None,
+        older_than: float | None = None,
+        dry_run: bool = False,
+    ) -> Collection:
+        """Removes what no app needs: deployments beyond each app's ``keep``
+        most recent (the current one always stays), then the least recently
+        used until the root takes at most ``max_bytes``, never one loaded less
+        than ``older_than`` seconds ago; and whatever belongs to nothing kept.
+        Never what a running load or agent holds."""
+        raw = self._native.gc(keep, max_bytes, older_than, dry_run)
+        return Collection._from_native(json.loads(raw))
 
     async def load_package_async(self, apkg_path: StrPath, agent_app_id: str | None = None) -> AgentPackage:
         """``load_package`` without blocking the event loop."""

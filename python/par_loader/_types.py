@@ -93,3 +93,128 @@ class ExtractedPackage:
     @classmethod
     def _from_native(cls, raw: dict[str, Any]) -> ExtractedPackage:
         return cls(**_native_fields(cls, raw, ("path", "link")))
+
+
+@dataclass(frozen=True)
+class DeploymentInfo:
+    """One published tree of an app, as ``PackageLoader.list`` sees it."""
+
+    #: The manifest's version.
+    version: str
+    #: The first 16 hex digits of the archive's SHA-256.
+    digest: str
+    #: The tree.
+    path: Path
+    #: The app's link, when it points at this tree.
+    link: Path | None
+    #: The venv its record names (``None`` for a tree ``extract`` published).
+    venv: Path | None
+    #: The tree's size on disk (hard links counted once).
+    tree_bytes: int
+    #: The venv's size on disk.
+    venv_bytes: int
+    #: When it was last loaded, in seconds since the epoch.
+    last_loaded: int
+    #: Whether it is the app's most recently loaded deployment (``gc`` always keeps it).
+    current: bool
+    #: Host pids of running agents started from it.
+    agents: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class AppInfo:
+    """One app under the root."""
+
+    app_id: str
+    #: Most recently loaded first.
+    deployments: tuple[DeploymentInfo, ...]
+    #: Venvs no deployment names (``gc`` removes them).
+    orphan_venvs: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class Listing:
+    """Everything under a root (``PackageLoader.list``)."""
+
+    root: Path
+    apps: tuple[AppInfo, ...]
+    #: The root's size, as ``du`` counts it.
+    root_bytes: int
+    #: The build environments in par's cache, with the venvs each built, as dicts.
+    build_environments: tuple[dict[str, Any], ...] = field(repr=False)
+    #: The running agents started from this root, as dicts.
+    agents: tuple[dict[str, Any], ...] = field(repr=False)
+
+    @classmethod
+    def _from_native(cls, raw: dict[str, Any]) -> Listing:
+        def optional(value: str | None) -> Path | None:
+            return None if value is None else Path(value)
+
+        apps = tuple(
+            AppInfo(
+                app_id=app["app_id"],
+                deployments=tuple(
+                    DeploymentInfo(
+                        **{
+                            **d,
+                            "path": Path(d["path"]),
+                            "link": optional(d["link"]),
+                            "venv": optional(d["venv"]),
+                            "agents": tuple(d["agents"]),
+                        }
+                    )
+                    for d in app["deployments"]
+                ),
+                orphan_venvs=tuple(Path(p) for p in app["orphan_venvs"]),
+            )
+            for app in raw["apps"]
+        )
+        return cls(
+            root=Path(raw["root"]),
+            apps=apps,
+            root_bytes=raw["root_bytes"],
+            build_environments=tuple(raw["build_environments"]),
+            agents=tuple(raw["agents"]),
+        )
+
+
+@dataclass(frozen=True)
+class RemovedItem:
+    """One thing ``gc`` or ``remove`` removed."""
+
+    #: ``tree``, ``venv``, ``record``, ``link``, ``build-environment`` or ``stray``.
+    kind: str
+    app_id: str | None
+    path: Path
+    bytes: int
+    #: ``keep``, ``budget``, ``unused`` or ``requested``.
+    reason: str
+
+
+@dataclass(frozen=True)
+class Collection:
+    """What ``gc`` or ``remove`` removed (with ``dry_run``: would remove)."""
+
+    dry_run: bool
+    removed: tuple[RemovedItem, ...]
+    #: Apps passed over because a load or agent start held them.
+    busy_apps: tuple[str, ...]
+    #: Agents stopped first (``remove(force=True)``).
+    stopped_agents: tuple[int, ...]
+    bytes_removed: int
+    #: What the disk got back (files also linked from elsewhere are not counted).
+    bytes_freed: int
+    root_bytes_before: int
+    root_bytes_after: int
+
+    @classmethod
+    def _from_native(cls, raw: dict[str, Any]) -> Collection:
+        removed = tuple(RemovedItem(**{**item, "path": Path(item["path"])}) for item in raw["removed"])
+        return cls(
+            **{
+                **raw,
+                "removed": removed,
+                "busy_apps": tuple(raw["busy_apps"]),
+                "stopped_agents": tuple(raw["stopped_agents"]),
+            }
+        )

@@ -2,7 +2,7 @@
 //! class says who is at fault, and every exception carries the `kind` and
 //! `subject` that `par --json` prints, so a caller never parses a message.
 
-use par::{InstallError, InstallFailure, LoadError};
+use par::{InstallError, InstallFailure, LifecycleError, LoadError};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -27,6 +27,31 @@ fn build(py: Python<'_>, error: &LoadError) -> PyResult<PyErr> {
     }
     let exception = class.call((error.to_string(),), Some(&kwargs))?;
     Ok(PyErr::from_value(exception))
+}
+
+/// The exception a `list`, `remove` or `gc` failure is raised as.
+pub fn lifecycle_to_python(py: Python<'_>, error: &LifecycleError) -> PyErr {
+    let build = || -> PyResult<PyErr> {
+        let class = match error {
+            LifecycleError::NotFound { .. } => "NotFound",
+            LifecycleError::InUse { .. } => "InUse",
+            LifecycleError::InvalidInput { .. } => "InvalidInput",
+            _ => "HostError",
+        };
+        let class = py.import("par_loader._errors")?.getattr(class)?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("kind", error.kind())?;
+        kwargs.set_item("subject", error.subject())?;
+        if let LifecycleError::InUse { pids, .. } = error {
+            kwargs.set_item("pids", pids.clone())?;
+        }
+        Ok(PyErr::from_value(class.call((error.to_string(),), Some(&kwargs))?))
+    };
+    build().unwrap_or_else(|failed| {
+        PyRuntimeError::new_err(format!(
+            "{error} (and par_loader could not raise its own error: {failed})"
+        ))
+    })
 }
 
 /// Which class: the package refused, its install failed, the sandbox

@@ -11,7 +11,7 @@ mod options;
 
 use std::path::PathBuf;
 
-use par::{LoadError, PackageLoader};
+use par::{GcOptions, LifecycleError, LoadError, PackageLoader};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -61,6 +61,47 @@ impl Loader {
         let extracted = py.detach(|| self.inner.extract_blocking(&apkg, app_id.as_deref()));
         to_json(py, extracted)
     }
+
+    /// Every app under the root; returns the `Listing` as JSON.
+    fn list(&self, py: Python<'_>) -> PyResult<String> {
+        let listing = py.detach(|| self.inner.list_blocking());
+        lifecycle_json(py, listing)
+    }
+
+    /// Removes an app (or one version); returns the `Collection` as JSON.
+    #[pyo3(signature = (app_id, version=None, force=false))]
+    fn remove(&self, py: Python<'_>, app_id: String, version: Option<String>, force: bool) -> PyResult<String> {
+        let removed = py.detach(|| self.inner.remove_blocking(&app_id, version.as_deref(), force));
+        lifecycle_json(py, removed)
+    }
+
+    /// Collects what no app needs; returns the `Collection` as JSON.
+    #[pyo3(signature = (keep, max_bytes=None, older_than=None, dry_run=false))]
+    fn gc(
+        &self,
+        py: Python<'_>,
+        keep: usize,
+        max_bytes: Option<u64>,
+        older_than: Option<f64>,
+        dry_run: bool,
+    ) -> PyResult<String> {
+        let older_than = older_than.map(options::duration).transpose()?;
+        let options = GcOptions {
+            keep,
+            max_bytes,
+            older_than,
+            dry_run,
+        };
+        let collected = py.detach(|| self.inner.gc_blocking(&options));
+        lifecycle_json(py, collected)
+    }
+}
+
+/// A lifecycle result as the JSON `par --json` prints, or its error as a Python exception.
+fn lifecycle_json<T: serde::Serialize>(py: Python<'_>, result: Result<T, LifecycleError>) -> PyResult<String> {
+    let value = result.map_err(|e| errors::lifecycle_to_python(py, &e))?;
+    serde_json::to_string(&value)
+        .map_err(|e| errors::to_python(py, &LoadError::Internal(format!("cannot render the result: {e}"))))
 }
 
 /// The result as the JSON `par --json` prints, or the error as its Python exception.

@@ -50,6 +50,8 @@ fn set(config: &mut LoaderConfig, name: &str, value: &Bound<'_, PyAny>) -> PyRes
         "allow_direct_urls" => install.policy.allow_direct_urls = value.extract()?,
         "pass_env" => install.pass_env = value.extract()?,
         "component_cache" => config.component_cache = value.extract()?,
+        "max_root_bytes" => config.max_root_bytes = value.extract()?,
+        "min_free_bytes" => config.min_free_bytes = value.extract()?,
         "guest_memory_bytes" => config.guest_memory_bytes = value.extract()?,
         "guest_cpu_time" => config.guest_cpu_time = seconds(value)?,
         "limits" => limits(&mut config.limits, value.cast()?)?,
@@ -86,7 +88,11 @@ fn choice<T: Choice>(value: &Bound<'_, PyAny>) -> PyResult<T> {
 
 /// A duration given in seconds (an int or a float).
 fn seconds(value: &Bound<'_, PyAny>) -> PyResult<Duration> {
-    let seconds: f64 = value.extract()?;
+    duration(value.extract()?)
+}
+
+/// `seconds` as a duration, if it is one (not negative, not NaN).
+pub fn duration(seconds: f64) -> PyResult<Duration> {
     Duration::try_from_secs_f64(seconds)
         .map_err(|_| PyValueError::new_err(format!("{seconds} is not a number of seconds")))
 }

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import agent, names_in, run, write_apkg
+from conftest import AGENT_YAML, agent, names_in, run, write_apkg
 
 import par_loader
-from par_loader import AgentPackage, InstallFailed, InvalidInput, PackageLoader, PackageRefused, ParError
+from par_loader import AgentPackage, InstallFailed, InvalidInput, NotFound, PackageLoader, PackageRefused, ParError
 
 INSTALLERS = ["pip", "uv"]
 
@@ -206,3 +206,33 @@ def test_agent_package_has_every_field_the_native_result_has(tmp_path, make_load
 def test_every_error_class_is_a_par_error():
     for name in ["PackageRefused", "InstallFailed", "SandboxError", "HostError", "InvalidInput"]:
         assert issubclass(getattr(par_loader, name), ParError)
+
+
+def test_list_gc_and_remove_reclaim_what_loads_left(tmp_path, make_loader):
+    loader = make_loader("uv")
+    old = loader.load_package(write_apkg(tmp_path / "in" / "v1.apkg", agent({"setup.py": None})))
+    newer = {"setup.py": None, "agent.yaml": AGENT_YAML.replace("1.0.0", "1.0.1")}
+    new = loader.load_package(write_apkg(tmp_path / "in" / "v2.apkg", agent(newer)))
+
+    [app] = loader.list().apps
+    assert app.app_id == "test-agent"
+    assert [d.path for d in app.deployments] == [new.path, old.path], "most recently loaded first"
+    assert [d.current for d in app.deployments] == [True, False]
+    assert app.deployments[1].venv == old.venv_path
+    assert app.deployments[1].venv_bytes > 0 and app.deployments[1].tree_bytes > 0
+
+    dry = loader.gc(keep=1, dry_run=True)
+    assert dry.dry_run and old.path.is_dir()
+    collected = loader.gc(keep=1)
+    assert {item.path for item in collected.removed if item.kind == "tree"} == {old.path}
+    assert dry.removed == collected.removed
+    assert not old.path.exists() and not old.venv_path.exists()
+    assert new.python_path.exists()
+    assert 0 < collected.bytes_freed <= collected.bytes_removed
+
+    with pytest.raises(NotFound) as missing:
+        loader.remove("no-such-app")
+    assert (missing.value.kind, missing.value.subject) == ("not-found", "no-such-app")
+    loader.remove("test-agent")
+    assert not new.path.exists()
+    assert loader.list().apps == ()

@@ -85,14 +85,17 @@ impl Workspace {
 }
 
 /// Every generation of every build environment in par's cache at `cache`
-/// (`build-envs/{key}/{generation}/`), sorted.
+/// (`build-envs/{key}/{generation}/`, beside `users/`, the venvs each built), sorted.
 pub fn build_environments(cache: &Path) -> Vec<PathBuf> {
     let envs = cache.join("build-envs");
     names_in(&envs)
         .into_iter()
         .flat_map(|key| {
             let dir = envs.join(key);
-            names_in(&dir).into_iter().map(move |name| dir.join(name))
+            names_in(&dir)
+                .into_iter()
+                .filter(|name| name != "users")
+                .map(move |name| dir.join(name))
         })
         .filter(|path| path.is_dir())
         .collect()

@@ -39,7 +39,7 @@ pub struct AgentChild {
     /// Its pids cgroup, which names every process it started.
     cgroup: Option<Cgroup>,
     /// Its memory cgroup, where that is one of its own.
-    _memory: Option<Cgroup>,
+    memory: Option<Cgroup>,
     exit: Arc<(Mutex<Option<ExitStatus>>, Condvar)>,
 }
 
@@ -120,7 +120,7 @@ impl AgentChild {
             pidfd,
             sandboxed,
             cgroup,
-            _memory: memory,
+            memory,
             exit,
         })
     }
@@ -187,12 +187,12 @@ impl AgentChild {
         if self.sandboxed {
             namespace_members(self.pid.as_raw_nonzero().get())
         } else {
-            self.cgroup.as_ref().map(Cgroup::members).unwrap_or_default()
+            self.cgroups().flat_map(Cgroup::members).collect()
         }
     }
 
     /// SIGKILL to everything: bubblewrap (its PID namespace dies with it),
-    /// the process group, and every member of the cgroup.
+    /// the process group, and every member of its cgroups.
     fn kill_all(&self) {
         match &self.pidfd {
             Some(fd) => {
@@ -204,9 +204,14 @@ impl AgentChild {
             None => {}
         }
         let _ = kill_process_group(self.pid, Signal::KILL);
-        if let Some(cgroup) = &self.cgroup {
+        for cgroup in self.cgroups() {
             cgroup.kill_all();
         }
+    }
+
+    /// Its cgroups (pids, and memory where that is one of its own): each names every process it started.
+    fn cgroups(&self) -> impl Iterator<Item = &Cgroup> {
+        self.cgroup.iter().chain(&self.memory)
     }
 }
 

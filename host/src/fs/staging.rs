@@ -99,7 +99,39 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = self.staging.remove_dir_all(&self.name);
+        let _ = remove_all(&self.staging, &self.name);
+    }
+}
+
+/// Removes `name` in `dir` and everything in it, never following a symlink.
+/// A directory a step left without write permission (a `setup.py` can
+/// `chmod` what it made in its venv) is opened up first, so it cannot pin
+/// what it holds on the disk. Used in par's private areas only (staging and
+/// trash), where no one else can swap a directory for a link meanwhile.
+pub fn remove_all(dir: &Dir, name: &str) -> io::Result<()> {
+    match dir.remove_dir_all(name) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            open_up(dir, name);
+            dir.remove_dir_all(name)
+        }
+        other => other,
+    }
+}
+
+/// Gives the owner full access to the directory `name` in `dir` and every
+/// directory below it (symlinks are left alone).
+fn open_up(dir: &Dir, name: &str) {
+    if !dir.symlink_metadata(name).is_ok_and(|m| m.is_dir()) {
+        return;
+    }
+    let _ = rustix::fs::chmodat(dir, name, Mode::from_raw_mode(0o700), AtFlags::empty());
+    let Ok(sub) = open_dir_nofollow(dir, name) else {
+        return;
+    };
+    for entry in sub.entries().into_iter().flatten().flatten() {
+        if let Some(child) = entry.file_name().to_str() {
+            open_up(&sub, child);
+        }
     }
 }
 
@@ -289,7 +321,7 @@ fn sweep(root: &RootDir, area: Area) {
             },
             Err(_) => false,
         };
-        if abandoned && staging.remove_dir_all(&name).is_ok() {
+        if abandoned && remove_all(staging, &name).is_ok() {
             tracing::info!(path = %root.join(area, &name).display(), "Removed what an interrupted load or collection left");
         }
     }
@@ -390,4 +422,36 @@ pub(crate) fn free_bytes(path: &Path) -> Option<u64> {
     rustix::fs::statvfs(path)
         .ok()
         .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::symlink_metadata(path).expect("meta").permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn directories_a_step_closed_are_opened_up_for_removal_and_links_left_alone() {
+        let scratch = tempfile::tempdir().expect("dir");
+        let (base, outside) = (scratch.path().join("trash"), scratch.path().join("outside"));
+        std::fs::create_dir_all(base.join("venv/lib/closed")).expect("dirs");
+        std::fs::create_dir(&outside).expect("outside");
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o555)).expect("chmod");
+        std::fs::write(base.join("venv/lib/closed/file"), "x").expect("file");
+        std::os::unix::fs::symlink(&outside, base.join("venv/lib/link")).expect("link");
+        for (dir, closed) in [("venv/lib/closed", 0o500), ("venv/lib", 0o500), ("venv", 0o000)] {
+            std::fs::set_permissions(base.join(dir), std::fs::Permissions::from_mode(closed)).expect("close");
+        }
+        let dir = Dir::open_ambient_dir(&base, cap_std::ambient_authority()).expect("open");
+        open_up(&dir, "venv");
+        for opened in ["venv", "venv/lib", "venv/lib/closed"] {
+            assert_eq!(mode(&base.join(opened)), 0o700, "{opened}");
+        }
+        assert_eq!(mode(&outside), 0o555, "the link's target was changed");
+        remove_all(&dir, "venv").expect("remove");
+        assert!(!base.join("venv").exists() && outside.is_dir());
+    }
 }

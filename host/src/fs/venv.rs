@@ -18,6 +18,8 @@ use crate::fs::root::open_file_nofollow;
 
 /// File written last into a finished venv.
 const MARKER: &str = ".par-complete";
+/// The key of the build environment the venv's editable build ran in.
+const BUILD_ENV: &str = ".par-build-env";
 
 /// The inputs that decide a venv's contents.
 #[derive(Debug, Clone)]
@@ -82,15 +84,47 @@ pub fn finished_at(venv: &Dir) -> Option<SystemTime> {
 /// Marks the venv finished; the last write of a successful build. The marker
 /// is created anew (never written through whatever a step left at its name).
 pub fn mark_finished(venv: &Dir, key: &str) -> std::io::Result<()> {
-    match venv.remove_file(MARKER) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
+    unmark(venv)?;
     let mut file = venv
         .open_with(MARKER, OpenOptions::new().write(true).create_new(true))?
         .into_std();
     file.write_all(key.as_bytes())?;
     file.sync_all()
+}
+
+/// Makes a finished venv (or build environment) unfinished: the first step of removing it.
+pub fn unmark(venv: &Dir) -> std::io::Result<()> {
+    match venv.remove_file(MARKER) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Records which build environment built the venv's agent (written by the
+/// host once every step is done, before the marker).
+pub fn record_build_env(venv: &Dir, key: &str) -> std::io::Result<()> {
+    let _ = venv.remove_file(BUILD_ENV);
+    let mut file = venv
+        .open_with(BUILD_ENV, OpenOptions::new().write(true).create_new(true))?
+        .into_std();
+    file.write_all(key.as_bytes())
+}
+
+/// The build environment recorded by [`record_build_env`], if any.
+pub fn build_env(venv: &Dir) -> Option<String> {
+    let mut written = String::new();
+    open_file_nofollow(venv, BUILD_ENV)
+        .and_then(|file| file.take(64).read_to_string(&mut written))
+        .ok()?;
+    let key = written.trim();
+    (!key.is_empty() && key.bytes().all(|b| b.is_ascii_hexdigit())).then(|| key.to_owned())
+}
+
+/// Whether the venv at `path` (anywhere, possibly another root's) is
+/// finished and records `key` as its build environment.
+pub fn names_build_env(path: &Path, key: &str) -> bool {
+    Dir::open_ambient_dir(path, cap_std::ambient_authority())
+        .is_ok_and(|venv| finished_at(&venv).is_some() && build_env(&venv).as_deref() == Some(key))
 }
 
 #[cfg(test)]

@@ -8,11 +8,13 @@ use std::time::Instant;
 
 use super::{Engine, check_app_id, explain_disk_full, regular_file};
 use crate::exec::confine;
+use crate::fs::cache_dir::CacheDir;
 use crate::fs::lock::{AppLock, PackageLock};
 use crate::fs::redeploy::{self, Deployment};
 use crate::fs::root::{Area, RootDir, open_dir_nofollow};
 use crate::fs::staging::{Staging, point_link};
 use crate::fs::venv;
+use crate::install::editable;
 use crate::install::installer::{Installer, venv_python};
 use crate::install::interpreter::Interpreter;
 use crate::sandbox::Preopens;
@@ -91,8 +93,16 @@ impl Engine {
         };
         if !venv_state.reused {
             open_dir_nofollow(root.dir(Area::Venvs), &venv_state.name)
-                .and_then(|venv| venv::mark_finished(&venv, &venv_state.key))
+                .and_then(|venv| {
+                    if let Some(key) = &venv_state.build_env {
+                        venv::record_build_env(&venv, key)?;
+                    }
+                    venv::mark_finished(&venv, &venv_state.key)
+                })
                 .map_err(LoadError::io("cannot mark the venv finished", &venv_state.path))?;
+        }
+        if let Some(key) = venv_state.build_env.as_deref().filter(|_| !venv_state.reused) {
+            self.record_build_env_user(key, &venv_state.path);
         }
         if !facts.installed_as_package {
             tracing::info!(
@@ -132,6 +142,17 @@ impl Engine {
         drop(locks);
         self.enforce_budget(&package);
         Ok(package)
+    }
+
+    /// Lists the venv among the users of the build environment that built
+    /// its agent, so `gc` in any root keeps that environment while it stays.
+    fn record_build_env_user(&self, key: &str, venv: &Path) {
+        let Some(dir) = &self.config.component_cache else {
+            return;
+        };
+        if let Err(error) = CacheDir::open(dir).and_then(|cache| editable::add_user(&cache, key, venv)) {
+            tracing::warn!(%error, "cannot list the venv as a user of its build environment; gc may remove that environment");
+        }
     }
 
     /// After a load that wrote something: with a budget configured, the

@@ -220,6 +220,8 @@ pub struct VenvState {
     constraints_file: Option<PathBuf>,
     /// How the agent itself installs.
     pub self_install: SelfInstall,
+    /// The key of the build environment par's own frontend built the agent in.
+    pub build_env: Option<String>,
 }
 
 /// What happened, step by step, as the host saw it.
@@ -528,6 +530,7 @@ impl InstallSession {
             requirements_file,
             constraints_file,
             self_install: plan.self_install,
+            build_env: editable.as_ref().map(|build| build.build_env().to_owned()),
         });
         self.editable = editable;
         Ok(VenvInfo { name, reused })

@@ -31,12 +31,14 @@ use cap_std::fs::Dir;
 use rustix::fs::FlockOperation;
 
 use super::job::BuildJob;
+use crate::fs::cache_dir::CacheDir;
 use crate::fs::lock::lock_in;
-use crate::fs::root::open_dir_nofollow;
+use crate::fs::root::{open_dir_nofollow, open_file_nofollow};
 use crate::fs::venv;
 use crate::install::installer::InstallTarget;
 use crate::install::step::{StepKind, StepSpec};
 use crate::types::error::InstallError;
+use std::os::unix::ffi::OsStringExt as _;
 
 /// Bumped when what an environment holds, or how it is laid out, changes meaning.
 const LAYOUT: &str = "par-build-env-2";
@@ -100,6 +102,149 @@ fn create(
     let target = InstallTarget::BuildRequirements(&requirements);
     job.runner.run(step(job.installer.install(path, target, index_args)))?;
     Ok(())
+}
+
+/// The name of the environment `job` builds in.
+pub fn key_of(job: &BuildJob) -> String {
+    key(job, &job.runner.install().index.args())
+}
+
+/// One generation of a build environment in par's cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generation {
+    /// The environment's key (its directory under `build-envs/`).
+    pub key: String,
+    /// Its directory.
+    pub path: PathBuf,
+    /// When it was finished (`None`: unfinished, or being made).
+    pub finished: Option<SystemTime>,
+    /// Its size, as `du` counts it.
+    pub bytes: u64,
+    /// What removing it gives back: files also linked from elsewhere (the
+    /// installer's cache) are not counted.
+    pub freed: u64,
+}
+
+/// Every generation of every build environment in `cache`.
+pub fn generations(cache: &CacheDir) -> Vec<Generation> {
+    let Ok(envs) = open_dir_nofollow(cache.dir(), "build-envs") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for key in names(&envs) {
+        let Ok(handle) = open_dir_nofollow(&envs, &key) else {
+            continue;
+        };
+        for name in names(&handle).into_iter().filter(|name| name != USERS) {
+            let Ok(env) = open_dir_nofollow(&handle, &name) else {
+                continue;
+            };
+            let mut usage = crate::fs::usage::Usage::default();
+            let tally = usage.walk(&handle, &name);
+            found.push(Generation {
+                key: key.clone(),
+                path: cache.path().join("build-envs").join(&key).join(&name),
+                finished: venv::finished_at(&env).filter(|_| venv::is_finished(&env, &key)),
+                bytes: tally.bytes(),
+                freed: usage.removing([&tally]).freed,
+            });
+        }
+    }
+    found
+}
+
+/// Removes every generation of `key` that no build holds and none is being
+/// made beside (else nothing): first its marker, so it is unfinished at
+/// once and never leased again, then the rest. Returns what was removed.
+pub fn discard_generations(cache: &CacheDir, key: &str) -> Vec<PathBuf> {
+    let dir = cache.path().join("build-envs").join(key);
+    let Ok(handle) = open_dir_nofollow(cache.dir(), "build-envs").and_then(|envs| open_dir_nofollow(&envs, key)) else {
+        return Vec::new();
+    };
+    let Ok(_creating) = lock_in(&handle, CREATE_LOCK, FlockOperation::NonBlockingLockExclusive) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for name in names(&handle).into_iter().filter(|name| name != USERS) {
+        let lock = format!("{name}.lock");
+        let Ok(_held) = lock_in(&handle, &lock, FlockOperation::NonBlockingLockExclusive) else {
+            continue;
+        };
+        let unfinished = open_dir_nofollow(&handle, &name).and_then(|env| venv::unmark(&env));
+        match unfinished.and_then(|()| handle.remove_dir_all(&name)) {
+            Ok(()) => {
+                let _ = handle.remove_file(&lock);
+                removed.push(dir.join(&name));
+            }
+            Err(error) => {
+                tracing::warn!(path = %dir.join(&name).display(), %error, "cannot remove a build environment")
+            }
+        }
+    }
+    removed
+}
+
+/// Where each environment lists the venvs built in it, in any root.
+const USERS: &str = "users";
+
+/// Records that the venv at `venv` (finished, its build recorded in it) was
+/// built in `key`'s environment: `gc` in any root keeps an environment while
+/// a venv it built still names it.
+pub fn add_user(cache: &CacheDir, key: &str, venv: &Path) -> std::io::Result<()> {
+    let envs = open_dir_nofollow(cache.dir(), "build-envs")?;
+    let handle = open_dir_nofollow(&envs, key)?;
+    match handle.create_dir(USERS) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    let users = open_dir_nofollow(&handle, USERS)?;
+    let name = venv::short_key(&[venv.as_os_str().as_encoded_bytes()]);
+    let _ = users.remove_file(&name);
+    users.write(&name, venv.as_os_str().as_encoded_bytes())
+}
+
+/// The venvs recorded as built in `key`'s environment that still name it;
+/// the records of the others are removed on the way.
+pub fn users(cache: &CacheDir, key: &str) -> Vec<PathBuf> {
+    let Ok(users) = open_dir_nofollow(cache.dir(), "build-envs")
+        .and_then(|envs| open_dir_nofollow(&envs, key))
+        .and_then(|handle| open_dir_nofollow(&handle, USERS))
+    else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in users.entries().into_iter().flatten().flatten() {
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let mut path = Vec::new();
+        let read = open_file_nofollow(&users, &name).and_then(|file| {
+            use std::io::Read as _;
+            file.take(4096).read_to_end(&mut path)
+        });
+        let venv = PathBuf::from(std::ffi::OsString::from_vec(path));
+        if read.is_ok() && venv::names_build_env(&venv, key) {
+            found.push(venv);
+        } else {
+            let _ = users.remove_file(&name);
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The directories in `dir`, sorted.
+fn names(dir: &Dir) -> Vec<String> {
+    let mut names: Vec<String> = dir
+        .entries()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|entry| entry.file_name().to_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
 }
 
 /// The environment's name: everything that decides its contents.
@@ -265,13 +410,10 @@ impl Generations<'_> {
 
     /// Every generation directory, finished or not.
     fn generations(&self) -> impl Iterator<Item = PathBuf> + '_ {
-        self.handle
-            .entries()
+        names(&self.handle)
             .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
-            .map(|entry| self.dir.join(entry.file_name()))
+            .filter(|name| name != USERS)
+            .map(|name| self.dir.join(name))
     }
 }
 

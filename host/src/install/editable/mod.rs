@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub use build_env::{Generation, add_user, discard_generations, generations, users};
 pub use direct_url::record_editable;
 pub use job::{BuildJob, BuildSystem};
 
@@ -57,6 +58,8 @@ pub struct EditableBuild {
     cancel: Arc<AtomicBool>,
     /// Holds the wheel until the self-install has installed it.
     scratch: Scratch,
+    /// The key of the build environment it runs in.
+    build_env: String,
 }
 
 impl EditableBuild {
@@ -65,6 +68,7 @@ impl EditableBuild {
     pub fn start(root: &crate::fs::root::RootDir, job: BuildJob) -> Result<Self, InstallError> {
         let scratch = Scratch::create(root, "build-").map_err(|e| InstallError::Host(e.to_string()))?;
         let cancel = Arc::new(AtomicBool::new(false));
+        let build_env = build_env::key_of(&job);
         let (wheel_dir, stop) = (scratch.path().to_owned(), cancel.clone());
         let handle = std::thread::Builder::new()
             .name("par-editable-build".into())
@@ -74,7 +78,14 @@ impl EditableBuild {
             handle: Some(handle),
             cancel,
             scratch,
+            build_env,
         })
+    }
+
+    /// The key of the build environment it runs in: recorded in the venv,
+    /// so `list` and `gc` know which venvs each environment built.
+    pub fn build_env(&self) -> &str {
+        &self.build_env
     }
 
     /// Waits for the build; the wheel stays readable until `self` is dropped.

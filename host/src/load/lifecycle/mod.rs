@@ -20,11 +20,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{Engine, check_app_id};
 use crate::exec::agent::stop_elsewhere;
+use crate::fs::cache_dir::CacheDir;
 use crate::fs::lock::AppLock;
 use crate::fs::root::{Area, RootDir};
 use crate::fs::staging::Scratch;
+use crate::install::editable::{Generation, discard_generations, generations, users};
 use crate::types::error::LifecycleError;
-use crate::types::lifecycle::{AppListing, Collection, DeploymentListing, GcOptions, Listing, Removed, RunningAgent};
+use crate::types::lifecycle::{
+    AppListing, BuildEnvironment, Collection, DeploymentListing, GcOptions, Listing, Reason, Removed, RemovedKind,
+    RunningAgent,
+};
 use plan::{Planned, Rules};
 use survey::Survey;
 
@@ -78,10 +83,26 @@ impl Engine {
                 started: agent.started,
             })
             .collect();
+        let cache = self.cache_dir();
+        let build_environments = cache
+            .as_ref()
+            .map(generations)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|generation| BuildEnvironment {
+                users: cache
+                    .as_ref()
+                    .map(|cache| users(cache, &generation.key))
+                    .unwrap_or_default(),
+                path: generation.path,
+                bytes: generation.bytes,
+                finished: generation.finished.map_or(0, unix),
+            })
+            .collect();
         Ok(Listing {
             root: root.path().to_owned(),
             apps,
-            build_environments: Vec::new(),
+            build_environments,
             agents,
             root_bytes: survey.usage.total(),
         })
@@ -119,9 +140,16 @@ impl Engine {
             protect,
         };
         let planned = plan::collect(&survey, &locked, &rules);
+        // Venvs of this root that go: they no longer count as a build environment's users.
+        let leaving: BTreeSet<std::path::PathBuf> = planned
+            .iter()
+            .filter(|p| p.kind == RemovedKind::Venv)
+            .map(|p| root.join(Area::Venvs, &p.item.name))
+            .collect();
         let (mut collection, trash) = self.carry_out(&survey, planned, options.dry_run)?;
         drop(locks);
         drop(trash);
+        self.collect_build_environments(&leaving, options.dry_run, &mut collection);
         collection.busy_apps = busy;
         tracing::info!(
             removed = collection.removed.len(),
@@ -192,6 +220,50 @@ impl Engine {
             "Removed"
         );
         Ok(collection)
+    }
+
+    fn cache_dir(&self) -> Option<CacheDir> {
+        self.config
+            .component_cache
+            .as_deref()
+            .and_then(|dir| CacheDir::open(dir).ok())
+    }
+
+    /// Removes the build environments no venv (in any root, but those
+    /// `leaving`) was built in and no build holds, adding them to `collection`.
+    fn collect_build_environments(
+        &self,
+        leaving: &BTreeSet<std::path::PathBuf>,
+        dry_run: bool,
+        collection: &mut Collection,
+    ) {
+        let Some(cache) = self.cache_dir() else {
+            return;
+        };
+        let unused: Vec<Generation> = generations(&cache)
+            .into_iter()
+            .filter(|generation| users(&cache, &generation.key).iter().all(|venv| leaving.contains(venv)))
+            .collect();
+        let removed: BTreeSet<std::path::PathBuf> = match dry_run {
+            true => unused.iter().map(|g| g.path.clone()).collect(),
+            false => {
+                let keys: BTreeSet<&str> = unused.iter().map(|g| g.key.as_str()).collect();
+                keys.into_iter()
+                    .flat_map(|key| discard_generations(&cache, key))
+                    .collect()
+            }
+        };
+        for generation in unused.into_iter().filter(|g| removed.contains(&g.path)) {
+            collection.bytes_removed += generation.bytes;
+            collection.bytes_freed += generation.freed;
+            collection.removed.push(Removed {
+                kind: RemovedKind::BuildEnvironment,
+                app_id: None,
+                path: generation.path,
+                bytes: generation.bytes,
+                reason: Reason::Unused,
+            });
+        }
     }
 
     /// Moves every planned item into a trash directory (unless `dry_run`)
