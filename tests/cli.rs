@@ -301,27 +301,14 @@ fn build_env_max_age_zero_makes_a_build_environment_per_build() {
     assert_ne!(made[0], made[1], "the second build made its own");
 }
 
-/// `par run` of the test HTTP agent in the sandbox on a free port, offline,
-/// with `options`, its stdout piped; `token` marks its processes.
-fn run_agent(ws: &Workspace, token: &str, options: &[&str]) -> std::process::Command {
-    let apkg = ws.apkg("http-agent", &par_tests::agent::agent_apkg("http-agent", ""));
-    let mut args = binary().load_args(&apkg, "uv");
-    args[0] = "run".into();
-    args.extend(["--sandbox", "bwrap", "--listen", "http=127.0.0.1:0"].map(String::from));
-    args.extend(options.iter().map(|o| o.to_string()));
-    args.extend(["--", "python", "server.py", token].map(String::from));
-    let mut command = binary().command(ws, &args);
-    command.stdout(std::process::Stdio::piped());
-    command
-}
-
 #[test]
 fn run_serves_until_sigterm_and_exits_with_the_agents_status() {
     use std::io::{BufRead, BufReader, Read};
     let ws = Workspace::new();
     let token = "par-cli-run-agent";
     let options = ["--health", "http:/health", "--env", "API_TOKEN=cli-secret-3f9a"];
-    let mut child = run_agent(&ws, token, &options)
+    let mut child = binary()
+        .run_agent(&ws, "http-agent", token, &options)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start par run");
@@ -362,26 +349,9 @@ fn run_serves_until_sigterm_and_exits_with_the_agents_status() {
 fn an_agent_dies_with_a_loader_killed_by_sigkill() {
     use std::io::{BufRead, BufReader};
     let ws = Workspace::new();
-    let apkg = ws.apkg("http-agent", &par_tests::agent::agent_apkg("http-agent", ""));
-    let mut args = binary().load_args(&apkg, "uv");
-    args[0] = "run".into();
     let token = "par-cli-orphan-agent";
-    args.extend(
-        [
-            "--sandbox",
-            "bwrap",
-            "--listen",
-            "http=127.0.0.1:0",
-            "--",
-            "python",
-            "server.py",
-            token,
-        ]
-        .map(String::from),
-    );
     let mut child = binary()
-        .command(&ws, &args)
-        .stdout(std::process::Stdio::piped())
+        .run_agent(&ws, "http-agent", token, &[])
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start par run");

@@ -546,3 +546,46 @@ fn build_environments_are_listed_with_the_venvs_they_built_and_collected_once_no
     load(&ws, &loader, &Apkg::valid_agent(), "built-again");
     assert_eq!(par_tests::workspace::build_environments(&cache).len(), 1);
 }
+
+#[test]
+fn par_remove_force_stops_an_agent_another_par_process_runs() {
+    use std::io::{BufRead, BufReader};
+    let ws = Workspace::new();
+    let par = binary();
+    let token = "par-remove-force-agent";
+    let mut run = par
+        .run_agent(&ws, "held", token, &[])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start par run");
+    let mut stdout = BufReader::new(run.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("the ready event");
+    let ready: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    let pid = ready["pid"].as_u64().expect("the agent's pid");
+
+    let listing = json(&par.run(&ws, &["list", "--json"]));
+    assert_eq!(listing["apps"][0]["deployments"][0]["agents"], serde_json::json!([pid]));
+    assert_eq!(listing["agents"][0]["owner"].as_u64(), Some(u64::from(run.id())));
+
+    let refused = par.run(&ws, &["remove", "held", "--json"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(json(&refused)["error"]["kind"], "in-use");
+    assert!(ws.root().join("packages/held@1.0.0").exists());
+
+    let forced = par.run(&ws, &["remove", "held", "--force", "--json"]);
+    assert_succeeded(&forced);
+    assert_eq!(json(&forced)["stopped_agents"], serde_json::json!([pid]));
+    let status = run.wait().expect("par run ended");
+    assert!(
+        !status.success(),
+        "par run exits with the stopped agent's status: {status}"
+    );
+    assert_eq!(par_tests::binary::survivors(token), Vec::<i32>::new());
+    assert_eq!(tree_names(&ws), BTreeSet::new());
+    assert_eq!(
+        names_in(&ws.root().join("agents")),
+        Vec::<String>::new(),
+        "the agent's record is left"
+    );
+}

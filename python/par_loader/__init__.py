@@ -21,7 +21,9 @@ from ._errors import (
     PackageRefused,
     ParError,
     SandboxError,
+    SpawnFailed,
 )
+from ._agent import AgentProcess
 from ._loader import PackageLoader
 from ._types import (
     AgentPackage,
@@ -36,6 +38,7 @@ from ._types import (
 
 __all__ = [
     "AgentPackage",
+    "AgentProcess",
     "AppInfo",
     "Collection",
     "DeploymentInfo",
@@ -52,5 +55,6 @@ __all__ = [
     "ParError",
     "RemovedItem",
     "SandboxError",
+    "SpawnFailed",
     "Timings",
 ]

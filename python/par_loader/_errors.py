@@ -56,6 +56,12 @@ class HostError(ParError):
     sandbox, or a bug in par."""
 
 
+class SpawnFailed(ParError):
+    """Starting an agent failed: a refused variable (``env-refused``, ``subject``
+    names it), a socket that could not be bound (``bind``), no sandbox, an
+    agent that exited before it was ready or was not ready in time."""
+
+
 class NotFound(ParError, LookupError):
     """``remove`` named an app (or version) with nothing under the root."""
 

@@ -7,9 +7,11 @@ import functools
 import json
 import os
 from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from . import _native
+from ._agent import AgentProcess
 from ._types import AgentPackage, Collection, ExtractedPackage, Listing
 
 _T = TypeVar("_T")
@@ -73,6 +75,52 @@ class PackageLoader:
         """Extracts and publishes the package tree, without a venv."""
         raw = self._native.extract(os.fspath(apkg_path), agent_app_id)
         return ExtractedPackage._from_native(json.loads(raw))
+
+    def spawn(
+        self,
+        package: AgentPackage,
+        argv: Sequence[StrPath],
+        *,
+        listen: Mapping[str, str] | None = None,
+        health: str | None = None,
+        network: str = "none",
+        sandbox: str = "auto",
+        env: Mapping[str, str] | None = None,
+        package_env: bool = False,
+        ready_timeout: float = 60.0,
+        stop_grace: float = 10.0,
+    ) -> AgentProcess:
+        """Starts ``package``'s agent (loaded by this loader) in the sandbox,
+        as ``par run`` does, and returns once it runs; ``wait_ready`` then
+        waits until it is ready.
+
+        ``argv[0] == "python"`` means the venv's interpreter. ``listen`` maps
+        socket names to ``"host:port"`` (port 0: any free one); par binds
+        them and hands them over as fds 3, 4, … (``LISTEN_FDS``,
+        ``PAR_PORT_<NAME>``). ``health`` is ``"name:/path"``: ready on a 2xx
+        answer (default: when the agent accepts a connection). ``network`` is
+        ``"none"`` or ``"outbound"``; ``env`` adds the caller's variables (never
+        logged); ``package_env`` applies the package's own ``.env``.
+
+        Raises ``SpawnFailed`` (``kind`` ``env-refused``, ``bind`` …).
+        """
+        native_json = getattr(package, "_native_json", None)
+        if native_json is None:
+            raise TypeError("spawn takes an AgentPackage that load_package returned")
+        socket, _, path = (health or "").partition(":")
+        native = self._native.spawn(
+            native_json,
+            [os.fspath(arg) for arg in argv],
+            list((listen or {}).items()),
+            (socket, path) if health else None,
+            network,
+            sandbox,
+            list((env or {}).items()),
+            package_env,
+            ready_timeout,
+            stop_grace,
+        )
+        return AgentProcess(native)
 
     def list(self) -> Listing:
         """Every app under the root: its deployments (current or not, in use

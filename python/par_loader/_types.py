@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,10 @@ class AgentPackage:
     def _from_native(cls, raw: dict[str, Any]) -> AgentPackage:
         values = _native_fields(cls, raw, ("path", "link", "venv_path", "python_path"))
         values["timings"] = Timings(**raw["timings"])
-        return cls(**values)
+        package = cls(**values)
+        # What the loader returned, as it returned it: what `spawn` hands back.
+        object.__setattr__(package, "_native_json", json.dumps(raw))
+        return package
 
 
 @dataclass(frozen=True)

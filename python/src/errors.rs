@@ -2,7 +2,7 @@
 //! class says who is at fault, and every exception carries the `kind` and
 //! `subject` that `par --json` prints, so a caller never parses a message.
 
-use par::{InstallError, InstallFailure, LifecycleError, LoadError};
+use par::{InstallError, InstallFailure, LifecycleError, LoadError, SpawnError};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -27,6 +27,24 @@ fn build(py: Python<'_>, error: &LoadError) -> PyResult<PyErr> {
     }
     let exception = class.call((error.to_string(),), Some(&kwargs))?;
     Ok(PyErr::from_value(exception))
+}
+
+/// The exception a failed agent start is raised as: `SpawnFailed`, with
+/// `kind`, `subject` (the variable or socket at fault) and `package_fault`.
+pub fn spawn_to_python(py: Python<'_>, error: &SpawnError) -> PyErr {
+    let build = || -> PyResult<PyErr> {
+        let class = py.import("par_loader._errors")?.getattr("SpawnFailed")?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("kind", error.kind())?;
+        kwargs.set_item("subject", error.subject())?;
+        kwargs.set_item("package_fault", error.is_package_fault())?;
+        Ok(PyErr::from_value(class.call((error.to_string(),), Some(&kwargs))?))
+    };
+    build().unwrap_or_else(|failed| {
+        PyRuntimeError::new_err(format!(
+            "{error} (and par_loader could not raise its own error: {failed})"
+        ))
+    })
 }
 
 /// The exception a `list`, `remove` or `gc` failure is raised as.

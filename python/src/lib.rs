@@ -5,13 +5,17 @@
 //! logs handed to Python's `logging`. Every call releases the GIL while the
 //! load runs, so other Python threads (and an asyncio loop) go on.
 
+mod agent;
 mod errors;
 mod logging;
 mod options;
 
 use std::path::PathBuf;
 
-use par::{GcOptions, LifecycleError, LoadError, PackageLoader};
+use par::{
+    AgentNetwork, AgentPackage, GcOptions, HealthCheck, LifecycleError, Listen, LoadError, PackageLoader,
+    SandboxChoice, SpawnSpec,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -60,6 +64,54 @@ impl Loader {
     fn extract(&self, py: Python<'_>, apkg: PathBuf, app_id: Option<String>) -> PyResult<String> {
         let extracted = py.detach(|| self.inner.extract_blocking(&apkg, app_id.as_deref()));
         to_json(py, extracted)
+    }
+
+    /// Starts the agent of `package` (the JSON of an `AgentPackage` this
+    /// loader loaded) in the sandbox, on the sockets `listen` names (`(name,
+    /// "host:port")` each), and returns once it runs.
+    #[pyo3(signature = (
+        package, argv, listen=Vec::new(), health=None, network="none", sandbox="auto", env=Vec::new(),
+        package_env=false, ready_timeout=60.0, stop_grace=10.0
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn spawn(
+        &self,
+        py: Python<'_>,
+        package: &str,
+        argv: Vec<std::ffi::OsString>,
+        listen: Vec<(String, String)>,
+        health: Option<(String, String)>,
+        network: &str,
+        sandbox: &str,
+        env: Vec<(String, String)>,
+        package_env: bool,
+        ready_timeout: f64,
+        stop_grace: f64,
+    ) -> PyResult<agent::Agent> {
+        use pyo3::exceptions::PyValueError;
+        let package: AgentPackage = serde_json::from_str(package)
+            .map_err(|e| PyValueError::new_err(format!("not an AgentPackage this loader loaded: {e}")))?;
+        let mut spec = SpawnSpec::new(argv);
+        spec.listen = listen
+            .into_iter()
+            .map(|(name, addr)| {
+                let addr = addr
+                    .parse()
+                    .map_err(|e| PyValueError::new_err(format!("listen `{name}`: `{addr}`: {e}")))?;
+                Ok(Listen { name, addr })
+            })
+            .collect::<PyResult<_>>()?;
+        spec.health = health.map(|(socket, path)| HealthCheck { socket, path });
+        spec.network = options::named::<AgentNetwork>(network)?;
+        spec.sandbox = options::named::<SandboxChoice>(sandbox)?;
+        spec.env = env;
+        spec.package_env = package_env;
+        spec.ready_timeout = agent::seconds("ready_timeout", ready_timeout)?;
+        spec.stop_grace = agent::seconds("stop_grace", stop_grace)?;
+        let inner = py
+            .detach(|| self.inner.spawn_blocking(&package, spec))
+            .map_err(|e| agent::failed(py, e))?;
+        Ok(agent::Agent { inner })
     }
 
     /// Every app under the root; returns the `Listing` as JSON.
@@ -116,5 +168,6 @@ fn to_json<T: serde::Serialize>(py: Python<'_>, result: Result<T, LoadError>) ->
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     logging::route_to_python(m.py())?;
     m.add_class::<Loader>()?;
+    m.add_class::<agent::Agent>()?;
     Ok(())
 }

@@ -79,8 +79,12 @@ fn limits(limits: &mut Limits, given: &Bound<'_, PyDict>) -> PyResult<()> {
 
 /// A [`Choice`] by one of its names.
 fn choice<T: Choice>(value: &Bound<'_, PyAny>) -> PyResult<T> {
-    let name: String = value.extract()?;
-    T::from_name(&name).ok_or_else(|| {
+    named(&value.extract::<String>()?)
+}
+
+/// The value of a [`Choice`] called `name`, or a `ValueError` listing the names.
+pub fn named<T: Choice>(name: &str) -> PyResult<T> {
+    T::from_name(name).ok_or_else(|| {
         let names: Vec<&str> = T::NAMES.iter().map(|(name, _)| *name).collect();
         PyValueError::new_err(format!("`{name}` is not one of {}", names.join(", ")))
     })

@@ -28,6 +28,23 @@ def load(loader: PackageLoader) -> Path:
 async def verified(loader: PackageLoader) -> bool | None:
     package = await loader.load_package_async(Path("agent.apkg"))
     return package.verified
+
+
+def serve(loader: PackageLoader, package: AgentPackage) -> int | None:
+    with loader.spawn(package, ["python", "server.py"], listen={"http": "127.0.0.1:0"}) as agent:
+        ready: float = agent.wait_ready()
+        host, port = agent.ports["http"]
+        print(ready, host, port + 1)
+    return agent.returncode
+
+
+def reclaim(loader: PackageLoader) -> int:
+    freed = 0
+    for app in loader.list().apps:
+        for deployment in app.deployments:
+            if not deployment.current and not deployment.agents:
+                freed += deployment.tree_bytes + deployment.venv_bytes
+    return freed + loader.gc(keep=1, older_than=7 * 86400.0).bytes_freed
 """
 
 MISUSES_IT = """\

@@ -70,6 +70,21 @@ impl Par {
         self.command(ws, args).output().expect("run par")
     }
 
+    /// `par run` of the test HTTP agent ([`crate::agent::agent_apkg`] named
+    /// `app`) in the sandbox on a free port, offline, with `options`, its
+    /// stdout piped for the ready event; `token` marks its processes.
+    pub fn run_agent(&self, ws: &Workspace, app: &str, token: &str, options: &[&str]) -> Command {
+        let apkg = ws.apkg(app, &crate::agent::agent_apkg(app, ""));
+        let mut args = self.load_args(&apkg, "uv");
+        args[0] = "run".into();
+        args.extend(["--sandbox", "bwrap", "--listen", "http=127.0.0.1:0"].map(String::from));
+        args.extend(options.iter().map(|o| o.to_string()));
+        args.extend(["--", "python", "server.py", token].map(String::from));
+        let mut command = self.command(ws, &args);
+        command.stdout(std::process::Stdio::piped());
+        command
+    }
+
     /// `load {apkg} --installer {installer} --uv … --installer-cache …
     /// --no-index --find-links {wheelhouse} --json`.
     pub fn load_args(&self, apkg: &Path, installer: &str) -> Vec<String> {
