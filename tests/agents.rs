@@ -7,10 +7,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-use par::{
-    AgentPackage, AgentProcess, EnvSource, HealthCheck, Listen, PackageLoader, SandboxChoice, SpawnError, SpawnSpec,
-};
-use par_tests::agent::{agent_apkg, get};
+use par::{AgentPackage, AgentProcess, EnvSource, HealthCheck, PackageLoader, SandboxChoice, SpawnError, SpawnSpec};
+use par_tests::agent::{agent_apkg, get, serving};
 use par_tests::binary::survivors;
 use par_tests::machine::pids_cgroups;
 use par_tests::workspace::offline_config;
@@ -25,19 +23,6 @@ fn loader(ws: &Workspace) -> PackageLoader {
 fn load(ws: &Workspace, loader: &PackageLoader, apkg: &Apkg, name: &str) -> AgentPackage {
     let path = ws.apkg(name, apkg);
     loader.load_blocking(&path, Some(name)).expect("load")
-}
-
-/// Serve on one socket of any free port, in the sandbox.
-fn serving(token: &str) -> SpawnSpec {
-    let mut spec = SpawnSpec::new(["python", "server.py", token]);
-    spec.listen = vec![Listen {
-        name: "http".into(),
-        addr: "127.0.0.1:0".parse().expect("addr"),
-    }];
-    spec.sandbox = SandboxChoice::Bwrap;
-    spec.ready_timeout = Duration::from_secs(30);
-    spec.stop_grace = Duration::from_secs(2);
-    spec
 }
 
 fn port(agent: &AgentProcess) -> SocketAddr {

@@ -6,10 +6,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
 
-use par::{AgentPackage, GcOptions, LifecycleError, Listen, PackageLoader, SandboxChoice, SpawnSpec};
-use par_tests::agent::{agent_apkg, get};
+use par::{AgentPackage, GcOptions, LifecycleError, PackageLoader, SandboxChoice};
+use par_tests::agent::{agent_apkg, get, serving};
 use par_tests::binary::{Par, assert_succeeded, json};
 use par_tests::workspace::{du, names_in, offline_config};
 use par_tests::{Apkg, Workspace};
@@ -285,19 +284,6 @@ fn a_symlink_planted_in_the_root_is_removed_as_a_link_and_never_followed() {
         "keep me too"
     );
     assert_eq!(tree_names(&ws).len(), 1, "a's current tree alone");
-}
-
-/// Serve on one socket of any free port, in the sandbox.
-fn serving(token: &str) -> SpawnSpec {
-    let mut spec = SpawnSpec::new(["python", "server.py", token]);
-    spec.listen = vec![Listen {
-        name: "http".into(),
-        addr: "127.0.0.1:0".parse().expect("addr"),
-    }];
-    spec.sandbox = SandboxChoice::Bwrap;
-    spec.ready_timeout = Duration::from_secs(30);
-    spec.stop_grace = Duration::from_secs(2);
-    spec
 }
 
 #[test]

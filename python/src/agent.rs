@@ -6,7 +6,7 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use par::{AgentProcess, SpawnError};
+use par::AgentProcess;
 use pyo3::prelude::*;
 
 use crate::errors;
@@ -75,9 +75,4 @@ fn returncode(status: Option<ExitStatus>) -> Option<i32> {
 pub fn seconds(name: &str, value: f64) -> PyResult<Duration> {
     crate::options::duration(value)
         .map_err(|_| pyo3::exceptions::PyValueError::new_err(format!("`{name}`: {value} is not a number of seconds")))
-}
-
-/// A spawn that failed before the agent ran, as its Python exception.
-pub fn failed(py: Python<'_>, error: SpawnError) -> PyErr {
-    errors::spawn_to_python(py, &error)
 }

@@ -9,60 +9,57 @@ use pyo3::types::{PyDict, PyList};
 
 /// The exception `error` is raised as.
 pub fn to_python(py: Python<'_>, error: &LoadError) -> PyErr {
-    build(py, error).unwrap_or_else(|failed| {
-        PyRuntimeError::new_err(format!(
-            "{error} (and par_loader could not raise its own error: {failed})"
-        ))
+    raise(py, error, class_name(error), |kwargs| {
+        kwargs.set_item("kind", error.kind())?;
+        kwargs.set_item("subject", error.subject())?;
+        kwargs.set_item("package_fault", error.is_package_fault())?;
+        if let LoadError::Install(failure) | LoadError::Verification(failure) = error {
+            kwargs.set_item("failures", failures(py, failure)?)?;
+        }
+        Ok(())
     })
-}
-
-fn build(py: Python<'_>, error: &LoadError) -> PyResult<PyErr> {
-    let class = py.import("par_loader._errors")?.getattr(class_name(error))?;
-    let kwargs = PyDict::new(py);
-    kwargs.set_item("kind", error.kind())?;
-    kwargs.set_item("subject", error.subject())?;
-    kwargs.set_item("package_fault", error.is_package_fault())?;
-    if let LoadError::Install(failure) | LoadError::Verification(failure) = error {
-        kwargs.set_item("failures", failures(py, failure)?)?;
-    }
-    let exception = class.call((error.to_string(),), Some(&kwargs))?;
-    Ok(PyErr::from_value(exception))
 }
 
 /// The exception a failed agent start is raised as: `SpawnFailed`, with
 /// `kind`, `subject` (the variable or socket at fault) and `package_fault`.
 pub fn spawn_to_python(py: Python<'_>, error: &SpawnError) -> PyErr {
-    let build = || -> PyResult<PyErr> {
-        let class = py.import("par_loader._errors")?.getattr("SpawnFailed")?;
-        let kwargs = PyDict::new(py);
+    raise(py, error, "SpawnFailed", |kwargs| {
         kwargs.set_item("kind", error.kind())?;
         kwargs.set_item("subject", error.subject())?;
-        kwargs.set_item("package_fault", error.is_package_fault())?;
-        Ok(PyErr::from_value(class.call((error.to_string(),), Some(&kwargs))?))
-    };
-    build().unwrap_or_else(|failed| {
-        PyRuntimeError::new_err(format!(
-            "{error} (and par_loader could not raise its own error: {failed})"
-        ))
+        kwargs.set_item("package_fault", error.is_package_fault())
     })
 }
 
 /// The exception a `list`, `remove` or `gc` failure is raised as.
 pub fn lifecycle_to_python(py: Python<'_>, error: &LifecycleError) -> PyErr {
-    let build = || -> PyResult<PyErr> {
-        let class = match error {
-            LifecycleError::NotFound { .. } => "NotFound",
-            LifecycleError::InUse { .. } => "InUse",
-            LifecycleError::InvalidInput { .. } => "InvalidInput",
-            _ => "HostError",
-        };
-        let class = py.import("par_loader._errors")?.getattr(class)?;
-        let kwargs = PyDict::new(py);
+    let class = match error {
+        LifecycleError::NotFound { .. } => "NotFound",
+        LifecycleError::InUse { .. } => "InUse",
+        LifecycleError::InvalidInput { .. } => "InvalidInput",
+        _ => "HostError",
+    };
+    raise(py, error, class, |kwargs| {
         kwargs.set_item("kind", error.kind())?;
         kwargs.set_item("subject", error.subject())?;
         if let LifecycleError::InUse { pids, .. } = error {
             kwargs.set_item("pids", pids.clone())?;
         }
+        Ok(())
+    })
+}
+
+/// `par_loader._errors.{class}(message, **fields)`, the fields set by
+/// `fields`; a `RuntimeError` saying both when that cannot be built.
+fn raise(
+    py: Python<'_>,
+    error: &dyn std::fmt::Display,
+    class: &str,
+    fields: impl FnOnce(&Bound<'_, PyDict>) -> PyResult<()>,
+) -> PyErr {
+    let build = || -> PyResult<PyErr> {
+        let class = py.import("par_loader._errors")?.getattr(class)?;
+        let kwargs = PyDict::new(py);
+        fields(&kwargs)?;
         Ok(PyErr::from_value(class.call((error.to_string(),), Some(&kwargs))?))
     };
     build().unwrap_or_else(|failed| {

@@ -13,8 +13,7 @@ mod options;
 use std::path::PathBuf;
 
 use par::{
-    AgentNetwork, AgentPackage, GcOptions, HealthCheck, LifecycleError, Listen, LoadError, PackageLoader,
-    SandboxChoice, SpawnSpec,
+    AgentNetwork, AgentPackage, GcOptions, HealthCheck, Listen, LoadError, PackageLoader, SandboxChoice, SpawnSpec,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -50,20 +49,20 @@ impl Loader {
     #[pyo3(signature = (apkg, app_id=None))]
     fn load(&self, py: Python<'_>, apkg: PathBuf, app_id: Option<String>) -> PyResult<String> {
         let loaded = py.detach(|| self.inner.load_blocking(&apkg, app_id.as_deref()));
-        to_json(py, loaded)
+        to_json(py, loaded, errors::to_python)
     }
 
     /// Validates the archive; returns its `Manifest` as JSON and publishes nothing.
     fn inspect(&self, py: Python<'_>, apkg: PathBuf) -> PyResult<String> {
         let inspected = py.detach(|| self.inner.inspect_blocking(&apkg));
-        to_json(py, inspected)
+        to_json(py, inspected, errors::to_python)
     }
 
     /// Extracts and publishes the tree without a venv; returns the `ExtractedPackage` as JSON.
     #[pyo3(signature = (apkg, app_id=None))]
     fn extract(&self, py: Python<'_>, apkg: PathBuf, app_id: Option<String>) -> PyResult<String> {
         let extracted = py.detach(|| self.inner.extract_blocking(&apkg, app_id.as_deref()));
-        to_json(py, extracted)
+        to_json(py, extracted, errors::to_python)
     }
 
     /// Starts the agent of `package` (the JSON of an `AgentPackage` this
@@ -110,21 +109,21 @@ impl Loader {
         spec.stop_grace = agent::seconds("stop_grace", stop_grace)?;
         let inner = py
             .detach(|| self.inner.spawn_blocking(&package, spec))
-            .map_err(|e| agent::failed(py, e))?;
+            .map_err(|e| errors::spawn_to_python(py, &e))?;
         Ok(agent::Agent { inner })
     }
 
     /// Every app under the root; returns the `Listing` as JSON.
     fn list(&self, py: Python<'_>) -> PyResult<String> {
         let listing = py.detach(|| self.inner.list_blocking());
-        lifecycle_json(py, listing)
+        to_json(py, listing, errors::lifecycle_to_python)
     }
 
     /// Removes an app (or one version); returns the `Collection` as JSON.
     #[pyo3(signature = (app_id, version=None, force=false))]
     fn remove(&self, py: Python<'_>, app_id: String, version: Option<String>, force: bool) -> PyResult<String> {
         let removed = py.detach(|| self.inner.remove_blocking(&app_id, version.as_deref(), force));
-        lifecycle_json(py, removed)
+        to_json(py, removed, errors::lifecycle_to_python)
     }
 
     /// Collects what no app needs; returns the `Collection` as JSON.
@@ -145,20 +144,18 @@ impl Loader {
             dry_run,
         };
         let collected = py.detach(|| self.inner.gc_blocking(&options));
-        lifecycle_json(py, collected)
+        to_json(py, collected, errors::lifecycle_to_python)
     }
 }
 
-/// A lifecycle result as the JSON `par --json` prints, or its error as a Python exception.
-fn lifecycle_json<T: serde::Serialize>(py: Python<'_>, result: Result<T, LifecycleError>) -> PyResult<String> {
-    let value = result.map_err(|e| errors::lifecycle_to_python(py, &e))?;
-    serde_json::to_string(&value)
-        .map_err(|e| errors::to_python(py, &LoadError::Internal(format!("cannot render the result: {e}"))))
-}
-
-/// The result as the JSON `par --json` prints, or the error as its Python exception.
-fn to_json<T: serde::Serialize>(py: Python<'_>, result: Result<T, LoadError>) -> PyResult<String> {
-    let value = result.map_err(|e| errors::to_python(py, &e))?;
+/// The result as the JSON `par --json` prints, or the error as its Python
+/// exception (`raise` picks it).
+fn to_json<T: serde::Serialize, E>(
+    py: Python<'_>,
+    result: Result<T, E>,
+    raise: fn(Python<'_>, &E) -> PyErr,
+) -> PyResult<String> {
+    let value = result.map_err(|e| raise(py, &e))?;
     serde_json::to_string(&value)
         .map_err(|e| errors::to_python(py, &LoadError::Internal(format!("cannot render the result: {e}"))))
 }

@@ -27,6 +27,20 @@ pub fn agent_apkg(name: &str, environment: &str) -> Apkg {
         .file("server.py", SERVER)
 }
 
+/// [`SERVER`] (`python server.py {token}`, the token marking its processes)
+/// serving on one socket (`http`) of any free port, in the sandbox.
+pub fn serving(token: &str) -> par::SpawnSpec {
+    let mut spec = par::SpawnSpec::new(["python", "server.py", token]);
+    spec.listen = vec![par::Listen {
+        name: "http".into(),
+        addr: "127.0.0.1:0".parse().expect("addr"),
+    }];
+    spec.sandbox = par::SandboxChoice::Bwrap;
+    spec.ready_timeout = Duration::from_secs(30);
+    spec.stop_grace = Duration::from_secs(2);
+    spec
+}
+
 /// `GET path` on `addr`: the body.
 pub fn get(addr: SocketAddr, path: &str) -> String {
     let mut stream = TcpStream::connect(addr).expect("connect to the agent");

@@ -162,13 +162,9 @@ impl Deployment {
     /// The recorded result, if the settings are the same and the tree and
     /// venv under `root` are exactly as that load left them.
     pub fn unchanged(self, root: &RootDir, settings: &str) -> Option<AgentPackage> {
-        fn in_area<'a>(root: &RootDir, path: &'a Path, area: Area) -> Option<&'a str> {
-            let name = path.file_name()?.to_str()?;
-            (path.parent() == Some(&root.path().join(area.name()))).then_some(name)
-        }
-        let tree = in_area(root, &self.package.path, Area::Trees)?;
-        let venv = in_area(root, &self.package.venv_path, Area::Venvs)?;
-        in_area(root, &self.package.link, Area::Packages)?;
+        let tree = root.name_in(&self.package.path, Area::Trees)?;
+        let venv = root.name_in(&self.package.venv_path, Area::Venvs)?;
+        root.name_in(&self.package.link, Area::Packages)?;
         let unchanged = self.settings == settings
             && open_dir_nofollow(root.dir(Area::Venvs), venv)
                 .is_ok_and(|venv| venv::is_finished(&venv, &self.venv_key))

@@ -136,6 +136,14 @@ impl RootDir {
         &self.areas[area as usize]
     }
 
+    /// The name of `path` when it lies directly in `area` of this root
+    /// (compared by component, so `{root}/trees/` is `{root}/trees`): how a
+    /// path par returned is taken back as one of its own entries.
+    pub fn name_in<'a>(&self, path: &'a Path, area: Area) -> Option<&'a str> {
+        let name = path.file_name()?.to_str()?;
+        (path.parent() == Some(self.path.join(area.name()).as_path())).then_some(name)
+    }
+
     /// `{root}/{area}/{name}`: for argv and messages, never for the host's own access.
     pub fn join(&self, area: Area, name: &str) -> PathBuf {
         self.path.join(area.name()).join(name)

@@ -168,7 +168,7 @@ impl Engine {
             older_than: None,
             dry_run: false,
         };
-        let tree = package.path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let tree = self.root.name_in(&package.path, Area::Trees).map(str::to_owned);
         match self.collect(&options, &Vec::from_iter(tree)) {
             Ok(collection) if collection.root_bytes_after > budget => tracing::warn!(
                 root_bytes = collection.root_bytes_after,

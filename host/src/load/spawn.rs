@@ -70,7 +70,9 @@ impl Engine {
             action: "cannot lock the app",
             source: std::io::Error::other(e.to_string()),
         })?;
-        let tree = self.tree_of(package)?;
+        let (tree_name, venv_name) = self.names_of(package)?;
+        let tree =
+            open_dir_nofollow(self.root.dir(Area::Trees), tree_name).map_err(io("cannot open the package's tree"))?;
         let state = self.state_dir(&package.app_id)?;
         let dotenv = match spec.package_env {
             true => self.package_env(&tree)?,
@@ -139,8 +141,8 @@ impl Engine {
             pid: child.pid(),
             owner: std::process::id(),
             app_id: package.app_id.clone(),
-            tree: file_name(&package.path),
-            venv: file_name(&package.venv_path),
+            tree: tree_name.to_owned(),
+            venv: venv_name.to_owned(),
             sandboxed: bwrap.is_some(),
             started: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         };
@@ -168,30 +170,21 @@ impl Engine {
         })
     }
 
-    /// The package's tree, opened under the root: an agent starts only from
-    /// a tree par published, with a venv par made.
-    fn tree_of(&self, package: &AgentPackage) -> Result<cap_std::fs::Dir, SpawnError> {
-        // Paths compare by component: `{root}/trees/` is `{root}/trees`.
-        let inside = |path: &std::path::Path, area: Area| path.parent() == Some(self.root.join(area, "").as_path());
-        let name = package.path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        let venv = package
-            .venv_path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
-        let ours = inside(&package.path, Area::Trees)
-            && inside(&package.venv_path, Area::Venvs)
-            && !name.is_empty()
-            && !venv.is_empty()
-            && package.python_path.starts_with(&package.venv_path);
-        if !ours {
-            return Err(SpawnError::InvalidSpec(format!(
+    /// The names of the package's tree and venv under this root: an agent
+    /// starts only from a tree par published, with a venv par made.
+    fn names_of<'a>(&self, package: &'a AgentPackage) -> Result<(&'a str, &'a str), SpawnError> {
+        let root = &self.root;
+        match (
+            root.name_in(&package.path, Area::Trees),
+            root.name_in(&package.venv_path, Area::Venvs),
+        ) {
+            (Some(tree), Some(venv)) if package.python_path.starts_with(&package.venv_path) => Ok((tree, venv)),
+            _ => Err(SpawnError::InvalidSpec(format!(
                 "`{}` is not a package this loader published under `{}`",
                 package.path.display(),
-                self.root.path().display()
-            )));
+                root.path().display()
+            ))),
         }
-        open_dir_nofollow(self.root.dir(Area::Trees), name).map_err(io("cannot open the package's tree"))
     }
 
     /// The package's `.env`, parsed in the sandbox and checked again here.
@@ -468,11 +461,4 @@ fn manifest_environment(package: &AgentPackage) -> Result<Vec<(String, String)>,
 
 fn io(action: &'static str) -> impl FnOnce(std::io::Error) -> SpawnError {
     move |source| SpawnError::Io { action, source }
-}
-
-/// The last component of a path par built, as text.
-fn file_name(path: &std::path::Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }

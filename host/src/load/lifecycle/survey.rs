@@ -5,7 +5,6 @@
 //! root's handles, sizes included, and never through a symlink.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::time::SystemTime;
 
 use cap_std::fs::MetadataExt;
@@ -84,7 +83,8 @@ impl Survey {
             let item = walk(&mut usage, root, Area::Deployments, &name);
             let tree = record
                 .as_ref()
-                .and_then(|r| name_in(root, &r.package().path, Area::Trees));
+                .and_then(|r| root.name_in(&r.package().path, Area::Trees))
+                .map(str::to_owned);
             match (record, tree) {
                 (Some(record), Some(tree))
                     if root.dir(Area::Trees).symlink_metadata(&tree).is_ok_and(|m| m.is_dir()) =>
@@ -135,10 +135,10 @@ impl Survey {
             });
             let mut venvs: Vec<String> = Vec::new();
             for (_, record, _) in &records {
-                if let Some(venv) = name_in(root, &record.package().venv_path, Area::Venvs)
-                    && !venvs.contains(&venv)
+                if let Some(venv) = root.name_in(&record.package().venv_path, Area::Venvs)
+                    && !venvs.iter().any(|known| known == venv)
                 {
-                    venvs.push(venv);
+                    venvs.push(venv.to_owned());
                 }
             }
             named_venvs.extend(venvs.iter().cloned());
@@ -265,12 +265,6 @@ fn record_app(name: &str) -> Option<String> {
     (app != "_" && par_rules::names::is_safe_component(app, false)).then(|| app.to_owned())
 }
 
-/// The name of `path` when it is directly in `area` of this root.
-fn name_in(root: &RootDir, path: &Path, area: Area) -> Option<String> {
-    let name = path.file_name()?.to_str()?;
-    (path.parent() == Some(root.join(area, "").as_path())).then(|| name.to_owned())
-}
-
 /// Every entry of `packages/`, with the tree each link points at (when it
 /// points at a name directly in `trees/`).
 fn links(root: &RootDir) -> Vec<(String, Option<String>)> {
@@ -286,7 +280,7 @@ fn links(root: &RootDir) -> Vec<(String, Option<String>)> {
                 .dir(Area::Packages)
                 .read_link_contents(&name)
                 .ok()
-                .and_then(|target| name_in(root, &target, Area::Trees));
+                .and_then(|target| root.name_in(&target, Area::Trees).map(str::to_owned));
             (name, target)
         })
         .collect()
