@@ -142,6 +142,20 @@ fn missing_archive_is_an_internal_error_not_a_refusal() {
 }
 
 #[test]
+fn list_refuses_a_root_others_can_write_naming_it() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let ws = Workspace::new();
+    std::fs::create_dir_all(ws.root().join("venvs")).expect("root");
+    std::fs::set_permissions(ws.root(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let output = par(&ws, &["list", "--json"]);
+    assert_eq!(output.status.code(), Some(EXIT_INTERNAL));
+    let error = &json(&output)["error"];
+    assert_eq!(error["kind"], "root-unsafe", "{error}");
+    assert!(error["message"].as_str().is_some_and(|m| m.contains("0777")), "{error}");
+    assert_eq!(names_in(&ws.root()), ["venvs"], "nothing made in a refused root");
+}
+
+#[test]
 fn bad_arguments_are_usage_errors() {
     let ws = Workspace::new();
     assert_eq!(par(&ws, &["extract"]).status.code(), Some(EXIT_USAGE));

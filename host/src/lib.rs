@@ -53,7 +53,7 @@ pub use types::config::{
 pub use types::error::{
     ArchiveInconsistent, EntryProblem, GuestProtocolError, Inconsistency, InstallCall, InstallError, InstallFailure,
     IoFailure, LifecycleError, LimitExceeded, LimitKind, LoadError, ManifestInvalid, PackageError, RefusedRequirement,
-    SandboxError, SpawnError, StepFailure, UnsafeEntry,
+    SandboxError, SpawnError, StepFailure, UnsafeDir, UnsafeEntry,
 };
 pub use types::lifecycle::{
     AppListing, BuildEnvironment, Collection, DeploymentListing, GcOptions, Listing, Reason, Removed, RemovedKind,

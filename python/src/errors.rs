@@ -77,9 +77,7 @@ fn class_name(error: &LoadError) -> &'static str {
         LoadError::Install(_) | LoadError::Verification(_) => "InstallFailed",
         LoadError::Sandbox(_) => "SandboxError",
         LoadError::InvalidInput { .. } => "InvalidInput",
-        LoadError::Io { .. } | LoadError::DiskFull { .. } | LoadError::InstallerSandbox(_) | LoadError::Internal(_) => {
-            "HostError"
-        }
+        _ => "HostError",
     }
 }
 

@@ -18,6 +18,7 @@ use rustix::fs::FlockOperation;
 use serde::{Deserialize, Serialize};
 
 use crate::fs::root::{Area, RootDir, open_file_nofollow};
+use crate::fs::seal::Sealed;
 
 /// Largest record read back.
 const MAX_RECORD_BYTES: u64 = 64 * 1024;
@@ -63,7 +64,10 @@ impl Registration {
             .into_std();
         let written = rustix::fs::flock(&file, FlockOperation::LockExclusive)
             .map_err(io::Error::from)
-            .and_then(|()| file.write_all(&serde_json::to_vec(record).map_err(io::Error::other)?))
+            .and_then(|()| {
+                let json = serde_json::to_vec(record).map_err(io::Error::other)?;
+                file.write_all(&root.seal().seal(Sealed::Agent, &json))
+            })
             .and_then(|()| agents.rename(&temporary, &agents, &name));
         if let Err(error) = written {
             let _ = agents.remove_file(&temporary);
@@ -95,7 +99,7 @@ pub fn running(root: &RootDir) -> Vec<AgentRecord> {
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
         };
-        match read_if_held(agents, &name) {
+        match read_if_held(root, &name) {
             Held::Live(record) => running.push(record),
             Held::Stale => {
                 let _ = agents.remove_file(&name);
@@ -113,8 +117,9 @@ enum Held {
     Unreadable,
 }
 
-/// The record `name`, if its lock is held and its agent alive.
-fn read_if_held(agents: &Dir, name: &str) -> Held {
+/// The record `name`, if its lock is held, its seal holds and its agent is alive.
+fn read_if_held(root: &RootDir, name: &str) -> Held {
+    let agents = root.dir(Area::Agents);
     let Ok(mut file) = open_file_nofollow(agents, name) else {
         return Held::Unreadable;
     };
@@ -127,7 +132,11 @@ fn read_if_held(agents: &Dir, name: &str) -> Held {
     if (&mut file).take(MAX_RECORD_BYTES).read_to_end(&mut text).is_err() {
         return Held::Unreadable;
     }
-    let Ok(record) = serde_json::from_slice::<AgentRecord>(&text) else {
+    let Some(Ok(record)) = root
+        .seal()
+        .unseal(Sealed::Agent, &text)
+        .map(serde_json::from_slice::<AgentRecord>)
+    else {
         // A temporary file being written: its loader holds the lock.
         return Held::Unreadable;
     };

@@ -7,8 +7,9 @@
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use cap_std::fs::{Dir, MetadataExt, OpenOptions, OpenOptionsExt};
+use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 
+use crate::fs::owner;
 use crate::fs::root::open_file_nofollow;
 
 /// par's own cache directory, checked private, and a handle on it.
@@ -21,29 +22,11 @@ pub struct CacheDir {
 impl CacheDir {
     /// Creates the directory (mode 0700) if needed and opens it, if it is this
     /// user's and closed to others, and no directory above it can be changed
-    /// by anyone but this user or root.
+    /// by anyone but this user or root (the root's rules: [`owner`]).
     pub fn open(dir: &Path) -> io::Result<Self> {
-        use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-        let path = dir.canonicalize()?;
-        let user = rustix::process::geteuid().as_raw();
-        for ancestor in path.ancestors().skip(1) {
-            let meta = std::fs::symlink_metadata(ancestor)?;
-            let owner_ok = meta.uid() == user || meta.uid() == 0;
-            let closed = meta.mode() & 0o022 == 0 || meta.mode() & 0o1000 != 0;
-            if !meta.is_dir() || !owner_ok || !closed {
-                return Err(io::Error::other(format!(
-                    "`{}` above the cache can be changed by another user",
-                    ancestor.display()
-                )));
-            }
-        }
-        let handle = Dir::open_ambient_dir(&path, cap_std::ambient_authority())?;
-        let meta = handle.dir_metadata()?;
-        if meta.uid() != user || meta.mode() & 0o022 != 0 {
-            return Err(io::Error::other("the cache directory is not private to this user"));
-        }
-        Ok(Self { path, dir: handle })
+        let path = owner::prepare(dir, 0o700)?;
+        let dir = owner::open_private(&path)?;
+        Ok(Self { path, dir })
     }
 
     /// The directory's (canonical) path.
@@ -121,7 +104,7 @@ mod tests {
         std::fs::create_dir(&open).expect("open dir");
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
         let error = CacheDir::open(&open.join("par")).expect_err("an ancestor anyone can change");
-        assert!(error.to_string().contains("another user"), "{error}");
+        assert!(error.to_string().contains("others can swap"), "{error}");
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).expect("sticky");
         assert!(CacheDir::open(&open.join("par")).is_ok(), "sticky like /tmp");
     }

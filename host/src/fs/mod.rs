@@ -4,8 +4,10 @@
 pub mod agents;
 pub mod cache_dir;
 pub mod lock;
+pub mod owner;
 pub mod redeploy;
 pub mod root;
+pub mod seal;
 pub mod staging;
 pub mod usage;
 pub mod venv;

@@ -1,7 +1,8 @@
 //! Recognising a redeploy of an unchanged package, so it costs next to nothing.
 //!
 //! After a successful load the host records, outside anything a package or
-//! an installer step can write (`{root}/deployments/`), what it did: the
+//! an installer step can write (`{root}/deployments/`), and sealed with the
+//! root's key (`crate::fs::seal`), what it did: the
 //! APKG's SHA-256, a fingerprint of every setting that shapes a load, the
 //! resulting [`AgentPackage`], the venv's key, and the size, mtime and mode
 //! of every entry of the published tree. A later load of the same bytes with
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::fs::root::{Area, RootDir, open_dir_nofollow, open_file_nofollow};
+use crate::fs::seal::Sealed;
 use crate::fs::venv;
 use crate::types::package::AgentPackage;
 
@@ -123,7 +125,7 @@ impl Deployment {
                     return None;
                 }
                 let loaded = entry.metadata().and_then(|m| m.modified()).ok()?.into_std();
-                Some((name.clone(), read_record(deployments, &name), loaded))
+                Some((name.clone(), read_record(root, &name), loaded))
             })
             .collect()
     }
@@ -141,7 +143,7 @@ impl Deployment {
         let temporary = format!(".{name}.{}.tmp", std::process::id());
         let written = serde_json::to_vec(self)
             .map_err(std::io::Error::other)
-            .and_then(|bytes| deployments.write(&temporary, bytes))
+            .and_then(|bytes| deployments.write(&temporary, root.seal().seal(Sealed::Deployment, &bytes)))
             .and_then(|()| deployments.rename(&temporary, deployments, &name));
         if written.is_err() {
             let _ = deployments.remove_file(&temporary);
@@ -151,7 +153,7 @@ impl Deployment {
 
     /// The record of an earlier load of this archive under this app id, if any.
     pub fn find(root: &RootDir, digest: &str, app_id: Option<&str>) -> Option<Self> {
-        read_record(root.dir(Area::Deployments), &record_name(digest, app_id))
+        read_record(root, &record_name(digest, app_id))
     }
 
     /// The published package's link name, `{app_id}@{version}`: what to lock.
@@ -163,11 +165,12 @@ impl Deployment {
     /// venv under `root` are exactly as that load left them.
     pub fn unchanged(self, root: &RootDir, settings: &str) -> Option<AgentPackage> {
         let tree = root.name_in(&self.package.path, Area::Trees)?;
-        let venv = root.name_in(&self.package.venv_path, Area::Venvs)?;
+        let venv_name = root.name_in(&self.package.venv_path, Area::Venvs)?;
         root.name_in(&self.package.link, Area::Packages)?;
         let unchanged = self.settings == settings
-            && open_dir_nofollow(root.dir(Area::Venvs), venv)
-                .is_ok_and(|venv| venv::is_finished(&venv, &self.venv_key))
+            && open_dir_nofollow(root.dir(Area::Venvs), venv_name).is_ok_and(|venv| {
+                venv::is_finished(&venv, &venv::sealed_marker(root.seal(), venv_name, &self.venv_key))
+            })
             && open_dir_nofollow(root.dir(Area::Trees), tree)
                 .and_then(|tree| list_tree(&tree))
                 .is_ok_and(|tree| tree == self.tree);
@@ -175,15 +178,16 @@ impl Deployment {
     }
 }
 
-/// The record `name` in `deployments`, if it is a regular file that parses.
-fn read_record(deployments: &Dir, name: &str) -> Option<Deployment> {
+/// The record `name` under the root, if it is a regular file whose seal
+/// holds and that parses.
+fn read_record(root: &RootDir, name: &str) -> Option<Deployment> {
     let mut text = Vec::new();
-    open_file_nofollow(deployments, name)
+    open_file_nofollow(root.dir(Area::Deployments), name)
         .ok()?
         .take(MAX_RECORD_BYTES)
         .read_to_end(&mut text)
         .ok()?;
-    serde_json::from_slice(&text).ok()
+    serde_json::from_slice(root.seal().unseal(Sealed::Deployment, &text)?).ok()
 }
 
 /// Every entry of the tree (never following symlinks), sorted by path.

@@ -11,13 +11,13 @@
 //! what needs one: the argv of installer steps and messages.
 
 use std::io;
-use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 
-use cap_std::ambient_authority;
 use cap_std::fs::{Dir, DirBuilder, DirBuilderExt};
 use rustix::fs::{Mode, OFlags};
 
+use crate::fs::owner;
+use crate::fs::seal::{KEY_FILE, Seal};
 use crate::types::error::LoadError;
 
 /// One top-level directory of the root (in the order of [`Area::ALL`]).
@@ -89,41 +89,70 @@ impl Area {
 pub struct RootDir {
     path: PathBuf,
     areas: Vec<Dir>,
+    seal: Seal,
 }
 
 impl RootDir {
-    /// Creates the root and its areas as needed and opens them. An area that
-    /// is a symlink (or anything but a directory) is refused, not followed.
+    /// Opens the root, making what is missing: the root (0755) and each area
+    /// (0755 for what agents read, else 0700), each with an exclusive
+    /// `mkdir`. The root and every area must be this user's and closed to
+    /// others (checked on the open handle), and every directory above the
+    /// root this user's or root's and closed to others unless sticky, or
+    /// the root is refused (`root-unsafe`): another local user could
+    /// otherwise have made it first, or swap what is in it. An area that is
+    /// a symlink (or anything but a directory) is refused, never followed.
+    /// The root is known by its canonical path from then on.
     pub fn open(path: &Path) -> Result<Self, LoadError> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(path)
-            .map_err(LoadError::io("cannot create the root", path))?;
-        let root =
-            Dir::open_ambient_dir(path, ambient_authority()).map_err(LoadError::io("cannot open the root", path))?;
+        let refused = |refusal| match refusal {
+            owner::Refusal::Io(at, source) => LoadError::io("cannot open the root at", at)(source),
+            owner::Refusal::Unsafe(problem) => LoadError::RootUnsafe(problem),
+        };
+        let path = owner::prepare(path, 0o755).map_err(refused)?;
+        let root = owner::open_private(&path).map_err(refused)?;
+        // Every area already there is checked before any missing one is
+        // made: a root par refuses is left as it was found.
+        let open_area = |name: &str| -> Result<Dir, LoadError> {
+            let at = path.join(name);
+            let dir = open_dir_nofollow(&root, name).map_err(LoadError::io(
+                "cannot open (a symlink or other non-directory is never followed)",
+                &at,
+            ))?;
+            let ownership = owner::Ownership::of(&dir).map_err(LoadError::io("cannot read", &at))?;
+            owner::check_private(&at, ownership).map_err(LoadError::RootUnsafe)?;
+            Ok(dir)
+        };
+        let mut found = Vec::with_capacity(Area::ALL.len());
+        for area in Area::ALL {
+            found.push(match root.symlink_metadata(area.name()) {
+                Ok(_) => Some(open_area(area.name())?),
+                Err(_) => None,
+            });
+        }
         let areas = Area::ALL
             .into_iter()
-            .map(|area| {
-                let name = area.name();
+            .zip(found)
+            .map(|(area, found)| {
+                if let Some(dir) = found {
+                    return Ok(dir);
+                }
                 let mut builder = DirBuilder::new();
                 builder.mode(area.mode());
-                match root.create_dir_with(name, &builder) {
+                match root.create_dir_with(area.name(), &builder) {
                     Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
-                        return Err(LoadError::io("cannot create", path.join(name))(e));
+                        return Err(LoadError::io("cannot create", path.join(area.name()))(e));
                     }
                     _ => {}
                 }
-                open_dir_nofollow(&root, name).map_err(LoadError::io(
-                    "cannot open (a symlink or other non-directory is never followed)",
-                    path.join(name),
-                ))
+                open_area(area.name())
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self {
-            path: path.to_owned(),
-            areas,
-        })
+        let seal = Seal::open(&root).map_err(LoadError::io("cannot read the root's key", path.join(KEY_FILE)))?;
+        Ok(Self { path, areas, seal })
+    }
+
+    /// The root's key: what par seals the state it trusts with.
+    pub fn seal(&self) -> &Seal {
+        &self.seal
     }
 
     /// The root's path.
@@ -221,7 +250,7 @@ mod tests {
     #[test]
     fn names_are_opened_one_component_at_a_time_and_never_through_a_symlink() {
         let scratch = tempfile::tempdir().expect("dir");
-        let dir = Dir::open_ambient_dir(scratch.path(), ambient_authority()).expect("open");
+        let dir = Dir::open_ambient_dir(scratch.path(), cap_std::ambient_authority()).expect("open");
         std::fs::create_dir(scratch.path().join("real")).expect("real");
         std::fs::write(scratch.path().join("file"), "x").expect("file");
         std::os::unix::fs::symlink("/etc", scratch.path().join("link")).expect("link");

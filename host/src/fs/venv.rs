@@ -4,8 +4,9 @@
 //! that decides its contents: the interpreter, the installer, the index
 //! settings, the requirement lines, the package path it editable-installs and
 //! that package's build files. It counts as finished only once the marker
-//! (holding the key) is written, last; anything else found at that path was
-//! left by an interrupted load and is rebuilt.
+//! (holding the key, sealed with the root's key: [`sealed_marker`]) is
+//! written, last; anything else found at that path (a venv left by an
+//! interrupted load, or one someone else made) is rebuilt.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -15,6 +16,7 @@ use cap_std::fs::{Dir, OpenOptions};
 use sha2::{Digest, Sha256};
 
 use crate::fs::root::open_file_nofollow;
+use crate::fs::seal::{Seal, Sealed};
 
 /// File written last into a finished venv.
 const MARKER: &str = ".par-complete";
@@ -62,6 +64,13 @@ pub fn short_key(fields: &[&[u8]]) -> String {
         hasher.update(field);
     }
     hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// What the marker of the venv `name` under a root holds once it is
+/// finished for `key`: the key, sealed with the root's key, so a marker
+/// only the loader could have written counts.
+pub fn sealed_marker(seal: &Seal, name: &str, key: &str) -> String {
+    seal.tag(Sealed::VenvMarker, format!("{name}\0{key}").as_bytes())
 }
 
 /// Whether the venv `venv` was finished for exactly this key (its marker

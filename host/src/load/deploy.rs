@@ -97,7 +97,10 @@ impl Engine {
                     if let Some(key) = &venv_state.build_env {
                         venv::record_build_env(&venv, key)?;
                     }
-                    venv::mark_finished(&venv, &venv_state.key)
+                    venv::mark_finished(
+                        &venv,
+                        &venv::sealed_marker(root.seal(), &venv_state.name, &venv_state.key),
+                    )
                 })
                 .map_err(LoadError::io("cannot mark the venv finished", &venv_state.path))?;
         }

@@ -204,6 +204,7 @@ pub fn describe(error: &InstallError) -> String {
 
 /// A package refused by a rule: each variant names the entry or field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PackageError {
     /// Not a readable zip archive.
     #[error("archive unreadable: {0}")]
@@ -453,8 +454,21 @@ impl fmt::Display for LimitExceeded {
     }
 }
 
+/// A directory par will not keep state in: another user owns it or can
+/// write it (or a directory above it), so it could be swapped or filled
+/// between par's checks and its use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{}` {reason}", path.display())]
+pub struct UnsafeDir {
+    /// The directory at fault.
+    pub path: PathBuf,
+    /// Why, naming its owner or mode.
+    pub reason: String,
+}
+
 /// Why a load failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LoadError {
     /// The package was refused by a rule.
     #[error("package refused: {0}")]
@@ -495,6 +509,10 @@ pub enum LoadError {
     /// create a sandbox on this machine.
     #[error("installer sandbox unavailable: {0}")]
     InstallerSandbox(String),
+    /// The root, one of its areas, or a directory above it could be changed
+    /// by another user: par refuses to use it rather than trust what is there.
+    #[error("unsafe root: {0}; use a root this user made, closed to others (see --root)")]
+    RootUnsafe(UnsafeDir),
     /// A bug or runtime failure in the host itself.
     #[error("internal error: {0}")]
     Internal(String),
@@ -525,6 +543,7 @@ impl LoadError {
             | LoadError::DiskFull { .. }
             | LoadError::InvalidInput { .. }
             | LoadError::InstallerSandbox(_)
+            | LoadError::RootUnsafe(_)
             | LoadError::Internal(_) => false,
         }
     }
@@ -551,6 +570,7 @@ impl LoadError {
             LoadError::Io { .. } => "io",
             LoadError::InvalidInput { .. } => "invalid-input",
             LoadError::Internal(_) => "internal",
+            LoadError::RootUnsafe(_) => "root-unsafe",
             LoadError::InstallerSandbox(_) => "installer-sandbox",
             LoadError::DiskFull { .. } => "disk-full",
             LoadError::Install(_) => "install-failed",
@@ -737,6 +757,9 @@ pub enum LifecycleError {
         /// Why.
         detail: String,
     },
+    /// The root could be changed by another user (see [`LoadError::RootUnsafe`]).
+    #[error("unsafe root: {0}")]
+    RootUnsafe(UnsafeDir),
 }
 
 impl LifecycleError {
@@ -754,6 +777,7 @@ impl LifecycleError {
             LifecycleError::Stop { .. } => "stop-failed",
             LifecycleError::Io { .. } => "io",
             LifecycleError::InvalidInput { .. } => "invalid-input",
+            LifecycleError::RootUnsafe(_) => "root-unsafe",
         }
     }
 
@@ -771,6 +795,7 @@ impl From<LoadError> for LifecycleError {
         match error {
             LoadError::Io { action, path, source } => LifecycleError::Io { action, path, source },
             LoadError::InvalidInput { what, detail } => LifecycleError::InvalidInput { what, detail },
+            LoadError::RootUnsafe(problem) => LifecycleError::RootUnsafe(problem),
             other => LifecycleError::Io {
                 action: "cannot continue",
                 path: PathBuf::new(),
