@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use par::{AgentPackage, AgentProcess, EnvSource, HealthCheck, PackageLoader, SandboxChoice, SpawnError, SpawnSpec};
-use par_tests::agent::{agent_apkg, get, serving};
+use par_tests::agent::{agent_apkg, get, listening_socket_holders, serving};
 use par_tests::binary::survivors;
 use par_tests::machine::pids_cgroups;
 use par_tests::workspace::offline_config;
@@ -50,9 +50,15 @@ fn an_agent_serving_http_becomes_ready_answers_and_stops_cleanly() {
         // Python's default for SIGTERM: it dies of the signal (bwrap reports 128 + 15).
         assert_eq!(status.code(), Some(143), "{status}");
         assert_eq!(survivors(&token), Vec::<i32>::new(), "processes outlived the stop");
+        // Nothing holds the socket any more: not par, not the agent. A
+        // connect cannot tell, as another test thread's child between fork
+        // and exec holds a copy of every descriptor of this process (par's
+        // listener among them) until it execs; such transient copies are
+        // the only holders allowed.
+        let holders = listening_socket_holders(port(&agent).port());
         assert!(
-            TcpStream::connect(port(&agent)).is_err(),
-            "the socket outlived the agent"
+            holders.iter().all(|&(_, transient)| transient),
+            "the socket outlived the agent: held by {holders:?}"
         );
     }
 }
@@ -88,6 +94,55 @@ fn the_agent_gets_the_allow_list_the_packages_and_the_callers_variables_and_noth
     // Nothing else of the loader's environment (cargo sets these for the test).
     for name in ["CARGO_MANIFEST_DIR", "CARGO_PKG_NAME", "RUST_TEST_THREADS"] {
         assert!(env.get(name).is_none(), "{name} leaked into the agent");
+    }
+}
+
+#[test]
+fn no_shell_starts_the_agent_and_listen_pid_is_its_own_with_and_without_the_sandbox() {
+    let ws = Workspace::new();
+    let loader = loader(&ws);
+    let package = load(&ws, &loader, &agent_apkg("pid-agent", ""), "pid-agent");
+    for sandbox in [SandboxChoice::Bwrap, SandboxChoice::None] {
+        let mut spec = serving("par-agent-pid");
+        spec.sandbox = sandbox;
+        let agent = loader.spawn_blocking(&package, spec).expect("spawn");
+        agent.wait_ready_blocking().expect("ready");
+        let env: serde_json::Value = serde_json::from_str(&get(port(&agent), "/env")).expect("json");
+        let pid = get(port(&agent), "/pid");
+        assert_eq!(
+            Some(format!("ok {}", env["LISTEN_PID"].as_str().unwrap_or("none"))),
+            Some(pid),
+            "{sandbox:?}: LISTEN_PID is the agent's own pid"
+        );
+        // A shell between par and the agent reads the package's variables
+        // (SHELLOPTS, PS4, ENV …) and adds its own: PWD, which par never
+        // sets (bubblewrap sets it to the directory it starts the agent in).
+        if sandbox == SandboxChoice::None {
+            assert!(env.get("PWD").is_none(), "a shell ran before the agent: {env}");
+        }
+        agent.stop_blocking(None);
+    }
+}
+
+#[test]
+fn the_agents_record_goes_the_moment_it_is_reaped_not_when_its_handle_does() {
+    let ws = Workspace::new();
+    let loader = loader(&ws);
+    let package = load(&ws, &loader, &agent_apkg("brief-agent", ""), "brief-agent");
+    for sandbox in [SandboxChoice::Bwrap, SandboxChoice::None] {
+        let mut spec = SpawnSpec::new(["python", "-c", "pass"]);
+        spec.sandbox = sandbox;
+        let agent = loader.spawn_blocking(&package, spec).expect("spawn");
+        assert!(agent.wait_blocking().is_some_and(|status| status.success()));
+        // The handle is alive; the pid it had may be anyone's now.
+        let records = par_tests::workspace::names_in(&ws.root().join("agents"));
+        assert_eq!(
+            records,
+            Vec::<String>::new(),
+            "{sandbox:?}: a record outlived its agent"
+        );
+        assert!(loader.list_blocking().expect("list").agents.is_empty());
+        drop(agent);
     }
 }
 

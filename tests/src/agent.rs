@@ -10,7 +10,7 @@ use crate::Apkg;
 /// A standard-library HTTP server (`agent_server.py`, which the Python
 /// package's tests start too) on the socket it was handed (fd 3), or
 /// on `AGENT_BIND` (`HOST:PORT`) when started by hand:
-/// `/env` answers its environment, `/read?PATH` a file's first bytes,
+/// `/env` answers its environment, `/pid` its pid, `/read?PATH` a file's first bytes,
 /// `/write?PATH` writes there, `/connect?HOST:PORT` opens a connection,
 /// `/fork?N` starts up to N processes and says how many it could,
 /// `/alloc?MIB` allocates; each answers `ok …` or `refused` and the
@@ -52,4 +52,55 @@ pub fn get(addr: SocketAddr, path: &str) -> String {
         .split_once("\r\n\r\n")
         .map(|(_, body)| body.to_owned())
         .unwrap_or_default()
+}
+
+/// The processes holding the socket listening on `port` (by its inode in
+/// `/proc/net/tcp*`), with whether each is a fork of this process that has
+/// not yet exec'd: a test thread's child between fork and exec holds a
+/// copy of every descriptor, close-on-exec or not, until it execs.
+pub fn listening_socket_holders(port: u16) -> Vec<(i32, bool)> {
+    let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let local_port = fields.get(1)?.rsplit_once(':')?.1;
+                    let listening = fields.get(3)? == &"0A";
+                    (listening && u16::from_str_radix(local_port, 16).ok()? == port)
+                        .then(|| fields.get(9).map(|s| s.to_string()))?
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let me = std::process::id() as i32;
+    let my_exe = std::fs::read_link("/proc/self/exe").ok();
+    let mut holders = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()) else {
+            continue;
+        };
+        let holds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| {
+                std::fs::read_link(fd.path()).is_ok_and(|target| {
+                    inodes
+                        .iter()
+                        .any(|inode| target.to_str() == Some(&format!("socket:[{inode}]")))
+                })
+            });
+        if holds {
+            let parent = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse::<i32>().ok());
+            let fork_of_this_test =
+                pid != me && parent == Some(me) && std::fs::read_link(format!("/proc/{pid}/exe")).ok() == my_exe;
+            holders.push((pid, fork_of_this_test));
+        }
+    }
+    holders
 }

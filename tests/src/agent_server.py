@@ -7,6 +7,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         try:
             if path == "/env":
                 body = json.dumps(dict(os.environ))
+            elif path == "/pid":
+                body = "ok %d" % os.getpid()
             elif path == "/read":
                 with open(arg, "rb") as f:
                     body = "ok " + f.read(64).decode(errors="replace")

@@ -2,78 +2,95 @@
 //! sandboxed) with the listening sockets it was handed as descriptors 3, 4, …,
 //! its output logged line by line, and a stop that reaches every process it
 //! started: SIGTERM to each, a grace period, then SIGKILL of all of them.
+//!
+//! The process is signalled only while it is known not to have been reaped
+//! (the reaper and every signal take one lock), so its pid and process group
+//! are still its own; the processes of its sandbox only through pidfds
+//! checked against the PID namespace bubblewrap reported; and what it
+//! registered (its record under the root) goes the moment it is reaped.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::ExitStatus;
-use std::sync::{Arc, Condvar, Mutex};
+use std::ffi::{CString, OsString};
+use std::os::fd::{AsFd as _, OwnedFd};
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rustix::process::{Pid, Signal, kill_process, kill_process_group};
+use rustix::process::{Pid, Signal, kill_process_group, pidfd_send_signal};
 
+use super::identity::{ProcessId, SandboxId};
 use super::output::{Stream, log_lines};
 use super::process::cgroup::Cgroup;
 use super::process::{Step, supervised};
 
+/// How long bubblewrap may take to report its sandbox before par gives up
+/// knowing it (the agent then is stopped through bubblewrap alone).
+const INFO_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What to start.
 #[derive(Debug)]
-pub struct AgentCommand<'a> {
-    /// Program, arguments, directory, environment and rlimits (its timeout is not used).
+pub struct AgentCommand {
+    /// Program, arguments, directory, environment, rlimits and descriptors
+    /// (the sockets first, from 3 on); its timeout is not used.
     pub step: Step,
-    /// Listening sockets, handed to the child as descriptors 3, 4, … in order.
-    pub sockets: Vec<BorrowedFd<'a>>,
     /// The memory cap of its cgroup, where the memory controller allows one.
     pub memory_bytes: Option<u64>,
-    /// The step is bubblewrap with a PID namespace of its own around the agent.
-    pub sandboxed: bool,
+    /// The read end of bubblewrap's `--info-fd` when the step is
+    /// bubblewrap with a PID namespace of its own around the agent.
+    pub sandbox_info: Option<OwnedFd>,
+    /// Whether the child sets `LISTEN_PID` to its own pid itself (the agent
+    /// runs without a PID namespace, so only it knows its pid).
+    pub own_listen_pid: bool,
     /// Names the agent's log lines.
     pub app_id: String,
 }
 
+/// The reaper's state, behind the one lock every signal takes.
+#[derive(Default)]
+struct State {
+    status: Option<ExitStatus>,
+    /// Dropped when the process is reaped: what lives exactly as long as it.
+    held: Vec<Box<dyn Send>>,
+}
+
 /// A running (or finished) agent. Dropping it kills every process it started.
-#[derive(Debug)]
 pub struct AgentChild {
-    pid: Pid,
+    id: ProcessId,
     pidfd: Option<OwnedFd>,
+    sandbox: Option<SandboxId>,
     sandboxed: bool,
     /// Its pids cgroup, which names every process it started.
     cgroup: Option<Cgroup>,
     /// Its memory cgroup, where that is one of its own.
     memory: Option<Cgroup>,
-    exit: Arc<(Mutex<Option<ExitStatus>>, Condvar)>,
+    exit: Arc<(Mutex<State>, Condvar)>,
+}
+
+impl std::fmt::Debug for AgentChild {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentChild")
+            .field("id", &self.id)
+            .field("sandbox", &self.sandbox)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AgentChild {
     /// Starts `command`.
-    pub fn start(command: AgentCommand<'_>) -> std::io::Result<Self> {
+    pub fn start(command: AgentCommand) -> std::io::Result<Self> {
         let AgentCommand {
             step,
-            sockets,
             memory_bytes,
-            sandboxed,
+            sandbox_info,
+            own_listen_pid,
             app_id,
         } = command;
-        // Copies of the sockets above the range they go to, so moving them
-        // into place in the child never overwrites one not yet moved.
-        let lowest = 3 + sockets.len() as i32 + 16;
-        let high: Vec<OwnedFd> = sockets
-            .iter()
-            .map(|fd| rustix::io::fcntl_dupfd_cloexec(fd, lowest))
-            .collect::<Result<_, _>>()?;
-        let sources: Vec<i32> = high.iter().map(AsRawFd::as_raw_fd).collect();
         let cgroup = step.limits.processes.and_then(Cgroup::pids);
         let memory = match (memory_bytes, &cgroup) {
             (Some(bytes), Some(pids)) if pids.also_limit_memory(bytes) => None,
-            (Some(bytes), _) => {
-                let memory = Cgroup::memory(bytes);
-                if memory.is_none() {
-                    tracing::debug!(
-                        app_id,
-                        "no memory cgroup for the agent; its memory is capped only by rlimits"
-                    );
-                }
-                memory
-            }
+            (Some(bytes), _) => Cgroup::memory(bytes),
             (None, _) => None,
         };
         let procs = cgroup
@@ -81,23 +98,23 @@ impl AgentChild {
             .chain(&memory)
             .map(|group| group.procs().to_owned())
             .collect();
-        let mut process = supervised(&step, procs);
-        // SAFETY: dup2 is async-signal-safe; nothing is allocated. The
-        // sockets land on 3, 4, … without close-on-exec.
-        unsafe {
-            process.pre_exec(move || {
-                for (target, source) in (3..).zip(&sources) {
-                    if libc::dup2(*source, target) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
+        let mut process = supervised(&step, procs)?;
+        if own_listen_pid {
+            exec_with_own_pid(&mut process, &step)?;
         }
         let mut child = process.spawn()?;
-        drop(high);
+        // The loader's copies of the descriptors (bubblewrap's info pipe
+        // among them, whose end tells that bubblewrap is gone) close now.
+        drop(process);
+        drop(step);
+        let sandboxed = sandbox_info.is_some();
+        let sandbox = sandbox_info.and_then(|info| read_sandbox(info, &app_id));
         let pid = Pid::from_child(&child);
         let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok();
+        let id = ProcessId::of(child.id()).unwrap_or(ProcessId {
+            pid: child.id(),
+            start_time: 0,
+        });
         // The readers end when the last process holding the output does.
         if let Some(out) = child.stdout.take() {
             log_lines(out, app_id.clone(), Stream::Stdout);
@@ -105,19 +122,13 @@ impl AgentChild {
         if let Some(err) = child.stderr.take() {
             log_lines(err, app_id, Stream::Stderr);
         }
-        let exit = Arc::new((Mutex::new(None), Condvar::new()));
+        let exit = Arc::new((Mutex::new(State::default()), Condvar::new()));
         let reaped = Arc::clone(&exit);
-        std::thread::spawn(move || {
-            let status = child.wait();
-            let (lock, ended) = &*reaped;
-            if let (Ok(status), Ok(mut slot)) = (status, lock.lock()) {
-                *slot = Some(status);
-            }
-            ended.notify_all();
-        });
+        std::thread::spawn(move || reap(child, &reaped));
         Ok(Self {
-            pid,
+            id,
             pidfd,
+            sandbox,
             sandboxed,
             cgroup,
             memory,
@@ -126,13 +137,32 @@ impl AgentChild {
     }
 
     /// The process par started: bubblewrap when sandboxed, else the agent itself.
-    pub fn pid(&self) -> u32 {
-        self.pid.as_raw_nonzero().get() as u32
+    pub fn id(&self) -> ProcessId {
+        self.id
+    }
+
+    /// The sandbox around it, as bubblewrap reported it.
+    pub fn sandbox(&self) -> Option<SandboxId> {
+        self.sandbox
+    }
+
+    /// Keeps `guard` until the process is reaped (at once if it already is):
+    /// its record under the root goes the moment its pid may be reused.
+    pub fn hold_until_exit(&self, guard: Box<dyn Send>) {
+        if let Some(mut state) = self.state()
+            && state.status.is_none()
+        {
+            state.held.push(guard);
+        }
+    }
+
+    fn state(&self) -> Option<MutexGuard<'_, State>> {
+        self.exit.0.lock().ok()
     }
 
     /// How it ended, if it has.
     pub fn status(&self) -> Option<ExitStatus> {
-        self.exit.0.lock().ok().and_then(|slot| *slot)
+        self.state().and_then(|state| state.status)
     }
 
     /// Waits until it ends or `timeout` passes (`None`: it has not ended).
@@ -147,18 +177,18 @@ impl AgentChild {
 
     /// Waits until it ends, or until `deadline` when there is one.
     fn wait_until(&self, deadline: Option<Instant>) -> Option<ExitStatus> {
-        let (lock, ended) = &*self.exit;
-        let mut slot = lock.lock().ok()?;
+        let (_, ended) = &*self.exit;
+        let mut state = self.state()?;
         loop {
-            if let Some(status) = *slot {
+            if let Some(status) = state.status {
                 return Some(status);
             }
-            slot = match deadline {
+            state = match deadline {
                 Some(deadline) => {
                     let left = deadline.checked_duration_since(Instant::now())?;
-                    ended.wait_timeout(slot, left).ok()?.0
+                    ended.wait_timeout(state, left).ok()?.0
                 }
-                None => ended.wait(slot).ok()?,
+                None => ended.wait(state).ok()?,
             };
         }
     }
@@ -166,14 +196,16 @@ impl AgentChild {
     /// SIGTERM to every process of the agent, up to `grace` for it to end,
     /// then SIGKILL to whatever is left; returns how it ended.
     pub fn stop(&self, grace: Duration) -> Option<ExitStatus> {
-        if self.status().is_none() {
-            for pid in self.members() {
-                if let Some(pid) = Pid::from_raw(pid) {
-                    let _ = kill_process(pid, Signal::TERM);
+        match &self.sandbox {
+            Some(sandbox) => sandbox.signal_members(Signal::TERM),
+            None if self.sandboxed => {}
+            None => {
+                self.while_unreaped(|| {
+                    let _ = kill_process_group(self.pid(), Signal::TERM);
+                });
+                for cgroup in self.cgroups() {
+                    cgroup.signal_all(Signal::TERM);
                 }
-            }
-            if !self.sandboxed {
-                let _ = kill_process_group(self.pid, Signal::TERM);
             }
         }
         let status = self.wait_timeout(grace);
@@ -181,31 +213,35 @@ impl AgentChild {
         status.or_else(|| self.wait())
     }
 
-    /// Every process to ask to stop: in the sandbox's PID namespace (but its
-    /// init, which would take the others down at once), else in its cgroup.
-    fn members(&self) -> Vec<i32> {
-        if self.sandboxed {
-            namespace_members(self.pid.as_raw_nonzero().get())
-        } else {
-            self.cgroups().flat_map(Cgroup::members).collect()
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.id.pid as i32).unwrap_or(Pid::INIT)
+    }
+
+    /// Runs `signal` only while the process is not reaped: its pid, and the
+    /// process group it leads, cannot name another process meanwhile.
+    fn while_unreaped(&self, signal: impl FnOnce()) {
+        if let Some(state) = self.state()
+            && state.status.is_none()
+        {
+            signal();
         }
     }
 
     /// SIGKILL to everything: bubblewrap (its PID namespace dies with it),
-    /// the process group, and every member of its cgroups.
+    /// the process group it leads without a sandbox, and every member of its cgroups.
     fn kill_all(&self) {
-        match &self.pidfd {
-            Some(fd) => {
-                let _ = rustix::process::pidfd_send_signal(fd.as_fd(), Signal::KILL);
+        self.while_unreaped(|| {
+            if let Some(fd) = &self.pidfd {
+                let _ = pidfd_send_signal(fd.as_fd(), Signal::KILL);
+            } else {
+                let _ = rustix::process::kill_process(self.pid(), Signal::KILL);
             }
-            None if self.status().is_none() => {
-                let _ = kill_process(self.pid, Signal::KILL);
+            if !self.sandboxed {
+                let _ = kill_process_group(self.pid(), Signal::KILL);
             }
-            None => {}
-        }
-        let _ = kill_process_group(self.pid, Signal::KILL);
+        });
         for cgroup in self.cgroups() {
-            cgroup.kill_all();
+            cgroup.signal_all(Signal::KILL);
         }
     }
 
@@ -222,79 +258,192 @@ impl Drop for AgentChild {
     }
 }
 
-/// Stops an agent another loader started, known by its host pid only:
-/// SIGTERM to every process in its sandbox (or its process group), up to
-/// `grace` for it to end, then SIGKILL. Returns once it has ended (its
-/// loader reaps it); an agent already gone is not an error.
-pub fn stop_elsewhere(pid: u32, sandboxed: bool, grace: Duration) -> std::io::Result<()> {
-    const KILL_WAIT: Duration = Duration::from_secs(10);
-    let pid = i32::try_from(pid)
-        .ok()
-        .and_then(Pid::from_raw)
-        .ok_or_else(|| std::io::Error::other("not a pid"))?;
-    let fd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
-        Ok(fd) => fd,
-        Err(rustix::io::Errno::SRCH) => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    if sandboxed {
-        for member in namespace_members(pid.as_raw_nonzero().get())
-            .into_iter()
-            .filter_map(Pid::from_raw)
-        {
-            let _ = kill_process(member, Signal::TERM);
+/// Waits for `child` to exit without reaping it, then reaps it under the
+/// lock, so no signal sent under that lock can reach a reused pid; drops
+/// what was held for as long as it lived and wakes the waiters.
+fn reap(mut child: Child, exit: &(Mutex<State>, Condvar)) {
+    let pid = Pid::from_child(&child);
+    while let Err(rustix::io::Errno::INTR) = rustix::process::waitid(
+        rustix::process::WaitId::Pid(pid),
+        rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOWAIT,
+    ) {}
+    let (lock, ended) = exit;
+    let held = match lock.lock() {
+        Ok(mut state) => {
+            state.status = child.wait().ok();
+            std::mem::take(&mut state.held)
         }
-    } else {
-        let _ = kill_process_group(pid, Signal::TERM);
-    }
-    if ended(&fd, grace)? {
-        return Ok(());
-    }
-    let _ = rustix::process::pidfd_send_signal(&fd, Signal::KILL);
-    let _ = kill_process_group(pid, Signal::KILL);
-    match ended(&fd, KILL_WAIT)? {
-        true => Ok(()),
-        false => Err(std::io::Error::other("still running after SIGKILL")),
-    }
+        Err(_) => Vec::new(),
+    };
+    drop(held);
+    ended.notify_all();
 }
 
-/// Whether the process behind `pidfd` ends within `timeout` (a pidfd turns readable when it does).
-fn ended(pidfd: &OwnedFd, timeout: Duration) -> std::io::Result<bool> {
+/// What bubblewrap's `--info-fd` says of the sandbox: its init's host pid
+/// and its PID namespace (read until the JSON object is whole, or bubblewrap
+/// closes the pipe, or [`INFO_TIMEOUT`]).
+fn read_sandbox(info: OwnedFd, app_id: &str) -> Option<SandboxId> {
     use rustix::event::{PollFd, PollFlags, Timespec, poll};
-    let deadline = Instant::now() + timeout;
-    loop {
+    let deadline = Instant::now() + INFO_TIMEOUT;
+    let mut text = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !text.contains(&b'}') && text.len() < 64 * 1024 {
         let left = deadline.saturating_duration_since(Instant::now());
-        let timespec = Timespec {
-            tv_sec: left.as_secs().try_into().unwrap_or(i64::MAX as _),
-            tv_nsec: left.subsec_nanos().into(),
-        };
-        let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
-        match poll(&mut fds, Some(&timespec)) {
-            Ok(0) if left.is_zero() => return Ok(false),
-            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
-            Ok(_) => return Ok(true),
-            Err(e) => return Err(e.into()),
+        if left.is_zero() {
+            break;
         }
+        let timeout = Timespec::try_from(left).ok()?;
+        let mut fds = [PollFd::new(&info, PollFlags::IN)];
+        match poll(&mut fds, Some(&timeout)) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+        match rustix::io::read(&info, &mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => text.extend_from_slice(&buffer[..n]),
+        }
+    }
+    #[derive(serde::Deserialize)]
+    struct Info {
+        #[serde(rename = "child-pid")]
+        child_pid: u32,
+        #[serde(rename = "pid-namespace")]
+        pid_namespace: u64,
+    }
+    let end = text.iter().position(|&b| b == b'}').map_or(text.len(), |at| at + 1);
+    let sandbox = serde_json::from_slice::<Info>(&text[..end]).ok().and_then(|info| {
+        Some(SandboxId {
+            init: ProcessId::of(info.child_pid)?,
+            namespace: info.pid_namespace,
+        })
+    });
+    if sandbox.is_none() {
+        tracing::debug!(
+            app_id,
+            "bubblewrap did not report its sandbox; the agent is stopped through bubblewrap alone"
+        );
+    }
+    sandbox
+}
+
+/// Makes `process` exec its program itself, with `LISTEN_PID` set to its
+/// own pid: no shell (nor anything else that reads the environment)
+/// stands between par and the agent. Everything is made before the fork;
+/// the child only writes its pid's digits into a slot and calls `execve`.
+fn exec_with_own_pid(process: &mut std::process::Command, step: &Step) -> std::io::Result<()> {
+    const SLOT: &[u8] = b"LISTEN_PID=";
+    let path = step
+        .env
+        .iter()
+        .find(|(key, _)| key == "PATH")
+        .map(|(_, value)| value.clone())
+        .unwrap_or_default();
+    let program = resolve(&step.program, &path).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("`{}` not found on the agent's PATH", step.program.display()),
+        )
+    })?;
+    let cstring = |bytes: &[u8]| CString::new(bytes).map_err(std::io::Error::other);
+    let program = cstring(program.as_os_str().as_bytes())?;
+    let argv: Vec<CString> = std::iter::once(step.program.as_os_str())
+        .chain(step.args.iter().map(OsString::as_os_str))
+        .map(|arg| cstring(arg.as_bytes()))
+        .collect::<Result<_, _>>()?;
+    let env: Vec<CString> = step
+        .env
+        .iter()
+        .filter(|(key, _)| key != "LISTEN_PID")
+        .map(|(key, value)| cstring(&[key.as_bytes(), b"=", value.as_bytes()].concat()))
+        .collect::<Result<_, _>>()?;
+    // The slot: room for any pid's digits, filled in the child.
+    let mut slot = SLOT.to_vec();
+    slot.extend_from_slice(&[0u8; 21]);
+    let mut exec = Exec::new(program, argv, env, slot.into_boxed_slice());
+    // SAFETY: runs between fork and exec in the child: it writes digits
+    // into memory allocated before the fork (the child's own copy), makes
+    // no allocation, and calls only getpid and execve, both
+    // async-signal-safe. On success execve does not return; on failure the
+    // error goes back to the parent through std's own channel.
+    unsafe {
+        process.pre_exec(move || exec.run());
+    }
+    Ok(())
+}
+
+/// An `execve` prepared before the fork: the strings, and the pointer
+/// arrays into them, allocated in the parent.
+struct Exec {
+    program: CString,
+    _strings: (Vec<CString>, Vec<CString>),
+    /// `LISTEN_PID=` and room for the digits and a NUL.
+    slot: Box<[u8]>,
+    argv: Vec<*const libc::c_char>,
+    /// The environment; the entry before the final null is the slot's.
+    envp: Vec<*const libc::c_char>,
+}
+
+// SAFETY: the pointers point into the strings the struct owns, whose heap
+// buffers never move; nothing reads them but `run`, in the forked child.
+unsafe impl Send for Exec {}
+// SAFETY: as above; `run` takes `&mut self`.
+unsafe impl Sync for Exec {}
+
+impl Exec {
+    fn new(program: CString, argv: Vec<CString>, env: Vec<CString>, slot: Box<[u8]>) -> Self {
+        let argv_ptrs = argv.iter().map(|s| s.as_ptr()).chain([std::ptr::null()]).collect();
+        let envp = env
+            .iter()
+            .map(|s| s.as_ptr())
+            .chain([std::ptr::null(), std::ptr::null()])
+            .collect();
+        Self {
+            program,
+            _strings: (argv, env),
+            slot,
+            argv: argv_ptrs,
+            envp,
+        }
+    }
+
+    /// Fills the slot with this process's pid and execs; returns only on failure.
+    fn run(&mut self) -> std::io::Result<()> {
+        let prefix = b"LISTEN_PID=".len();
+        let mut pid = rustix::process::getpid().as_raw_nonzero().get().unsigned_abs();
+        let mut digits = [0u8; 10];
+        let mut count = 0;
+        loop {
+            digits[count] = b'0' + (pid % 10) as u8;
+            count += 1;
+            pid /= 10;
+            if pid == 0 || count == digits.len() {
+                break;
+            }
+        }
+        for (at, digit) in digits[..count].iter().rev().enumerate() {
+            self.slot[prefix + at] = *digit;
+        }
+        self.slot[prefix + count] = 0;
+        let last = self.envp.len() - 2;
+        self.envp[last] = self.slot.as_ptr().cast();
+        // SAFETY: every pointer is to a NUL-terminated string owned by
+        // `self`, and both arrays end with a null pointer.
+        unsafe {
+            libc::execve(self.program.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr());
+        }
+        Err(std::io::Error::last_os_error())
     }
 }
 
-/// The processes in the PID namespace of `outer`'s child (bubblewrap's
-/// init), but that init itself.
-fn namespace_members(outer: i32) -> Vec<i32> {
-    let children = std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children")).unwrap_or_default();
-    let Some(init) = children.split_whitespace().next().and_then(|p| p.parse::<i32>().ok()) else {
-        return Vec::new();
-    };
-    let Ok(namespace) = std::fs::read_link(format!("/proc/{init}/ns/pid")) else {
-        return Vec::new();
-    };
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()))
-        .filter(|&pid| pid != init)
-        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/ns/pid")).is_ok_and(|ns| ns == namespace))
-        .collect()
+/// `program` if it holds a `/`, else the first executable of that name on `path`.
+fn resolve(program: &Path, path: &std::ffi::OsStr) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let executable = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if program.as_os_str().as_bytes().contains(&b'/') {
+        return executable(program).then(|| program.to_owned());
+    }
+    std::env::split_paths(path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| executable(candidate))
 }

@@ -12,7 +12,9 @@
 //! terminal. What it cannot do is listed in docs/SECURITY.md.
 
 use std::ffi::{OsStr, OsString};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::exec::process::{self, Step};
@@ -67,6 +69,9 @@ pub struct Mounts {
     pub network: bool,
     /// What `/tmp` is.
     pub tmp: Tmp,
+    /// Where bubblewrap writes what it made (`--info-fd`: its init's pid
+    /// and the sandbox's PID namespace), for those who stop it later.
+    pub info: Option<Arc<OwnedFd>>,
 }
 
 /// What `/tmp` is inside the sandbox.
@@ -117,7 +122,7 @@ impl Bubblewrap {
     /// Rewrites `step` to run inside a fresh bubblewrap sandbox with `mounts`.
     /// Its environment stays the step's own, except that `HOME` and `TMPDIR`
     /// point at the private scratch directory.
-    pub fn confine(&self, step: Step, mounts: &Mounts) -> Step {
+    pub fn confine(&self, mut step: Step, mounts: &Mounts) -> Step {
         let mut args: Vec<OsString> = [
             "--unshare-all",
             "--die-with-parent",
@@ -135,6 +140,10 @@ impl Bubblewrap {
         .into();
         if mounts.network {
             args.push("--share-net".into());
+        }
+        if let Some(info) = &mounts.info {
+            let fd = step.pass_fd(Arc::clone(info));
+            args.extend(["--info-fd".into(), fd.to_string().into()]);
         }
         for dir in SYSTEM_DIRS {
             let dir = Path::new(dir);

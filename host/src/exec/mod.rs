@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod confine;
+pub mod identity;
 pub mod output;
 pub mod process;
 pub mod ready;

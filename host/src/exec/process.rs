@@ -6,6 +6,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
+use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -78,6 +79,10 @@ pub struct Step {
     /// Set by another thread to stop the step early (its group is killed as
     /// on a timeout): a step started ahead of need that turned out unneeded.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Descriptors the child gets as 3, 4, … in this order (listening
+    /// sockets, bubblewrap's seccomp program and info pipe); every other
+    /// descriptor of the loader stays closed to it.
+    pub fds: Vec<Arc<OwnedFd>>,
 }
 
 impl Step {
@@ -92,6 +97,7 @@ impl Step {
             timeout,
             limits: ResourceLimits::default(),
             cancel: None,
+            fds: Vec::new(),
         }
     }
 
@@ -103,6 +109,12 @@ impl Step {
     {
         self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         self
+    }
+
+    /// Hands `fd` to the child as the next descriptor from 3 on; returns its number there.
+    pub fn pass_fd(&mut self, fd: Arc<OwnedFd>) -> i32 {
+        self.fds.push(fd);
+        2 + self.fds.len() as i32
     }
 
     /// Sets one environment variable for the child.
@@ -176,9 +188,9 @@ pub enum StepError {
 
 /// The command for `step`, supervised: argv and environment exactly as
 /// given, stdin closed, output piped, a process group of its own, its
-/// rlimits, the cgroups whose `cgroup.procs` are `procs` joined, and death
-/// with the loader.
-pub fn supervised(step: &Step, procs: Vec<std::ffi::CString>) -> Command {
+/// rlimits, the cgroups whose `cgroup.procs` are `procs` joined, its
+/// descriptors in place from 3 on, and death with the loader.
+pub fn supervised(step: &Step, procs: Vec<std::ffi::CString>) -> std::io::Result<Command> {
     let mut command = Command::new(&step.program);
     command
         .args(&step.args)
@@ -189,10 +201,19 @@ pub fn supervised(step: &Step, procs: Vec<std::ffi::CString>) -> Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    // Copies of the step's descriptors above the range they go to (and
+    // close-on-exec), so moving them into place in the child never
+    // overwrites one not yet moved. They close with the command.
+    let lowest = 3 + step.fds.len() as i32 + 16;
+    let high: Vec<OwnedFd> = step
+        .fds
+        .iter()
+        .map(|fd| rustix::io::fcntl_dupfd_cloexec(fd, lowest))
+        .collect::<Result<_, _>>()?;
     // SAFETY: the hook only makes async-signal-safe system calls (prctl,
-    // getppid, open and write of the cgroup's cgroup.procs, setrlimit) and
-    // allocates nothing on its success path. If the loader dies, the child
-    // dies with it instead of running on unsupervised. A loader killed
+    // getppid, open and write of the cgroup's cgroup.procs, setrlimit, dup2)
+    // and allocates nothing on its success path. If the loader dies, the
+    // child dies with it instead of running on unsupervised. A loader killed
     // between fork and the prctl would never send the signal, so the child
     // checks that its parent is still the loader and gives up otherwise.
     let limits = step.limits;
@@ -206,17 +227,29 @@ pub fn supervised(step: &Step, procs: Vec<std::ffi::CString>) -> Command {
             for procs in &procs {
                 cgroup::join(procs)?;
             }
-            apply_limits(&limits)
+            apply_limits(&limits)?;
+            for (target, source) in (3..).zip(&high) {
+                if libc::dup2(source.as_raw_fd(), target) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
         });
     }
-    command
+    Ok(command)
 }
 
 /// Runs `step` to completion or to its deadline.
 pub fn run(step: &Step) -> Result<StepOutput, StepError> {
     let started = Instant::now();
     let cgroup = step.limits.processes.and_then(Cgroup::pids);
-    let mut command = supervised(step, cgroup.iter().map(|group| group.procs().to_owned()).collect());
+    let spawn_error = |source| StepError::Spawn {
+        step: step.name,
+        program: step.program.clone(),
+        source,
+    };
+    let mut command =
+        supervised(step, cgroup.iter().map(|group| group.procs().to_owned()).collect()).map_err(spawn_error)?;
     let mut child = command.spawn().map_err(|source| StepError::Spawn {
         step: step.name,
         program: step.program.clone(),

@@ -2,12 +2,14 @@
 //! use, what `gc` never removes, and what `remove --force` stops.
 //!
 //! The loader that starts an agent writes one record (under a name no other
-//! record has) and holds an exclusive `flock` on it for as long as it
-//! watches the agent. The kernel drops the lock when that loader dies, and
-//! the agent dies with its loader, so a record whose lock can be taken is
-//! stale and is removed by whoever finds it. A record is only trusted while
-//! its lock is held and its pid is alive: a pid reused after the agent ended
-//! can at worst make something look in use, never the other way round.
+//! record has, sealed with the root's key) and holds an exclusive `flock`
+//! on it until the agent is reaped, when it removes it. The kernel drops the
+//! lock when that loader dies, and the agent dies with its loader, so a
+//! record whose lock can be taken is stale and is removed by whoever finds
+//! it. A record names its agent by pid and start time (and its sandbox's
+//! PID namespace), never by pid alone: whoever acts on it checks that
+//! identity first (`crate::exec::identity`), so a pid reused after the
+//! agent ended names nothing.
 
 use std::fs::File;
 use std::io::{self, Read as _, Write as _};
@@ -19,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fs::root::{Area, RootDir, open_file_nofollow};
 use crate::fs::seal::Sealed;
+use crate::types::process::{ProcessId, SandboxId};
 
 /// Largest record read back.
 const MAX_RECORD_BYTES: u64 = 64 * 1024;
@@ -26,8 +29,10 @@ const MAX_RECORD_BYTES: u64 = 64 * 1024;
 /// One running agent, as the loader that started it recorded it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentRecord {
-    /// Its host pid (bubblewrap's, when sandboxed).
-    pub pid: u32,
+    /// The process par started (bubblewrap, when sandboxed): pid and start time.
+    pub process: ProcessId,
+    /// Its sandbox's PID namespace, as bubblewrap reported it.
+    pub sandbox: Option<SandboxId>,
     /// The loader watching it.
     pub owner: u32,
     /// Its app.
@@ -36,8 +41,6 @@ pub struct AgentRecord {
     pub tree: String,
     /// The venv's name under `{root}/venvs/`.
     pub venv: String,
-    /// Whether bubblewrap (with a PID namespace) runs around it.
-    pub sandboxed: bool,
     /// When it started, in seconds since the epoch.
     pub started: u64,
 }
@@ -57,7 +60,7 @@ impl Registration {
     pub fn register(root: &RootDir, record: &AgentRecord) -> io::Result<Self> {
         let agents = root.dir(Area::Agents).try_clone()?;
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let name = format!("{}-{}-{nanos}.json", record.pid, std::process::id());
+        let name = format!("{}-{}-{nanos}.json", record.process.pid, std::process::id());
         let temporary = format!(".{name}.tmp");
         let mut file = agents
             .open_with(&temporary, OpenOptions::new().write(true).create_new(true))?
@@ -87,8 +90,10 @@ impl Drop for Registration {
     }
 }
 
-/// The agents still running, by their records; stale records (and
-/// temporary files of killed loaders) are removed on the way.
+/// The agents whose loaders still watch them, by their sealed records;
+/// stale records (and temporary files of killed loaders) are removed on
+/// the way. Whether each process is still the one recorded is the caller's
+/// to check (by its identity).
 pub fn running(root: &RootDir) -> Vec<AgentRecord> {
     let agents = root.dir(Area::Agents);
     let Ok(entries) = agents.entries() else {
@@ -107,7 +112,7 @@ pub fn running(root: &RootDir) -> Vec<AgentRecord> {
             Held::Unreadable => {}
         }
     }
-    running.sort_by_key(|record| record.pid);
+    running.sort_by_key(|record| record.process.pid);
     running
 }
 
@@ -117,7 +122,7 @@ enum Held {
     Unreadable,
 }
 
-/// The record `name`, if its lock is held, its seal holds and its agent is alive.
+/// The record `name`, if its lock is held and its seal holds.
 fn read_if_held(root: &RootDir, name: &str) -> Held {
     let agents = root.dir(Area::Agents);
     let Ok(mut file) = open_file_nofollow(agents, name) else {
@@ -140,10 +145,5 @@ fn read_if_held(root: &RootDir, name: &str) -> Held {
         // A temporary file being written: its loader holds the lock.
         return Held::Unreadable;
     };
-    let alive = rustix::process::Pid::from_raw(record.pid as i32)
-        .is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok());
-    match alive {
-        true => Held::Live(record),
-        false => Held::Unreadable,
-    }
+    Held::Live(record)
 }

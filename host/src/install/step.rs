@@ -221,6 +221,7 @@ impl StepRunner {
                 readonly: self.readonly.iter().cloned().chain(readonly).collect(),
                 network: kind.uses_index() && install.network == NetworkChoice::Index && wants_network,
                 tmp: Tmp::Scratch,
+                info: None,
             };
             step = bwrap.confine(step, &mounts);
         }

@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitStatus;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use par_rules::env::{MAX_ENV_VARS, MAX_VALUE_BYTES, caller_refusal, package_refusal};
@@ -29,9 +29,9 @@ use crate::types::spawn::{AgentNetwork, BoundSocket, EnvSource, HealthCheck, Spa
 /// Variables of the loader's own environment an agent gets: locale and time zone.
 const PASS_ENV: [&str; 4] = ["LANG", "LC_ALL", "LC_CTYPE", "TZ"];
 
-/// Sets `LISTEN_PID` to the agent's own pid (which only it knows inside
-/// its PID namespace), then becomes the agent.
-const LISTEN_PID_WRAPPER: &str = "LISTEN_PID=$$; export LISTEN_PID; exec \"$@\"";
+/// The agent's pid inside its sandbox: bubblewrap's init is 1, and the
+/// agent the first process it starts.
+const SANDBOXED_AGENT_PID: &str = "2";
 
 /// Longest wait between two readiness probes.
 const MAX_PROBE_INTERVAL: Duration = Duration::from_millis(50);
@@ -40,8 +40,6 @@ const MAX_PROBE_INTERVAL: Duration = Duration::from_millis(50);
 #[derive(Debug)]
 pub(crate) struct Running {
     child: AgentChild,
-    /// Its record under `{root}/agents/`, held while this loader watches it.
-    _registration: Registration,
     /// Par's own copies of the sockets, for the readiness probe; closed once
     /// the agent is ready or stopped, so the sockets end with the agent.
     listeners: Mutex<Vec<TcpListener>>,
@@ -96,28 +94,34 @@ impl Engine {
             });
             listeners.push(listener);
         }
-        let env = environment(package, &spec, &state, &ports, dotenv)?;
+        // Inside the sandbox's PID namespace bubblewrap's init is 1 and the
+        // agent 2; without one, the agent sets its own pid as it starts.
+        let listen_pid = (!ports.is_empty() && bwrap.is_some()).then_some(SANDBOXED_AGENT_PID);
+        let env = environment(package, &spec, &state, &ports, listen_pid, dotenv)?;
         let (program, args) = match spec.argv.split_first() {
             Some((first, rest)) if first == "python" => (package.python_path.clone().into_os_string(), rest.to_vec()),
             Some((first, rest)) => (first.clone(), rest.to_vec()),
             None => return Err(SpawnError::InvalidSpec("no command to run".into())),
         };
-        let mut step = Step::new("agent", "/bin/sh", &package.path, Duration::ZERO);
-        step = match ports.is_empty() {
-            true => Step {
-                program: program.into(),
-                ..step
-            },
-            false => step.args([OsString::from("-c"), LISTEN_PID_WRAPPER.into(), "agent".into(), program]),
-        }
-        .args(args);
+        let mut step = Step::new("agent", program, &package.path, Duration::ZERO).args(args);
         step.env = env;
         step.limits = spec.limits;
+        for listener in &listeners {
+            let fd = listener
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(io("cannot pass a socket to the agent"))?;
+            step.pass_fd(Arc::new(fd));
+        }
+        let mut sandbox_info = None;
         if let Some(bwrap) = &bwrap {
             let python = self
                 .python
                 .resolve()
                 .map_err(|e| SpawnError::SandboxUnavailable(e.to_string()))?;
+            let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+                .map_err(|e| io("cannot make a pipe for the sandbox's report")(e.into()))?;
+            sandbox_info = Some(reader);
             let mounts = Mounts {
                 writable: vec![state.clone()],
                 readonly: [package.path.clone(), package.venv_path.clone()]
@@ -126,39 +130,41 @@ impl Engine {
                     .collect(),
                 network: spec.network == AgentNetwork::Outbound,
                 tmp: Tmp::Writable,
+                info: Some(Arc::new(writer)),
             };
             step = bwrap.confine(step, &mounts);
         }
         let child = AgentChild::start(AgentCommand {
             step,
-            sockets: listeners.iter().map(AsFd::as_fd).collect(),
             memory_bytes: spec.memory_bytes,
-            sandboxed: bwrap.is_some(),
+            sandbox_info,
+            own_listen_pid: !ports.is_empty() && bwrap.is_none(),
             app_id: package.app_id.clone(),
         })
         .map_err(io("cannot start the agent"))?;
         let record = AgentRecord {
-            pid: child.pid(),
+            process: child.id(),
+            sandbox: child.sandbox(),
             owner: std::process::id(),
             app_id: package.app_id.clone(),
             tree: tree_name.to_owned(),
             venv: venv_name.to_owned(),
-            sandboxed: bwrap.is_some(),
             started: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         };
+        // The record goes the moment the agent is reaped, not when this handle does.
         let registration =
             Registration::register(&self.root, &record).map_err(io("cannot record the running agent"))?;
+        child.hold_until_exit(Box::new(registration));
         let sandbox = confine::label(bwrap.as_ref());
         tracing::info!(
             app_id = %package.app_id,
-            pid = child.pid(),
+            pid = child.id().pid,
             sandbox,
             ports = %ports.iter().map(|p| format!("{}={}", p.name, p.addr)).collect::<Vec<_>>().join(","),
             "Agent started"
         );
         Ok(Running {
             child,
-            _registration: registration,
             listeners: Mutex::new(listeners),
             ports,
             health: spec.health,
@@ -247,7 +253,7 @@ impl Running {
                 self.close_listeners();
                 let took = self.started.elapsed();
                 tracing::info!(
-                    pid = self.child.pid(),
+                    pid = self.child.id().pid,
                     ready_ms = took.as_millis() as u64,
                     "Agent ready"
                 );
@@ -286,7 +292,7 @@ impl Running {
 
     /// The process par started.
     pub(crate) fn pid(&self) -> u32 {
-        self.child.pid()
+        self.child.id().pid
     }
 
     /// The sockets, with the ports chosen.
@@ -371,6 +377,7 @@ fn environment(
     spec: &SpawnSpec,
     state: &std::path::Path,
     ports: &[BoundSocket],
+    listen_pid: Option<&str>,
     dotenv: Vec<(String, String)>,
 ) -> Result<Vec<(OsString, OsString)>, SpawnError> {
     let mut env: Vec<(OsString, OsString)> = PASS_ENV
@@ -393,6 +400,9 @@ fn environment(
         let names: Vec<&str> = ports.iter().map(|p| p.name.as_str()).collect();
         env.push(("LISTEN_FDS".into(), ports.len().to_string().into()));
         env.push(("LISTEN_FDNAMES".into(), names.join(":").into()));
+        if let Some(pid) = listen_pid {
+            env.push(("LISTEN_PID".into(), pid.into()));
+        }
         for port in ports {
             env.push((
                 format!("PAR_PORT_{}", port.name.to_ascii_uppercase()).into(),

@@ -6,4 +6,5 @@ pub mod config;
 pub mod error;
 pub mod lifecycle;
 pub mod package;
+pub mod process;
 pub mod spawn;

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rustix::process::{Pid, Signal, kill_process};
+use rustix::process::Signal;
+
+use crate::exec::identity;
 
 /// Distinguishes the cgroups of concurrent steps of one loader.
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -92,11 +94,30 @@ impl Cgroup {
 
     /// Kills every process left in the cgroup.
     pub fn kill_all(&self) {
+        self.signal_all(Signal::KILL);
+    }
+
+    /// Sends `signal` to every process in the cgroup, each through a pidfd
+    /// checked to be in this cgroup once open (a member that ended and whose
+    /// pid was reused elsewhere is not signalled).
+    pub fn signal_all(&self, signal: Signal) {
         for pid in self.members() {
-            if let Some(pid) = Pid::from_raw(pid) {
-                let _ = kill_process(pid, Signal::KILL);
+            if let Ok(pid) = u32::try_from(pid) {
+                identity::signal_if(pid, signal, |pid| self.holds(pid));
             }
         }
+    }
+
+    /// Whether `pid` is in this cgroup (by `/proc/PID/cgroup`).
+    fn holds(&self, pid: u32) -> bool {
+        let Some(name) = self.dir.file_name().and_then(|n| n.to_str()) else {
+            return false;
+        };
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|groups| {
+            groups
+                .lines()
+                .any(|line| line.rsplit_once('/').is_some_and(|(_, last)| last == name))
+        })
     }
 }
 

@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{Engine, check_app_id};
-use crate::exec::agent::stop_elsewhere;
+use crate::exec::identity;
 use crate::fs::cache_dir::CacheDir;
 use crate::fs::lock::AppLock;
 use crate::fs::root::{Area, RootDir};
@@ -75,7 +75,7 @@ impl Engine {
             .agents
             .iter()
             .map(|agent| RunningAgent {
-                pid: agent.pid,
+                pid: agent.process.pid,
                 owner: agent.owner,
                 app_id: agent.app_id.clone(),
                 path: path(Area::Trees, &agent.tree),
@@ -195,22 +195,24 @@ impl Engine {
         if !users.is_empty() && !force {
             return Err(LifecycleError::InUse {
                 app_id: app_id.to_owned(),
-                pids: users.iter().map(|agent| agent.pid).collect(),
+                pids: users.iter().map(|agent| agent.process.pid).collect(),
             });
         }
         for agent in &users {
             tracing::info!(
                 app_id,
-                pid = agent.pid,
+                pid = agent.process.pid,
                 "Stopping an agent before removing what it uses"
             );
-            stop_elsewhere(agent.pid, agent.sandboxed, FORCE_STOP_GRACE).map_err(|e| LifecycleError::Stop {
-                pid: agent.pid,
-                detail: e.to_string(),
-            })?;
+            if !identity::stop(&agent.process, agent.sandbox.as_ref(), FORCE_STOP_GRACE) {
+                return Err(LifecycleError::Stop {
+                    pid: agent.process.pid,
+                    detail: "still running after SIGKILL".into(),
+                });
+            }
         }
         let (mut collection, trash) = self.carry_out(&survey, planned, false)?;
-        collection.stopped_agents = users.iter().map(|agent| agent.pid).collect();
+        collection.stopped_agents = users.iter().map(|agent| agent.process.pid).collect();
         drop(lock);
         drop(trash);
         tracing::info!(

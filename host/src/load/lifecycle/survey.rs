@@ -70,7 +70,11 @@ impl Survey {
     /// (everything is still walked, so the root's total is whole).
     pub fn take(root: &RootDir, only: Option<&str>) -> Self {
         let mut survey = Survey {
-            agents: agents::running(root),
+            // Only agents still the processes recorded: a pid reused since names nothing.
+            agents: agents::running(root)
+                .into_iter()
+                .filter(|agent| agent.process.open().is_some())
+                .collect(),
             ..Survey::default()
         };
         let wanted = |app: &str| only.is_none_or(|only| only == app);
@@ -156,7 +160,7 @@ impl Survey {
                 .agents
                 .iter()
                 .filter(|agent| agent.tree == name)
-                .map(|agent| agent.pid)
+                .map(|agent| agent.process.pid)
                 .collect();
             survey.app(&app).deployments.push(Deployed {
                 tree,
