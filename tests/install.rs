@@ -740,3 +740,69 @@ async fn an_unchanged_redeploy_runs_nothing_and_any_change_runs_everything() {
             .unchanged_redeploy
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_archive_rewritten_after_it_was_hashed_is_refused_and_never_named_by_other_bytes() {
+    let ws = Workspace::new();
+    let genuine = Apkg::valid_agent().file("which.txt", "genuine");
+    let forged = Apkg::valid_agent().file("which.txt", "forged!").to_bytes();
+    let path = ws.apkg("agent", &genuine);
+    // Rewritten in place the moment the load has hashed it: the bytes the
+    // digest names are gone before the guest reads a byte.
+    let rewriting = config(&ws, InstallerChoice::Uv).after_digest(move |archive| {
+        fs::write(archive, &forged).expect("rewrite the archive");
+    });
+    let error = PackageLoader::new(rewriting)
+        .expect("loader")
+        .load_package(&path, None)
+        .await
+        .expect_err("an archive that changed while it was read");
+    assert_eq!(error.kind(), "invalid-input", "{error}");
+    assert!(error.to_string().contains("changed while it was read"), "{error}");
+    assert_eq!(names_in(&ws.root().join("trees")), Vec::<String>::new());
+    assert_eq!(names_in(&ws.root().join("deployments")), Vec::<String>::new());
+
+    // The genuine bytes, loaded again, are loaded in full and are what the tree holds.
+    genuine.write_to(&path);
+    let package = PackageLoader::new(config(&ws, InstallerChoice::Uv))
+        .expect("loader")
+        .load_package(&path, None)
+        .await
+        .expect("the genuine archive");
+    assert!(!package.unchanged_redeploy);
+    assert_eq!(
+        fs::read_to_string(package.path.join("which.txt")).expect("file"),
+        "genuine"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redeploy_never_removes_the_tree_an_agent_runs_in() {
+    use std::os::unix::fs::MetadataExt as _;
+    let ws = Workspace::new();
+    let apkg = Apkg::valid_agent();
+    let first = load(&ws, InstallerChoice::Uv, &apkg).await.expect("first load");
+    let inode = fs::metadata(&first.path).expect("tree").ino();
+    // A process running in the tree, as an agent does.
+    let mut resident = Command::new("sleep")
+        .arg("600")
+        .current_dir(&first.path)
+        .spawn()
+        .expect("a process in the tree");
+    // Another setting: not an unchanged redeploy, so the whole load runs,
+    // and publishes the same archive's tree at the same path.
+    let mut strict = config(&ws, InstallerChoice::Uv);
+    strict.install.strict = true;
+    let second = load_with(strict, &ws, &apkg).await.expect("second load");
+    let cwd = fs::read_link(format!("/proc/{}/cwd", resident.id())).expect("its directory");
+    let _ = resident.kill();
+    let _ = resident.wait();
+    assert!(!second.unchanged_redeploy && second.path == first.path);
+    assert_eq!(cwd, first.path, "the tree a process ran in was removed under it");
+    assert_eq!(
+        fs::metadata(&second.path).expect("tree").ino(),
+        inode,
+        "the same tree, kept"
+    );
+    assert!(second.path.join("agent.yaml").is_file());
+}

@@ -2,6 +2,7 @@
 //! and publishing trees, venvs, deployment records, and par's own cache.
 
 pub mod agents;
+pub mod archive;
 pub mod cache_dir;
 pub mod lock;
 pub mod owner;

@@ -12,9 +12,8 @@
 //! touched or removed, a venv rebuilt) takes the full path, which rewrites
 //! the record.
 
-use std::fs;
 use std::io::Read;
-use std::path::Path;
+
 use std::time::SystemTime;
 
 use cap_std::fs::{Dir, MetadataExt};
@@ -49,21 +48,6 @@ struct TreeEntry {
     size: u64,
     mtime_ns: i128,
     mode: u32,
-}
-
-/// The SHA-256 of the archive, hex: names its record.
-pub fn apkg_digest(apkg: &Path) -> std::io::Result<String> {
-    let mut file = fs::File::open(apkg)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
 }
 
 /// A fingerprint of the settings that shape a load, from their debug form.
@@ -222,6 +206,7 @@ fn list_tree(tree: &Dir) -> std::io::Result<Vec<TreeEntry>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn list(path: &std::path::Path) -> std::io::Result<Vec<TreeEntry>> {
         list_tree(&Dir::open_ambient_dir(path, cap_std::ambient_authority())?)

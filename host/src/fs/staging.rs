@@ -16,9 +16,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cap_std::fs::{Dir, DirBuilder, DirBuilderExt};
-use rustix::fs::{AtFlags, CWD, FlockOperation, Mode};
+use std::io::Write as _;
 
+use cap_std::fs::{Dir, DirBuilder, DirBuilderExt, OpenOptionsExt as _};
+use rustix::fs::{AtFlags, FlockOperation, Mode};
+
+use crate::fs::archive::Archive;
 use crate::fs::lock::lock_in;
 use crate::fs::root::{Area, RootDir, fd_path, open_dir_nofollow};
 use crate::types::error::{LoadError, PackageError};
@@ -145,21 +148,34 @@ pub struct Staging {
 }
 
 impl Staging {
-    /// Creates `{root}/staging/stage-…/` with `archive/package.apkg` (a hard
-    /// link to, or else a copy of, `apkg`) and an empty `tree/`.
-    pub fn create(root: &RootDir, apkg: &Path) -> Result<Self, LoadError> {
+    /// Creates `{root}/staging/stage-…/` with `archive/package.apkg`, a
+    /// private copy of `archive` made through its one descriptor, and an
+    /// empty `tree/`; returns the SHA-256 of exactly the bytes copied,
+    /// which are the bytes the guest reads.
+    pub fn create(root: &RootDir, archive: &Archive) -> Result<(Self, String), LoadError> {
         let scratch = Scratch::create(root, "stage-")?;
-        let (archive, tree) = (sub_dir(&scratch, "archive")?, sub_dir(&scratch, "tree")?);
-        let linked = scratch.path().join("archive").join(ARCHIVE_NAME);
-        if rustix::fs::linkat(CWD, apkg, &archive, ARCHIVE_NAME, AtFlags::empty()).is_err() {
-            let copy = |_| -> io::Result<u64> {
-                let mut source = File::open(apkg)?;
-                let mut target = archive.create(ARCHIVE_NAME)?;
-                io::copy(&mut source, &mut target)
-            };
-            copy(()).map_err(LoadError::io("cannot copy the archive into staging at", &linked))?;
-        }
-        Ok(Self { scratch, archive, tree })
+        let (archive_dir, tree) = (sub_dir(&scratch, "archive")?, sub_dir(&scratch, "tree")?);
+        let copied = scratch.path().join("archive").join(ARCHIVE_NAME);
+        let digest = archive_dir
+            .open_with(
+                ARCHIVE_NAME,
+                cap_std::fs::OpenOptions::new().write(true).create_new(true).mode(0o400),
+            )
+            .and_then(|file| {
+                let mut file = std::io::BufWriter::new(file.into_std());
+                let digest = archive.copy_to(&mut file)?;
+                file.flush()?;
+                Ok(digest)
+            })
+            .map_err(LoadError::io("cannot copy the archive into staging at", &copied))?;
+        Ok((
+            Self {
+                scratch,
+                archive: archive_dir,
+                tree,
+            },
+            digest,
+        ))
     }
 
     /// What to preopen read-only for the guest: the directory holding only the
@@ -184,9 +200,12 @@ impl Staging {
         &self.tree
     }
 
-    /// Moves the finished tree to `{root}/trees/{name}` (a tree of the same
-    /// archive found there is set aside, and put back if this load fails).
-    /// The caller holds the package lock; nothing points at the tree until
+    /// Moves the finished tree to `{root}/trees/{name}`. The name holds the
+    /// archive's digest, so a directory already there holds the same bytes
+    /// (an agent may be running in it): it is kept as it is and this copy
+    /// dropped, never replaced. Anything else there (a symlink, a file) is
+    /// moved aside into this load's scratch, never followed. The caller
+    /// holds the package lock; nothing points at the tree until
     /// [`PublishedTree::commit`].
     pub fn publish(self, root: &RootDir, name: &str) -> Result<PublishedTree, LoadError> {
         let path = root.join(Area::Trees, name);
@@ -195,36 +214,40 @@ impl Staging {
             .try_clone()
             .map_err(LoadError::io("cannot open", &path))?;
         let scratch = self.scratch;
-        let replaced = trees.symlink_metadata(name).is_ok();
-        if replaced {
+        let existing = trees.symlink_metadata(name).ok();
+        let reused = existing.as_ref().is_some_and(|meta| meta.is_dir());
+        if existing.is_some() && !reused {
             trees
                 .rename(name, scratch.dir(), "replaced")
-                .map_err(LoadError::io("cannot move the previous tree out of", &path))?;
+                .map_err(LoadError::io("cannot move what is not a tree out of", &path))?;
         }
-        let published = PublishedTree {
+        if reused {
+            tracing::info!(tree = %path.display(), "Reusing the tree already published from the same archive");
+        } else {
+            scratch
+                .dir()
+                .rename("tree", &trees, name)
+                .map_err(LoadError::io("cannot publish the package to", &path))?;
+        }
+        Ok(PublishedTree {
             trees,
             name: name.to_owned(),
-            replaced,
+            made: !reused,
             committed: false,
             scratch,
-        };
-        published
-            .scratch
-            .dir()
-            .rename("tree", &published.trees, name)
-            .map_err(LoadError::io("cannot publish the package to", &path))?;
-        Ok(published)
+        })
     }
 }
 
-/// A tree published under `{root}/trees/` that no link points at yet. Dropped
-/// without [`PublishedTree::commit`], it is removed and the tree it replaced
-/// (if any) is put back: nothing a failed load made is kept.
+/// A tree under `{root}/trees/` that no link points at yet. Dropped without
+/// [`PublishedTree::commit`], a tree this load made is removed; one it found
+/// there (the same archive's, maybe in use) is left as it was.
 #[derive(Debug)]
 pub struct PublishedTree {
     trees: Dir,
     name: String,
-    replaced: bool,
+    /// This load made it (else it was there, from the same archive).
+    made: bool,
     committed: bool,
     scratch: Scratch,
 }
@@ -247,18 +270,13 @@ impl PublishedTree {
 
 impl Drop for PublishedTree {
     fn drop(&mut self) {
-        if self.committed {
+        if self.committed || !self.made {
             return;
         }
         if let Err(e) = self.trees.remove_dir_all(&self.name)
             && e.kind() != io::ErrorKind::NotFound
         {
             tracing::warn!(tree = %self.name, error = %e, "cannot remove the tree of a failed load");
-        }
-        if self.replaced
-            && let Err(e) = self.scratch.dir().rename("replaced", &self.trees, &self.name)
-        {
-            tracing::warn!(tree = %self.name, error = %e, "cannot put back the tree a failed load replaced");
         }
     }
 }

@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Engine, check_app_id, explain_disk_full, regular_file};
+use super::{Engine, check_app_id, explain_disk_full};
 use crate::exec::confine;
+use crate::fs::archive::Archive;
 use crate::fs::cache_dir::CacheDir;
 use crate::fs::lock::{AppLock, PackageLock};
-use crate::fs::redeploy::{self, Deployment};
+use crate::fs::redeploy::Deployment;
 use crate::fs::root::{Area, RootDir, open_dir_nofollow};
 use crate::fs::staging::{Staging, point_link};
 use crate::fs::venv;
@@ -30,25 +31,30 @@ impl Engine {
         if let Some(app_id) = app_id {
             check_app_id(app_id)?;
         }
-        let apkg = regular_file(apkg)?;
+        let archive = Archive::open(apkg)?;
         self.check_free_space()?;
         let config = &self.config;
         let started = Instant::now();
-        tracing::info!(apkg = %apkg.display(), "Loading agent package");
+        tracing::info!(apkg = %archive.path().display(), "Loading agent package");
         let sandbox = self.installer_sandbox()?;
         let python = self.python.resolve()?;
         let installer = self.installer(&python)?;
         let settings = self.settings_fingerprint(&python, installer.as_ref(), sandbox.is_some());
-        let digest = redeploy::apkg_digest(&apkg).map_err(LoadError::io("cannot read the archive", &apkg))?;
+        let digest = archive.digest()?;
         if let Some(package) = self.unchanged_redeploy(&digest, app_id, &settings, started)? {
             return Ok(package);
+        }
+        #[cfg(feature = "test-hooks")]
+        if let Some(hook) = &config.after_digest {
+            (hook.0)(archive.path());
         }
         let readonly = sandbox
             .as_ref()
             .map(|_| readonly_mounts(&config.install, &python, installer.as_ref()))
             .unwrap_or_default();
         let root = &self.root;
-        let staging = Staging::create(root, &apkg)?;
+        let (staging, copied) = Staging::create(root, &archive)?;
+        archive.check_unchanged(&digest, &copied)?;
         let (archive_dir, tree) = (staging.archive_preopen(), staging.tree_preopen());
         let context = LoadContext {
             root: Arc::clone(root),

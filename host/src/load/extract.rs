@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::time::Instant;
 
-use super::{Engine, check_app_id, explain_disk_full, regular_file};
-use crate::fs::redeploy;
+use super::{Engine, check_app_id, explain_disk_full};
+use crate::fs::archive::Archive;
 use crate::fs::staging::Staging;
 use crate::sandbox::Preopens;
 use crate::sandbox::install_session::{PublishRequest, Published};
@@ -15,9 +15,9 @@ use crate::types::package::{ExtractedPackage, Manifest};
 impl Engine {
     /// Validates the archive in the sandbox and returns its manifest; publishes nothing.
     pub(crate) fn inspect(&self, apkg: &Path) -> Result<Manifest, LoadError> {
-        let apkg = regular_file(apkg)?;
-        tracing::info!(apkg = %apkg.display(), "Inspecting agent package");
-        let staging = Staging::create(&self.root, &apkg)?;
+        let archive = Archive::open(apkg)?;
+        tracing::info!(apkg = %archive.path().display(), "Inspecting agent package");
+        let (staging, _) = Staging::create(&self.root, &archive)?;
         let archive_dir = staging.archive_preopen();
         let preopens = Preopens {
             archive_dir: Some(&archive_dir),
@@ -32,13 +32,12 @@ impl Engine {
         if let Some(app_id) = app_id {
             check_app_id(app_id)?;
         }
-        let apkg = regular_file(apkg)?;
+        let archive = Archive::open(apkg)?;
         self.check_free_space()?;
         let root = &self.root;
-        tracing::info!(apkg = %apkg.display(), "Loading agent package");
+        tracing::info!(apkg = %archive.path().display(), "Loading agent package");
         let started = Instant::now();
-        let digest = redeploy::apkg_digest(&apkg).map_err(LoadError::io("cannot read the archive", &apkg))?;
-        let staging = Staging::create(root, &apkg)?;
+        let (staging, digest) = Staging::create(root, &archive)?;
         let (archive_dir, tree) = (staging.archive_preopen(), staging.tree_preopen());
         tracing::info!(staging = %staging.tree_path().display(), "Extracting package");
         let preopens = Preopens {

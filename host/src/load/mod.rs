@@ -8,7 +8,7 @@ mod extract;
 mod lifecycle;
 pub(crate) mod spawn;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -219,22 +219,6 @@ fn explain_disk_full(error: LoadError, root: &Path, install_saw_full_disk: bool)
         root: root.to_owned(),
         detail,
     }
-}
-
-/// Resolves symlinks and insists on a regular file, so the staging hard link
-/// points at the archive itself and never at a link the guest could not follow.
-fn regular_file(apkg: &Path) -> Result<PathBuf, LoadError> {
-    let resolved = apkg
-        .canonicalize()
-        .map_err(LoadError::io("cannot open the archive", apkg))?;
-    let meta = std::fs::metadata(&resolved).map_err(LoadError::io("cannot open the archive", apkg))?;
-    if !meta.is_file() {
-        return Err(LoadError::InvalidInput {
-            what: "archive",
-            detail: format!("`{}` is not a regular file", apkg.display()),
-        });
-    }
-    Ok(resolved)
 }
 
 fn check_app_id(app_id: &str) -> Result<(), LoadError> {

@@ -89,6 +89,22 @@ pub struct LoaderConfig {
     /// Another component in place of par's own guest (only tests set this,
     /// to show the host's guarantees hold for any guest).
     pub(crate) guest_component: Option<std::sync::Arc<[u8]>>,
+    /// Called with the archive's path once a load has hashed it and before
+    /// it copies it for the guest (only tests set this, to rewrite it there).
+    #[cfg(feature = "test-hooks")]
+    pub(crate) after_digest: Option<Hook>,
+}
+
+/// A function a test runs inside a load.
+#[cfg(feature = "test-hooks")]
+#[derive(Clone)]
+pub(crate) struct Hook(pub(crate) std::sync::Arc<dyn Fn(&std::path::Path) + Send + Sync>);
+
+#[cfg(feature = "test-hooks")]
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
 }
 
 /// Which installer back end to use.
@@ -309,6 +325,8 @@ impl Default for LoaderConfig {
             min_free_bytes: None,
             guest_path_rules: true,
             guest_component: None,
+            #[cfg(feature = "test-hooks")]
+            after_digest: None,
         }
     }
 }
@@ -336,6 +354,15 @@ impl LoaderConfig {
     #[cfg(feature = "test-hooks")]
     pub fn with_guest_component(mut self, wasm: &[u8]) -> Self {
         self.guest_component = Some(wasm.into());
+        self
+    }
+
+    /// Runs `hook` with the archive's path after a load hashed it and
+    /// before it copies it for the guest: for tests that rewrite the file
+    /// there. Never available in production builds.
+    #[cfg(feature = "test-hooks")]
+    pub fn after_digest(mut self, hook: impl Fn(&std::path::Path) + Send + Sync + 'static) -> Self {
+        self.after_digest = Some(Hook(std::sync::Arc::new(hook)));
         self
     }
 
