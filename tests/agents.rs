@@ -147,10 +147,61 @@ fn the_agents_record_goes_the_moment_it_is_reaped_not_when_its_handle_does() {
 }
 
 #[test]
+fn every_variable_the_rules_refuse_is_refused_from_the_manifest_and_none_reaches_the_agent() {
+    use par_rules::env::{Pattern, RULES};
+    let ws = Workspace::new();
+    let loader = loader(&ws);
+    let package = load(&ws, &loader, &agent_apkg("rules-agent", ""), "rules-agent");
+    // The fourteen a review tried, of which eight got through, then one name for every rule.
+    let reviewed = [
+        "SHELLOPTS",
+        "PS4",
+        "BASHOPTS",
+        "OPENSSL_CONF",
+        "OPENSSL_MODULES",
+        "OPENSSL_ENGINES",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "JAVA_TOOL_OPTIONS",
+        "RUBYOPT",
+        "PERLLIB",
+        "HTTP_PROXY",
+        "https_proxy",
+        "NO_PROXY",
+    ];
+    let from_rules = RULES.iter().map(|(pattern, _)| match pattern {
+        Pattern::Name(name) => (*name).to_owned(),
+        Pattern::Prefix(prefix) => format!("{prefix}X"),
+        Pattern::Suffix(suffix) => format!("A{suffix}"),
+    });
+    for key in reviewed.iter().map(|key| (*key).to_owned()).chain(from_rules) {
+        let mut tampered = package.clone();
+        tampered.manifest.document["environment"] = serde_json::json!({ "GREETING": "hi", &key: "$(touch /tmp/x)" });
+        match loader.spawn_blocking(&tampered, serving("par-agent-rules")) {
+            Err(SpawnError::EnvRefused { key: refused, from, .. }) => {
+                assert_eq!((refused.as_str(), from), (key.as_str(), EnvSource::Manifest));
+            }
+            other => panic!("{key}: expected a refusal, got {other:?}"),
+        }
+    }
+    assert!(
+        loader.list_blocking().expect("list").agents.is_empty(),
+        "no agent started"
+    );
+}
+
+#[test]
 fn a_package_may_not_set_variables_that_load_code() {
     let ws = Workspace::new();
     let loader = loader(&ws);
-    for key in ["LD_PRELOAD", "PYTHONPATH", "PATH", "LISTEN_FDS"] {
+    for key in [
+        "LD_PRELOAD",
+        "PYTHONPATH",
+        "SHELLOPTS",
+        "OPENSSL_CONF",
+        "https_proxy",
+        "LISTEN_FDS",
+    ] {
         let name = format!("env-{}", key.to_ascii_lowercase().replace('_', "-"));
         let apkg = agent_apkg(&name, &format!("environment:\n  {key}: /tmp/evil\n"));
         let package = load(&ws, &loader, &apkg, &name);
@@ -188,6 +239,32 @@ fn an_agent_that_never_becomes_ready_gets_the_typed_error_and_leaves_nothing() {
     }
     assert!(agent.status().is_some(), "the agent was stopped");
     assert_eq!(survivors("par-agent-idle"), Vec::<i32>::new());
+}
+
+#[test]
+fn a_health_answer_dripping_in_cannot_outlast_the_ready_timeout() {
+    let ws = Workspace::new();
+    let loader = loader(&ws);
+    let package = load(&ws, &loader, &agent_apkg("drip-agent", ""), "drip-agent");
+    let mut spec = serving("par-agent-drip");
+    spec.health = Some(HealthCheck {
+        socket: "http".into(),
+        path: "/drip".into(),
+    });
+    spec.ready_timeout = Duration::from_secs(3);
+    let agent = std::sync::Arc::new(loader.spawn_blocking(&package, spec).expect("spawn"));
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let waiting = std::sync::Arc::clone(&agent);
+    std::thread::spawn(move || {
+        let _ = sender.send(waiting.wait_ready_blocking());
+    });
+    // A byte every half second keeps each read alive: only one deadline over
+    // the whole wait ends it. Far more than the timeout is allowed, no more.
+    let outcome = receiver
+        .recv_timeout(Duration::from_secs(60))
+        .expect("wait_ready outlasted its timeout by a minute");
+    assert!(matches!(outcome, Err(SpawnError::NotReady { .. })), "{outcome:?}");
+    assert!(agent.status().is_some(), "an agent that never got ready is stopped");
 }
 
 #[test]

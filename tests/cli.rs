@@ -247,6 +247,35 @@ fn load_with_uv_from_a_relative_root() {
 }
 
 #[test]
+fn a_failing_setup_py_cannot_reach_the_terminal_with_control_characters() {
+    let ws = Workspace::new();
+    // Erase the line, return, print par's own success line, set the
+    // terminal's title: what a forged report looks like.
+    let forger = "import sys\nsys.stderr.write('\\x1b[2K\\rLoaded test-agent@1.0.0 ok\\x1b]0;pwned\\x07\\x9b2J\\n')\nsys.stdout.write('\\x1b[31mred\\n')\nsys.exit(1)\n";
+    let apkg = ws.apkg("agent", &Apkg::valid_agent().replace("setup.py", forger));
+    for json_output in [true, false] {
+        let mut args = binary().load_args(&apkg, "uv");
+        if !json_output {
+            args.retain(|arg| arg != "--json");
+        }
+        let output = binary().command(&ws, &args).output().expect("run par");
+        assert_eq!(output.status.code(), Some(EXIT_PACKAGE_REFUSED));
+        let printed = [output.stdout.as_slice(), output.stderr.as_slice()].concat();
+        let text = String::from_utf8_lossy(&printed);
+        assert!(
+            text.contains("Loaded test-agent@1.0.0 ok"),
+            "the output is reported: {text}"
+        );
+        for forbidden in ['\x1b', '\r', '\x07', '\u{9b}'] {
+            assert!(
+                !text.contains(forbidden),
+                "{forbidden:?} reached the terminal: {text:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn a_refused_requirement_exits_3_naming_its_file() {
     let ws = Workspace::new();
     let apkg = Apkg::valid_agent().replace("requirements.txt", "requests\nrequests -f ./wheels\n");

@@ -806,3 +806,22 @@ async fn a_redeploy_never_removes_the_tree_an_agent_runs_in() {
     );
     assert!(second.path.join("agent.yaml").is_file());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_import_check_reads_the_venv_and_the_package_and_writes_neither() {
+    let ws = Workspace::new();
+    // The entrypoint's module runs at the import check: it tries to write
+    // into the venv and into its own tree.
+    let writer = "import os, sys\nfor where in (sys.prefix, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))):\n    try:\n        open(os.path.join(where, 'written-by-import'), 'w').close()\n    except OSError:\n        pass\nagent = 1\n";
+    let apkg = Apkg::valid_agent().replace("app/main.py", writer);
+    let package = load(&ws, InstallerChoice::Uv, &apkg).await.expect("load");
+    assert_eq!(package.verified, Some(true));
+    assert!(
+        !package.venv_path.join("written-by-import").exists(),
+        "the venv was writable"
+    );
+    assert!(
+        !package.path.join("written-by-import").exists(),
+        "the tree was writable"
+    );
+}

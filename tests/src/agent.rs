@@ -14,7 +14,7 @@ use crate::Apkg;
 /// `/write?PATH` writes there, `/connect?HOST:PORT` opens a connection,
 /// `/fork?N` starts up to N processes and says how many it could,
 /// `/alloc?MIB` allocates; each answers `ok …` or `refused` and the
-/// exception's name.
+/// exception's name. `/drip` never finishes answering: a byte every half second.
 pub const SERVER: &str = include_str!("agent_server.py");
 
 /// An agent package named `name`, serving with [`SERVER`], with `environment` lines in its manifest.

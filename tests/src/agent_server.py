@@ -1,9 +1,15 @@
-import http.server, json, os, socket, subprocess, sys, urllib.parse
+import http.server, json, os, socket, subprocess, sys, time, urllib.parse
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         path, _, arg = self.path.partition("?")
         arg = urllib.parse.unquote(arg)
+        if path == "/drip":
+            # An answer that never ends: a byte every half second.
+            while True:
+                self.wfile.write(b"H")
+                self.wfile.flush()
+                time.sleep(0.5)
         try:
             if path == "/env":
                 body = json.dumps(dict(os.environ))

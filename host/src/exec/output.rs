@@ -13,8 +13,9 @@ const MAX_LINES_PER_WINDOW: u32 = 200;
 const WINDOW: Duration = Duration::from_secs(1);
 
 /// Cuts to `max` bytes on a char boundary and escapes control characters
-/// (newlines included), so untrusted text can neither forge a line nor
-/// drive a terminal wherever it is shown.
+/// (newlines included, C1 controls such as the 8-bit CSI too) and the
+/// bidirectional overrides that reorder what a reader sees, so untrusted
+/// text can neither forge a line nor drive a terminal wherever it is shown.
 pub fn escape_controls(text: &str, max: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max));
     for c in text.chars() {
@@ -22,7 +23,8 @@ pub fn escape_controls(text: &str, max: usize) -> String {
             out.push('…');
             break;
         }
-        if c.is_control() {
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -150,6 +152,7 @@ mod tests {
     #[test]
     fn control_characters_are_escaped_and_long_text_cut() {
         assert_eq!(escape_controls("a\nb\x1b[2J", 100), "a\\nb\\u{1b}[2J");
+        assert_eq!(escape_controls("\u{9b}2J\u{202e}txt", 100), "\\u{9b}2J\\u{202e}txt");
         let long = "x".repeat(5000);
         assert!(escape_controls(&long, 1024).len() <= 1024 + '…'.len_utf8());
     }

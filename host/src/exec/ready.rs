@@ -7,12 +7,20 @@
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Most bytes of a health answer read.
 const MAX_ANSWER: u64 = 64 * 1024;
-/// How long one probe may take.
+/// How long one probe may take (and never past the caller's deadline).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What is left of one probe's time: [`PROBE_TIMEOUT`] from `started`, cut
+/// at `deadline`; `None` once either has passed.
+fn left(started: Instant, deadline: Instant) -> Option<Duration> {
+    let end = (started + PROBE_TIMEOUT).min(deadline);
+    end.checked_duration_since(Instant::now())
+        .filter(|left| !left.is_zero())
+}
 
 /// Where to connect to reach a socket bound to `bound`: loopback for a wildcard address.
 pub fn reachable(bound: SocketAddr) -> SocketAddr {
@@ -31,11 +39,13 @@ pub struct AcceptProbe {
 }
 
 impl AcceptProbe {
-    /// Whether the agent has accepted the probe's connection (made on the first call).
-    pub fn accepted(&mut self, listener: &TcpListener) -> std::io::Result<bool> {
+    /// Whether the agent has accepted the probe's connection (made on the
+    /// first call, waiting no later than `deadline`).
+    pub fn accepted(&mut self, listener: &TcpListener, deadline: Instant) -> std::io::Result<bool> {
         if self.queued.is_none() {
             let addr = reachable(listener.local_addr()?);
-            self.queued = Some(TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)?);
+            let timeout = left(Instant::now(), deadline).ok_or(std::io::ErrorKind::TimedOut)?;
+            self.queued = Some(TcpStream::connect_timeout(&addr, timeout)?);
         }
         let taken = accept_queue(listener)? == 0;
         if taken {
@@ -69,20 +79,40 @@ fn accept_queue(listener: &TcpListener) -> std::io::Result<u32> {
     }
 }
 
-/// Whether `GET path` on `addr` answers with a 2xx status.
-pub fn http_ok(addr: SocketAddr, path: &str) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&reachable(addr), PROBE_TIMEOUT) else {
+/// Whether `GET path` on `addr` answers with a 2xx status, within
+/// [`PROBE_TIMEOUT`] and never past `deadline`, however slowly the answer
+/// drips in.
+pub fn http_ok(addr: SocketAddr, path: &str, deadline: Instant) -> bool {
+    let started = Instant::now();
+    let Some(timeout) = left(started, deadline) else {
         return false;
     };
-    let _ = stream.set_read_timeout(Some(PROBE_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(PROBE_TIMEOUT));
+    let Ok(mut stream) = TcpStream::connect_timeout(&reachable(addr), timeout) else {
+        return false;
+    };
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
+    let sent = left(started, deadline).is_some_and(|timeout| {
+        stream.set_write_timeout(Some(timeout)).is_ok() && stream.write_all(request.as_bytes()).is_ok()
+    });
+    if !sent {
         return false;
     }
-    // The whole answer (up to a cap), so the agent is not cut off mid-write.
+    // The whole answer (up to a cap), so the agent is not cut off mid-write;
+    // each read waits only for what is left of the probe's time.
     let mut answer = Vec::new();
-    let _ = stream.take(MAX_ANSWER).read_to_end(&mut answer);
+    let mut buffer = [0u8; 4096];
+    while (answer.len() as u64) < MAX_ANSWER {
+        let Some(timeout) = left(started, deadline) else {
+            break;
+        };
+        if stream.set_read_timeout(Some(timeout)).is_err() {
+            break;
+        }
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buffer[..n]),
+        }
+    }
     let end = answer.iter().position(|&b| b == b'\n').unwrap_or(answer.len());
     let line = String::from_utf8_lossy(&answer[..end]);
     let mut words = line.split_whitespace();
@@ -100,9 +130,16 @@ mod tests {
     fn a_queued_connection_counts_until_it_is_accepted() {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let mut probe = AcceptProbe::default();
-        assert!(!probe.accepted(&listener).expect("probe"), "nothing accepted yet");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        assert!(
+            !probe.accepted(&listener, deadline).expect("probe"),
+            "nothing accepted yet"
+        );
         let (_taken, _) = listener.accept().expect("accept");
-        assert!(probe.accepted(&listener).expect("probe"), "the connection was taken");
+        assert!(
+            probe.accepted(&listener, deadline).expect("probe"),
+            "the connection was taken"
+        );
     }
 
     #[test]
@@ -122,13 +159,20 @@ mod tests {
                 conn.write_all(answer.as_bytes()).expect("answer");
                 String::from_utf8_lossy(&request).into_owned()
             });
-            assert_eq!(http_ok(addr, "/health"), healthy, "{answer:?}");
+            assert_eq!(
+                http_ok(addr, "/health", Instant::now() + Duration::from_secs(60)),
+                healthy,
+                "{answer:?}"
+            );
             assert!(server.join().expect("server").starts_with("GET /health HTTP/1.1\r\n"));
         }
         let closed = TcpListener::bind("127.0.0.1:0")
             .expect("bind")
             .local_addr()
             .expect("addr");
-        assert!(!http_ok(closed, "/"), "nothing listens there");
+        assert!(
+            !http_ok(closed, "/", Instant::now() + Duration::from_secs(60)),
+            "nothing listens there"
+        );
     }
 }

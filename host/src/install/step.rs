@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::exec::confine::{Bubblewrap, Mounts, Tmp};
+use crate::exec::output::escape_controls;
 use crate::exec::process::{self, Step, StepError, StepOutput};
 use crate::fs::staging::disk_nearly_full;
 use crate::install::installer::{Installer, Invocation, cache_dir};
@@ -268,12 +269,16 @@ fn says_disk_full(text: &str) -> bool {
     text.contains("No space left on device") || text.contains("os error 28")
 }
 
+/// The end of a step's output, where errors are, with every control
+/// character escaped (newlines too): the package wrote it, and it reaches
+/// errors, logs and terminals, where it must not forge a line or drive the
+/// terminal.
 fn tail(text: &str) -> String {
     let start = text.len().saturating_sub(ERROR_TAIL);
     let start = (start..=text.len())
         .find(|&i| text.is_char_boundary(i))
         .unwrap_or(text.len());
-    text[start..].to_owned()
+    escape_controls(&text[start..], usize::MAX)
 }
 
 #[cfg(test)]

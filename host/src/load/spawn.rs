@@ -249,7 +249,7 @@ impl Running {
                     status: status.to_string(),
                 });
             }
-            if self.ready() {
+            if self.ready(deadline) {
                 self.close_listeners();
                 let took = self.started.elapsed();
                 tracing::info!(
@@ -271,21 +271,21 @@ impl Running {
         }
     }
 
-    /// One readiness probe.
-    fn ready(&self) -> bool {
+    /// One readiness probe, which ends by `deadline` whatever the agent does.
+    fn ready(&self, deadline: Instant) -> bool {
         match &self.health {
             Some(health) => self
                 .ports
                 .iter()
                 .find(|port| port.name == health.socket)
-                .is_some_and(|port| http_ok(port.addr, &health.path)),
+                .is_some_and(|port| http_ok(port.addr, &health.path, deadline)),
             None => {
                 let (Ok(listeners), Ok(mut probe)) = (self.listeners.lock(), self.probe.lock()) else {
                     return false;
                 };
                 listeners
                     .first()
-                    .is_none_or(|listener| probe.accepted(listener).unwrap_or(false))
+                    .is_none_or(|listener| probe.accepted(listener, deadline).unwrap_or(false))
             }
         }
     }

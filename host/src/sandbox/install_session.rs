@@ -751,9 +751,11 @@ impl InstallSession {
         let (venv_path, package) = (venv.path.clone(), published.path.clone());
         let invocation = Invocation { program: python, args };
         let result = self.runner()?.run(
+            // The package's code runs here (its import): it reads the venv and
+            // the tree, as its agent will, and writes only the scratch directory.
             StepSpec::new(StepKind::VerifyImport, invocation, scratch.path())
-                .writable(&venv_path)
-                .writable(&package),
+                .readonly(&venv_path)
+                .readonly(&package),
         );
         self.outcome.timings.verify_ms = started.elapsed().as_millis() as u64;
         match &result {

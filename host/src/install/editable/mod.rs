@@ -17,6 +17,7 @@ mod job;
 
 use std::ffi::OsString;
 use std::fs;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +28,7 @@ pub use build_env::{Generation, add_user, discard_generations, generations, user
 pub use direct_url::record_editable;
 pub use job::{BuildJob, BuildSystem};
 
+use crate::exec::output::escape_controls;
 use crate::fs::staging::Scratch;
 use crate::install::installer::Invocation;
 use crate::install::requirements::check_build_requirement;
@@ -35,6 +37,8 @@ use crate::types::error::InstallError;
 
 /// The frontend the build environment's Python runs (see the file's docstring).
 const FRONTEND: &str = include_str!("frontend.py");
+/// Most of a build's `fallback.txt` read: a reason, not a file to load whole.
+const MAX_FALLBACK_BYTES: u64 = 4096;
 
 /// What a finished build leaves for the self-install.
 #[derive(Debug)]
@@ -156,8 +160,13 @@ fn build(job: &BuildJob, wheel_dir: &Path, cancel: &Arc<AtomicBool>) -> Result<P
     let busy = started.elapsed();
     let fallback = wheel_dir.join("fallback.txt");
     if fs::symlink_metadata(&fallback).is_ok_and(|m| m.is_file()) {
-        let reason = fs::read_to_string(&fallback).unwrap_or_default();
-        return Ok(Prepared::Installer(reason.chars().take(500).collect()));
+        // The build wrote it: as much as a reason needs, escaped.
+        let mut reason = Vec::new();
+        let _ = fs::File::open(&fallback).and_then(|file| file.take(MAX_FALLBACK_BYTES).read_to_end(&mut reason));
+        return Ok(Prepared::Installer(escape_controls(
+            &String::from_utf8_lossy(&reason),
+            500,
+        )));
     }
     Ok(Prepared::Wheel {
         path: the_wheel(wheel_dir)?,
