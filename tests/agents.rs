@@ -532,7 +532,7 @@ fn an_agent_allocating_past_its_memory_cap_is_killed() {
     let loader = loader(&ws);
     let package = load(&ws, &loader, &agent_apkg("greedy-agent", ""), "greedy-agent");
     let mut spec = serving("par-agent-greedy");
-    spec.memory_bytes = Some(128 * 1024 * 1024);
+    spec.limits.memory_bytes = Some(128 * 1024 * 1024);
     spec.limits.address_space_bytes = None;
     let agent = loader.spawn_blocking(&package, spec).expect("spawn");
     agent.wait_ready_blocking().expect("ready");
@@ -544,4 +544,103 @@ fn an_agent_allocating_past_its_memory_cap_is_killed() {
     let status = agent.wait_blocking().expect("the agent ended");
     assert!(!status.success(), "{status}");
     assert_eq!(survivors("par-agent-greedy"), Vec::<i32>::new());
+}
+
+#[test]
+fn every_call_the_seccomp_filter_refuses_is_refused_inside_an_agent() {
+    let ws = Workspace::new();
+    let loader = loader(&ws);
+    let probe = par_tests::agent::seccomp_probe("os.path.join(os.environ['HOME'], 'seccomp.json')");
+    let package = load(
+        &ws,
+        &loader,
+        &agent_apkg("seccomp-agent", "").file("probe.py", probe),
+        "seccomp-agent",
+    );
+    let mut spec = SpawnSpec::new(["python", "probe.py"]);
+    spec.sandbox = SandboxChoice::Bwrap;
+    let agent = loader.spawn_blocking(&package, spec).expect("spawn");
+    assert!(agent.wait_blocking().is_some_and(|status| status.success()));
+    let report: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(ws.root().join("state/seccomp-agent/seccomp.json")).expect("the probe's report"),
+    )
+    .expect("JSON");
+    for refusal in par::seccomp::REFUSED {
+        assert_eq!(
+            report[refusal.name],
+            refusal.answer.errno(),
+            "{}: {report}",
+            refusal.name
+        );
+    }
+    assert_eq!(report["seccomp_mode"], "2", "a filter is loaded");
+    assert_eq!(
+        (&report["threads"], &report["fork"]),
+        (&serde_json::json!(true), &serde_json::json!(true))
+    );
+}
+
+#[test]
+fn an_agent_gets_its_sockets_and_nothing_else_of_the_loader() {
+    let ws = Workspace::new();
+    let loader = loader(&ws);
+    let lister = "import json, os\nfds = sorted(int(fd) for fd in os.listdir('/proc/self/fd'))\nopen(os.path.join(os.environ['HOME'], 'fds.json'), 'w').write(json.dumps(fds))\n";
+    let package = load(
+        &ws,
+        &loader,
+        &agent_apkg("fd-agent", "").file("fds.py", lister),
+        "fd-agent",
+    );
+    for sandbox in [SandboxChoice::Bwrap, SandboxChoice::None] {
+        let mut spec = serving("par-agent-fds");
+        spec.argv = vec!["python".into(), "fds.py".into()];
+        spec.sandbox = sandbox;
+        let agent = loader.spawn_blocking(&package, spec).expect("spawn");
+        assert!(agent.wait_blocking().is_some_and(|status| status.success()));
+        let fds: Vec<i32> =
+            serde_json::from_slice(&std::fs::read(ws.root().join("state/fd-agent/fds.json")).expect("fds"))
+                .expect("JSON");
+        // stdin, stdout, stderr, the one socket, and the descriptor listing /proc/self/fd.
+        assert_eq!(
+            fds,
+            [0, 1, 2, 3, 4],
+            "{sandbox:?}: bubblewrap's seccomp or info descriptor, or another, leaked"
+        );
+    }
+}
+
+#[test]
+fn an_agent_is_capped_in_temporary_space_and_without_a_cgroup_in_memory_per_process() {
+    let ws = Workspace::new();
+    let loader = loader(&ws);
+    let probe = par_tests::agent::limits_probe("os.path.join(os.environ['HOME'], 'limits.json')", 1, 512);
+    let package = load(
+        &ws,
+        &loader,
+        &agent_apkg("limits-agent", "").file("probe.py", probe),
+        "limits-agent",
+    );
+    let report = |spec: SpawnSpec| -> serde_json::Value {
+        let agent = loader.spawn_blocking(&package, spec).expect("spawn");
+        assert!(agent.wait_blocking().is_some_and(|status| status.success()));
+        let path = ws.root().join("state/limits-agent/limits.json");
+        let report = serde_json::from_slice(&std::fs::read(&path).expect("the probe's report")).expect("JSON");
+        std::fs::remove_file(path).expect("remove the report");
+        report
+    };
+    let mut spec = SpawnSpec::new(["python", "probe.py"]);
+    spec.sandbox = SandboxChoice::Bwrap;
+    spec.limits.tmp_bytes = Some(32 * 1024 * 1024);
+    spec.limits.memory_bytes = Some(256 * 1024 * 1024);
+    let capped = report(spec.clone());
+    assert!(capped["tmp_mib"].as_u64().is_some_and(|mib| mib <= 32), "{capped}");
+    assert!(capped["shm_mib"].as_u64().is_some_and(|mib| mib <= 32), "{capped}");
+    assert_eq!(capped["dev"], 30, "/dev is read-only (EROFS): {capped}");
+    // No cgroup at all, as where the loader may make none: the cap holds
+    // for each process (RLIMIT_AS), so 512 MiB under 256 MiB cannot be had.
+    let without_cgroups = report(spec.without_cgroups());
+    assert_eq!(without_cgroups["hogs"], serde_json::json!([1]), "{without_cgroups}");
+    if par_tests::machine::memory_cgroups() {
+        assert!(capped["hogs"][0].as_i64().is_some_and(|code| code != 0), "{capped}");
+    }
 }

@@ -789,8 +789,11 @@ async fn a_redeploy_never_removes_the_tree_an_agent_runs_in() {
         .current_dir(&first.path)
         .spawn()
         .expect("a process in the tree");
-    // Another setting: not an unchanged redeploy, so the whole load runs,
-    // and publishes the same archive's tree at the same path.
+    // A file of it changed, and another setting: not an unchanged
+    // redeploy, so the whole load runs, and publishes the same archive's
+    // tree at the same path.
+    let module = first.path.join("core/langchain_util.py");
+    fs::write(&module, "raise SystemExit('tampered')\n").expect("tamper");
     let mut strict = config(&ws, InstallerChoice::Uv);
     strict.install.strict = true;
     let second = load_with(strict, &ws, &apkg).await.expect("second load");
@@ -824,4 +827,67 @@ async fn the_import_check_reads_the_venv_and_the_package_and_writes_neither() {
         !package.path.join("written-by-import").exists(),
         "the tree was writable"
     );
+}
+
+/// The errno each call the filter refuses must get.
+fn expected_refusals() -> serde_json::Value {
+    par::seccomp::REFUSED
+        .iter()
+        .map(|refusal| (refusal.name.to_owned(), serde_json::json!(refusal.answer.errno())))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_call_the_seccomp_filter_refuses_is_refused_inside_an_install_step() {
+    let ws = Workspace::new();
+    let probe = par_tests::agent::seccomp_probe("'seccomp-report.json'");
+    let setup = format!(
+        "{probe}\nfrom setuptools import setup\nsetup(name='test-agent', version='1.0.0', packages=['core', 'app'])\n"
+    );
+    let mut config = config(&ws, InstallerChoice::Uv);
+    config.install.sandbox = par::SandboxChoice::Bwrap;
+    let package = load_with(config, &ws, &Apkg::valid_agent().replace("setup.py", setup))
+        .await
+        .expect("load");
+    let report: serde_json::Value =
+        serde_json::from_slice(&fs::read(package.path.join("seccomp-report.json")).expect("the probe's report"))
+            .expect("JSON");
+    for (name, errno) in expected_refusals().as_object().expect("map") {
+        assert_eq!(&report[name], errno, "{name}: {report}");
+    }
+    assert_eq!(report["seccomp_mode"], "2", "a filter is loaded");
+    assert_eq!(
+        (&report["threads"], &report["fork"]),
+        (&serde_json::json!(true), &serde_json::json!(true))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_install_step_is_capped_in_memory_and_temporary_space_as_a_whole() {
+    let ws = Workspace::new();
+    let probe = par_tests::agent::limits_probe("'limits-report.json'", 4, 100);
+    let setup = format!(
+        "{probe}\nfrom setuptools import setup\nsetup(name='test-agent', version='1.0.0', packages=['core', 'app'])\n"
+    );
+    let mut config = config(&ws, InstallerChoice::Uv);
+    config.install.sandbox = par::SandboxChoice::Bwrap;
+    config.install.limits.tmp_bytes = Some(32 * 1024 * 1024);
+    config.install.limits.memory_bytes = Some(256 * 1024 * 1024);
+    let package = load_with(config, &ws, &Apkg::valid_agent().replace("setup.py", setup))
+        .await
+        .expect("load");
+    let report: serde_json::Value =
+        serde_json::from_slice(&fs::read(package.path.join("limits-report.json")).expect("the probe's report"))
+            .expect("JSON");
+    assert!(report["tmp_mib"].as_u64().is_some_and(|mib| mib <= 32), "{report}");
+    assert!(report["shm_mib"].as_u64().is_some_and(|mib| mib <= 32), "{report}");
+    assert_eq!(report["dev"], 30, "/dev is read-only (EROFS): {report}");
+    if par_tests::machine::memory_cgroups() {
+        // Four processes of 100 MiB under one 256 MiB cap: not all of them live.
+        let killed = report["hogs"]
+            .as_array()
+            .map_or(0, |codes| codes.iter().filter(|c| c.as_i64() < Some(0)).count());
+        assert!(killed >= 1, "{report}");
+    }
 }

@@ -44,6 +44,12 @@ mod sandbox;
 mod types;
 
 pub use agent::AgentProcess;
+
+/// What the seccomp filter of every confined step and agent refuses, and
+/// why ([`seccomp::REFUSED`]): for auditors, and for tests that try each.
+pub mod seccomp {
+    pub use crate::exec::seccomp::{Answer, REFUSED, Refusal, When};
+}
 pub use install::requirements;
 pub use loader::PackageLoader;
 pub use types::config::{

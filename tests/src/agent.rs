@@ -104,3 +104,100 @@ pub fn listening_socket_holders(port: u16) -> Vec<(i32, bool)> {
     }
     holders
 }
+
+/// A Python program that makes every call the seccomp filter refuses (from
+/// `par::seccomp::REFUSED`, with arguments that do nothing if a call were
+/// let through) and writes what each returned to `report` as JSON: the
+/// errno per call, the process's `Seccomp:` mode, and whether threads and
+/// `fork` still work. Run as `setup.py` (its report in the package) and as
+/// an agent (in its state directory); `report` is a Python expression.
+pub fn seccomp_probe(report: &str) -> String {
+    use par::seccomp::{REFUSED, When};
+    let calls: Vec<String> = REFUSED
+        .iter()
+        .map(|refusal| {
+            let args = match (refusal.name, refusal.when) {
+                // CLONE_NEWUSER | SIGCHLD: a child, were it let through, exits at once.
+                ("clone", _) => "0x10000000 | 17, 0, 0, 0, 0".to_owned(),
+                (_, When::AnyBit { mask, .. }) => format!("{mask}"),
+                (_, When::OneOf { values, .. }) => format!("0, {}, ctypes.byref(ctypes.c_char(b'x'))", values[0]),
+                (_, When::Always) => "-1, 0, 0, 0, 0".to_owned(),
+            };
+            format!("    ({:?}, {}, ({args},)),", refusal.name, refusal.number)
+        })
+        .collect();
+    format!(
+        r#"
+import ctypes, json, os, subprocess, threading
+REPORT = {report}
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+CALLS = [
+{calls}
+]
+results = {{}}
+for name, number, args in CALLS:
+    ctypes.set_errno(0)
+    returned = libc.syscall(ctypes.c_long(number), *[a if not isinstance(a, int) else ctypes.c_long(a) for a in args])
+    if returned == 0 and name == "clone":
+        os._exit(0)
+    results[name] = ctypes.get_errno() if returned == -1 else "returned %d" % returned
+status = open("/proc/self/status").read()
+results["seccomp_mode"] = [l.split()[1] for l in status.splitlines() if l.startswith("Seccomp:")][0]
+box = []
+thread = threading.Thread(target=lambda: box.append(1)); thread.start(); thread.join()
+results["threads"] = box == [1]
+results["fork"] = subprocess.run(["true"]).returncode == 0
+with open(REPORT, "w") as f:
+    json.dump(results, f)
+"#,
+        calls = calls.join("\n")
+    )
+}
+
+/// A Python program that tries to outgrow its caps and writes what it got
+/// to `report` (a Python expression) as JSON: how many MiB it could write
+/// into `$TMPDIR` (or `/tmp`) and `/dev/shm` (8 MiB at a time, up to 96),
+/// whether it could make a file in `/dev`, and how `hogs` processes that
+/// each try to hold `hog_mib` MiB at once ended (`hogs`, exit codes: 0 held
+/// it, 1 could not allocate it, below 0 killed by that signal).
+pub fn limits_probe(report: &str, hogs: u32, hog_mib: u32) -> String {
+    format!(
+        r#"
+import json, os, subprocess, sys
+REPORT = {report}
+results = {{}}
+def fill(directory):
+    written = 0
+    try:
+        for i in range(12):
+            with open(os.path.join(directory, "fill-%d" % i), "wb") as f:
+                f.write(b"x" * (8 << 20))
+            written += 8
+    except OSError:
+        pass
+    for i in range(12):
+        try:
+            os.remove(os.path.join(directory, "fill-%d" % i))
+        except OSError:
+            pass
+    return written
+results["tmp_mib"] = fill(os.environ.get("TMPDIR", "/tmp"))
+results["shm_mib"] = fill("/dev/shm")
+try:
+    open("/dev/planted", "w").close()
+    results["dev"] = "written"
+except OSError as error:
+    results["dev"] = error.errno
+HOG = "import sys\nb = bytearray({hog_mib} << 20)\nfor i in range(0, len(b), 4096):\n    b[i] = 1\nprint('held', flush=True)\nsys.stdin.read()\n"
+hogs = [subprocess.Popen([sys.executable, "-c", HOG], stdin=subprocess.PIPE, stdout=subprocess.PIPE) for _ in range({hogs})]
+for hog in hogs:
+    hog.stdout.readline()
+for hog in hogs:
+    hog.stdin.close()
+results["hogs"] = [hog.wait() for hog in hogs]
+with open(REPORT, "w") as f:
+    json.dump(results, f)
+"#
+    )
+}

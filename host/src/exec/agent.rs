@@ -22,7 +22,7 @@ use rustix::process::{Pid, Signal, kill_process_group, pidfd_send_signal};
 
 use super::identity::{ProcessId, SandboxId};
 use super::output::{Stream, log_lines};
-use super::process::cgroup::Cgroup;
+use super::process::cgroup::Groups;
 use super::process::{Step, supervised};
 
 /// How long bubblewrap may take to report its sandbox before par gives up
@@ -32,11 +32,11 @@ const INFO_TIMEOUT: Duration = Duration::from_secs(10);
 /// What to start.
 #[derive(Debug)]
 pub struct AgentCommand {
-    /// Program, arguments, directory, environment, rlimits and descriptors
+    /// Program, arguments, directory, environment, limits and descriptors
     /// (the sockets first, from 3 on); its timeout is not used.
     pub step: Step,
-    /// The memory cap of its cgroup, where the memory controller allows one.
-    pub memory_bytes: Option<u64>,
+    /// Whether it may get cgroups (tests turn this off).
+    pub cgroups: bool,
     /// The read end of bubblewrap's `--info-fd` when the step is
     /// bubblewrap with a PID namespace of its own around the agent.
     pub sandbox_info: Option<OwnedFd>,
@@ -61,10 +61,8 @@ pub struct AgentChild {
     pidfd: Option<OwnedFd>,
     sandbox: Option<SandboxId>,
     sandboxed: bool,
-    /// Its pids cgroup, which names every process it started.
-    cgroup: Option<Cgroup>,
-    /// Its memory cgroup, where that is one of its own.
-    memory: Option<Cgroup>,
+    /// Its cgroups, which name every process it started.
+    groups: Groups,
     exit: Arc<(Mutex<State>, Condvar)>,
 }
 
@@ -81,24 +79,26 @@ impl AgentChild {
     /// Starts `command`.
     pub fn start(command: AgentCommand) -> std::io::Result<Self> {
         let AgentCommand {
-            step,
-            memory_bytes,
+            mut step,
+            cgroups,
             sandbox_info,
             own_listen_pid,
             app_id,
         } = command;
-        let cgroup = step.limits.processes.and_then(Cgroup::pids);
-        let memory = match (memory_bytes, &cgroup) {
-            (Some(bytes), Some(pids)) if pids.also_limit_memory(bytes) => None,
-            (Some(bytes), _) => Cgroup::memory(bytes),
-            (None, _) => None,
+        let limits = step.limits;
+        let groups = match cgroups {
+            true => Groups::new(limits.processes, limits.memory_bytes),
+            false => Groups::default(),
         };
-        let procs = cgroup
-            .iter()
-            .chain(&memory)
-            .map(|group| group.procs().to_owned())
-            .collect();
-        let mut process = supervised(&step, procs)?;
+        // Without a memory cgroup, each process is capped on its own.
+        if let Some(bytes) = limits.memory_bytes.filter(|_| !groups.caps_memory()) {
+            tracing::debug!(
+                app_id,
+                "no memory cgroup for the agent; its memory is capped per process (RLIMIT_AS)"
+            );
+            step.limits.address_space_bytes = Some(limits.address_space_bytes.map_or(bytes, |own| own.min(bytes)));
+        }
+        let mut process = supervised(&step, groups.procs())?;
         if own_listen_pid {
             exec_with_own_pid(&mut process, &step)?;
         }
@@ -130,8 +130,7 @@ impl AgentChild {
             pidfd,
             sandbox,
             sandboxed,
-            cgroup,
-            memory,
+            groups,
             exit,
         })
     }
@@ -203,9 +202,7 @@ impl AgentChild {
                 self.while_unreaped(|| {
                     let _ = kill_process_group(self.pid(), Signal::TERM);
                 });
-                for cgroup in self.cgroups() {
-                    cgroup.signal_all(Signal::TERM);
-                }
+                self.groups.signal_all(Signal::TERM);
             }
         }
         let status = self.wait_timeout(grace);
@@ -240,14 +237,7 @@ impl AgentChild {
                 let _ = kill_process_group(self.pid(), Signal::KILL);
             }
         });
-        for cgroup in self.cgroups() {
-            cgroup.signal_all(Signal::KILL);
-        }
-    }
-
-    /// Its cgroups (pids, and memory where that is one of its own): each names every process it started.
-    fn cgroups(&self) -> impl Iterator<Item = &Cgroup> {
-        self.cgroup.iter().chain(&self.memory)
+        self.groups.signal_all(Signal::KILL);
     }
 }
 

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::exec::process::{self, Step};
+use crate::exec::seccomp;
 
 /// `/etc` entries a confined step may read: certificates, name resolution,
 /// users, the dynamic linker's cache, time zone, pip's system config. Nothing
@@ -52,10 +53,16 @@ const SYSTEM_DIRS: [&str; 6] = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib
 /// files beside them.
 const PRIVATE_TMP: &str = "/tmp/par-step";
 
-/// A bubblewrap that was found and shown to work on this machine.
+/// A bubblewrap that was found and shown to work on this machine, with
+/// what it could enforce here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bubblewrap {
     program: PathBuf,
+    /// The seccomp program it loads (`None` where the kernel refused it).
+    seccomp: Option<Arc<[u8]>>,
+    /// Whether it creates the user namespace itself and forbids further ones
+    /// (`--unshare-user --disable-userns`, bubblewrap 0.8 and later).
+    disable_userns: bool,
 }
 
 /// What one confined step may see besides the system.
@@ -69,6 +76,9 @@ pub struct Mounts {
     pub network: bool,
     /// What `/tmp` is.
     pub tmp: Tmp,
+    /// The size of each tmpfs the step may write (its `/tmp` or scratch
+    /// directory, and `/dev/shm`); `None` leaves the kernel's (half the RAM).
+    pub tmp_bytes: Option<u64>,
     /// Where bubblewrap writes what it made (`--info-fd`: its init's pid
     /// and the sandbox's PID namespace), for those who stop it later.
     pub info: Option<Arc<OwnedFd>>,
@@ -94,24 +104,61 @@ pub fn label(sandbox: Option<&Bubblewrap>) -> &'static str {
 impl Bubblewrap {
     /// Finds `program` (on `PATH` if relative) and runs a trivial confined
     /// command with it, so a bwrap that cannot create namespaces here (a
-    /// container without user namespaces, say) is found before a load starts.
+    /// container without user namespaces, say) is found before a load
+    /// starts. What it cannot enforce here (an older bubblewrap without
+    /// `--disable-userns`, a kernel without seccomp) is left out, and said
+    /// in a warning; the rest of the sandbox still holds.
     pub fn probe(program: &Path) -> Result<Self, String> {
         let program =
             process::find_program(program).ok_or_else(|| format!("`{}` was not found on PATH", program.display()))?;
-        let bwrap = Self { program };
-        let mut step = Step::new("sandbox-probe", "/bin/true", "/", Duration::from_secs(10));
-        step.program = PathBuf::from(
-            ["/usr/bin/true", "/bin/true"]
-                .into_iter()
-                .find(|p| Path::new(p).is_file())
-                .unwrap_or("/usr/bin/true"),
-        );
-        let step = bwrap.confine(step, &Mounts::default());
+        let full = Self {
+            program,
+            seccomp: seccomp::program().map(Arc::from),
+            disable_userns: true,
+        };
+        let without_userns_flag = Self {
+            disable_userns: false,
+            ..full.clone()
+        };
+        let without_seccomp = Self {
+            seccomp: None,
+            ..without_userns_flag.clone()
+        };
+        let mut first_error = None;
+        for candidate in [full, without_userns_flag, without_seccomp] {
+            match candidate.try_true() {
+                Ok(()) => {
+                    if first_error.is_some() {
+                        tracing::warn!(
+                            seccomp = candidate.seccomp.is_some(),
+                            disable_userns = candidate.disable_userns,
+                            reason = first_error.as_deref().unwrap_or(""),
+                            "bubblewrap works here only without part of the sandbox"
+                        );
+                    }
+                    return Ok(candidate);
+                }
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        Err(first_error.unwrap_or_default())
+    }
+
+    /// Runs `/bin/true` confined.
+    fn try_true(&self) -> Result<(), String> {
+        let program = ["/usr/bin/true", "/bin/true"]
+            .into_iter()
+            .find(|p| Path::new(p).is_file())
+            .unwrap_or("/usr/bin/true");
+        let step = Step::new("sandbox-probe", program, "/", Duration::from_secs(10));
+        let step = self.confine(step, &Mounts::default()).map_err(|e| e.to_string())?;
         match process::run(&step) {
-            Ok(output) if output.status.success() => Ok(bwrap),
+            Ok(output) if output.status.success() => Ok(()),
             Ok(output) => Err(format!(
                 "`{}` cannot create a sandbox here (exit {}): {}",
-                bwrap.program.display(),
+                self.program.display(),
                 output.code(),
                 output.stderr.trim()
             )),
@@ -122,22 +169,40 @@ impl Bubblewrap {
     /// Rewrites `step` to run inside a fresh bubblewrap sandbox with `mounts`.
     /// Its environment stays the step's own, except that `HOME` and `TMPDIR`
     /// point at the private scratch directory.
-    pub fn confine(&self, mut step: Step, mounts: &Mounts) -> Step {
+    pub fn confine(&self, mut step: Step, mounts: &Mounts) -> std::io::Result<Step> {
         let mut args: Vec<OsString> = [
             "--unshare-all",
             "--die-with-parent",
             "--new-session",
             "--cap-drop",
             "ALL",
-            "--proc",
-            "/proc",
-            "--dev",
-            "/dev",
-            "--tmpfs",
-            "/tmp",
         ]
         .map(OsString::from)
         .into();
+        if self.disable_userns {
+            push_all(&mut args, ["--unshare-user", "--disable-userns"].map(OsStr::new));
+        }
+        if let Some(program) = &self.seccomp {
+            let fd = step.pass_fd(Arc::new(seccomp::program_fd(program)?));
+            args.extend(["--seccomp".into(), fd.to_string().into()]);
+        }
+        // `/dev` read-only (bubblewrap's is a writable tmpfs), but for a
+        // sized `/dev/shm`, and `/tmp` a sized tmpfs.
+        let size = |args: &mut Vec<OsString>| {
+            if let Some(bytes) = mounts.tmp_bytes {
+                args.extend(["--size".into(), bytes.to_string().into()]);
+            }
+        };
+        push_all(&mut args, ["--proc", "/proc", "--dev", "/dev"].map(OsStr::new));
+        size(&mut args);
+        push_all(
+            &mut args,
+            ["--tmpfs", "/dev/shm", "--remount-ro", "/dev"].map(OsStr::new),
+        );
+        if mounts.tmp == Tmp::Writable {
+            size(&mut args);
+        }
+        push_all(&mut args, ["--tmpfs", "/tmp"].map(OsStr::new));
         if mounts.network {
             args.push("--share-net".into());
         }
@@ -167,6 +232,7 @@ impl Bubblewrap {
             bind(&mut args, "--bind", path);
         }
         if mounts.tmp == Tmp::Scratch {
+            size(&mut args);
             push_all(
                 &mut args,
                 ["--tmpfs", PRIVATE_TMP, "--remount-ro", "/tmp"].map(OsStr::new),
@@ -186,12 +252,12 @@ impl Bubblewrap {
                 ("TMPDIR".into(), PRIVATE_TMP.into()),
             ]);
         }
-        Step {
+        Ok(Step {
             program: self.program.clone(),
             args,
             env,
             ..step
-        }
+        })
     }
 }
 
@@ -212,6 +278,10 @@ mod tests {
             .expect("bubblewrap is required for these tests (Debian/Ubuntu: apt-get install bubblewrap)")
     }
 
+    fn confined(step: Step, mounts: &Mounts) -> Step {
+        bwrap().confine(step, mounts).expect("confined")
+    }
+
     fn sh(script: &str, cwd: &Path) -> Step {
         Step::new("test", "/bin/sh", cwd, Duration::from_secs(20)).args(["-c", script])
     }
@@ -227,7 +297,7 @@ mod tests {
             writable: vec![inside.path().to_owned()],
             ..Mounts::default()
         };
-        let out = process::run(&bwrap().confine(sh(&script, inside.path()), &mounts)).expect("ran");
+        let out = process::run(&confined(sh(&script, inside.path()), &mounts)).expect("ran");
         assert_eq!(
             std::fs::read_to_string(inside.path().join("in")).expect("written"),
             "ok\n"
@@ -263,7 +333,7 @@ mod tests {
             writable: vec![cwd.path().to_owned()],
             ..Mounts::default()
         };
-        let out = process::run(&bwrap().confine(sh(&script, cwd.path()), &mounts)).expect("ran");
+        let out = process::run(&confined(sh(&script, cwd.path()), &mounts)).expect("ran");
         assert!(!out.stdout.contains("s3cret"), "{}", out.stdout);
         assert!(
             !out.stdout.contains("shadow"),
@@ -292,7 +362,7 @@ mod tests {
                 writable: vec![cwd.path().to_owned()],
                 ..Mounts::default()
             };
-            process::run(&bwrap().confine(step, &mounts)).expect("ran")
+            process::run(&confined(step, &mounts)).expect("ran")
         };
         let shared = bash(true);
         assert_eq!(shared.stdout.trim(), "connected", "{}", shared.stderr);
@@ -313,7 +383,7 @@ mod tests {
             writable: vec![cwd.path().to_owned()],
             ..Mounts::default()
         };
-        let out = process::run(&bwrap().confine(sh(script, cwd.path()), &mounts)).expect("ran");
+        let out = process::run(&confined(sh(script, cwd.path()), &mounts)).expect("ran");
         assert_eq!(out.code(), 0, "{}", out.stderr);
         // The lock is free the moment the daemon is gone: take it, waiting
         // as long as a loaded machine could need, but no longer.
@@ -334,7 +404,7 @@ mod tests {
             writable: vec![cwd.path().to_owned()],
             ..Mounts::default()
         };
-        let out = process::run(&bwrap().confine(sh(script, cwd.path()), &mounts)).expect("ran");
+        let out = process::run(&confined(sh(script, cwd.path()), &mounts)).expect("ran");
         let field = |name: &str| {
             out.stdout
                 .lines()
@@ -364,7 +434,7 @@ mod tests {
             writable: vec![cwd.path().to_owned()],
             ..Mounts::default()
         };
-        let out = process::run(&bwrap().confine(step, &mounts)).expect("ran");
+        let out = process::run(&confined(step, &mounts)).expect("ran");
         assert_eq!(out.stdout.trim(), "/tmp/par-step /tmp/par-step yes", "{}", out.stderr);
     }
 }

@@ -8,3 +8,4 @@ pub mod identity;
 pub mod output;
 pub mod process;
 pub mod ready;
+pub mod seccomp;

@@ -21,7 +21,7 @@ use crate::types::config::ResourceLimits;
 
 pub mod cgroup;
 
-use cgroup::Cgroup;
+use cgroup::Groups;
 
 /// Bytes of each output stream kept (the end of it, where errors are).
 const OUTPUT_TAIL: usize = 256 * 1024;
@@ -211,7 +211,8 @@ pub fn supervised(step: &Step, procs: Vec<std::ffi::CString>) -> std::io::Result
         .map(|fd| rustix::io::fcntl_dupfd_cloexec(fd, lowest))
         .collect::<Result<_, _>>()?;
     // SAFETY: the hook only makes async-signal-safe system calls (prctl,
-    // getppid, open and write of the cgroup's cgroup.procs, setrlimit, dup2)
+    // getppid, open and write of the cgroup's cgroup.procs, setrlimit, dup2,
+    // close_range)
     // and allocates nothing on its success path. If the loader dies, the
     // child dies with it instead of running on unsupervised. A loader killed
     // between fork and the prctl would never send the signal, so the child
@@ -233,6 +234,16 @@ pub fn supervised(step: &Step, procs: Vec<std::ffi::CString>) -> std::io::Result
                     return Err(std::io::Error::last_os_error());
                 }
             }
+            // Every other descriptor the loader has, even one it inherited
+            // without close-on-exec, closes at exec. (A kernel before 5.11
+            // has no flag for that; there only close-on-exec ones close.)
+            let first = 3 + high.len() as libc::c_uint;
+            libc::syscall(
+                libc::SYS_close_range,
+                first,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
             Ok(())
         });
     }
@@ -242,14 +253,13 @@ pub fn supervised(step: &Step, procs: Vec<std::ffi::CString>) -> std::io::Result
 /// Runs `step` to completion or to its deadline.
 pub fn run(step: &Step) -> Result<StepOutput, StepError> {
     let started = Instant::now();
-    let cgroup = step.limits.processes.and_then(Cgroup::pids);
+    let groups = Groups::new(step.limits.processes, step.limits.memory_bytes);
     let spawn_error = |source| StepError::Spawn {
         step: step.name,
         program: step.program.clone(),
         source,
     };
-    let mut command =
-        supervised(step, cgroup.iter().map(|group| group.procs().to_owned()).collect()).map_err(spawn_error)?;
+    let mut command = supervised(step, groups.procs()).map_err(spawn_error)?;
     let mut child = command.spawn().map_err(|source| StepError::Spawn {
         step: step.name,
         program: step.program.clone(),
@@ -264,9 +274,7 @@ pub fn run(step: &Step) -> Result<StepOutput, StepError> {
     // here only means the group is already empty.
     let _ = kill_process_group(group, Signal::KILL);
     // And so does whatever left the group (a daemon that called setsid).
-    if let Some(cgroup) = &cgroup {
-        cgroup.kill_all();
-    }
+    groups.signal_all(Signal::KILL);
     let _ = ended.set(Instant::now() + OUTPUT_GRACE);
     let (stdout, stderr) = (collect(stdout), collect(stderr));
     match waited {
@@ -605,7 +613,7 @@ mod tests {
 
     fn assert_cgroups_available() {
         assert!(
-            Cgroup::pids(1).is_some(),
+            cgroup::Cgroup::pids(1).is_some(),
             "these tests need a pids cgroup the loader may create (root, or a delegated cgroup v2)"
         );
     }

@@ -23,7 +23,7 @@ use rustix::fs::{AtFlags, FlockOperation, Mode};
 
 use crate::fs::archive::Archive;
 use crate::fs::lock::lock_in;
-use crate::fs::root::{Area, RootDir, fd_path, open_dir_nofollow};
+use crate::fs::root::{Area, RootDir, fd_path, open_dir_nofollow, open_file_nofollow};
 use crate::types::error::{LoadError, PackageError};
 use par_rules::names::is_contained_relative;
 
@@ -201,9 +201,10 @@ impl Staging {
     }
 
     /// Moves the finished tree to `{root}/trees/{name}`. The name holds the
-    /// archive's digest, so a directory already there holds the same bytes
-    /// (an agent may be running in it): it is kept as it is and this copy
-    /// dropped, never replaced. Anything else there (a symlink, a file) is
+    /// archive's digest, so a directory already there is that archive's
+    /// tree (an agent may be running in it): it is kept, never replaced nor
+    /// removed, and only what no longer holds the archive's bytes is put
+    /// back in it from this extraction. Anything else there (a symlink, a file) is
     /// moved aside into this load's scratch, never followed. The caller
     /// holds the package lock; nothing points at the tree until
     /// [`PublishedTree::commit`].
@@ -223,6 +224,8 @@ impl Staging {
         }
         if reused {
             tracing::info!(tree = %path.display(), "Reusing the tree already published from the same archive");
+            let existing = open_dir_nofollow(&trees, name).map_err(LoadError::io("cannot open", &path))?;
+            restore(&self.tree, &existing, "").map_err(|e| LoadError::io("cannot restore the tree", &path)(e))?;
         } else {
             scratch
                 .dir()
@@ -236,6 +239,68 @@ impl Staging {
             committed: false,
             scratch,
         })
+    }
+}
+
+/// Puts back, in `existing` (a tree of the same archive, maybe in use),
+/// every file and directory of `fresh` (this load's extraction) that is
+/// missing there or no longer holds the archive's bytes: each by one rename
+/// over the old entry, which is never followed and never written into, so a
+/// process reading the old file keeps what it opened. What the archive does
+/// not hold (what install steps added) is left.
+fn restore(fresh: &Dir, existing: &Dir, relative: &str) -> io::Result<()> {
+    for entry in fresh.entries()? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let kind = entry.file_type()?;
+        let there = existing.symlink_metadata(&name).ok();
+        if kind.is_dir() && there.as_ref().is_some_and(|meta| meta.is_dir()) {
+            let child = format!("{relative}{name}/");
+            restore(
+                &open_dir_nofollow(fresh, &name)?,
+                &open_dir_nofollow(existing, &name)?,
+                &child,
+            )?;
+            continue;
+        }
+        let same = kind.is_file()
+            && there.as_ref().is_some_and(|meta| meta.is_file())
+            && same_bytes(
+                &open_file_nofollow(fresh, &name)?,
+                &open_file_nofollow(existing, &name)?,
+            )?;
+        if same {
+            continue;
+        }
+        if there.as_ref().is_some_and(|meta| meta.is_dir()) {
+            tracing::warn!(entry = %format!("{relative}{name}"), "a directory stands where the archive has a file; left as it is");
+            continue;
+        }
+        tracing::info!(entry = %format!("{relative}{name}"), "Restoring what the archive holds");
+        fresh.rename(&name, existing, &name)?;
+    }
+    Ok(())
+}
+
+/// Whether two open files hold the same bytes.
+fn same_bytes(a: &std::fs::File, b: &std::fs::File) -> io::Result<bool> {
+    use std::io::Read as _;
+    if a.metadata()?.len() != b.metadata()?.len() {
+        return Ok(false);
+    }
+    let (mut a, mut b) = (io::BufReader::new(a), io::BufReader::new(b));
+    let (mut left, mut right) = ([0u8; 8192], [0u8; 8192]);
+    loop {
+        let n = a.read(&mut left)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        b.read_exact(&mut right[..n])?;
+        if left[..n] != right[..n] {
+            return Ok(false);
+        }
     }
 }
 

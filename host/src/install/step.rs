@@ -222,9 +222,12 @@ impl StepRunner {
                 readonly: self.readonly.iter().cloned().chain(readonly).collect(),
                 network: kind.uses_index() && install.network == NetworkChoice::Index && wants_network,
                 tmp: Tmp::Scratch,
+                tmp_bytes: install.limits.tmp_bytes,
                 info: None,
             };
-            step = bwrap.confine(step, &mounts);
+            step = bwrap
+                .confine(step, &mounts)
+                .map_err(|e| InstallError::Host(format!("cannot prepare the sandbox: {e}")))?;
         }
         let result = process::run(&step);
         let failed_output = match &result {

@@ -130,13 +130,17 @@ impl Engine {
                     .collect(),
                 network: spec.network == AgentNetwork::Outbound,
                 tmp: Tmp::Writable,
+                tmp_bytes: spec.limits.tmp_bytes,
                 info: Some(Arc::new(writer)),
             };
-            step = bwrap.confine(step, &mounts);
+            step = bwrap.confine(step, &mounts).map_err(io("cannot prepare the sandbox"))?;
         }
         let child = AgentChild::start(AgentCommand {
             step,
-            memory_bytes: spec.memory_bytes,
+            #[cfg(feature = "test-hooks")]
+            cgroups: spec.cgroups,
+            #[cfg(not(feature = "test-hooks"))]
+            cgroups: true,
             sandbox_info,
             own_listen_pid: !ports.is_empty() && bwrap.is_none(),
             app_id: package.app_id.clone(),

@@ -228,6 +228,13 @@ pub struct ResourceLimits {
     /// its own where the loader may create one (where cgroups are available); that
     /// cgroup also lets every process the step started be killed at its end.
     pub processes: Option<u64>,
+    /// Most memory all its processes may use together (tmpfs pages they
+    /// write included), through a memory cgroup of its own where the loader
+    /// may create one; an agent without one gets it as `RLIMIT_AS` instead.
+    pub memory_bytes: Option<u64>,
+    /// The size of each tmpfs the sandbox gives it (its `/tmp`, or an
+    /// install step's scratch directory, and `/dev/shm`).
+    pub tmp_bytes: Option<u64>,
 }
 
 /// What the operator allows beyond the safe default.
@@ -303,6 +310,10 @@ impl Default for InstallConfig {
                 open_files: Some(1024),
                 cpu_seconds: Some(600),
                 processes: Some(512),
+                // Room for the largest wheels (a CUDA build of torch is
+                // 2.5 GB, which pip downloads to its temporary directory).
+                memory_bytes: Some(8 * 1024 * 1024 * 1024),
+                tmp_bytes: Some(4 * 1024 * 1024 * 1024),
             },
             sandbox: SandboxChoice::Auto,
             bwrap: PathBuf::from("bwrap"),

@@ -34,10 +34,14 @@ pub struct SpawnSpec {
     pub ready_timeout: Duration,
     /// How long a stop waits after SIGTERM before SIGKILL.
     pub stop_grace: Duration,
-    /// `setrlimit` ceilings, and the processes cap of its pids cgroup.
+    /// `setrlimit` ceilings, the processes and memory caps of its cgroups
+    /// (memory as `RLIMIT_AS` where no memory cgroup can be made), and the
+    /// size of its `/tmp` and `/dev/shm`.
     pub limits: ResourceLimits,
-    /// The memory cap of its cgroup, where the memory controller is delegated.
-    pub memory_bytes: Option<u64>,
+    /// Whether it may get cgroups (only tests turn this off, to show the
+    /// caps that hold without them).
+    #[cfg(feature = "test-hooks")]
+    pub(crate) cgroups: bool,
 }
 
 impl SpawnSpec {
@@ -63,9 +67,20 @@ impl SpawnSpec {
                 open_files: Some(4096),
                 cpu_seconds: None,
                 processes: Some(512),
+                memory_bytes: Some(2 * 1024 * 1024 * 1024),
+                tmp_bytes: Some(1024 * 1024 * 1024),
             },
-            memory_bytes: Some(2 * 1024 * 1024 * 1024),
+            #[cfg(feature = "test-hooks")]
+            cgroups: true,
         }
+    }
+
+    /// Starts the agent without any cgroup, as where the loader may make
+    /// none: for tests of what holds then. Never available in production builds.
+    #[cfg(feature = "test-hooks")]
+    pub fn without_cgroups(mut self) -> Self {
+        self.cgroups = false;
+        self
     }
 }
 
@@ -83,8 +98,7 @@ impl std::fmt::Debug for SpawnSpec {
             .field("ready_timeout", &self.ready_timeout)
             .field("stop_grace", &self.stop_grace)
             .field("limits", &self.limits)
-            .field("memory_bytes", &self.memory_bytes)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

@@ -136,6 +136,60 @@ impl Drop for Cgroup {
     }
 }
 
+/// The cgroups of one step or agent: a pids one (capping and naming its
+/// processes) and a memory one (capping them together), or one cgroup
+/// for both where a cgroup v2 hierarchy holds both controllers.
+#[derive(Debug, Default)]
+pub struct Groups {
+    pids: Option<Cgroup>,
+    memory: Option<Cgroup>,
+    memory_capped: bool,
+}
+
+impl Groups {
+    /// The cgroups `processes` and `memory_bytes` call for, as far as the
+    /// loader may make them here.
+    pub fn new(processes: Option<u64>, memory_bytes: Option<u64>) -> Self {
+        let pids = processes.and_then(Cgroup::pids);
+        let (memory, memory_capped) = match (memory_bytes, &pids) {
+            (Some(bytes), Some(pids)) if pids.also_limit_memory(bytes) => (None, true),
+            (Some(bytes), _) => {
+                let memory = Cgroup::memory(bytes);
+                let capped = memory.is_some();
+                (memory, capped)
+            }
+            (None, _) => (None, false),
+        };
+        Self {
+            pids,
+            memory,
+            memory_capped,
+        }
+    }
+
+    /// Whether a cgroup caps the memory of all the processes together.
+    pub fn caps_memory(&self) -> bool {
+        self.memory_capped
+    }
+
+    /// Each cgroup's `cgroup.procs`, for the child to join between fork and exec.
+    pub fn procs(&self) -> Vec<std::ffi::CString> {
+        self.iter().map(|group| group.procs().to_owned()).collect()
+    }
+
+    /// The cgroups: each names every process started in it.
+    pub fn iter(&self) -> impl Iterator<Item = &Cgroup> {
+        self.pids.iter().chain(&self.memory)
+    }
+
+    /// Sends `signal` to every process in them (see [`Cgroup::signal_all`]).
+    pub fn signal_all(&self, signal: Signal) {
+        for group in self.iter() {
+            group.signal_all(signal);
+        }
+    }
+}
+
 /// Removes the empty cgroups of loaders that died (SIGKILL skips `Drop`);
 /// once per process is enough, since only a dead loader leaves them.
 fn sweep_abandoned(parent: &Path) {
