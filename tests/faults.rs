@@ -183,7 +183,7 @@ fn par_on_full_disk(ws: &Workspace, megabytes: u32, args: &[String], watched: &s
     std::fs::create_dir_all(ws.root()).expect("root");
     let args: Vec<String> = args.iter().map(|arg| format!("{arg:?}")).collect();
     let script = format!(
-        "mount -t tmpfs -o size={megabytes}m tmpfs \"$ROOT\" || exit 99\n\
+        "mount -t tmpfs -o size={megabytes}m,mode=0755 tmpfs \"$ROOT\" || exit 99\n\
          \"$PAR\" --root \"$ROOT\" {}\necho \"exit=$?\"\n\
          ls -A \"$ROOT/staging\" \"$ROOT/{watched}\" 2>/dev/null | grep -v ':$' | grep -v '^$' | sed 's/^/left: /'\n",
         args.join(" ")

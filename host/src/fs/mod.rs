@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod archive;
 pub mod cache_dir;
+pub mod handle;
 pub mod lock;
 pub mod owner;
 pub mod redeploy;

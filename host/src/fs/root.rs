@@ -14,8 +14,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use cap_std::fs::{Dir, DirBuilder, DirBuilderExt};
-use rustix::fs::{Mode, OFlags};
 
+pub use crate::fs::handle::{fd_path, open_dir_nofollow, open_file_nofollow};
 use crate::fs::owner;
 use crate::fs::seal::{KEY_FILE, Seal};
 use crate::types::error::LoadError;
@@ -177,51 +177,6 @@ impl RootDir {
     pub fn join(&self, area: Area, name: &str) -> PathBuf {
         self.path.join(area.name()).join(name)
     }
-}
-
-/// Opens the directory `name` (one component) in `dir`, never through a symlink.
-pub fn open_dir_nofollow(dir: &Dir, name: &str) -> io::Result<Dir> {
-    let fd = rustix::fs::openat(
-        dir,
-        single(name)?,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    Ok(Dir::from_std_file(std::fs::File::from(fd)))
-}
-
-/// Opens the regular file `name` (one component) in `dir` for reading, never through a symlink.
-pub fn open_file_nofollow(dir: &Dir, name: &str) -> io::Result<std::fs::File> {
-    let fd = rustix::fs::openat(
-        dir,
-        single(name)?,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
-        Mode::empty(),
-    )?;
-    let file = std::fs::File::from(fd);
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::other(format!("`{name}` is not a regular file")));
-    }
-    Ok(file)
-}
-
-/// `name`, if it is one path component (the kernel follows symlinks in any
-/// component but the last, so only single names are opened raw).
-fn single(name: &str) -> io::Result<&str> {
-    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("`{name}` is not one path component"),
-        ));
-    }
-    Ok(name)
-}
-
-/// The path `/proc/self/fd/N` of a handle: reopening it reaches exactly the
-/// directory the handle is on, whatever has been renamed or swapped since.
-pub fn fd_path(dir: &Dir) -> PathBuf {
-    use std::os::fd::AsRawFd;
-    PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()))
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt as _};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::fs::handle::open_file_nofollow;
 use crate::fs::owner::this_user;
-use crate::fs::root::open_file_nofollow;
 
 /// The key's file name, directly under the root.
 pub const KEY_FILE: &str = "seal.key";
