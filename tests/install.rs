@@ -891,3 +891,55 @@ async fn an_install_step_is_capped_in_memory_and_temporary_space_as_a_whole() {
         assert!(killed >= 1, "{report}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_requirements_and_import_check_deadlines_hold_and_default_to_the_specs() {
+    let defaults = par::InstallConfig::default();
+    assert_eq!(
+        (
+            defaults.requirements_timeout,
+            defaults.self_install_timeout,
+            defaults.import_timeout
+        ),
+        (
+            Duration::from_secs(300),
+            Duration::from_secs(120),
+            Duration::from_secs(10)
+        ),
+        "the spec's deadlines"
+    );
+    // A requirement whose build never ends.
+    let ws = Workspace::new();
+    let slow = Apkg::valid_agent().replace("requirements.txt", "./vendor/slow\n").file(
+        "vendor/slow/setup.py",
+        "import time\ntime.sleep(900)\nfrom setuptools import setup\nsetup(name='slow', version='0.1')\n",
+    );
+    let mut short = config(&ws, InstallerChoice::Uv);
+    short.install.requirements_timeout = Duration::from_secs(3);
+    let error = load_with(short, &ws, &slow).await.expect_err("must time out");
+    assert!(
+        error.to_string().contains("Dependency installation timed out after 3s"),
+        "{error}"
+    );
+    ws.assert_left_nothing("requirements timed out");
+
+    // An entrypoint whose import never ends: a warning by default, an error when strict.
+    let hanging = Apkg::valid_agent().replace("app/main.py", "import time\ntime.sleep(900)\nagent = 1\n");
+    for strict in [false, true] {
+        let ws = Workspace::new();
+        let mut config = config(&ws, InstallerChoice::Uv);
+        config.install.import_timeout = Duration::from_secs(2);
+        config.install.strict = strict;
+        let result = load_with(config, &ws, &hanging).await;
+        match (strict, result) {
+            (false, Ok(package)) => assert_eq!(package.verified, Some(false)),
+            (true, Err(error)) => assert!(
+                error
+                    .to_string()
+                    .contains("Agent package verification timed out after 2s"),
+                "{error}"
+            ),
+            (strict, other) => panic!("strict {strict}: {other:?}"),
+        }
+    }
+}

@@ -575,3 +575,112 @@ fn par_remove_force_stops_an_agent_another_par_process_runs() {
         "the agent's record is left"
     );
 }
+
+/// Whether `/proc/locks` shows a process waiting (`->`) for an flock on the file `path`.
+fn someone_waits_for(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(inode) = std::fs::metadata(path).map(|meta| meta.ino()) else {
+        return false;
+    };
+    std::fs::read_to_string("/proc/locks").is_ok_and(|locks| {
+        locks.lines().any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(1) == Some(&"->")
+                && fields.get(2) == Some(&"FLOCK")
+                && fields
+                    .get(6)
+                    .and_then(|id| id.rsplit(':').next())
+                    .and_then(|ino| ino.parse::<u64>().ok())
+                    == Some(inode)
+        })
+    })
+}
+
+#[test]
+fn remove_waits_for_a_load_in_progress_and_lock_files_outlive_what_they_guard() {
+    use std::sync::{Arc, mpsc};
+    use std::time::{Duration, Instant};
+    let ws = Workspace::new();
+    let (started, go) = (ws.path().join("started"), ws.path().join("go"));
+    for fifo in [&started, &go] {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .expect("fifo");
+    }
+    // setup.py says it runs, then waits to be let go: the load holds the
+    // app's lock meanwhile. (No sandbox, so it can reach the two FIFOs.)
+    // The build backend runs setup.py more than once: only the first waits.
+    let setup = format!(
+        "import os\nif not os.path.exists({once:?}):\n    open({once:?}, 'w').close()\n    open({started:?}, 'w').close()\n    open({go:?}).read()\nfrom setuptools import setup\nsetup(name='waited', version='1.0.0', packages=['core', 'app'])\n",
+        once = ws.path().join("once").display().to_string(),
+        started = started.display().to_string(),
+        go = go.display().to_string()
+    );
+    let apkg = Apkg::valid_agent()
+        .replace(
+            "agent.yaml",
+            "name: waited\nversion: 1.0.0\nentrypoint: app.main:agent\n",
+        )
+        .replace("setup.py", setup);
+    let mut config = offline_config(&ws, env!("CARGO_TARGET_TMPDIR"));
+    config.install.sandbox = SandboxChoice::None;
+    let loader = Arc::new(PackageLoader::new(config).expect("loader"));
+    let (events, order) = mpsc::channel();
+    let path = ws.apkg("waited", &apkg);
+    let (loading, sent) = (Arc::clone(&loader), events.clone());
+    std::thread::spawn(move || {
+        let _ = sent.send((
+            "loaded",
+            loading
+                .load_blocking(&path, None)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        ));
+    });
+    let (opened, is_open) = mpsc::channel();
+    let watched = started.clone();
+    std::thread::spawn(move || {
+        let _ = opened.send(std::fs::File::open(&watched).map(|_| ()));
+    });
+    is_open
+        .recv_timeout(Duration::from_secs(300))
+        .expect("setup.py never started")
+        .expect("open the FIFO");
+    let (removing, sent) = (Arc::clone(&loader), events);
+    std::thread::spawn(move || {
+        let removed = removing
+            .remove_blocking("waited", None, false)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        let _ = sent.send(("removed", removed));
+    });
+    // `remove` blocks on the app's lock, which the kernel shows as a waiter.
+    let lock = ws.root().join("locks/waited.lock");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !someone_waits_for(&lock) {
+        assert!(Instant::now() < deadline, "remove never waited for the app's lock");
+        assert!(
+            order.try_recv().is_err(),
+            "something finished while the load held its lock"
+        );
+        std::thread::yield_now();
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&go)
+        .expect("let setup.py go");
+    let first = order.recv_timeout(Duration::from_secs(300)).expect("an end");
+    let second = order.recv_timeout(Duration::from_secs(300)).expect("the other end");
+    assert_eq!(first, ("loaded", Ok(())), "the load ends first");
+    assert_eq!(second, ("removed", Ok(())), "then remove takes what it made");
+    assert_eq!(tree_names(&ws), BTreeSet::new());
+    assert!(
+        lock.is_file(),
+        "a lock file is never deleted: a waiter on it would hold a lock no one else sees"
+    );
+}

@@ -424,6 +424,38 @@ mod tests {
     }
 
     #[test]
+    fn a_step_runs_in_a_session_and_user_namespace_of_its_own_with_no_terminal() {
+        let cwd = tempfile::tempdir().expect("dir");
+        // Fields 6 and 7 of /proc/self/stat (after the command name): session, tty.
+        let script =
+            "cut -d')' -f2 /proc/self/stat | cut -d' ' -f5,6; cat /proc/self/uid_map; unshare -U true && echo nested";
+        let mounts = Mounts {
+            writable: vec![cwd.path().to_owned()],
+            ..Mounts::default()
+        };
+        let out = process::run(&confined(sh(script, cwd.path()), &mounts)).expect("ran");
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        let (session, tty) = lines
+            .first()
+            .and_then(|line| line.split_once(' '))
+            .unwrap_or_else(|| panic!("{}{}", out.stdout, out.stderr));
+        let own_session = rustix::process::getsid(None)
+            .expect("this session")
+            .as_raw_nonzero()
+            .get();
+        assert_ne!(session.parse::<i32>().ok(), Some(own_session), "the loader's session");
+        assert_eq!(tty, "0", "a controlling terminal");
+        // A user namespace of its own maps one user; the host's maps them all.
+        let mapped: Vec<&str> = lines.get(1).map(|l| l.split_whitespace().collect()).unwrap_or_default();
+        assert_eq!(mapped.get(2), Some(&"1"), "the host's user namespace: {}", out.stdout);
+        assert!(
+            !out.stdout.contains("nested"),
+            "a further user namespace: {}",
+            out.stderr
+        );
+    }
+
+    #[test]
     fn home_and_tmpdir_point_at_the_private_tmp() {
         let cwd = tempfile::tempdir().expect("dir");
         let step = sh("echo $HOME $TMPDIR $KEPT", cwd.path())

@@ -191,6 +191,11 @@ pub enum StepError {
 /// rlimits, the cgroups whose `cgroup.procs` are `procs` joined, its
 /// descriptors in place from 3 on, and death with the loader.
 pub fn supervised(step: &Step, procs: Vec<std::ffi::CString>) -> std::io::Result<Command> {
+    supervised_by(step, procs, rustix::process::getpid())
+}
+
+/// [`supervised`], the child checking that its parent is `loader`.
+fn supervised_by(step: &Step, procs: Vec<std::ffi::CString>, loader: Pid) -> std::io::Result<Command> {
     let mut command = Command::new(&step.program);
     command
         .args(&step.args)
@@ -218,12 +223,11 @@ pub fn supervised(step: &Step, procs: Vec<std::ffi::CString>) -> std::io::Result
     // between fork and the prctl would never send the signal, so the child
     // checks that its parent is still the loader and gives up otherwise.
     let limits = step.limits;
-    let loader = rustix::process::getpid();
     unsafe {
         command.pre_exec(move || {
             rustix::process::set_parent_process_death_signal(Some(Signal::KILL)).map_err(std::io::Error::from)?;
             if rustix::process::getppid() != Some(loader) {
-                return Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+                return Err(std::io::Error::from_raw_os_error(libc::EPIPE));
             }
             for procs in &procs {
                 cgroup::join(procs)?;
@@ -651,6 +655,27 @@ mod tests {
         assert_eq!(run(&step).expect("ran").code(), 0);
         let pid = read_pid(&pidfile);
         assert!(eventually_dead(pid), "the setsid daemon {pid} outlived its step");
+    }
+
+    #[test]
+    fn a_child_whose_parent_is_not_its_loader_gives_up_before_it_runs() {
+        // As a child whose loader died between fork and the parent-death
+        // signal finds itself: another process (init) is its parent now.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ran = dir.path().join("ran");
+        let step = sh(&format!("touch {}", ran.display()), Duration::from_secs(10));
+        let init = Pid::from_raw(1).expect("init");
+        let error = supervised_by(&step, Vec::new(), init)
+            .expect("command")
+            .spawn()
+            .expect_err("the child must give up");
+        assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe, "{error}");
+        assert!(!ran.exists(), "the step ran");
+        supervised(&step, Vec::new())
+            .expect("command")
+            .status()
+            .expect("runs under its loader");
+        assert!(ran.exists());
     }
 
     #[test]

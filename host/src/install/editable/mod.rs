@@ -193,3 +193,25 @@ fn the_wheel(dir: &Path) -> Result<PathBuf, InstallError> {
         Err(found) => Err(host(format!("expected one wheel, found {}", found.len()))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wheel_is_taken_only_as_one_regular_whl_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let wheel = |name: &str| dir.path().join(name);
+        assert!(the_wheel(dir.path()).is_err(), "no wheel");
+        std::fs::create_dir(wheel("a-0.1-py3-none-any.whl")).expect("a directory");
+        std::os::unix::fs::symlink("/etc/passwd", wheel("b-0.1-py3-none-any.whl")).expect("a link");
+        assert!(
+            the_wheel(dir.path()).is_err(),
+            "a directory and a symlink are not wheels"
+        );
+        std::fs::write(wheel("c-0.1-py3-none-any.whl"), "wheel").expect("a wheel");
+        assert_eq!(the_wheel(dir.path()).expect("one"), wheel("c-0.1-py3-none-any.whl"));
+        std::fs::write(wheel("d-0.1-py3-none-any.whl"), "wheel").expect("a second wheel");
+        assert!(the_wheel(dir.path()).is_err(), "two wheels");
+    }
+}
