@@ -231,3 +231,67 @@ fn generated_types_appear_only_in_the_boundary() {
         );
     }
 }
+
+/// Every test docs/SECURITY.md names as the check of a claim (a backticked
+/// `file::…::name`, `*` matching any part of a name), with whether a test
+/// function of that name exists.
+fn tests_named_by_the_threat_model() -> Vec<(String, bool)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let document = std::fs::read_to_string(root.join("docs/SECURITY.md")).expect("docs/SECURITY.md");
+    let mut sources = String::new();
+    let mut files = BTreeSet::new();
+    let mut pending = vec![root.join("host"), root.join("tests"), root.join("guest"), root.join("rules")];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            if path.is_dir() && !path.ends_with("target") {
+                files.insert(stem);
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.insert(stem);
+                sources.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+            }
+        }
+    }
+    let functions: BTreeSet<&str> = sources
+        .split("fn ")
+        .skip(1)
+        .map(|rest| rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next().unwrap_or(""))
+        .collect();
+    let matches = |pattern: &str| {
+        let parts: Vec<&str> = pattern.split('*').collect();
+        functions.iter().any(|name| match parts.as_slice() {
+            [whole] => name == whole,
+            [first, .., last] => name.starts_with(first) && name.ends_with(last) && name.len() >= first.len() + last.len(),
+            [] => false,
+        })
+    };
+    let mut named = Vec::new();
+    for quoted in document.split('`').skip(1).step_by(2) {
+        let segments: Vec<&str> = quoted.split("::").collect();
+        let is_reference = segments.len() >= 2
+            && segments
+                .iter()
+                .all(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '*' || c == '…'));
+        if !is_reference {
+            continue;
+        }
+        let last = segments[segments.len() - 1].trim_start_matches('…');
+        if last == "tests" || last == "*" {
+            continue;
+        }
+        let file = segments[0].trim_start_matches('…');
+        let in_a_file = file.is_empty() || file == "*" || files.contains(file);
+        named.push((quoted.to_owned(), in_a_file && matches(last)));
+    }
+    named
+}
+
+#[test]
+fn every_test_the_threat_model_names_exists() {
+    let named = tests_named_by_the_threat_model();
+    assert!(named.len() > 40, "found only {named:?}");
+    let missing: Vec<&String> = named.iter().filter(|(_, found)| !found).map(|(name, _)| name).collect();
+    assert_eq!(missing, Vec::<&String>::new(), "docs/SECURITY.md names tests that do not exist");
+}

@@ -498,4 +498,37 @@ mod tests {
         let names: std::collections::BTreeSet<_> = REFUSED.iter().map(|r| r.name).collect();
         assert_eq!(names.len(), REFUSED.len(), "each call once");
     }
+
+    /// The table docs/SECURITY.md carries: one row per refused call.
+    fn documented_table() -> String {
+        use std::fmt::Write as _;
+        let mut table = String::from("| call | refused | answer | why |\n| --- | --- | --- | --- |\n");
+        for refusal in REFUSED {
+            let when = match refusal.when {
+                When::Always => "always".to_owned(),
+                When::AnyBit { arg, mask } => format!("argument {arg} has a bit of `{mask:#x}`"),
+                When::OneOf { arg, values } => format!(
+                    "argument {arg} is {}",
+                    values.iter().map(|v| format!("`{v:#x}`")).collect::<Vec<_>>().join(" or ")
+                ),
+            };
+            let answer = match refusal.answer {
+                Answer::NotPermitted => "`EPERM`",
+                Answer::NoSuchCall => "`ENOSYS`",
+            };
+            let _ = writeln!(table, "| `{}` | {when} | {answer} | {} |", refusal.name, refusal.why);
+        }
+        table
+    }
+
+    #[test]
+    fn the_security_document_lists_exactly_these_refusals() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/SECURITY.md");
+        let document = std::fs::read_to_string(path).expect("docs/SECURITY.md");
+        let table = documented_table();
+        assert!(
+            document.contains(&table),
+            "docs/SECURITY.md must hold this table, as the filter says it:\n\n{table}"
+        );
+    }
 }
