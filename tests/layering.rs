@@ -240,11 +240,19 @@ fn tests_named_by_the_threat_model() -> Vec<(String, bool)> {
     let document = std::fs::read_to_string(root.join("docs/SECURITY.md")).expect("docs/SECURITY.md");
     let mut sources = String::new();
     let mut files = BTreeSet::new();
-    let mut pending = vec![root.join("host"), root.join("tests"), root.join("guest"), root.join("rules")];
+    let mut pending = vec![
+        root.join("host"),
+        root.join("tests"),
+        root.join("guest"),
+        root.join("rules"),
+    ];
     while let Some(dir) = pending.pop() {
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let path = entry.path();
-            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             if path.is_dir() && !path.ends_with("target") {
                 files.insert(stem);
                 pending.push(path);
@@ -257,13 +265,19 @@ fn tests_named_by_the_threat_model() -> Vec<(String, bool)> {
     let functions: BTreeSet<&str> = sources
         .split("fn ")
         .skip(1)
-        .map(|rest| rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next().unwrap_or(""))
+        .map(|rest| {
+            rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .next()
+                .unwrap_or("")
+        })
         .collect();
     let matches = |pattern: &str| {
         let parts: Vec<&str> = pattern.split('*').collect();
         functions.iter().any(|name| match parts.as_slice() {
             [whole] => name == whole,
-            [first, .., last] => name.starts_with(first) && name.ends_with(last) && name.len() >= first.len() + last.len(),
+            [first, .., last] => {
+                name.starts_with(first) && name.ends_with(last) && name.len() >= first.len() + last.len()
+            }
             [] => false,
         })
     };
@@ -271,9 +285,11 @@ fn tests_named_by_the_threat_model() -> Vec<(String, bool)> {
     for quoted in document.split('`').skip(1).step_by(2) {
         let segments: Vec<&str> = quoted.split("::").collect();
         let is_reference = segments.len() >= 2
-            && segments
-                .iter()
-                .all(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '*' || c == '…'));
+            && segments.iter().all(|s| {
+                !s.is_empty()
+                    && s.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '*' || c == '…')
+            });
         if !is_reference {
             continue;
         }
@@ -293,5 +309,9 @@ fn every_test_the_threat_model_names_exists() {
     let named = tests_named_by_the_threat_model();
     assert!(named.len() > 40, "found only {named:?}");
     let missing: Vec<&String> = named.iter().filter(|(_, found)| !found).map(|(name, _)| name).collect();
-    assert_eq!(missing, Vec::<&String>::new(), "docs/SECURITY.md names tests that do not exist");
+    assert_eq!(
+        missing,
+        Vec::<&String>::new(),
+        "docs/SECURITY.md names tests that do not exist"
+    );
 }

@@ -15,7 +15,7 @@ use par::{
     Limits, Listen, LoadError, LoaderConfig, NetworkChoice, PackageLoader, SandboxChoice, SpawnError, SpawnSpec,
 };
 
-use lifecycle::{DiskArgs, GcArgs, collection_text, listing_text};
+use lifecycle::{DiskArgs, GcArgs, collection_text, listing_text, parse_size};
 use tracing_subscriber::EnvFilter;
 
 const AFTER_HELP: &str = "\
@@ -115,6 +115,13 @@ struct InstallArgs {
     /// one for every build.
     #[arg(long, value_name = "DAYS", default_value_t = 7)]
     build_env_max_age: u64,
+    /// Memory all the processes of one install step may use together
+    /// (tmpfs included), where a memory cgroup can be made [default: 8G].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    step_memory: Option<u64>,
+    /// Size of an install step's scratch directory and `/dev/shm` [default: 4G].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    step_tmp: Option<u64>,
 }
 
 /// Parses a [`Choice`] by its names, which `--help` lists.
@@ -138,6 +145,12 @@ impl InstallArgs {
         install.self_install_timeout = Duration::from_secs(self.self_install_timeout);
         install.import_timeout = Duration::from_secs(self.import_timeout);
         install.build_env_max_age = Duration::from_secs(self.build_env_max_age.saturating_mul(24 * 60 * 60));
+        if let Some(bytes) = self.step_memory {
+            install.limits.memory_bytes = Some(bytes);
+        }
+        if let Some(bytes) = self.step_tmp {
+            install.limits.tmp_bytes = Some(bytes);
+        }
     }
 }
 
@@ -177,6 +190,13 @@ struct AgentArgs {
     /// Seconds a stop waits after SIGTERM before SIGKILL.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     stop_grace: u64,
+    /// Memory all the agent's processes may use together (a memory cgroup
+    /// where one can be made, else per process) [default: 2G].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    memory: Option<u64>,
+    /// Size of the agent's `/tmp` and `/dev/shm` [default: 1G].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    tmp_size: Option<u64>,
 }
 
 fn parse_listen(text: &str) -> Result<Listen, String> {
@@ -488,6 +508,12 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             spec.sandbox = install.sandbox;
             spec.ready_timeout = Duration::from_secs(agent.ready_timeout);
             spec.stop_grace = Duration::from_secs(agent.stop_grace);
+            if let Some(bytes) = agent.memory {
+                spec.limits.memory_bytes = Some(bytes);
+            }
+            if let Some(bytes) = agent.tmp_size {
+                spec.limits.tmp_bytes = Some(bytes);
+            }
             if let Some(file) = &agent.env_file {
                 spec.env = read_env_file(file)?;
             }

@@ -509,7 +509,11 @@ mod tests {
                 When::AnyBit { arg, mask } => format!("argument {arg} has a bit of `{mask:#x}`"),
                 When::OneOf { arg, values } => format!(
                     "argument {arg} is {}",
-                    values.iter().map(|v| format!("`{v:#x}`")).collect::<Vec<_>>().join(" or ")
+                    values
+                        .iter()
+                        .map(|v| format!("`{v:#x}`"))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
                 ),
             };
             let answer = match refusal.answer {
