@@ -89,6 +89,8 @@ class PackageLoader:
         package_env: bool = False,
         ready_timeout: float = 60.0,
         stop_grace: float = 10.0,
+        memory_bytes: int | None = None,
+        tmp_bytes: int | None = None,
     ) -> AgentProcess:
         """Starts ``package``'s agent (loaded by this loader) in the sandbox,
         as ``par run`` does, and returns once it runs; ``wait_ready`` then
@@ -101,6 +103,8 @@ class PackageLoader:
         answer (default: when the agent accepts a connection). ``network`` is
         ``"none"`` or ``"outbound"``; ``env`` adds the caller's variables (never
         logged); ``package_env`` applies the package's own ``.env``.
+        ``memory_bytes`` caps all its processes together (2 GiB by default)
+        and ``tmp_bytes`` sizes its ``/tmp`` and ``/dev/shm`` (1 GiB).
 
         Raises ``SpawnFailed`` (``kind`` ``env-refused``, ``bind`` …).
         """
@@ -119,6 +123,8 @@ class PackageLoader:
             package_env,
             ready_timeout,
             stop_grace,
+            memory_bytes,
+            tmp_bytes,
         )
         return AgentProcess(native)
 

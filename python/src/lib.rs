@@ -70,7 +70,7 @@ impl Loader {
     /// "host:port")` each), and returns once it runs.
     #[pyo3(signature = (
         package, argv, listen=Vec::new(), health=None, network="none", sandbox="auto", env=Vec::new(),
-        package_env=false, ready_timeout=60.0, stop_grace=10.0
+        package_env=false, ready_timeout=60.0, stop_grace=10.0, memory_bytes=None, tmp_bytes=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn spawn(
@@ -86,6 +86,8 @@ impl Loader {
         package_env: bool,
         ready_timeout: f64,
         stop_grace: f64,
+        memory_bytes: Option<u64>,
+        tmp_bytes: Option<u64>,
     ) -> PyResult<agent::Agent> {
         use pyo3::exceptions::PyValueError;
         let package: AgentPackage = serde_json::from_str(package)
@@ -107,6 +109,12 @@ impl Loader {
         spec.package_env = package_env;
         spec.ready_timeout = agent::seconds("ready_timeout", ready_timeout)?;
         spec.stop_grace = agent::seconds("stop_grace", stop_grace)?;
+        if memory_bytes.is_some() {
+            spec.limits.memory_bytes = memory_bytes;
+        }
+        if tmp_bytes.is_some() {
+            spec.limits.tmp_bytes = tmp_bytes;
+        }
         let inner = py
             .detach(|| self.inner.spawn_blocking(&package, spec))
             .map_err(|e| errors::spawn_to_python(py, &e))?;

@@ -54,6 +54,8 @@ fn set(config: &mut LoaderConfig, name: &str, value: &Bound<'_, PyAny>) -> PyRes
         "min_free_bytes" => config.min_free_bytes = value.extract()?,
         "guest_memory_bytes" => config.guest_memory_bytes = value.extract()?,
         "guest_cpu_time" => config.guest_cpu_time = seconds(value)?,
+        "step_memory_bytes" => install.limits.memory_bytes = value.extract()?,
+        "step_tmp_bytes" => install.limits.tmp_bytes = value.extract()?,
         "limits" => limits(&mut config.limits, value.cast()?)?,
         _ => return Err(PyTypeError::new_err("no such option")),
     }
