@@ -253,8 +253,8 @@ fn a_failing_setup_py_cannot_reach_the_terminal_with_control_characters() {
     // terminal's title: what a forged report looks like.
     let forger = "import sys\nsys.stderr.write('\\x1b[2K\\rLoaded test-agent@1.0.0 ok\\x1b]0;pwned\\x07\\x9b2J\\n')\nsys.stdout.write('\\x1b[31mred\\n')\nsys.exit(1)\n";
     let apkg = ws.apkg("agent", &Apkg::valid_agent().replace("setup.py", forger));
-    for json_output in [true, false] {
-        let mut args = binary().load_args(&apkg, "uv");
+    for (installer, json_output) in [("uv", true), ("uv", false), ("pip", true)] {
+        let mut args = binary().load_args(&apkg, installer);
         if !json_output {
             args.retain(|arg| arg != "--json");
         }

@@ -79,6 +79,8 @@ for_each_backend!(
     concurrent_loads_of_one_app_share_one_venv,
     lines_redirecting_the_index_are_refused_and_reach_no_listener,
     an_index_option_the_operator_allows_reaches_the_listener,
+    every_call_the_seccomp_filter_refuses_is_refused_inside_an_install_step,
+    an_install_step_is_capped_in_memory_and_temporary_space_as_a_whole,
 );
 
 async fn setup_py_agent_imports_from_any_directory(backend: InstallerChoice) {
@@ -838,14 +840,13 @@ fn expected_refusals() -> serde_json::Value {
         .into()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn every_call_the_seccomp_filter_refuses_is_refused_inside_an_install_step() {
+async fn every_call_the_seccomp_filter_refuses_is_refused_inside_an_install_step(backend: InstallerChoice) {
     let ws = Workspace::new();
     let probe = par_tests::agent::seccomp_probe("'seccomp-report.json'");
     let setup = format!(
         "{probe}\nfrom setuptools import setup\nsetup(name='test-agent', version='1.0.0', packages=['core', 'app'])\n"
     );
-    let mut config = config(&ws, InstallerChoice::Uv);
+    let mut config = config(&ws, backend);
     config.install.sandbox = par::SandboxChoice::Bwrap;
     let package = load_with(config, &ws, &Apkg::valid_agent().replace("setup.py", setup))
         .await
@@ -863,14 +864,13 @@ async fn every_call_the_seccomp_filter_refuses_is_refused_inside_an_install_step
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_install_step_is_capped_in_memory_and_temporary_space_as_a_whole() {
+async fn an_install_step_is_capped_in_memory_and_temporary_space_as_a_whole(backend: InstallerChoice) {
     let ws = Workspace::new();
     let probe = par_tests::agent::limits_probe("'limits-report.json'", 4, 100);
     let setup = format!(
         "{probe}\nfrom setuptools import setup\nsetup(name='test-agent', version='1.0.0', packages=['core', 'app'])\n"
     );
-    let mut config = config(&ws, InstallerChoice::Uv);
+    let mut config = config(&ws, backend);
     config.install.sandbox = par::SandboxChoice::Bwrap;
     config.install.limits.tmp_bytes = Some(32 * 1024 * 1024);
     config.install.limits.memory_bytes = Some(256 * 1024 * 1024);
