@@ -831,6 +831,19 @@ async fn the_import_check_reads_the_venv_and_the_package_and_writes_neither() {
     );
 }
 
+/// Loads the valid agent whose `setup.py` runs `probe` first, and returns
+/// the JSON the probe left in the package (`probe-report.json`).
+async fn setup_py_probe(config: LoaderConfig, ws: &Workspace, probe: &str) -> serde_json::Value {
+    let setup = format!(
+        "{probe}\nfrom setuptools import setup\nsetup(name='test-agent', version='1.0.0', packages=['core', 'app'])\n"
+    );
+    let package = load_with(config, ws, &Apkg::valid_agent().replace("setup.py", setup))
+        .await
+        .expect("load");
+    serde_json::from_slice(&fs::read(package.path.join("probe-report.json")).expect("the probe's report"))
+        .expect("JSON")
+}
+
 /// The errno each call the filter refuses must get.
 fn expected_refusals() -> serde_json::Value {
     par::seccomp::REFUSED
@@ -842,18 +855,10 @@ fn expected_refusals() -> serde_json::Value {
 
 async fn every_call_the_seccomp_filter_refuses_is_refused_inside_an_install_step(backend: InstallerChoice) {
     let ws = Workspace::new();
-    let probe = par_tests::agent::seccomp_probe("'seccomp-report.json'");
-    let setup = format!(
-        "{probe}\nfrom setuptools import setup\nsetup(name='test-agent', version='1.0.0', packages=['core', 'app'])\n"
-    );
     let mut config = config(&ws, backend);
     config.install.sandbox = par::SandboxChoice::Bwrap;
-    let package = load_with(config, &ws, &Apkg::valid_agent().replace("setup.py", setup))
-        .await
-        .expect("load");
-    let report: serde_json::Value =
-        serde_json::from_slice(&fs::read(package.path.join("seccomp-report.json")).expect("the probe's report"))
-            .expect("JSON");
+    let probe = par_tests::agent::seccomp_probe("'probe-report.json'");
+    let report = setup_py_probe(config, &ws, &probe).await;
     for (name, errno) in expected_refusals().as_object().expect("map") {
         assert_eq!(&report[name], errno, "{name}: {report}");
     }
@@ -866,20 +871,12 @@ async fn every_call_the_seccomp_filter_refuses_is_refused_inside_an_install_step
 
 async fn an_install_step_is_capped_in_memory_and_temporary_space_as_a_whole(backend: InstallerChoice) {
     let ws = Workspace::new();
-    let probe = par_tests::agent::limits_probe("'limits-report.json'", 4, 100);
-    let setup = format!(
-        "{probe}\nfrom setuptools import setup\nsetup(name='test-agent', version='1.0.0', packages=['core', 'app'])\n"
-    );
     let mut config = config(&ws, backend);
     config.install.sandbox = par::SandboxChoice::Bwrap;
     config.install.limits.tmp_bytes = Some(32 * 1024 * 1024);
     config.install.limits.memory_bytes = Some(256 * 1024 * 1024);
-    let package = load_with(config, &ws, &Apkg::valid_agent().replace("setup.py", setup))
-        .await
-        .expect("load");
-    let report: serde_json::Value =
-        serde_json::from_slice(&fs::read(package.path.join("limits-report.json")).expect("the probe's report"))
-            .expect("JSON");
+    let probe = par_tests::agent::limits_probe("'probe-report.json'", 4, 100);
+    let report = setup_py_probe(config, &ws, &probe).await;
     assert!(report["tmp_mib"].as_u64().is_some_and(|mib| mib <= 32), "{report}");
     assert!(report["shm_mib"].as_u64().is_some_and(|mib| mib <= 32), "{report}");
     assert_eq!(report["dev"], 30, "/dev is read-only (EROFS): {report}");
