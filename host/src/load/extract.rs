@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use super::{Orchestrator, check_app_id, explain_disk_full};
 use crate::fs::archive::Archive;
+use crate::fs::publish::{PublishRequest, Published};
 use crate::fs::staging::Staging;
 use crate::sandbox::Preopens;
-use crate::sandbox::install_session::{PublishRequest, Published};
 use crate::types::error::LoadError;
 use crate::types::package::{ExtractedPackage, Manifest};
 

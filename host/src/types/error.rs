@@ -348,6 +348,15 @@ pub enum GuestProtocolError {
 }
 
 impl GuestProtocolError {
+    /// Refuses a list or string larger than anything a well-behaved guest
+    /// sends: [`GuestProtocolError::TooLarge`] when `size` is over `max`.
+    pub(crate) fn check_size(call: InstallCall, what: &'static str, size: usize, max: usize) -> Result<(), Self> {
+        if size > max {
+            return Err(GuestProtocolError::TooLarge { call, what, size, max });
+        }
+        Ok(())
+    }
+
     /// The call at fault, if the error is about one call.
     pub fn call(&self) -> Option<InstallCall> {
         match self {
