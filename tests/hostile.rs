@@ -89,3 +89,37 @@ async fn inspect_refuses_every_archive_whose_fault_shows_without_decompressing()
     }
     assert_no_failures(&failures);
 }
+
+/// The host words each unsafe entry exactly as the guest does: both render
+/// the one `EntryProblem` of `par-rules`, carried across the WIT between them.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_host_words_each_unsafe_entry_as_the_guest_does() {
+    let mut failures = Vec::new();
+    for case in hostile_cases()
+        .into_iter()
+        .filter(|c| c.expected.kind == "unsafe-entry")
+    {
+        let ws = Workspace::new();
+        let apkg = ws.apkg("hostile", &case.apkg);
+        let host = match loader(&ws, &case).extract(&apkg, None).await {
+            Err(LoadError::Package(error)) => error.to_string(),
+            other => {
+                failures.push(format!("{}: the host did not refuse the package: {other:?}", case.name));
+                continue;
+            }
+        };
+        let scratch = tempfile::tempdir().expect("scratch directory");
+        let bytes = std::io::Cursor::new(case.apkg.to_bytes());
+        let guest = match par_guest::extract(bytes, scratch.path(), &par_guest::ExtractOptions::default()) {
+            Err(error) => error.to_string(),
+            Ok(report) => {
+                failures.push(format!("{}: the guest accepted it natively: {report:?}", case.name));
+                continue;
+            }
+        };
+        if host != guest {
+            failures.push(format!("{}: host `{host}` != guest `{guest}`", case.name));
+        }
+    }
+    assert_no_failures(&failures);
+}

@@ -325,5 +325,10 @@ fn problem_to_wit(problem: EntryProblem) -> wit::EntryProblem {
         EntryProblem::Encrypted => W::Encrypted,
         EntryProblem::UnsupportedCompression(method) => W::UnsupportedCompression(method),
         EntryProblem::Corrupt(message) => W::Corrupt(message),
+        // `EntryProblem` is `#[non_exhaustive]` (the host re-exports it as
+        // public API), so a match outside `par-rules` needs this arm. A
+        // variant added there without a WIT case still refuses the entry,
+        // in the rules' own words.
+        other => W::Corrupt(other.to_string()),
     }
 }

@@ -2,63 +2,7 @@
 
 use crate::limits::LimitKind;
 
-/// Why an archive entry was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EntryProblem {
-    /// The name starts with `/`.
-    #[error("absolute path")]
-    AbsolutePath,
-    /// A `..` component could climb out of the package directory.
-    #[error("`..` component")]
-    ParentComponent,
-    /// A `.` component: harmless on its own but never produced by honest packers.
-    #[error("`.` component")]
-    CurrentComponent,
-    /// `a//b`: an empty component.
-    #[error("empty path component")]
-    EmptyComponent,
-    /// A backslash, which Windows treats as a separator.
-    #[error("backslash in name")]
-    Backslash,
-    /// `C:` and the like: a Windows drive prefix.
-    #[error("drive letter")]
-    DriveLetter,
-    /// NUL or another control character.
-    #[error("control character in name")]
-    ControlCharacter,
-    /// The name is not valid UTF-8.
-    #[error("name is not UTF-8")]
-    NotUtf8,
-    /// More than [`crate::limits::MAX_PATH_DEPTH`] components.
-    #[error("path deeper than {max} components", max = crate::limits::MAX_PATH_DEPTH)]
-    TooDeep,
-    /// One component longer than [`crate::limits::MAX_COMPONENT_BYTES`] bytes.
-    #[error("path component longer than {max} bytes", max = crate::limits::MAX_COMPONENT_BYTES)]
-    ComponentTooLong,
-    /// A symbolic link: could point anywhere once extracted.
-    #[error("symbolic link")]
-    Symlink,
-    /// A hard link (PKWARE Unix extra field carrying a link target).
-    #[error("hard link")]
-    HardLink,
-    /// A FIFO, device, socket or any type other than file or directory.
-    #[error("special file ({0})")]
-    SpecialFile(String),
-    /// The same name as an earlier entry, also after case folding and NFC.
-    #[error("duplicate of `{0}`")]
-    Duplicate(String),
-    /// Encrypted entries cannot be inspected, so they are refused.
-    #[error("encrypted entry")]
-    Encrypted,
-    /// A compression method this extractor does not implement.
-    #[error("unsupported compression method {0}")]
-    UnsupportedCompression(String),
-    /// The entry's data is damaged (bad CRC, truncated stream …).
-    #[error("corrupt data: {0}")]
-    Corrupt(String),
-}
-
-pub use par_rules::archive::Inconsistency;
+pub use par_rules::archive::{EntryProblem, Inconsistency};
 
 /// Everything that can make the guest refuse a package.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

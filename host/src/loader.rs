@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::agent::AgentProcess;
-use crate::load::Engine;
+use crate::load::Orchestrator;
 use crate::types::config::LoaderConfig;
 use crate::types::error::{LifecycleError, LoadError, SpawnError};
 use crate::types::lifecycle::{Collection, GcOptions, Listing};
@@ -15,7 +15,7 @@ use crate::types::spawn::SpawnSpec;
 /// Loads APKGs; cheap to clone, safe to share across tasks.
 #[derive(Debug, Clone)]
 pub struct PackageLoader {
-    engine: Arc<Engine>,
+    orchestrator: Arc<Orchestrator>,
 }
 
 impl PackageLoader {
@@ -24,13 +24,13 @@ impl PackageLoader {
     /// installer steps run elsewhere, inside their own sandbox.
     pub fn new(config: LoaderConfig) -> Result<Self, LoadError> {
         Ok(Self {
-            engine: Arc::new(Engine::new(config)?),
+            orchestrator: Arc::new(Orchestrator::new(config)?),
         })
     }
 
     /// The configuration this loader was built with.
     pub fn config(&self) -> &LoaderConfig {
-        self.engine.config()
+        self.orchestrator.config()
     }
 
     /// Validates the archive and returns its manifest without publishing anything.
@@ -61,12 +61,12 @@ impl PackageLoader {
 
     /// Blocking form of [`PackageLoader::load_package`].
     pub fn load_blocking(&self, apkg: &Path, app_id: Option<&str>) -> Result<AgentPackage, LoadError> {
-        self.engine.load(apkg, app_id)
+        self.orchestrator.load(apkg, app_id)
     }
 
     /// Blocking form of [`PackageLoader::inspect`], for callers outside an async runtime.
     pub fn inspect_blocking(&self, apkg: &Path) -> Result<Manifest, LoadError> {
-        self.engine.inspect(apkg)
+        self.orchestrator.inspect(apkg)
     }
 
     /// Starts `package`'s agent (loaded by this loader) in the sandbox, on
@@ -85,7 +85,7 @@ impl PackageLoader {
 
     /// Blocking form of [`PackageLoader::spawn`].
     pub fn spawn_blocking(&self, package: &AgentPackage, spec: SpawnSpec) -> Result<AgentProcess, SpawnError> {
-        self.engine.spawn(package, spec).map(AgentProcess::new)
+        self.orchestrator.spawn(package, spec).map(AgentProcess::new)
     }
 
     /// Every app under the root: its deployments (current or not, in use by
@@ -97,7 +97,7 @@ impl PackageLoader {
 
     /// Blocking form of [`PackageLoader::list`].
     pub fn list_blocking(&self) -> Result<Listing, LifecycleError> {
-        self.engine.list()
+        self.orchestrator.list()
     }
 
     /// Removes an app (or one `version` of it): trees, links, venvs and
@@ -116,7 +116,7 @@ impl PackageLoader {
         version: Option<&str>,
         force: bool,
     ) -> Result<Collection, LifecycleError> {
-        self.engine.remove(app_id, version, force)
+        self.orchestrator.remove(app_id, version, force)
     }
 
     /// Removes what no app needs any more: deployments beyond the ones
@@ -130,12 +130,12 @@ impl PackageLoader {
 
     /// Blocking form of [`PackageLoader::gc`].
     pub fn gc_blocking(&self, options: &GcOptions) -> Result<Collection, LifecycleError> {
-        self.engine.gc(options)
+        self.orchestrator.gc(options)
     }
 
     /// Blocking form of [`PackageLoader::extract`].
     pub fn extract_blocking(&self, apkg: &Path, app_id: Option<&str>) -> Result<ExtractedPackage, LoadError> {
-        self.engine.extract(apkg, app_id)
+        self.orchestrator.extract(apkg, app_id)
     }
 }
 

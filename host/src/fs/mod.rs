@@ -1,5 +1,5 @@
 //! Files under the root, all through handles opened once (`root`): staging
-//! and publishing trees, venvs, deployment records, and par's own cache.
+//! and publishing trees (`staging`, `publish`), venvs, deployment records, and par's own cache.
 
 pub mod agents;
 pub mod archive;
@@ -7,6 +7,7 @@ pub mod cache_dir;
 pub mod handle;
 pub mod lock;
 pub mod owner;
+pub mod publish;
 pub mod redeploy;
 pub mod root;
 pub mod seal;

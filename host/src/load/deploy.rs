@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Engine, check_app_id, explain_disk_full};
+use super::{Orchestrator, check_app_id, explain_disk_full};
 use crate::exec::confine;
 use crate::fs::archive::Archive;
 use crate::fs::cache_dir::CacheDir;
@@ -25,7 +25,7 @@ use crate::types::error::LoadError;
 use crate::types::lifecycle::GcOptions;
 use crate::types::package::{AgentPackage, Timings};
 
-impl Engine {
+impl Orchestrator {
     /// The spec's whole flow (see [`crate::PackageLoader::load_package`]).
     pub(crate) fn load(&self, apkg: &Path, app_id: Option<&str>) -> Result<AgentPackage, LoadError> {
         if let Some(app_id) = app_id {

@@ -4,15 +4,15 @@
 use std::path::Path;
 use std::time::Instant;
 
-use super::{Engine, check_app_id, explain_disk_full};
+use super::{Orchestrator, check_app_id, explain_disk_full};
 use crate::fs::archive::Archive;
+use crate::fs::publish::{PublishRequest, Published};
 use crate::fs::staging::Staging;
 use crate::sandbox::Preopens;
-use crate::sandbox::install_session::{PublishRequest, Published};
 use crate::types::error::LoadError;
 use crate::types::package::{ExtractedPackage, Manifest};
 
-impl Engine {
+impl Orchestrator {
     /// Validates the archive in the sandbox and returns its manifest; publishes nothing.
     pub(crate) fn inspect(&self, apkg: &Path) -> Result<Manifest, LoadError> {
         let archive = Archive::open(apkg)?;

@@ -1,7 +1,22 @@
 //! Orchestration: the steps of `inspect`, `extract` and `load` in order,
 //! each step done by the boundary (`sandbox/`) or a mechanism (`fs/`,
 //! `exec/`, `install/`). The public API ([`crate::PackageLoader`]) is a thin
-//! layer over [`Engine`].
+//! layer over [`Orchestrator`], which holds what every operation shares:
+//! the configuration, the opened root, the compiled guest and the probed
+//! tools (interpreter, bubblewrap).
+//!
+//! One file per operation, each an `impl Orchestrator` block:
+//!
+//! - `mod.rs` (here): [`Orchestrator::new`] and what the operations share:
+//!   the installer and its sandbox, the free-space floor, the settings
+//!   fingerprint, app-id checks, and telling a full disk from a bad package.
+//! - `extract.rs`: `inspect` (read the archive, publish nothing) and
+//!   `extract` (publish the tree, no venv).
+//! - `deploy.rs`: `load`, the spec's whole flow (extract, venv, install,
+//!   verify, then switch the app's link), and the unchanged-redeploy shortcut.
+//! - `spawn.rs`: `spawn`, starting a loaded agent, and [`spawn::Running`].
+//! - `lifecycle/`: `list`, `remove` and `gc` (`survey.rs` reads what is
+//!   under the root, `plan.rs` decides what goes).
 
 mod deploy;
 mod extract;
@@ -28,7 +43,7 @@ use crate::types::error::{LoadError, PackageError};
 /// What a loader holds for its lifetime: the configuration, the opened
 /// root, the compiled guest, and what it found out about the machine.
 #[derive(Debug)]
-pub(crate) struct Engine {
+pub(crate) struct Orchestrator {
     /// The root, opened once: every file operation under it goes through it.
     root: Arc<RootDir>,
     config: LoaderConfig,
@@ -40,7 +55,7 @@ pub(crate) struct Engine {
     bubblewrap: std::sync::OnceLock<Result<Bubblewrap, String>>,
 }
 
-impl Engine {
+impl Orchestrator {
     /// Prepares the sandbox (compiling the guest, or loading it from the cache).
     /// Relative paths in `config` are taken from the current directory now:
     /// installer steps run elsewhere, inside their own sandbox.
@@ -91,7 +106,7 @@ impl Engine {
         })
     }
 
-    /// The configuration this engine was built with.
+    /// The configuration this orchestrator was built with.
     pub(crate) fn config(&self) -> &LoaderConfig {
         &self.config
     }

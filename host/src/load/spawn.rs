@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use par_rules::env::{MAX_ENV_VARS, MAX_VALUE_BYTES, caller_refusal, package_refusal};
 use par_rules::names::is_safe_component;
 
-use super::Engine;
+use super::Orchestrator;
 use crate::exec::agent::{AgentChild, AgentCommand};
 use crate::exec::confine::{self, Bubblewrap, Mounts, Tmp};
 use crate::exec::process::Step;
@@ -52,7 +52,7 @@ pub(crate) struct Running {
     probe: Mutex<AcceptProbe>,
 }
 
-impl Engine {
+impl Orchestrator {
     /// Starts `package`'s agent as `spec` says; returns once it runs (see [`Running::wait_ready`]).
     pub(crate) fn spawn(&self, package: &AgentPackage, spec: SpawnSpec) -> Result<Running, SpawnError> {
         check_spec(&spec)?;

@@ -229,3 +229,41 @@ pub fn env_file_refused(error: wit::EnvFileError) -> EnvFileRefused {
         reason: escape_controls(&error.reason, MAX_ENV_TEXT),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each `entry-problem` case of the WIT becomes the rules' variant of the
+    /// same name, with the same payload: the host words it as the guest does.
+    #[test]
+    fn each_entry_problem_crosses_the_boundary_as_itself() {
+        use wit::EntryProblem as W;
+        let payload = || "payload".to_owned();
+        let cases = [
+            W::AbsolutePath,
+            W::ParentComponent,
+            W::CurrentComponent,
+            W::EmptyComponent,
+            W::Backslash,
+            W::DriveLetter,
+            W::ControlCharacter,
+            W::NotUtf8,
+            W::TooDeep,
+            W::ComponentTooLong,
+            W::Symlink,
+            W::HardLink,
+            W::SpecialFile(payload()),
+            W::Duplicate(payload()),
+            W::Encrypted,
+            W::UnsupportedCompression(payload()),
+            W::Corrupt(payload()),
+        ];
+        for case in cases {
+            let wit_name = format!("{case:?}");
+            let problem = entry_problem(case);
+            assert_eq!(wit_name, format!("EntryProblem::{problem:?}"));
+            assert!(!problem.to_string().is_empty());
+        }
+    }
+}

@@ -5,6 +5,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+// Why one archive entry was refused: the rules' own type and wording, the
+// guest's too.
+pub use par_rules::archive::EntryProblem;
 pub use par_rules::archive::{Inconsistency, LimitKind};
 
 use super::spawn::EnvSource;
@@ -34,46 +37,6 @@ pub enum SandboxError {
     /// wasmtime could not be set up or could not compile the guest.
     #[error("the WebAssembly engine could not start: {0}")]
     Engine(String),
-}
-
-/// Why one archive entry was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum EntryProblem {
-    /// The name starts with `/`.
-    AbsolutePath,
-    /// A `..` component.
-    ParentComponent,
-    /// A `.` component.
-    CurrentComponent,
-    /// `a//b`.
-    EmptyComponent,
-    /// A backslash, which Windows takes for a separator.
-    Backslash,
-    /// `C:` and the like.
-    DriveLetter,
-    /// NUL or another control character.
-    ControlCharacter,
-    /// Not UTF-8.
-    NotUtf8,
-    /// Too many components.
-    TooDeep,
-    /// One component too long.
-    ComponentTooLong,
-    /// A symbolic link.
-    Symlink,
-    /// A hard link.
-    HardLink,
-    /// A FIFO, device, socket, or a type bit pattern that is none of these.
-    SpecialFile(String),
-    /// Collides with the named earlier entry (also after case folding and NFC).
-    Duplicate(String),
-    /// An encrypted entry.
-    Encrypted,
-    /// A compression method other than stored or deflate.
-    UnsupportedCompression(String),
-    /// Damaged data: bad CRC, truncated stream, invalid deflate.
-    Corrupt(String),
 }
 
 /// An entry that breaks a safety rule.
@@ -385,6 +348,15 @@ pub enum GuestProtocolError {
 }
 
 impl GuestProtocolError {
+    /// Refuses a list or string larger than anything a well-behaved guest
+    /// sends: [`GuestProtocolError::TooLarge`] when `size` is over `max`.
+    pub(crate) fn check_size(call: InstallCall, what: &'static str, size: usize, max: usize) -> Result<(), Self> {
+        if size > max {
+            return Err(GuestProtocolError::TooLarge { call, what, size, max });
+        }
+        Ok(())
+    }
+
     /// The call at fault, if the error is about one call.
     pub fn call(&self) -> Option<InstallCall> {
         match self {
@@ -417,30 +389,6 @@ impl fmt::Display for InstallFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let parts: Vec<String> = self.0.iter().map(describe).collect();
         f.write_str(&parts.join("; "))
-    }
-}
-
-impl fmt::Display for EntryProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            EntryProblem::AbsolutePath => f.write_str("absolute path"),
-            EntryProblem::ParentComponent => f.write_str("`..` component"),
-            EntryProblem::CurrentComponent => f.write_str("`.` component"),
-            EntryProblem::EmptyComponent => f.write_str("empty path component"),
-            EntryProblem::Backslash => f.write_str("backslash in name"),
-            EntryProblem::DriveLetter => f.write_str("drive letter"),
-            EntryProblem::ControlCharacter => f.write_str("control character in name"),
-            EntryProblem::NotUtf8 => f.write_str("name is not UTF-8"),
-            EntryProblem::TooDeep => f.write_str("path too deep"),
-            EntryProblem::ComponentTooLong => f.write_str("path component too long"),
-            EntryProblem::Symlink => f.write_str("symbolic link"),
-            EntryProblem::HardLink => f.write_str("hard link"),
-            EntryProblem::SpecialFile(kind) => write!(f, "special file ({kind})"),
-            EntryProblem::Duplicate(first) => write!(f, "duplicate of `{first}`"),
-            EntryProblem::Encrypted => f.write_str("encrypted entry"),
-            EntryProblem::UnsupportedCompression(method) => write!(f, "unsupported compression method {method}"),
-            EntryProblem::Corrupt(message) => write!(f, "corrupt data: {message}"),
-        }
     }
 }
 

@@ -18,7 +18,7 @@ mod survey;
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{Engine, check_app_id};
+use super::{Orchestrator, check_app_id};
 use crate::exec::identity;
 use crate::fs::cache_dir::CacheDir;
 use crate::fs::lock::AppLock;
@@ -36,7 +36,7 @@ use survey::Survey;
 /// How long `remove --force` gives an agent to stop after SIGTERM.
 const FORCE_STOP_GRACE: Duration = Duration::from_secs(5);
 
-impl Engine {
+impl Orchestrator {
     /// Every app under the root, with its deployments and their sizes.
     pub(crate) fn list(&self) -> Result<Listing, LifecycleError> {
         let root = &self.root;
@@ -113,7 +113,7 @@ impl Engine {
         self.collect(options, &[])
     }
 
-    /// [`Engine::gc`], never taking the trees in `protect`.
+    /// [`Orchestrator::gc`], never taking the trees in `protect`.
     pub(crate) fn collect(&self, options: &GcOptions, protect: &[String]) -> Result<Collection, LifecycleError> {
         let root = &self.root;
         let started = std::time::Instant::now();

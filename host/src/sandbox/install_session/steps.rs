@@ -1,0 +1,220 @@
+//! The install steps after `ensure-venv`: `install-requirements`,
+//! `install-self` (the editable build's wheel, or the installer's own `-e`)
+//! and `verify-import`, each run by the step runner and timed.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::Instant;
+
+use super::InstallSession;
+use crate::exec::process::StepOutput;
+use crate::install::editable::{self, EditableBuild, Prepared};
+use crate::install::installer::{InstallTarget, Invocation, venv_python};
+use crate::install::step::{StepKind, StepSpec};
+use crate::sandbox::bindings::types::{Entrypoint, SelfInstall, StepReport};
+use crate::types::error::{GuestProtocolError, InstallError, describe};
+use par_rules::names::is_entrypoint;
+
+/// The import check: the directory to put first on `sys.path` (empty for
+/// none), the module and the attribute arrive as argv, never as code.
+const VERIFY_SCRIPT: &str = "import importlib, sys\nif sys.argv[1]:\n    sys.path.insert(0, sys.argv[1])\nmodule = importlib.import_module(sys.argv[2])\nif len(sys.argv) > 3:\n    getattr(module, sys.argv[3])\n";
+
+impl InstallSession {
+    pub(super) fn install_requirements_inner(&mut self) -> Result<StepReport, InstallError> {
+        let started = Instant::now();
+        let (venv, published) = self.venv_and_package()?;
+        let Some(file) = venv.requirements_file.clone() else {
+            return Err(InstallError::Host("the plan has no requirements to install".into()));
+        };
+        let (name, venv_path, constraints, package) = (
+            venv.name.clone(),
+            venv.path.clone(),
+            venv.constraints_file.clone(),
+            published.path.clone(),
+        );
+        if venv.reused {
+            tracing::info!(venv = %name, "Dependencies already installed (venv reused)");
+            return Ok(StepReport {
+                packages_count: 0,
+                elapsed_ms: 0,
+            });
+        }
+        tracing::info!(venv = %name, "Installing dependencies from requirements.txt");
+        let ctx = self.ctx()?;
+        let target = InstallTarget::Requirements {
+            file: &file,
+            constraints: constraints.as_deref(),
+        };
+        let invocation = ctx.installer.install(&venv_path, target, &ctx.install.index.args());
+        let result = self
+            .runner()?
+            .run(StepSpec::new(StepKind::Requirements, invocation, &package).writable(&venv_path));
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        self.outcome.timings.requirements_ms = elapsed_ms;
+        match result {
+            Ok(output) => {
+                let packages_count = self.ctx()?.installer.packages_installed(&output);
+                tracing::info!(packages_count, "External dependencies installed successfully");
+                self.outcome.requirements_count = packages_count;
+                Ok(StepReport {
+                    packages_count,
+                    elapsed_ms,
+                })
+            }
+            Err(error) => {
+                log_step_error(&error, "Dependency installation", &package);
+                Err(error)
+            }
+        }
+    }
+
+    pub(super) fn install_self_inner(&mut self) -> Result<StepReport, InstallError> {
+        let started = Instant::now();
+        let (venv, published) = self.venv_and_package()?;
+        if venv.self_install == SelfInstall::None {
+            return Err(InstallError::Host(
+                "the plan has no setup.py or pyproject.toml to install".into(),
+            ));
+        }
+        let (name, venv_path, package, reused) = (
+            venv.name.clone(),
+            venv.path.clone(),
+            published.path.clone(),
+            venv.reused,
+        );
+        tracing::info!(
+            setup_py_exists = package.join("setup.py").is_file(),
+            pyproject_exists = package.join("pyproject.toml").is_file(),
+            package_path = %package.display(),
+            "Checking for agent package metadata"
+        );
+        if reused {
+            tracing::info!(venv = %name, "Agent package already installed (venv reused)");
+            return Ok(StepReport {
+                packages_count: 0,
+                elapsed_ms: 0,
+            });
+        }
+        tracing::info!(package_path = %package.display(), venv = %name, "Installing agent package in editable mode");
+        let result = self.self_install_step(&venv_path, &package);
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        self.outcome.timings.self_install_ms = elapsed_ms;
+        match result {
+            Ok(output) => {
+                tracing::info!("Agent package installed successfully");
+                let packages_count = self.ctx()?.installer.packages_installed(&output);
+                Ok(StepReport {
+                    packages_count,
+                    elapsed_ms,
+                })
+            }
+            Err(error) => {
+                log_step_error(&error, "Agent package installation", &package);
+                Err(error)
+            }
+        }
+    }
+
+    /// Installs the agent: the wheel the editable build made, or, when there
+    /// is no such build, the installer's own `-e` on the package.
+    fn self_install_step(&mut self, venv: &Path, package: &Path) -> Result<StepOutput, InstallError> {
+        let mut build = self.editable.take();
+        let prepared = build.as_mut().map(EditableBuild::wait).transpose()?;
+        if let Some(Prepared::Wheel { busy, .. }) = &prepared {
+            self.outcome.timings.build_ms = busy.as_millis() as u64;
+        }
+        let (ctx, runner) = (self.ctx()?, self.runner()?);
+        let index = ctx.install.index.args();
+        let spec = |target| {
+            let invocation = ctx.installer.install(venv, target, &index);
+            StepSpec::new(StepKind::SelfInstall, invocation, package).writable(venv)
+        };
+        let (Some(build), Some(Prepared::Wheel { path: wheel, busy })) = (&build, &prepared) else {
+            if let Some(Prepared::Installer(reason)) = &prepared {
+                tracing::info!(%reason, "Leaving the editable build to the installer");
+            }
+            return runner.run(spec(InstallTarget::Editable(package)));
+        };
+        let left = StepKind::SelfInstall.left(&ctx.install, *busy)?;
+        let output = runner.run(
+            spec(InstallTarget::Wheel(wheel))
+                .readonly(build.wheel_dir())
+                .timeout(left),
+        )?;
+        let wheel_name = wheel
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Err(error) = editable::record_editable(venv, &wheel_name, package) {
+            tracing::warn!(%error, "cannot record the agent as an editable install in its venv");
+        }
+        Ok(output)
+    }
+
+    pub(super) fn verify_import_inner(&mut self, entrypoint: Entrypoint) -> Result<(), InstallError> {
+        let started = Instant::now();
+        let (venv, published) = self.venv_and_package()?;
+        let named = published.manifest.entrypoint.as_ref();
+        let same = named.is_some_and(|named| named.module == entrypoint.module && named.attr == entrypoint.attr);
+        // The manifest's entrypoint passed `is_entrypoint` at publish.
+        if !same || !is_entrypoint(&entrypoint.module, entrypoint.attr.as_deref()) {
+            let asked = format!("{}:{}", entrypoint.module, entrypoint.attr.as_deref().unwrap_or(""));
+            let violation = GuestProtocolError::WrongEntrypoint {
+                asked: asked.chars().take(200).collect::<String>().escape_default().to_string(),
+            };
+            let message = violation.to_string();
+            self.protocol.violate(violation);
+            return Err(InstallError::Host(message));
+        }
+        let python = venv_python(&venv.path);
+        let scratch =
+            tempfile::tempdir().map_err(|e| InstallError::Host(format!("cannot create a scratch dir: {e}")))?;
+        // An old package is not installed: the runtime puts its directory on
+        // `sys.path`, so the check does too, and answers the runtime's question.
+        let search_first: OsString = match venv.self_install {
+            SelfInstall::None => published.path.clone().into(),
+            SelfInstall::SetupPy | SelfInstall::Pyproject => OsString::new(),
+        };
+        let mut args: Vec<OsString> = vec![
+            "-I".into(),
+            "-c".into(),
+            VERIFY_SCRIPT.into(),
+            search_first,
+            entrypoint.module.clone().into(),
+        ];
+        if let Some(attr) = &entrypoint.attr {
+            args.push(attr.into());
+        }
+        let (venv_path, package) = (venv.path.clone(), published.path.clone());
+        let invocation = Invocation { program: python, args };
+        let result = self.runner()?.run(
+            // The package's code runs here (its import): it reads the venv and
+            // the tree, as its agent will, and writes only the scratch directory.
+            StepSpec::new(StepKind::VerifyImport, invocation, scratch.path())
+                .readonly(&venv_path)
+                .readonly(&package),
+        );
+        self.outcome.timings.verify_ms = started.elapsed().as_millis() as u64;
+        match &result {
+            Ok(_) => tracing::info!(module = %entrypoint.module, "Agent package verification successful"),
+            Err(error) => tracing::warn!(
+                module = %entrypoint.module,
+                error = %describe(error),
+                "Agent package verification failed - imports may not work"
+            ),
+        }
+        result.map(|_| ())
+    }
+}
+
+fn log_step_error(error: &InstallError, what: &str, package: &Path) {
+    match error {
+        InstallError::Failed(failure) => tracing::error!(
+            stderr = %failure.stderr.trim(),
+            stdout = %failure.stdout.trim(),
+            package_path = %package.display(),
+            "{what} failed"
+        ),
+        other => tracing::error!(package_path = %package.display(), "{}", describe(other)),
+    }
+}

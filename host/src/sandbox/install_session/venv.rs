@@ -1,0 +1,212 @@
+//! `ensure-venv`: the venv a load installs into, keyed by everything that
+//! decides its contents, made or reused; and the agent's editable build,
+//! started beside it.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use cap_std::fs::Dir;
+
+use super::InstallSession;
+use super::plan::{check_plan, checked_lines};
+use crate::exec::confine;
+use crate::fs::cache_dir::CacheDir;
+use crate::fs::root::{Area, open_dir_nofollow, open_file_nofollow};
+use crate::fs::venv::{self, VenvInputs};
+use crate::install::editable::{self, BuildJob, BuildSystem, EditableBuild};
+use crate::install::step::{StepKind, StepSpec};
+use crate::sandbox::bindings::types::{BuildSystem as GuestBuildSystem, InstallPlan, SelfInstall, VenvInfo};
+use crate::types::error::{InstallCall, InstallError, PackageError};
+
+/// The venv of this load.
+#[derive(Debug)]
+pub struct VenvState {
+    /// `{app_id}_{key}`.
+    pub name: String,
+    /// Its directory.
+    pub path: PathBuf,
+    /// The key its marker must hold.
+    pub key: String,
+    /// A finished venv with this key existed: nothing to install.
+    pub reused: bool,
+    pub(super) requirements_file: Option<PathBuf>,
+    pub(super) constraints_file: Option<PathBuf>,
+    /// How the agent itself installs.
+    pub self_install: SelfInstall,
+    /// The key of the build environment par's own frontend built the agent in.
+    pub build_env: Option<String>,
+}
+
+impl InstallSession {
+    pub(super) fn ensure_venv_inner(&mut self, plan: InstallPlan) -> Result<VenvInfo, InstallError> {
+        let started = Instant::now();
+        let ctx = self.ctx()?;
+        let published = self
+            .published
+            .as_ref()
+            .ok_or_else(|| InstallError::Host("ensure-venv before publish".into()))?;
+        let tree = published.open_tree().map_err(|e| InstallError::Host(e.to_string()))?;
+        if let Err(violation) = check_plan(&plan, &tree) {
+            let message = violation.to_string();
+            self.protocol.violate(violation);
+            return Err(InstallError::Host(message));
+        }
+        let checked =
+            checked_lines(&plan.requirements, ctx).and_then(|r| Ok((r, checked_lines(&plan.constraints, ctx)?)));
+        let (requirements, constraints) = match checked {
+            Ok(lines) => lines,
+            Err(refused) => {
+                self.verdict = Some(PackageError::RequirementsInvalid(refused.clone()).into());
+                return Err(InstallError::Refused(refused));
+            }
+        };
+        // Both files decide what the build makes (`pyproject.toml` may name
+        // the backend of a `setup.py` project).
+        let mut build_files = Vec::new();
+        if plan.self_install != SelfInstall::None {
+            for name in ["setup.py", "pyproject.toml"] {
+                if tree.symlink_metadata(name).is_err() {
+                    continue;
+                }
+                let bytes =
+                    read_regular(&tree, name).map_err(|e| InstallError::Host(format!("{name} cannot be read: {e}")))?;
+                build_files.extend((bytes.len() as u64).to_le_bytes());
+                build_files.extend(bytes);
+            }
+        }
+        let index = ctx.install.index.args().join(std::ffi::OsStr::new(" "));
+        let key = venv::key(&VenvInputs {
+            python: &ctx.python.identity,
+            installer: ctx.installer.name(),
+            index: &index.to_string_lossy(),
+            requirements: &requirements,
+            constraints: &constraints,
+            package: &published.path,
+            build_files: &build_files,
+        });
+        let name = format!("{}_{key}", published.app_id);
+        let path = ctx.root.join(Area::Venvs, &name);
+        let venvs = ctx.root.dir(Area::Venvs);
+        let host = |action: &'static str| {
+            let path = path.clone();
+            move |e: std::io::Error| InstallError::Host(format!("cannot {action} {}: {e}", path.display()))
+        };
+        let marker = venv::sealed_marker(ctx.root.seal(), &name, &key);
+        let reused = open_dir_nofollow(venvs, &name).is_ok_and(|venv| venv::is_finished(&venv, &marker));
+        let mut editable = None;
+        if reused {
+            tracing::info!(venv = %name, "Reusing venv");
+        } else {
+            if venvs.symlink_metadata(&name).is_ok() {
+                tracing::warn!(venv = %name, "Removing a venv left unfinished by an interrupted load");
+                venvs.remove_dir_all(&name).map_err(host("remove"))?;
+            }
+            // Made first so a confined step can have exactly this directory bound.
+            venvs.create_dir(&name).map_err(host("create"))?;
+            tracing::info!(
+                path = %path.display(),
+                installer = ctx.installer.name(),
+                sandbox = confine::label(ctx.sandbox.as_ref()),
+                "Creating venv"
+            );
+            // The build needs nothing from the venv: it runs while the venv is
+            // created and the requirements install.
+            editable = self.start_editable_build(&plan, &published.path)?;
+            let invocation = ctx.installer.create_venv(&ctx.python.executable, &path);
+            if let Err(error) = self.runner()?.run(StepSpec::new(StepKind::Venv, invocation, &path)) {
+                // Not yet this load's venv (nothing will discard it): remove it here.
+                let _ = venvs.remove_dir_all(&name);
+                return Err(error);
+            }
+        }
+        let venv_dir = open_dir_nofollow(venvs, &name).map_err(host("open"))?;
+        // A reused venv already holds these files, written when it was built
+        // from the same lines (they are part of its key).
+        let write = |lines: &[String], file: &str| -> Result<Option<PathBuf>, InstallError> {
+            if lines.is_empty() {
+                return Ok(None);
+            }
+            let target = path.join(file);
+            if !reused {
+                let text: String = lines.iter().map(|line| format!("{line}\n")).collect();
+                venv_dir
+                    .write(file, text)
+                    .map_err(|e| InstallError::Host(format!("cannot write {}: {e}", target.display())))?;
+            }
+            Ok(Some(target))
+        };
+        let requirements_file = write(&requirements, ".par-requirements.txt")?;
+        let constraints_file = write(&constraints, ".par-constraints.txt")?;
+        self.outcome.timings.venv_ms = started.elapsed().as_millis() as u64;
+        if requirements_file.is_some() {
+            self.protocol.plan(InstallCall::InstallRequirements);
+        }
+        if plan.self_install != SelfInstall::None {
+            self.protocol.plan(InstallCall::InstallSelf);
+        }
+        self.venv = Some(VenvState {
+            name: name.clone(),
+            path,
+            key,
+            reused,
+            requirements_file,
+            constraints_file,
+            self_install: plan.self_install,
+            build_env: editable.as_ref().map(|build| build.build_env().to_owned()),
+        });
+        self.editable = editable;
+        Ok(VenvInfo { name, reused })
+    }
+
+    /// Starts the agent's editable build when par's own frontend can do it:
+    /// a back end that installs prebuilt wheels, a cache for build
+    /// environments, and a build system this frontend accepts. `None` leaves
+    /// the build to the installer's own `-e` in `install-self`.
+    fn start_editable_build(&self, plan: &InstallPlan, package: &Path) -> Result<Option<EditableBuild>, InstallError> {
+        let (ctx, runner) = (self.ctx()?, self.runner()?);
+        if plan.self_install == SelfInstall::None {
+            return Ok(None);
+        }
+        // Build environments hold code par runs: only in a cache no one else can write.
+        let Some(cache_dir) = ctx.cache_dir.as_deref().and_then(|dir| CacheDir::open(dir).ok()) else {
+            tracing::debug!("No private cache for build environments: leaving the editable build to the installer");
+            return Ok(None);
+        };
+        let system = match &plan.build_system {
+            GuestBuildSystem::Legacy => BuildSystem::setuptools_legacy(),
+            GuestBuildSystem::Declared(declared) => BuildSystem::declared(
+                declared.requires.clone(),
+                declared.backend.clone(),
+                declared.backend_path.clone(),
+            ),
+            GuestBuildSystem::Unreadable(why) => {
+                tracing::debug!(reason = %why, "Leaving the editable build to the installer");
+                return Ok(None);
+            }
+        };
+        if !ctx.installer.installs_prebuilt_editable() || !editable::is_buildable(&system) {
+            return Ok(None);
+        }
+        let job = BuildJob {
+            runner: runner.clone(),
+            installer: ctx.installer.clone(),
+            python: ctx.python.executable.clone(),
+            python_identity: ctx.python.identity.clone(),
+            cache_dir,
+            max_age: ctx.install.build_env_max_age,
+            package: package.to_owned(),
+            system,
+        };
+        EditableBuild::start(&ctx.root, job).map(Some)
+    }
+}
+
+/// Reads the regular file `name` of `dir` (never through a symlink), at most 1 MiB.
+fn read_regular(dir: &Dir, name: &str) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    open_file_nofollow(dir, name)?
+        .take(1024 * 1024)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
