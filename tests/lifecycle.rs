@@ -629,6 +629,9 @@ fn remove_waits_for_a_load_in_progress_and_lock_files_outlive_what_they_guard() 
         .replace("setup.py", setup);
     let mut config = offline_config(&ws, env!("CARGO_TARGET_TMPDIR"));
     config.install.sandbox = SandboxChoice::None;
+    // A cache of its own: the build environment this load makes is left
+    // unused by the remove, and a gc in another test's root would take it.
+    config.component_cache = Some(binary().private_cache(&ws.path().join("cache")));
     let loader = Arc::new(PackageLoader::new(config).expect("loader"));
     let (events, order) = mpsc::channel();
     let path = ws.apkg("waited", &apkg);
