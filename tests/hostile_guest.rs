@@ -143,6 +143,10 @@ async fn a_guest_busy_in_a_loop_is_stopped_at_its_cpu_cap() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[allow(
+    unsafe_code,
+    reason = "`set_var` is unsafe: another thread may read the environment meanwhile"
+)]
 async fn the_guest_has_no_environment_network_or_directories_beyond_its_preopens() {
     // SAFETY: set before any thread of this test reads the environment.
     unsafe { std::env::set_var("PAR_TEST_SECRET", "s3cret") };

@@ -384,6 +384,10 @@ impl Bench {
     }
 
     /// Starts `par run`, waits for its ready event, then stops it.
+    #[allow(
+        unsafe_code,
+        reason = "`libc::kill`: std can only SIGKILL a child, and `par run` is to stop gracefully on SIGTERM"
+    )]
     fn par_run_to_ready(&self, root: &Path, apkg: &OsString) -> Result<Sample> {
         let args: Vec<OsString> = ["run".into(), apkg.clone()]
             .into_iter()
@@ -520,6 +524,10 @@ fn healthy(port: u16) -> bool {
 
 /// Waits for our child `pid`; returns its wait status and its peak RSS in
 /// KiB, which only `wait4` reports.
+#[allow(
+    unsafe_code,
+    reason = "`libc::wait4` through raw pointers: std's wait does not report the peak RSS"
+)]
 fn reap(pid: u32) -> Result<(i32, u64)> {
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.

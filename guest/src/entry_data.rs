@@ -41,7 +41,7 @@ impl Checksum {
 }
 
 /// State kept across entries: the inflater, its input buffer and the checksum.
-pub struct Inflater {
+pub(crate) struct Inflater {
     state: Decompress,
     input: Box<[u8]>,
     checksum: Checksum,
@@ -59,7 +59,7 @@ impl Default for Inflater {
 
 /// What the central directory declares about one entry's data.
 #[derive(Debug, Clone, Copy)]
-pub struct Declared {
+pub(crate) struct Declared {
     /// Stored or deflated; anything else is refused.
     pub method: CompressionMethod,
     /// Uncompressed size: producing more is an error.
@@ -71,7 +71,7 @@ pub struct Declared {
 }
 
 /// Reads one entry's uncompressed bytes from its raw bytes `raw`.
-pub struct EntryData<'a, R> {
+pub(crate) struct EntryData<'a, R> {
     raw: R,
     inflater: &'a mut Inflater,
     declared: Declared,
@@ -86,7 +86,7 @@ pub struct EntryData<'a, R> {
 
 impl<'a, R: Read> EntryData<'a, R> {
     /// Starts reading; fails for a compression method other than stored or deflated.
-    pub fn new(raw: R, declared: Declared, inflater: &'a mut Inflater) -> io::Result<Self> {
+    pub(crate) fn new(raw: R, declared: Declared, inflater: &'a mut Inflater) -> io::Result<Self> {
         if declared.encrypted {
             return Err(invalid("encrypted entries are not supported".into()));
         }

@@ -13,11 +13,11 @@ use wasip2::filesystem::preopens::get_directories;
 use wasip2::filesystem::types::{Descriptor, DescriptorFlags, ErrorCode, OpenFlags, PathFlags};
 
 /// The preopened directory files are created in.
-pub struct Dir(Descriptor);
+pub(crate) struct Dir(Descriptor);
 
 impl Dir {
     /// The preopen mounted at `root`, if `root` is one.
-    pub fn preopened(root: &Path) -> Option<Self> {
+    pub(crate) fn preopened(root: &Path) -> Option<Self> {
         let root = root.to_str()?;
         get_directories()
             .into_iter()
@@ -26,7 +26,7 @@ impl Dir {
     }
 
     /// Creates `relative` (never an existing file) for writing.
-    pub fn create(&self, relative: &str) -> io::Result<File> {
+    pub(crate) fn create(&self, relative: &str) -> io::Result<File> {
         self.0
             .open_at(
                 PathFlags::empty(),
@@ -40,7 +40,7 @@ impl Dir {
 }
 
 /// A file being written from its start.
-pub struct File {
+pub(crate) struct File {
     descriptor: Descriptor,
     offset: u64,
 }

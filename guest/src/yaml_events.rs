@@ -7,6 +7,11 @@
 //! pass refuses every tag and recovers how the top-level `version` was spelled.
 //! It runs only after serde_yaml accepted the document (depth and alias limits).
 
+#![allow(
+    unsafe_code,
+    reason = "libyaml's event API (through unsafe-libyaml) is C's: raw pointers, unions and manual frees"
+)]
+
 use std::ffi::CStr;
 use std::mem::MaybeUninit;
 
@@ -103,6 +108,8 @@ pub fn scan(input: &[u8]) -> Result<Findings, EventError> {
         if unsafe { unsafe_yaml::yaml_parser_parse(parser.sys.as_mut_ptr(), event.as_mut_ptr()) }.fail {
             return Err(EventError::Parse("libyaml could not parse the document".into()));
         }
+        // SAFETY: the successful parse above initialized `event` (so it may be
+        // borrowed) as a valid event, what `on_event` requires.
         let outcome = unsafe { on_event(&*event.as_ptr(), &mut frames, &mut findings) };
         // SAFETY: `event` was initialized by the successful parse above.
         unsafe { unsafe_yaml::yaml_event_delete(event.as_mut_ptr()) };
@@ -141,9 +148,16 @@ unsafe fn on_event(
                 Some((String::from_utf8_lossy(value).into_owned(), plain)),
             )
         }
-        // SAFETY (both arms): the matching union field is the active one.
-        unsafe_yaml::YAML_SEQUENCE_START_EVENT => (tag_of(unsafe { event.data.sequence_start.tag }), Some(false), None),
-        unsafe_yaml::YAML_MAPPING_START_EVENT => (tag_of(unsafe { event.data.mapping_start.tag }), Some(true), None),
+        unsafe_yaml::YAML_SEQUENCE_START_EVENT => {
+            // SAFETY: for sequence-start events `data.sequence_start` is the active field.
+            let tag = unsafe { event.data.sequence_start.tag };
+            (tag_of(tag), Some(false), None)
+        }
+        unsafe_yaml::YAML_MAPPING_START_EVENT => {
+            // SAFETY: for mapping-start events `data.mapping_start` is the active field.
+            let tag = unsafe { event.data.mapping_start.tag };
+            (tag_of(tag), Some(true), None)
+        }
         unsafe_yaml::YAML_ALIAS_EVENT => (None, None, None),
         unsafe_yaml::YAML_SEQUENCE_END_EVENT | unsafe_yaml::YAML_MAPPING_END_EVENT => {
             frames.pop();

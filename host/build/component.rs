@@ -13,7 +13,7 @@ const PROFILE: &str = "guest";
 /// Builds `package` (whose component is `{artifact}.wasm`) with the pinned
 /// toolchain and returns the component's bytes. `watched` are paths, relative
 /// to the workspace, whose change must rebuild it.
-pub fn build(package: &str, artifact: &str, watched: &[&str]) -> Vec<u8> {
+pub(crate) fn build(package: &str, artifact: &str, watched: &[&str]) -> Vec<u8> {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let workspace = manifest_dir
         .parent()

@@ -46,18 +46,36 @@ impl AgentProcess {
     /// Waits until the agent is ready (see [`crate::SpawnSpec::health`]) and
     /// returns the time from its start; on a timeout or an early exit the
     /// agent is stopped and the error says which.
+    ///
+    /// # Errors
+    ///
+    /// - [`SpawnError::ExitedEarly`]: the agent exited before it was ready.
+    /// - [`SpawnError::NotReady`]: it was not ready within the spec's
+    ///   `ready_timeout`; it has been stopped.
+    /// - [`SpawnError::Io`]: the blocking task the wait runs on failed.
     pub async fn wait_ready(&self) -> Result<Duration, SpawnError> {
         let running = Arc::clone(&self.running);
         blocking(move || running.wait_ready()).await?
     }
 
     /// Blocking form of [`AgentProcess::wait_ready`].
+    ///
+    /// # Errors
+    ///
+    /// - [`SpawnError::ExitedEarly`]: the agent exited before it was ready.
+    /// - [`SpawnError::NotReady`]: it was not ready within the spec's
+    ///   `ready_timeout`; it has been stopped.
     pub fn wait_ready_blocking(&self) -> Result<Duration, SpawnError> {
         self.running.wait_ready()
     }
 
     /// SIGTERM to every process of the agent, `grace` (the spec's
     /// `stop_grace` when `None`), then SIGKILL to what is left; returns how it ended.
+    ///
+    /// # Errors
+    ///
+    /// [`SpawnError::Io`] only when the blocking task the work runs on
+    /// failed; [`AgentProcess::stop_blocking`] cannot fail.
     pub async fn stop(&self, grace: Option<Duration>) -> Result<Option<ExitStatus>, SpawnError> {
         let running = Arc::clone(&self.running);
         blocking(move || running.stop(grace)).await
@@ -69,6 +87,11 @@ impl AgentProcess {
     }
 
     /// Waits until the agent ends.
+    ///
+    /// # Errors
+    ///
+    /// [`SpawnError::Io`] only when the blocking task the work runs on
+    /// failed; [`AgentProcess::wait_blocking`] cannot fail.
     pub async fn wait(&self) -> Result<Option<ExitStatus>, SpawnError> {
         let running = Arc::clone(&self.running);
         blocking(move || running.wait()).await

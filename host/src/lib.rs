@@ -57,9 +57,9 @@ pub use types::config::{
     NetworkChoice, RequirementPolicy, ResourceLimits, SandboxChoice, SandboxLimits,
 };
 pub use types::error::{
-    ArchiveInconsistent, EntryProblem, GuestProtocolError, Inconsistency, InstallCall, InstallError, InstallFailure,
-    IoFailure, LifecycleError, LimitExceeded, LimitKind, LoadError, ManifestInvalid, PackageError, RefusedRequirement,
-    SandboxError, SpawnError, StepFailure, UnsafeDir, UnsafeEntry,
+    ArchiveInconsistent, EntryProblem, EnvFileRefused, GuestProtocolError, Inconsistency, InstallCall, InstallError,
+    InstallFailure, IoFailure, LifecycleError, LimitExceeded, LimitKind, LoadError, ManifestInvalid, PackageError,
+    RefusedRequirement, SandboxError, SpawnError, StepFailure, UnsafeDir, UnsafeEntry,
 };
 pub use types::lifecycle::{
     AppListing, BuildEnvironment, Collection, DeploymentListing, GcOptions, Listing, Reason, Removed, RemovedKind,

@@ -8,6 +8,8 @@ use crate::agent::AgentProcess;
 use crate::load::Orchestrator;
 use crate::types::config::LoaderConfig;
 use crate::types::error::{LifecycleError, LoadError, SpawnError};
+#[cfg(doc)]
+use crate::types::error::{PackageError, SandboxError};
 use crate::types::lifecycle::{Collection, GcOptions, Listing};
 use crate::types::package::{AgentPackage, ExtractedPackage, Manifest};
 use crate::types::spawn::SpawnSpec;
@@ -22,6 +24,15 @@ impl PackageLoader {
     /// Prepares the sandbox (compiling the guest, or loading it from the cache).
     /// Relative paths in `config` are taken from the current directory now:
     /// installer steps run elsewhere, inside their own sandbox.
+    ///
+    /// # Errors
+    ///
+    /// - [`LoadError::Io`]: the root, the cache or a find-links path cannot
+    ///   be resolved, or the root cannot be made or opened.
+    /// - [`LoadError::RootUnsafe`]: another user owns or can write the root,
+    ///   one of its areas, or a directory above it.
+    /// - [`LoadError::Sandbox`] ([`SandboxError::Engine`]): wasmtime cannot
+    ///   start or compile the guest.
     pub fn new(config: LoaderConfig) -> Result<Self, LoadError> {
         Ok(Self {
             orchestrator: Arc::new(Orchestrator::new(config)?),
@@ -34,6 +45,19 @@ impl PackageLoader {
     }
 
     /// Validates the archive and returns its manifest without publishing anything.
+    ///
+    /// # Errors
+    ///
+    /// - [`LoadError::Package`]: a rule refuses the archive (see
+    ///   [`PackageError::kind`]: `archive-unreadable`, `archive-inconsistent`,
+    ///   `unsafe-entry`, `limit-exceeded`, `manifest-missing`,
+    ///   `manifest-invalid`, `invalid-guest-output`).
+    /// - [`LoadError::Sandbox`]: the guest ran out of memory or CPU time,
+    ///   panicked or trapped.
+    /// - [`LoadError::GuestProtocol`]: the guest called the installer.
+    /// - [`LoadError::InvalidInput`] (`archive`): `apkg` is not a regular file.
+    /// - [`LoadError::Io`]: `apkg` cannot be read, or staging under the root failed.
+    /// - [`LoadError::Internal`]: the blocking task the work runs on failed.
     pub async fn inspect(&self, apkg: impl AsRef<Path>) -> Result<Manifest, LoadError> {
         let this = self.clone();
         let apkg = apkg.as_ref().to_owned();
@@ -42,6 +66,24 @@ impl PackageLoader {
 
     /// Extracts the archive in the sandbox and publishes it to
     /// `{root}/packages/{app_id}@{version}`; `app_id` defaults to the manifest name.
+    ///
+    /// # Errors
+    ///
+    /// - [`LoadError::InvalidInput`]: `app_id` is not a safe name (`app id`),
+    ///   or `apkg` is not a regular file (`archive`).
+    /// - [`LoadError::Package`]: a rule refuses the archive (see
+    ///   [`PackageError::kind`]: `archive-unreadable`, `archive-inconsistent`,
+    ///   `unsafe-entry`, `limit-exceeded`, `manifest-missing`,
+    ///   `manifest-invalid`, `write-failed`, `invalid-guest-output`).
+    /// - [`LoadError::Sandbox`]: the guest ran out of memory or CPU time,
+    ///   panicked or trapped.
+    /// - [`LoadError::GuestProtocol`]: the guest called the installer, or
+    ///   reported more executables than the archive may hold.
+    /// - [`LoadError::DiskFull`]: the root's disk is under `min_free_bytes`,
+    ///   or filled up while the tree was written.
+    /// - [`LoadError::Io`]: `apkg` cannot be read, or a file operation under
+    ///   the root (staging, locking, publishing) failed.
+    /// - [`LoadError::Internal`]: the blocking task the work runs on failed.
     pub async fn extract(&self, apkg: impl AsRef<Path>, app_id: Option<&str>) -> Result<ExtractedPackage, LoadError> {
         let this = self.clone();
         let apkg = apkg.as_ref().to_owned();
@@ -52,6 +94,26 @@ impl PackageLoader {
     /// The spec's whole flow: extract and validate in the sandbox, publish,
     /// create or reuse the venv, install `requirements.txt`, install the agent
     /// itself in editable mode, and check that the entrypoint imports.
+    ///
+    /// # Errors
+    ///
+    /// Every error of [`PackageLoader::extract`], and:
+    ///
+    /// - [`LoadError::Install`]: creating the venv, installing the
+    ///   requirements or installing the agent failed or timed out, or a
+    ///   requirement line is refused by the policy.
+    /// - [`LoadError::Verification`]: `strict` is set and the entrypoint does not import.
+    /// - [`LoadError::GuestProtocol`]: the guest broke the installer protocol
+    ///   (calls out of order, unplanned or too large, or a report the host's
+    ///   record contradicts).
+    /// - [`LoadError::InstallerSandbox`]: `--sandbox bwrap` is asked for and
+    ///   bubblewrap cannot confine here.
+    /// - [`LoadError::InvalidInput`]: also the interpreter (`python`) or the
+    ///   installer (`installer`) cannot be found or used, or `apkg` changed
+    ///   while it was read (`archive`).
+    /// - [`LoadError::DiskFull`]: also when the disk filled up while installing.
+    /// - [`LoadError::Internal`]: a fault of the host itself, or the blocking
+    ///   task the work runs on failed.
     pub async fn load_package(&self, apkg: impl AsRef<Path>, app_id: Option<&str>) -> Result<AgentPackage, LoadError> {
         let this = self.clone();
         let apkg = apkg.as_ref().to_owned();
@@ -60,11 +122,42 @@ impl PackageLoader {
     }
 
     /// Blocking form of [`PackageLoader::load_package`].
+    ///
+    /// # Errors
+    ///
+    /// Every error of [`PackageLoader::extract`], and:
+    ///
+    /// - [`LoadError::Install`]: creating the venv, installing the
+    ///   requirements or installing the agent failed or timed out, or a
+    ///   requirement line is refused by the policy.
+    /// - [`LoadError::Verification`]: `strict` is set and the entrypoint does not import.
+    /// - [`LoadError::GuestProtocol`]: the guest broke the installer protocol
+    ///   (calls out of order, unplanned or too large, or a report the host's
+    ///   record contradicts).
+    /// - [`LoadError::InstallerSandbox`]: `--sandbox bwrap` is asked for and
+    ///   bubblewrap cannot confine here.
+    /// - [`LoadError::InvalidInput`]: also the interpreter (`python`) or the
+    ///   installer (`installer`) cannot be found or used, or `apkg` changed
+    ///   while it was read (`archive`).
+    /// - [`LoadError::DiskFull`]: also when the disk filled up while installing.
+    /// - [`LoadError::Internal`]: a fault of the host itself.
     pub fn load_blocking(&self, apkg: &Path, app_id: Option<&str>) -> Result<AgentPackage, LoadError> {
         self.orchestrator.load(apkg, app_id)
     }
 
     /// Blocking form of [`PackageLoader::inspect`], for callers outside an async runtime.
+    ///
+    /// # Errors
+    ///
+    /// - [`LoadError::Package`]: a rule refuses the archive (see
+    ///   [`PackageError::kind`]: `archive-unreadable`, `archive-inconsistent`,
+    ///   `unsafe-entry`, `limit-exceeded`, `manifest-missing`,
+    ///   `manifest-invalid`, `invalid-guest-output`).
+    /// - [`LoadError::Sandbox`]: the guest ran out of memory or CPU time,
+    ///   panicked or trapped.
+    /// - [`LoadError::GuestProtocol`]: the guest called the installer.
+    /// - [`LoadError::InvalidInput`] (`archive`): `apkg` is not a regular file.
+    /// - [`LoadError::Io`]: `apkg` cannot be read, or staging under the root failed.
     pub fn inspect_blocking(&self, apkg: &Path) -> Result<Manifest, LoadError> {
         self.orchestrator.inspect(apkg)
     }
@@ -72,6 +165,23 @@ impl PackageLoader {
     /// Starts `package`'s agent (loaded by this loader) in the sandbox, on
     /// sockets par binds first, and returns once it runs; then
     /// [`AgentProcess::wait_ready`] waits until it is ready.
+    ///
+    /// # Errors
+    ///
+    /// - [`SpawnError::InvalidSpec`]: no command, a socket name that is
+    ///   invalid or given twice, a health check on no socket, or a package
+    ///   this loader did not publish.
+    /// - [`SpawnError::EnvRefused`], [`SpawnError::EnvValue`]: the manifest,
+    ///   the package's `.env` or the caller sets a variable that is refused,
+    ///   or a value that cannot be a variable's.
+    /// - [`SpawnError::EnvFile`], [`SpawnError::EnvFileSandbox`]: the
+    ///   package's `.env` is refused, or reading it in the sandbox failed.
+    /// - [`SpawnError::Bind`]: a socket cannot be bound.
+    /// - [`SpawnError::SandboxUnavailable`]: `bwrap` is asked for and cannot
+    ///   confine here.
+    /// - [`SpawnError::Io`]: locking the app, opening the tree, making the
+    ///   state directory or starting the process failed.
+    /// - [`SpawnError::Io`] also when the blocking task the work runs on failed.
     pub async fn spawn(&self, package: &AgentPackage, spec: SpawnSpec) -> Result<AgentProcess, SpawnError> {
         let this = self.clone();
         let package = package.clone();
@@ -84,18 +194,44 @@ impl PackageLoader {
     }
 
     /// Blocking form of [`PackageLoader::spawn`].
+    ///
+    /// # Errors
+    ///
+    /// - [`SpawnError::InvalidSpec`]: no command, a socket name that is
+    ///   invalid or given twice, a health check on no socket, or a package
+    ///   this loader did not publish.
+    /// - [`SpawnError::EnvRefused`], [`SpawnError::EnvValue`]: the manifest,
+    ///   the package's `.env` or the caller sets a variable that is refused,
+    ///   or a value that cannot be a variable's.
+    /// - [`SpawnError::EnvFile`], [`SpawnError::EnvFileSandbox`]: the
+    ///   package's `.env` is refused, or reading it in the sandbox failed.
+    /// - [`SpawnError::Bind`]: a socket cannot be bound.
+    /// - [`SpawnError::SandboxUnavailable`]: `bwrap` is asked for and cannot
+    ///   confine here.
+    /// - [`SpawnError::Io`]: locking the app, opening the tree, making the
+    ///   state directory or starting the process failed.
     pub fn spawn_blocking(&self, package: &AgentPackage, spec: SpawnSpec) -> Result<AgentProcess, SpawnError> {
         self.orchestrator.spawn(package, spec).map(AgentProcess::new)
     }
 
     /// Every app under the root: its deployments (current or not, in use by
     /// an agent or not) with their sizes, and the build environments.
+    ///
+    /// # Errors
+    ///
+    /// [`LifecycleError::Io`] when the blocking task the work runs on fails;
+    /// what cannot be read under the root is left out of the listing instead.
     pub async fn list(&self) -> Result<Listing, LifecycleError> {
         let this = self.clone();
         run_lifecycle(move || this.list_blocking()).await
     }
 
     /// Blocking form of [`PackageLoader::list`].
+    ///
+    /// # Errors
+    ///
+    /// None at present: what cannot be read under the root is left out of
+    /// the listing. The `Result` leaves room for failures to come.
     pub fn list_blocking(&self) -> Result<Listing, LifecycleError> {
         self.orchestrator.list()
     }
@@ -103,6 +239,16 @@ impl PackageLoader {
     /// Removes an app (or one `version` of it): trees, links, venvs and
     /// records. Refuses while an agent uses them, unless `force`, which
     /// stops that agent first.
+    ///
+    /// # Errors
+    ///
+    /// - [`LifecycleError::InvalidInput`]: `app_id` is not a safe name.
+    /// - [`LifecycleError::NotFound`]: nothing of the app (or that version) is under the root.
+    /// - [`LifecycleError::InUse`]: a running agent uses it and `force` is not set.
+    /// - [`LifecycleError::Stop`]: with `force`, an agent would not stop.
+    /// - [`LifecycleError::Io`]: locking the app or making the trash
+    ///   directory failed.
+    ///   Also [`LifecycleError::Io`] when the blocking task the work runs on failed.
     pub async fn remove(&self, app_id: &str, version: Option<&str>, force: bool) -> Result<Collection, LifecycleError> {
         let this = self.clone();
         let (app_id, version) = (app_id.to_owned(), version.map(str::to_owned));
@@ -110,6 +256,15 @@ impl PackageLoader {
     }
 
     /// Blocking form of [`PackageLoader::remove`].
+    ///
+    /// # Errors
+    ///
+    /// - [`LifecycleError::InvalidInput`]: `app_id` is not a safe name.
+    /// - [`LifecycleError::NotFound`]: nothing of the app (or that version) is under the root.
+    /// - [`LifecycleError::InUse`]: a running agent uses it and `force` is not set.
+    /// - [`LifecycleError::Stop`]: with `force`, an agent would not stop.
+    /// - [`LifecycleError::Io`]: locking the app or making the trash
+    ///   directory failed.
     pub fn remove_blocking(
         &self,
         app_id: &str,
@@ -123,17 +278,47 @@ impl PackageLoader {
     /// `options` keeps, the least recently used ones while the root is over
     /// its budget, and whatever belongs to nothing kept. Never what a
     /// running load or agent holds.
+    ///
+    /// # Errors
+    ///
+    /// [`LifecycleError::Io`] when an app cannot be locked or the trash
+    /// directory cannot be made. What cannot be removed is logged and left,
+    /// not an error.
+    /// Also [`LifecycleError::Io`] when the blocking task the work runs on failed.
     pub async fn gc(&self, options: GcOptions) -> Result<Collection, LifecycleError> {
         let this = self.clone();
         run_lifecycle(move || this.gc_blocking(&options)).await
     }
 
     /// Blocking form of [`PackageLoader::gc`].
+    ///
+    /// # Errors
+    ///
+    /// [`LifecycleError::Io`] when an app cannot be locked or the trash
+    /// directory cannot be made. What cannot be removed is logged and left,
+    /// not an error.
     pub fn gc_blocking(&self, options: &GcOptions) -> Result<Collection, LifecycleError> {
         self.orchestrator.gc(options)
     }
 
     /// Blocking form of [`PackageLoader::extract`].
+    ///
+    /// # Errors
+    ///
+    /// - [`LoadError::InvalidInput`]: `app_id` is not a safe name (`app id`),
+    ///   or `apkg` is not a regular file (`archive`).
+    /// - [`LoadError::Package`]: a rule refuses the archive (see
+    ///   [`PackageError::kind`]: `archive-unreadable`, `archive-inconsistent`,
+    ///   `unsafe-entry`, `limit-exceeded`, `manifest-missing`,
+    ///   `manifest-invalid`, `write-failed`, `invalid-guest-output`).
+    /// - [`LoadError::Sandbox`]: the guest ran out of memory or CPU time,
+    ///   panicked or trapped.
+    /// - [`LoadError::GuestProtocol`]: the guest called the installer, or
+    ///   reported more executables than the archive may hold.
+    /// - [`LoadError::DiskFull`]: the root's disk is under `min_free_bytes`,
+    ///   or filled up while the tree was written.
+    /// - [`LoadError::Io`]: `apkg` cannot be read, or a file operation under
+    ///   the root (staging, locking, publishing) failed.
     pub fn extract_blocking(&self, apkg: &Path, app_id: Option<&str>) -> Result<ExtractedPackage, LoadError> {
         self.orchestrator.extract(apkg, app_id)
     }

@@ -72,7 +72,7 @@ fn returncode(status: Option<ExitStatus>) -> Option<i32> {
 }
 
 /// A duration in seconds given to `spawn`.
-pub fn seconds(name: &str, value: f64) -> PyResult<Duration> {
+pub(crate) fn seconds(name: &str, value: f64) -> PyResult<Duration> {
     crate::options::duration(value)
         .map_err(|_| pyo3::exceptions::PyValueError::new_err(format!("`{name}`: {value} is not a number of seconds")))
 }

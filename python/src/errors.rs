@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 /// The exception `error` is raised as.
-pub fn to_python(py: Python<'_>, error: &LoadError) -> PyErr {
+pub(crate) fn to_python(py: Python<'_>, error: &LoadError) -> PyErr {
     raise(py, error, class_name(error), |kwargs| {
         kwargs.set_item("kind", error.kind())?;
         kwargs.set_item("subject", error.subject())?;
@@ -22,7 +22,7 @@ pub fn to_python(py: Python<'_>, error: &LoadError) -> PyErr {
 
 /// The exception a failed agent start is raised as: `SpawnFailed`, with
 /// `kind`, `subject` (the variable or socket at fault) and `package_fault`.
-pub fn spawn_to_python(py: Python<'_>, error: &SpawnError) -> PyErr {
+pub(crate) fn spawn_to_python(py: Python<'_>, error: &SpawnError) -> PyErr {
     raise(py, error, "SpawnFailed", |kwargs| {
         kwargs.set_item("kind", error.kind())?;
         kwargs.set_item("subject", error.subject())?;
@@ -31,7 +31,7 @@ pub fn spawn_to_python(py: Python<'_>, error: &SpawnError) -> PyErr {
 }
 
 /// The exception a `list`, `remove` or `gc` failure is raised as.
-pub fn lifecycle_to_python(py: Python<'_>, error: &LifecycleError) -> PyErr {
+pub(crate) fn lifecycle_to_python(py: Python<'_>, error: &LifecycleError) -> PyErr {
     let class = match error {
         LifecycleError::NotFound { .. } => "NotFound",
         LifecycleError::InUse { .. } => "InUse",

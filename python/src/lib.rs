@@ -72,7 +72,10 @@ impl Loader {
         package, argv, listen=Vec::new(), health=None, network="none", sandbox="auto", env=Vec::new(),
         package_env=false, ready_timeout=60.0, stop_grace=10.0, memory_bytes=None, tmp_bytes=None
     ))]
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "Python's keyword arguments: each option of `spawn` is one parameter"
+    )]
     fn spawn(
         &self,
         py: Python<'_>,

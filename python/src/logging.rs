@@ -20,7 +20,7 @@ const LOGGER: &str = "par_loader";
 /// Installs the route as the process's `tracing` subscriber, for par's own
 /// events (debug and above). A process that set another subscriber first
 /// keeps it, and par's events go there instead.
-pub fn route_to_python(py: Python<'_>) -> PyResult<()> {
+pub(crate) fn route_to_python(py: Python<'_>) -> PyResult<()> {
     let logging = py.import("logging")?;
     let logger = logging.call_method1("getLogger", (LOGGER,))?.unbind();
     // The attributes a LogRecord has of its own: a field with one of these

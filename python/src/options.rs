@@ -16,7 +16,7 @@ use pyo3::types::PyDict;
 
 /// The configuration for a loader rooted at `root`; options not given keep
 /// the library's defaults.
-pub fn config(root: PathBuf, options: Option<&Bound<'_, PyDict>>) -> PyResult<LoaderConfig> {
+pub(crate) fn config(root: PathBuf, options: Option<&Bound<'_, PyDict>>) -> PyResult<LoaderConfig> {
     let mut config = LoaderConfig::with_root(root);
     for (key, value) in options.into_iter().flat_map(|options| options.iter()) {
         let name: String = key.extract()?;
@@ -85,7 +85,7 @@ fn choice<T: Choice>(value: &Bound<'_, PyAny>) -> PyResult<T> {
 }
 
 /// The value of a [`Choice`] called `name`, or a `ValueError` listing the names.
-pub fn named<T: Choice>(name: &str) -> PyResult<T> {
+pub(crate) fn named<T: Choice>(name: &str) -> PyResult<T> {
     T::from_name(name).ok_or_else(|| {
         let names: Vec<&str> = T::NAMES.iter().map(|(name, _)| *name).collect();
         PyValueError::new_err(format!("`{name}` is not one of {}", names.join(", ")))
@@ -98,7 +98,7 @@ fn seconds(value: &Bound<'_, PyAny>) -> PyResult<Duration> {
 }
 
 /// `seconds` as a duration, if it is one (not negative, not NaN).
-pub fn duration(seconds: f64) -> PyResult<Duration> {
+pub(crate) fn duration(seconds: f64) -> PyResult<Duration> {
     Duration::try_from_secs_f64(seconds)
         .map_err(|_| PyValueError::new_err(format!("{seconds} is not a number of seconds")))
 }

@@ -8,7 +8,7 @@ use par::{Collection, GcOptions, Listing};
 
 /// `par gc`'s options.
 #[derive(Debug, clap::Args)]
-pub struct GcArgs {
+pub(crate) struct GcArgs {
     /// Deployments kept per app: the most recently loaded (the current one
     /// is kept even at 0).
     #[arg(long, value_name = "N", default_value_t = GcOptions::default().keep)]
@@ -27,7 +27,7 @@ pub struct GcArgs {
 
 impl GcArgs {
     /// The library's options.
-    pub fn options(&self) -> GcOptions {
+    pub(crate) fn options(&self) -> GcOptions {
         GcOptions {
             keep: self.keep,
             max_bytes: self.max_bytes,
@@ -40,7 +40,7 @@ impl GcArgs {
 /// Where loads leave room: a budget for the root and a floor of free space.
 #[derive(Debug, clap::Args)]
 #[command(next_help_heading = "Disk")]
-pub struct DiskArgs {
+pub(crate) struct DiskArgs {
     /// After each load that wrote something, remove the least recently used
     /// deployments (never an app's current one, one a running agent uses,
     /// or the one just loaded) until the root takes at most SIZE.
@@ -54,14 +54,14 @@ pub struct DiskArgs {
 
 impl DiskArgs {
     /// Sets the budget and the floor.
-    pub fn apply(&self, config: &mut par::LoaderConfig) {
+    pub(crate) fn apply(&self, config: &mut par::LoaderConfig) {
         config.max_root_bytes = self.max_root_bytes;
         config.min_free_bytes = self.min_free_bytes;
     }
 }
 
 /// `1234`, `64K`, `500M`, `20G`, `1T` (powers of 1024; `KiB`, `MB`, … also read so).
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
     let unit = &text[digits.len()..];
     let number: u64 = digits
@@ -81,7 +81,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 /// `45s`, `90m`, `12h`, `7d`, `2w` (a bare number is seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
     let number: u64 = digits
         .parse()
@@ -101,7 +101,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// `par list`, as a table.
-pub fn listing_text(listing: &Listing) -> String {
+pub(crate) fn listing_text(listing: &Listing) -> String {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let mut lines = vec![format!(
         "{} ({} in all)",
@@ -152,7 +152,7 @@ pub fn listing_text(listing: &Listing) -> String {
 }
 
 /// `par gc` and `par remove`, in words.
-pub fn collection_text(collection: &Collection) -> String {
+pub(crate) fn collection_text(collection: &Collection) -> String {
     let verb = if collection.dry_run { "Would remove" } else { "Removed" };
     let mut lines: Vec<String> = collection
         .removed

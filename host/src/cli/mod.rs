@@ -370,7 +370,7 @@ enum Command {
 const EXIT_PACKAGE_REFUSED: u8 = 3;
 
 /// Parses arguments, runs the command, and maps the outcome to an exit code.
-pub fn main() -> ExitCode {
+pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -31,7 +31,7 @@ const INFO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What to start.
 #[derive(Debug)]
-pub struct AgentCommand {
+pub(crate) struct AgentCommand {
     /// Program, arguments, directory, environment, limits and descriptors
     /// (the sockets first, from 3 on); its timeout is not used.
     pub step: Step,
@@ -56,7 +56,7 @@ struct State {
 }
 
 /// A running (or finished) agent. Dropping it kills every process it started.
-pub struct AgentChild {
+pub(crate) struct AgentChild {
     id: ProcessId,
     pidfd: Option<OwnedFd>,
     sandbox: Option<SandboxId>,
@@ -77,7 +77,7 @@ impl std::fmt::Debug for AgentChild {
 
 impl AgentChild {
     /// Starts `command`.
-    pub fn start(command: AgentCommand) -> std::io::Result<Self> {
+    pub(crate) fn start(command: AgentCommand) -> std::io::Result<Self> {
         let AgentCommand {
             mut step,
             cgroups,
@@ -136,18 +136,18 @@ impl AgentChild {
     }
 
     /// The process par started: bubblewrap when sandboxed, else the agent itself.
-    pub fn id(&self) -> ProcessId {
+    pub(crate) fn id(&self) -> ProcessId {
         self.id
     }
 
     /// The sandbox around it, as bubblewrap reported it.
-    pub fn sandbox(&self) -> Option<SandboxId> {
+    pub(crate) fn sandbox(&self) -> Option<SandboxId> {
         self.sandbox
     }
 
     /// Keeps `guard` until the process is reaped (at once if it already is):
     /// its record under the root goes the moment its pid may be reused.
-    pub fn hold_until_exit(&self, guard: Box<dyn Send>) {
+    pub(crate) fn hold_until_exit(&self, guard: Box<dyn Send>) {
         if let Some(mut state) = self.state()
             && state.status.is_none()
         {
@@ -160,17 +160,17 @@ impl AgentChild {
     }
 
     /// How it ended, if it has.
-    pub fn status(&self) -> Option<ExitStatus> {
+    pub(crate) fn status(&self) -> Option<ExitStatus> {
         self.state().and_then(|state| state.status)
     }
 
     /// Waits until it ends or `timeout` passes (`None`: it has not ended).
-    pub fn wait_timeout(&self, timeout: Duration) -> Option<ExitStatus> {
+    pub(crate) fn wait_timeout(&self, timeout: Duration) -> Option<ExitStatus> {
         self.wait_until(Some(Instant::now() + timeout))
     }
 
     /// Waits until it ends.
-    pub fn wait(&self) -> Option<ExitStatus> {
+    pub(crate) fn wait(&self) -> Option<ExitStatus> {
         self.wait_until(None)
     }
 
@@ -194,7 +194,7 @@ impl AgentChild {
 
     /// SIGTERM to every process of the agent, up to `grace` for it to end,
     /// then SIGKILL to whatever is left; returns how it ended.
-    pub fn stop(&self, grace: Duration) -> Option<ExitStatus> {
+    pub(crate) fn stop(&self, grace: Duration) -> Option<ExitStatus> {
         match &self.sandbox {
             Some(sandbox) => sandbox.signal_members(Signal::TERM),
             None if self.sandboxed => {}
@@ -321,6 +321,10 @@ fn read_sandbox(info: OwnedFd, app_id: &str) -> Option<SandboxId> {
 /// own pid: no shell (nor anything else that reads the environment)
 /// stands between par and the agent. Everything is made before the fork;
 /// the child only writes its pid's digits into a slot and calls `execve`.
+#[allow(
+    unsafe_code,
+    reason = "`pre_exec` is unsafe: the hook runs in the forked child, where only async-signal-safe calls are sound"
+)]
 fn exec_with_own_pid(process: &mut std::process::Command, step: &Step) -> std::io::Result<()> {
     const SLOT: &[u8] = b"LISTEN_PID=";
     let path = step
@@ -374,9 +378,17 @@ struct Exec {
     envp: Vec<*const libc::c_char>,
 }
 
+#[allow(
+    unsafe_code,
+    reason = "raw pointers are neither Send nor Sync; `pre_exec` needs its hook to be both"
+)]
 // SAFETY: the pointers point into the strings the struct owns, whose heap
 // buffers never move; nothing reads them but `run`, in the forked child.
 unsafe impl Send for Exec {}
+#[allow(
+    unsafe_code,
+    reason = "raw pointers are neither Send nor Sync; `pre_exec` needs its hook to be both"
+)]
 // SAFETY: as above; `run` takes `&mut self`.
 unsafe impl Sync for Exec {}
 
@@ -398,6 +410,10 @@ impl Exec {
     }
 
     /// Fills the slot with this process's pid and execs; returns only on failure.
+    #[allow(
+        unsafe_code,
+        reason = "`execve` takes raw pointers to the argument and environment arrays"
+    )]
     fn run(&mut self) -> std::io::Result<()> {
         let prefix = b"LISTEN_PID=".len();
         let mut pid = rustix::process::getpid().as_raw_nonzero().get().unsigned_abs();

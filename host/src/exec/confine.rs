@@ -56,7 +56,7 @@ const PRIVATE_TMP: &str = "/tmp/par-step";
 /// A bubblewrap that was found and shown to work on this machine, with
 /// what it could enforce here.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Bubblewrap {
+pub(crate) struct Bubblewrap {
     program: PathBuf,
     /// The seccomp program it loads (`None` where the kernel refused it).
     seccomp: Option<Arc<[u8]>>,
@@ -67,7 +67,7 @@ pub struct Bubblewrap {
 
 /// What one confined step may see besides the system.
 #[derive(Debug, Clone, Default)]
-pub struct Mounts {
+pub(crate) struct Mounts {
     /// Bound read-write at the same path.
     pub writable: Vec<PathBuf>,
     /// Bound read-only at the same path (files or directories).
@@ -86,7 +86,7 @@ pub struct Mounts {
 
 /// What `/tmp` is inside the sandbox.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Tmp {
+pub(crate) enum Tmp {
     /// Read-only, but for a private scratch directory that is also `HOME`
     /// and `TMPDIR` (installer steps: they may leave nothing behind).
     #[default]
@@ -97,7 +97,7 @@ pub enum Tmp {
 }
 
 /// `bwrap` or `none`: how results and logs name the installer sandbox in use.
-pub fn label(sandbox: Option<&Bubblewrap>) -> &'static str {
+pub(crate) fn label(sandbox: Option<&Bubblewrap>) -> &'static str {
     if sandbox.is_some() { "bwrap" } else { "none" }
 }
 
@@ -108,7 +108,7 @@ impl Bubblewrap {
     /// starts. What it cannot enforce here (an older bubblewrap without
     /// `--disable-userns`, a kernel without seccomp) is left out, and said
     /// in a warning; the rest of the sandbox still holds.
-    pub fn probe(program: &Path) -> Result<Self, String> {
+    pub(crate) fn probe(program: &Path) -> Result<Self, String> {
         let program =
             process::find_program(program).ok_or_else(|| format!("`{}` was not found on PATH", program.display()))?;
         let full = Self {
@@ -169,7 +169,7 @@ impl Bubblewrap {
     /// Rewrites `step` to run inside a fresh bubblewrap sandbox with `mounts`.
     /// Its environment stays the step's own, except that `HOME` and `TMPDIR`
     /// point at the private scratch directory.
-    pub fn confine(&self, mut step: Step, mounts: &Mounts) -> std::io::Result<Step> {
+    pub(crate) fn confine(&self, mut step: Step, mounts: &Mounts) -> std::io::Result<Step> {
         let mut args: Vec<OsString> = [
             "--unshare-all",
             "--die-with-parent",

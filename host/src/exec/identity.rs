@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
 
-pub use crate::types::process::{ProcessId, SandboxId};
+pub(crate) use crate::types::process::{ProcessId, SandboxId};
 
 impl ProcessId {
     /// The process `pid` is now, if there is one.
-    pub fn of(pid: u32) -> Option<Self> {
+    pub(crate) fn of(pid: u32) -> Option<Self> {
         Some(Self {
             pid,
             start_time: stat(pid)?.start_time,
@@ -24,21 +24,21 @@ impl ProcessId {
     /// A pidfd on this process, if it still runs: opened first, then the
     /// pid's start time checked, so the pidfd is on this process and no
     /// other (a pid reused before the check shows a later start time).
-    pub fn open(&self) -> Option<OwnedFd> {
+    pub(crate) fn open(&self) -> Option<OwnedFd> {
         open_if(self.pid, |stat| stat.start_time == self.start_time)
     }
 }
 
 impl SandboxId {
     /// Whether the sandbox still runs: its init is the one recorded, in the namespace recorded.
-    pub fn is_live(&self) -> bool {
+    pub(crate) fn is_live(&self) -> bool {
         self.init.open().is_some() && pid_namespace(self.init.pid) == Some(self.namespace)
     }
 
     /// Sends `signal` to every process in the sandbox's namespace but its
     /// init (which would take the others down at once, with no grace), each
     /// through a pidfd checked to be in that namespace.
-    pub fn signal_members(&self, signal: Signal) {
+    pub(crate) fn signal_members(&self, signal: Signal) {
         if !self.is_live() {
             return;
         }
@@ -52,7 +52,7 @@ impl SandboxId {
 
 /// What par reads of `/proc/PID/stat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stat {
+pub(crate) struct Stat {
     /// The process group.
     pub pgid: u32,
     /// When it started, in clock ticks after boot.
@@ -60,7 +60,7 @@ pub struct Stat {
 }
 
 /// `/proc/{pid}/stat`'s process group and start time.
-pub fn stat(pid: u32) -> Option<Stat> {
+pub(crate) fn stat(pid: u32) -> Option<Stat> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: the
     // fields that follow start after its last `)`.
@@ -73,7 +73,7 @@ pub fn stat(pid: u32) -> Option<Stat> {
 }
 
 /// The inode of `pid`'s PID namespace.
-pub fn pid_namespace(pid: u32) -> Option<u64> {
+pub(crate) fn pid_namespace(pid: u32) -> Option<u64> {
     let link = std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()?;
     link.to_str()?.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
 }
@@ -87,7 +87,7 @@ fn open_if(pid: u32, still: impl Fn(&Stat) -> bool) -> Option<OwnedFd> {
 
 /// Sends `signal` to `pid` through a pidfd, if once that is open `still`
 /// holds; returns whether it was sent.
-pub fn signal_if(pid: u32, signal: Signal, still: impl Fn(u32) -> bool) -> bool {
+pub(crate) fn signal_if(pid: u32, signal: Signal, still: impl Fn(u32) -> bool) -> bool {
     let Some(fd) = open_if(pid, |_| still(pid)) else {
         return false;
     };
@@ -97,7 +97,7 @@ pub fn signal_if(pid: u32, signal: Signal, still: impl Fn(u32) -> bool) -> bool 
 /// Sends `signal` to every process of the group `leader` leads, each
 /// through a pidfd checked to be in that group, while `leader` is the
 /// process recorded (so the group is still the one par made).
-pub fn signal_group(leader: &ProcessId, signal: Signal) {
+pub(crate) fn signal_group(leader: &ProcessId, signal: Signal) {
     let Some(_leader) = leader.open() else {
         return;
     };
@@ -124,7 +124,7 @@ fn all_pids() -> Vec<u32> {
 
 /// Whether the process behind `pidfd` ends before `deadline` (a pidfd turns
 /// readable when it does).
-pub fn ends_by(pidfd: &OwnedFd, deadline: Instant) -> bool {
+pub(crate) fn ends_by(pidfd: &OwnedFd, deadline: Instant) -> bool {
     use rustix::event::{PollFd, PollFlags, Timespec, poll};
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -146,7 +146,7 @@ pub fn ends_by(pidfd: &OwnedFd, deadline: Instant) -> bool {
 /// another loader started): SIGTERM to the processes of its sandbox, or of
 /// its process group without one, up to `grace` for it to end, then
 /// SIGKILL; returns whether it ended (or was already gone).
-pub fn stop(process: &ProcessId, sandbox: Option<&SandboxId>, grace: Duration) -> bool {
+pub(crate) fn stop(process: &ProcessId, sandbox: Option<&SandboxId>, grace: Duration) -> bool {
     const KILL_WAIT: Duration = Duration::from_secs(10);
     let Some(fd) = process.open() else {
         return true;

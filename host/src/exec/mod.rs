@@ -2,10 +2,10 @@
 //! a pids cgroup (`process`), agents that run until stopped (`agent`), both
 //! under bubblewrap (`confine`), and their output made safe to log (`output`).
 
-pub mod agent;
-pub mod confine;
-pub mod identity;
-pub mod output;
-pub mod process;
-pub mod ready;
-pub mod seccomp;
+pub(crate) mod agent;
+pub(crate) mod confine;
+pub(crate) mod identity;
+pub(crate) mod output;
+pub(crate) mod process;
+pub(crate) mod ready;
+pub(crate) mod seccomp;

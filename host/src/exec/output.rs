@@ -16,7 +16,7 @@ const WINDOW: Duration = Duration::from_secs(1);
 /// (newlines included, C1 controls such as the 8-bit CSI too) and the
 /// bidirectional overrides that reorder what a reader sees, so untrusted
 /// text can neither forge a line nor drive a terminal wherever it is shown.
-pub fn escape_controls(text: &str, max: usize) -> String {
+pub(crate) fn escape_controls(text: &str, max: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max));
     for c in text.chars() {
         if out.len() >= max {
@@ -35,7 +35,7 @@ pub fn escape_controls(text: &str, max: usize) -> String {
 
 /// Which of an agent's output streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
+pub(crate) enum Stream {
     /// Standard output.
     Stdout,
     /// Standard error.
@@ -55,7 +55,7 @@ impl Stream {
 /// with the app id and the stream), until the pipe closes: lines cut at
 /// [`MAX_LINE`] bytes, escaped, and at most [`MAX_LINES_PER_WINDOW`] per
 /// second, with one warning for each window whose excess was dropped.
-pub fn log_lines(mut pipe: impl Read + Send + 'static, app_id: String, stream: Stream) {
+pub(crate) fn log_lines(mut pipe: impl Read + Send + 'static, app_id: String, stream: Stream) {
     std::thread::spawn(move || {
         let mut limiter = RateLimit::default();
         let mut line: Vec<u8> = Vec::new();

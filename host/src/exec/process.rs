@@ -19,7 +19,7 @@ use rustix::process::{Pid, Signal, kill_process_group};
 
 use crate::types::config::ResourceLimits;
 
-pub mod cgroup;
+pub(crate) mod cgroup;
 
 use cgroup::Groups;
 
@@ -61,7 +61,7 @@ fn apply_limits(limits: &ResourceLimits) -> std::io::Result<()> {
 
 /// One subprocess to run.
 #[derive(Debug, Clone)]
-pub struct Step {
+pub(crate) struct Step {
     /// Name used in errors and logs (`requirements`, `self-install` …).
     pub name: &'static str,
     /// The program, by absolute path where possible.
@@ -87,7 +87,12 @@ pub struct Step {
 
 impl Step {
     /// A step with no arguments and an empty environment.
-    pub fn new(name: &'static str, program: impl Into<PathBuf>, cwd: impl Into<PathBuf>, timeout: Duration) -> Self {
+    pub(crate) fn new(
+        name: &'static str,
+        program: impl Into<PathBuf>,
+        cwd: impl Into<PathBuf>,
+        timeout: Duration,
+    ) -> Self {
         Self {
             name,
             program: program.into(),
@@ -102,7 +107,7 @@ impl Step {
     }
 
     /// Appends arguments.
-    pub fn args<I, S>(mut self, args: I) -> Self
+    pub(crate) fn args<I, S>(mut self, args: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -112,13 +117,13 @@ impl Step {
     }
 
     /// Hands `fd` to the child as the next descriptor from 3 on; returns its number there.
-    pub fn pass_fd(&mut self, fd: Arc<OwnedFd>) -> i32 {
+    pub(crate) fn pass_fd(&mut self, fd: Arc<OwnedFd>) -> i32 {
         self.fds.push(fd);
         2 + self.fds.len() as i32
     }
 
     /// Sets one environment variable for the child.
-    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+    pub(crate) fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
         self.env.push((key.as_ref().to_owned(), value.as_ref().to_owned()));
         self
     }
@@ -126,7 +131,7 @@ impl Step {
 
 /// What a finished step produced.
 #[derive(Debug, Clone)]
-pub struct StepOutput {
+pub(crate) struct StepOutput {
     /// Exit status.
     pub status: ExitStatus,
     /// The end of standard output (lossy UTF-8).
@@ -137,7 +142,7 @@ pub struct StepOutput {
 
 impl StepOutput {
     /// Exit code, or `128 + signal` when killed by a signal (shell convention).
-    pub fn code(&self) -> i32 {
+    pub(crate) fn code(&self) -> i32 {
         self.status
             .code()
             .or_else(|| self.status.signal().map(|s| 128 + s))
@@ -147,7 +152,7 @@ impl StepOutput {
 
 /// Why a step did not produce an exit status.
 #[derive(Debug, thiserror::Error)]
-pub enum StepError {
+pub(crate) enum StepError {
     /// The program could not be started.
     #[error("cannot start `{}` for the {step} step: {source}", program.display())]
     Spawn {
@@ -190,11 +195,15 @@ pub enum StepError {
 /// given, stdin closed, output piped, a process group of its own, its
 /// rlimits, the cgroups whose `cgroup.procs` are `procs` joined, its
 /// descriptors in place from 3 on, and death with the loader.
-pub fn supervised(step: &Step, procs: Vec<std::ffi::CString>) -> std::io::Result<Command> {
+pub(crate) fn supervised(step: &Step, procs: Vec<std::ffi::CString>) -> std::io::Result<Command> {
     supervised_by(step, procs, rustix::process::getpid())
 }
 
 /// [`supervised`], the child checking that its parent is `loader`.
+#[allow(
+    unsafe_code,
+    reason = "`pre_exec` is unsafe: the hook runs in the forked child, where only async-signal-safe calls are sound"
+)]
 fn supervised_by(step: &Step, procs: Vec<std::ffi::CString>, loader: Pid) -> std::io::Result<Command> {
     let mut command = Command::new(&step.program);
     command
@@ -215,6 +224,7 @@ fn supervised_by(step: &Step, procs: Vec<std::ffi::CString>, loader: Pid) -> std
         .iter()
         .map(|fd| rustix::io::fcntl_dupfd_cloexec(fd, lowest))
         .collect::<Result<_, _>>()?;
+    let limits = step.limits;
     // SAFETY: the hook only makes async-signal-safe system calls (prctl,
     // getppid, open and write of the cgroup's cgroup.procs, setrlimit, dup2,
     // close_range)
@@ -222,7 +232,6 @@ fn supervised_by(step: &Step, procs: Vec<std::ffi::CString>, loader: Pid) -> std
     // child dies with it instead of running on unsupervised. A loader killed
     // between fork and the prctl would never send the signal, so the child
     // checks that its parent is still the loader and gives up otherwise.
-    let limits = step.limits;
     unsafe {
         command.pre_exec(move || {
             rustix::process::set_parent_process_death_signal(Some(Signal::KILL)).map_err(std::io::Error::from)?;
@@ -255,7 +264,7 @@ fn supervised_by(step: &Step, procs: Vec<std::ffi::CString>, loader: Pid) -> std
 }
 
 /// Runs `step` to completion or to its deadline.
-pub fn run(step: &Step) -> Result<StepOutput, StepError> {
+pub(crate) fn run(step: &Step) -> Result<StepOutput, StepError> {
     let started = Instant::now();
     let groups = Groups::new(step.limits.processes, step.limits.memory_bytes);
     let spawn_error = |source| StepError::Spawn {
@@ -381,13 +390,13 @@ fn collect(handle: Option<JoinHandle<Vec<u8>>>) -> String {
 
 /// CPU time the calling thread has used: what the guest's CPU cap is measured
 /// in, since the guest runs on the thread that calls into it.
-pub fn thread_cpu_time() -> Duration {
+pub(crate) fn thread_cpu_time() -> Duration {
     let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
     Duration::new(now.tv_sec.max(0) as u64, now.tv_nsec.clamp(0, 999_999_999) as u32)
 }
 
 /// Resolves a program name on `PATH` to a canonical path; see [`find_program_in`].
-pub fn find_program(program: &Path) -> Option<PathBuf> {
+pub(crate) fn find_program(program: &Path) -> Option<PathBuf> {
     find_program_in(program, &[])
 }
 
@@ -398,7 +407,7 @@ pub fn find_program(program: &Path) -> Option<PathBuf> {
 /// shims on `PATH` that re-exec the real tool through their own state, which
 /// a confined step cannot see, and the real binary sits in a known place
 /// (for `uv`, the interpreter's scripts directory).
-pub fn find_program_in(program: &Path, extra: &[PathBuf]) -> Option<PathBuf> {
+pub(crate) fn find_program_in(program: &Path, extra: &[PathBuf]) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let executable = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
     let is_script = |p: &Path| {

@@ -23,7 +23,7 @@ fn left(started: Instant, deadline: Instant) -> Option<Duration> {
 }
 
 /// Where to connect to reach a socket bound to `bound`: loopback for a wildcard address.
-pub fn reachable(bound: SocketAddr) -> SocketAddr {
+pub(crate) fn reachable(bound: SocketAddr) -> SocketAddr {
     let ip = match bound.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
@@ -34,14 +34,14 @@ pub fn reachable(bound: SocketAddr) -> SocketAddr {
 
 /// A connection queued on the agent's first socket, to see the agent take it.
 #[derive(Debug, Default)]
-pub struct AcceptProbe {
+pub(crate) struct AcceptProbe {
     queued: Option<TcpStream>,
 }
 
 impl AcceptProbe {
     /// Whether the agent has accepted the probe's connection (made on the
     /// first call, waiting no later than `deadline`).
-    pub fn accepted(&mut self, listener: &TcpListener, deadline: Instant) -> std::io::Result<bool> {
+    pub(crate) fn accepted(&mut self, listener: &TcpListener, deadline: Instant) -> std::io::Result<bool> {
         if self.queued.is_none() {
             let addr = reachable(listener.local_addr()?);
             let timeout = left(Instant::now(), deadline).ok_or(std::io::ErrorKind::TimedOut)?;
@@ -59,6 +59,10 @@ impl AcceptProbe {
 
 /// Connections waiting on `listener` for an `accept` (`TCP_INFO`'s
 /// `tcpi_unacked`, which is the accept queue for a listening socket).
+#[allow(
+    unsafe_code,
+    reason = "`getsockopt(TCP_INFO)` fills a C struct through a raw pointer; neither std nor rustix reads `tcp_info`"
+)]
 fn accept_queue(listener: &TcpListener) -> std::io::Result<u32> {
     // SAFETY: `info` is a plain C struct, zeroed, and `len` its size; the
     // kernel writes at most `len` bytes into it.
@@ -82,7 +86,7 @@ fn accept_queue(listener: &TcpListener) -> std::io::Result<u32> {
 /// Whether `GET path` on `addr` answers with a 2xx status, within
 /// [`PROBE_TIMEOUT`] and never past `deadline`, however slowly the answer
 /// drips in.
-pub fn http_ok(addr: SocketAddr, path: &str, deadline: Instant) -> bool {
+pub(crate) fn http_ok(addr: SocketAddr, path: &str, deadline: Instant) -> bool {
     let started = Instant::now();
     let Some(timeout) = left(started, deadline) else {
         return false;

@@ -406,7 +406,7 @@ fn ret_errno(answer: Answer) -> Insn {
 
 /// The filter, as bubblewrap's `--seccomp` reads it; `None` on an
 /// architecture par has no filter for.
-pub fn program() -> Option<Vec<u8>> {
+pub(crate) fn program() -> Option<Vec<u8>> {
     if !cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
         return None;
     }
@@ -457,7 +457,7 @@ pub fn program() -> Option<Vec<u8>> {
 
 /// A descriptor to hand bubblewrap, reading `program` from its start: one
 /// per step, as bubblewrap reads it from the descriptor's own offset.
-pub fn program_fd(program: &[u8]) -> io::Result<OwnedFd> {
+pub(crate) fn program_fd(program: &[u8]) -> io::Result<OwnedFd> {
     let fd = rustix::fs::memfd_create("par-seccomp", rustix::fs::MemfdFlags::CLOEXEC)?;
     let mut written = 0;
     while written < program.len() {

@@ -28,7 +28,7 @@ const MAX_RECORD_BYTES: u64 = 64 * 1024;
 
 /// One running agent, as the loader that started it recorded it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentRecord {
+pub(crate) struct AgentRecord {
     /// The process par started (bubblewrap, when sandboxed): pid and start time.
     pub process: ProcessId,
     /// Its sandbox's PID namespace, as bubblewrap reported it.
@@ -47,7 +47,7 @@ pub struct AgentRecord {
 
 /// A record this loader holds; removed when dropped.
 #[derive(Debug)]
-pub struct Registration {
+pub(crate) struct Registration {
     agents: Dir,
     name: String,
     _lock: File,
@@ -57,7 +57,7 @@ impl Registration {
     /// Writes `record` and holds its lock. The record is written and locked
     /// under a temporary name and renamed into place, so no reader ever
     /// finds it unlocked.
-    pub fn register(root: &RootDir, record: &AgentRecord) -> io::Result<Self> {
+    pub(crate) fn register(root: &RootDir, record: &AgentRecord) -> io::Result<Self> {
         let agents = root.dir(Area::Agents).try_clone()?;
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let name = format!("{}-{}-{nanos}.json", record.process.pid, std::process::id());
@@ -94,7 +94,7 @@ impl Drop for Registration {
 /// stale records (and temporary files of killed loaders) are removed on
 /// the way. Whether each process is still the one recorded is the caller's
 /// to check (by its identity).
-pub fn running(root: &RootDir) -> Vec<AgentRecord> {
+pub(crate) fn running(root: &RootDir) -> Vec<AgentRecord> {
     let agents = root.dir(Area::Agents);
     let Ok(entries) = agents.entries() else {
         return Vec::new();

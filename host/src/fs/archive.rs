@@ -19,7 +19,7 @@ const CHUNK: usize = 256 * 1024;
 
 /// An archive opened once, read only through this descriptor.
 #[derive(Debug)]
-pub struct Archive {
+pub(crate) struct Archive {
     file: File,
     path: PathBuf,
 }
@@ -27,7 +27,7 @@ pub struct Archive {
 impl Archive {
     /// Opens `path` (following symlinks: it is the caller's path) and
     /// insists on a regular file, checked on the open descriptor.
-    pub fn open(path: &Path) -> Result<Self, LoadError> {
+    pub(crate) fn open(path: &Path) -> Result<Self, LoadError> {
         use std::os::unix::fs::OpenOptionsExt as _;
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -51,19 +51,19 @@ impl Archive {
     }
 
     /// The path it was opened by, for messages.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The SHA-256 of its bytes, hex.
-    pub fn digest(&self) -> Result<String, LoadError> {
+    pub(crate) fn digest(&self) -> Result<String, LoadError> {
         self.copy_to(&mut io::sink())
             .map_err(LoadError::io("cannot read the archive", &self.path))
     }
 
     /// Copies its bytes into `target` and returns their SHA-256, hex: the
     /// digest of exactly what was copied.
-    pub fn copy_to(&self, target: &mut impl Write) -> io::Result<String> {
+    pub(crate) fn copy_to(&self, target: &mut impl Write) -> io::Result<String> {
         let mut hasher = Sha256::new();
         let mut buffer = vec![0u8; CHUNK];
         let mut offset = 0u64;
@@ -83,7 +83,7 @@ impl Archive {
 
     /// Refuses the load when the bytes copied for the guest are not the
     /// bytes first hashed: the file changed while par read it.
-    pub fn check_unchanged(&self, first: &str, copied: &str) -> Result<(), LoadError> {
+    pub(crate) fn check_unchanged(&self, first: &str, copied: &str) -> Result<(), LoadError> {
         if first == copied {
             return Ok(());
         }

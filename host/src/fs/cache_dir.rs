@@ -14,7 +14,7 @@ use crate::fs::root::open_file_nofollow;
 
 /// par's own cache directory, checked private, and a handle on it.
 #[derive(Debug)]
-pub struct CacheDir {
+pub(crate) struct CacheDir {
     path: PathBuf,
     dir: Dir,
 }
@@ -23,25 +23,25 @@ impl CacheDir {
     /// Creates the directory (mode 0700) if needed and opens it, if it is this
     /// user's and closed to others, and no directory above it can be changed
     /// by anyone but this user or root (the root's rules: [`owner`]).
-    pub fn open(dir: &Path) -> io::Result<Self> {
+    pub(crate) fn open(dir: &Path) -> io::Result<Self> {
         let path = owner::prepare(dir, 0o700)?;
         let dir = owner::open_private(&path)?;
         Ok(Self { path, dir })
     }
 
     /// The directory's (canonical) path.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The handle on the directory.
-    pub fn dir(&self) -> &Dir {
+    pub(crate) fn dir(&self) -> &Dir {
         &self.dir
     }
 
     /// The bytes of `name` (at most `max`), if it is a regular file of this
     /// user that no one else can write (checked on the open file).
-    pub fn read_private(&self, name: &str, max: u64) -> Option<Vec<u8>> {
+    pub(crate) fn read_private(&self, name: &str, max: u64) -> Option<Vec<u8>> {
         let file = open_file_nofollow(&self.dir, name).ok()?;
         let meta = file.metadata().ok()?;
         {
@@ -56,7 +56,7 @@ impl CacheDir {
     }
 
     /// Writes `name` atomically (mode 0600): a new temporary file, then a rename.
-    pub fn store(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+    pub(crate) fn store(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
         let temporary = format!(".{name}.{}.tmp", std::process::id());
         let _ = self.dir.remove_file(&temporary);
         let written = self

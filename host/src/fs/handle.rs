@@ -9,7 +9,7 @@ use cap_std::fs::Dir;
 use rustix::fs::{Mode, OFlags};
 
 /// Opens the directory `name` (one component) in `dir`, never through a symlink.
-pub fn open_dir_nofollow(dir: &Dir, name: &str) -> io::Result<Dir> {
+pub(crate) fn open_dir_nofollow(dir: &Dir, name: &str) -> io::Result<Dir> {
     let fd = rustix::fs::openat(
         dir,
         single(name)?,
@@ -20,7 +20,7 @@ pub fn open_dir_nofollow(dir: &Dir, name: &str) -> io::Result<Dir> {
 }
 
 /// Opens the regular file `name` (one component) in `dir` for reading, never through a symlink.
-pub fn open_file_nofollow(dir: &Dir, name: &str) -> io::Result<std::fs::File> {
+pub(crate) fn open_file_nofollow(dir: &Dir, name: &str) -> io::Result<std::fs::File> {
     let fd = rustix::fs::openat(
         dir,
         single(name)?,
@@ -48,7 +48,7 @@ fn single(name: &str) -> io::Result<&str> {
 
 /// The path `/proc/self/fd/N` of a handle: reopening it reaches exactly the
 /// directory the handle is on, whatever has been renamed or swapped since.
-pub fn fd_path(dir: &Dir) -> PathBuf {
+pub(crate) fn fd_path(dir: &Dir) -> PathBuf {
     use std::os::fd::AsRawFd;
     PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()))
 }

@@ -32,13 +32,13 @@ pub(crate) fn lock_in(dir: &Dir, name: &str, operation: FlockOperation) -> io::R
 /// An exclusive lock on one package id, held while its tree and link are
 /// replaced, so two loads of the same package never interleave their renames.
 #[derive(Debug)]
-pub struct PackageLock {
+pub(crate) struct PackageLock {
     _file: File,
 }
 
 impl PackageLock {
     /// Blocks until `{root}/locks/{package_dir_name}.lock` is ours.
-    pub fn acquire(root: &RootDir, package_dir_name: &str) -> Result<Self, LoadError> {
+    pub(crate) fn acquire(root: &RootDir, package_dir_name: &str) -> Result<Self, LoadError> {
         let name = format!("{package_dir_name}.lock");
         let file = lock_in(root.dir(Area::Locks), &name, FlockOperation::LockExclusive)
             .map_err(LoadError::io("cannot lock", root.join(Area::Locks, &name)))?;
@@ -48,13 +48,13 @@ impl PackageLock {
 
 /// A lock on everything one app has under the root (see the module's notes).
 #[derive(Debug)]
-pub struct AppLock {
+pub(crate) struct AppLock {
     _file: File,
 }
 
 impl AppLock {
     /// Blocks until the app's lock is held shared: for a load or an agent start.
-    pub fn shared(root: &RootDir, app_id: &str) -> Result<Self, LoadError> {
+    pub(crate) fn shared(root: &RootDir, app_id: &str) -> Result<Self, LoadError> {
         let name = Self::name(app_id);
         let file = lock_in(root.dir(Area::Locks), &name, FlockOperation::LockShared)
             .map_err(LoadError::io("cannot lock", root.join(Area::Locks, &name)))?;
@@ -62,7 +62,7 @@ impl AppLock {
     }
 
     /// Blocks until the app's lock is held exclusively: for `remove`.
-    pub fn exclusive(root: &RootDir, app_id: &str) -> io::Result<Self> {
+    pub(crate) fn exclusive(root: &RootDir, app_id: &str) -> io::Result<Self> {
         let file = lock_in(
             root.dir(Area::Locks),
             &Self::name(app_id),
@@ -73,7 +73,7 @@ impl AppLock {
 
     /// The app's lock held exclusively, or `None` while a load or agent
     /// start holds it: for `gc`, which passes such an app over.
-    pub fn try_exclusive(root: &RootDir, app_id: &str) -> io::Result<Option<Self>> {
+    pub(crate) fn try_exclusive(root: &RootDir, app_id: &str) -> io::Result<Option<Self>> {
         match lock_in(
             root.dir(Area::Locks),
             &Self::name(app_id),

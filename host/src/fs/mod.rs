@@ -1,16 +1,16 @@
 //! Files under the root, all through handles opened once (`root`): staging
 //! and publishing trees (`staging`, `publish`), venvs, deployment records, and par's own cache.
 
-pub mod agents;
-pub mod archive;
-pub mod cache_dir;
-pub mod handle;
-pub mod lock;
-pub mod owner;
-pub mod publish;
-pub mod redeploy;
-pub mod root;
-pub mod seal;
-pub mod staging;
-pub mod usage;
-pub mod venv;
+pub(crate) mod agents;
+pub(crate) mod archive;
+pub(crate) mod cache_dir;
+pub(crate) mod handle;
+pub(crate) mod lock;
+pub(crate) mod owner;
+pub(crate) mod publish;
+pub(crate) mod redeploy;
+pub(crate) mod root;
+pub(crate) mod seal;
+pub(crate) mod staging;
+pub(crate) mod usage;
+pub(crate) mod venv;

@@ -9,7 +9,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
 
-pub use crate::types::error::UnsafeDir as Unsafe;
+pub(crate) use crate::types::error::UnsafeDir as Unsafe;
 
 /// Either an I/O failure or a directory par may not trust.
 #[derive(Debug)]
@@ -36,13 +36,13 @@ impl From<Refusal> for io::Error {
 }
 
 /// This process's effective user.
-pub fn this_user() -> u32 {
+pub(crate) fn this_user() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
 /// A file's type, owner and mode: what decides who may change it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ownership {
+pub(crate) struct Ownership {
     /// It is a directory.
     pub is_dir: bool,
     /// Its owner.
@@ -53,7 +53,7 @@ pub struct Ownership {
 
 impl Ownership {
     /// Of what `fd` is open on (never through a path someone could swap).
-    pub fn of(fd: impl std::os::fd::AsFd) -> io::Result<Self> {
+    pub(crate) fn of(fd: impl std::os::fd::AsFd) -> io::Result<Self> {
         let stat = rustix::fs::fstat(fd)?;
         Ok(Self {
             is_dir: rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Directory,
@@ -74,7 +74,7 @@ impl Ownership {
 
 /// Checks a directory par keeps state in (its ownership read from an open
 /// handle): a directory of this user that nobody else can write.
-pub fn check_private(path: &Path, meta: Ownership) -> Result<(), Unsafe> {
+pub(crate) fn check_private(path: &Path, meta: Ownership) -> Result<(), Unsafe> {
     let user = this_user();
     let reason = if !meta.is_dir {
         Some("is not a directory".to_owned())
@@ -125,7 +125,7 @@ fn check_above(path: &Path) -> Result<(), Refusal> {
 
 /// Opens the directory `path` (canonical, from [`prepare`]) without
 /// following a symlink, and checks it with [`check_private`] on the handle.
-pub fn open_private(path: &Path) -> Result<cap_std::fs::Dir, Refusal> {
+pub(crate) fn open_private(path: &Path) -> Result<cap_std::fs::Dir, Refusal> {
     use rustix::fs::{Mode, OFlags};
     let fd = rustix::fs::openat(
         rustix::fs::CWD,
@@ -145,7 +145,7 @@ pub fn open_private(path: &Path) -> Result<cap_std::fs::Dir, Refusal> {
 /// pass [`check_private`]. Creation is exclusive (`mkdir`), so a directory
 /// another user made first is checked like any other, never adopted.
 /// Returns the canonical path, which is what par opens from then on.
-pub fn prepare(path: &Path, mode: u32) -> Result<PathBuf, Refusal> {
+pub(crate) fn prepare(path: &Path, mode: u32) -> Result<PathBuf, Refusal> {
     let io_at = |at: &Path| {
         let at = at.to_owned();
         move |e: io::Error| Refusal::Io(at, e)

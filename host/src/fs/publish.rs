@@ -15,13 +15,13 @@ use crate::types::error::{GuestProtocolError, InstallCall, LoadError};
 use crate::types::package::Manifest;
 
 /// Longest executable path reported (Linux's own `PATH_MAX`).
-pub const MAX_EXECUTABLE_PATH_BYTES: usize = 4096;
+pub(crate) const MAX_EXECUTABLE_PATH_BYTES: usize = 4096;
 
 /// The published package: its tree is in place, but the app's link is
 /// switched to it only by [`Published::commit`]; dropped uncommitted, the
 /// tree is removed and the previous deployment is untouched.
 #[derive(Debug)]
-pub struct Published {
+pub(crate) struct Published {
     /// `{name}@{version}`.
     pub package_id: String,
     /// The app id it was published under.
@@ -44,7 +44,7 @@ pub struct Published {
 /// The app's lock (shared) and the package's lock, held by a load from
 /// publishing until its record is written.
 #[derive(Debug)]
-pub struct Held {
+pub(crate) struct Held {
     _app: AppLock,
     _package: PackageLock,
 }
@@ -53,7 +53,7 @@ impl Published {
     /// Re-checks what the guest extracted (manifest, executables, the tree
     /// itself) and renames the staging tree into place under the package lock:
     /// the one path both `extract` and `load` publish by.
-    pub fn publish(root: &RootDir, request: PublishRequest<'_>, staging: Staging) -> Result<Self, LoadError> {
+    pub(crate) fn publish(root: &RootDir, request: PublishRequest<'_>, staging: Staging) -> Result<Self, LoadError> {
         let PublishRequest {
             app_id,
             digest,
@@ -99,13 +99,13 @@ impl Published {
     }
 
     /// A handle on the published tree.
-    pub fn open_tree(&self) -> Result<Dir, LoadError> {
+    pub(crate) fn open_tree(&self) -> Result<Dir, LoadError> {
         self.tree.open().map_err(LoadError::io("cannot open", &self.path))
     }
 
     /// Makes this the app's current deployment (see [`PublishedTree::commit`]);
     /// the locks stay held until the caller drops them.
-    pub fn commit(self, root: &RootDir) -> Result<Held, LoadError> {
+    pub(crate) fn commit(self, root: &RootDir) -> Result<Held, LoadError> {
         self.tree.commit(root, &self.link_name, &self.path)?;
         Ok(self.locks)
     }
@@ -113,7 +113,7 @@ impl Published {
 
 /// What the guest asks to publish, and what the host checks it against.
 #[derive(Debug)]
-pub struct PublishRequest<'a> {
+pub(crate) struct PublishRequest<'a> {
     /// App id chosen by the caller, if any (else the manifest name).
     pub app_id: Option<&'a str>,
     /// The archive's SHA-256.

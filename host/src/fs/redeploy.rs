@@ -30,7 +30,7 @@ const MAX_RECORD_BYTES: u64 = 64 * 1024 * 1024;
 
 /// What a successful load left behind, as the host saw it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Deployment {
+pub(crate) struct Deployment {
     /// Fingerprint of the settings the load ran with.
     settings: String,
     /// The venv key its marker holds.
@@ -51,7 +51,7 @@ struct TreeEntry {
 }
 
 /// A fingerprint of the settings that shape a load, from their debug form.
-pub fn settings_fingerprint(parts: &[&dyn std::fmt::Debug]) -> String {
+pub(crate) fn settings_fingerprint(parts: &[&dyn std::fmt::Debug]) -> String {
     let mut hasher = Sha256::new();
     for part in parts {
         let text = format!("{part:?}");
@@ -73,7 +73,7 @@ fn record_name(digest: &str, app_id: Option<&str>) -> String {
 impl Deployment {
     /// Describes a load that just succeeded; reads the published tree (through
     /// its handle) as it is now.
-    pub fn new(settings: String, venv_key: String, package: AgentPackage, tree: &Dir) -> std::io::Result<Self> {
+    pub(crate) fn new(settings: String, venv_key: String, package: AgentPackage, tree: &Dir) -> std::io::Result<Self> {
         let tree = list_tree(tree)?;
         Ok(Self {
             settings,
@@ -84,19 +84,19 @@ impl Deployment {
     }
 
     /// The app the load was for.
-    pub fn app_id(&self) -> &str {
+    pub(crate) fn app_id(&self) -> &str {
         &self.package.app_id
     }
 
     /// The result the load returned.
-    pub fn package(&self) -> &AgentPackage {
+    pub(crate) fn package(&self) -> &AgentPackage {
         &self.package
     }
 
     /// Every record under the root, each with its file name and when it was
     /// last loaded (the record's mtime: written by a full load, touched by an
     /// unchanged one). Records that cannot be read are listed as `None`.
-    pub fn all(root: &RootDir) -> Vec<(String, Option<Self>, SystemTime)> {
+    pub(crate) fn all(root: &RootDir) -> Vec<(String, Option<Self>, SystemTime)> {
         let deployments = root.dir(Area::Deployments);
         let Ok(entries) = deployments.entries() else {
             return Vec::new();
@@ -115,13 +115,13 @@ impl Deployment {
     }
 
     /// Marks the record as loaded now: an unchanged redeploy counts as a use.
-    pub fn touch(root: &RootDir, digest: &str, app_id: Option<&str>) -> std::io::Result<()> {
+    pub(crate) fn touch(root: &RootDir, digest: &str, app_id: Option<&str>) -> std::io::Result<()> {
         let file = open_file_nofollow(root.dir(Area::Deployments), &record_name(digest, app_id))?;
         file.set_modified(SystemTime::now())
     }
 
     /// Writes the record (atomically: a temporary file renamed into place).
-    pub fn save(&self, root: &RootDir, digest: &str, app_id: Option<&str>) -> std::io::Result<()> {
+    pub(crate) fn save(&self, root: &RootDir, digest: &str, app_id: Option<&str>) -> std::io::Result<()> {
         let deployments = root.dir(Area::Deployments);
         let name = record_name(digest, app_id);
         let temporary = format!(".{name}.{}.tmp", std::process::id());
@@ -136,18 +136,18 @@ impl Deployment {
     }
 
     /// The record of an earlier load of this archive under this app id, if any.
-    pub fn find(root: &RootDir, digest: &str, app_id: Option<&str>) -> Option<Self> {
+    pub(crate) fn find(root: &RootDir, digest: &str, app_id: Option<&str>) -> Option<Self> {
         read_record(root, &record_name(digest, app_id))
     }
 
     /// The published package's link name, `{app_id}@{version}`: what to lock.
-    pub fn package_dir_name(&self) -> Option<String> {
+    pub(crate) fn package_dir_name(&self) -> Option<String> {
         Some(self.package.link.file_name()?.to_str()?.to_owned())
     }
 
     /// The recorded result, if the settings are the same and the tree and
     /// venv under `root` are exactly as that load left them.
-    pub fn unchanged(self, root: &RootDir, settings: &str) -> Option<AgentPackage> {
+    pub(crate) fn unchanged(self, root: &RootDir, settings: &str) -> Option<AgentPackage> {
         let tree = root.name_in(&self.package.path, Area::Trees)?;
         let venv_name = root.name_in(&self.package.venv_path, Area::Venvs)?;
         root.name_in(&self.package.link, Area::Packages)?;

@@ -15,14 +15,14 @@ use std::path::{Path, PathBuf};
 
 use cap_std::fs::{Dir, DirBuilder, DirBuilderExt};
 
-pub use crate::fs::handle::{fd_path, open_dir_nofollow, open_file_nofollow};
+pub(crate) use crate::fs::handle::{fd_path, open_dir_nofollow, open_file_nofollow};
 use crate::fs::owner;
 use crate::fs::seal::{KEY_FILE, Seal};
 use crate::types::error::LoadError;
 
 /// One top-level directory of the root (in the order of [`Area::ALL`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Area {
+pub(crate) enum Area {
     /// Scratch directories of running loads and builds.
     Staging,
     /// Published package trees.
@@ -47,7 +47,7 @@ pub enum Area {
 
 impl Area {
     /// Every area.
-    pub const ALL: [Area; 9] = [
+    pub(crate) const ALL: [Area; 9] = [
         Area::Staging,
         Area::Trees,
         Area::Packages,
@@ -60,7 +60,7 @@ impl Area {
     ];
 
     /// Its directory name under the root.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Area::Staging => "staging",
             Area::Trees => "trees",
@@ -86,7 +86,7 @@ impl Area {
 
 /// The root and a handle on each of its areas.
 #[derive(Debug)]
-pub struct RootDir {
+pub(crate) struct RootDir {
     path: PathBuf,
     areas: Vec<Dir>,
     seal: Seal,
@@ -102,7 +102,7 @@ impl RootDir {
     /// otherwise have made it first, or swap what is in it. An area that is
     /// a symlink (or anything but a directory) is refused, never followed.
     /// The root is known by its canonical path from then on.
-    pub fn open(path: &Path) -> Result<Self, LoadError> {
+    pub(crate) fn open(path: &Path) -> Result<Self, LoadError> {
         let refused = |refusal| match refusal {
             owner::Refusal::Io(at, source) => LoadError::io("cannot open the root at", at)(source),
             owner::Refusal::Unsafe(problem) => LoadError::RootUnsafe(problem),
@@ -151,30 +151,30 @@ impl RootDir {
     }
 
     /// The root's key: what par seals the state it trusts with.
-    pub fn seal(&self) -> &Seal {
+    pub(crate) fn seal(&self) -> &Seal {
         &self.seal
     }
 
     /// The root's path.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The handle on `area`.
-    pub fn dir(&self, area: Area) -> &Dir {
+    pub(crate) fn dir(&self, area: Area) -> &Dir {
         &self.areas[area as usize]
     }
 
     /// The name of `path` when it lies directly in `area` of this root
     /// (compared by component, so `{root}/trees/` is `{root}/trees`): how a
     /// path par returned is taken back as one of its own entries.
-    pub fn name_in<'a>(&self, path: &'a Path, area: Area) -> Option<&'a str> {
+    pub(crate) fn name_in<'a>(&self, path: &'a Path, area: Area) -> Option<&'a str> {
         let name = path.file_name()?.to_str()?;
         (path.parent() == Some(self.path.join(area.name()).as_path())).then_some(name)
     }
 
     /// `{root}/{area}/{name}`: for argv and messages, never for the host's own access.
-    pub fn join(&self, area: Area, name: &str) -> PathBuf {
+    pub(crate) fn join(&self, area: Area, name: &str) -> PathBuf {
         self.path.join(area.name()).join(name)
     }
 }

@@ -17,7 +17,7 @@ use crate::fs::handle::open_file_nofollow;
 use crate::fs::owner::this_user;
 
 /// The key's file name, directly under the root.
-pub const KEY_FILE: &str = "seal.key";
+pub(crate) const KEY_FILE: &str = "seal.key";
 /// The key's length in bytes.
 const KEY_BYTES: usize = 32;
 /// Hex digits of a tag.
@@ -26,7 +26,7 @@ const TAG_HEX: usize = 64;
 /// What a sealed file is: part of what is sealed, so a seal on one kind of
 /// file never vouches for another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sealed {
+pub(crate) enum Sealed {
     /// A finished venv's marker.
     VenvMarker,
     /// A deployment record.
@@ -47,7 +47,7 @@ impl Sealed {
 
 /// The root's key.
 #[derive(Clone)]
-pub struct Seal {
+pub(crate) struct Seal {
     key: [u8; KEY_BYTES],
 }
 
@@ -60,7 +60,7 @@ impl std::fmt::Debug for Seal {
 impl Seal {
     /// Reads the root's key, making it first if the root has none. The file
     /// must be this user's, a regular file, closed to everyone else.
-    pub fn open(root: &Dir) -> io::Result<Self> {
+    pub(crate) fn open(root: &Dir) -> io::Result<Self> {
         match Self::read(root) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 Self::create(root)?;
@@ -127,7 +127,7 @@ impl Seal {
     }
 
     /// The tag of `content` as `kind`, in hex.
-    pub fn tag(&self, kind: Sealed, content: &[u8]) -> String {
+    pub(crate) fn tag(&self, kind: Sealed, content: &[u8]) -> String {
         self.mac(kind, content)
             .finalize()
             .into_bytes()
@@ -139,7 +139,7 @@ impl Seal {
     }
 
     /// Whether `tag` (hex) is `content`'s tag as `kind` (compared in constant time).
-    pub fn verify(&self, kind: Sealed, content: &[u8], tag: &str) -> bool {
+    pub(crate) fn verify(&self, kind: Sealed, content: &[u8], tag: &str) -> bool {
         let Some(bytes) = unhex(tag) else {
             return false;
         };
@@ -147,7 +147,7 @@ impl Seal {
     }
 
     /// `content` with its tag on a first line: what a sealed file holds.
-    pub fn seal(&self, kind: Sealed, content: &[u8]) -> Vec<u8> {
+    pub(crate) fn seal(&self, kind: Sealed, content: &[u8]) -> Vec<u8> {
         let mut sealed = self.tag(kind, content).into_bytes();
         sealed.push(b'\n');
         sealed.extend_from_slice(content);
@@ -155,7 +155,7 @@ impl Seal {
     }
 
     /// The content of a sealed file, if its seal holds.
-    pub fn unseal<'a>(&self, kind: Sealed, sealed: &'a [u8]) -> Option<&'a [u8]> {
+    pub(crate) fn unseal<'a>(&self, kind: Sealed, sealed: &'a [u8]) -> Option<&'a [u8]> {
         let (tag, content) = sealed.split_at_checked(TAG_HEX)?;
         let content = content.strip_prefix(b"\n")?;
         self.verify(kind, content, std::str::from_utf8(tag).ok()?)

@@ -37,7 +37,7 @@ const LIVE_LOCK: &str = ".live";
 /// dropped. While it exists it holds a lock on its `.live` file, so
 /// [`sweep_abandoned`] can tell it from one left by a load that was killed.
 #[derive(Debug)]
-pub struct Scratch {
+pub(crate) struct Scratch {
     staging: Dir,
     name: String,
     dir: Dir,
@@ -47,13 +47,13 @@ pub struct Scratch {
 
 impl Scratch {
     /// Creates `{root}/staging/{prefix}…/` (mode 0700) and takes its lock.
-    pub fn create(root: &RootDir, prefix: &str) -> Result<Self, LoadError> {
+    pub(crate) fn create(root: &RootDir, prefix: &str) -> Result<Self, LoadError> {
         Self::create_in(root, Area::Staging, prefix)
     }
 
     /// Creates `{root}/{area}/{prefix}…/` (mode 0700) and takes its lock:
     /// `area` is one [`sweep_abandoned`] sweeps.
-    pub fn create_in(root: &RootDir, area: Area, prefix: &str) -> Result<Self, LoadError> {
+    pub(crate) fn create_in(root: &RootDir, area: Area, prefix: &str) -> Result<Self, LoadError> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let staging_path = root.path().join(area.name());
         let staging = root
@@ -90,12 +90,12 @@ impl Scratch {
     }
 
     /// The directory's path: for argv, never for the host's own access.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The handle on the directory.
-    pub fn dir(&self) -> &Dir {
+    pub(crate) fn dir(&self) -> &Dir {
         &self.dir
     }
 }
@@ -111,7 +111,7 @@ impl Drop for Scratch {
 /// `chmod` what it made in its venv) is opened up first, so it cannot pin
 /// what it holds on the disk. Used in par's private areas only (staging and
 /// trash), where no one else can swap a directory for a link meanwhile.
-pub fn remove_all(dir: &Dir, name: &str) -> io::Result<()> {
+pub(crate) fn remove_all(dir: &Dir, name: &str) -> io::Result<()> {
     match dir.remove_dir_all(name) {
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
             open_up(dir, name);
@@ -141,7 +141,7 @@ fn open_up(dir: &Dir, name: &str) {
 /// The staging directory of one extraction: the archive the guest reads and
 /// the tree it writes.
 #[derive(Debug)]
-pub struct Staging {
+pub(crate) struct Staging {
     scratch: Scratch,
     archive: Dir,
     tree: Dir,
@@ -152,7 +152,7 @@ impl Staging {
     /// private copy of `archive` made through its one descriptor, and an
     /// empty `tree/`; returns the SHA-256 of exactly the bytes copied,
     /// which are the bytes the guest reads.
-    pub fn create(root: &RootDir, archive: &Archive) -> Result<(Self, String), LoadError> {
+    pub(crate) fn create(root: &RootDir, archive: &Archive) -> Result<(Self, String), LoadError> {
         let scratch = Scratch::create(root, "stage-")?;
         let (archive_dir, tree) = (sub_dir(&scratch, "archive")?, sub_dir(&scratch, "tree")?);
         let copied = scratch.path().join("archive").join(ARCHIVE_NAME);
@@ -180,23 +180,23 @@ impl Staging {
 
     /// What to preopen read-only for the guest: the directory holding only the
     /// archive, reached through its handle.
-    pub fn archive_preopen(&self) -> PathBuf {
+    pub(crate) fn archive_preopen(&self) -> PathBuf {
         fd_path(&self.archive)
     }
 
     /// What to preopen read-write for the guest: the package tree, reached
     /// through its handle.
-    pub fn tree_preopen(&self) -> PathBuf {
+    pub(crate) fn tree_preopen(&self) -> PathBuf {
         fd_path(&self.tree)
     }
 
     /// The tree's path, for messages.
-    pub fn tree_path(&self) -> PathBuf {
+    pub(crate) fn tree_path(&self) -> PathBuf {
         self.scratch.path().join("tree")
     }
 
     /// The handle on the tree the guest wrote.
-    pub fn tree(&self) -> &Dir {
+    pub(crate) fn tree(&self) -> &Dir {
         &self.tree
     }
 
@@ -208,7 +208,7 @@ impl Staging {
     /// moved aside into this load's scratch, never followed. The caller
     /// holds the package lock; nothing points at the tree until
     /// [`PublishedTree::commit`].
-    pub fn publish(self, root: &RootDir, name: &str) -> Result<PublishedTree, LoadError> {
+    pub(crate) fn publish(self, root: &RootDir, name: &str) -> Result<PublishedTree, LoadError> {
         let path = root.join(Area::Trees, name);
         let trees = root
             .dir(Area::Trees)
@@ -308,7 +308,7 @@ fn same_bytes(a: &std::fs::File, b: &std::fs::File) -> io::Result<bool> {
 /// [`PublishedTree::commit`], a tree this load made is removed; one it found
 /// there (the same archive's, maybe in use) is left as it was.
 #[derive(Debug)]
-pub struct PublishedTree {
+pub(crate) struct PublishedTree {
     trees: Dir,
     name: String,
     /// This load made it (else it was there, from the same archive).
@@ -319,14 +319,14 @@ pub struct PublishedTree {
 
 impl PublishedTree {
     /// A handle on the published tree.
-    pub fn open(&self) -> io::Result<Dir> {
+    pub(crate) fn open(&self) -> io::Result<Dir> {
         open_dir_nofollow(&self.trees, &self.name)
     }
 
     /// Makes this tree the app's current one: `{root}/packages/{link}` is
     /// replaced by a symlink to `target` (this tree's path) with one rename,
     /// so a reader sees the old tree or the new one, never neither.
-    pub fn commit(mut self, root: &RootDir, link: &str, target: &Path) -> Result<(), LoadError> {
+    pub(crate) fn commit(mut self, root: &RootDir, link: &str, target: &Path) -> Result<(), LoadError> {
         switch_link(root, link, target, &self.scratch)?;
         self.committed = true;
         Ok(())
@@ -348,7 +348,7 @@ impl Drop for PublishedTree {
 
 /// Points `{root}/packages/{link}` at `target`, a tree already published:
 /// for a load that found its deployment unchanged but no longer current.
-pub fn point_link(root: &RootDir, link: &str, target: &Path) -> Result<(), LoadError> {
+pub(crate) fn point_link(root: &RootDir, link: &str, target: &Path) -> Result<(), LoadError> {
     let current = root.dir(Area::Packages).read_link_contents(link);
     if current.is_ok_and(|current| current == target) {
         return Ok(());
@@ -382,7 +382,7 @@ fn switch_link(root: &RootDir, link: &str, target: &Path, scratch: &Scratch) -> 
 /// Removes staging and trash directories whose owner is gone (a killed
 /// load, `gc` or `remove`): their `.live` lock can be taken. Directories of
 /// loads and collections still running are kept.
-pub fn sweep_abandoned(root: &RootDir) {
+pub(crate) fn sweep_abandoned(root: &RootDir) {
     for area in [Area::Staging, Area::Trash] {
         sweep(root, area);
     }
@@ -428,7 +428,7 @@ fn sub_dir(scratch: &Scratch, name: &str) -> Result<Dir, LoadError> {
 /// executables the guest reported (each checked to be a contained relative
 /// path naming a regular file in the tree). Any symlink or special file in the
 /// tree means the guest misbehaved, and the package is refused.
-pub fn normalize_modes(tree: &Dir, executables: &[String]) -> Result<(), LoadError> {
+pub(crate) fn normalize_modes(tree: &Dir, executables: &[String]) -> Result<(), LoadError> {
     let mut pending: HashSet<&str> = HashSet::with_capacity(executables.len());
     for path in executables {
         if !is_contained_relative(path) {

@@ -27,21 +27,21 @@ struct Inode {
 /// What one item (a tree, a venv, a record) holds: its inodes, each with
 /// the number of its links inside the item.
 #[derive(Debug, Clone, Default)]
-pub struct Tally {
+pub(crate) struct Tally {
     inodes: HashMap<InodeId, u64>,
     bytes: u64,
 }
 
 impl Tally {
     /// Its size, each inode once.
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.bytes
     }
 }
 
 /// Every inode the walks saw, with its size and link counts.
 #[derive(Debug, Default)]
-pub struct Usage {
+pub(crate) struct Usage {
     inodes: HashMap<InodeId, Inode>,
 }
 
@@ -49,14 +49,14 @@ impl Usage {
     /// Walks the entry `name` of `dir` (a directory with everything in it,
     /// or a single file or link) and returns what it holds. A missing entry
     /// holds nothing.
-    pub fn walk(&mut self, dir: &Dir, name: &str) -> Tally {
+    pub(crate) fn walk(&mut self, dir: &Dir, name: &str) -> Tally {
         let mut tally = Tally::default();
         self.visit(dir, name, &mut tally);
         tally
     }
 
     /// Walks `dir` itself and, with `children`, everything in it, as one item.
-    pub fn walk_dir(&mut self, dir: &Dir, children: bool) -> Tally {
+    pub(crate) fn walk_dir(&mut self, dir: &Dir, children: bool) -> Tally {
         let mut tally = Tally::default();
         if let Ok(meta) = dir.dir_metadata() {
             self.count(&meta, &mut tally);
@@ -68,14 +68,14 @@ impl Usage {
     }
 
     /// The size of every inode seen, each once.
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.inodes.values().map(|inode| inode.bytes).sum()
     }
 
     /// What removing `items` would take off the walked total (`removed`),
     /// and what of that the disk gets back (`freed`: files none of whose
     /// links survive anywhere).
-    pub fn removing<'a>(&self, items: impl IntoIterator<Item = &'a Tally>) -> Removal {
+    pub(crate) fn removing<'a>(&self, items: impl IntoIterator<Item = &'a Tally>) -> Removal {
         let mut links: HashMap<InodeId, u64> = HashMap::new();
         for item in items {
             for (id, count) in &item.inodes {
@@ -138,7 +138,7 @@ impl Usage {
 
 /// The effect of removing some items (see [`Usage::removing`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Removal {
+pub(crate) struct Removal {
     /// Their size, each inode once.
     pub removed: u64,
     /// What leaves the walked total: inodes none of whose walked links survive.

@@ -25,7 +25,7 @@ const BUILD_ENV: &str = ".par-build-env";
 
 /// The inputs that decide a venv's contents.
 #[derive(Debug, Clone)]
-pub struct VenvInputs<'a> {
+pub(crate) struct VenvInputs<'a> {
     /// `python --version` of the base interpreter, and its path.
     pub python: &'a str,
     /// `pip` or `uv`.
@@ -43,7 +43,7 @@ pub struct VenvInputs<'a> {
 }
 
 /// The key: 16 hex digits of a SHA-256 over all inputs, each length-prefixed.
-pub fn key(inputs: &VenvInputs<'_>) -> String {
+pub(crate) fn key(inputs: &VenvInputs<'_>) -> String {
     short_key(&[
         inputs.python.as_bytes(),
         inputs.installer.as_bytes(),
@@ -57,7 +57,7 @@ pub fn key(inputs: &VenvInputs<'_>) -> String {
 
 /// 16 hex digits of a SHA-256 over `fields`, each length-prefixed so no two
 /// lists of fields hash alike: the names of venvs and build environments.
-pub fn short_key(fields: &[&[u8]]) -> String {
+pub(crate) fn short_key(fields: &[&[u8]]) -> String {
     let mut hasher = Sha256::new();
     for field in fields {
         hasher.update((field.len() as u64).to_le_bytes());
@@ -69,13 +69,13 @@ pub fn short_key(fields: &[&[u8]]) -> String {
 /// What the marker of the venv `name` under a root holds once it is
 /// finished for `key`: the key, sealed with the root's key, so a marker
 /// only the loader could have written counts.
-pub fn sealed_marker(seal: &Seal, name: &str, key: &str) -> String {
+pub(crate) fn sealed_marker(seal: &Seal, name: &str, key: &str) -> String {
     seal.tag(Sealed::VenvMarker, format!("{name}\0{key}").as_bytes())
 }
 
 /// Whether the venv `venv` was finished for exactly this key (its marker
 /// read through the handle, never through a symlink).
-pub fn is_finished(venv: &Dir, key: &str) -> bool {
+pub(crate) fn is_finished(venv: &Dir, key: &str) -> bool {
     let mut written = String::new();
     open_file_nofollow(venv, MARKER)
         .and_then(|file| file.take(1024).read_to_string(&mut written))
@@ -83,7 +83,7 @@ pub fn is_finished(venv: &Dir, key: &str) -> bool {
 }
 
 /// When the venv was marked finished: how old what it holds is.
-pub fn finished_at(venv: &Dir) -> Option<SystemTime> {
+pub(crate) fn finished_at(venv: &Dir) -> Option<SystemTime> {
     open_file_nofollow(venv, MARKER)
         .and_then(|file| file.metadata())
         .and_then(|m| m.modified())
@@ -92,7 +92,7 @@ pub fn finished_at(venv: &Dir) -> Option<SystemTime> {
 
 /// Marks the venv finished; the last write of a successful build. The marker
 /// is created anew (never written through whatever a step left at its name).
-pub fn mark_finished(venv: &Dir, key: &str) -> std::io::Result<()> {
+pub(crate) fn mark_finished(venv: &Dir, key: &str) -> std::io::Result<()> {
     unmark(venv)?;
     let mut file = venv
         .open_with(MARKER, OpenOptions::new().write(true).create_new(true))?
@@ -102,7 +102,7 @@ pub fn mark_finished(venv: &Dir, key: &str) -> std::io::Result<()> {
 }
 
 /// Makes a finished venv (or build environment) unfinished: the first step of removing it.
-pub fn unmark(venv: &Dir) -> std::io::Result<()> {
+pub(crate) fn unmark(venv: &Dir) -> std::io::Result<()> {
     match venv.remove_file(MARKER) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
@@ -111,7 +111,7 @@ pub fn unmark(venv: &Dir) -> std::io::Result<()> {
 
 /// Records which build environment built the venv's agent (written by the
 /// host once every step is done, before the marker).
-pub fn record_build_env(venv: &Dir, key: &str) -> std::io::Result<()> {
+pub(crate) fn record_build_env(venv: &Dir, key: &str) -> std::io::Result<()> {
     let _ = venv.remove_file(BUILD_ENV);
     let mut file = venv
         .open_with(BUILD_ENV, OpenOptions::new().write(true).create_new(true))?
@@ -120,7 +120,7 @@ pub fn record_build_env(venv: &Dir, key: &str) -> std::io::Result<()> {
 }
 
 /// The build environment recorded by [`record_build_env`], if any.
-pub fn build_env(venv: &Dir) -> Option<String> {
+pub(crate) fn build_env(venv: &Dir) -> Option<String> {
     let mut written = String::new();
     open_file_nofollow(venv, BUILD_ENV)
         .and_then(|file| file.take(64).read_to_string(&mut written))
@@ -131,7 +131,7 @@ pub fn build_env(venv: &Dir) -> Option<String> {
 
 /// Whether the venv at `path` (anywhere, possibly another root's) is
 /// finished and records `key` as its build environment.
-pub fn names_build_env(path: &Path, key: &str) -> bool {
+pub(crate) fn names_build_env(path: &Path, key: &str) -> bool {
     Dir::open_ambient_dir(path, cap_std::ambient_authority())
         .is_ok_and(|venv| finished_at(&venv).is_some() && build_env(&venv).as_deref() == Some(key))
 }

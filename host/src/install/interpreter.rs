@@ -22,7 +22,7 @@ const PROBE: &str = "import sys, sysconfig\nfor v in (sys.executable, sys.versio
 
 /// A Python interpreter, resolved past any shim.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Interpreter {
+pub(crate) struct Interpreter {
     /// `sys.executable`: the binary that really runs.
     pub executable: PathBuf,
     /// `Python 3.11.7 /usr/bin/python3.11`: part of every venv key.
@@ -110,7 +110,7 @@ impl Interpreter {
 /// selection (`pyenv global`, a new `.python-version`, a reinstalled Python)
 /// is noticed by the next load.
 #[derive(Debug)]
-pub struct Resolver {
+pub(crate) struct Resolver {
     configured: PathBuf,
     timeout: Duration,
     cache_dir: Option<PathBuf>,
@@ -119,7 +119,7 @@ pub struct Resolver {
 
 impl Resolver {
     /// A resolver for `configured`, keeping answers in `cache_dir` too.
-    pub fn new(configured: &Path, timeout: Duration, cache_dir: Option<&Path>) -> Self {
+    pub(crate) fn new(configured: &Path, timeout: Duration, cache_dir: Option<&Path>) -> Self {
         Self {
             configured: configured.to_owned(),
             timeout,
@@ -129,7 +129,7 @@ impl Resolver {
     }
 
     /// The interpreter as it is now.
-    pub fn resolve(&self) -> Result<Interpreter, LoadError> {
+    pub(crate) fn resolve(&self) -> Result<Interpreter, LoadError> {
         let found = find(&self.configured)?;
         let key = answer_key(&found, &probe_dir());
         let remembered = self.last.lock().unwrap_or_else(PoisonError::into_inner).clone();

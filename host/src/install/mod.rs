@@ -1,8 +1,8 @@
 //! Installing an agent: the installer back ends, one installer step, the
 //! editable self-install, the base interpreter, and the requirement policy.
 
-pub mod editable;
-pub mod installer;
-pub mod interpreter;
+pub(crate) mod editable;
+pub(crate) mod installer;
+pub(crate) mod interpreter;
 pub mod requirements;
-pub mod step;
+pub(crate) mod step;

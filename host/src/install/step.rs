@@ -25,7 +25,7 @@ const ERROR_TAIL: usize = 8 * 1024;
 
 /// What a step is for: decides its timeout, its network and its name in errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepKind {
+pub(crate) enum StepKind {
     /// Creating the agent's venv.
     Venv,
     /// Installing `requirements.txt`.
@@ -43,7 +43,7 @@ pub enum StepKind {
 impl StepKind {
     /// The step's name in errors and in the spec's messages. Preparing and
     /// building the agent are part of installing it, as in `pip install -e .`.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             StepKind::Venv => "venv",
             StepKind::Requirements => "requirements",
@@ -53,7 +53,7 @@ impl StepKind {
     }
 
     /// The configured limit for this kind of step.
-    pub fn timeout(self, install: &InstallConfig) -> Duration {
+    pub(crate) fn timeout(self, install: &InstallConfig) -> Duration {
         match self {
             StepKind::Venv => install.venv_timeout,
             StepKind::Requirements => install.requirements_timeout,
@@ -64,7 +64,7 @@ impl StepKind {
 
     /// What is left of this kind's budget after `spent`; none left is the
     /// step's timeout, reported with the whole budget as the spec words it.
-    pub fn left(self, install: &InstallConfig, spent: Duration) -> Result<Duration, InstallError> {
+    pub(crate) fn left(self, install: &InstallConfig, spent: Duration) -> Result<Duration, InstallError> {
         let budget = self.timeout(install);
         match budget.saturating_sub(spent) {
             left if left.is_zero() => Err(InstallError::TimedOut((self.name().into(), budget.as_secs()))),
@@ -94,7 +94,7 @@ impl StepKind {
 
 /// One step to run: what, where, and what it may touch besides the system.
 #[derive(Debug)]
-pub struct StepSpec {
+pub(crate) struct StepSpec {
     kind: StepKind,
     invocation: Invocation,
     cwd: PathBuf,
@@ -106,7 +106,7 @@ pub struct StepSpec {
 
 impl StepSpec {
     /// A step whose working directory is its only writable place so far.
-    pub fn new(kind: StepKind, invocation: Invocation, cwd: &Path) -> Self {
+    pub(crate) fn new(kind: StepKind, invocation: Invocation, cwd: &Path) -> Self {
         Self {
             kind,
             invocation,
@@ -119,25 +119,25 @@ impl StepSpec {
     }
 
     /// Also lets the step write `path`.
-    pub fn writable(mut self, path: &Path) -> Self {
+    pub(crate) fn writable(mut self, path: &Path) -> Self {
         self.writable.push(path.to_owned());
         self
     }
 
     /// Also lets the step read `path`.
-    pub fn readonly(mut self, path: &Path) -> Self {
+    pub(crate) fn readonly(mut self, path: &Path) -> Self {
         self.readonly.push(path.to_owned());
         self
     }
 
     /// Allows less than the kind's configured time (what is left of a budget).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
+    pub(crate) fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
     }
 
     /// Lets another thread stop the step early.
-    pub fn cancel(mut self, cancel: Arc<AtomicBool>) -> Self {
+    pub(crate) fn cancel(mut self, cancel: Arc<AtomicBool>) -> Self {
         self.cancel = Some(cancel);
         self
     }
@@ -145,7 +145,7 @@ impl StepSpec {
 
 /// Everything needed to run a load's steps, cheap to clone into another thread.
 #[derive(Debug, Clone)]
-pub struct StepRunner {
+pub(crate) struct StepRunner {
     root: PathBuf,
     install: InstallConfig,
     sandbox: Option<Bubblewrap>,
@@ -156,7 +156,7 @@ pub struct StepRunner {
 
 impl StepRunner {
     /// A runner for one load: `readonly` is what every confined step may read.
-    pub fn new(
+    pub(crate) fn new(
         root: &Path,
         install: &InstallConfig,
         installer: &dyn Installer,
@@ -175,13 +175,13 @@ impl StepRunner {
     }
 
     /// The install settings the steps run under.
-    pub fn install(&self) -> &InstallConfig {
+    pub(crate) fn install(&self) -> &InstallConfig {
         &self.install
     }
 
     /// Whether a step failed while the root's disk was full, or said ENOSPC:
     /// the failure is then the host's, not the package's.
-    pub fn saw_disk_full(&self) -> bool {
+    pub(crate) fn saw_disk_full(&self) -> bool {
         self.disk_full.load(Ordering::Relaxed)
     }
 
@@ -189,7 +189,7 @@ impl StepRunner {
     /// failure to an [`InstallError`]. Children get the allow-listed
     /// environment only; the network only for steps that use the index, and
     /// only if the configuration allows it.
-    pub fn run(&self, spec: StepSpec) -> Result<StepOutput, InstallError> {
+    pub(crate) fn run(&self, spec: StepSpec) -> Result<StepOutput, InstallError> {
         let StepSpec {
             kind,
             invocation,

@@ -6,6 +6,6 @@ wasmtime::component::bindgen!({
     additional_derives: [PartialEq, Eq],
 });
 
-pub use pixell::apkg::host_installer;
-pub use pixell::apkg::host_log;
-pub use pixell::apkg::types;
+pub(crate) use pixell::apkg::host_installer;
+pub(crate) use pixell::apkg::host_log;
+pub(crate) use pixell::apkg::types;

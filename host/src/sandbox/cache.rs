@@ -29,12 +29,16 @@ const MAX_COMPILED_BYTES: u64 = 256 * 1024 * 1024;
 const DIGEST_BYTES: usize = 32;
 
 /// The guest component, built by `build.rs`.
-pub const GUEST_WASM: &[u8] = include_bytes!(env!("PAR_GUEST_WASM"));
+pub(crate) const GUEST_WASM: &[u8] = include_bytes!(env!("PAR_GUEST_WASM"));
 /// Its SHA-256, computed at build time.
-pub const GUEST_SHA256: &str = env!("PAR_GUEST_SHA256");
+pub(crate) const GUEST_SHA256: &str = env!("PAR_GUEST_SHA256");
 
 /// Returns the compiled guest, from the cache when a trustworthy entry exists.
-pub fn load(engine: &Engine, cache_dir: Option<&Path>) -> wasmtime::Result<Component> {
+#[allow(
+    unsafe_code,
+    reason = "wasmtime's `Component::deserialize` trusts its bytes to be code it compiled; it is unsafe to call"
+)]
+pub(crate) fn load(engine: &Engine, cache_dir: Option<&Path>) -> wasmtime::Result<Component> {
     let Some(cache) = cache_dir.and_then(|dir| {
         CacheDir::open(dir)
             .inspect_err(|error| tracing::warn!(path = %dir.display(), %error, "Component cache unusable; compiling the sandbox in memory"))

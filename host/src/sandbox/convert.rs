@@ -222,7 +222,7 @@ fn inconsistency(inconsistency: wit::Inconsistency) -> Inconsistency {
 
 /// The guest's refusal of a `.env`, its text escaped and capped: it is
 /// untrusted and ends up in logs and errors.
-pub fn env_file_refused(error: wit::EnvFileError) -> EnvFileRefused {
+pub(crate) fn env_file_refused(error: wit::EnvFileError) -> EnvFileRefused {
     EnvFileRefused {
         line: error.line,
         key: error.key.map(|key| escape_controls(&key, MAX_ENV_TEXT)),

@@ -12,7 +12,7 @@ const MAX_CALLS: u32 = 1000;
 
 /// Per-run state of the log import.
 #[derive(Debug, Default)]
-pub struct GuestLog {
+pub(crate) struct GuestLog {
     calls: u32,
 }
 

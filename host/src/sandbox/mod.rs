@@ -41,7 +41,7 @@ const STDERR_CAPACITY: usize = 16 * 1024;
 
 /// The rules a guest run reads the archive under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ArchiveRules {
+pub(crate) struct ArchiveRules {
     /// Ceilings on the archive.
     pub limits: Limits,
     /// The guest's entry-name rules (only tests turn them off).
@@ -59,7 +59,7 @@ impl ArchiveRules {
 
 /// What an extraction wrote, its manifest checked by the host.
 #[derive(Debug, Clone)]
-pub struct Extracted {
+pub(crate) struct Extracted {
     /// The manifest.
     pub manifest: Manifest,
     /// Regular files written.
@@ -74,7 +74,7 @@ pub struct Extracted {
 
 /// Directories the guest may see.
 #[derive(Debug, Clone, Copy)]
-pub struct Preopens<'a> {
+pub(crate) struct Preopens<'a> {
     /// Holds only `package.apkg`; mapped read-only at `/archive`.
     pub archive_dir: Option<&'a Path>,
     /// The empty staging directory, mapped read-write at `/package`; or a
@@ -85,7 +85,7 @@ pub struct Preopens<'a> {
 }
 
 /// A compiled guest ready to be instantiated, once per run.
-pub struct Sandbox {
+pub(crate) struct Sandbox {
     pre: LoaderPre<GuestState>,
     limits: SandboxLimits,
 }
@@ -168,7 +168,7 @@ fn engine() -> Result<&'static Engine, SandboxError> {
 impl Sandbox {
     /// Compiles (or loads from `cache_dir`) the guest and links its imports;
     /// `replacement` is another component to run instead, compiled in memory.
-    pub fn new(
+    pub(crate) fn new(
         cache_dir: Option<&Path>,
         limits: SandboxLimits,
         replacement: Option<&[u8]>,
@@ -197,7 +197,7 @@ impl Sandbox {
 
     /// Runs the guest's `inspect` export. A guest that called the installer
     /// broke the protocol, whatever it returned.
-    pub fn inspect(&self, preopens: Preopens<'_>, rules: &ArchiveRules) -> Result<Manifest, LoadError> {
+    pub(crate) fn inspect(&self, preopens: Preopens<'_>, rules: &ArchiveRules) -> Result<Manifest, LoadError> {
         let options = rules.to_wit();
         let (outcome, session) = self.run(preopens, InstallSession::unavailable(), |loader, store| {
             loader.call_inspect(store, options)
@@ -206,7 +206,7 @@ impl Sandbox {
     }
 
     /// Runs the guest's `extract` export, with the same rule as `inspect`.
-    pub fn extract(&self, preopens: Preopens<'_>, rules: &ArchiveRules) -> Result<Extracted, LoadError> {
+    pub(crate) fn extract(&self, preopens: Preopens<'_>, rules: &ArchiveRules) -> Result<Extracted, LoadError> {
         let options = rules.to_wit();
         let (outcome, session) = self.run(preopens, InstallSession::unavailable(), |loader, store| {
             loader.call_extract(store, options)
@@ -224,7 +224,10 @@ impl Sandbox {
     /// Runs the guest's `read-env-file` export on the published tree `tree`
     /// (read-only, and no archive): the variables of its `.env`, or the
     /// guest's reason to refuse it; the host checks both again.
-    pub fn read_env_file(&self, tree: &Path) -> Result<Result<Vec<(String, String)>, EnvFileRefused>, LoadError> {
+    pub(crate) fn read_env_file(
+        &self,
+        tree: &Path,
+    ) -> Result<Result<Vec<(String, String)>, EnvFileRefused>, LoadError> {
         let preopens = Preopens {
             archive_dir: None,
             package_dir: Some(tree),
@@ -241,7 +244,7 @@ impl Sandbox {
     /// Runs the guest's `load` export; the session serves its installer
     /// requests, decides the result from its own record, and is handed back
     /// with what they did.
-    pub fn load(
+    pub(crate) fn load(
         &self,
         preopens: Preopens<'_>,
         rules: &ArchiveRules,

@@ -20,7 +20,7 @@ enum State {
 
 /// The calls of one guest run, checked against the protocol.
 #[derive(Debug, Clone, Default)]
-pub struct Protocol {
+pub(crate) struct Protocol {
     /// `false` for `inspect` and `extract`: every call is out of place.
     available: bool,
     calls: Vec<(InstallCall, State)>,
@@ -30,7 +30,7 @@ pub struct Protocol {
 
 impl Protocol {
     /// The protocol of a `load`.
-    pub fn for_load() -> Self {
+    pub(crate) fn for_load() -> Self {
         Self {
             available: true,
             ..Self::default()
@@ -38,13 +38,13 @@ impl Protocol {
     }
 
     /// The protocol of `inspect` and `extract`: no installer call is allowed.
-    pub fn unavailable() -> Self {
+    pub(crate) fn unavailable() -> Self {
         Self::default()
     }
 
     /// Allows `call` if the protocol does; otherwise records why not (the
     /// first violation is kept) and returns it.
-    pub fn begin(&mut self, call: InstallCall) -> Result<(), GuestProtocolError> {
+    pub(crate) fn begin(&mut self, call: InstallCall) -> Result<(), GuestProtocolError> {
         if let Some(violation) = &self.violation {
             return Err(violation.clone());
         }
@@ -57,7 +57,7 @@ impl Protocol {
     }
 
     /// Records how an allowed call ended.
-    pub fn end(&mut self, call: InstallCall, succeeded: bool) {
+    pub(crate) fn end(&mut self, call: InstallCall, succeeded: bool) {
         if let Some((_, state)) = self.calls.iter_mut().find(|(c, _)| *c == call) {
             *state = if succeeded { State::Succeeded } else { State::Failed };
         }
@@ -65,7 +65,7 @@ impl Protocol {
 
     /// Records a violation found by a check outside the order (sizes, plan,
     /// entrypoint); the first one is kept.
-    pub fn violate(&mut self, violation: GuestProtocolError) {
+    pub(crate) fn violate(&mut self, violation: GuestProtocolError) {
         if self.violation.is_none() {
             tracing::warn!(%violation, "The sandboxed guest broke the installer protocol");
             self.violation = Some(violation);
@@ -73,31 +73,31 @@ impl Protocol {
     }
 
     /// Adds a step the checked plan calls for.
-    pub fn plan(&mut self, call: InstallCall) {
+    pub(crate) fn plan(&mut self, call: InstallCall) {
         if !self.planned.contains(&call) {
             self.planned.push(call);
         }
     }
 
     /// The first violation, if any.
-    pub fn violation(&self) -> Option<&GuestProtocolError> {
+    pub(crate) fn violation(&self) -> Option<&GuestProtocolError> {
         self.violation.as_ref()
     }
 
     /// Whether `call` was made and succeeded.
-    pub fn succeeded(&self, call: InstallCall) -> bool {
+    pub(crate) fn succeeded(&self, call: InstallCall) -> bool {
         self.state(call) == Some(State::Succeeded)
     }
 
     /// The first call that failed, in protocol order.
-    pub fn first_failure(&self) -> Option<InstallCall> {
+    pub(crate) fn first_failure(&self) -> Option<InstallCall> {
         InstallCall::ORDER
             .into_iter()
             .find(|call| self.state(*call) == Some(State::Failed))
     }
 
     /// The first planned call never made (the plan is known once `ensure-venv` succeeded).
-    pub fn first_missing(&self) -> Option<InstallCall> {
+    pub(crate) fn first_missing(&self) -> Option<InstallCall> {
         let required = [InstallCall::Publish, InstallCall::EnsureVenv];
         InstallCall::ORDER
             .into_iter()
@@ -106,7 +106,7 @@ impl Protocol {
     }
 
     /// Whether the guest made any call at all.
-    pub fn any_call(&self) -> bool {
+    pub(crate) fn any_call(&self) -> bool {
         !self.calls.is_empty()
     }
 

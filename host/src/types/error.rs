@@ -136,7 +136,7 @@ impl std::error::Error for InstallError {}
 
 /// The spec's wording for each failure: `Dependency installation failed: …`,
 /// `Agent package installation timed out after 120s` …
-pub fn describe(error: &InstallError) -> String {
+pub(crate) fn describe(error: &InstallError) -> String {
     let step_name = |step: &str| match step {
         "requirements" => "Dependency installation",
         "self-install" => "Agent package installation",

@@ -2,9 +2,9 @@
 //! Plain data that depends on nothing else in the crate, so a mechanism can
 //! return the API's error without reaching up a layer.
 
-pub mod config;
-pub mod error;
-pub mod lifecycle;
-pub mod package;
-pub mod process;
-pub mod spawn;
+pub(crate) mod config;
+pub(crate) mod error;
+pub(crate) mod lifecycle;
+pub(crate) mod package;
+pub(crate) mod process;
+pub(crate) mod spawn;

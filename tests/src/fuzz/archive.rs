@@ -10,7 +10,7 @@ use std::path::Path;
 use par_guest::{ExtractOptions, ExtractReport, Limits, extract, inspect};
 
 /// One input.
-pub fn run(data: &[u8]) {
+pub(crate) fn run(data: &[u8]) {
     let limits = Limits {
         max_total_bytes: 8 * 1024 * 1024,
         max_file_bytes: 4 * 1024 * 1024,

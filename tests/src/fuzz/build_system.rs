@@ -8,7 +8,7 @@ use par::requirements::check_build_requirement;
 use par_guest::build_system::{self, BuildSystem};
 
 /// One input.
-pub fn run(data: &[u8]) {
+pub(crate) fn run(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };

@@ -50,7 +50,7 @@ fn assert_typed(error: &LoadError) {
 }
 
 /// One input.
-pub fn run(data: &[u8]) {
+pub(crate) fn run(data: &[u8]) {
     let rig = rig();
     let root = rig.scratch.path().join("root");
     let apkg = rig.scratch.path().join("input.apkg");

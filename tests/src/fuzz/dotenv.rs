@@ -8,7 +8,7 @@ use par_guest::dotenv::{EnvVar, parse};
 use par_rules::env::{MAX_ENV_VARS, MAX_VALUE_BYTES, package_refusal};
 
 /// One input.
-pub fn run(data: &[u8]) {
+pub(crate) fn run(data: &[u8]) {
     let Ok(vars) = parse(data) else {
         return;
     };

@@ -6,7 +6,7 @@ use std::path::{Component, Path};
 use par_guest::path::check_entry_name;
 
 /// One input.
-pub fn run(data: &[u8]) {
+pub(crate) fn run(data: &[u8]) {
     if let Ok(path) = check_entry_name(data) {
         let joined = Path::new("/root").join(path.as_relative());
         assert!(joined.starts_with("/root"));

@@ -4,7 +4,7 @@
 use par_guest::manifest::{self, is_dotted_identifier};
 
 /// One input.
-pub fn run(data: &[u8]) {
+pub(crate) fn run(data: &[u8]) {
     if let Ok(m) = manifest::parse(data) {
         assert!(!m.name.is_empty() && m.name.len() <= 128);
         assert!(!m.name.contains(['/', '\\', '@']) && m.name != "." && m.name != "..");

@@ -50,7 +50,7 @@ fn words(line: &str) -> impl Iterator<Item = &str> + '_ {
 }
 
 /// One input.
-pub fn run(data: &[u8]) {
+pub(crate) fn run(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let open = RequirementPolicy {
         allow_index_options: true,

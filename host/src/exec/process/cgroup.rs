@@ -23,7 +23,7 @@ static NEXT: AtomicU64 = AtomicU64::new(0);
 
 /// A step's or agent's own cgroup, removed (after killing what is left in it) on drop.
 #[derive(Debug)]
-pub struct Cgroup {
+pub(crate) struct Cgroup {
     dir: PathBuf,
     /// `cgroup.procs`, ready for the child to join between fork and exec.
     procs: CString,
@@ -32,14 +32,14 @@ pub struct Cgroup {
 impl Cgroup {
     /// A new pids cgroup under the loader's own, holding at most `max`
     /// processes; `None` where cgroups cannot be created or have no pids controller.
-    pub fn pids(max: u64) -> Option<Self> {
+    pub(crate) fn pids(max: u64) -> Option<Self> {
         let group = Self::create("pids")?;
         group.set("pids.max", max).then_some(group)
     }
 
     /// A new memory cgroup under the loader's own, capping all its processes
     /// together at `bytes`; `None` where the memory controller is not the loader's to use.
-    pub fn memory(bytes: u64) -> Option<Self> {
+    pub(crate) fn memory(bytes: u64) -> Option<Self> {
         let group = Self::create("memory")?;
         let capped = group.set("memory.max", bytes) || group.set("memory.limit_in_bytes", bytes);
         // Nor may it swap past the cap (where the kernel accounts swap).
@@ -49,7 +49,7 @@ impl Cgroup {
 
     /// Caps the memory of this cgroup too: where pids and memory share one
     /// cgroup v2 hierarchy, a process can be in only one cgroup of it.
-    pub fn also_limit_memory(&self, bytes: u64) -> bool {
+    pub(crate) fn also_limit_memory(&self, bytes: u64) -> bool {
         self.set("memory.max", bytes)
     }
 
@@ -79,12 +79,12 @@ impl Cgroup {
     }
 
     /// The `cgroup.procs` path a child hands to [`join`].
-    pub fn procs(&self) -> &CStr {
+    pub(crate) fn procs(&self) -> &CStr {
         &self.procs
     }
 
     /// Processes still in the cgroup.
-    pub fn members(&self) -> Vec<i32> {
+    pub(crate) fn members(&self) -> Vec<i32> {
         std::fs::read_to_string(self.dir.join("cgroup.procs"))
             .unwrap_or_default()
             .lines()
@@ -93,14 +93,14 @@ impl Cgroup {
     }
 
     /// Kills every process left in the cgroup.
-    pub fn kill_all(&self) {
+    pub(crate) fn kill_all(&self) {
         self.signal_all(Signal::KILL);
     }
 
     /// Sends `signal` to every process in the cgroup, each through a pidfd
     /// checked to be in this cgroup once open (a member that ended and whose
     /// pid was reused elsewhere is not signalled).
-    pub fn signal_all(&self, signal: Signal) {
+    pub(crate) fn signal_all(&self, signal: Signal) {
         for pid in self.members() {
             if let Ok(pid) = u32::try_from(pid) {
                 identity::signal_if(pid, signal, |pid| self.holds(pid));
@@ -140,7 +140,7 @@ impl Drop for Cgroup {
 /// processes) and a memory one (capping them together), or one cgroup
 /// for both where a cgroup v2 hierarchy holds both controllers.
 #[derive(Debug, Default)]
-pub struct Groups {
+pub(crate) struct Groups {
     pids: Option<Cgroup>,
     memory: Option<Cgroup>,
     memory_capped: bool,
@@ -149,7 +149,7 @@ pub struct Groups {
 impl Groups {
     /// The cgroups `processes` and `memory_bytes` call for, as far as the
     /// loader may make them here.
-    pub fn new(processes: Option<u64>, memory_bytes: Option<u64>) -> Self {
+    pub(crate) fn new(processes: Option<u64>, memory_bytes: Option<u64>) -> Self {
         let pids = processes.and_then(Cgroup::pids);
         let (memory, memory_capped) = match (memory_bytes, &pids) {
             (Some(bytes), Some(pids)) if pids.also_limit_memory(bytes) => (None, true),
@@ -168,22 +168,22 @@ impl Groups {
     }
 
     /// Whether a cgroup caps the memory of all the processes together.
-    pub fn caps_memory(&self) -> bool {
+    pub(crate) fn caps_memory(&self) -> bool {
         self.memory_capped
     }
 
     /// Each cgroup's `cgroup.procs`, for the child to join between fork and exec.
-    pub fn procs(&self) -> Vec<std::ffi::CString> {
+    pub(crate) fn procs(&self) -> Vec<std::ffi::CString> {
         self.iter().map(|group| group.procs().to_owned()).collect()
     }
 
     /// The cgroups: each names every process started in it.
-    pub fn iter(&self) -> impl Iterator<Item = &Cgroup> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Cgroup> {
         self.pids.iter().chain(&self.memory)
     }
 
     /// Sends `signal` to every process in them (see [`Cgroup::signal_all`]).
-    pub fn signal_all(&self, signal: Signal) {
+    pub(crate) fn signal_all(&self, signal: Signal) {
         for group in self.iter() {
             group.signal_all(signal);
         }
@@ -214,7 +214,7 @@ fn sweep_abandoned(parent: &Path) {
 
 /// Moves the calling process into the cgroup whose `cgroup.procs` is
 /// `procs`. Runs between fork and exec: only system calls, no allocation.
-pub fn join(procs: &CStr) -> std::io::Result<()> {
+pub(crate) fn join(procs: &CStr) -> std::io::Result<()> {
     use rustix::fs::{Mode, OFlags, open};
     let file = open(procs, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())?;
     rustix::io::write(&file, b"0")?;

@@ -51,21 +51,21 @@ const LEASE_ATTEMPTS: usize = 3;
 
 /// A finished build environment, kept from removal until dropped.
 #[derive(Debug)]
-pub struct Lease {
+pub(crate) struct Lease {
     path: PathBuf,
     _lock: File,
 }
 
 impl Lease {
     /// The environment's directory; its `bin/python` runs the build.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 }
 
 /// Leases a finished build environment for `job`, young enough for the
 /// configured age, making one if needed.
-pub fn ensure(job: &BuildJob, cancel: &Arc<AtomicBool>) -> Result<Lease, InstallError> {
+pub(crate) fn ensure(job: &BuildJob, cancel: &Arc<AtomicBool>) -> Result<Lease, InstallError> {
     let index_args = job.runner.install().index.args();
     let key = key(job, &index_args);
     let cache = &job.cache_dir;
@@ -105,13 +105,13 @@ fn create(
 }
 
 /// The name of the environment `job` builds in.
-pub fn key_of(job: &BuildJob) -> String {
+pub(crate) fn key_of(job: &BuildJob) -> String {
     key(job, &job.runner.install().index.args())
 }
 
 /// One generation of a build environment in par's cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Generation {
+pub(crate) struct Generation {
     /// The environment's key (its directory under `build-envs/`).
     pub key: String,
     /// Its directory.
@@ -126,7 +126,7 @@ pub struct Generation {
 }
 
 /// Every generation of every build environment in `cache`.
-pub fn generations(cache: &CacheDir) -> Vec<Generation> {
+pub(crate) fn generations(cache: &CacheDir) -> Vec<Generation> {
     let Ok(envs) = open_dir_nofollow(cache.dir(), "build-envs") else {
         return Vec::new();
     };
@@ -156,7 +156,7 @@ pub fn generations(cache: &CacheDir) -> Vec<Generation> {
 /// Removes every generation of `key` that no build holds and none is being
 /// made beside (else nothing): first its marker, so it is unfinished at
 /// once and never leased again, then the rest. Returns what was removed.
-pub fn discard_generations(cache: &CacheDir, key: &str) -> Vec<PathBuf> {
+pub(crate) fn discard_generations(cache: &CacheDir, key: &str) -> Vec<PathBuf> {
     let dir = cache.path().join("build-envs").join(key);
     let Ok(handle) = open_dir_nofollow(cache.dir(), "build-envs").and_then(|envs| open_dir_nofollow(&envs, key)) else {
         return Vec::new();
@@ -190,7 +190,7 @@ const USERS: &str = "users";
 /// Records that the venv at `venv` (finished, its build recorded in it) was
 /// built in `key`'s environment: `gc` in any root keeps an environment while
 /// a venv it built still names it.
-pub fn add_user(cache: &CacheDir, key: &str, venv: &Path) -> std::io::Result<()> {
+pub(crate) fn add_user(cache: &CacheDir, key: &str, venv: &Path) -> std::io::Result<()> {
     let envs = open_dir_nofollow(cache.dir(), "build-envs")?;
     let handle = open_dir_nofollow(&envs, key)?;
     match handle.create_dir(USERS) {
@@ -205,7 +205,7 @@ pub fn add_user(cache: &CacheDir, key: &str, venv: &Path) -> std::io::Result<()>
 
 /// The venvs recorded as built in `key`'s environment that still name it;
 /// the records of the others are removed on the way.
-pub fn users(cache: &CacheDir, key: &str) -> Vec<PathBuf> {
+pub(crate) fn users(cache: &CacheDir, key: &str) -> Vec<PathBuf> {
     let Ok(users) = open_dir_nofollow(cache.dir(), "build-envs")
         .and_then(|envs| open_dir_nofollow(&envs, key))
         .and_then(|handle| open_dir_nofollow(&handle, USERS))

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 /// Rewrites the `direct_url.json` of the distribution installed from
 /// `wheel_name` in `venv` to say "editable install of `package`", and its
 /// line in `RECORD` to match.
-pub fn record_editable(venv: &Path, wheel_name: &str, package: &Path) -> io::Result<()> {
+pub(crate) fn record_editable(venv: &Path, wheel_name: &str, package: &Path) -> io::Result<()> {
     let dist_info = dist_info_name(wheel_name)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("not a wheel name: {wheel_name}")))?;
     let dist = open_dist_info(venv, &dist_info)?;

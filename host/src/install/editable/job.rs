@@ -11,7 +11,7 @@ use crate::install::step::StepRunner;
 
 /// What the build backend is and needs: `[build-system]` of PEP 517/518.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BuildSystem {
+pub(crate) struct BuildSystem {
     /// Requirements of the build environment (PEP 508 strings).
     pub requires: Vec<String>,
     /// `module:object` of the backend.
@@ -25,7 +25,7 @@ const LEGACY_BACKEND: &str = "setuptools.build_meta:__legacy__";
 
 impl BuildSystem {
     /// What pip and uv assume without a `[build-system]` table.
-    pub fn setuptools_legacy() -> Self {
+    pub(crate) fn setuptools_legacy() -> Self {
         Self {
             requires: vec!["setuptools>=40.8.0".into()],
             backend: LEGACY_BACKEND.into(),
@@ -35,7 +35,7 @@ impl BuildSystem {
 
     /// A declared `[build-system]`; with no backend named, the legacy one
     /// (with the declared requirements), as PEP 517 frontends do.
-    pub fn declared(requires: Vec<String>, backend: Option<String>, backend_path: Vec<String>) -> Self {
+    pub(crate) fn declared(requires: Vec<String>, backend: Option<String>, backend_path: Vec<String>) -> Self {
         Self {
             requires,
             backend: backend.unwrap_or_else(|| LEGACY_BACKEND.into()),
@@ -46,7 +46,7 @@ impl BuildSystem {
 
 /// Everything the build thread needs, owned.
 #[derive(Debug)]
-pub struct BuildJob {
+pub(crate) struct BuildJob {
     /// Runs the confined steps.
     pub runner: StepRunner,
     /// The installer that creates the build environment.

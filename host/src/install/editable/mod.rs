@@ -24,9 +24,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use build_env::{Generation, add_user, discard_generations, generations, users};
-pub use direct_url::record_editable;
-pub use job::{BuildJob, BuildSystem};
+pub(crate) use build_env::{Generation, add_user, discard_generations, generations, users};
+pub(crate) use direct_url::record_editable;
+pub(crate) use job::{BuildJob, BuildSystem};
 
 use crate::exec::output::escape_controls;
 use crate::fs::staging::Scratch;
@@ -42,7 +42,7 @@ const MAX_FALLBACK_BYTES: u64 = 4096;
 
 /// What a finished build leaves for the self-install.
 #[derive(Debug)]
-pub enum Prepared {
+pub(crate) enum Prepared {
     /// The editable wheel, to install with the installer.
     Wheel {
         /// The wheel file, inside the build's scratch directory.
@@ -57,7 +57,7 @@ pub enum Prepared {
 
 /// A build running on its own thread; dropping it cancels the build.
 #[derive(Debug)]
-pub struct EditableBuild {
+pub(crate) struct EditableBuild {
     handle: Option<JoinHandle<Result<Prepared, InstallError>>>,
     cancel: Arc<AtomicBool>,
     /// Holds the wheel until the self-install has installed it.
@@ -69,7 +69,7 @@ pub struct EditableBuild {
 impl EditableBuild {
     /// Starts the build on a thread of its own, writing into a fresh scratch
     /// directory under `{root}/staging/`.
-    pub fn start(root: &crate::fs::root::RootDir, job: BuildJob) -> Result<Self, InstallError> {
+    pub(crate) fn start(root: &crate::fs::root::RootDir, job: BuildJob) -> Result<Self, InstallError> {
         let scratch = Scratch::create(root, "build-").map_err(|e| InstallError::Host(e.to_string()))?;
         let cancel = Arc::new(AtomicBool::new(false));
         let build_env = build_env::key_of(&job);
@@ -88,12 +88,12 @@ impl EditableBuild {
 
     /// The key of the build environment it runs in: recorded in the venv,
     /// so `list` and `gc` know which venvs each environment built.
-    pub fn build_env(&self) -> &str {
+    pub(crate) fn build_env(&self) -> &str {
         &self.build_env
     }
 
     /// Waits for the build; the wheel stays readable until `self` is dropped.
-    pub fn wait(&mut self) -> Result<Prepared, InstallError> {
+    pub(crate) fn wait(&mut self) -> Result<Prepared, InstallError> {
         let handle = self
             .handle
             .take()
@@ -104,7 +104,7 @@ impl EditableBuild {
     }
 
     /// The directory the wheel was built into (readable by the install step).
-    pub fn wheel_dir(&self) -> &Path {
+    pub(crate) fn wheel_dir(&self) -> &Path {
         self.scratch.path()
     }
 }
@@ -121,7 +121,7 @@ impl Drop for EditableBuild {
 /// Whether this frontend may build `system` at all: every requirement is a
 /// plain named requirement (see [`check_build_requirement`]), the backend is
 /// `module:object`, and every backend path is a plain relative directory.
-pub fn is_buildable(system: &BuildSystem) -> bool {
+pub(crate) fn is_buildable(system: &BuildSystem) -> bool {
     let backend_ok =
         system.backend.split(':').count() <= 2 && system.backend.split(':').all(par_rules::names::is_dotted_identifier);
     let paths_ok = system

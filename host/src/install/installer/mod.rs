@@ -8,14 +8,14 @@ mod uv;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-pub use pip::Pip;
-pub use uv::Uv;
+pub(crate) use pip::Pip;
+pub(crate) use uv::Uv;
 
 use crate::exec::process::StepOutput;
 
 /// A program and its arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invocation {
+pub(crate) struct Invocation {
     /// The program to run.
     pub program: PathBuf,
     /// Its arguments.
@@ -24,7 +24,7 @@ pub struct Invocation {
 
 /// What an install step installs.
 #[derive(Debug, Clone, Copy)]
-pub enum InstallTarget<'a> {
+pub(crate) enum InstallTarget<'a> {
     /// A requirements file the host wrote, and optionally a constraints file.
     Requirements {
         /// Requirements file.
@@ -42,7 +42,7 @@ pub enum InstallTarget<'a> {
 }
 
 /// One way of creating venvs and installing into them.
-pub trait Installer: Send + Sync + std::fmt::Debug {
+pub(crate) trait Installer: Send + Sync + std::fmt::Debug {
     /// `pip` or `uv`: reported in results and part of the venv key.
     fn name(&self) -> &'static str;
     /// The command that creates a venv at `venv` for `python`.
@@ -66,7 +66,7 @@ pub trait Installer: Send + Sync + std::fmt::Debug {
 /// Where the installer keeps its cache: under `configured` when the
 /// operator names a directory, else resolved as the tool itself does from the
 /// loader's environment; `None` when there is no home to put it in.
-pub fn cache_dir(installer: &dyn Installer, configured: Option<&Path>) -> Option<PathBuf> {
+pub(crate) fn cache_dir(installer: &dyn Installer, configured: Option<&Path>) -> Option<PathBuf> {
     let (variable, name) = installer.cache();
     if let Some(dir) = configured {
         return Some(dir.join(name));
@@ -78,7 +78,7 @@ pub fn cache_dir(installer: &dyn Installer, configured: Option<&Path>) -> Option
 }
 
 /// The interpreter inside a venv.
-pub fn venv_python(venv: &Path) -> PathBuf {
+pub(crate) fn venv_python(venv: &Path) -> PathBuf {
     venv.join("bin").join("python")
 }
 

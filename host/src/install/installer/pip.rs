@@ -8,7 +8,7 @@ use crate::exec::process::StepOutput;
 
 /// The pip back end.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Pip;
+pub(crate) struct Pip;
 
 impl Installer for Pip {
     fn name(&self) -> &'static str {

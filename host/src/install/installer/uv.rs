@@ -8,13 +8,13 @@ use crate::exec::process::StepOutput;
 
 /// The uv back end, with the `uv` executable it runs.
 #[derive(Debug, Clone)]
-pub struct Uv {
+pub(crate) struct Uv {
     program: PathBuf,
 }
 
 impl Uv {
     /// Uses the given `uv` executable.
-    pub fn new(program: impl Into<PathBuf>) -> Self {
+    pub(crate) fn new(program: impl Into<PathBuf>) -> Self {
         Self {
             program: program.into(),
         }

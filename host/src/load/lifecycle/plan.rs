@@ -17,7 +17,7 @@ use crate::types::lifecycle::{Reason, RemovedKind};
 
 /// One thing to remove, in the order removal must follow.
 #[derive(Debug, Clone)]
-pub struct Planned {
+pub(crate) struct Planned {
     pub item: Item,
     pub kind: RemovedKind,
     pub app: Option<String>,
@@ -26,7 +26,7 @@ pub struct Planned {
 
 /// What `gc` keeps and may take.
 #[derive(Debug, Clone, Copy)]
-pub struct Rules<'a> {
+pub(crate) struct Rules<'a> {
     pub keep: usize,
     pub max_bytes: Option<u64>,
     pub older_than: Option<Duration>,
@@ -37,7 +37,7 @@ pub struct Rules<'a> {
 
 /// What `gc` removes from the apps in `apps` (those it holds the lock of),
 /// and the strays that belong to no app.
-pub fn collect(survey: &Survey, apps: &BTreeSet<String>, rules: &Rules<'_>) -> Vec<Planned> {
+pub(crate) fn collect(survey: &Survey, apps: &BTreeSet<String>, rules: &Rules<'_>) -> Vec<Planned> {
     let in_use = used_by_agents(survey);
     let mut planned = Vec::new();
     let mut spare: Vec<(&str, &Deployed)> = Vec::new();
@@ -78,7 +78,7 @@ pub fn collect(survey: &Survey, apps: &BTreeSet<String>, rules: &Rules<'_>) -> V
 }
 
 /// Everything of `app` (or of its `version`), for `remove`.
-pub fn remove(found: &AppSurvey, app: &str, version: Option<&str>) -> Vec<Planned> {
+pub(crate) fn remove(found: &AppSurvey, app: &str, version: Option<&str>) -> Vec<Planned> {
     let mut planned = Vec::new();
     let none_in_use = BTreeSet::new();
     for deployment in &found.deployments {

@@ -16,7 +16,7 @@ use crate::fs::usage::{Tally, Usage};
 
 /// One entry under one area of the root, and what it holds.
 #[derive(Debug, Clone)]
-pub struct Item {
+pub(crate) struct Item {
     pub area: Area,
     pub name: String,
     pub tally: Tally,
@@ -24,7 +24,7 @@ pub struct Item {
 
 /// A published tree and everything that belongs to it.
 #[derive(Debug)]
-pub struct Deployed {
+pub(crate) struct Deployed {
     pub tree: Item,
     pub version: String,
     pub digest: String,
@@ -42,7 +42,7 @@ pub struct Deployed {
 
 /// Everything of one app.
 #[derive(Debug, Default)]
-pub struct AppSurvey {
+pub(crate) struct AppSurvey {
     /// Most recently loaded first.
     pub deployments: Vec<Deployed>,
     /// Venvs no record names.
@@ -57,7 +57,7 @@ pub struct AppSurvey {
 
 /// The whole root.
 #[derive(Debug, Default)]
-pub struct Survey {
+pub(crate) struct Survey {
     pub usage: Usage,
     pub apps: BTreeMap<String, AppSurvey>,
     /// Entries that name no app at all.
@@ -68,7 +68,7 @@ pub struct Survey {
 impl Survey {
     /// Surveys the root; with `only`, just that app's entries are gathered
     /// (everything is still walked, so the root's total is whole).
-    pub fn take(root: &RootDir, only: Option<&str>) -> Self {
+    pub(crate) fn take(root: &RootDir, only: Option<&str>) -> Self {
         let mut survey = Survey {
             // Only agents still the processes recorded: a pid reused since names nothing.
             agents: agents::running(root)
@@ -226,7 +226,7 @@ impl Survey {
 
     /// Every app that has a tree, venv, link or record under the root,
     /// from the names alone: what `gc` locks before it surveys.
-    pub fn app_names(root: &RootDir) -> BTreeSet<String> {
+    pub(crate) fn app_names(root: &RootDir) -> BTreeSet<String> {
         let trees = entries(root, Area::Trees)
             .into_iter()
             .filter_map(|n| parse_tree_name(&n).map(|(app, _, _)| app));
@@ -253,7 +253,7 @@ impl Survey {
 }
 
 /// `{app_id}@{version}.{digest}` split; app ids never hold `@`, digests never `.`.
-pub fn parse_tree_name(name: &str) -> Option<(String, String, String)> {
+pub(crate) fn parse_tree_name(name: &str) -> Option<(String, String, String)> {
     let (app, rest) = name.split_once('@')?;
     let (version, digest) = rest.rsplit_once('.')?;
     let valid = par_rules::names::is_safe_component(app, false)

@@ -45,7 +45,7 @@ pub(crate) use venv::VenvState;
 
 /// What a load may use: fixed before the guest runs.
 #[derive(Debug)]
-pub struct LoadContext {
+pub(crate) struct LoadContext {
     /// The loader root, opened once.
     pub root: Arc<RootDir>,
     /// App id chosen by the caller, if any (else the manifest name).
@@ -71,7 +71,7 @@ pub struct LoadContext {
 
 /// What the host observed a load do: the only source of the result's facts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Facts {
+pub(crate) struct Facts {
     /// The agent itself was installed, by a step the host ran and saw succeed.
     pub installed_as_package: bool,
     /// The host's import check's outcome; none when the manifest names no entrypoint.
@@ -82,7 +82,7 @@ pub struct Facts {
 
 /// What happened, step by step, as the host saw it.
 #[derive(Debug, Default, Clone)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Every failed install step (venv, requirements, agent), in order.
     pub failures: Vec<InstallError>,
     /// Packages the requirements step installed.
@@ -95,7 +95,7 @@ pub struct Outcome {
 
 /// Host state for the `host-installer` import during one guest run.
 #[derive(Debug, Default)]
-pub struct InstallSession {
+pub(crate) struct InstallSession {
     ctx: Option<LoadContext>,
     runner: Option<StepRunner>,
     staging: Option<Staging>,
@@ -120,7 +120,7 @@ pub struct InstallSession {
 
 impl InstallSession {
     /// A session for `inspect`/`extract`: every installer call is refused.
-    pub fn unavailable() -> Self {
+    pub(crate) fn unavailable() -> Self {
         Self {
             protocol: Protocol::unavailable(),
             ..Self::default()
@@ -128,7 +128,7 @@ impl InstallSession {
     }
 
     /// A session for `load`, owning the staging directory it will publish.
-    pub fn new(ctx: LoadContext, staging: Staging) -> Self {
+    pub(crate) fn new(ctx: LoadContext, staging: Staging) -> Self {
         let runner = StepRunner::new(
             ctx.root.path(),
             &ctx.install,
@@ -150,7 +150,7 @@ impl InstallSession {
     /// report is read only for whether it claims success or failure, and a
     /// claim the record contradicts is a protocol violation; a refusal the
     /// guest made before asking the host for anything is its rules at work.
-    pub fn conclude(
+    pub(crate) fn conclude(
         &mut self,
         guest: Result<Result<LoadReport, GuestLoadError>, SandboxError>,
     ) -> Result<Facts, LoadError> {
@@ -204,13 +204,13 @@ impl InstallSession {
 
     /// The protocol violation of an `inspect` or `extract` run, if the guest
     /// called the installer there.
-    pub fn violation(&self) -> Option<GuestProtocolError> {
+    pub(crate) fn violation(&self) -> Option<GuestProtocolError> {
         self.protocol.violation().cloned()
     }
 
     /// Whether a step failed while the root's disk was full, or said
     /// ENOSPC: the failure is then the host's, not the package's.
-    pub fn saw_disk_full(&self) -> bool {
+    pub(crate) fn saw_disk_full(&self) -> bool {
         self.runner.as_ref().is_some_and(StepRunner::saw_disk_full)
     }
 

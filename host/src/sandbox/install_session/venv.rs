@@ -21,7 +21,7 @@ use crate::types::error::{InstallCall, InstallError, PackageError};
 
 /// The venv of this load.
 #[derive(Debug)]
-pub struct VenvState {
+pub(crate) struct VenvState {
     /// `{app_id}_{key}`.
     pub name: String,
     /// Its directory.
