@@ -100,7 +100,7 @@ impl AgentChild {
         }
         let mut process = supervised(&step, groups.procs())?;
         if own_listen_pid {
-            exec_with_own_pid(&mut process, &step)?;
+            exec_with_own_pid(process.command_mut(), &step)?;
         }
         let mut child = process.spawn()?;
         // The loader's copies of the descriptors (bubblewrap's info pipe

@@ -439,11 +439,20 @@ mod tests {
             .first()
             .and_then(|line| line.split_once(' '))
             .unwrap_or_else(|| panic!("{}{}", out.stdout, out.stderr));
-        let own_session = rustix::process::getsid(None)
-            .expect("this session")
-            .as_raw_nonzero()
-            .get();
-        assert_ne!(session.parse::<i32>().ok(), Some(own_session), "the loader's session");
+        // As the kernel shows it here: 0 when this session's leader is
+        // outside this PID namespace (as in a container).
+        let stat = std::fs::read_to_string("/proc/self/stat").expect("own stat");
+        let own_session = stat
+            .rsplit_once(')')
+            .and_then(|(_, fields)| fields.split_whitespace().nth(3))
+            .expect("own session");
+        // The step's session leader is inside the sandbox, so it is seen
+        // (not 0), and it is not the loader's.
+        assert!(
+            session.parse::<u32>().is_ok_and(|s| s > 0),
+            "a session led from outside: {session}"
+        );
+        assert_ne!(session, own_session, "the loader's session");
         assert_eq!(tty, "0", "a controlling terminal");
         // A user namespace of its own maps one user; the host's maps them all.
         let mapped: Vec<&str> = lines.get(1).map(|l| l.split_whitespace().collect()).unwrap_or_default();

@@ -191,11 +191,30 @@ pub(crate) enum StepError {
     },
 }
 
+/// A command par starts: it can only be spawned under
+/// [`crate::fs::lock::spawning`], so no lock par has let go is held by a
+/// child on its way to exec when a lock is tried.
+#[derive(Debug)]
+pub(crate) struct Supervised(Command);
+
+impl Supervised {
+    /// Starts the child; returns once it has exec'd (or failed to).
+    pub(crate) fn spawn(&mut self) -> std::io::Result<Child> {
+        let _in_flight = crate::fs::lock::spawning();
+        self.0.spawn()
+    }
+
+    /// The command, to add to what its child does before exec.
+    pub(crate) fn command_mut(&mut self) -> &mut Command {
+        &mut self.0
+    }
+}
+
 /// The command for `step`, supervised: argv and environment exactly as
 /// given, stdin closed, output piped, a process group of its own, its
 /// rlimits, the cgroups whose `cgroup.procs` are `procs` joined, its
 /// descriptors in place from 3 on, and death with the loader.
-pub(crate) fn supervised(step: &Step, procs: Vec<std::ffi::CString>) -> std::io::Result<Command> {
+pub(crate) fn supervised(step: &Step, procs: Vec<std::ffi::CString>) -> std::io::Result<Supervised> {
     supervised_by(step, procs, rustix::process::getpid())
 }
 
@@ -204,7 +223,7 @@ pub(crate) fn supervised(step: &Step, procs: Vec<std::ffi::CString>) -> std::io:
     unsafe_code,
     reason = "`pre_exec` is unsafe: the hook runs in the forked child, where only async-signal-safe calls are sound"
 )]
-fn supervised_by(step: &Step, procs: Vec<std::ffi::CString>, loader: Pid) -> std::io::Result<Command> {
+fn supervised_by(step: &Step, procs: Vec<std::ffi::CString>, loader: Pid) -> std::io::Result<Supervised> {
     let mut command = Command::new(&step.program);
     command
         .args(&step.args)
@@ -260,7 +279,7 @@ fn supervised_by(step: &Step, procs: Vec<std::ffi::CString>, loader: Pid) -> std
             Ok(())
         });
     }
-    Ok(command)
+    Ok(Supervised(command))
 }
 
 /// Runs `step` to completion or to its deadline.
@@ -473,6 +492,69 @@ mod tests {
         matches!(rustix::event::poll(&mut fds, Some(&timeout)), Ok(1)) || !alive(pid.as_raw_nonzero().get())
     }
 
+    /// Whether the thread `tid` of this process is blocked in `futex(2)`
+    /// (waiting for a lock), as `/proc` shows it.
+    fn waiting_on_a_lock(tid: libc::pid_t) -> bool {
+        let path = format!("/proc/self/task/{tid}/syscall");
+        std::fs::read_to_string(path)
+            .is_ok_and(|call| call.split_whitespace().next() == Some(libc::SYS_futex.to_string().as_str()))
+    }
+
+    #[test]
+    #[allow(
+        unsafe_code,
+        reason = "the test pauses a child between fork and exec with a `pre_exec` hook"
+    )]
+    fn a_lock_the_loader_let_go_is_never_held_by_a_child_on_its_way_to_exec() {
+        use crate::fs::lock::lock_in;
+        use rustix::fs::FlockOperation;
+        use std::io::{Read as _, Write as _};
+        let dir = tempfile::tempdir().expect("dir");
+        let handle = cap_std::fs::Dir::open_ambient_dir(dir.path(), cap_std::ambient_authority()).expect("open");
+        let held = lock_in(&handle, "lock", FlockOperation::LockExclusive).expect("lock");
+        let (mut forked, forked_in_child) = std::io::pipe().expect("pipe");
+        let (gate_in_child, mut gate) = std::io::pipe().expect("pipe");
+        let mut command = supervised(&sh("true", Duration::from_secs(60)), Vec::new()).expect("command");
+        let (forked_fd, gate_fd) = (forked_in_child.as_raw_fd(), gate_in_child.as_raw_fd());
+        // SAFETY: write and read are async-signal-safe; the pipes outlive
+        // the command, which owns them through this hook.
+        unsafe {
+            command.command_mut().pre_exec(move || {
+                let _keep = (&forked_in_child, &gate_in_child);
+                let mut byte = 0u8;
+                libc::write(forked_fd, (&raw const byte).cast(), 1);
+                libc::read(gate_fd, (&raw mut byte).cast(), 1);
+                Ok(())
+            });
+        }
+        let spawner = std::thread::spawn(move || command.spawn().and_then(|mut child| child.wait()));
+        // The child has forked and holds a copy of the lock's descriptor.
+        forked.read_exact(&mut [0]).expect("the child forked");
+        drop(held);
+        // SAFETY: gettid has no preconditions.
+        let this_thread = unsafe { libc::gettid() };
+        let tried = Arc::new(AtomicBool::new(false));
+        let opener = std::thread::spawn({
+            let tried = tried.clone();
+            move || {
+                // Lets the child exec once the try waits for it (or is over).
+                while !tried.load(Ordering::Acquire) && !waiting_on_a_lock(this_thread) {
+                    std::thread::yield_now();
+                }
+                gate.write_all(&[0]).expect("open the gate");
+            }
+        });
+        let result = lock_in(&handle, "lock", FlockOperation::NonBlockingLockExclusive);
+        tried.store(true, Ordering::Release);
+        opener.join().expect("opener");
+        let status = spawner.join().expect("spawner").expect("the child ran");
+        assert!(status.success(), "{status}");
+        assert!(
+            result.is_ok(),
+            "the copy in a child on its way to exec held the lock: {result:?}"
+        );
+    }
+
     #[test]
     fn captures_output_and_exit_code() {
         let out = run(&sh("echo out; echo err >&2; exit 3", Duration::from_secs(10))).expect("ran");
@@ -682,7 +764,8 @@ mod tests {
         assert!(!ran.exists(), "the step ran");
         supervised(&step, Vec::new())
             .expect("command")
-            .status()
+            .spawn()
+            .and_then(|mut child| child.wait())
             .expect("runs under its loader");
         assert!(ran.exists());
     }

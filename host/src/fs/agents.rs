@@ -128,7 +128,7 @@ fn read_if_held(root: &RootDir, name: &str) -> Held {
     let Ok(mut file) = open_file_nofollow(agents, name) else {
         return Held::Unreadable;
     };
-    match rustix::fs::flock(&file, FlockOperation::NonBlockingLockShared) {
+    match crate::fs::lock::flock(&file, FlockOperation::NonBlockingLockShared) {
         Ok(()) => return Held::Stale,
         Err(e) if e != rustix::io::Errno::WOULDBLOCK => return Held::Unreadable,
         Err(_) => {}

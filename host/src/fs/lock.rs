@@ -10,9 +10,17 @@
 //! - a **package lock** (`{app_id}@{version}.lock`, always with an `@`, so
 //!   never an app lock's name): exclusive, so two loads of one package never
 //!   interleave their renames.
+//!
+//! A child holds a copy of every descriptor of the loader from fork to exec,
+//! a lock's among them, even one the loader has already let go. Every spawn
+//! of par's is therefore made under [`spawning`], and a lock tried without
+//! blocking is tried only once no spawn is in flight ([`flock`]): a lock
+//! refused then is one somebody holds, never one par already let go.
 
 use std::fs::File;
 use std::io;
+use std::os::fd::AsFd;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use cap_std::fs::{Dir, OpenOptions};
 use rustix::fs::FlockOperation;
@@ -20,12 +28,34 @@ use rustix::fs::FlockOperation;
 use crate::fs::root::{Area, RootDir};
 use crate::types::error::LoadError;
 
+/// Held shared by every spawn of par's from fork to exec, and exclusively
+/// while a lock is tried without blocking.
+static SPAWNS: RwLock<()> = RwLock::new(());
+
+/// Held while par starts a child, until the child has exec'd (and so closed
+/// its copies of the loader's close-on-exec descriptors).
+pub(crate) fn spawning() -> RwLockReadGuard<'static, ()> {
+    SPAWNS.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `flock(2)`; a non-blocking try waits first for every spawn in flight to
+/// exec, so a copy of a descriptor par has closed never makes it fail.
+pub(crate) fn flock(file: impl AsFd, operation: FlockOperation) -> rustix::io::Result<()> {
+    match operation {
+        FlockOperation::NonBlockingLockShared | FlockOperation::NonBlockingLockExclusive => {
+            let _no_spawn_in_flight = SPAWNS.write().unwrap_or_else(PoisonError::into_inner);
+            rustix::fs::flock(file, operation)
+        }
+        _ => rustix::fs::flock(file, operation),
+    }
+}
+
 /// Opens (creating if needed) and locks the file `name` in `dir`.
 pub(crate) fn lock_in(dir: &Dir, name: &str, operation: FlockOperation) -> io::Result<File> {
     let file = dir
         .open_with(name, OpenOptions::new().create(true).truncate(false).write(true))?
         .into_std();
-    rustix::fs::flock(&file, operation)?;
+    flock(&file, operation)?;
     Ok(file)
 }
 
