@@ -185,8 +185,13 @@ mod tests {
     #[test]
     fn a_stale_identity_signals_nothing_neither_the_process_nor_its_group_nor_a_namespace() {
         // An unrelated process group: what a pid reused after an agent ended could name.
+        // Its output goes nowhere: a `sleep` left behind must not hold the
+        // test runner's output open.
         let mut unrelated = Command::new("sh")
             .args(["-c", "sleep 600 & wait"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .process_group(0)
             .spawn()
             .expect("spawn");
@@ -208,5 +213,9 @@ mod tests {
         );
         assert!(stop(&now, None, Duration::from_secs(30)), "its own identity stops it");
         let _ = unrelated.wait();
+        // The group this test made, `sleep` with it.
+        if let Some(group) = rustix::process::Pid::from_raw(pid as i32) {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
     }
 }
