@@ -751,7 +751,7 @@ async fn an_archive_rewritten_after_it_was_hashed_is_refused_and_never_named_by_
     let path = ws.apkg("agent", &genuine);
     // Rewritten in place the moment the load has hashed it: the bytes the
     // digest names are gone before the guest reads a byte.
-    let rewriting = config(&ws, InstallerChoice::Uv).after_digest(move |archive| {
+    let rewriting = config(&ws, InstallerChoice::Uv).before_copy(move |archive| {
         fs::write(archive, &forged).expect("rewrite the archive");
     });
     let error = PackageLoader::new(rewriting)
@@ -775,6 +775,65 @@ async fn an_archive_rewritten_after_it_was_hashed_is_refused_and_never_named_by_
     assert_eq!(
         fs::read_to_string(package.path.join("which.txt")).expect("file"),
         "genuine"
+    );
+}
+
+/// Waits until `path` last changed longer ago than par's settling time, the
+/// point from which par records the archive's identity.
+fn settle(path: &Path) {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = fs::metadata(path).expect("archive");
+    let changed = std::time::UNIX_EPOCH
+        + Duration::new(
+            u64::try_from(meta.ctime()).expect("a change time after 1970"),
+            u32::try_from(meta.ctime_nsec()).expect("nanoseconds"),
+        );
+    let settled = changed + par::ARCHIVE_SETTLE_TIME + Duration::from_millis(10);
+    if let Ok(left) = settled.duration_since(std::time::SystemTime::now()) {
+        std::thread::sleep(left);
+    }
+}
+
+/// An archive par hashed is known afterwards by its identity on disk and not
+/// read again; a rewrite in place that keeps its size and puts its
+/// modification time back still changes that identity (its change time), so
+/// the new bytes are hashed and loaded, never answered from the old record.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_archive_rewritten_in_place_with_its_mtime_put_back_is_hashed_again() {
+    let ws = Workspace::new();
+    let genuine = Apkg::valid_agent().file("which.txt", "genuine").to_bytes();
+    let forged = Apkg::valid_agent().file("which.txt", "forged!").to_bytes();
+    assert_eq!(genuine.len(), forged.len(), "a rewrite at the same size");
+    let path = ws.path().join("agent.apkg");
+    fs::write(&path, &genuine).expect("archive");
+    settle(&path);
+    let loader = PackageLoader::new(config(&ws, InstallerChoice::Uv)).expect("loader");
+    let first = loader.load_package(&path, None).await.expect("first load");
+    assert!(!first.unchanged_redeploy);
+    assert_eq!(
+        names_in(&ws.root().join("archives")).len(),
+        1,
+        "the identity is recorded"
+    );
+    let second = loader.load_package(&path, None).await.expect("second load");
+    assert!(second.unchanged_redeploy, "known by its identity: {second:?}");
+
+    let modified = fs::metadata(&path).and_then(|m| m.modified()).expect("mtime");
+    let file = fs::OpenOptions::new().write(true).open(&path).expect("open in place");
+    std::io::Write::write_all(&mut &file, &forged).expect("rewrite in place");
+    file.set_modified(modified).expect("put the mtime back");
+    drop(file);
+    let meta = fs::metadata(&path).expect("archive");
+    assert_eq!(
+        (meta.len(), meta.modified().expect("mtime")),
+        (genuine.len() as u64, modified)
+    );
+    let third = loader.load_package(&path, None).await.expect("third load");
+    assert!(!third.unchanged_redeploy, "answered from the genuine bytes' record");
+    assert_ne!(third.path, first.path, "a tree named after the new bytes");
+    assert_eq!(
+        fs::read_to_string(third.path.join("which.txt")).expect("file"),
+        "forged!"
     );
 }
 

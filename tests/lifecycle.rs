@@ -14,7 +14,7 @@ use par_tests::workspace::{du, names_in, offline_config};
 use par_tests::{Apkg, Workspace};
 
 /// Every area of a root: what `root_bytes` counts.
-const AREAS: [&str; 9] = [
+const AREAS: [&str; 10] = [
     "staging",
     "trees",
     "packages",
@@ -24,6 +24,7 @@ const AREAS: [&str; 9] = [
     "state",
     "trash",
     "agents",
+    "archives",
 ];
 
 fn binary() -> Par {

@@ -97,7 +97,15 @@ fn a_sticky_parent_like_tmp_is_fine_and_what_par_makes_is_closed_to_others() {
     PackageLoader::new(config(&ws)).expect("a root below a sticky directory");
     let mode = |path: &Path| fs::metadata(path).expect("made").permissions().mode() & 0o777;
     assert_eq!(mode(&ws.root()) & 0o022, 0, "the root");
-    for area in ["staging", "deployments", "locks", "state", "trash", "agents"] {
+    for area in [
+        "staging",
+        "deployments",
+        "locks",
+        "state",
+        "trash",
+        "agents",
+        "archives",
+    ] {
         assert_eq!(mode(&ws.root().join(area)), 0o700, "{area}");
     }
     for area in ["trees", "packages", "venvs"] {
@@ -137,7 +145,18 @@ async fn a_venv_or_record_par_did_not_seal_is_not_trusted() {
     assert!(third.unchanged_redeploy, "par's own seal is trusted again");
 }
 
-const AREAS: [&str; 6] = ["staging", "trees", "packages", "venvs", "deployments", "locks"];
+const AREAS: [&str; 10] = [
+    "staging",
+    "trees",
+    "packages",
+    "venvs",
+    "deployments",
+    "locks",
+    "state",
+    "trash",
+    "agents",
+    "archives",
+];
 
 fn config(ws: &Workspace) -> LoaderConfig {
     let mut config = LoaderConfig::with_root(ws.root());

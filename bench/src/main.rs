@@ -9,9 +9,12 @@
 //! It also times `par run` to a ready agent, and `par gc` on a root of 50
 //! deployments.
 //!
-//! Usage: par-bench [--runs N] [--only tiny,web,bulk,startup,agent,gc] [--workdir DIR] [--offline]
+//! Then the scaling series (`series`): extraction against files and bytes,
+//! with a plot.
+//!
+//! Usage: par-bench [--runs N] [--only tiny,web,bulk,startup,agent,gc,series] [--workdir DIR] [--offline]
 //!        par-bench native-extract APKG DEST   (the extractor, natively)
-//!        par-bench write-apkg tiny|web|bulk PATH
+//!        par-bench write-apkg tiny|web|bulk|files-N|stored-M PATH
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -20,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use par_tests::Apkg;
+
+mod series;
 
 /// Pinned so every run resolves the same versions.
 const WEB_REQUIREMENTS: &str = "fastapi==0.115.6\nuvicorn==0.32.1\npydantic==2.10.3\nhttpx==0.28.1\n";
@@ -39,7 +44,7 @@ fn main() -> Result<()> {
         }
         Some("write-apkg") => {
             let [_, name, path] = &args[..] else {
-                bail!("usage: par-bench write-apkg tiny|web|bulk PATH");
+                bail!("usage: par-bench write-apkg tiny|web|bulk|files-N|stored-M PATH");
             };
             build_apkg(name)?.write_to(Path::new(path));
             return Ok(());
@@ -64,7 +69,7 @@ impl Options {
     fn parse(args: &[String]) -> Result<Self> {
         let mut options = Self {
             runs: 5,
-            only: ["tiny", "web", "bulk", "startup", "agent", "gc"]
+            only: ["tiny", "web", "bulk", "startup", "agent", "gc", "series"]
                 .map(String::from)
                 .into(),
             workdir: std::env::temp_dir().join("par-bench"),
@@ -231,6 +236,7 @@ impl Bench {
                 "startup" => self.startup(options.runs)?,
                 "agent" => self.agent_start(options.runs)?,
                 "gc" => self.gc(options.runs)?,
+                "series" => self.series(options.runs)?,
                 package => {
                     let apkg = self.workdir.join(format!("{package}.apkg"));
                     self.write_apkg(package, &apkg)?;
@@ -586,7 +592,8 @@ fn build_apkg(name: &str) -> Result<Apkg> {
         "tiny" => tiny,
         "web" => tiny.replace("requirements.txt", WEB_REQUIREMENTS),
         "bulk" => (0..BULK_FILES).fold(tiny, |apkg, i| apkg.file(&format!("data/m{i:04}.py"), source_text(i))),
-        other => bail!("unknown package {other:?}: tiny, web or bulk"),
+        other => series::build(other)
+            .with_context(|| format!("unknown package {other:?}: tiny, web, bulk, files-N or stored-M"))?,
     })
 }
 

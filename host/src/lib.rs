@@ -53,8 +53,8 @@ pub mod seccomp {
 pub use install::requirements;
 pub use loader::PackageLoader;
 pub use types::config::{
-    Choice, DEFAULT_PASS_ENV, DEFAULT_ROOT, IndexConfig, InstallConfig, InstallerChoice, Limits, LoaderConfig,
-    NetworkChoice, RequirementPolicy, ResourceLimits, SandboxChoice, SandboxLimits,
+    ARCHIVE_SETTLE_TIME, Choice, DEFAULT_PASS_ENV, DEFAULT_ROOT, IndexConfig, InstallConfig, InstallerChoice, Limits,
+    LoaderConfig, NetworkChoice, RequirementPolicy, ResourceLimits, SandboxChoice, SandboxLimits,
 };
 pub use types::error::{
     ArchiveInconsistent, EntryProblem, EnvFileRefused, GuestProtocolError, Inconsistency, InstallCall, InstallError,

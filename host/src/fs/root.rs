@@ -43,11 +43,14 @@ pub(crate) enum Area {
     /// One record per agent started by this root's loaders, locked by the
     /// loader that started it for as long as the agent runs.
     Agents,
+    /// The digest of each archive par has hashed, under the file's identity
+    /// on disk, so an archive that has not changed is not hashed again.
+    Archives,
 }
 
 impl Area {
     /// Every area.
-    pub(crate) const ALL: [Area; 9] = [
+    pub(crate) const ALL: [Area; 10] = [
         Area::Staging,
         Area::Trees,
         Area::Packages,
@@ -57,6 +60,7 @@ impl Area {
         Area::State,
         Area::Trash,
         Area::Agents,
+        Area::Archives,
     ];
 
     /// Its directory name under the root.
@@ -71,6 +75,7 @@ impl Area {
             Area::State => "state",
             Area::Trash => "trash",
             Area::Agents => "agents",
+            Area::Archives => "archives",
         }
     }
 
@@ -79,7 +84,13 @@ impl Area {
     fn mode(self) -> u32 {
         match self {
             Area::Trees | Area::Packages | Area::Venvs => 0o755,
-            Area::Staging | Area::Deployments | Area::Locks | Area::State | Area::Trash | Area::Agents => 0o700,
+            Area::Staging
+            | Area::Deployments
+            | Area::Locks
+            | Area::State
+            | Area::Trash
+            | Area::Agents
+            | Area::Archives => 0o700,
         }
     }
 }

@@ -33,6 +33,8 @@ pub(crate) enum Sealed {
     Deployment,
     /// A running agent's record.
     Agent,
+    /// An archive's identity on disk and its digest.
+    ArchiveIdentity,
 }
 
 impl Sealed {
@@ -41,6 +43,7 @@ impl Sealed {
             Sealed::VenvMarker => b"par venv marker v1",
             Sealed::Deployment => b"par deployment record v1",
             Sealed::Agent => b"par agent record v1",
+            Sealed::ArchiveIdentity => b"par archive identity v1",
         }
     }
 }

@@ -16,12 +16,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use std::io::Write as _;
-
 use cap_std::fs::{Dir, DirBuilder, DirBuilderExt, OpenOptionsExt as _};
 use rustix::fs::{AtFlags, FlockOperation, Mode};
 
-use crate::fs::archive::Archive;
+use crate::fs::archive::{Archive, sha256_hex};
 use crate::fs::lock::lock_in;
 use crate::fs::root::{Area, RootDir, fd_path, open_dir_nofollow, open_file_nofollow};
 use crate::types::error::{LoadError, PackageError};
@@ -149,32 +147,43 @@ pub(crate) struct Staging {
 
 impl Staging {
     /// Creates `{root}/staging/stage-…/` with `archive/package.apkg`, a
-    /// private copy of `archive` made through its one descriptor, and an
-    /// empty `tree/`; returns the SHA-256 of exactly the bytes copied,
-    /// which are the bytes the guest reads.
-    pub(crate) fn create(root: &RootDir, archive: &Archive) -> Result<(Self, String), LoadError> {
+    /// private, read-only copy of `archive` made through its one
+    /// descriptor (refused if the archive changed meanwhile), and an empty
+    /// `tree/`. The guest reads that copy, and [`Self::archive_digest`]
+    /// hashes it.
+    pub(crate) fn create(root: &RootDir, archive: &Archive) -> Result<Self, LoadError> {
         let scratch = Scratch::create(root, "stage-")?;
         let (archive_dir, tree) = (sub_dir(&scratch, "archive")?, sub_dir(&scratch, "tree")?);
         let copied = scratch.path().join("archive").join(ARCHIVE_NAME);
-        let digest = archive_dir
+        let mut file = archive_dir
             .open_with(
                 ARCHIVE_NAME,
                 cap_std::fs::OpenOptions::new().write(true).create_new(true).mode(0o400),
             )
-            .and_then(|file| {
-                let mut file = std::io::BufWriter::new(file.into_std());
-                let digest = archive.copy_to(&mut file)?;
-                file.flush()?;
-                Ok(digest)
-            })
-            .map_err(LoadError::io("cannot copy the archive into staging at", &copied))?;
-        Ok((
-            Self {
-                scratch,
-                archive: archive_dir,
-                tree,
-            },
-            digest,
+            .map_err(LoadError::io("cannot copy the archive into staging at", &copied))?
+            .into_std();
+        archive.copy_into(&mut file)?;
+        Ok(Self {
+            scratch,
+            archive: archive_dir,
+            tree,
+        })
+    }
+
+    /// A handle on the private copy of the archive, for reading.
+    pub(crate) fn archive_copy(&self) -> Result<File, LoadError> {
+        open_file_nofollow(&self.archive, ARCHIVE_NAME).map_err(LoadError::io(
+            "cannot open",
+            self.scratch.path().join("archive").join(ARCHIVE_NAME),
+        ))
+    }
+
+    /// The SHA-256 of the private copy: exactly the bytes the guest reads.
+    pub(crate) fn archive_digest(&self) -> Result<String, LoadError> {
+        let copy = self.archive_copy()?;
+        sha256_hex(&copy).map_err(LoadError::io(
+            "cannot read",
+            self.scratch.path().join("archive").join(ARCHIVE_NAME),
         ))
     }
 

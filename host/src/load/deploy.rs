@@ -40,21 +40,34 @@ impl Orchestrator {
         let python = self.python.resolve()?;
         let installer = self.installer(&python)?;
         let settings = self.settings_fingerprint(&python, installer.as_ref(), sandbox.is_some());
-        let digest = archive.digest()?;
-        if let Some(package) = self.unchanged_redeploy(&digest, app_id, &settings, started)? {
+        let root = &self.root;
+        // An archive hashed before and unchanged since is known without a read.
+        let known = archive.known_digest(root);
+        if let Some(digest) = &known
+            && let Some(package) = self.unchanged_redeploy(digest, app_id, &settings, started)?
+        {
             return Ok(package);
         }
         #[cfg(feature = "test-hooks")]
-        if let Some(hook) = &config.after_digest {
+        if let Some(hook) = &config.before_copy {
             (hook.0)(archive.path());
         }
         let readonly = sandbox
             .as_ref()
             .map(|_| readonly_mounts(&config.install, &python, installer.as_ref()))
             .unwrap_or_default();
-        let root = &self.root;
-        let (staging, copied) = Staging::create(root, &archive)?;
-        archive.check_unchanged(&digest, &copied)?;
+        let staging = Staging::create(root, &archive)?;
+        let digest = match known {
+            Some(digest) => digest,
+            None => {
+                let digest = staging.archive_digest()?;
+                archive.remember(root, &digest);
+                if let Some(package) = self.unchanged_redeploy(&digest, app_id, &settings, started)? {
+                    return Ok(package);
+                }
+                digest
+            }
+        };
         let (archive_dir, tree) = (staging.archive_preopen(), staging.tree_preopen());
         let context = LoadContext {
             root: Arc::clone(root),

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::{Orchestrator, check_app_id, explain_disk_full};
-use crate::fs::archive::Archive;
+use crate::fs::archive::{Archive, sha256_hex};
 use crate::fs::publish::{PublishRequest, Published};
 use crate::fs::staging::Staging;
 use crate::sandbox::Preopens;
@@ -17,7 +17,7 @@ impl Orchestrator {
     pub(crate) fn inspect(&self, apkg: &Path) -> Result<Manifest, LoadError> {
         let archive = Archive::open(apkg)?;
         tracing::info!(apkg = %archive.path().display(), "Inspecting agent package");
-        let (staging, _) = Staging::create(&self.root, &archive)?;
+        let staging = Staging::create(&self.root, &archive)?;
         let archive_dir = staging.archive_preopen();
         let preopens = Preopens {
             archive_dir: Some(&archive_dir),
@@ -37,7 +37,14 @@ impl Orchestrator {
         let root = &self.root;
         tracing::info!(apkg = %archive.path().display(), "Loading agent package");
         let started = Instant::now();
-        let (staging, digest) = Staging::create(root, &archive)?;
+        let known = archive.known_digest(root);
+        let staging = Staging::create(root, &archive)?;
+        // An archive par has not hashed before is hashed on a thread of its
+        // own while the guest extracts it.
+        let copy = match known {
+            Some(_) => None,
+            None => Some(staging.archive_copy()?),
+        };
         let (archive_dir, tree) = (staging.archive_preopen(), staging.tree_preopen());
         tracing::info!(staging = %staging.tree_path().display(), "Extracting package");
         let preopens = Preopens {
@@ -45,10 +52,22 @@ impl Orchestrator {
             package_dir: Some(&tree),
             package_writable: true,
         };
-        let report = self
-            .sandbox
-            .extract(preopens, &self.archive_rules())
-            .map_err(|e| explain_disk_full(e, root.path(), false))?;
+        let (report, digest) = std::thread::scope(|scope| {
+            let hashing = copy.map(|copy| scope.spawn(move || sha256_hex(&copy)));
+            let report = self.sandbox.extract(preopens, &self.archive_rules());
+            let digest = match (known, hashing) {
+                (Some(digest), _) => Ok(digest),
+                (None, Some(hashing)) => hashing
+                    .join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("the hashing thread panicked")))
+                    .map_err(LoadError::io("cannot hash the staged copy of", archive.path())),
+                (None, None) => Err(LoadError::Internal("no digest and no copy to hash".into())),
+            };
+            (report, digest)
+        });
+        let report = report.map_err(|e| explain_disk_full(e, root.path(), false))?;
+        let digest = digest?;
+        archive.remember(root, &digest);
         let request = PublishRequest {
             app_id,
             digest: &digest,

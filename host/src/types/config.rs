@@ -5,6 +5,12 @@ use std::time::Duration;
 
 pub use par_rules::limits::Limits;
 
+/// How old an archive's change time must be, when a load opens it, for par
+/// to record the archive's identity on disk (device, inode, size, times) with
+/// its digest and not hash it again while that identity holds: longer than
+/// a local file system's clock tick, so any later write changes the identity.
+pub const ARCHIVE_SETTLE_TIME: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The spec's default root; each package lands in `{root}/packages/{app_id}@{version}/`.
 pub const DEFAULT_ROOT: &str = "/tmp/pixell-runtime";
 
@@ -89,10 +95,11 @@ pub struct LoaderConfig {
     /// Another component in place of par's own guest (only tests set this,
     /// to show the host's guarantees hold for any guest).
     pub(crate) guest_component: Option<std::sync::Arc<[u8]>>,
-    /// Called with the archive's path once a load has hashed it and before
-    /// it copies it for the guest (only tests set this, to rewrite it there).
+    /// Called with the archive's path once a load has opened it (and, if
+    /// par hashed it before, found its digest) and before it copies it for
+    /// the guest (only tests set this, to rewrite it there).
     #[cfg(feature = "test-hooks")]
-    pub(crate) after_digest: Option<Hook>,
+    pub(crate) before_copy: Option<Hook>,
 }
 
 /// A function a test runs inside a load.
@@ -337,7 +344,7 @@ impl Default for LoaderConfig {
             guest_path_rules: true,
             guest_component: None,
             #[cfg(feature = "test-hooks")]
-            after_digest: None,
+            before_copy: None,
         }
     }
 }
@@ -368,12 +375,13 @@ impl LoaderConfig {
         self
     }
 
-    /// Runs `hook` with the archive's path after a load hashed it and
-    /// before it copies it for the guest: for tests that rewrite the file
-    /// there. Never available in production builds.
+    /// Runs `hook` with the archive's path after a load opened it (and
+    /// found the digest it had, if par hashed it before) and before it
+    /// copies it for the guest: for tests that rewrite the file there.
+    /// Never available in production builds.
     #[cfg(feature = "test-hooks")]
-    pub fn after_digest(mut self, hook: impl Fn(&std::path::Path) + Send + Sync + 'static) -> Self {
-        self.after_digest = Some(Hook(std::sync::Arc::new(hook)));
+    pub fn before_copy(mut self, hook: impl Fn(&std::path::Path) + Send + Sync + 'static) -> Self {
+        self.before_copy = Some(Hook(std::sync::Arc::new(hook)));
         self
     }
 

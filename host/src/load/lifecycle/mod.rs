@@ -147,6 +147,9 @@ impl Orchestrator {
             .map(|p| root.join(Area::Venvs, &p.item.name))
             .collect();
         let (mut collection, trash) = self.carry_out(&survey, planned, options.dry_run)?;
+        if !options.dry_run {
+            crate::fs::archive::forget_unused(root);
+        }
         drop(locks);
         drop(trash);
         self.collect_build_environments(&leaving, options.dry_run, &mut collection);
