@@ -11,7 +11,7 @@ use std::time::Duration;
 use par::{AgentPackage, InstallerChoice, LoadError, LoaderConfig, PackageLoader};
 use par_tests::binary::survivors;
 use par_tests::index_trap::IndexTrap;
-use par_tests::workspace::{build_environments, component_cache, installer_cache, names_in};
+use par_tests::workspace::{build_environments, component_cache, installer_cache, names_in, settle};
 use par_tests::{Apkg, Workspace, tools};
 
 fn tools_dir() -> PathBuf {
@@ -776,22 +776,6 @@ async fn an_archive_rewritten_after_it_was_hashed_is_refused_and_never_named_by_
         fs::read_to_string(package.path.join("which.txt")).expect("file"),
         "genuine"
     );
-}
-
-/// Waits until `path` last changed longer ago than par's settling time, the
-/// point from which par records the archive's identity.
-fn settle(path: &Path) {
-    use std::os::unix::fs::MetadataExt as _;
-    let meta = fs::metadata(path).expect("archive");
-    let changed = std::time::UNIX_EPOCH
-        + Duration::new(
-            u64::try_from(meta.ctime()).expect("a change time after 1970"),
-            u32::try_from(meta.ctime_nsec()).expect("nanoseconds"),
-        );
-    let settled = changed + par::ARCHIVE_SETTLE_TIME + Duration::from_millis(10);
-    if let Ok(left) = settled.duration_since(std::time::SystemTime::now()) {
-        std::thread::sleep(left);
-    }
 }
 
 /// An archive par hashed is known afterwards by its identity on disk and not

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use par::{AgentPackage, GcOptions, LifecycleError, PackageLoader, SandboxChoice};
 use par_tests::agent::{agent_apkg, get, serving};
 use par_tests::binary::{Par, assert_succeeded, json};
-use par_tests::workspace::{du, names_in, offline_config};
+use par_tests::workspace::{du, names_in, offline_config, settle};
 use par_tests::{Apkg, Workspace};
 
 /// Every area of a root: what `root_bytes` counts.
@@ -238,6 +238,36 @@ fn fifty_deployments_across_ten_apps_list_as_on_disk_and_gc_keeps_exactly_what_i
     for package in current {
         assert!(package.python_path.exists(), "{} lost its venv", package.package_id);
     }
+}
+
+/// `gc` forgets the identity of an archive once nothing under the root is
+/// named after its digest any more, and keeps the others.
+#[test]
+fn gc_forgets_the_identity_of_an_archive_whose_deployment_it_removed() {
+    let ws = Workspace::new();
+    let loader = loader(&ws);
+    let (old, new) = (
+        ws.apkg("old", &versioned("app", 1)),
+        ws.apkg("new", &versioned("app", 2)),
+    );
+    settle(&old);
+    settle(&new);
+    loader.load_blocking(&old, None).expect("old");
+    let kept = loader.load_blocking(&new, None).expect("new");
+    let archives = ws.root().join("archives");
+    assert_eq!(names_in(&archives).len(), 2, "both identities recorded");
+    let collected = loader
+        .gc_blocking(&GcOptions {
+            keep: 1,
+            ..GcOptions::default()
+        })
+        .expect("gc --keep 1");
+    assert_eq!(removed_trees(&collected).len(), 1, "the older deployment goes");
+    let left = names_in(&archives);
+    assert_eq!(left.len(), 1, "{left:?}");
+    let digest = kept.path.extension().expect("digest").to_string_lossy().into_owned();
+    let record = std::fs::read_to_string(archives.join(&left[0])).expect("record");
+    assert!(record.contains(&digest), "the kept deployment's identity: {record}");
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
 use par::{LoaderConfig, PackageLoader};
-use par_tests::workspace::{component_cache, names_in, offline_config};
+use par_tests::workspace::{component_cache, names_in, offline_config, settle};
 use par_tests::{Apkg, Workspace};
 
 /// `nobody`: a user the loader is not, to own what another local user made.
@@ -143,6 +143,38 @@ async fn a_venv_or_record_par_did_not_seal_is_not_trusted() {
     assert!(!venv.join("planted").exists(), "the forged venv was kept");
     let third = loader.load_package(&apkg, None).await.expect("third load");
     assert!(third.unchanged_redeploy, "par's own seal is trusted again");
+}
+
+/// An identity record is trusted only under par's seal: one edited to send
+/// an archive to another archive's digest (and so to its recorded load) is
+/// ignored, the archive is hashed again, and its own load is what returns.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_archive_identity_par_did_not_seal_is_not_trusted() {
+    let ws = Workspace::new();
+    let loader = PackageLoader::new(offline_config(&ws, env!("CARGO_TARGET_TMPDIR"))).expect("loader");
+    let other = ws.apkg("other", &Apkg::valid_agent().file("which.txt", "other"));
+    let own = ws.apkg("own", &Apkg::valid_agent().file("which.txt", "own"));
+    settle(&other);
+    settle(&own);
+    let other_load = loader.load_package(&other, None).await.expect("other");
+    let own_load = loader.load_package(&own, None).await.expect("own");
+    let digest = |path: &Path| path.extension().expect("a digest").to_string_lossy().into_owned();
+    let (other_digest, own_digest) = (digest(&other_load.path), digest(&own_load.path));
+    let archives = ws.root().join("archives");
+    assert_eq!(names_in(&archives).len(), 2, "both identities recorded");
+    let mut edited = 0;
+    for name in names_in(&archives) {
+        let path = archives.join(name);
+        let text = fs::read_to_string(&path).expect("record");
+        if text.contains(&own_digest) {
+            fs::write(&path, text.replace(&own_digest, &other_digest)).expect("edit the record");
+            edited += 1;
+        }
+    }
+    assert_eq!(edited, 1, "the own archive's record names its digest");
+    let again = loader.load_package(&own, None).await.expect("own again");
+    assert_eq!(again.path, own_load.path, "answered from another archive's load");
+    assert_eq!(fs::read_to_string(again.path.join("which.txt")).expect("file"), "own");
 }
 
 const AREAS: [&str; 10] = [

@@ -177,3 +177,19 @@ pub fn du(paths: &[&Path]) -> u64 {
     }
     total
 }
+
+/// Waits until `path` last changed longer ago than par's settling time, the
+/// point from which par records the archive's identity.
+pub fn settle(path: &Path) {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).expect("archive");
+    let changed = std::time::UNIX_EPOCH
+        + std::time::Duration::new(
+            u64::try_from(meta.ctime()).expect("a change time after 1970"),
+            u32::try_from(meta.ctime_nsec()).expect("nanoseconds"),
+        );
+    let settled = changed + par::ARCHIVE_SETTLE_TIME + std::time::Duration::from_millis(10);
+    if let Ok(left) = settled.duration_since(std::time::SystemTime::now()) {
+        std::thread::sleep(left);
+    }
+}
