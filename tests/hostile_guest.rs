@@ -163,6 +163,38 @@ async fn the_guest_has_no_environment_network_or_directories_beyond_its_preopens
     );
 }
 
+/// `host-copy` checks every request itself, and ends at `publish`: nothing
+/// is copied into a tree once it is published, nor during `inspect`.
+#[test]
+fn host_copy_refuses_what_it_must_and_nothing_is_copied_after_publish() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let ws = Workspace::new();
+    let error = tracing::subscriber::with_default(subscriber, || {
+        loader(&ws)
+            .load_blocking(&scenario(&ws, "copies-anyhow"), None)
+            .expect_err("the guest fails after publishing")
+    });
+    assert_eq!(error.kind(), "guest-protocol", "{error}");
+    let text = String::from_utf8(captured.0.lock().expect("log buffer").clone()).expect("utf-8");
+    assert!(
+        text.contains(
+            "copies: escape=refused-path absolute=refused-path range=out-of-range taken=refused-path \
+             crc=checksum-mismatch late=not-now"
+        ),
+        "{text}"
+    );
+    ws.assert_left_nothing("copies");
+    let error = loader(&ws)
+        .inspect_blocking(&scenario(&ws, "copies-anyhow"))
+        .expect_err("the guest reports what it was told");
+    assert!(error.to_string().ends_with("inspect=not-now"), "{error}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_panic_is_a_typed_error_with_its_message_escaped() {
     let ws = Workspace::new();

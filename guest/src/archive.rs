@@ -94,19 +94,43 @@ pub fn inspect<R: Read + Seek>(reader: R, limits: &Limits) -> Result<Manifest, G
 /// How often [`extract_with_progress`] reports: every this many entries written.
 pub const PROGRESS_EVERY: usize = 256;
 
+/// Stored entries at least this big are handed to a [`StoredCopier`], if
+/// there is one: below it, the call costs more than the bytes.
+pub const NATIVE_COPY_MIN_BYTES: u64 = 64 * 1024;
+
+/// Moves a stored entry's bytes outside the guest (the host's `host-copy`):
+/// `length` bytes at `offset` of the archive into the new file `relative`
+/// under the destination, checked against `crc32`.
+pub trait StoredCopier {
+    /// Copies the range, or says why not.
+    fn copy(&mut self, offset: u64, length: u64, crc32: u32, relative: &str) -> Result<(), CopyFailure>;
+}
+
+/// Why a [`StoredCopier`] did not copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyFailure {
+    /// The bytes do not have the entry's CRC-32.
+    Checksum,
+    /// The range runs past the end of the archive.
+    OutOfRange,
+    /// Anything else, in the copier's words.
+    Other(String),
+}
+
 /// Validates the archive, parses its manifest, then writes every entry under `dest`.
 pub fn extract<R: Read + Seek>(reader: R, dest: &Path, options: &ExtractOptions) -> Result<ExtractReport, GuestError> {
-    extract_with_progress(reader, dest, options, &mut |_, _| {})
+    extract_with_progress(reader, dest, options, &mut |_, _| {}, None)
 }
 
 /// [`extract`], calling `progress(written, total)` once the writing starts
 /// and after every [`PROGRESS_EVERY`] entries, so a long extraction shows it
-/// is under way.
+/// is under way, and handing big stored entries to `copier`.
 pub fn extract_with_progress<R: Read + Seek>(
     reader: R,
     dest: &Path,
     options: &ExtractOptions,
     progress: &mut dyn FnMut(usize, usize),
+    mut copier: Option<&mut dyn StoredCopier>,
 ) -> Result<ExtractReport, GuestError> {
     let limits = &options.limits;
     let mut archive = open(reader, limits)?;
@@ -133,7 +157,6 @@ pub fn extract_with_progress<R: Read + Seek>(
                 report.dirs += 1;
             }
             EntryKind::File { executable } => {
-                let mut file = writer.file(&relative, &entry.display)?;
                 let raw = archive
                     .by_index_raw(entry.index)
                     .map_err(|e| corrupt(&entry.display, e))?;
@@ -143,8 +166,26 @@ pub fn extract_with_progress<R: Read + Seek>(
                     crc32: raw.crc32(),
                     encrypted: raw.encrypted(),
                 };
-                let mut data = EntryData::new(raw, declared, &mut inflater).map_err(|e| corrupt(&entry.display, e))?;
-                let written = copy_counted(&mut data, file.as_mut(), entry, limits, report.bytes, &mut buffer)?;
+                let native = raw
+                    .data_start()
+                    .filter(|_| is_native_copy(&declared, raw.compressed_size()))
+                    .zip(copier.as_deref_mut());
+                let written = match native {
+                    Some((offset, copier)) => {
+                        check_size(declared.size, entry, limits, report.bytes)?;
+                        writer.parent(&relative, &entry.display)?;
+                        copier
+                            .copy(offset, declared.size, declared.crc32, &relative)
+                            .map_err(|failure| copy_failed(&entry.display, failure))?;
+                        declared.size
+                    }
+                    None => {
+                        let mut file = writer.file(&relative, &entry.display)?;
+                        let mut data =
+                            EntryData::new(raw, declared, &mut inflater).map_err(|e| corrupt(&entry.display, e))?;
+                        copy_counted(&mut data, file.as_mut(), entry, limits, report.bytes, &mut buffer)?
+                    }
+                };
                 report.bytes += written;
                 report.files += 1;
                 if executable {
@@ -276,6 +317,44 @@ fn read_manifest<R: Read + Seek>(
     manifest::parse(&bytes)
 }
 
+/// Whether an entry's bytes can be copied as they lie in the archive: stored,
+/// not encrypted, as long in the archive as declared, and big enough.
+fn is_native_copy(declared: &Declared, compressed_size: u64) -> bool {
+    declared.method == CompressionMethod::Stored
+        && !declared.encrypted
+        && compressed_size == declared.size
+        && declared.size >= NATIVE_COPY_MIN_BYTES
+}
+
+/// The per-file and total limits for an entry of `size` bytes copied whole.
+fn check_size(size: u64, entry: &Planned, limits: &Limits, total_before: u64) -> Result<(), GuestError> {
+    let exceeded = |kind, max| GuestError::LimitExceeded {
+        kind,
+        entry: Some(entry.display.clone()),
+        max,
+    };
+    if size > limits.max_file_bytes {
+        return Err(exceeded(LimitKind::FileBytes, limits.max_file_bytes));
+    }
+    if total_before.saturating_add(size) > limits.max_total_bytes {
+        return Err(exceeded(LimitKind::TotalBytes, limits.max_total_bytes));
+    }
+    Ok(())
+}
+
+/// A copy that failed, as the entry's error: bytes that are not the entry's
+/// are a corrupt entry, as the guest's own reading would say.
+fn copy_failed(display: &str, failure: CopyFailure) -> GuestError {
+    match failure {
+        CopyFailure::Checksum => corrupt(display, "Invalid checksum"),
+        CopyFailure::OutOfRange => corrupt(display, "the entry's data runs past the end of the archive"),
+        CopyFailure::Other(message) => GuestError::Io {
+            entry: Some(display.to_owned()),
+            message,
+        },
+    }
+}
+
 /// Streams one entry into `out`, refusing as soon as the bytes it has produced
 /// break the per-file, total or compression-ratio limit.
 fn copy_counted(
@@ -342,13 +421,19 @@ impl TreeWriter {
         Ok(())
     }
 
-    fn file(&mut self, relative: &str, display: &str) -> Result<Box<dyn Write>, GuestError> {
-        let path = self.root.join(relative);
-        if let Some(parent) = path.parent()
+    /// Makes the directory `relative` goes in.
+    fn parent(&mut self, relative: &str, display: &str) -> Result<(), GuestError> {
+        if let Some(parent) = self.root.join(relative).parent()
             && self.made.insert(parent.to_owned())
         {
             fs::create_dir_all(parent).map_err(|e| io_error(display, &e))?;
         }
+        Ok(())
+    }
+
+    fn file(&mut self, relative: &str, display: &str) -> Result<Box<dyn Write>, GuestError> {
+        self.parent(relative, display)?;
+        let path = self.root.join(relative);
         #[cfg(all(target_arch = "wasm32", target_env = "p2"))]
         if let Some(preopen) = &self.preopen {
             let file = preopen.create(relative).map_err(|e| io_error(display, &e))?;

@@ -30,6 +30,7 @@ mod bindings {
 }
 
 use bindings::Guest;
+use bindings::pixell::apkg::host_copy::{self, CopyError};
 use bindings::pixell::apkg::host_installer;
 use bindings::pixell::apkg::host_log::{self, Field, Level};
 use bindings::pixell::apkg::types as wit;
@@ -68,8 +69,14 @@ impl Guest for Loader {
                 &[("written", &written.to_string()), ("total", &total.to_string())],
             );
         };
-        let report = archive::extract_with_progress(file, Path::new(PACKAGE_DIR), &extract_options, &mut progress)
-            .map_err(to_wit_error)?;
+        let report = archive::extract_with_progress(
+            file,
+            Path::new(PACKAGE_DIR),
+            &extract_options,
+            &mut progress,
+            Some(&mut HostCopier),
+        )
+        .map_err(to_wit_error)?;
         log_info(
             "Package tree written",
             &[
@@ -207,6 +214,19 @@ mod export {
     use super::{Loader, bindings};
 
     bindings::export!(Loader with_types_in bindings);
+}
+
+/// Big stored entries, copied by the host (`host-copy`).
+struct HostCopier;
+
+impl archive::StoredCopier for HostCopier {
+    fn copy(&mut self, offset: u64, length: u64, crc32: u32, relative: &str) -> Result<(), archive::CopyFailure> {
+        host_copy::copy_stored(offset, length, crc32, relative).map_err(|error| match error {
+            CopyError::ChecksumMismatch(_) => archive::CopyFailure::Checksum,
+            CopyError::OutOfRange => archive::CopyFailure::OutOfRange,
+            other => archive::CopyFailure::Other(format!("the host did not copy it: {other:?}")),
+        })
+    }
 }
 
 fn open_archive() -> Result<SeekBuffered<File>, wit::LoadError> {

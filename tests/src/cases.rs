@@ -305,7 +305,72 @@ pub fn hostile_cases() -> Vec<HostileCase> {
     );
     file.limits.max_file_bytes = Some(1024 * 1024);
     cases.push(file);
+    cases.extend(stored_cases());
     cases.extend(inconsistent_cases());
+    cases
+}
+
+/// Bytes of `len` with a marker at their middle, for a patch to change.
+fn marked(len: usize) -> Vec<u8> {
+    let mut bytes = incompressible(len);
+    bytes[len / 2..len / 2 + CRC_MARKER.len()].copy_from_slice(CRC_MARKER);
+    bytes
+}
+
+/// Sixteen bytes found nowhere else in the archive; patched to [`CRC_FORGED`].
+const CRC_MARKER: &[u8] = b"par-crc-marker-1";
+const CRC_FORGED: &[u8] = b"par-crc-marker-2";
+
+/// Stored entries, small (read by the guest) and big (copied by the host
+/// for the guest): bytes that fail their CRC, and sizes over the limits,
+/// refused the same way on both paths.
+fn stored_cases() -> Vec<HostileCase> {
+    let stored =
+        |name: &str, bytes: Vec<u8>| Apkg::valid_agent().file_with_method(name, bytes, CompressionMethod::Stored);
+    let mut cases = vec![
+        unsafe_entry(
+            "small stored entry whose bytes fail their CRC",
+            stored("data/small.bin", marked(1024)).patch(CRC_MARKER, CRC_FORGED),
+            "data/small.bin",
+            "Invalid checksum",
+        ),
+        unsafe_entry(
+            "big stored entry whose bytes fail their CRC",
+            stored("data/big.bin", marked(3 * 1024 * 1024)).patch(CRC_MARKER, CRC_FORGED),
+            "data/big.bin",
+            "Invalid checksum",
+        ),
+    ];
+    let mut file = case(
+        "big stored file over budget",
+        stored("data/big.bin", incompressible(2 * 1024 * 1024)),
+        "limit-exceeded",
+        Some("data/big.bin"),
+        "file size over 1048576",
+    );
+    file.limits.max_file_bytes = Some(1024 * 1024);
+    cases.push(file);
+    let whole = stored("data/big.bin", incompressible(256 * 1024)).to_bytes();
+    cases.push(case(
+        "archive cut short inside a big stored entry",
+        Apkg::from_bytes(whole[..whole.len() - 200 * 1024].to_vec()),
+        "archive-unreadable",
+        None,
+        "no end of central directory record",
+    ));
+    let mut total = case(
+        "big stored files over the total budget",
+        stored("data/a.bin", incompressible(600 * 1024)).file_with_method(
+            "data/b.bin",
+            incompressible(600 * 1024),
+            CompressionMethod::Stored,
+        ),
+        "limit-exceeded",
+        Some("data/b.bin"),
+        "total uncompressed size over 1048576",
+    );
+    total.limits.max_total_bytes = Some(1024 * 1024);
+    cases.push(total);
     cases
 }
 

@@ -12,5 +12,6 @@ pub(crate) mod redeploy;
 pub(crate) mod root;
 pub(crate) mod seal;
 pub(crate) mod staging;
+pub(crate) mod stored_copy;
 pub(crate) mod usage;
 pub(crate) mod venv;

@@ -22,7 +22,9 @@ use rustix::fs::{AtFlags, FlockOperation, Mode};
 use crate::fs::archive::{Archive, sha256_hex};
 use crate::fs::lock::lock_in;
 use crate::fs::root::{Area, RootDir, fd_path, open_dir_nofollow, open_file_nofollow};
+use crate::fs::stored_copy::StoredCopies;
 use crate::types::error::{LoadError, PackageError};
+use par_rules::limits::Limits;
 use par_rules::names::is_contained_relative;
 
 /// File name of the archive inside the read-only preopen.
@@ -176,6 +178,16 @@ impl Staging {
             "cannot open",
             self.scratch.path().join("archive").join(ARCHIVE_NAME),
         ))
+    }
+
+    /// What the guest's `host-copy` calls may copy: from the private copy of
+    /// the archive into the tree, within `limits`.
+    pub(crate) fn stored_copies(&self, limits: &Limits) -> Result<StoredCopies, LoadError> {
+        let tree = self
+            .tree
+            .try_clone()
+            .map_err(LoadError::io("cannot open", self.tree_path()))?;
+        StoredCopies::new(self.archive_copy()?, tree, limits).map_err(LoadError::io("cannot open", self.tree_path()))
     }
 
     /// The SHA-256 of the private copy: exactly the bytes the guest reads.

@@ -68,6 +68,7 @@ impl Orchestrator {
                 digest
             }
         };
+        let copies = staging.stored_copies(&config.limits)?;
         let (archive_dir, tree) = (staging.archive_preopen(), staging.tree_preopen());
         let context = LoadContext {
             root: Arc::clone(root),
@@ -90,7 +91,7 @@ impl Orchestrator {
             preopens,
             &self.archive_rules(),
             config.install.strict,
-            InstallSession::new(context, staging),
+            InstallSession::new(context, staging).with_copies(Some(copies)),
         );
         // Decided from the host's own record; dropping the session on failure
         // removes the tree this load published and puts back what it replaced.

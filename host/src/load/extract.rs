@@ -45,6 +45,8 @@ impl Orchestrator {
             Some(_) => None,
             None => Some(staging.archive_copy()?),
         };
+        let rules = self.archive_rules();
+        let copies = staging.stored_copies(&rules.limits)?;
         let (archive_dir, tree) = (staging.archive_preopen(), staging.tree_preopen());
         tracing::info!(staging = %staging.tree_path().display(), "Extracting package");
         let preopens = Preopens {
@@ -54,7 +56,7 @@ impl Orchestrator {
         };
         let (report, digest) = std::thread::scope(|scope| {
             let hashing = copy.map(|copy| scope.spawn(move || sha256_hex(&copy)));
-            let report = self.sandbox.extract(preopens, &self.archive_rules());
+            let report = self.sandbox.extract(preopens, &rules, Some(copies));
             let digest = match (known, hashing) {
                 (Some(digest), _) => Ok(digest),
                 (None, Some(hashing)) => hashing

@@ -6,6 +6,7 @@ wasmtime::component::bindgen!({
     additional_derives: [PartialEq, Eq],
 });
 
+pub(crate) use pixell::apkg::host_copy;
 pub(crate) use pixell::apkg::host_installer;
 pub(crate) use pixell::apkg::host_log;
 pub(crate) use pixell::apkg::types;

@@ -3,9 +3,11 @@
 
 use par_rules::names::{is_entrypoint, is_safe_component};
 
+use super::bindings::host_copy::CopyError;
 use super::bindings::types as wit;
 use super::bindings::types::{Limits as WitLimits, Manifest as GuestManifest};
 use crate::exec::output::escape_controls;
+use crate::fs::stored_copy::CopyRefusal;
 use crate::types::error::{
     ArchiveInconsistent, EntryProblem, EnvFileRefused, Inconsistency, InstallError, InstallFailure, IoFailure,
     LimitExceeded, LimitKind, LoadError, ManifestInvalid, PackageError, RefusedRequirement, StepFailure, UnsafeEntry,
@@ -227,6 +229,17 @@ pub(crate) fn env_file_refused(error: wit::EnvFileError) -> EnvFileRefused {
         line: error.line,
         key: error.key.map(|key| escape_controls(&key, MAX_ENV_TEXT)),
         reason: escape_controls(&error.reason, MAX_ENV_TEXT),
+    }
+}
+
+/// A refused or failed native copy, as the guest sees it.
+pub(crate) fn to_wit_copy_error(refusal: CopyRefusal) -> CopyError {
+    match refusal {
+        CopyRefusal::OutOfRange => CopyError::OutOfRange,
+        CopyRefusal::OverLimit(limit) => CopyError::OverLimit(limit),
+        CopyRefusal::RefusedPath => CopyError::RefusedPath,
+        CopyRefusal::ChecksumMismatch(actual) => CopyError::ChecksumMismatch(actual),
+        CopyRefusal::Io(message) => CopyError::Io(message),
     }
 }
 

@@ -27,6 +27,7 @@ use bindings::types::{ExtractOptions, LoadOptions};
 use bindings::{Loader, LoaderPre};
 use convert::{check_manifest, to_wit_limits};
 
+use crate::fs::stored_copy::StoredCopies;
 use crate::types::config::{Limits, SandboxLimits};
 use crate::types::error::EnvFileRefused;
 use crate::types::error::{LoadError, SandboxError};
@@ -188,6 +189,10 @@ impl Sandbox {
             &mut state.session
         })
         .map_err(link_error)?;
+        bindings::host_copy::add_to_linker::<GuestState, HasSelf<InstallSession>>(&mut linker, |state| {
+            &mut state.session
+        })
+        .map_err(link_error)?;
         let pre = linker
             .instantiate_pre(&component)
             .and_then(LoaderPre::new)
@@ -205,12 +210,17 @@ impl Sandbox {
         Ok(check_manifest(without_installer(outcome, &session)??)?)
     }
 
-    /// Runs the guest's `extract` export, with the same rule as `inspect`.
-    pub(crate) fn extract(&self, preopens: Preopens<'_>, rules: &ArchiveRules) -> Result<Extracted, LoadError> {
+    /// Runs the guest's `extract` export, with the same rule as `inspect`;
+    /// `copies` serves the guest's `host-copy` calls.
+    pub(crate) fn extract(
+        &self,
+        preopens: Preopens<'_>,
+        rules: &ArchiveRules,
+        copies: Option<StoredCopies>,
+    ) -> Result<Extracted, LoadError> {
         let options = rules.to_wit();
-        let (outcome, session) = self.run(preopens, InstallSession::unavailable(), |loader, store| {
-            loader.call_extract(store, options)
-        });
+        let session = InstallSession::unavailable().with_copies(copies);
+        let (outcome, session) = self.run(preopens, session, |loader, store| loader.call_extract(store, options));
         let report = without_installer(outcome, &session)??;
         Ok(Extracted {
             manifest: check_manifest(report.manifest)?,

@@ -21,6 +21,7 @@ mod bindings {
 }
 
 use bindings::Guest;
+use bindings::pixell::apkg::host_copy::{self, CopyError};
 use bindings::pixell::apkg::host_installer as host;
 use bindings::pixell::apkg::types::*;
 
@@ -68,6 +69,11 @@ enum Scenario {
     /// Logs 1,500 lines of 64 KiB with 100 fields each, full of control
     /// characters that would forge lines or clear a terminal.
     LogFlood,
+    /// Asks `host-copy` for what it must refuse (a path out of the package,
+    /// a range past the archive, an existing file, bytes with another CRC,
+    /// and any copy after `publish` or during `inspect`), and logs each
+    /// answer (in its error, for `inspect`).
+    CopiesAnyhow,
 }
 
 impl Scenario {
@@ -92,6 +98,7 @@ impl Scenario {
             "panics" => Scenario::Panics,
             "log-flood" => Scenario::LogFlood,
             "reaches-out" => Scenario::ReachesOut,
+            "copies-anyhow" => Scenario::CopiesAnyhow,
             other => panic!("unknown scenario {other:?}"),
         }
     }
@@ -162,10 +169,31 @@ fn ensure(plan: &InstallPlan) -> Result<VenvInfo, LoadError> {
     host::ensure_venv(plan).map_err(LoadError::Install)
 }
 
+/// What `host-copy` answered, in a word.
+fn copy(offset: u64, length: u64, crc32: u32, path: &str) -> &'static str {
+    match host_copy::copy_stored(offset, length, crc32, path) {
+        Ok(()) => "copied",
+        Err(CopyError::NotNow) => "not-now",
+        Err(CopyError::OutOfRange) => "out-of-range",
+        Err(CopyError::OverLimit(_)) => "over-limit",
+        Err(CopyError::RefusedPath) => "refused-path",
+        Err(CopyError::ChecksumMismatch(_)) => "checksum-mismatch",
+        Err(CopyError::Io(_)) => "io",
+    }
+}
+
+/// An error carrying `message`, for a scenario that reports what it found.
+fn found(message: String) -> LoadError {
+    LoadError::ManifestInvalid(ManifestInvalid { field: None, message })
+}
+
 struct Hostile;
 
 impl Guest for Hostile {
     fn inspect(_options: ExtractOptions) -> Result<Manifest, LoadError> {
+        if let Scenario::CopiesAnyhow = Scenario::read() {
+            return Err(found(format!("inspect={}", copy(0, 4, 0, "copied.bin"))));
+        }
         Ok(manifest())
     }
 
@@ -296,6 +324,27 @@ impl Guest for Hostile {
                     field: None,
                     message: format!("env={env} tcp={tcp} dns={dns} stdin={stdin} dirs={}", seen.join(",")),
                 }));
+            }
+            Scenario::CopiesAnyhow => {
+                write("taken.txt", "x");
+                let answers = [
+                    ("escape", copy(0, 4, 0, "../escape.bin")),
+                    ("absolute", copy(0, 4, 0, "/escape.bin")),
+                    ("range", copy(u64::MAX - 1, 4, 0, "range.bin")),
+                    ("taken", copy(0, 4, 0, "taken.txt")),
+                    ("crc", copy(0, 4, 0, "copied.bin")),
+                ];
+                let _ = publish();
+                let late = copy(0, 4, 0, "late.bin");
+                let answers: Vec<String> = answers
+                    .iter()
+                    .map(|(what, answer)| format!("{what}={answer}"))
+                    .collect();
+                // After a successful publish, a failure is the guest's own
+                // protocol fault; the answers go to the log.
+                let message = format!("copies: {} late={late}", answers.join(" "));
+                bindings::pixell::apkg::host_log::log(bindings::pixell::apkg::host_log::Level::Error, &message, &[]);
+                return Err(LoadError::ManifestMissing);
             }
             Scenario::BusyLoop => {
                 let mut n = 0u64;

@@ -21,17 +21,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::bindings::host_copy::{self, CopyError};
 use super::bindings::host_installer::Host;
 use super::bindings::types::{
     Entrypoint, InstallError as WitInstallError, InstallPlan, LoadError as GuestLoadError, LoadReport,
     Manifest as GuestManifest, StepReport, VenvInfo,
 };
+use super::convert::to_wit_copy_error;
 use super::convert::{check_manifest, to_wit_install_error};
 use super::protocol::Protocol;
 use crate::exec::confine::Bubblewrap;
 use crate::fs::publish::{PublishRequest, Published};
 use crate::fs::root::RootDir;
 use crate::fs::staging::Staging;
+use crate::fs::stored_copy::StoredCopies;
 use crate::install::editable::EditableBuild;
 use crate::install::installer::Installer;
 use crate::install::interpreter::Interpreter;
@@ -116,6 +119,9 @@ pub(crate) struct InstallSession {
     /// A failure the host itself decided (a refused requirement line, a
     /// refused publish): the load ends with it, whatever the guest reports.
     verdict: Option<LoadError>,
+    /// What `host-copy` may copy from and into: until `publish`, during
+    /// `extract` and `load` only.
+    copies: Option<StoredCopies>,
 }
 
 impl InstallSession {
@@ -125,6 +131,12 @@ impl InstallSession {
             protocol: Protocol::unavailable(),
             ..Self::default()
         }
+    }
+
+    /// The same session, serving `host-copy` from `copies` until `publish`.
+    pub(crate) fn with_copies(mut self, copies: Option<StoredCopies>) -> Self {
+        self.copies = copies;
+        self
     }
 
     /// A session for `load`, owning the staging directory it will publish.
@@ -227,6 +239,8 @@ impl InstallSession {
     }
 
     fn publish_inner(&mut self, manifest: GuestManifest, executables: Vec<String>) -> Result<String, InstallError> {
+        // Nothing is copied into the tree once it is published.
+        self.copies = None;
         let staging = self
             .staging
             .take()
@@ -316,6 +330,13 @@ impl InstallSession {
             }
             InstallCall::Publish => self.verdict = Some(LoadError::Internal(describe(error))),
         }
+    }
+}
+
+impl host_copy::Host for InstallSession {
+    fn copy_stored(&mut self, offset: u64, length: u64, crc32: u32, path: String) -> Result<(), CopyError> {
+        let copies = self.copies.as_mut().ok_or(CopyError::NotNow)?;
+        copies.copy(offset, length, crc32, &path).map_err(to_wit_copy_error)
     }
 }
 

@@ -1,0 +1,234 @@
+//! Native copies of stored entries (the `host-copy` import): the guest names
+//! a byte range of the staged archive and a new file in the tree it is
+//! writing; the host checks both, moves the bytes by the kernel
+//! (`copy_file_range`) and checks their CRC-32. The guest decides what goes
+//! where, as it does with its own writes; the host only spares the bytes a
+//! trip through the guest's memory.
+
+use std::fs::File;
+use std::io::{self, Write as _};
+use std::os::unix::fs::FileExt as _;
+
+use cap_std::fs::{Dir, OpenOptions};
+use par_rules::limits::Limits;
+use par_rules::names::is_contained_relative;
+
+/// Bytes read at a time for the CRC, or copied where the kernel cannot.
+const CHUNK: usize = 256 * 1024;
+
+/// Why a copy was refused or failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CopyRefusal {
+    /// The range does not lie inside the archive.
+    OutOfRange,
+    /// Over the per-file or the total limit; the limit.
+    OverLimit(u64),
+    /// The path is not relative and made of normal components, or names an existing file.
+    RefusedPath,
+    /// The bytes copied have this CRC-32, not the one given.
+    ChecksumMismatch(u32),
+    /// The host could not read or write.
+    Io(String),
+}
+
+/// The archive a guest may copy from and the tree it may copy into, with
+/// what is left of its limits.
+#[derive(Debug)]
+pub(crate) struct StoredCopies {
+    archive: File,
+    archive_len: u64,
+    tree: Dir,
+    max_file_bytes: u64,
+    max_total_bytes: u64,
+    copied: u64,
+}
+
+impl StoredCopies {
+    /// Copies from `archive` (the private staged copy) into `tree`, within `limits`.
+    pub(crate) fn new(archive: File, tree: Dir, limits: &Limits) -> io::Result<Self> {
+        let archive_len = archive.metadata()?.len();
+        Ok(Self {
+            archive,
+            archive_len,
+            tree,
+            max_file_bytes: limits.max_file_bytes,
+            max_total_bytes: limits.max_total_bytes,
+            copied: 0,
+        })
+    }
+
+    /// Copies `length` bytes at `offset` of the archive into the new file
+    /// `path` of the tree, and checks them against `crc32`; a file whose
+    /// bytes fail is removed.
+    pub(crate) fn copy(&mut self, offset: u64, length: u64, crc32: u32, path: &str) -> Result<(), CopyRefusal> {
+        if offset.checked_add(length).is_none_or(|end| end > self.archive_len) {
+            return Err(CopyRefusal::OutOfRange);
+        }
+        if length > self.max_file_bytes {
+            return Err(CopyRefusal::OverLimit(self.max_file_bytes));
+        }
+        if self.copied.saturating_add(length) > self.max_total_bytes {
+            return Err(CopyRefusal::OverLimit(self.max_total_bytes));
+        }
+        if !is_contained_relative(path) {
+            return Err(CopyRefusal::RefusedPath);
+        }
+        let file = match self
+            .tree
+            .open_with(path, OpenOptions::new().write(true).create_new(true))
+        {
+            Ok(file) => file.into_std(),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(CopyRefusal::RefusedPath),
+            Err(e) => return Err(CopyRefusal::Io(e.to_string())),
+        };
+        let checked = self
+            .move_bytes(&file, offset, length)
+            .map_err(|e| CopyRefusal::Io(e.to_string()))
+            .and_then(|()| match self.crc32(offset, length) {
+                Ok(actual) if actual == crc32 => Ok(()),
+                Ok(actual) => Err(CopyRefusal::ChecksumMismatch(actual)),
+                Err(e) => Err(CopyRefusal::Io(e.to_string())),
+            });
+        if checked.is_err() {
+            drop(file);
+            let _ = self.tree.remove_file(path);
+        } else {
+            self.copied += length;
+        }
+        checked
+    }
+
+    /// The range into `file`, by the kernel where it can (the staged archive
+    /// and the tree share a file system), else through a buffer.
+    fn move_bytes(&self, file: &File, offset: u64, length: u64) -> io::Result<()> {
+        let (mut from, mut left) = (offset, length);
+        while left > 0 {
+            let want = usize::try_from(left).unwrap_or(usize::MAX);
+            match rustix::fs::copy_file_range(&self.archive, Some(&mut from), file, None, want) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the archive ended early")),
+                Ok(n) => left -= n as u64,
+                Err(e) if left == length && copy_unsupported(e) => return self.copy_through_buffer(file, from, left),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn copy_through_buffer(&self, mut file: &File, offset: u64, length: u64) -> io::Result<()> {
+        let mut buffer = vec![0u8; CHUNK];
+        let (mut at, end) = (offset, offset + length);
+        while at < end {
+            let want = usize::try_from(end - at).map_or(CHUNK, |left| left.min(CHUNK));
+            let n = self.archive.read_at(&mut buffer[..want], at)?;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the archive ended early"));
+            }
+            file.write_all(&buffer[..n])?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    /// The CRC-32 of the archive's bytes in the range, which are the bytes copied.
+    fn crc32(&self, offset: u64, length: u64) -> io::Result<u32> {
+        let mut hasher = crc32fast::Hasher::new();
+        let mut buffer = vec![0u8; CHUNK];
+        let (mut at, end) = (offset, offset + length);
+        while at < end {
+            let want = usize::try_from(end - at).map_or(CHUNK, |left| left.min(CHUNK));
+            let n = self.archive.read_at(&mut buffer[..want], at)?;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the archive ended early"));
+            }
+            hasher.update(&buffer[..n]);
+            at += n as u64;
+        }
+        Ok(hasher.finalize())
+    }
+}
+
+/// Errors after which a plain read and write does what `copy_file_range` could not.
+fn copy_unsupported(error: rustix::io::Errno) -> bool {
+    use rustix::io::Errno;
+    [Errno::XDEV, Errno::NOSYS, Errno::OPNOTSUPP, Errno::INVAL].contains(&error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An archive of `bytes` and an empty tree, with `limits`.
+    fn copies(bytes: &[u8], limits: Limits) -> (tempfile::TempDir, StoredCopies) {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(dir.path().join("archive"), bytes).expect("archive");
+        std::fs::create_dir(dir.path().join("tree")).expect("tree");
+        let archive = File::open(dir.path().join("archive")).expect("open");
+        let tree = Dir::open_ambient_dir(dir.path().join("tree"), cap_std::ambient_authority()).expect("tree");
+        let copies = StoredCopies::new(archive, tree, &limits).expect("copies");
+        (dir, copies)
+    }
+
+    fn crc(bytes: &[u8]) -> u32 {
+        crc32fast::hash(bytes)
+    }
+
+    #[test]
+    fn a_range_is_copied_exactly_into_a_new_file() {
+        let bytes: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
+        let (dir, mut copies) = copies(&bytes, Limits::default());
+        std::fs::create_dir(dir.path().join("tree/sub")).expect("sub");
+        let range = &bytes[1000..501_000];
+        copies.copy(1000, 500_000, crc(range), "sub/file.bin").expect("copied");
+        assert_eq!(
+            std::fs::read(dir.path().join("tree/sub/file.bin")).expect("file"),
+            range
+        );
+    }
+
+    #[test]
+    fn bytes_that_fail_their_crc_leave_no_file() {
+        let (dir, mut copies) = copies(b"stored bytes", Limits::default());
+        let wrong = crc(b"stored bytes") ^ 1;
+        assert_eq!(
+            copies.copy(0, 12, wrong, "file"),
+            Err(CopyRefusal::ChecksumMismatch(crc(b"stored bytes")))
+        );
+        assert!(!dir.path().join("tree/file").exists());
+    }
+
+    #[test]
+    fn ranges_paths_and_limits_are_the_hosts_to_check() {
+        let limits = Limits {
+            max_file_bytes: 8,
+            max_total_bytes: 12,
+            ..Limits::default()
+        };
+        let (dir, mut copies) = copies(b"0123456789abcdef", limits);
+        let ok = |from: usize, len: usize| crc(&b"0123456789abcdef"[from..from + len]);
+        assert_eq!(copies.copy(10, 7, 0, "a"), Err(CopyRefusal::OutOfRange));
+        assert_eq!(copies.copy(u64::MAX, 2, 0, "a"), Err(CopyRefusal::OutOfRange));
+        assert_eq!(copies.copy(0, 9, ok(0, 9), "a"), Err(CopyRefusal::OverLimit(8)));
+        for path in ["", "../out", "/abs", "a/../../out", "./a", "a\0b"] {
+            assert_eq!(
+                copies.copy(0, 1, ok(0, 1), path),
+                Err(CopyRefusal::RefusedPath),
+                "{path:?}"
+            );
+        }
+        copies.copy(0, 8, ok(0, 8), "a").expect("within the limits");
+        assert_eq!(
+            copies.copy(0, 1, ok(0, 1), "a"),
+            Err(CopyRefusal::RefusedPath),
+            "an existing file"
+        );
+        assert_eq!(
+            copies.copy(0, 5, ok(0, 5), "b"),
+            Err(CopyRefusal::OverLimit(12)),
+            "the total"
+        );
+        copies.copy(8, 4, ok(8, 4), "b").expect("the rest of the total");
+        std::os::unix::fs::symlink(dir.path().join("outside"), dir.path().join("tree/link")).expect("link");
+        assert!(copies.copy(0, 0, ok(0, 0), "link").is_err(), "through a symlink");
+        assert!(!dir.path().join("outside").exists(), "written through a symlink");
+    }
+}
