@@ -19,11 +19,13 @@ use std::fs::File;
 use std::io::{self, Read as _, Write as _};
 use std::os::unix::fs::{FileExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use cap_std::fs::{OpenOptions, OpenOptionsExt as _};
 use sha2::{Digest, Sha256};
 
+use crate::fs::copy::copy_range;
 use crate::fs::root::{Area, RootDir, open_file_nofollow};
 use crate::fs::seal::Sealed;
 use crate::types::config::ARCHIVE_SETTLE_TIME;
@@ -180,23 +182,123 @@ impl Archive {
     }
 
     /// Copies its bytes into `target` (by the kernel where the file systems
-    /// allow), and refuses the load when the file changed meanwhile.
-    pub(crate) fn copy_into(&self, target: &mut File) -> Result<(), LoadError> {
-        let mut source = &self.file;
-        let copied = std::io::Seek::rewind(&mut source).and_then(|()| std::io::copy(&mut source, target));
-        copied.map_err(LoadError::io("cannot read the archive", &self.path))?;
+    /// allow), and refuses the load when the file changed meanwhile. With
+    /// `hash`, a second thread hashes `target` right behind the copy; its
+    /// digest is of exactly the bytes copied.
+    pub(crate) fn copy_into(&self, target: &File, hash: bool) -> Result<Option<PendingDigest>, LoadError> {
+        let size = self.opened.size;
+        let progress = Arc::new(Progress::default());
+        let pending = match hash {
+            true => {
+                let reader = target
+                    .try_clone()
+                    .map_err(LoadError::io("cannot hash the copy of", &self.path))?;
+                let progress = Arc::clone(&progress);
+                Some(PendingDigest(std::thread::spawn(move || {
+                    hash_behind(&reader, &progress)
+                })))
+            }
+            false => None,
+        };
+        let mut copied = 0;
+        let outcome = loop {
+            if copied == size {
+                break Ok(());
+            }
+            let chunk = (size - copied).min(COPY_CHUNK);
+            if let Err(e) = copy_range(&self.file, copied, target, chunk) {
+                break Err(e);
+            }
+            copied += chunk;
+            progress.advance(copied, false);
+        };
+        progress.advance(copied, true);
+        let changed = || LoadError::InvalidInput {
+            what: "archive",
+            detail: format!(
+                "`{}` changed while it was read; load it again once it is written",
+                self.path.display()
+            ),
+        };
+        match outcome {
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(changed()),
+            Err(e) => return Err(LoadError::io("cannot read the archive", &self.path)(e)),
+            Ok(()) => {}
+        }
         match Identity::of(&self.file) {
-            Ok(now) if now == self.opened => Ok(()),
-            Ok(_) => Err(LoadError::InvalidInput {
-                what: "archive",
-                detail: format!(
-                    "`{}` changed while it was read; load it again once it is written",
-                    self.path.display()
-                ),
-            }),
+            Ok(now) if now == self.opened => Ok(pending),
+            Ok(_) => Err(changed()),
             Err(e) => Err(LoadError::io("cannot read the archive", &self.path)(e)),
         }
     }
+}
+
+/// Bytes copied between two reports to the hashing thread.
+const COPY_CHUNK: u64 = 8 * 1024 * 1024;
+
+/// How far the copy has come, for the thread hashing behind it.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Bytes copied, and whether the copy is over.
+    state: Mutex<(u64, bool)>,
+    moved: Condvar,
+}
+
+impl Progress {
+    fn advance(&self, copied: u64, over: bool) {
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = (copied, over);
+        self.moved.notify_all();
+    }
+
+    /// Waits until more than `hashed` bytes are copied or the copy is over.
+    fn wait_past(&self, hashed: u64) -> (u64, bool) {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        *self
+            .moved
+            .wait_while(state, |(copied, over)| *copied <= hashed && !*over)
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The SHA-256 of a copy, being made on a thread of its own.
+#[derive(Debug)]
+pub(crate) struct PendingDigest(std::thread::JoinHandle<io::Result<String>>);
+
+impl PendingDigest {
+    /// The digest, once the thread is done: hex.
+    pub(crate) fn wait(self) -> io::Result<String> {
+        self.0
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the hashing thread panicked")))
+    }
+}
+
+/// Hashes `copy` as far as the copy has come, until it is over.
+fn hash_behind(copy: &File, progress: &Progress) -> io::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; CHUNK];
+    let mut hashed = 0u64;
+    loop {
+        let (copied, over) = progress.wait_past(hashed);
+        while hashed < copied {
+            let want = usize::try_from(copied - hashed).map_or(CHUNK, |left| left.min(CHUNK));
+            let n = match copy.read_at(&mut buffer[..want], hashed) {
+                Ok(0) => return Err(crate::fs::copy::ended_early()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            hasher.update(&buffer[..n]);
+            hashed += n as u64;
+        }
+        if over {
+            return Ok(hex(&hasher.finalize()));
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Removes every identity record whose digest no deployment record and no
@@ -235,24 +337,6 @@ pub(crate) fn forget_unused(root: &RootDir) {
             let _ = archives.remove_file(&name);
         }
     }
-}
-
-/// The SHA-256 of `file`'s bytes, hex, read at offsets (its position is left alone).
-pub(crate) fn sha256_hex(file: &File) -> io::Result<String> {
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; CHUNK];
-    let mut offset = 0u64;
-    loop {
-        let n = match file.read_at(&mut buffer, offset) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buffer[..n]);
-        offset += n as u64;
-    }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn is_sha256_hex(text: &str) -> bool {

@@ -4,6 +4,7 @@
 pub(crate) mod agents;
 pub(crate) mod archive;
 pub(crate) mod cache_dir;
+pub(crate) mod copy;
 pub(crate) mod handle;
 pub(crate) mod lock;
 pub(crate) mod owner;

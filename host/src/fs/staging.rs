@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use cap_std::fs::{Dir, DirBuilder, DirBuilderExt, OpenOptionsExt as _};
 use rustix::fs::{AtFlags, FlockOperation, Mode};
 
-use crate::fs::archive::{Archive, sha256_hex};
+use crate::fs::archive::{Archive, PendingDigest};
 use crate::fs::lock::lock_in;
 use crate::fs::root::{Area, RootDir, fd_path, open_dir_nofollow, open_file_nofollow};
 use crate::fs::stored_copy::StoredCopies;
@@ -151,25 +151,34 @@ impl Staging {
     /// Creates `{root}/staging/stage-…/` with `archive/package.apkg`, a
     /// private, read-only copy of `archive` made through its one
     /// descriptor (refused if the archive changed meanwhile), and an empty
-    /// `tree/`. The guest reads that copy, and [`Self::archive_digest`]
-    /// hashes it.
-    pub(crate) fn create(root: &RootDir, archive: &Archive) -> Result<Self, LoadError> {
+    /// `tree/`. The guest reads that copy; with `hash`, the SHA-256 of
+    /// exactly that copy is being made on a thread of its own.
+    pub(crate) fn create(
+        root: &RootDir,
+        archive: &Archive,
+        hash: bool,
+    ) -> Result<(Self, Option<PendingDigest>), LoadError> {
         let scratch = Scratch::create(root, "stage-")?;
         let (archive_dir, tree) = (sub_dir(&scratch, "archive")?, sub_dir(&scratch, "tree")?);
         let copied = scratch.path().join("archive").join(ARCHIVE_NAME);
-        let mut file = archive_dir
+        let file = archive_dir
             .open_with(
                 ARCHIVE_NAME,
-                cap_std::fs::OpenOptions::new().write(true).create_new(true).mode(0o400),
+                cap_std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o400),
             )
             .map_err(LoadError::io("cannot copy the archive into staging at", &copied))?
             .into_std();
-        archive.copy_into(&mut file)?;
-        Ok(Self {
+        let pending = archive.copy_into(&file, hash)?;
+        let staging = Self {
             scratch,
             archive: archive_dir,
             tree,
-        })
+        };
+        Ok((staging, pending))
     }
 
     /// A handle on the private copy of the archive, for reading.
@@ -188,15 +197,6 @@ impl Staging {
             .try_clone()
             .map_err(LoadError::io("cannot open", self.tree_path()))?;
         StoredCopies::new(self.archive_copy()?, tree, limits).map_err(LoadError::io("cannot open", self.tree_path()))
-    }
-
-    /// The SHA-256 of the private copy: exactly the bytes the guest reads.
-    pub(crate) fn archive_digest(&self) -> Result<String, LoadError> {
-        let copy = self.archive_copy()?;
-        sha256_hex(&copy).map_err(LoadError::io(
-            "cannot read",
-            self.scratch.path().join("archive").join(ARCHIVE_NAME),
-        ))
     }
 
     /// What to preopen read-only for the guest: the directory holding only the

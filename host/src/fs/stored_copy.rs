@@ -6,14 +6,16 @@
 //! trip through the guest's memory.
 
 use std::fs::File;
-use std::io::{self, Write as _};
+use std::io;
 use std::os::unix::fs::FileExt as _;
 
 use cap_std::fs::{Dir, OpenOptions};
 use par_rules::limits::Limits;
 use par_rules::names::is_contained_relative;
 
-/// Bytes read at a time for the CRC, or copied where the kernel cannot.
+use crate::fs::copy::{copy_range, ended_early};
+
+/// Bytes read at a time for the CRC.
 const CHUNK: usize = 256 * 1024;
 
 /// Why a copy was refused or failed.
@@ -81,8 +83,7 @@ impl StoredCopies {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(CopyRefusal::RefusedPath),
             Err(e) => return Err(CopyRefusal::Io(e.to_string())),
         };
-        let checked = self
-            .move_bytes(&file, offset, length)
+        let checked = copy_range(&self.archive, offset, &file, length)
             .map_err(|e| CopyRefusal::Io(e.to_string()))
             .and_then(|()| match self.crc32(offset, length) {
                 Ok(actual) if actual == crc32 => Ok(()),
@@ -98,37 +99,6 @@ impl StoredCopies {
         checked
     }
 
-    /// The range into `file`, by the kernel where it can (the staged archive
-    /// and the tree share a file system), else through a buffer.
-    fn move_bytes(&self, file: &File, offset: u64, length: u64) -> io::Result<()> {
-        let (mut from, mut left) = (offset, length);
-        while left > 0 {
-            let want = usize::try_from(left).unwrap_or(usize::MAX);
-            match rustix::fs::copy_file_range(&self.archive, Some(&mut from), file, None, want) {
-                Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the archive ended early")),
-                Ok(n) => left -= n as u64,
-                Err(e) if left == length && copy_unsupported(e) => return self.copy_through_buffer(file, from, left),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
-    }
-
-    fn copy_through_buffer(&self, mut file: &File, offset: u64, length: u64) -> io::Result<()> {
-        let mut buffer = vec![0u8; CHUNK];
-        let (mut at, end) = (offset, offset + length);
-        while at < end {
-            let want = usize::try_from(end - at).map_or(CHUNK, |left| left.min(CHUNK));
-            let n = self.archive.read_at(&mut buffer[..want], at)?;
-            if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the archive ended early"));
-            }
-            file.write_all(&buffer[..n])?;
-            at += n as u64;
-        }
-        Ok(())
-    }
-
     /// The CRC-32 of the archive's bytes in the range, which are the bytes copied.
     fn crc32(&self, offset: u64, length: u64) -> io::Result<u32> {
         let mut hasher = crc32fast::Hasher::new();
@@ -138,19 +108,13 @@ impl StoredCopies {
             let want = usize::try_from(end - at).map_or(CHUNK, |left| left.min(CHUNK));
             let n = self.archive.read_at(&mut buffer[..want], at)?;
             if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the archive ended early"));
+                return Err(ended_early());
             }
             hasher.update(&buffer[..n]);
             at += n as u64;
         }
         Ok(hasher.finalize())
     }
-}
-
-/// Errors after which a plain read and write does what `copy_file_range` could not.
-fn copy_unsupported(error: rustix::io::Errno) -> bool {
-    use rustix::io::Errno;
-    [Errno::XDEV, Errno::NOSYS, Errno::OPNOTSUPP, Errno::INVAL].contains(&error)
 }
 
 #[cfg(test)]

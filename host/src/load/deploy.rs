@@ -56,11 +56,14 @@ impl Orchestrator {
             .as_ref()
             .map(|_| readonly_mounts(&config.install, &python, installer.as_ref()))
             .unwrap_or_default();
-        let staging = Staging::create(root, &archive)?;
-        let digest = match known {
-            Some(digest) => digest,
-            None => {
-                let digest = staging.archive_digest()?;
+        let (staging, pending) = Staging::create(root, &archive, known.is_none())?;
+        let digest = match (known, pending) {
+            (Some(digest), _) => digest,
+            (None, pending) => {
+                let digest = pending
+                    .ok_or_else(|| LoadError::Internal("no digest and none being made".into()))?
+                    .wait()
+                    .map_err(LoadError::io("cannot hash the staged copy of", archive.path()))?;
                 archive.remember(root, &digest);
                 if let Some(package) = self.unchanged_redeploy(&digest, app_id, &settings, started)? {
                     return Ok(package);

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::{Orchestrator, check_app_id, explain_disk_full};
-use crate::fs::archive::{Archive, sha256_hex};
+use crate::fs::archive::Archive;
 use crate::fs::publish::{PublishRequest, Published};
 use crate::fs::staging::Staging;
 use crate::sandbox::Preopens;
@@ -17,7 +17,7 @@ impl Orchestrator {
     pub(crate) fn inspect(&self, apkg: &Path) -> Result<Manifest, LoadError> {
         let archive = Archive::open(apkg)?;
         tracing::info!(apkg = %archive.path().display(), "Inspecting agent package");
-        let staging = Staging::create(&self.root, &archive)?;
+        let (staging, _) = Staging::create(&self.root, &archive, false)?;
         let archive_dir = staging.archive_preopen();
         let preopens = Preopens {
             archive_dir: Some(&archive_dir),
@@ -37,14 +37,10 @@ impl Orchestrator {
         let root = &self.root;
         tracing::info!(apkg = %archive.path().display(), "Loading agent package");
         let started = Instant::now();
-        let known = archive.known_digest(root);
-        let staging = Staging::create(root, &archive)?;
         // An archive par has not hashed before is hashed on a thread of its
-        // own while the guest extracts it.
-        let copy = match known {
-            Some(_) => None,
-            None => Some(staging.archive_copy()?),
-        };
+        // own, behind the copy and while the guest extracts it.
+        let known = archive.known_digest(root);
+        let (staging, pending) = Staging::create(root, &archive, known.is_none())?;
         let rules = self.archive_rules();
         let copies = staging.stored_copies(&rules.limits)?;
         let (archive_dir, tree) = (staging.archive_preopen(), staging.tree_preopen());
@@ -54,19 +50,14 @@ impl Orchestrator {
             package_dir: Some(&tree),
             package_writable: true,
         };
-        let (report, digest) = std::thread::scope(|scope| {
-            let hashing = copy.map(|copy| scope.spawn(move || sha256_hex(&copy)));
-            let report = self.sandbox.extract(preopens, &rules, Some(copies));
-            let digest = match (known, hashing) {
-                (Some(digest), _) => Ok(digest),
-                (None, Some(hashing)) => hashing
-                    .join()
-                    .unwrap_or_else(|_| Err(std::io::Error::other("the hashing thread panicked")))
-                    .map_err(LoadError::io("cannot hash the staged copy of", archive.path())),
-                (None, None) => Err(LoadError::Internal("no digest and no copy to hash".into())),
-            };
-            (report, digest)
-        });
+        let report = self.sandbox.extract(preopens, &rules, Some(copies));
+        let digest = match (known, pending) {
+            (Some(digest), _) => Ok(digest),
+            (None, Some(pending)) => pending
+                .wait()
+                .map_err(LoadError::io("cannot hash the staged copy of", archive.path())),
+            (None, None) => Err(LoadError::Internal("no digest and none being made".into())),
+        };
         let report = report.map_err(|e| explain_disk_full(e, root.path(), false))?;
         let digest = digest?;
         archive.remember(root, &digest);
