@@ -148,8 +148,10 @@ impl End {
                     return Err(inconsistent(None, Inconsistency::WrongOffset));
                 }
                 let zip64 = read_at(reader, zip64_offset, 56)?;
-                if zip64[..4] != ZIP64_EOCD || zip64_offset.checked_add(12 + u64_at(&zip64, 4)) != Some(locator_offset)
-                {
+                let zip64_end = u64_at(&zip64, 4)
+                    .checked_add(12)
+                    .and_then(|len| zip64_offset.checked_add(len));
+                if zip64[..4] != ZIP64_EOCD || zip64_end != Some(locator_offset) {
                     return Err(inconsistent(None, Inconsistency::WrongOffset));
                 }
                 if u32_at(&zip64, 16) != 0 || u32_at(&zip64, 20) != 0 || u64_at(&zip64, 24) != u64_at(&zip64, 32) {
