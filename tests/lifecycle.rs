@@ -256,13 +256,18 @@ fn gc_forgets_the_identity_of_an_archive_whose_deployment_it_removed() {
     let kept = loader.load_blocking(&new, None).expect("new");
     let archives = ws.root().join("archives");
     assert_eq!(names_in(&archives).len(), 2, "both identities recorded");
+    wait_until_released(&ws.root().join("locks/app.lock"));
     let collected = loader
         .gc_blocking(&GcOptions {
             keep: 1,
             ..GcOptions::default()
         })
         .expect("gc --keep 1");
-    assert_eq!(removed_trees(&collected).len(), 1, "the older deployment goes");
+    assert_eq!(
+        removed_trees(&collected).len(),
+        1,
+        "the older deployment goes: {collected:?}"
+    );
     let left = names_in(&archives);
     assert_eq!(left.len(), 1, "{left:?}");
     let digest = kept.path.extension().expect("digest").to_string_lossy().into_owned();
@@ -607,24 +612,49 @@ fn par_remove_force_stops_an_agent_another_par_process_runs() {
     );
 }
 
-/// Whether `/proc/locks` shows a process waiting (`->`) for an flock on the file `path`.
-fn someone_waits_for(path: &Path) -> bool {
+/// The flocks `/proc/locks` shows on the file `path`: for each, whether it
+/// is a process waiting (`->`) rather than holding.
+fn flocks_on(path: &Path) -> Vec<bool> {
     use std::os::unix::fs::MetadataExt as _;
     let Ok(inode) = std::fs::metadata(path).map(|meta| meta.ino()) else {
-        return false;
+        return Vec::new();
     };
-    std::fs::read_to_string("/proc/locks").is_ok_and(|locks| {
-        locks.lines().any(|line| {
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    locks
+        .lines()
+        .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            fields.get(1) == Some(&"->")
-                && fields.get(2) == Some(&"FLOCK")
-                && fields
-                    .get(6)
+            let waiting = fields.get(1) == Some(&"->");
+            let rest = if waiting { &fields[2..] } else { &fields[1..] };
+            let on_path = rest.first() == Some(&"FLOCK")
+                && rest
+                    .get(4)
                     .and_then(|id| id.rsplit(':').next())
                     .and_then(|ino| ino.parse::<u64>().ok())
-                    == Some(inode)
+                    == Some(inode);
+            on_path.then_some(waiting)
         })
-    })
+        .collect()
+}
+
+/// Whether `/proc/locks` shows a process waiting for an flock on the file `path`.
+fn someone_waits_for(path: &Path) -> bool {
+    flocks_on(path).contains(&true)
+}
+
+/// Waits until no flock is held on `path`. A lock this process let go can
+/// still be held for a moment by another test thread's child, between its
+/// fork and its exec, through a copy of the descriptor; it goes at the exec.
+fn wait_until_released(path: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !flocks_on(path).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} is still locked",
+            path.display()
+        );
+        std::thread::yield_now();
+    }
 }
 
 #[test]
