@@ -167,20 +167,13 @@ async fn the_guest_has_no_environment_network_or_directories_beyond_its_preopens
 /// is copied into a tree once it is published, nor during `inspect`.
 #[test]
 fn host_copy_refuses_what_it_must_and_nothing_is_copied_after_publish() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
     let ws = Workspace::new();
-    let error = tracing::subscriber::with_default(subscriber, || {
+    let (error, text) = logged(|| {
         loader(&ws)
             .load_blocking(&scenario(&ws, "copies-anyhow"), None)
             .expect_err("the guest fails after publishing")
     });
     assert_eq!(error.kind(), "guest-protocol", "{error}");
-    let text = String::from_utf8(captured.0.lock().expect("log buffer").clone()).expect("utf-8");
     assert!(
         text.contains(
             "copies: escape=refused-path absolute=refused-path range=out-of-range taken=refused-path \
@@ -214,6 +207,72 @@ async fn a_panic_is_a_typed_error_with_its_message_escaped() {
     ws.assert_left_nothing("panic");
 }
 
+/// `write-file` checks every request before it queues it, and a file the
+/// host could not write fails the extraction whatever the guest reports:
+/// the failure names the file, and nothing is published.
+#[test]
+fn write_file_refuses_what_it_must_and_a_failed_write_fails_the_extraction() {
+    let ws = Workspace::new();
+    let (result, text) = logged(|| loader(&ws).extract_blocking(&scenario(&ws, "writes-anyhow"), None));
+    let error = result.expect_err("a queued file could not be written");
+    assert!(
+        text.contains(
+            "writes: escape=refused-path absolute=refused-path big=over-limit fine=queued taken=queued \
+             flush=taken.txt:refused-path after=io"
+        ),
+        "{text}"
+    );
+    assert!(matches!(error, LoadError::Io { .. }), "{error}");
+    assert!(error.to_string().contains("taken.txt"), "{error}");
+    ws.assert_left_nothing("writes");
+}
+
+/// The host writes every queued file before it publishes, even when the
+/// guest never waits for them.
+#[test]
+fn queued_files_are_written_before_the_tree_is_published() {
+    let ws = Workspace::new();
+    let package = loader(&ws)
+        .extract_blocking(&scenario(&ws, "writes-without-flush"), None)
+        .expect("extracted");
+    assert_eq!(
+        std::fs::read(package.path.join("queued.txt")).expect("the queued file"),
+        vec![b'q'; 4096]
+    );
+}
+
+/// During `load`, a queued file that could not be written refuses the
+/// publish, and nothing is queued after it.
+#[test]
+fn a_failed_queued_write_refuses_the_publish() {
+    let ws = Workspace::new();
+    let (error, text) = logged(|| {
+        loader(&ws)
+            .load_blocking(&scenario(&ws, "publishes-failed-write"), None)
+            .expect_err("the publish was refused")
+    });
+    assert!(
+        text.contains("publish: queued=queued publish=refused late=not-now"),
+        "{text}"
+    );
+    assert!(error.to_string().contains("main.py"), "{error}");
+    ws.assert_left_nothing("publish");
+}
+
+/// Runs `f` with every log line (all levels) captured; its result and the lines.
+fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let result = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8(captured.0.lock().expect("log buffer").clone()).expect("utf-8");
+    (result, text)
+}
+
 /// Collects every formatted log line in memory.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -231,21 +290,13 @@ impl std::io::Write for Captured {
 
 #[test]
 fn a_flood_of_guest_logs_is_capped_cut_and_escaped() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
     let ws = Workspace::new();
-    let error = tracing::subscriber::with_default(subscriber, || {
+    let (error, text) = logged(|| {
         loader(&ws)
             .load_blocking(&scenario(&ws, "log-flood"), None)
             .expect_err("the guest refuses after logging")
     });
     assert_eq!(error.kind(), "manifest-missing", "{error}");
-    let text = String::from_utf8(captured.0.lock().expect("log buffer").clone()).expect("utf-8");
     let guest_lines: Vec<&str> = text.lines().filter(|line| line.contains("par::guest")).collect();
     // 1,000 calls are honoured, then one warning says the rest were dropped.
     assert_eq!(guest_lines.len(), 1_001, "{}", guest_lines.len());

@@ -16,7 +16,7 @@ use zip::{CompressionMethod, ZipArchive};
 use crate::entry_data::{Declared, EntryData, Inflater};
 use crate::error::{EntryProblem, GuestError};
 use crate::layout;
-use crate::limits::{LimitKind, Limits};
+use crate::limits::{LimitKind, Limits, MAX_WRITE_BEHIND_BYTES};
 use crate::manifest::{self, Manifest};
 use crate::path::{SafePath, check_entry_name, display_name};
 use crate::policy::{EntryKind, EntryMeta, NameSet, classify};
@@ -98,15 +98,22 @@ pub const PROGRESS_EVERY: usize = 256;
 /// there is one: below it, the call costs more than the bytes.
 pub const NATIVE_COPY_MIN_BYTES: u64 = 64 * 1024;
 
-/// Moves a stored entry's bytes outside the guest (the host's `host-copy`):
-/// `length` bytes at `offset` of the archive into the new file `relative`
-/// under the destination, checked against `crc32`.
-pub trait StoredCopier {
-    /// Copies the range, or says why not.
+/// Writes done outside the guest by the host (its `host-copy` import):
+/// stored entries' bytes copied from the archive, and small files written
+/// behind the guest while it goes on.
+pub trait NativeWriter {
+    /// Copies `length` bytes at `offset` of the archive into the new file
+    /// `relative` under the destination, checked against `crc32`.
     fn copy(&mut self, offset: u64, length: u64, crc32: u32, relative: &str) -> Result<(), CopyFailure>;
+    /// Has the new file `relative` written with `contents`, perhaps after
+    /// this returns.
+    fn write_file(&mut self, relative: &str, contents: &[u8]) -> Result<(), CopyFailure>;
+    /// Waits for every file given to [`Self::write_file`]; the first that
+    /// failed, by its relative path.
+    fn flush(&mut self) -> Result<(), (String, CopyFailure)>;
 }
 
-/// Why a [`StoredCopier`] did not copy.
+/// Why a [`NativeWriter`] did not copy or write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CopyFailure {
     /// The bytes do not have the entry's CRC-32.
@@ -124,13 +131,13 @@ pub fn extract<R: Read + Seek>(reader: R, dest: &Path, options: &ExtractOptions)
 
 /// [`extract`], calling `progress(written, total)` once the writing starts
 /// and after every [`PROGRESS_EVERY`] entries, so a long extraction shows it
-/// is under way, and handing big stored entries to `copier`.
+/// is under way, and handing big stored entries and small files to `native`.
 pub fn extract_with_progress<R: Read + Seek>(
     reader: R,
     dest: &Path,
     options: &ExtractOptions,
     progress: &mut dyn FnMut(usize, usize),
-    mut copier: Option<&mut dyn StoredCopier>,
+    mut native: Option<&mut dyn NativeWriter>,
 ) -> Result<ExtractReport, GuestError> {
     let limits = &options.limits;
     let mut archive = open(reader, limits)?;
@@ -145,6 +152,7 @@ pub fn extract_with_progress<R: Read + Seek>(
         executables: Vec::new(),
     };
     let mut buffer = vec![0u8; 256 * 1024];
+    let mut small = Vec::new();
     let mut inflater = Inflater::default();
     for (written, entry) in plan.iter().enumerate() {
         if written % PROGRESS_EVERY == 0 {
@@ -166,20 +174,34 @@ pub fn extract_with_progress<R: Read + Seek>(
                     crc32: raw.crc32(),
                     encrypted: raw.encrypted(),
                 };
-                let native = raw
+                let copy_from = raw
                     .data_start()
-                    .filter(|_| is_native_copy(&declared, raw.compressed_size()))
-                    .zip(copier.as_deref_mut());
-                let written = match native {
-                    Some((offset, copier)) => {
+                    .filter(|_| is_native_copy(&declared, raw.compressed_size()));
+                // With the path rules off (a test's switch), every write goes
+                // through WASI, so the preopen alone is what confines it.
+                let checked = matches!(entry.target, Target::Checked(_));
+                let written = match (copy_from, native.as_deref_mut().filter(|_| checked)) {
+                    (Some(offset), Some(native)) => {
                         check_size(declared.size, entry, limits, report.bytes)?;
                         writer.parent(&relative, &entry.display)?;
-                        copier
+                        native
                             .copy(offset, declared.size, declared.crc32, &relative)
                             .map_err(|failure| copy_failed(&entry.display, failure))?;
                         declared.size
                     }
-                    None => {
+                    (None, Some(native)) if declared.size <= MAX_WRITE_BEHIND_BYTES => {
+                        writer.parent(&relative, &entry.display)?;
+                        small.clear();
+                        let mut data =
+                            EntryData::new(raw, declared, &mut inflater).map_err(|e| corrupt(&entry.display, e))?;
+                        // No more than the declared size comes out: `EntryData` refuses more.
+                        let written = copy_counted(&mut data, &mut small, entry, limits, report.bytes, &mut buffer)?;
+                        if let Err(failure) = native.write_file(&relative, &small) {
+                            return Err(write_failed(native, &plan, &entry.display, failure));
+                        }
+                        written
+                    }
+                    _ => {
                         let mut file = writer.file(&relative, &entry.display)?;
                         let mut data =
                             EntryData::new(raw, declared, &mut inflater).map_err(|e| corrupt(&entry.display, e))?;
@@ -194,7 +216,29 @@ pub fn extract_with_progress<R: Read + Seek>(
             }
         }
     }
+    if let Some(native) = native
+        && let Err((relative, failure)) = native.flush()
+    {
+        return Err(copy_failed(&display_of(&plan, &relative), failure));
+    }
     Ok(report)
+}
+
+/// A refused `write_file`, as the error of the entry at fault: an earlier
+/// file whose writing failed, if `flush` names one, else this one.
+fn write_failed(native: &mut dyn NativeWriter, plan: &[Planned], display: &str, failure: CopyFailure) -> GuestError {
+    match native.flush() {
+        Err((relative, earlier)) => copy_failed(&display_of(plan, &relative), earlier),
+        Ok(()) => copy_failed(display, failure),
+    }
+}
+
+/// The entry name of the file written at `relative`, for errors; the path
+/// itself if no entry has it.
+fn display_of(plan: &[Planned], relative: &str) -> String {
+    plan.iter()
+        .find(|entry| entry.target.relative() == relative)
+        .map_or_else(|| relative.to_owned(), |entry| entry.display.clone())
 }
 
 /// Opens the zip once its layout holds together ([`layout::check`], which
@@ -397,7 +441,8 @@ fn copy_counted(
 /// Creates directories and files under the destination, never overwriting anything.
 struct TreeWriter {
     root: PathBuf,
-    made: HashSet<PathBuf>,
+    /// Relative directories made so far.
+    made: HashSet<String>,
     /// Inside the sandbox: the preopened destination, written positionally.
     #[cfg(all(target_arch = "wasm32", target_env = "p2"))]
     preopen: Option<crate::positional::Dir>,
@@ -414,26 +459,28 @@ impl TreeWriter {
     }
 
     fn dir(&mut self, relative: &str, display: &str) -> Result<(), GuestError> {
-        let path = self.root.join(relative);
-        if self.made.insert(path.clone()) {
-            fs::create_dir_all(&path).map_err(|e| io_error(display, &e))?;
-        }
-        Ok(())
+        self.make(relative, display)
     }
 
     /// Makes the directory `relative` goes in.
     fn parent(&mut self, relative: &str, display: &str) -> Result<(), GuestError> {
-        if let Some(parent) = self.root.join(relative).parent()
-            && self.made.insert(parent.to_owned())
-        {
-            fs::create_dir_all(parent).map_err(|e| io_error(display, &e))?;
+        match relative.rsplit_once('/') {
+            Some((parent, _)) => self.make(parent, display),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes the directory `relative` and those above it, once.
+    fn make(&mut self, relative: &str, display: &str) -> Result<(), GuestError> {
+        if !self.made.contains(relative) {
+            fs::create_dir_all(self.root.join(relative)).map_err(|e| io_error(display, &e))?;
+            self.made.insert(relative.to_owned());
         }
         Ok(())
     }
 
     fn file(&mut self, relative: &str, display: &str) -> Result<Box<dyn Write>, GuestError> {
         self.parent(relative, display)?;
-        let path = self.root.join(relative);
         #[cfg(all(target_arch = "wasm32", target_env = "p2"))]
         if let Some(preopen) = &self.preopen {
             let file = preopen.create(relative).map_err(|e| io_error(display, &e))?;
@@ -442,7 +489,7 @@ impl TreeWriter {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(&path)
+            .open(self.root.join(relative))
             .map_err(|e| io_error(display, &e))?;
         Ok(Box::new(file))
     }

@@ -74,7 +74,7 @@ impl Guest for Loader {
             Path::new(PACKAGE_DIR),
             &extract_options,
             &mut progress,
-            Some(&mut HostCopier),
+            Some(&mut HostWriter),
         )
         .map_err(to_wit_error)?;
         log_info(
@@ -216,16 +216,29 @@ mod export {
     bindings::export!(Loader with_types_in bindings);
 }
 
-/// Big stored entries, copied by the host (`host-copy`).
-struct HostCopier;
+/// Big stored entries copied, and small files written, by the host (`host-copy`).
+struct HostWriter;
 
-impl archive::StoredCopier for HostCopier {
+impl archive::NativeWriter for HostWriter {
     fn copy(&mut self, offset: u64, length: u64, crc32: u32, relative: &str) -> Result<(), archive::CopyFailure> {
-        host_copy::copy_stored(offset, length, crc32, relative).map_err(|error| match error {
-            CopyError::ChecksumMismatch(_) => archive::CopyFailure::Checksum,
-            CopyError::OutOfRange => archive::CopyFailure::OutOfRange,
-            other => archive::CopyFailure::Other(format!("the host did not copy it: {other:?}")),
-        })
+        host_copy::copy_stored(offset, length, crc32, relative).map_err(copy_failure)
+    }
+
+    fn write_file(&mut self, relative: &str, contents: &[u8]) -> Result<(), archive::CopyFailure> {
+        host_copy::write_file(relative, contents).map_err(copy_failure)
+    }
+
+    fn flush(&mut self) -> Result<(), (String, archive::CopyFailure)> {
+        host_copy::flush().map_err(|failure| (failure.path, copy_failure(failure.reason)))
+    }
+}
+
+/// The host's refusal, as the extraction's.
+fn copy_failure(error: CopyError) -> archive::CopyFailure {
+    match error {
+        CopyError::ChecksumMismatch(_) => archive::CopyFailure::Checksum,
+        CopyError::OutOfRange => archive::CopyFailure::OutOfRange,
+        other => archive::CopyFailure::Other(format!("the host did not write it: {other:?}")),
     }
 }
 

@@ -25,7 +25,7 @@ pub mod yaml_events;
 #[cfg(target_arch = "wasm32")]
 mod component;
 
-pub use archive::{CopyFailure, ExtractOptions, ExtractReport, StoredCopier, extract, inspect};
+pub use archive::{CopyFailure, ExtractOptions, ExtractReport, NativeWriter, extract, inspect};
 pub use error::{EntryProblem, GuestError, Inconsistency};
 pub use limits::{LimitKind, Limits};
 pub use manifest::{Entrypoint, Manifest};

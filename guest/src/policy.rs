@@ -84,6 +84,10 @@ pub fn classify(meta: &EntryMeta<'_>) -> Result<EntryKind, EntryProblem> {
 /// The form two names are compared in: Unicode NFC, then lower-cased, so that names a
 /// case-insensitive or normalising file system would merge are caught as duplicates.
 fn fold(component: &str) -> String {
+    // ASCII is already NFC, and lower-cases to ASCII: the common case, without the tables.
+    if component.is_ascii() {
+        return component.to_ascii_lowercase();
+    }
     component.nfc().collect::<String>().to_lowercase().nfc().collect()
 }
 

@@ -60,3 +60,8 @@ pub const MAX_REQUIREMENT_LINES: usize = 10_000;
 pub const MAX_BUILD_REQUIRES: usize = 64;
 /// Most `[build-system] backend-path` entries taken.
 pub const MAX_BACKEND_PATHS: usize = 16;
+
+/// Largest file the host writes for the guest on a thread of its own
+/// (`host-copy.write-file`): small files are where a WASI round trip per
+/// file costs most, and a bounded queue of them stays a few MiB.
+pub const MAX_WRITE_BEHIND_BYTES: u64 = 64 * 1024;

@@ -13,6 +13,7 @@ pub(crate) mod redeploy;
 pub(crate) mod root;
 pub(crate) mod seal;
 pub(crate) mod staging;
-pub(crate) mod stored_copy;
+pub(crate) mod tree_writes;
 pub(crate) mod usage;
 pub(crate) mod venv;
+pub(crate) mod write_behind;

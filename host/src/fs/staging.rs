@@ -22,7 +22,7 @@ use rustix::fs::{AtFlags, FlockOperation, Mode};
 use crate::fs::archive::{Archive, PendingDigest};
 use crate::fs::lock::lock_in;
 use crate::fs::root::{Area, RootDir, fd_path, open_dir_nofollow, open_file_nofollow};
-use crate::fs::stored_copy::StoredCopies;
+use crate::fs::tree_writes::TreeWrites;
 use crate::types::error::{LoadError, PackageError};
 use par_rules::limits::Limits;
 use par_rules::names::is_contained_relative;
@@ -191,12 +191,12 @@ impl Staging {
 
     /// What the guest's `host-copy` calls may copy: from the private copy of
     /// the archive into the tree, within `limits`.
-    pub(crate) fn stored_copies(&self, limits: &Limits) -> Result<StoredCopies, LoadError> {
+    pub(crate) fn tree_writes(&self, limits: &Limits) -> Result<TreeWrites, LoadError> {
         let tree = self
             .tree
             .try_clone()
             .map_err(LoadError::io("cannot open", self.tree_path()))?;
-        StoredCopies::new(self.archive_copy()?, tree, limits).map_err(LoadError::io("cannot open", self.tree_path()))
+        TreeWrites::new(self.archive_copy()?, tree, limits).map_err(LoadError::io("cannot open", self.tree_path()))
     }
 
     /// What to preopen read-only for the guest: the directory holding only the

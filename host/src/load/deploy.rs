@@ -71,7 +71,7 @@ impl Orchestrator {
                 digest
             }
         };
-        let copies = staging.stored_copies(&config.limits)?;
+        let copies = staging.tree_writes(&config.limits)?;
         let (archive_dir, tree) = (staging.archive_preopen(), staging.tree_preopen());
         let context = LoadContext {
             root: Arc::clone(root),

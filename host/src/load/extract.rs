@@ -42,7 +42,7 @@ impl Orchestrator {
         let known = archive.known_digest(root);
         let (staging, pending) = Staging::create(root, &archive, known.is_none())?;
         let rules = self.archive_rules();
-        let copies = staging.stored_copies(&rules.limits)?;
+        let copies = staging.tree_writes(&rules.limits)?;
         let (archive_dir, tree) = (staging.archive_preopen(), staging.tree_preopen());
         tracing::info!(staging = %staging.tree_path().display(), "Extracting package");
         let preopens = Preopens {

@@ -3,11 +3,12 @@
 
 use par_rules::names::{is_entrypoint, is_safe_component};
 
-use super::bindings::host_copy::CopyError;
+use super::bindings::host_copy::{CopyError, WriteFailure as WitWriteFailure};
 use super::bindings::types as wit;
 use super::bindings::types::{Limits as WitLimits, Manifest as GuestManifest};
 use crate::exec::output::escape_controls;
-use crate::fs::stored_copy::CopyRefusal;
+use crate::fs::tree_writes::{CopyRefusal, problem_refusal};
+use crate::fs::write_behind::WriteFailure;
 use crate::types::error::{
     ArchiveInconsistent, EntryProblem, EnvFileRefused, Inconsistency, InstallError, InstallFailure, IoFailure,
     LimitExceeded, LimitKind, LoadError, ManifestInvalid, PackageError, RefusedRequirement, StepFailure, UnsafeEntry,
@@ -240,6 +241,14 @@ pub(crate) fn to_wit_copy_error(refusal: CopyRefusal) -> CopyError {
         CopyRefusal::RefusedPath => CopyError::RefusedPath,
         CopyRefusal::ChecksumMismatch(actual) => CopyError::ChecksumMismatch(actual),
         CopyRefusal::Io(message) => CopyError::Io(message),
+    }
+}
+
+/// A file the host could not write behind the guest, as the guest sees it.
+pub(crate) fn to_wit_write_failure(failure: WriteFailure) -> WitWriteFailure {
+    WitWriteFailure {
+        reason: to_wit_copy_error(problem_refusal(&failure.problem)),
+        path: failure.path,
     }
 }
 

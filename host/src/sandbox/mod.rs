@@ -27,7 +27,7 @@ use bindings::types::{ExtractOptions, LoadOptions};
 use bindings::{Loader, LoaderPre};
 use convert::{check_manifest, to_wit_limits};
 
-use crate::fs::stored_copy::StoredCopies;
+use crate::fs::tree_writes::TreeWrites;
 use crate::types::config::{Limits, SandboxLimits};
 use crate::types::error::EnvFileRefused;
 use crate::types::error::{LoadError, SandboxError};
@@ -216,12 +216,16 @@ impl Sandbox {
         &self,
         preopens: Preopens<'_>,
         rules: &ArchiveRules,
-        copies: Option<StoredCopies>,
+        copies: Option<TreeWrites>,
     ) -> Result<Extracted, LoadError> {
         let options = rules.to_wit();
         let session = InstallSession::unavailable().with_copies(copies);
-        let (outcome, session) = self.run(preopens, session, |loader, store| loader.call_extract(store, options));
+        let (outcome, mut session) = self.run(preopens, session, |loader, store| loader.call_extract(store, options));
+        let written = session.finish_writes();
         let report = without_installer(outcome, &session)??;
+        // Whatever the guest reported, a file the host could not write fails the extraction.
+        written
+            .map_err(|failure| LoadError::io("cannot write", failure.path)(std::io::Error::other(failure.problem)))?;
         Ok(Extracted {
             manifest: check_manifest(report.manifest)?,
             files: report.files,

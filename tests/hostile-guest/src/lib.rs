@@ -74,6 +74,17 @@ enum Scenario {
     /// and any copy after `publish` or during `inspect`), and logs each
     /// answer (in its error, for `inspect`).
     CopiesAnyhow,
+    /// During `extract`, asks `host-copy.write-file` for what it must refuse
+    /// (a path out of the package, an absolute one, more than 64 KiB),
+    /// queues a file over an existing one, logs each answer and what
+    /// `flush` says, then reports success regardless.
+    WritesAnyhow,
+    /// During `extract`, queues a file and reports success without `flush`:
+    /// the host must write it before it publishes.
+    WritesWithoutFlush,
+    /// During `load`, queues a file over an existing one and publishes
+    /// without `flush`: the host must refuse the publish.
+    PublishesFailedWrite,
 }
 
 impl Scenario {
@@ -99,6 +110,9 @@ impl Scenario {
             "log-flood" => Scenario::LogFlood,
             "reaches-out" => Scenario::ReachesOut,
             "copies-anyhow" => Scenario::CopiesAnyhow,
+            "writes-anyhow" => Scenario::WritesAnyhow,
+            "writes-without-flush" => Scenario::WritesWithoutFlush,
+            "publishes-failed-write" => Scenario::PublishesFailedWrite,
             other => panic!("unknown scenario {other:?}"),
         }
     }
@@ -173,13 +187,41 @@ fn ensure(plan: &InstallPlan) -> Result<VenvInfo, LoadError> {
 fn copy(offset: u64, length: u64, crc32: u32, path: &str) -> &'static str {
     match host_copy::copy_stored(offset, length, crc32, path) {
         Ok(()) => "copied",
-        Err(CopyError::NotNow) => "not-now",
-        Err(CopyError::OutOfRange) => "out-of-range",
-        Err(CopyError::OverLimit(_)) => "over-limit",
-        Err(CopyError::RefusedPath) => "refused-path",
-        Err(CopyError::ChecksumMismatch(_)) => "checksum-mismatch",
-        Err(CopyError::Io(_)) => "io",
+        Err(error) => answer(&error),
     }
+}
+
+/// What `host-copy.write-file` answered, in a word.
+fn write_file(path: &str, contents: &[u8]) -> &'static str {
+    match host_copy::write_file(path, contents) {
+        Ok(()) => "queued",
+        Err(error) => answer(&error),
+    }
+}
+
+/// A `copy-error`, in a word.
+fn answer(error: &CopyError) -> &'static str {
+    match error {
+        CopyError::NotNow => "not-now",
+        CopyError::OutOfRange => "out-of-range",
+        CopyError::OverLimit(_) => "over-limit",
+        CopyError::RefusedPath => "refused-path",
+        CopyError::ChecksumMismatch(_) => "checksum-mismatch",
+        CopyError::Io(_) => "io",
+    }
+}
+
+/// What `host-copy.flush` answered: `ok`, or the path and its answer.
+fn flush() -> String {
+    match host_copy::flush() {
+        Ok(()) => "ok".into(),
+        Err(failure) => format!("{}:{}", failure.path, answer(&failure.reason)),
+    }
+}
+
+/// Logs `message` as an error, where the test reads it.
+fn log_error(message: &str) {
+    bindings::pixell::apkg::host_log::log(bindings::pixell::apkg::host_log::Level::Error, message, &[]);
 }
 
 /// An error carrying `message`, for a scenario that reports what it found.
@@ -218,8 +260,31 @@ impl Guest for Hostile {
 
     fn extract(_options: ExtractOptions) -> Result<ExtractReport, LoadError> {
         write("main.py", "handler = 1\n");
-        if let Scenario::InstallerDuringExtract = Scenario::read() {
-            let _ = host::publish(&manifest(), &[]);
+        match Scenario::read() {
+            Scenario::InstallerDuringExtract => {
+                let _ = host::publish(&manifest(), &[]);
+            }
+            Scenario::WritesAnyhow => {
+                write("taken.txt", "x");
+                let answers = [
+                    ("escape", write_file("../escape.txt", b"x")),
+                    ("absolute", write_file("/escape.txt", b"x")),
+                    ("big", write_file("big.bin", &vec![0; 64 * 1024 + 1])),
+                    ("fine", write_file("fine.txt", b"fine")),
+                    ("taken", write_file("taken.txt", b"y")),
+                ];
+                let flushed = flush();
+                let after = write_file("after.txt", b"z");
+                let answers: Vec<String> = answers
+                    .iter()
+                    .map(|(what, answer)| format!("{what}={answer}"))
+                    .collect();
+                log_error(&format!("writes: {} flush={flushed} after={after}", answers.join(" ")));
+            }
+            Scenario::WritesWithoutFlush => {
+                let _ = host_copy::write_file("queued.txt", &[b'q'; 4096]);
+            }
+            _ => {}
         }
         Ok(report())
     }
@@ -293,7 +358,7 @@ impl Guest for Hostile {
             Scenario::PublishRefused => {
                 let _ = host::publish(&manifest(), &["../../escape".into()]);
             }
-            Scenario::InstallerDuringExtract => {}
+            Scenario::InstallerDuringExtract | Scenario::WritesAnyhow | Scenario::WritesWithoutFlush => {}
             Scenario::Panics => panic!("hostile guest gave up \x1b[2J on purpose"),
             Scenario::LogFlood => {
                 use bindings::pixell::apkg::host_log::{self, Field, Level};
@@ -342,8 +407,18 @@ impl Guest for Hostile {
                     .collect();
                 // After a successful publish, a failure is the guest's own
                 // protocol fault; the answers go to the log.
-                let message = format!("copies: {} late={late}", answers.join(" "));
-                bindings::pixell::apkg::host_log::log(bindings::pixell::apkg::host_log::Level::Error, &message, &[]);
+                log_error(&format!("copies: {} late={late}", answers.join(" ")));
+                return Err(LoadError::ManifestMissing);
+            }
+            Scenario::PublishesFailedWrite => {
+                write("main.py", "handler = 1\n");
+                let queued = write_file("main.py", b"handler = 2\n");
+                let published = match publish() {
+                    Ok(_) => "published",
+                    Err(_) => "refused",
+                };
+                let late = write_file("late.txt", b"late");
+                log_error(&format!("publish: queued={queued} publish={published} late={late}"));
                 return Err(LoadError::ManifestMissing);
             }
             Scenario::BusyLoop => {

@@ -27,14 +27,15 @@ use super::bindings::types::{
     Entrypoint, InstallError as WitInstallError, InstallPlan, LoadError as GuestLoadError, LoadReport,
     Manifest as GuestManifest, StepReport, VenvInfo,
 };
-use super::convert::to_wit_copy_error;
 use super::convert::{check_manifest, to_wit_install_error};
+use super::convert::{to_wit_copy_error, to_wit_write_failure};
 use super::protocol::Protocol;
 use crate::exec::confine::Bubblewrap;
 use crate::fs::publish::{PublishRequest, Published};
 use crate::fs::root::RootDir;
 use crate::fs::staging::Staging;
-use crate::fs::stored_copy::StoredCopies;
+use crate::fs::tree_writes::TreeWrites;
+use crate::fs::write_behind::WriteFailure;
 use crate::install::editable::EditableBuild;
 use crate::install::installer::Installer;
 use crate::install::interpreter::Interpreter;
@@ -99,6 +100,10 @@ pub(crate) struct Outcome {
 /// Host state for the `host-installer` import during one guest run.
 #[derive(Debug, Default)]
 pub(crate) struct InstallSession {
+    /// What `host-copy` may copy from and into: until `publish`, during
+    /// `extract` and `load` only. First, so its writing thread stops before
+    /// the staging tree goes.
+    copies: Option<TreeWrites>,
     ctx: Option<LoadContext>,
     runner: Option<StepRunner>,
     staging: Option<Staging>,
@@ -119,9 +124,6 @@ pub(crate) struct InstallSession {
     /// A failure the host itself decided (a refused requirement line, a
     /// refused publish): the load ends with it, whatever the guest reports.
     verdict: Option<LoadError>,
-    /// What `host-copy` may copy from and into: until `publish`, during
-    /// `extract` and `load` only.
-    copies: Option<StoredCopies>,
 }
 
 impl InstallSession {
@@ -134,9 +136,15 @@ impl InstallSession {
     }
 
     /// The same session, serving `host-copy` from `copies` until `publish`.
-    pub(crate) fn with_copies(mut self, copies: Option<StoredCopies>) -> Self {
+    pub(crate) fn with_copies(mut self, copies: Option<TreeWrites>) -> Self {
         self.copies = copies;
         self
+    }
+
+    /// Waits for every file `host-copy` was given to write and ends the
+    /// writing: what `extract` does before it trusts the tree.
+    pub(crate) fn finish_writes(&mut self) -> Result<(), WriteFailure> {
+        self.copies.take().map_or(Ok(()), TreeWrites::finish)
     }
 
     /// A session for `load`, owning the staging directory it will publish.
@@ -239,8 +247,11 @@ impl InstallSession {
     }
 
     fn publish_inner(&mut self, manifest: GuestManifest, executables: Vec<String>) -> Result<String, InstallError> {
-        // Nothing is copied into the tree once it is published.
-        self.copies = None;
+        // Every file given to `host-copy` is written before the tree is
+        // published, and nothing after.
+        if let Err(failure) = self.finish_writes() {
+            return Err(InstallError::Host(failure.to_string()));
+        }
         let staging = self
             .staging
             .take()
@@ -337,6 +348,18 @@ impl host_copy::Host for InstallSession {
     fn copy_stored(&mut self, offset: u64, length: u64, crc32: u32, path: String) -> Result<(), CopyError> {
         let copies = self.copies.as_mut().ok_or(CopyError::NotNow)?;
         copies.copy(offset, length, crc32, &path).map_err(to_wit_copy_error)
+    }
+
+    fn write_file(&mut self, path: String, contents: Vec<u8>) -> Result<(), CopyError> {
+        let copies = self.copies.as_mut().ok_or(CopyError::NotNow)?;
+        copies.write_file(path, contents).map_err(to_wit_copy_error)
+    }
+
+    fn flush(&mut self) -> Result<(), host_copy::WriteFailure> {
+        self.copies
+            .as_ref()
+            .map_or(Ok(()), TreeWrites::flush)
+            .map_err(to_wit_write_failure)
     }
 }
 

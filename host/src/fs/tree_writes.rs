@@ -1,19 +1,22 @@
-//! Native copies of stored entries (the `host-copy` import): the guest names
-//! a byte range of the staged archive and a new file in the tree it is
-//! writing; the host checks both, moves the bytes by the kernel
-//! (`copy_file_range`) and checks their CRC-32. The guest decides what goes
-//! where, as it does with its own writes; the host only spares the bytes a
-//! trip through the guest's memory.
+//! What the host writes into the tree for the guest (the `host-copy`
+//! import). Big stored entries: the guest names a byte range of the staged
+//! archive and a new file; the host checks both, moves the bytes by the
+//! kernel (`copy_file_range`) and checks their CRC-32. Small files: the
+//! guest hands over a path and the bytes, and the host writes them behind
+//! it on a thread of its own ([`WriteBehind`]). The guest decides what goes
+//! where, as it does with its own writes; the host checks the paths and
+//! the limits, and spares the bytes a trip or a wait.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt as _;
 
 use cap_std::fs::{Dir, OpenOptions};
-use par_rules::limits::Limits;
+use par_rules::limits::{Limits, MAX_WRITE_BEHIND_BYTES};
 use par_rules::names::is_contained_relative;
 
 use crate::fs::copy::{copy_range, ended_early};
+use crate::fs::write_behind::{WriteBehind, WriteFailure, WriteProblem};
 
 /// Bytes read at a time for the CRC.
 const CHUNK: usize = 256 * 1024;
@@ -36,16 +39,19 @@ pub(crate) enum CopyRefusal {
 /// The archive a guest may copy from and the tree it may copy into, with
 /// what is left of its limits.
 #[derive(Debug)]
-pub(crate) struct StoredCopies {
+pub(crate) struct TreeWrites {
     archive: File,
     archive_len: u64,
     tree: Dir,
     max_file_bytes: u64,
     max_total_bytes: u64,
+    /// Bytes copied or queued so far, against the total limit.
     copied: u64,
+    /// The thread writing small files, once the first is given.
+    behind: Option<WriteBehind>,
 }
 
-impl StoredCopies {
+impl TreeWrites {
     /// Copies from `archive` (the private staged copy) into `tree`, within `limits`.
     pub(crate) fn new(archive: File, tree: Dir, limits: &Limits) -> io::Result<Self> {
         let archive_len = archive.metadata()?.len();
@@ -56,7 +62,56 @@ impl StoredCopies {
             max_file_bytes: limits.max_file_bytes,
             max_total_bytes: limits.max_total_bytes,
             copied: 0,
+            behind: None,
         })
+    }
+
+    /// Queues the new file `path` with `contents` for the writing thread,
+    /// once the size, the limits and the path pass; a failure to write it
+    /// comes from [`Self::flush`] or [`Self::finish`].
+    pub(crate) fn write_file(&mut self, path: String, contents: Vec<u8>) -> Result<(), CopyRefusal> {
+        let length = contents.len() as u64;
+        if length > MAX_WRITE_BEHIND_BYTES {
+            return Err(CopyRefusal::OverLimit(MAX_WRITE_BEHIND_BYTES));
+        }
+        self.check_length(length)?;
+        if !is_contained_relative(&path) {
+            return Err(CopyRefusal::RefusedPath);
+        }
+        let behind = match &mut self.behind {
+            Some(behind) => behind,
+            empty => {
+                let tree = self.tree.try_clone().map_err(|e| CopyRefusal::Io(e.to_string()))?;
+                empty.insert(WriteBehind::start(tree).map_err(|e| CopyRefusal::Io(e.to_string()))?)
+            }
+        };
+        behind
+            .write(path, contents)
+            .map_err(|failure| CopyRefusal::Io(format!("an earlier file was not written: {failure}")))?;
+        self.copied += length;
+        Ok(())
+    }
+
+    /// Waits for every queued file; the first that could not be written.
+    pub(crate) fn flush(&self) -> Result<(), WriteFailure> {
+        self.behind.as_ref().map_or(Ok(()), WriteBehind::flush)
+    }
+
+    /// Waits for every queued file and stops the writing thread: nothing is
+    /// written into the tree after this. The first file that failed, if any.
+    pub(crate) fn finish(self) -> Result<(), WriteFailure> {
+        self.behind.map_or(Ok(()), WriteBehind::finish)
+    }
+
+    /// The per-file and the total limit, for `length` more bytes.
+    fn check_length(&self, length: u64) -> Result<(), CopyRefusal> {
+        if length > self.max_file_bytes {
+            return Err(CopyRefusal::OverLimit(self.max_file_bytes));
+        }
+        if self.copied.saturating_add(length) > self.max_total_bytes {
+            return Err(CopyRefusal::OverLimit(self.max_total_bytes));
+        }
+        Ok(())
     }
 
     /// Copies `length` bytes at `offset` of the archive into the new file
@@ -66,12 +121,7 @@ impl StoredCopies {
         if offset.checked_add(length).is_none_or(|end| end > self.archive_len) {
             return Err(CopyRefusal::OutOfRange);
         }
-        if length > self.max_file_bytes {
-            return Err(CopyRefusal::OverLimit(self.max_file_bytes));
-        }
-        if self.copied.saturating_add(length) > self.max_total_bytes {
-            return Err(CopyRefusal::OverLimit(self.max_total_bytes));
-        }
+        self.check_length(length)?;
         if !is_contained_relative(path) {
             return Err(CopyRefusal::RefusedPath);
         }
@@ -117,18 +167,26 @@ impl StoredCopies {
     }
 }
 
+/// Why a file was not written, as the guest's `copy-error`.
+pub(crate) fn problem_refusal(problem: &WriteProblem) -> CopyRefusal {
+    match problem {
+        WriteProblem::Exists => CopyRefusal::RefusedPath,
+        WriteProblem::Io(message) => CopyRefusal::Io(message.clone()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// An archive of `bytes` and an empty tree, with `limits`.
-    fn copies(bytes: &[u8], limits: Limits) -> (tempfile::TempDir, StoredCopies) {
+    fn copies(bytes: &[u8], limits: Limits) -> (tempfile::TempDir, TreeWrites) {
         let dir = tempfile::tempdir().expect("dir");
         std::fs::write(dir.path().join("archive"), bytes).expect("archive");
         std::fs::create_dir(dir.path().join("tree")).expect("tree");
         let archive = File::open(dir.path().join("archive")).expect("open");
         let tree = Dir::open_ambient_dir(dir.path().join("tree"), cap_std::ambient_authority()).expect("tree");
-        let copies = StoredCopies::new(archive, tree, &limits).expect("copies");
+        let copies = TreeWrites::new(archive, tree, &limits).expect("copies");
         (dir, copies)
     }
 
@@ -194,5 +252,50 @@ mod tests {
         std::os::unix::fs::symlink(dir.path().join("outside"), dir.path().join("tree/link")).expect("link");
         assert!(copies.copy(0, 0, ok(0, 0), "link").is_err(), "through a symlink");
         assert!(!dir.path().join("outside").exists(), "written through a symlink");
+    }
+
+    #[test]
+    fn small_files_are_checked_against_the_shared_limits_then_written_behind() {
+        let (_dir, mut small) = copies(b"", Limits::default());
+        let over = (MAX_WRITE_BEHIND_BYTES + 1) as usize;
+        assert_eq!(
+            small.write_file("big".into(), vec![0; over]),
+            Err(CopyRefusal::OverLimit(MAX_WRITE_BEHIND_BYTES))
+        );
+        let limits = Limits {
+            max_file_bytes: 8,
+            max_total_bytes: 12,
+            ..Limits::default()
+        };
+        let (dir, mut copies) = copies(b"0123456789abcdef", limits);
+        assert_eq!(
+            copies.write_file("a".into(), vec![0; 9]),
+            Err(CopyRefusal::OverLimit(8))
+        );
+        for path in ["", "../out", "/abs", "a/../../out", "./a", "a\0b"] {
+            assert_eq!(
+                copies.write_file(path.into(), b"x".to_vec()),
+                Err(CopyRefusal::RefusedPath),
+                "{path:?}"
+            );
+        }
+        copies
+            .write_file("a".into(), b"written!".to_vec())
+            .expect("within the limits");
+        copies
+            .copy(0, 2, crc(b"01"), "b")
+            .expect("a copy counts against the same total");
+        assert_eq!(
+            copies.write_file("c".into(), vec![0; 3]),
+            Err(CopyRefusal::OverLimit(12)),
+            "the total"
+        );
+        copies
+            .write_file("c".into(), b"ok".to_vec())
+            .expect("the rest of the total");
+        copies.finish().expect("all written");
+        assert_eq!(std::fs::read(dir.path().join("tree/a")).expect("a"), b"written!");
+        assert_eq!(std::fs::read(dir.path().join("tree/c")).expect("c"), b"ok");
+        assert!(!dir.path().join("out").exists());
     }
 }
