@@ -150,12 +150,8 @@ impl Archive {
         if !self.local {
             return None;
         }
-        let file = open_file_nofollow(root.dir(Area::Archives), &self.opened.name()).ok()?;
-        let mut sealed = Vec::new();
-        file.take(MAX_RECORD_BYTES).read_to_end(&mut sealed).ok()?;
-        let content = std::str::from_utf8(root.seal().unseal(Sealed::ArchiveIdentity, &sealed)?).ok()?;
-        let (fields, digest) = content.trim_end().rsplit_once(' ')?;
-        (fields == self.opened.fields() && is_sha256_hex(digest)).then(|| digest.to_owned())
+        let (fields, digest) = read_record(root, &self.opened.name())?;
+        (fields == self.opened.fields() && is_sha256_hex(&digest)).then_some(digest)
     }
 
     /// Records `digest` as the digest of this file's bytes, when the file
@@ -301,6 +297,17 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The identity fields and the digest of the sealed record `name`, if par
+/// sealed it.
+fn read_record(root: &RootDir, name: &str) -> Option<(String, String)> {
+    let file = open_file_nofollow(root.dir(Area::Archives), name).ok()?;
+    let mut sealed = Vec::new();
+    file.take(MAX_RECORD_BYTES).read_to_end(&mut sealed).ok()?;
+    let content = std::str::from_utf8(root.seal().unseal(Sealed::ArchiveIdentity, &sealed)?).ok()?;
+    let (fields, digest) = content.trim_end().rsplit_once(' ')?;
+    Some((fields.to_owned(), digest.to_owned()))
+}
+
 /// Removes every identity record whose digest no deployment record and no
 /// tree names any more (and any record par did not seal): `gc` calls this,
 /// so the records do not outgrow what the root holds.
@@ -326,13 +333,7 @@ pub(crate) fn forget_unused(root: &RootDir) {
     );
     let archives = root.dir(Area::Archives);
     for name in names(Area::Archives) {
-        let digest = open_file_nofollow(archives, &name).ok().and_then(|file| {
-            let mut sealed = Vec::new();
-            file.take(MAX_RECORD_BYTES).read_to_end(&mut sealed).ok()?;
-            let content = root.seal().unseal(Sealed::ArchiveIdentity, &sealed)?;
-            let (_, digest) = std::str::from_utf8(content).ok()?.trim_end().rsplit_once(' ')?;
-            Some(digest.to_owned())
-        });
+        let digest = read_record(root, &name).map(|(_, digest)| digest);
         if digest.is_none_or(|digest| !used.contains(&digest)) {
             let _ = archives.remove_file(&name);
         }
