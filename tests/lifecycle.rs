@@ -10,22 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use par::{AgentPackage, GcOptions, LifecycleError, PackageLoader, SandboxChoice};
 use par_tests::agent::{agent_apkg, get, serving};
 use par_tests::binary::{Par, assert_succeeded, json};
-use par_tests::workspace::{du, names_in, offline_config, settle};
+use par_tests::workspace::{AREAS, du, names_in, offline_config, settle};
 use par_tests::{Apkg, Workspace};
-
-/// Every area of a root: what `root_bytes` counts.
-const AREAS: [&str; 10] = [
-    "staging",
-    "trees",
-    "packages",
-    "venvs",
-    "deployments",
-    "locks",
-    "state",
-    "trash",
-    "agents",
-    "archives",
-];
 
 fn binary() -> Par {
     Par::new(env!("CARGO_BIN_EXE_par"), env!("CARGO_TARGET_TMPDIR"))

@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
 use par::{LoaderConfig, PackageLoader};
-use par_tests::workspace::{component_cache, names_in, offline_config, settle};
+use par_tests::workspace::{AREAS, component_cache, names_in, offline_config, settle};
 use par_tests::{Apkg, Workspace};
 
 /// `nobody`: a user the loader is not, to own what another local user made.
@@ -97,19 +97,12 @@ fn a_sticky_parent_like_tmp_is_fine_and_what_par_makes_is_closed_to_others() {
     PackageLoader::new(config(&ws)).expect("a root below a sticky directory");
     let mode = |path: &Path| fs::metadata(path).expect("made").permissions().mode() & 0o777;
     assert_eq!(mode(&ws.root()) & 0o022, 0, "the root");
-    for area in [
-        "staging",
-        "deployments",
-        "locks",
-        "state",
-        "trash",
-        "agents",
-        "archives",
-    ] {
-        assert_eq!(mode(&ws.root().join(area)), 0o700, "{area}");
-    }
-    for area in ["trees", "packages", "venvs"] {
-        assert_eq!(mode(&ws.root().join(area)) & 0o022, 0, "{area}");
+    // What an agent runs from may be read by others; the rest is private.
+    for area in AREAS {
+        match area {
+            "trees" | "packages" | "venvs" => assert_eq!(mode(&ws.root().join(area)) & 0o022, 0, "{area}"),
+            _ => assert_eq!(mode(&ws.root().join(area)), 0o700, "{area}"),
+        }
     }
     assert_eq!(mode(&ws.root().join("seal.key")), 0o600, "the key");
     chmod(ws.path(), 0o700);
@@ -176,19 +169,6 @@ async fn an_archive_identity_par_did_not_seal_is_not_trusted() {
     assert_eq!(again.path, own_load.path, "answered from another archive's load");
     assert_eq!(fs::read_to_string(again.path.join("which.txt")).expect("file"), "own");
 }
-
-const AREAS: [&str; 10] = [
-    "staging",
-    "trees",
-    "packages",
-    "venvs",
-    "deployments",
-    "locks",
-    "state",
-    "trash",
-    "agents",
-    "archives",
-];
 
 fn config(ws: &Workspace) -> LoaderConfig {
     let mut config = LoaderConfig::with_root(ws.root());

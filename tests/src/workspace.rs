@@ -6,6 +6,21 @@ use std::path::{Path, PathBuf};
 
 use crate::apkg::Apkg;
 
+/// Every area of a root, as the README lists them: written out here, not
+/// taken from the loader, so a test notices an area it did not expect.
+pub const AREAS: [&str; 10] = [
+    "staging",
+    "trees",
+    "packages",
+    "venvs",
+    "deployments",
+    "locks",
+    "state",
+    "trash",
+    "agents",
+    "archives",
+];
+
 /// `in/` holds archives, `root/` is the loader's root; nothing else may appear.
 #[derive(Debug)]
 pub struct Workspace {
