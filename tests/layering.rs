@@ -140,13 +140,14 @@ fn a_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
 
 /// The host's layers, top first: each is the module (file or folder) at the
 /// top of `host/src` whose name is given. The binary's `cli` sits above the API.
-const LAYERS: [&[&str]; 8] = [
+const LAYERS: [&[&str]; 9] = [
     &["cli"],
     &["loader", "agent"],
     &["load"],
     &["sandbox"],
     &["install"],
     &["exec"],
+    &["trust"],
     &["fs"],
     &["types"],
 ];

@@ -41,6 +41,7 @@ mod install;
 mod load;
 mod loader;
 mod sandbox;
+mod trust;
 mod types;
 
 pub use agent::AgentProcess;
@@ -52,6 +53,7 @@ pub mod seccomp {
 }
 pub use install::requirements;
 pub use loader::PackageLoader;
+pub use trust::signature::generate_keys;
 pub use types::config::{
     ARCHIVE_SETTLE_TIME, Choice, DEFAULT_PASS_ENV, DEFAULT_ROOT, IndexConfig, InstallConfig, InstallerChoice, Limits,
     LoaderConfig, NetworkChoice, RequirementPolicy, ResourceLimits, SandboxChoice, SandboxLimits,
@@ -67,3 +69,4 @@ pub use types::lifecycle::{
 };
 pub use types::package::{AgentPackage, Entrypoint, ExtractedPackage, Manifest, Timings};
 pub use types::spawn::{AgentNetwork, BoundSocket, EnvSource, HealthCheck, Listen, SpawnSpec};
+pub use types::trust::{KeyError, SignatureError, Signed, SigningKey, TrustedKey};

@@ -13,6 +13,7 @@ use crate::types::error::{PackageError, SandboxError};
 use crate::types::lifecycle::{Collection, GcOptions, Listing};
 use crate::types::package::{AgentPackage, ExtractedPackage, Manifest};
 use crate::types::spawn::SpawnSpec;
+use crate::types::trust::{Signed, SigningKey};
 
 /// Loads APKGs; cheap to clone, safe to share across tasks.
 #[derive(Debug, Clone)]
@@ -299,6 +300,39 @@ impl PackageLoader {
     /// not an error.
     pub fn gc_blocking(&self, options: &GcOptions) -> Result<Collection, LifecycleError> {
         self.orchestrator.gc(options)
+    }
+
+    /// Checks that `apkg` carries a valid minisign signature (`{apkg}.minisig`)
+    /// by one of the configured trusted keys, and that its manifest names
+    /// the package the signature was made for; what the signature vouches for.
+    ///
+    /// # Errors
+    ///
+    /// - [`LoadError::InvalidInput`]: no trusted keys are configured, or
+    ///   `apkg` is not a regular file.
+    /// - [`LoadError::Signature`]: the signature is missing
+    ///   (`signature-missing`), or not valid, by another key, or made for
+    ///   another package (`signature-invalid`).
+    /// - [`LoadError::Package`], [`LoadError::Sandbox`]: the manifest could
+    ///   not be read, as for [`PackageLoader::inspect`].
+    pub fn verify_blocking(&self, apkg: &Path) -> Result<Signed, LoadError> {
+        self.orchestrator.verify(apkg)
+    }
+
+    /// Signs `apkg` with `key` for the package its manifest names (the
+    /// trusted comment `name=NAME version=VERSION`) and writes the detached
+    /// signature `{apkg}.minisig` beside it, in minisign's format.
+    ///
+    /// # Errors
+    ///
+    /// - [`LoadError::InvalidInput`]: `apkg` is not a regular file, or the
+    ///   key cannot sign.
+    /// - [`LoadError::Package`], [`LoadError::Sandbox`]: the archive is
+    ///   refused, as by [`PackageLoader::inspect`]: only a package that
+    ///   would load is signed.
+    /// - [`LoadError::Io`]: the signature cannot be written.
+    pub fn sign_blocking(&self, apkg: &Path, key: &SigningKey) -> Result<Signed, LoadError> {
+        self.orchestrator.sign(apkg, key)
     }
 
     /// Blocking form of [`PackageLoader::extract`].

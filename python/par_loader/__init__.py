@@ -33,6 +33,7 @@ from ._types import (
     ExtractedPackage,
     Listing,
     RemovedItem,
+    Signed,
     Timings,
 )
 
@@ -55,6 +56,7 @@ __all__ = [
     "ParError",
     "RemovedItem",
     "SandboxError",
+    "Signed",
     "SpawnFailed",
     "Timings",
 ]

@@ -35,7 +35,10 @@ class PackageLoader:
     ``component_cache``, ``allow_index_options``, ``allow_direct_urls``,
     ``pass_env``, ``guest_memory_bytes``, ``guest_cpu_time``,
     ``max_root_bytes`` (a budget collected to after each load),
-    ``min_free_bytes`` (loads refuse to start with less free) and ``limits`` (a
+    ``min_free_bytes`` (loads refuse to start with less free), ``trusted_keys``
+    (minisign public key files: with any, only packages signed by one of them
+    load, the signature ``{apkg}.minisig`` beside the package, refused as
+    ``signature-missing`` or ``signature-invalid`` otherwise) and ``limits`` (a
     dict of archive limits: ``max_entries``, ``max_total_bytes``,
     ``max_file_bytes``, ``max_ratio``, ``ratio_min_bytes``,
     ``max_manifest_bytes``). An unknown option is a ``TypeError``.

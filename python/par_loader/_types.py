@@ -32,6 +32,26 @@ class Timings:
 
 
 @dataclass(frozen=True)
+class Signed:
+    """What a package's signature by a trusted key vouches for."""
+
+    #: The package's name, as signed (and as its manifest says).
+    name: str
+    #: The package's version, as signed.
+    version: str
+    #: The signing key's id, as minisign prints it.
+    key_id: str
+    #: The signature file (``{apkg}.minisig``).
+    signature: Path
+
+    @classmethod
+    def _from_native(cls, raw: dict[str, Any] | None) -> Signed | None:
+        if raw is None:
+            return None
+        return cls(name=raw["name"], version=raw["version"], key_id=raw["key_id"], signature=Path(raw["signature"]))
+
+
+@dataclass(frozen=True)
 class AgentPackage:
     """A loaded agent: what the runtime needs to start it."""
 
@@ -67,11 +87,14 @@ class AgentPackage:
     requirements_count: int
     #: Milliseconds per step.
     timings: Timings = field(repr=False)
+    #: Who signed the archive, when the loader trusts keys (``trusted_keys``).
+    signed: Signed | None = None
 
     @classmethod
     def _from_native(cls, raw: dict[str, Any]) -> AgentPackage:
         values = _native_fields(cls, raw, ("path", "link", "venv_path", "python_path"))
         values["timings"] = Timings(**raw["timings"])
+        values["signed"] = Signed._from_native(raw.get("signed"))
         package = cls(**values)
         # What the loader returned, as it returned it: what `spawn` hands back.
         object.__setattr__(package, "_native_json", json.dumps(raw))
@@ -93,10 +116,14 @@ class ExtractedPackage:
     dirs: int
     #: Uncompressed bytes written.
     bytes: int
+    #: Who signed the archive, when the loader trusts keys (``trusted_keys``).
+    signed: Signed | None = None
 
     @classmethod
     def _from_native(cls, raw: dict[str, Any]) -> ExtractedPackage:
-        return cls(**_native_fields(cls, raw, ("path", "link")))
+        values = _native_fields(cls, raw, ("path", "link"))
+        values["signed"] = Signed._from_native(raw.get("signed"))
+        return cls(**values)
 
 
 @dataclass(frozen=True)

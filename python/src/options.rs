@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use par::{Choice, Limits, LoaderConfig};
+use par::{Choice, Limits, LoaderConfig, TrustedKey};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -52,6 +52,7 @@ fn set(config: &mut LoaderConfig, name: &str, value: &Bound<'_, PyAny>) -> PyRes
         "component_cache" => config.component_cache = value.extract()?,
         "max_root_bytes" => config.max_root_bytes = value.extract()?,
         "min_free_bytes" => config.min_free_bytes = value.extract()?,
+        "trusted_keys" => config.trusted_keys = trusted_keys(value)?,
         "guest_memory_bytes" => config.guest_memory_bytes = value.extract()?,
         "guest_cpu_time" => config.guest_cpu_time = seconds(value)?,
         "step_memory_bytes" => install.limits.memory_bytes = value.extract()?,
@@ -60,6 +61,15 @@ fn set(config: &mut LoaderConfig, name: &str, value: &Bound<'_, PyAny>) -> PyRes
         _ => return Err(PyTypeError::new_err("no such option")),
     }
     Ok(())
+}
+
+/// The public key files named, read.
+fn trusted_keys(value: &Bound<'_, PyAny>) -> PyResult<Vec<TrustedKey>> {
+    let paths: Vec<PathBuf> = value.extract()?;
+    paths
+        .iter()
+        .map(|path| TrustedKey::from_file(path).map_err(|error| PyValueError::new_err(error.to_string())))
+        .collect()
 }
 
 /// The archive limits named in `given`; the others keep their defaults.

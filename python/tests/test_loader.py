@@ -203,6 +203,27 @@ def test_agent_package_has_every_field_the_native_result_has(tmp_path, make_load
     assert set(raw["timings"]) == {f.name for f in dataclasses.fields(par_loader.Timings)}
 
 
+def test_only_packages_signed_by_a_trusted_key_load(tmp_path, make_loader, root):
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    run(["minisign", "-G", "-W", "-p", keys / "k.pub", "-s", keys / "k.key"], cwd=tmp_path)
+    signed = write_apkg(tmp_path / "in" / "signed.apkg", agent({"setup.py": None}))
+    run(["minisign", "-S", "-s", keys / "k.key", "-m", signed, "-t", "name=test-agent version=1.0.0"], cwd=tmp_path)
+    unsigned = write_apkg(tmp_path / "in" / "unsigned.apkg", agent({"setup.py": None}))
+    loader = make_loader("uv", trusted_keys=[keys / "k.pub"])
+
+    package = loader.load_package(signed)
+    assert package.signed is not None
+    assert (package.signed.name, package.signed.version) == ("test-agent", "1.0.0")
+    assert package.signed.signature == Path(f"{signed}.minisig")
+    with pytest.raises(PackageRefused) as refused:
+        loader.extract(unsigned, agent_app_id="other")
+    assert (refused.value.kind, refused.value.package_fault) == ("signature-missing", True)
+    assert names_in(root / "packages") == ["test-agent@1.0.0"]
+    with pytest.raises(ValueError, match="not a minisign public key"):
+        make_loader("uv", trusted_keys=[keys / "k.key"])
+
+
 def test_every_error_class_is_a_par_error():
     for name in ["PackageRefused", "InstallFailed", "SandboxError", "HostError", "InvalidInput"]:
         assert issubclass(getattr(par_loader, name), ParError)

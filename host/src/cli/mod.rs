@@ -1,6 +1,7 @@
 //! Argument parsing, logging setup, output and exit codes for `par`.
 
 mod lifecycle;
+mod trust;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,6 +18,7 @@ use par::{
 
 use lifecycle::{DiskArgs, GcArgs, collection_text, listing_text, parse_size};
 use tracing_subscriber::EnvFilter;
+use trust::TrustArgs;
 
 const AFTER_HELP: &str = "\
 Exit codes:
@@ -309,6 +311,8 @@ enum Command {
         network: NetworkChoice,
         #[command(flatten)]
         disk: DiskArgs,
+        #[command(flatten)]
+        trust: TrustArgs,
     },
     /// Load an APKG (instant when it is unchanged since its last load), then
     /// start its agent in the sandbox on sockets par binds, wait until it is
@@ -326,6 +330,8 @@ enum Command {
         agent: AgentArgs,
         #[command(flatten)]
         disk: DiskArgs,
+        #[command(flatten)]
+        trust: TrustArgs,
         /// The command; `python` means the venv's interpreter.
         #[arg(last = true, required = true, value_name = "ARGV")]
         argv: Vec<std::ffi::OsString>,
@@ -339,6 +345,38 @@ enum Command {
         app_id: Option<String>,
         #[command(flatten)]
         disk: DiskArgs,
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
+    /// Make a key pair for signing packages, in minisign's format:
+    /// PREFIX.key (the secret key, unencrypted, mode 0600) and PREFIX.pub
+    /// (for --trusted-key). Never overwrites a file.
+    Keygen {
+        /// Where the keys go: PREFIX.key and PREFIX.pub.
+        #[arg(short = 'o', long = "output", value_name = "PREFIX")]
+        prefix: PathBuf,
+    },
+    /// Sign an APKG for the package its manifest names: writes the detached
+    /// signature APKG.minisig beside it (minisign's format, trusted comment
+    /// `name=NAME version=VERSION`). Only a package that would load is signed.
+    Sign {
+        /// The APKG file.
+        apkg: PathBuf,
+        /// The secret key file (`par keygen` or `minisign -G`).
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
+        /// The environment variable holding the password of an encrypted key.
+        #[arg(long, value_name = "VAR")]
+        password_env: Option<String>,
+    },
+    /// Check an APKG's signature (APKG.minisig) against trusted keys, and
+    /// that its manifest names the package it was signed for.
+    Verify {
+        /// The APKG file.
+        apkg: PathBuf,
+        /// A public key to trust. Repeatable.
+        #[arg(long = "trusted-key", value_name = "PUB", required = true)]
+        trusted_keys: Vec<PathBuf>,
     },
     /// List every app under the root: its deployments (version, tree and
     /// venv sizes, when last loaded, current or not, in use by an agent or
@@ -414,21 +452,44 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     }
     match &cli.command {
         Command::Load {
-            install, network, disk, ..
+            install,
+            network,
+            disk,
+            trust,
+            ..
         } => {
             install.apply(&mut config.install);
             config.install.network = *network;
             disk.apply(&mut config);
+            trust.apply(&mut config)?;
         }
         Command::Run {
-            install, agent, disk, ..
+            install,
+            agent,
+            disk,
+            trust,
+            ..
         } => {
             install.apply(&mut config.install);
             config.install.network = agent.install_network;
             disk.apply(&mut config);
+            trust.apply(&mut config)?;
         }
-        Command::Extract { disk, .. } => disk.apply(&mut config),
-        Command::Inspect { .. } | Command::List | Command::Remove { .. } | Command::Gc { .. } => {}
+        Command::Extract { disk, trust, .. } => {
+            disk.apply(&mut config);
+            trust.apply(&mut config)?;
+        }
+        Command::Verify { trusted_keys, .. } => config.trusted_keys = trust::read_keys(trusted_keys)?,
+        // Making keys touches no root.
+        Command::Keygen { prefix } => {
+            trust::keygen(cli.json, prefix)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Inspect { .. }
+        | Command::Sign { .. }
+        | Command::List
+        | Command::Remove { .. }
+        | Command::Gc { .. } => {}
     }
     let loader = PackageLoader::new(config)?;
     match &cli.command {
@@ -466,6 +527,14 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             };
             println!("{}", text.context("cannot render the manifest")?);
         }
+        Command::Sign {
+            apkg,
+            key,
+            password_env,
+            ..
+        } => trust::sign(cli.json, &loader, apkg, key, password_env.as_deref()).await?,
+        Command::Verify { apkg, .. } => trust::verify(cli.json, &loader, apkg).await?,
+        Command::Keygen { .. } => {}
         Command::List => {
             let listing = loader.list().await?;
             print_result(cli.json, &listing, || listing_text(&listing))?;

@@ -144,6 +144,18 @@ impl Archive {
         &self.path
     }
 
+    /// Runs `check` over the bytes through the one descriptor, then refuses
+    /// the load if the file is no longer as it was opened: what `check` read
+    /// is the file whose digest par knows.
+    pub(crate) fn read_checked<T>(&self, check: impl FnOnce(&File) -> T) -> Result<T, LoadError> {
+        let result = check(&self.file);
+        match Identity::of(&self.file) {
+            Ok(now) if now == self.opened => Ok(result),
+            Ok(_) => Err(self.changed()),
+            Err(e) => Err(LoadError::io("cannot read the archive", &self.path)(e)),
+        }
+    }
+
     /// The digest recorded for this file under the identity it had when
     /// opened, if any: it has not changed since par last hashed it.
     pub(crate) fn known_digest(&self, root: &RootDir) -> Option<String> {
@@ -209,22 +221,22 @@ impl Archive {
             progress.advance(copied, false);
         };
         progress.advance(copied, true);
-        let changed = || LoadError::InvalidInput {
+        match outcome {
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(self.changed()),
+            Err(e) => return Err(LoadError::io("cannot read the archive", &self.path)(e)),
+            Ok(()) => {}
+        }
+        self.read_checked(|_| pending)
+    }
+
+    /// The refusal of an archive written to while par read it.
+    fn changed(&self) -> LoadError {
+        LoadError::InvalidInput {
             what: "archive",
             detail: format!(
                 "`{}` changed while it was read; load it again once it is written",
                 self.path.display()
             ),
-        };
-        match outcome {
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(changed()),
-            Err(e) => return Err(LoadError::io("cannot read the archive", &self.path)(e)),
-            Ok(()) => {}
-        }
-        match Identity::of(&self.file) {
-            Ok(now) if now == self.opened => Ok(pending),
-            Ok(_) => Err(changed()),
-            Err(e) => Err(LoadError::io("cannot read the archive", &self.path)(e)),
         }
     }
 }

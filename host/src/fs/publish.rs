@@ -13,6 +13,7 @@ use crate::fs::root::{Area, RootDir};
 use crate::fs::staging::{PublishedTree, Staging, normalize_modes};
 use crate::types::error::{GuestProtocolError, InstallCall, LoadError};
 use crate::types::package::Manifest;
+use crate::types::trust::Signed;
 
 /// Longest executable path reported (Linux's own `PATH_MAX`).
 pub(crate) const MAX_EXECUTABLE_PATH_BYTES: usize = 4096;
@@ -57,10 +58,14 @@ impl Published {
         let PublishRequest {
             app_id,
             digest,
+            signed,
             max_entries,
             manifest,
             executables,
         } = request;
+        if let Some(signed) = signed {
+            signed.check(&manifest.name, &manifest.version)?;
+        }
         GuestProtocolError::check_size(
             InstallCall::Publish,
             "executables",
@@ -118,6 +123,9 @@ pub(crate) struct PublishRequest<'a> {
     pub app_id: Option<&'a str>,
     /// The archive's SHA-256.
     pub digest: &'a str,
+    /// What the archive's signature vouches for, when one was required:
+    /// the manifest must name the same package.
+    pub signed: Option<&'a Signed>,
     /// Most entries the archive may list.
     pub max_entries: u32,
     /// The manifest, checked by the host.

@@ -24,6 +24,7 @@ use crate::types::config::InstallConfig;
 use crate::types::error::LoadError;
 use crate::types::lifecycle::GcOptions;
 use crate::types::package::{AgentPackage, Timings};
+use crate::types::trust::Signed;
 
 impl Orchestrator {
     /// The spec's whole flow (see [`crate::PackageLoader::load_package`]).
@@ -43,8 +44,14 @@ impl Orchestrator {
         let root = &self.root;
         // An archive hashed before and unchanged since is known without a read.
         let known = archive.known_digest(root);
+        // Signed or not, the bytes are checked before anything else: those
+        // par knows through the archive's descriptor, the rest on their copy.
+        let known_signed = match &known {
+            Some(_) => self.check_signature_of(&archive)?,
+            None => None,
+        };
         if let Some(digest) = &known
-            && let Some(package) = self.unchanged_redeploy(digest, app_id, &settings, started)?
+            && let Some(package) = self.unchanged_redeploy(digest, app_id, &settings, started, known_signed.as_ref())?
         {
             return Ok(package);
         }
@@ -57,6 +64,10 @@ impl Orchestrator {
             .map(|_| readonly_mounts(&config.install, &python, installer.as_ref()))
             .unwrap_or_default();
         let (staging, pending) = Staging::create(root, &archive, known.is_none())?;
+        let signed = match &known {
+            Some(_) => known_signed,
+            None => self.check_signature(archive.path(), &staging.archive_copy()?)?,
+        };
         let digest = match (known, pending) {
             (Some(digest), _) => digest,
             (None, pending) => {
@@ -65,7 +76,7 @@ impl Orchestrator {
                     .wait()
                     .map_err(LoadError::io("cannot hash the staged copy of", archive.path()))?;
                 archive.remember(root, &digest);
-                if let Some(package) = self.unchanged_redeploy(&digest, app_id, &settings, started)? {
+                if let Some(package) = self.unchanged_redeploy(&digest, app_id, &settings, started, signed.as_ref())? {
                     return Ok(package);
                 }
                 digest
@@ -77,6 +88,7 @@ impl Orchestrator {
             root: Arc::clone(root),
             app_id: app_id.map(str::to_owned),
             digest: digest.clone(),
+            signed: signed.clone(),
             max_entries: config.limits.max_entries,
             install: config.install.clone(),
             installer: installer.clone(),
@@ -155,6 +167,7 @@ impl Orchestrator {
             unchanged_redeploy: false,
             requirements_count: facts.requirements_count,
             timings,
+            signed,
         };
         let tree = published.open_tree()?;
         // The last step: from here on the app's link names this tree. The
@@ -214,6 +227,7 @@ impl Orchestrator {
         app_id: Option<&str>,
         settings: &str,
         started: Instant,
+        signed: Option<&Signed>,
     ) -> Result<Option<AgentPackage>, LoadError> {
         let root = &self.root;
         let Some(record) = Deployment::find(root, digest, app_id) else {
@@ -229,6 +243,10 @@ impl Orchestrator {
         let Some(mut package) = record.unchanged(root, settings) else {
             return Ok(None);
         };
+        if let Some(signed) = signed {
+            signed.check(&package.manifest.name, &package.manifest.version)?;
+        }
+        package.signed = signed.cloned();
         // This archive becomes the app's current deployment again, if another one had replaced it.
         point_link(root, &dir_name, &package.path)?;
         if let Err(error) = Deployment::touch(root, digest, app_id) {

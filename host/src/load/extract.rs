@@ -9,8 +9,10 @@ use crate::fs::archive::Archive;
 use crate::fs::publish::{PublishRequest, Published};
 use crate::fs::staging::Staging;
 use crate::sandbox::Preopens;
+use crate::trust::signature;
 use crate::types::error::LoadError;
 use crate::types::package::{ExtractedPackage, Manifest};
+use crate::types::trust::{Signed, SigningKey};
 
 impl Orchestrator {
     /// Validates the archive in the sandbox and returns its manifest; publishes nothing.
@@ -18,6 +20,57 @@ impl Orchestrator {
         let archive = Archive::open(apkg)?;
         tracing::info!(apkg = %archive.path().display(), "Inspecting agent package");
         let (staging, _) = Staging::create(&self.root, &archive, false)?;
+        self.inspect_staged(&staging)
+    }
+
+    /// Checks the archive's signature against the trusted keys, then that
+    /// its manifest (read in the sandbox) names the package it was signed
+    /// for (see [`crate::PackageLoader::verify`]).
+    pub(crate) fn verify(&self, apkg: &Path) -> Result<Signed, LoadError> {
+        if self.config.trusted_keys.is_empty() {
+            return Err(LoadError::InvalidInput {
+                what: "trusted keys",
+                detail: "none given: a signature is verified against at least one".into(),
+            });
+        }
+        let archive = Archive::open(apkg)?;
+        let (staging, _) = Staging::create(&self.root, &archive, false)?;
+        let signed = self
+            .check_signature(archive.path(), &staging.archive_copy()?)?
+            .ok_or_else(|| LoadError::Internal("trusted keys, and no signature checked".into()))?;
+        let manifest = self.inspect_staged(&staging)?;
+        signed.check(&manifest.name, &manifest.version)?;
+        Ok(signed)
+    }
+
+    /// Signs the archive for the package its manifest (read in the sandbox
+    /// from the same bytes) names, and writes the signature beside it (see
+    /// [`crate::PackageLoader::sign`]).
+    pub(crate) fn sign(&self, apkg: &Path, key: &SigningKey) -> Result<Signed, LoadError> {
+        let archive = Archive::open(apkg)?;
+        let (staging, _) = Staging::create(&self.root, &archive, false)?;
+        let manifest = self.inspect_staged(&staging)?;
+        let text = signature::sign(&staging.archive_copy()?, key, &manifest.name, &manifest.version).map_err(|e| {
+            LoadError::InvalidInput {
+                what: "signing key",
+                detail: e.to_string(),
+            }
+        })?;
+        let path = signature::write_signature(archive.path(), &text).map_err(LoadError::io(
+            "cannot write the signature",
+            signature::signature_path(archive.path()),
+        ))?;
+        tracing::info!(key = %key.id(), signature = %path.display(), "Package signed");
+        Ok(Signed {
+            name: manifest.name,
+            version: manifest.version,
+            key_id: key.id(),
+            signature: path,
+        })
+    }
+
+    /// Runs the guest's `inspect` on a staged copy.
+    fn inspect_staged(&self, staging: &Staging) -> Result<Manifest, LoadError> {
         let archive_dir = staging.archive_preopen();
         let preopens = Preopens {
             archive_dir: Some(&archive_dir),
@@ -41,6 +94,7 @@ impl Orchestrator {
         // own, behind the copy and while the guest extracts it.
         let known = archive.known_digest(root);
         let (staging, pending) = Staging::create(root, &archive, known.is_none())?;
+        let signed = self.check_signature(archive.path(), &staging.archive_copy()?)?;
         let rules = self.archive_rules();
         let copies = staging.tree_writes(&rules.limits)?;
         let (archive_dir, tree) = (staging.archive_preopen(), staging.tree_preopen());
@@ -64,6 +118,7 @@ impl Orchestrator {
         let request = PublishRequest {
             app_id,
             digest: &digest,
+            signed: signed.as_ref(),
             max_entries: self.config.limits.max_entries,
             manifest: report.manifest,
             executables: &report.executables,
@@ -86,6 +141,7 @@ impl Orchestrator {
             files: report.files,
             dirs: report.dirs,
             bytes: report.bytes,
+            signed,
         };
         published.commit(root)?;
         Ok(package)

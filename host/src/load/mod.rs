@@ -23,6 +23,7 @@ mod extract;
 mod lifecycle;
 pub(crate) mod spawn;
 
+use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,14 +32,17 @@ use par_rules::names::is_safe_component;
 
 use crate::exec::confine::Bubblewrap;
 use crate::exec::process::find_program_in;
+use crate::fs::archive::Archive;
 use crate::fs::redeploy;
 use crate::fs::root::RootDir;
 use crate::fs::staging::{disk_nearly_full, free_bytes, sweep_abandoned};
 use crate::install::installer::{Installer, Pip, Uv};
 use crate::install::interpreter::{Interpreter, Resolver};
 use crate::sandbox::{ArchiveRules, Sandbox};
+use crate::trust::signature;
 use crate::types::config::{InstallerChoice, LoaderConfig, SandboxChoice};
 use crate::types::error::{LoadError, PackageError};
+use crate::types::trust::Signed;
 
 /// What a loader holds for its lifetime: the configuration, the opened
 /// root, the compiled guest, and what it found out about the machine.
@@ -187,6 +191,24 @@ impl Orchestrator {
     fn bubblewrap(&self) -> &Result<Bubblewrap, String> {
         self.bubblewrap
             .get_or_init(|| Bubblewrap::probe(&self.config.install.bwrap))
+    }
+
+    /// With trusted keys configured, checks the signature beside `archive`
+    /// over `bytes` (the archive's, from its start) and says what it vouches
+    /// for; without, `None`. Runs before the guest reads a byte.
+    fn check_signature(&self, archive: &Path, bytes: &File) -> Result<Option<Signed>, LoadError> {
+        if self.config.trusted_keys.is_empty() {
+            return Ok(None);
+        }
+        let signed = signature::verify(bytes, archive, &self.config.trusted_keys)?;
+        tracing::info!(key = %signed.key_id, name = %signed.name, version = %signed.version, "Signature verified");
+        Ok(Some(signed))
+    }
+
+    /// [`Self::check_signature`] over the archive as it was opened, through
+    /// its own descriptor (when no private copy is made).
+    fn check_signature_of(&self, archive: &Archive) -> Result<Option<Signed>, LoadError> {
+        archive.read_checked(|bytes| self.check_signature(archive.path(), bytes))?
     }
 
     /// Refuses to start a load that would write to a filesystem with less

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::trust::TrustedKey;
+
 pub use par_rules::limits::Limits;
 
 /// How old an archive's change time must be, when a load opens it, for par
@@ -90,6 +92,11 @@ pub struct LoaderConfig {
     /// Least free space a load or extraction needs on the root's filesystem
     /// to start; below it, it refuses with `disk-full` before writing anything.
     pub min_free_bytes: Option<u64>,
+    /// Keys whose minisign signatures the loader accepts. With any, a
+    /// package loads only with a valid signature by one of them beside it
+    /// (`{apkg}.minisig`, its trusted comment `name=NAME version=VERSION`
+    /// matching the manifest); without, signatures are not looked at.
+    pub trusted_keys: Vec<TrustedKey>,
     /// Whether the guest applies its entry-name rules (only tests turn this off).
     pub(crate) guest_path_rules: bool,
     /// Another component in place of par's own guest (only tests set this,
@@ -341,6 +348,7 @@ impl Default for LoaderConfig {
             install: InstallConfig::default(),
             max_root_bytes: None,
             min_free_bytes: None,
+            trusted_keys: Vec::new(),
             guest_path_rules: true,
             guest_component: None,
             #[cfg(feature = "test-hooks")]

@@ -11,6 +11,7 @@ pub use par_rules::archive::EntryProblem;
 pub use par_rules::archive::{Inconsistency, LimitKind};
 
 use super::spawn::EnvSource;
+use super::trust::SignatureError;
 
 /// A fault of the sandboxed guest rather than a rule it applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -461,6 +462,10 @@ pub enum LoadError {
     /// by another user: par refuses to use it rather than trust what is there.
     #[error("unsafe root: {0}; use a root this user made, closed to others (see --root)")]
     RootUnsafe(UnsafeDir),
+    /// Trusted keys are configured and the package's signature is missing,
+    /// invalid, by another key, or names another package.
+    #[error("{0}")]
+    Signature(#[from] SignatureError),
     /// A bug or runtime failure in the host itself.
     #[error("internal error: {0}")]
     Internal(String),
@@ -485,7 +490,7 @@ impl LoadError {
     pub fn is_package_fault(&self) -> bool {
         match self {
             LoadError::Install(failure) | LoadError::Verification(failure) => !failure.host_only(),
-            LoadError::Package(_) | LoadError::GuestProtocol(_) => true,
+            LoadError::Package(_) | LoadError::GuestProtocol(_) | LoadError::Signature(_) => true,
             LoadError::Sandbox(error) => !matches!(error, SandboxError::Engine(_)),
             LoadError::Io { .. }
             | LoadError::DiskFull { .. }
@@ -515,6 +520,7 @@ impl LoadError {
             LoadError::Sandbox(SandboxError::Trap(_)) => "guest-trap",
             LoadError::Sandbox(SandboxError::Engine(_)) => "engine",
             LoadError::GuestProtocol(_) => "guest-protocol",
+            LoadError::Signature(e) => e.kind(),
             LoadError::Io { .. } => "io",
             LoadError::InvalidInput { .. } => "invalid-input",
             LoadError::Internal(_) => "internal",

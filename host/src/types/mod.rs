@@ -8,3 +8,4 @@ pub(crate) mod lifecycle;
 pub(crate) mod package;
 pub(crate) mod process;
 pub(crate) mod spawn;
+pub(crate) mod trust;

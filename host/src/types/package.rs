@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::trust::Signed;
+
 /// A validated `agent.yaml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -46,6 +48,8 @@ pub struct ExtractedPackage {
     pub dirs: u32,
     /// Uncompressed bytes written.
     pub bytes: u64,
+    /// Who signed it, when the loader trusts keys (see `LoaderConfig::trusted_keys`).
+    pub signed: Option<Signed>,
 }
 
 /// A loaded agent: what the embedding runtime needs to start it.
@@ -88,6 +92,10 @@ pub struct AgentPackage {
     pub requirements_count: u32,
     /// Milliseconds per step.
     pub timings: Timings,
+    /// Who signed the archive, when the loader trusts keys (see
+    /// `LoaderConfig::trusted_keys`).
+    #[serde(default)]
+    pub signed: Option<Signed>,
 }
 
 /// Milliseconds per step.

@@ -45,6 +45,7 @@ use crate::types::error::{
     GuestProtocolError, InstallCall, InstallError, InstallFailure, LoadError, SandboxError, describe,
 };
 use crate::types::package::Timings;
+use crate::types::trust::Signed;
 pub(crate) use venv::VenvState;
 
 /// What a load may use: fixed before the guest runs.
@@ -56,6 +57,8 @@ pub(crate) struct LoadContext {
     pub app_id: Option<String>,
     /// The archive's SHA-256: names the tree this load publishes.
     pub digest: String,
+    /// What the archive's signature vouches for, when one was required.
+    pub signed: Option<Signed>,
     /// Most entries the archive may list: also the most executables it can report.
     pub max_entries: u32,
     /// Install settings.
@@ -270,6 +273,7 @@ impl InstallSession {
         let request = PublishRequest {
             app_id: ctx.app_id.as_deref(),
             digest: &ctx.digest,
+            signed: ctx.signed.as_ref(),
             max_entries: ctx.max_entries,
             manifest,
             executables: &executables,
