@@ -45,8 +45,14 @@ pub(crate) struct TreeWrites {
     tree: Dir,
     max_file_bytes: u64,
     max_total_bytes: u64,
+    /// Files the archive may hold: no more are copied or written, so the
+    /// writing thread (whose time is not the guest's) makes no more files
+    /// than an honest extraction would.
+    max_files: u64,
     /// Bytes copied or queued so far, against the total limit.
     copied: u64,
+    /// Files copied or queued so far.
+    files: u64,
     /// The thread writing small files, once the first is given.
     behind: Option<WriteBehind>,
 }
@@ -61,7 +67,9 @@ impl TreeWrites {
             tree,
             max_file_bytes: limits.max_file_bytes,
             max_total_bytes: limits.max_total_bytes,
+            max_files: u64::from(limits.max_entries),
             copied: 0,
+            files: 0,
             behind: None,
         })
     }
@@ -89,6 +97,7 @@ impl TreeWrites {
             .write(path, contents)
             .map_err(|failure| CopyRefusal::Io(format!("an earlier file was not written: {failure}")))?;
         self.copied += length;
+        self.files += 1;
         Ok(())
     }
 
@@ -103,8 +112,11 @@ impl TreeWrites {
         self.behind.map_or(Ok(()), WriteBehind::finish)
     }
 
-    /// The per-file and the total limit, for `length` more bytes.
+    /// The per-file and the total limit, for one more file of `length` bytes.
     fn check_length(&self, length: u64) -> Result<(), CopyRefusal> {
+        if self.files >= self.max_files {
+            return Err(CopyRefusal::OverLimit(self.max_files));
+        }
         if length > self.max_file_bytes {
             return Err(CopyRefusal::OverLimit(self.max_file_bytes));
         }
@@ -145,6 +157,7 @@ impl TreeWrites {
             let _ = self.tree.remove_file(path);
         } else {
             self.copied += length;
+            self.files += 1;
         }
         checked
     }
@@ -261,6 +274,20 @@ mod tests {
         assert_eq!(
             small.write_file("big".into(), vec![0; over]),
             Err(CopyRefusal::OverLimit(MAX_WRITE_BEHIND_BYTES))
+        );
+        let (_few_dir, mut few) = copies(
+            b"",
+            Limits {
+                max_entries: 2,
+                ..Limits::default()
+            },
+        );
+        few.write_file("one".into(), Vec::new()).expect("first");
+        few.copy(0, 0, 0, "two").expect("second");
+        assert_eq!(
+            few.write_file("three".into(), Vec::new()),
+            Err(CopyRefusal::OverLimit(2)),
+            "no more files than the archive may hold"
         );
         let limits = Limits {
             max_file_bytes: 8,
