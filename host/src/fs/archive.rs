@@ -23,7 +23,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use cap_std::fs::{OpenOptions, OpenOptionsExt as _};
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
 use crate::fs::copy::copy_range;
 use crate::fs::root::{Area, RootDir, open_file_nofollow};
@@ -190,24 +190,25 @@ impl Archive {
     }
 
     /// Copies its bytes into `target` (by the kernel where the file systems
-    /// allow), and refuses the load when the file changed meanwhile. With
-    /// `hash`, a second thread hashes `target` right behind the copy; its
-    /// digest is of exactly the bytes copied.
-    pub(crate) fn copy_into(&self, target: &File, hash: bool) -> Result<Option<PendingDigest>, LoadError> {
-        let size = self.opened.size;
+    /// allow), and refuses the load when the file changed meanwhile.
+    pub(crate) fn copy_into(&self, target: &File) -> Result<(), LoadError> {
+        self.copy(target, &Progress::default())
+    }
+
+    /// [`Self::copy_into`], with a second thread hashing `target` right
+    /// behind the copy: its digest is of exactly the bytes copied.
+    pub(crate) fn copy_hashed(&self, target: &File) -> Result<PendingDigest, LoadError> {
+        let reader = target
+            .try_clone()
+            .map_err(LoadError::io("cannot hash the copy of", &self.path))?;
         let progress = Arc::new(Progress::default());
-        let pending = match hash {
-            true => {
-                let reader = target
-                    .try_clone()
-                    .map_err(LoadError::io("cannot hash the copy of", &self.path))?;
-                let progress = Arc::clone(&progress);
-                Some(PendingDigest(std::thread::spawn(move || {
-                    hash_behind(&reader, &progress)
-                })))
-            }
-            false => None,
-        };
+        let behind = Arc::clone(&progress);
+        let pending = PendingDigest(std::thread::spawn(move || hash_behind(&reader, &behind)));
+        self.copy(target, &progress).map(|()| pending)
+    }
+
+    fn copy(&self, target: &File, progress: &Progress) -> Result<(), LoadError> {
+        let size = self.opened.size;
         let mut copied = 0;
         let outcome = loop {
             if copied == size {
@@ -226,7 +227,7 @@ impl Archive {
             Err(e) => return Err(LoadError::io("cannot read the archive", &self.path)(e)),
             Ok(()) => {}
         }
-        self.read_checked(|_| pending)
+        self.read_checked(|_| ())
     }
 
     /// The refusal of an archive written to while par read it.
@@ -271,6 +272,26 @@ impl Progress {
 /// The SHA-256 of a copy, being made on a thread of its own.
 #[derive(Debug)]
 pub(crate) struct PendingDigest(std::thread::JoinHandle<io::Result<String>>);
+
+/// An archive's digest: known from its identity record, or being made
+/// from its copy.
+#[derive(Debug)]
+pub(crate) enum Digest {
+    /// Recorded when par last hashed the unchanged file.
+    Known(String),
+    /// Being made on a thread of its own.
+    Hashing(PendingDigest),
+}
+
+impl Digest {
+    /// The digest, once it is there: hex.
+    pub(crate) fn wait(self) -> io::Result<String> {
+        match self {
+            Digest::Known(digest) => Ok(digest),
+            Digest::Hashing(pending) => pending.wait(),
+        }
+    }
+}
 
 impl PendingDigest {
     /// The digest, once the thread is done: hex.

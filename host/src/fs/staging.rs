@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use cap_std::fs::{Dir, DirBuilder, DirBuilderExt, OpenOptionsExt as _};
 use rustix::fs::{AtFlags, FlockOperation, Mode};
 
-use crate::fs::archive::{Archive, PendingDigest};
+use crate::fs::archive::{Archive, Digest};
 use crate::fs::lock::lock_in;
 use crate::fs::root::{Area, RootDir, fd_path, open_dir_nofollow, open_file_nofollow};
 use crate::fs::tree_writes::TreeWrites;
@@ -151,13 +151,34 @@ impl Staging {
     /// Creates `{root}/staging/stage-…/` with `archive/package.apkg`, a
     /// private, read-only copy of `archive` made through its one
     /// descriptor (refused if the archive changed meanwhile), and an empty
-    /// `tree/`. The guest reads that copy; with `hash`, the SHA-256 of
-    /// exactly that copy is being made on a thread of its own.
+    /// `tree/`. The guest reads that copy. Its digest is `known`, or is
+    /// being made from exactly that copy on a thread of its own.
     pub(crate) fn create(
         root: &RootDir,
         archive: &Archive,
-        hash: bool,
-    ) -> Result<(Self, Option<PendingDigest>), LoadError> {
+        known: Option<String>,
+    ) -> Result<(Self, Digest), LoadError> {
+        let (staging, copy) = Self::empty(root)?;
+        let digest = match known {
+            Some(digest) => {
+                archive.copy_into(&copy)?;
+                Digest::Known(digest)
+            }
+            None => Digest::Hashing(archive.copy_hashed(&copy)?),
+        };
+        Ok((staging, digest))
+    }
+
+    /// [`Self::create`] without a digest, for reading the archive only
+    /// (inspecting, verifying, signing).
+    pub(crate) fn create_unhashed(root: &RootDir, archive: &Archive) -> Result<Self, LoadError> {
+        let (staging, copy) = Self::empty(root)?;
+        archive.copy_into(&copy)?;
+        Ok(staging)
+    }
+
+    /// The staging directories, and the archive's copy, still empty.
+    fn empty(root: &RootDir) -> Result<(Self, File), LoadError> {
         let scratch = Scratch::create(root, "stage-")?;
         let (archive_dir, tree) = (sub_dir(&scratch, "archive")?, sub_dir(&scratch, "tree")?);
         let copied = scratch.path().join("archive").join(ARCHIVE_NAME);
@@ -172,13 +193,12 @@ impl Staging {
             )
             .map_err(LoadError::io("cannot copy the archive into staging at", &copied))?
             .into_std();
-        let pending = archive.copy_into(&file, hash)?;
         let staging = Self {
             scratch,
             archive: archive_dir,
             tree,
         };
-        Ok((staging, pending))
+        Ok((staging, file))
     }
 
     /// A handle on the private copy of the archive, for reading.

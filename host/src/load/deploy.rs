@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::{Orchestrator, check_app_id, explain_disk_full};
 use crate::exec::confine;
-use crate::fs::archive::Archive;
+use crate::fs::archive::{Archive, Digest};
 use crate::fs::cache_dir::CacheDir;
 use crate::fs::lock::{AppLock, PackageLock};
 use crate::fs::redeploy::Deployment;
@@ -63,16 +63,15 @@ impl Orchestrator {
             .as_ref()
             .map(|_| readonly_mounts(&config.install, &python, installer.as_ref()))
             .unwrap_or_default();
-        let (staging, pending) = Staging::create(root, &archive, known.is_none())?;
-        let signed = match &known {
-            Some(_) => known_signed,
-            None => self.check_signature(archive.path(), &staging.archive_copy()?)?,
+        let (staging, digest) = Staging::create(root, &archive, known)?;
+        let signed = match &digest {
+            Digest::Known(_) => known_signed,
+            Digest::Hashing(_) => self.check_signature(archive.path(), &staging.archive_copy()?)?,
         };
-        let digest = match (known, pending) {
-            (Some(digest), _) => digest,
-            (None, pending) => {
+        let digest = match digest {
+            Digest::Known(digest) => digest,
+            Digest::Hashing(pending) => {
                 let digest = pending
-                    .ok_or_else(|| LoadError::Internal("no digest and none being made".into()))?
                     .wait()
                     .map_err(LoadError::io("cannot hash the staged copy of", archive.path()))?;
                 archive.remember(root, &digest);

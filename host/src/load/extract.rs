@@ -19,7 +19,7 @@ impl Orchestrator {
     pub(crate) fn inspect(&self, apkg: &Path) -> Result<Manifest, LoadError> {
         let archive = Archive::open(apkg)?;
         tracing::info!(apkg = %archive.path().display(), "Inspecting agent package");
-        let (staging, _) = Staging::create(&self.root, &archive, false)?;
+        let staging = Staging::create_unhashed(&self.root, &archive)?;
         self.inspect_staged(&staging)
     }
 
@@ -34,7 +34,7 @@ impl Orchestrator {
             });
         }
         let archive = Archive::open(apkg)?;
-        let (staging, _) = Staging::create(&self.root, &archive, false)?;
+        let staging = Staging::create_unhashed(&self.root, &archive)?;
         let signed = self
             .check_signature(archive.path(), &staging.archive_copy()?)?
             .ok_or_else(|| LoadError::Internal("trusted keys, and no signature checked".into()))?;
@@ -48,7 +48,7 @@ impl Orchestrator {
     /// [`crate::PackageLoader::sign`]).
     pub(crate) fn sign(&self, apkg: &Path, key: &SigningKey) -> Result<Signed, LoadError> {
         let archive = Archive::open(apkg)?;
-        let (staging, _) = Staging::create(&self.root, &archive, false)?;
+        let staging = Staging::create_unhashed(&self.root, &archive)?;
         let manifest = self.inspect_staged(&staging)?;
         let text = signature::sign(&staging.archive_copy()?, key, &manifest.name, &manifest.version).map_err(|e| {
             LoadError::InvalidInput {
@@ -92,8 +92,7 @@ impl Orchestrator {
         let started = Instant::now();
         // An archive par has not hashed before is hashed on a thread of its
         // own, behind the copy and while the guest extracts it.
-        let known = archive.known_digest(root);
-        let (staging, pending) = Staging::create(root, &archive, known.is_none())?;
+        let (staging, digest) = Staging::create(root, &archive, archive.known_digest(root))?;
         let signed = self.check_signature(archive.path(), &staging.archive_copy()?)?;
         let rules = self.archive_rules();
         let copies = staging.tree_writes(&rules.limits)?;
@@ -105,13 +104,9 @@ impl Orchestrator {
             package_writable: true,
         };
         let report = self.sandbox.extract(preopens, &rules, Some(copies));
-        let digest = match (known, pending) {
-            (Some(digest), _) => Ok(digest),
-            (None, Some(pending)) => pending
-                .wait()
-                .map_err(LoadError::io("cannot hash the staged copy of", archive.path())),
-            (None, None) => Err(LoadError::Internal("no digest and none being made".into())),
-        };
+        let digest = digest
+            .wait()
+            .map_err(LoadError::io("cannot hash the staged copy of", archive.path()));
         let report = report.map_err(|e| explain_disk_full(e, root.path(), false))?;
         let digest = digest?;
         archive.remember(root, &digest);
