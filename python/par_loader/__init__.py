@@ -24,7 +24,7 @@ from ._errors import (
     SpawnFailed,
 )
 from ._agent import AgentProcess
-from ._loader import PackageLoader
+from ._loader import PackageLoader, generate_keys
 from ._types import (
     AgentPackage,
     AppInfo,
@@ -59,4 +59,5 @@ __all__ = [
     "Signed",
     "SpawnFailed",
     "Timings",
+    "generate_keys",
 ]

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from . import _native
 from ._agent import AgentProcess
-from ._types import AgentPackage, Collection, ExtractedPackage, Listing
+from ._types import AgentPackage, Collection, ExtractedPackage, Listing, Signed
 
 _T = TypeVar("_T")
 
@@ -78,6 +78,17 @@ class PackageLoader:
         """Extracts and publishes the package tree, without a venv."""
         raw = self._native.extract(os.fspath(apkg_path), agent_app_id)
         return ExtractedPackage._from_native(json.loads(raw))
+
+    def verify(self, apkg_path: StrPath) -> Signed:
+        """Checks ``{apkg}.minisig`` against the ``trusted_keys`` and that the
+        manifest names the package it was signed for; raises
+        ``PackageRefused`` (``signature-missing``, ``signature-invalid``) otherwise."""
+        return Signed._from_dict(json.loads(self._native.verify(os.fspath(apkg_path))))
+
+    def sign(self, apkg_path: StrPath, key_path: StrPath, password: str | None = None) -> Signed:
+        """Signs the package with a minisign secret key file for the name and
+        version its manifest says, writing ``{apkg}.minisig`` beside it."""
+        return Signed._from_dict(json.loads(self._native.sign(os.fspath(apkg_path), os.fspath(key_path), password)))
 
     def spawn(
         self,
@@ -174,6 +185,13 @@ class PackageLoader:
 
     def __repr__(self) -> str:
         return f"PackageLoader({str(self.root)!r})"
+
+
+def generate_keys(prefix: StrPath) -> str:
+    """Makes a minisign key pair for signing packages: ``{prefix}.key`` (the
+    secret key, unencrypted, mode 0600) and ``{prefix}.pub`` (for
+    ``trusted_keys``), never over a file; returns the key's id."""
+    return _native.generate_keys(os.fspath(prefix))
 
 
 async def _off_the_loop(call: functools.partial[_T]) -> _T:

@@ -45,10 +45,12 @@ class Signed:
     signature: Path
 
     @classmethod
-    def _from_native(cls, raw: dict[str, Any] | None) -> Signed | None:
-        if raw is None:
-            return None
+    def _from_dict(cls, raw: dict[str, Any]) -> Signed:
         return cls(name=raw["name"], version=raw["version"], key_id=raw["key_id"], signature=Path(raw["signature"]))
+
+    @classmethod
+    def _from_native(cls, raw: dict[str, Any] | None) -> Signed | None:
+        return None if raw is None else cls._from_dict(raw)
 
 
 @dataclass(frozen=True)

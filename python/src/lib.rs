@@ -13,8 +13,10 @@ mod options;
 use std::path::PathBuf;
 
 use par::{
-    AgentNetwork, AgentPackage, GcOptions, HealthCheck, Listen, LoadError, PackageLoader, SandboxChoice, SpawnSpec,
+    AgentNetwork, AgentPackage, GcOptions, HealthCheck, Listen, LoadError, PackageLoader, SandboxChoice, SigningKey,
+    SpawnSpec,
 };
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -58,6 +60,22 @@ impl Loader {
         to_json(py, inspected, errors::to_python)
     }
 
+    /// Checks the archive's signature against the trusted keys and its
+    /// manifest; returns what it vouches for (`Signed`) as JSON.
+    fn verify(&self, py: Python<'_>, apkg: PathBuf) -> PyResult<String> {
+        let verified = py.detach(|| self.inner.verify_blocking(&apkg));
+        to_json(py, verified, errors::to_python)
+    }
+
+    /// Signs the archive with the secret key file `key` (`password` for an
+    /// encrypted one), writing `{apkg}.minisig`; returns `Signed` as JSON.
+    #[pyo3(signature = (apkg, key, password=None))]
+    fn sign(&self, py: Python<'_>, apkg: PathBuf, key: PathBuf, password: Option<String>) -> PyResult<String> {
+        let key = SigningKey::from_file(&key, password).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let signed = py.detach(|| self.inner.sign_blocking(&apkg, &key));
+        to_json(py, signed, errors::to_python)
+    }
+
     /// Extracts and publishes the tree without a venv; returns the `ExtractedPackage` as JSON.
     #[pyo3(signature = (apkg, app_id=None))]
     fn extract(&self, py: Python<'_>, apkg: PathBuf, app_id: Option<String>) -> PyResult<String> {
@@ -92,7 +110,6 @@ impl Loader {
         memory_bytes: Option<u64>,
         tmp_bytes: Option<u64>,
     ) -> PyResult<agent::Agent> {
-        use pyo3::exceptions::PyValueError;
         let package: AgentPackage = serde_json::from_str(package)
             .map_err(|e| PyValueError::new_err(format!("not an AgentPackage this loader loaded: {e}")))?;
         let mut spec = SpawnSpec::new(argv);
@@ -172,10 +189,20 @@ fn to_json<T: serde::Serialize, E>(
 }
 
 /// The module: its class, and par's logs routed to the `par_loader` logger.
+/// Makes a signing key pair at `prefix` (`{prefix}.key`, `{prefix}.pub`);
+/// returns the key's id.
+#[pyfunction]
+fn generate_keys(prefix: PathBuf) -> PyResult<String> {
+    par::generate_keys(&prefix)
+        .map(|key| key.id())
+        .map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     logging::route_to_python(m.py())?;
     m.add_class::<Loader>()?;
     m.add_class::<agent::Agent>()?;
+    m.add_function(wrap_pyfunction!(generate_keys, m)?)?;
     Ok(())
 }

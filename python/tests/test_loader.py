@@ -224,6 +224,23 @@ def test_only_packages_signed_by_a_trusted_key_load(tmp_path, make_loader, root)
         make_loader("uv", trusted_keys=[keys / "k.key"])
 
 
+def test_keys_made_and_packages_signed_in_python_verify_with_minisign(tmp_path, make_loader):
+    key_id = par_loader.generate_keys(tmp_path / "release")
+    apkg = write_apkg(tmp_path / "in" / "agent.apkg", agent())
+    signed = make_loader("uv").sign(apkg, tmp_path / "release.key")
+    assert (signed.name, signed.version, signed.key_id) == ("test-agent", "1.0.0", key_id)
+    run(["minisign", "-V", "-p", tmp_path / "release.pub", "-m", apkg], cwd=tmp_path)
+
+    verifier = make_loader("uv", trusted_keys=[tmp_path / "release.pub"])
+    assert verifier.verify(apkg) == signed
+    # Another package beside the first one's signature: other bytes.
+    other = write_apkg(tmp_path / "in" / "other.apkg", agent({"extra.py": "x = 1\n"}))
+    Path(f"{other}.minisig").write_bytes(Path(f"{apkg}.minisig").read_bytes())
+    with pytest.raises(PackageRefused) as refused:
+        verifier.verify(other)
+    assert refused.value.kind == "signature-invalid"
+
+
 def test_every_error_class_is_a_par_error():
     for name in ["PackageRefused", "InstallFailed", "SandboxError", "HostError", "InvalidInput"]:
         assert issubclass(getattr(par_loader, name), ParError)
