@@ -17,7 +17,7 @@
 
 use std::fs::File;
 use std::io::{self, Read as _, Write as _};
-use std::os::unix::fs::{FileExt as _, MetadataExt as _};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime};
 use cap_std::fs::{OpenOptions, OpenOptionsExt as _};
 use sha2::{Digest as _, Sha256};
 
-use crate::fs::copy::copy_range;
+use crate::fs::copy::{copy_range, read_range};
 use crate::fs::root::{Area, RootDir, open_file_nofollow};
 use crate::fs::seal::Sealed;
 use crate::types::config::ARCHIVE_SETTLE_TIME;
@@ -309,17 +309,11 @@ fn hash_behind(copy: &File, progress: &Progress) -> io::Result<String> {
     let mut hashed = 0u64;
     loop {
         let (copied, over) = progress.wait_past(hashed);
-        while hashed < copied {
-            let want = usize::try_from(copied - hashed).map_or(CHUNK, |left| left.min(CHUNK));
-            let n = match copy.read_at(&mut buffer[..want], hashed) {
-                Ok(0) => return Err(crate::fs::copy::ended_early()),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            hasher.update(&buffer[..n]);
-            hashed += n as u64;
-        }
+        read_range(copy, hashed, copied.saturating_sub(hashed), &mut buffer, |bytes| {
+            hasher.update(bytes);
+            Ok(())
+        })?;
+        hashed = hashed.max(copied);
         if over {
             return Ok(hex(&hasher.finalize()));
         }

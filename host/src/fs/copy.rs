@@ -26,17 +26,28 @@ pub(crate) fn copy_range(from: &File, offset: u64, to: &File, length: u64) -> io
 }
 
 fn copy_through_buffer(from: &File, offset: u64, mut to: &File, length: u64) -> io::Result<()> {
-    let mut buffer = vec![0u8; CHUNK];
-    let (mut at, end) = (offset, offset + length);
+    read_range(from, offset, length, &mut vec![0u8; CHUNK], |bytes| to.write_all(bytes))
+}
+
+/// Reads `length` bytes at `offset` of `file` through `buffer`, a buffer at
+/// a time, handing each to `each`; fails if the file ends first.
+pub(crate) fn read_range(
+    file: &File,
+    offset: u64,
+    length: u64,
+    buffer: &mut [u8],
+    mut each: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    let (mut at, end) = (offset, offset.saturating_add(length));
     while at < end {
-        let want = usize::try_from(end - at).map_or(CHUNK, |left| left.min(CHUNK));
-        let n = match from.read_at(&mut buffer[..want], at) {
+        let want = usize::try_from(end - at).map_or(buffer.len(), |left| left.min(buffer.len()));
+        let n = match file.read_at(&mut buffer[..want], at) {
             Ok(0) => return Err(ended_early()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        to.write_all(&buffer[..n])?;
+        each(&buffer[..n])?;
         at += n as u64;
     }
     Ok(())

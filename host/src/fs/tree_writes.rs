@@ -9,13 +9,12 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt as _;
 
 use cap_std::fs::{Dir, OpenOptions};
 use par_rules::limits::{Limits, MAX_WRITE_BEHIND_BYTES};
 use par_rules::names::is_contained_relative;
 
-use crate::fs::copy::{copy_range, ended_early};
+use crate::fs::copy::{copy_range, read_range};
 use crate::fs::write_behind::{WriteBehind, WriteFailure, WriteProblem};
 
 /// Bytes read at a time for the CRC.
@@ -165,17 +164,10 @@ impl TreeWrites {
     /// The CRC-32 of the archive's bytes in the range, which are the bytes copied.
     fn crc32(&self, offset: u64, length: u64) -> io::Result<u32> {
         let mut hasher = crc32fast::Hasher::new();
-        let mut buffer = vec![0u8; CHUNK];
-        let (mut at, end) = (offset, offset + length);
-        while at < end {
-            let want = usize::try_from(end - at).map_or(CHUNK, |left| left.min(CHUNK));
-            let n = self.archive.read_at(&mut buffer[..want], at)?;
-            if n == 0 {
-                return Err(ended_early());
-            }
-            hasher.update(&buffer[..n]);
-            at += n as u64;
-        }
+        read_range(&self.archive, offset, length, &mut vec![0u8; CHUNK], |bytes| {
+            hasher.update(bytes);
+            Ok(())
+        })?;
         Ok(hasher.finalize())
     }
 }
