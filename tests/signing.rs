@@ -199,6 +199,9 @@ fn a_load_checks_the_signature_every_time_even_an_unchanged_redeploy() {
     let first = loader.load_blocking(&apkg, None).expect("a signed package loads");
     let key_id = TrustedKey::from_file(&public).expect("public key").id();
     assert_eq!(first.signed.as_ref().map(|s| s.key_id.as_str()), Some(key_id.as_str()));
+    let listing = loader.list_blocking().expect("list");
+    let listed = &listing.apps[0].deployments[0];
+    assert_eq!(listed.signed, first.signed, "the listing names the signer");
     par_tests::workspace::settle(&apkg);
     let again = loader.load_blocking(&apkg, None).expect("unchanged, and still signed");
     assert!(again.unchanged_redeploy);

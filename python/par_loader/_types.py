@@ -152,6 +152,8 @@ class DeploymentInfo:
     current: bool
     #: Host pids of running agents started from it.
     agents: tuple[int, ...]
+    #: Who signed the archive, when the loader that loaded it trusted keys.
+    signed: Signed | None = None
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,7 @@ class Listing:
                             "link": optional(d["link"]),
                             "venv": optional(d["venv"]),
                             "agents": tuple(d["agents"]),
+                            "signed": Signed._from_native(d.get("signed")),
                         }
                     )
                     for d in app["deployments"]

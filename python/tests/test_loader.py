@@ -216,6 +216,7 @@ def test_only_packages_signed_by_a_trusted_key_load(tmp_path, make_loader, root)
     assert package.signed is not None
     assert (package.signed.name, package.signed.version) == ("test-agent", "1.0.0")
     assert package.signed.signature == Path(f"{signed}.minisig")
+    assert loader.list().apps[0].deployments[0].signed == package.signed
     with pytest.raises(PackageRefused) as refused:
         loader.extract(unsigned, agent_app_id="other")
     assert (refused.value.kind, refused.value.package_fault) == ("signature-missing", True)

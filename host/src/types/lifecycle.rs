@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::trust::Signed;
+
 /// Everything under a root, app by app.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Listing {
@@ -57,6 +59,8 @@ pub struct DeploymentListing {
     pub current: bool,
     /// Host pids of the running agents started from it.
     pub agents: Vec<u32>,
+    /// Who signed the archive, when the loader that loaded it trusted keys.
+    pub signed: Option<Signed>,
 }
 
 /// A build environment (one generation) in par's cache.

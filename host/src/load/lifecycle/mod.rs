@@ -62,6 +62,7 @@ impl Orchestrator {
                         last_loaded: unix(d.loaded),
                         current: rank == 0,
                         agents: d.agents.clone(),
+                        signed: d.signed.clone(),
                     })
                     .collect(),
                 orphan_venvs: found

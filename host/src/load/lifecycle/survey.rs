@@ -13,6 +13,7 @@ use crate::fs::agents::{self, AgentRecord};
 use crate::fs::redeploy::Deployment;
 use crate::fs::root::{Area, RootDir};
 use crate::fs::usage::{Tally, Usage};
+use crate::types::trust::Signed;
 
 /// One entry under one area of the root, and what it holds.
 #[derive(Debug, Clone)]
@@ -38,6 +39,8 @@ pub(crate) struct Deployed {
     pub loaded: SystemTime,
     /// Host pids of running agents started from it.
     pub agents: Vec<u32>,
+    /// Who signed the archive, as its newest record says.
+    pub signed: Option<Signed>,
 }
 
 /// Everything of one app.
@@ -162,6 +165,9 @@ impl Survey {
                 .filter(|agent| agent.tree == name)
                 .map(|agent| agent.process.pid)
                 .collect();
+            let signed = records
+                .first()
+                .and_then(|(_, record, _)| record.package().signed.clone());
             survey.app(&app).deployments.push(Deployed {
                 tree,
                 version,
@@ -171,6 +177,7 @@ impl Survey {
                 links,
                 loaded,
                 agents,
+                signed,
             });
         }
 
