@@ -25,14 +25,13 @@ use std::time::{Duration, SystemTime};
 use cap_std::fs::{OpenOptions, OpenOptionsExt as _};
 use sha2::{Digest as _, Sha256};
 
-use crate::fs::copy::{copy_range, read_range};
+use crate::fs::copy::{CHUNK, copy_range, read_range};
+use crate::fs::hex;
 use crate::fs::root::{Area, RootDir, open_file_nofollow};
 use crate::fs::seal::Sealed;
 use crate::types::config::ARCHIVE_SETTLE_TIME;
 use crate::types::error::LoadError;
 
-/// Bytes hashed at a time.
-const CHUNK: usize = 256 * 1024;
 /// How old a file's change time must be for its identity to be recorded,
 /// where the file system keeps whole seconds only.
 const SETTLED_COARSE: Duration = Duration::from_secs(2);
@@ -318,10 +317,6 @@ fn hash_behind(copy: &File, progress: &Progress) -> io::Result<String> {
             return Ok(hex(&hasher.finalize()));
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The identity fields and the digest of the sealed record `name`, if par

@@ -6,8 +6,8 @@ use std::fs::File;
 use std::io::{self, Write as _};
 use std::os::unix::fs::FileExt as _;
 
-/// Bytes moved at a time through the buffer.
-const CHUNK: usize = 256 * 1024;
+/// Bytes moved or read at a time through a buffer.
+pub(crate) const CHUNK: usize = 256 * 1024;
 
 /// Copies `length` bytes at `offset` of `from` to the current position of
 /// `to`; fails if `from` ends first.

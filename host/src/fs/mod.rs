@@ -17,3 +17,8 @@ pub(crate) mod tree_writes;
 pub(crate) mod usage;
 pub(crate) mod venv;
 pub(crate) mod write_behind;
+
+/// Lower-case hex: how digests, tags and keys are written under the root.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -20,6 +20,7 @@ use cap_std::fs::{Dir, MetadataExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::fs::hex;
 use crate::fs::root::{Area, RootDir, open_dir_nofollow, open_file_nofollow};
 use crate::fs::seal::Sealed;
 use crate::fs::venv;
@@ -59,10 +60,6 @@ pub(crate) fn settings_fingerprint(parts: &[&dyn std::fmt::Debug]) -> String {
         hasher.update(text.as_bytes());
     }
     hex(&hasher.finalize())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `{digest}.{app_id or _}.json`, in `{root}/deployments/`.

@@ -5,7 +5,6 @@
 //! was theirs first, through a step that could write a venv, by hand) has
 //! no valid seal and counts as absent: a venv is rebuilt, a record ignored.
 
-use std::fmt::Write as _;
 use std::io::{self, Read as _, Write as _};
 use std::os::unix::fs::MetadataExt as _;
 
@@ -14,6 +13,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::fs::handle::open_file_nofollow;
+use crate::fs::hex;
 use crate::fs::owner::this_user;
 
 /// The key's file name, directly under the root.
@@ -131,14 +131,7 @@ impl Seal {
 
     /// The tag of `content` as `kind`, in hex.
     pub(crate) fn tag(&self, kind: Sealed, content: &[u8]) -> String {
-        self.mac(kind, content)
-            .finalize()
-            .into_bytes()
-            .iter()
-            .fold(String::with_capacity(TAG_HEX), |mut hex, byte| {
-                let _ = write!(hex, "{byte:02x}");
-                hex
-            })
+        hex(&self.mac(kind, content).finalize().into_bytes())
     }
 
     /// Whether `tag` (hex) is `content`'s tag as `kind` (compared in constant time).

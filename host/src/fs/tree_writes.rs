@@ -14,11 +14,8 @@ use cap_std::fs::{Dir, OpenOptions};
 use par_rules::limits::{Limits, MAX_WRITE_BEHIND_BYTES};
 use par_rules::names::is_contained_relative;
 
-use crate::fs::copy::{copy_range, read_range};
+use crate::fs::copy::{CHUNK, copy_range, read_range};
 use crate::fs::write_behind::{WriteBehind, WriteFailure, WriteProblem};
-
-/// Bytes read at a time for the CRC.
-const CHUNK: usize = 256 * 1024;
 
 /// Why a copy was refused or failed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,6 +15,7 @@ use std::time::SystemTime;
 use cap_std::fs::{Dir, OpenOptions};
 use sha2::{Digest, Sha256};
 
+use crate::fs::hex;
 use crate::fs::root::open_file_nofollow;
 use crate::fs::seal::{Seal, Sealed};
 
@@ -63,7 +64,7 @@ pub(crate) fn short_key(fields: &[&[u8]]) -> String {
         hasher.update((field.len() as u64).to_le_bytes());
         hasher.update(field);
     }
-    hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+    hex(&hasher.finalize()[..8])
 }
 
 /// What the marker of the venv `name` under a root holds once it is
