@@ -35,9 +35,7 @@ impl Orchestrator {
         }
         let archive = Archive::open(apkg)?;
         let staging = Staging::create_unhashed(&self.root, &archive)?;
-        let signed = self
-            .check_signature(archive.path(), &staging.archive_copy()?)?
-            .ok_or_else(|| LoadError::Internal("trusted keys, and no signature checked".into()))?;
+        let signed = self.verify_signature(archive.path(), &staging.archive_copy()?)?;
         let manifest = self.inspect_staged(&staging)?;
         signed.check(&manifest.name, &manifest.version)?;
         Ok(signed)
