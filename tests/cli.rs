@@ -195,6 +195,13 @@ fn load_the_shipped_example() {
     assert_eq!(result["installed_as_package"], true);
     assert_eq!(result["verified"], true);
     assert_eq!(result["installer"], "pip");
+    let (venv, lock) = (result["venv_path"].as_str(), result["lock"].as_str());
+    assert_eq!(
+        lock.map(Path::new),
+        venv.map(|venv| Path::new(venv).join("pylock.toml")).as_deref()
+    );
+    let lock = std::fs::read_to_string(lock.expect("a lock")).expect("the lock is written");
+    assert!(lock.contains("lock-version = \"1.0\""), "{lock}");
     assert_logged(
         &output,
         &[

@@ -13,6 +13,7 @@ use par_tests::binary::survivors;
 use par_tests::index_trap::IndexTrap;
 use par_tests::workspace::{build_environments, component_cache, installer_cache, names_in, settle};
 use par_tests::{Apkg, Workspace, tools};
+use sha2::{Digest, Sha256};
 
 fn tools_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("install-tools")
@@ -81,6 +82,7 @@ for_each_backend!(
     an_index_option_the_operator_allows_reaches_the_listener,
     every_call_the_seccomp_filter_refuses_is_refused_inside_an_install_step,
     an_install_step_is_capped_in_memory_and_temporary_space_as_a_whole,
+    the_venv_lock_names_exactly_what_was_installed_by_hash,
 );
 
 async fn setup_py_agent_imports_from_any_directory(backend: InstallerChoice) {
@@ -290,6 +292,80 @@ async fn local_requirement_installs_and_a_missing_one_fails_the_load(backend: In
         !message.contains("Agent package installation failed"),
         "the agent itself installed: {message}"
     );
+}
+
+/// The venv's `pylock.toml` names every distribution installed into it, by
+/// the SHA-256 of the very file it came from (hashed here from the
+/// wheelhouse), the local requirement and the agent as directories of the
+/// package, and the interpreter it was resolved for; a redeploy that reuses
+/// the venv names the same lock, unchanged.
+async fn the_venv_lock_names_exactly_what_was_installed_by_hash(backend: InstallerChoice) {
+    let ws = Workspace::new();
+    let apkg = Apkg::valid_agent()
+        .replace("requirements.txt", "packaging>=20\n./vendor/helper\n")
+        .file(
+            "vendor/helper/setup.py",
+            "from setuptools import setup\nsetup(name='par_helper', version='0.1', packages=['par_helper'])\n",
+        )
+        .file("vendor/helper/par_helper/__init__.py", "");
+    let package = load(&ws, backend, &apkg).await.expect("load");
+    assert_eq!(package.lock, package.venv_path.join("pylock.toml"));
+    let text = fs::read_to_string(&package.lock).expect("the lock");
+    let lock: toml::Table = toml::from_str(&text).expect("TOML");
+    assert_eq!(lock["lock-version"].as_str(), Some("1.0"), "{text}");
+
+    let version = python_in(&package, "import platform; print(platform.python_version())");
+    let version = String::from_utf8_lossy(&version.stdout).trim().to_owned();
+    assert_eq!(lock["requires-python"].as_str(), Some(format!("=={version}").as_str()));
+    let marker = lock["environments"][0].as_str().expect("an environment");
+    assert!(
+        marker.contains(&format!("python_full_version == '{version}'")),
+        "{marker}"
+    );
+
+    let packages = lock["packages"].as_array().expect("packages");
+    let named = |name: &str| {
+        packages
+            .iter()
+            .find(|p| p["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("{name} is not in the lock:\n{text}"))
+    };
+    let wheel = tools::wheelhouse(&tools_dir()).join("packaging-26.4-py3-none-any.whl");
+    let sha256 = format!("{:x}", Sha256::digest(fs::read(&wheel).expect("the wheel")));
+    let packaging = named("packaging");
+    assert_eq!(packaging["version"].as_str(), Some("26.4"));
+    let wheels = packaging["wheels"].as_array().expect("wheels");
+    assert_eq!(wheels.len(), 1, "{text}");
+    assert_eq!(wheels[0]["hashes"]["sha256"].as_str(), Some(sha256.as_str()));
+    assert!(
+        wheels[0]["url"]
+            .as_str()
+            .is_some_and(|url| url.ends_with("/packaging-26.4-py3-none-any.whl")),
+        "{text}"
+    );
+    assert_eq!(named("par-helper")["directory"]["path"].as_str(), Some("vendor/helper"));
+    let agent = named("test-agent");
+    assert_eq!(agent["directory"]["path"].as_str(), Some("."));
+    assert_eq!(agent["directory"]["editable"].as_bool(), Some(true));
+    assert_eq!(packages.len(), 3, "{text}");
+
+    // What the venv holds, as its own interpreter sees it, is what the lock says.
+    let installed = python_in(
+        &package,
+        "import importlib.metadata as m\nfor d in m.distributions(): print(d.metadata['Name'].lower().replace('_', '-'), d.version)",
+    );
+    let installed = String::from_utf8_lossy(&installed.stdout).into_owned();
+    for (name, version) in [("packaging", "26.4"), ("par-helper", "0.1"), ("test-agent", "1.0.0")] {
+        assert!(
+            installed.lines().any(|line| line == format!("{name} {version}")),
+            "{name} {version} is not installed:\n{installed}"
+        );
+    }
+
+    let again = load(&ws, backend, &apkg).await.expect("redeploy");
+    assert!(again.venv_reused);
+    assert_eq!(again.lock, package.lock);
+    assert_eq!(fs::read_to_string(&again.lock).expect("the lock"), text);
 }
 
 /// A loader for `backend` with a remote index, as an operator runs it: what

@@ -137,6 +137,7 @@ fn fifty_deployments_across_ten_apps_list_as_on_disk_and_gc_keeps_exactly_what_i
             assert_eq!(path, package.path, "most recently loaded first");
             assert_eq!(deployment["version"], format!("1.0.{version}").as_str());
             assert_eq!(deployment["current"], rank == 0);
+            assert_eq!(deployment["lock"].as_str().map(Path::new), Some(package.lock.as_path()));
             assert_eq!(deployment["tree_bytes"].as_u64(), Some(du(&[path])));
             let venv = Path::new(deployment["venv"].as_str().expect("venv"));
             assert_eq!(venv, package.venv_path);

@@ -71,6 +71,10 @@ class AgentPackage:
     venv_path: Path
     #: The venv's interpreter: start the agent with it.
     python_path: Path
+    #: ``{venv_path}/pylock.toml``: what the venv holds, as a PEP 751 lock
+    #: (every distribution's version, origin and SHA-256; the agent itself as
+    #: an editable directory).
+    lock: Path
     #: The agent's ``agent.yaml``, unknown fields included.
     manifest: dict[str, Any] = field(repr=False, hash=False, compare=True)
     #: The agent was installed editable, so its modules import from anywhere.
@@ -94,7 +98,7 @@ class AgentPackage:
 
     @classmethod
     def _from_native(cls, raw: dict[str, Any]) -> AgentPackage:
-        values = _native_fields(cls, raw, ("path", "link", "venv_path", "python_path"))
+        values = _native_fields(cls, raw, ("path", "link", "venv_path", "python_path", "lock"))
         values["timings"] = Timings(**raw["timings"])
         values["signed"] = Signed._from_native(raw.get("signed"))
         package = cls(**values)
@@ -142,6 +146,8 @@ class DeploymentInfo:
     link: Path | None
     #: The venv its record names (``None`` for a tree ``extract`` published).
     venv: Path | None
+    #: That venv's lock (``pylock.toml``): what it holds.
+    lock: Path | None
     #: The tree's size on disk (hard links counted once).
     tree_bytes: int
     #: The venv's size on disk.
@@ -195,6 +201,7 @@ class Listing:
                             "path": Path(d["path"]),
                             "link": optional(d["link"]),
                             "venv": optional(d["venv"]),
+                            "lock": optional(d["lock"]),
                             "agents": tuple(d["agents"]),
                             "signed": Signed._from_native(d.get("signed")),
                         }

@@ -7,8 +7,14 @@ import asyncio
 import dataclasses
 import json
 import logging
+import sys
 import time
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pytest's own TOML reader
+    import tomli as tomllib
 
 import pytest
 from conftest import AGENT_YAML, agent, names_in, run, write_apkg
@@ -41,6 +47,11 @@ def test_setup_py_is_installed_editable_and_core_imports_from_anywhere(tmp_path,
     core_file, model = done.stdout.split()
     assert Path(core_file).is_relative_to(package.path)
     assert model == "test-model"
+    # What the venv holds, as a PEP 751 lock: the agent itself, editable, from the package directory.
+    lock = tomllib.loads(package.lock.read_text())
+    assert package.lock == package.venv_path / "pylock.toml"
+    [agent_entry] = [p for p in lock["packages"] if p["name"] == "test-agent"]
+    assert agent_entry["directory"] == {"path": ".", "editable": True}
 
 
 @pytest.mark.parametrize("installer", INSTALLERS)
@@ -186,7 +197,7 @@ def test_results_are_frozen_with_paths_and_a_short_repr(tmp_path, make_loader):
 
     with pytest.raises(dataclasses.FrozenInstanceError):
         package.verified = False  # type: ignore[misc]
-    for path in [package.path, package.link, package.venv_path, package.python_path]:
+    for path in [package.path, package.link, package.venv_path, package.python_path, package.lock]:
         assert isinstance(path, Path)
     text = repr(package)
     assert text.startswith("AgentPackage(package_id='test-agent@1.0.0'")
@@ -258,6 +269,7 @@ def test_list_gc_and_remove_reclaim_what_loads_left(tmp_path, make_loader):
     assert [d.path for d in app.deployments] == [new.path, old.path], "most recently loaded first"
     assert [d.current for d in app.deployments] == [True, False]
     assert app.deployments[1].venv == old.venv_path
+    assert app.deployments[1].lock == old.lock and old.lock.is_file()
     assert app.deployments[1].venv_bytes > 0 and app.deployments[1].tree_bytes > 0
 
     dry = loader.gc(keep=1, dry_run=True)

@@ -502,13 +502,14 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                     None => "no entrypoint",
                 };
                 format!(
-                    "Loaded {} at {}\n  tree: {}\n  venv: {}{}\n  python: {}\n  installer: {}, installed as package: {}, entrypoint imports: {verified}",
+                    "Loaded {} at {}\n  tree: {}\n  venv: {}{}\n  python: {}\n  lock: {}\n  installer: {}, installed as package: {}, entrypoint imports: {verified}",
                     package.package_id,
                     package.link.display(),
                     package.path.display(),
                     package.venv_path.display(),
                     if package.venv_reused { " (reused)" } else { "" },
                     package.python_path.display(),
+                    package.lock.display(),
                     package.installer,
                     if package.installed_as_package {
                         "yes"

@@ -34,6 +34,21 @@ pub(crate) fn open_file_nofollow(dir: &Dir, name: &str) -> io::Result<std::fs::F
     Ok(file)
 }
 
+/// The whole of the regular file `name` in `dir` (never through a symlink),
+/// refused if it is larger than `max` bytes: what a step wrote for the host.
+pub(crate) fn read_bounded(dir: &Dir, name: &str, max: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    open_file_nofollow(dir, name)?.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("`{name}` is larger than {max} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// `name`, if it is one path component (the kernel follows symlinks in any
 /// component but the last, so only single names are opened raw).
 fn single(name: &str) -> io::Result<&str> {

@@ -149,9 +149,8 @@ impl Deployment {
         let venv_name = root.name_in(&self.package.venv_path, Area::Venvs)?;
         root.name_in(&self.package.link, Area::Packages)?;
         let unchanged = self.settings == settings
-            && open_dir_nofollow(root.dir(Area::Venvs), venv_name).is_ok_and(|venv| {
-                venv::is_finished(&venv, &venv::sealed_marker(root.seal(), venv_name, &self.venv_key))
-            })
+            && open_dir_nofollow(root.dir(Area::Venvs), venv_name)
+                .is_ok_and(|venv| venv::is_ready(&venv, &venv::sealed_marker(root.seal(), venv_name, &self.venv_key)))
             && open_dir_nofollow(root.dir(Area::Trees), tree)
                 .and_then(|tree| list_tree(&tree))
                 .is_ok_and(|tree| tree == self.tree);

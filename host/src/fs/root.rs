@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use cap_std::fs::{Dir, DirBuilder, DirBuilderExt};
 
-pub(crate) use crate::fs::handle::{fd_path, open_dir_nofollow, open_file_nofollow};
+pub(crate) use crate::fs::handle::{fd_path, open_dir_nofollow, open_file_nofollow, read_bounded};
 use crate::fs::owner;
 use crate::fs::seal::{KEY_FILE, Seal};
 use crate::types::error::LoadError;

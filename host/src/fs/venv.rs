@@ -6,7 +6,9 @@
 //! that package's build files. It counts as finished only once the marker
 //! (holding the key, sealed with the root's key: [`sealed_marker`]) is
 //! written, last; anything else found at that path (a venv left by an
-//! interrupted load, or one someone else made) is rebuilt.
+//! interrupted load, or one someone else made) is rebuilt. Just before the
+//! marker the host writes the venv's lock (`pylock.toml`): what its
+//! requirements step installed ([`crate::install::pylock`]).
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -23,6 +25,11 @@ use crate::fs::seal::{Seal, Sealed};
 const MARKER: &str = ".par-complete";
 /// The key of the build environment the venv's editable build ran in.
 const BUILD_ENV: &str = ".par-build-env";
+/// What the venv's requirements step installed, as the host wrote it.
+pub(crate) const LOCK: &str = "pylock.toml";
+/// What a venv holds besides its installs: a venv made before it kept its
+/// lock has another key, so it is never taken for one that does.
+const LAYOUT: &str = "par-venv-2 (pylock.toml)";
 
 /// The inputs that decide a venv's contents.
 #[derive(Debug, Clone)]
@@ -46,6 +53,7 @@ pub(crate) struct VenvInputs<'a> {
 /// The key: 16 hex digits of a SHA-256 over all inputs, each length-prefixed.
 pub(crate) fn key(inputs: &VenvInputs<'_>) -> String {
     short_key(&[
+        LAYOUT.as_bytes(),
         inputs.python.as_bytes(),
         inputs.installer.as_bytes(),
         inputs.index.as_bytes(),
@@ -72,6 +80,17 @@ pub(crate) fn short_key(fields: &[&[u8]]) -> String {
 /// only the loader could have written counts.
 pub(crate) fn sealed_marker(seal: &Seal, name: &str, key: &str) -> String {
     seal.tag(Sealed::VenvMarker, format!("{name}\0{key}").as_bytes())
+}
+
+/// Whether the agent's venv `venv` was finished for exactly this key and
+/// still holds its lock: what a load may reuse.
+pub(crate) fn is_ready(venv: &Dir, key: &str) -> bool {
+    has_lock(venv) && is_finished(venv, key)
+}
+
+/// Whether the venv holds its lock, a regular file.
+pub(crate) fn has_lock(venv: &Dir) -> bool {
+    venv.symlink_metadata(LOCK).is_ok_and(|m| m.is_file())
 }
 
 /// Whether the venv `venv` was finished for exactly this key (its marker
@@ -113,11 +132,26 @@ pub(crate) fn unmark(venv: &Dir) -> std::io::Result<()> {
 /// Records which build environment built the venv's agent (written by the
 /// host once every step is done, before the marker).
 pub(crate) fn record_build_env(venv: &Dir, key: &str) -> std::io::Result<()> {
-    let _ = venv.remove_file(BUILD_ENV);
+    replace_file(venv, BUILD_ENV, key.as_bytes())
+}
+
+/// Writes the venv's lock (`pylock.toml`, [`LOCK`]), once every step is
+/// done, before the marker: no step that could write the venv runs after it.
+pub(crate) fn record_lock(venv: &Dir, text: &str) -> std::io::Result<()> {
+    replace_file(venv, LOCK, text.as_bytes())
+}
+
+/// Creates `name` anew with `bytes`, whatever a step left at that name (a
+/// symlink is removed, never written through).
+fn replace_file(venv: &Dir, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    match venv.remove_file(name) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let mut file = venv
-        .open_with(BUILD_ENV, OpenOptions::new().write(true).create_new(true))?
+        .open_with(name, OpenOptions::new().write(true).create_new(true))?
         .into_std();
-    file.write_all(key.as_bytes())
+    file.write_all(bytes)
 }
 
 /// The build environment recorded by [`record_build_env`], if any.
@@ -191,5 +225,23 @@ mod tests {
         mark_finished(&dir, "key").expect("mark");
         assert_eq!(std::fs::read_to_string(&outside).expect("outside"), "abc");
         assert!(is_finished(&dir, "key"));
+    }
+
+    #[test]
+    fn a_lock_planted_as_a_symlink_is_replaced_not_written_through() {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let (venv, outside) = (scratch.path().join("venv"), scratch.path().join("outside"));
+        std::fs::create_dir(&venv).expect("venv");
+        std::fs::write(&outside, "theirs").expect("outside");
+        std::os::unix::fs::symlink(&outside, venv.join(LOCK)).expect("plant");
+        let dir = Dir::open_ambient_dir(&venv, cap_std::ambient_authority()).expect("open");
+        assert!(!has_lock(&dir), "a symlink is no lock");
+        record_lock(&dir, "lock-version = \"1.0\"\n").expect("record");
+        assert_eq!(std::fs::read_to_string(&outside).expect("outside"), "theirs");
+        assert!(has_lock(&dir));
+        mark_finished(&dir, "key").expect("mark");
+        assert!(is_ready(&dir, "key"));
+        dir.remove_file(LOCK).expect("remove");
+        assert!(!is_ready(&dir, "key"), "a venv without its lock is not reused");
     }
 }

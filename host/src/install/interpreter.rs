@@ -27,6 +27,8 @@ pub(crate) struct Interpreter {
     pub executable: PathBuf,
     /// `Python 3.11.7 /usr/bin/python3.11`: part of every venv key.
     pub identity: String,
+    /// `3.11.7`: what a venv's lock was resolved for.
+    pub version: String,
     /// `sys.prefix` and `sys.base_prefix` (one entry when they are equal):
     /// what a confined step must be able to read for the interpreter to start.
     pub prefixes: Vec<PathBuf>,
@@ -97,6 +99,7 @@ impl Interpreter {
         }
         executable.is_absolute().then(|| Self {
             identity: format!("Python {version} {}", executable.display()),
+            version: version.to_owned(),
             executable,
             prefixes,
             scripts: PathBuf::from(scripts),

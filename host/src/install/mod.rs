@@ -1,8 +1,11 @@
 //! Installing an agent: the installer back ends, one installer step, the
-//! editable self-install, the base interpreter, and the requirement policy.
+//! editable self-install, the base interpreter, the requirement policy, and
+//! the lock of what was installed.
 
 pub(crate) mod editable;
+pub(crate) mod file_url;
 pub(crate) mod installer;
 pub(crate) mod interpreter;
+pub(crate) mod pylock;
 pub mod requirements;
 pub(crate) mod step;

@@ -28,7 +28,9 @@ const ERROR_TAIL: usize = 8 * 1024;
 pub(crate) enum StepKind {
     /// Creating the agent's venv.
     Venv,
-    /// Installing `requirements.txt`.
+    /// Resolving `requirements.txt` into a lock, before installing it.
+    Resolve,
+    /// Installing `requirements.txt` (or the lock resolved from it).
     Requirements,
     /// Creating a shared build environment (the build backend's requirements).
     BuildEnv,
@@ -46,7 +48,7 @@ impl StepKind {
     pub(crate) fn name(self) -> &'static str {
         match self {
             StepKind::Venv => "venv",
-            StepKind::Requirements => "requirements",
+            StepKind::Resolve | StepKind::Requirements => "requirements",
             StepKind::BuildEnv | StepKind::Build | StepKind::SelfInstall => "self-install",
             StepKind::VerifyImport => "verify-import",
         }
@@ -56,7 +58,7 @@ impl StepKind {
     pub(crate) fn timeout(self, install: &InstallConfig) -> Duration {
         match self {
             StepKind::Venv => install.venv_timeout,
-            StepKind::Requirements => install.requirements_timeout,
+            StepKind::Resolve | StepKind::Requirements => install.requirements_timeout,
             StepKind::BuildEnv | StepKind::Build | StepKind::SelfInstall => install.self_install_timeout,
             StepKind::VerifyImport => install.import_timeout,
         }
@@ -77,7 +79,7 @@ impl StepKind {
     fn uses_index(self) -> bool {
         matches!(
             self,
-            StepKind::Requirements | StepKind::BuildEnv | StepKind::Build | StepKind::SelfInstall
+            StepKind::Resolve | StepKind::Requirements | StepKind::BuildEnv | StepKind::Build | StepKind::SelfInstall
         )
     }
 
@@ -87,7 +89,7 @@ impl StepKind {
     fn uses_installer_cache(self) -> bool {
         matches!(
             self,
-            StepKind::Venv | StepKind::Requirements | StepKind::BuildEnv | StepKind::SelfInstall
+            StepKind::Venv | StepKind::Resolve | StepKind::Requirements | StepKind::BuildEnv | StepKind::SelfInstall
         )
     }
 }

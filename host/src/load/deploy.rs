@@ -18,6 +18,7 @@ use crate::fs::venv;
 use crate::install::editable;
 use crate::install::installer::{Installer, venv_python};
 use crate::install::interpreter::Interpreter;
+use crate::install::pylock::{Environment, Lock};
 use crate::sandbox::Preopens;
 use crate::sandbox::install_session::{InstallSession, LoadContext};
 use crate::types::config::InstallConfig;
@@ -82,6 +83,7 @@ impl Orchestrator {
             }
         };
         let copies = staging.tree_writes(&config.limits)?;
+        let python_version = python.version.clone();
         let (archive_dir, tree) = (staging.archive_preopen(), staging.tree_preopen());
         let context = LoadContext {
             root: Arc::clone(root),
@@ -126,11 +128,29 @@ impl Orchestrator {
             ));
         };
         if !venv_state.reused {
+            let lock = session.outcome.lock.take().unwrap_or_else(Lock::empty);
+            let agent = facts
+                .installed_as_package
+                .then(|| editable::editable_install_of(&venv_state.path, &published.path))
+                .flatten();
+            let environment = Environment {
+                python_version,
+                installer: installer.name().to_owned(),
+            };
+            tracing::info!(
+                lock = %venv_state.path.join(venv::LOCK).display(),
+                packages = lock.len(),
+                "Recording what the venv holds"
+            );
+            let text = lock
+                .to_pylock(agent.as_deref(), &environment)
+                .map_err(|e| LoadError::Internal(format!("cannot write the venv's lock: {e}")))?;
             open_dir_nofollow(root.dir(Area::Venvs), &venv_state.name)
                 .and_then(|venv| {
                     if let Some(key) = &venv_state.build_env {
                         venv::record_build_env(&venv, key)?;
                     }
+                    venv::record_lock(&venv, &text)?;
                     venv::mark_finished(
                         &venv,
                         &venv::sealed_marker(root.seal(), &venv_state.name, &venv_state.key),
@@ -157,6 +177,7 @@ impl Orchestrator {
             link: published.link.clone(),
             venv_path: venv_state.path.clone(),
             python_path: venv_python(&venv_state.path),
+            lock: venv_state.path.join(venv::LOCK),
             manifest: published.manifest.clone(),
             installed_as_package: facts.installed_as_package,
             verified: facts.verified,

@@ -49,6 +49,8 @@ pub struct DeploymentListing {
     pub link: Option<PathBuf>,
     /// The venv its record names (none for a tree `extract` published).
     pub venv: Option<PathBuf>,
+    /// That venv's lock, `{venv}/pylock.toml`: what it holds (see `AgentPackage::lock`).
+    pub lock: Option<PathBuf>,
     /// The tree's size.
     pub tree_bytes: u64,
     /// The venv's size (0 without one).

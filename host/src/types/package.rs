@@ -72,6 +72,11 @@ pub struct AgentPackage {
     pub venv_path: PathBuf,
     /// The venv's interpreter: start the agent with it.
     pub python_path: PathBuf,
+    /// `{venv_path}/pylock.toml`: what the venv holds, as a PEP 751 lock
+    /// written by the host from the installer's own account (every
+    /// distribution's version, origin and SHA-256, the agent itself as an
+    /// editable directory), so any node can prove or repeat the install.
+    pub lock: PathBuf,
     /// The validated manifest.
     pub manifest: Manifest,
     /// The agent was installed as an editable package, so its modules import

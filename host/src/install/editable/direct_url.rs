@@ -18,6 +18,8 @@ use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use sha2::{Digest, Sha256};
 
+use crate::install::file_url::{file_url, path_of};
+
 /// Rewrites the `direct_url.json` of the distribution installed from
 /// `wheel_name` in `venv` to say "editable install of `package`", and its
 /// line in `RECORD` to match.
@@ -39,6 +41,46 @@ pub(crate) fn record_editable(venv: &Path, wheel_name: &str, package: &Path) -> 
         .collect();
     lines.push(line);
     dist.write("RECORD", lines.join("\n") + "\n")
+}
+
+/// The distribution name (as its `.dist-info` spells it) the venv records as
+/// an editable install of `package`, whichever frontend installed it: the
+/// agent's entry in the venv's lock.
+pub(crate) fn editable_install_of(venv: &Path, package: &Path) -> Option<String> {
+    let wanted = package.to_str()?;
+    let lib = Dir::open_ambient_dir(venv.join("lib"), ambient_authority()).ok()?;
+    for python in lib.entries().ok()?.flatten() {
+        let python = python.file_name();
+        let Some(python) = python.to_str().filter(|n| n.starts_with("python")) else {
+            continue;
+        };
+        let Ok(site) = lib.open_dir(format!("{python}/site-packages")) else {
+            continue;
+        };
+        for entry in site.entries().ok()?.flatten() {
+            let dist_info = entry.file_name();
+            let Some((name, _)) = dist_info
+                .to_str()
+                .and_then(|n| n.strip_suffix(".dist-info"))
+                .and_then(|stem| stem.split_once('-'))
+            else {
+                continue;
+            };
+            let recorded = site
+                .open_dir(entry.file_name())
+                .and_then(|dist| crate::fs::root::read_bounded(&dist, "direct_url.json", 64 * 1024))
+                .ok()
+                .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok());
+            let matches = recorded.is_some_and(|url| {
+                url["url"].as_str().and_then(|url| path_of(url).ok()).as_deref() == Some(wanted)
+                    && url["dir_info"]["editable"].as_bool() == Some(true)
+            });
+            if matches {
+                return Some(name.to_owned());
+            }
+        }
+    }
+    None
 }
 
 /// `name-1.0-0.editable-py3-none-any.whl` → `name-1.0.dist-info`: the
@@ -69,24 +111,6 @@ fn open_dist_info(venv: &Path, dist_info: &str) -> io::Result<Dir> {
     ))
 }
 
-/// A `file://` URL for an absolute path, percent-encoding what a URL path
-/// may not hold, as pip and uv write it.
-fn file_url(path: &Path) -> io::Result<String> {
-    let path = path
-        .to_str()
-        .filter(|p| p.starts_with('/'))
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the package path is not absolute UTF-8"))?;
-    let mut url = String::from("file://");
-    for byte in path.bytes() {
-        if byte.is_ascii_alphanumeric() || b"/-._~@+!$&'()*,;=:".contains(&byte) {
-            url.push(char::from(byte));
-        } else {
-            url.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    Ok(url)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,16 +128,6 @@ mod tests {
         assert_eq!(dist_info_name("../x-1-py3-none-any.whl"), None);
         assert_eq!(dist_info_name("x-1-py3-none-any.zip"), None);
         assert_eq!(dist_info_name("x.whl"), None);
-    }
-
-    #[test]
-    fn urls_encode_what_a_path_may_not_hold() {
-        assert_eq!(
-            file_url(Path::new("/r/packages/app@1.0+b")).expect("url"),
-            "file:///r/packages/app@1.0+b"
-        );
-        assert_eq!(file_url(Path::new("/a b/%")).expect("url"), "file:///a%20b/%25");
-        assert!(file_url(Path::new("relative")).is_err());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub(crate) use build_env::{Generation, add_user, discard_generations, generations, users};
-pub(crate) use direct_url::record_editable;
+pub(crate) use direct_url::{editable_install_of, record_editable};
 pub(crate) use job::{BuildJob, BuildSystem};
 
 use crate::exec::output::escape_controls;

@@ -22,16 +22,40 @@ pub(crate) struct Invocation {
     pub args: Vec<OsString>,
 }
 
+/// The requirement lines of a load: a file the host wrote, and optionally a
+/// constraints file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequirementFiles<'a> {
+    /// Requirements file.
+    pub file: &'a Path,
+    /// Constraints file.
+    pub constraints: Option<&'a Path>,
+}
+
+/// How an installer installs a load's requirements so that the host learns
+/// exactly what went in (the venv's lock, [`crate::install::pylock`]).
+#[derive(Debug, Clone)]
+pub(crate) enum RequirementsPlan {
+    /// Resolve into `pylock.toml` in the output directory, then install
+    /// exactly that resolution, hashes checked.
+    ResolveThenInstall {
+        /// Writes the resolution.
+        resolve: Invocation,
+        /// Installs it.
+        install: Invocation,
+    },
+    /// Install, writing a report of what was installed (`report.json`) in
+    /// the output directory.
+    InstallWithReport(Invocation),
+}
+
 /// What an install step installs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum InstallTarget<'a> {
-    /// A requirements file the host wrote, and optionally a constraints file.
-    Requirements {
-        /// Requirements file.
-        file: &'a Path,
-        /// Constraints file.
-        constraints: Option<&'a Path>,
-    },
+    /// The load's requirement lines.
+    Requirements(RequirementFiles<'a>),
+    /// A lock (`pylock.toml`): exactly its distributions, nothing resolved.
+    Lock(&'a Path),
     /// The package directory, in editable mode.
     Editable(&'a Path),
     /// A wheel file (the agent's editable wheel, built by par's frontend).
@@ -49,6 +73,15 @@ pub(crate) trait Installer: Send + Sync + std::fmt::Debug {
     fn create_venv(&self, python: &Path, venv: &Path) -> Invocation;
     /// The command that installs `target` into `venv`; `index_args` are appended.
     fn install(&self, venv: &Path, target: InstallTarget<'_>, index_args: &[OsString]) -> Invocation;
+    /// How the load's requirements go into `venv`, the installer writing
+    /// what it resolved or installed into `output`.
+    fn install_requirements(
+        &self,
+        venv: &Path,
+        requirements: RequirementFiles<'_>,
+        index_args: &[OsString],
+        output: &Path,
+    ) -> RequirementsPlan;
     /// The installer's own executable, when it is not the venv's Python
     /// (a confined step must be able to read it).
     fn program(&self) -> Option<PathBuf>;
@@ -82,15 +115,28 @@ pub(crate) fn venv_python(venv: &Path) -> PathBuf {
     venv.join("bin").join("python")
 }
 
+impl RequirementFiles<'_> {
+    /// `-r FILE [-c CONSTRAINTS]`.
+    fn args(&self) -> Vec<OsString> {
+        let mut args = vec![OsString::from("-r")];
+        args.extend(self.compile_args());
+        args
+    }
+
+    /// `FILE [-c CONSTRAINTS]`, as `uv pip compile` takes them.
+    fn compile_args(&self) -> Vec<OsString> {
+        let mut args = vec![self.file.into()];
+        if let Some(constraints) = self.constraints {
+            args.extend([OsString::from("-c"), constraints.into()]);
+        }
+        args
+    }
+}
+
 fn target_args(target: InstallTarget<'_>) -> Vec<OsString> {
     match target {
-        InstallTarget::Requirements { file, constraints } => {
-            let mut args = vec![OsString::from("-r"), file.into()];
-            if let Some(constraints) = constraints {
-                args.extend([OsString::from("-c"), constraints.into()]);
-            }
-            args
-        }
+        InstallTarget::Requirements(files) => files.args(),
+        InstallTarget::Lock(lock) => vec![OsString::from("-r"), lock.into()],
         InstallTarget::Editable(package) => vec![OsString::from("-e"), package.into()],
         InstallTarget::Wheel(wheel) => vec![wheel.into()],
         InstallTarget::BuildRequirements(file) => vec![OsString::from("-r"), file.into()],

@@ -3,8 +3,9 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use super::{InstallTarget, Installer, Invocation, target_args, venv_python};
+use super::{InstallTarget, Installer, Invocation, RequirementFiles, RequirementsPlan, target_args, venv_python};
 use crate::exec::process::StepOutput;
+use crate::install::pylock::REPORT_FILE;
 
 /// The pip back end.
 #[derive(Debug, Clone, Copy, Default)]
@@ -32,6 +33,21 @@ impl Installer for Pip {
             program: venv_python(venv),
             args,
         }
+    }
+
+    /// pip 23 has no lock command: the install reports what it installed.
+    fn install_requirements(
+        &self,
+        venv: &Path,
+        requirements: RequirementFiles<'_>,
+        index_args: &[OsString],
+        output: &Path,
+    ) -> RequirementsPlan {
+        let mut install = self.install(venv, InstallTarget::Requirements(requirements), index_args);
+        install
+            .args
+            .extend(["--report".into(), output.join(REPORT_FILE).into()]);
+        RequirementsPlan::InstallWithReport(install)
     }
 
     fn program(&self) -> Option<std::path::PathBuf> {

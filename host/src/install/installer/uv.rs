@@ -3,8 +3,9 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use super::{InstallTarget, Installer, Invocation, target_args, venv_python};
+use super::{InstallTarget, Installer, Invocation, RequirementFiles, RequirementsPlan, target_args, venv_python};
 use crate::exec::process::StepOutput;
+use crate::install::pylock::LOCK;
 
 /// The uv back end, with the `uv` executable it runs.
 #[derive(Debug, Clone)]
@@ -56,6 +57,46 @@ impl Installer for Uv {
         Invocation {
             program: self.program.clone(),
             args,
+        }
+    }
+
+    /// `uv pip compile` for this venv's interpreter, with every hash and no
+    /// header (it would name this machine's paths), then `uv pip install`
+    /// of exactly that lock.
+    fn install_requirements(
+        &self,
+        venv: &Path,
+        requirements: RequirementFiles<'_>,
+        index_args: &[OsString],
+        output: &Path,
+    ) -> RequirementsPlan {
+        let lock = output.join(LOCK);
+        let mut args: Vec<OsString> = [
+            "pip",
+            "compile",
+            "--no-config",
+            "--quiet",
+            "--no-header",
+            "--format",
+            "pylock.toml",
+            "--generate-hashes",
+        ]
+        .map(OsString::from)
+        .into();
+        args.extend([
+            "--python".into(),
+            venv_python(venv).into(),
+            "-o".into(),
+            lock.clone().into(),
+        ]);
+        args.extend(index_args.iter().cloned());
+        args.extend(requirements.compile_args());
+        RequirementsPlan::ResolveThenInstall {
+            resolve: Invocation {
+                program: self.program.clone(),
+                args,
+            },
+            install: self.install(venv, InstallTarget::Lock(&lock), index_args),
         }
     }
 

@@ -22,8 +22,9 @@ use super::{Orchestrator, check_app_id};
 use crate::exec::identity;
 use crate::fs::cache_dir::CacheDir;
 use crate::fs::lock::AppLock;
-use crate::fs::root::{Area, RootDir};
+use crate::fs::root::{Area, RootDir, open_dir_nofollow};
 use crate::fs::staging::Scratch;
+use crate::fs::venv;
 use crate::install::editable::{Generation, discard_generations, generations, users};
 use crate::types::error::LifecycleError;
 use crate::types::lifecycle::{
@@ -57,6 +58,11 @@ impl Orchestrator {
                         path: path(Area::Trees, &d.tree.name),
                         link: d.links.first().map(|link| path(Area::Packages, &link.name)),
                         venv: d.venvs.first().map(|venv| path(Area::Venvs, &venv.name)),
+                        lock: d.venvs.first().and_then(|venv| {
+                            let has_lock = open_dir_nofollow(root.dir(Area::Venvs), &venv.name)
+                                .is_ok_and(|dir| venv::has_lock(&dir));
+                            has_lock.then(|| path(Area::Venvs, &venv.name).join(venv::LOCK))
+                        }),
                         tree_bytes: d.tree.tally.bytes(),
                         venv_bytes: d.venvs.iter().map(|venv| venv.tally.bytes()).sum(),
                         last_loaded: unix(d.loaded),

@@ -39,6 +39,7 @@ use crate::fs::write_behind::WriteFailure;
 use crate::install::editable::EditableBuild;
 use crate::install::installer::Installer;
 use crate::install::interpreter::Interpreter;
+use crate::install::pylock::Lock;
 use crate::install::step::StepRunner;
 use crate::types::config::InstallConfig;
 use crate::types::error::{
@@ -94,6 +95,8 @@ pub(crate) struct Outcome {
     pub failures: Vec<InstallError>,
     /// Packages the requirements step installed.
     pub requirements_count: u32,
+    /// What the requirements step installed, as the installer accounted for it.
+    pub lock: Option<Lock>,
     /// Why the import check failed, if it did.
     pub verify_failure: Option<InstallError>,
     /// Wall-clock per step.

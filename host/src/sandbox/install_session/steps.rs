@@ -6,10 +6,14 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::time::Instant;
 
+use cap_std::fs::Dir;
+
 use super::InstallSession;
 use crate::exec::process::StepOutput;
+use crate::fs::root::{Area, open_dir_nofollow, read_bounded};
 use crate::install::editable::{self, EditableBuild, Prepared};
-use crate::install::installer::{InstallTarget, Invocation, venv_python};
+use crate::install::installer::{InstallTarget, Invocation, RequirementFiles, RequirementsPlan, venv_python};
+use crate::install::pylock::{LOCK, Lock, LockError, MAX_INSTALLER_OUTPUT_BYTES, Places, REPORT_FILE};
 use crate::install::step::{StepKind, StepSpec};
 use crate::sandbox::bindings::types::{Entrypoint, SelfInstall, StepReport};
 use crate::types::error::{GuestProtocolError, InstallError, describe};
@@ -18,6 +22,10 @@ use par_rules::names::is_entrypoint;
 /// The import check: the directory to put first on `sys.path` (empty for
 /// none), the module and the attribute arrive as argv, never as code.
 const VERIFY_SCRIPT: &str = "import importlib, sys\nif sys.argv[1]:\n    sys.path.insert(0, sys.argv[1])\nmodule = importlib.import_module(sys.argv[2])\nif len(sys.argv) > 3:\n    getattr(module, sys.argv[3])\n";
+
+/// Where in the venv the installer writes its resolution or report for the
+/// host, removed once read.
+const OUTPUT_DIR: &str = ".par-resolution";
 
 impl InstallSession {
     pub(super) fn install_requirements_inner(&mut self) -> Result<StepReport, InstallError> {
@@ -40,19 +48,50 @@ impl InstallSession {
             });
         }
         tracing::info!(venv = %name, "Installing dependencies from requirements.txt");
-        let ctx = self.ctx()?;
-        let target = InstallTarget::Requirements {
+        let (ctx, runner) = (self.ctx()?, self.runner()?);
+        let host = |action: &'static str| {
+            let path = venv_path.join(OUTPUT_DIR);
+            move |e: std::io::Error| InstallError::Host(format!("cannot {action} {}: {e}", path.display()))
+        };
+        let venv_dir = open_dir_nofollow(ctx.root.dir(Area::Venvs), &name).map_err(host("open the venv of"))?;
+        venv_dir.create_dir(OUTPUT_DIR).map_err(host("create"))?;
+        let output_dir = venv_path.join(OUTPUT_DIR);
+        let files = RequirementFiles {
             file: &file,
             constraints: constraints.as_deref(),
         };
-        let invocation = ctx.installer.install(&venv_path, target, &ctx.install.index.args());
-        let result = self
-            .runner()?
-            .run(StepSpec::new(StepKind::Requirements, invocation, &package).writable(&venv_path));
+        let plan = ctx
+            .installer
+            .install_requirements(&venv_path, files, &ctx.install.index.args(), &output_dir);
+        let spec = |kind, invocation| StepSpec::new(kind, invocation, &package).writable(&venv_path);
+        let places = Places {
+            output_dir: &output_dir,
+            package: &package,
+        };
+        let result = match plan {
+            RequirementsPlan::ResolveThenInstall { resolve, install } => runner
+                .run(spec(StepKind::Resolve, resolve))
+                .and_then(|_| read_lock(&venv_dir, LOCK, places, Lock::from_uv))
+                .and_then(|lock| {
+                    let left = StepKind::Requirements.left(&ctx.install, started.elapsed())?;
+                    let output = runner.run(spec(StepKind::Requirements, install).timeout(left))?;
+                    Ok((output, lock))
+                }),
+            RequirementsPlan::InstallWithReport(install) => {
+                runner.run(spec(StepKind::Requirements, install)).and_then(|output| {
+                    let lock = read_lock(&venv_dir, REPORT_FILE, places, Lock::from_pip_report)?;
+                    Ok((output, lock))
+                })
+            }
+        };
+        if let Err(error) = venv_dir.remove_dir_all(OUTPUT_DIR) {
+            tracing::warn!(%error, "cannot remove the installer's output from the venv");
+        }
         let elapsed_ms = started.elapsed().as_millis() as u64;
         self.outcome.timings.requirements_ms = elapsed_ms;
         match result {
-            Ok(output) => {
+            Ok((output, lock)) => {
+                self.outcome.lock = Some(lock);
                 let packages_count = self.ctx()?.installer.packages_installed(&output);
                 tracing::info!(packages_count, "External dependencies installed successfully");
                 self.outcome.requirements_count = packages_count;
@@ -205,6 +244,22 @@ impl InstallSession {
         }
         result.map(|_| ())
     }
+}
+
+/// Reads what the installer wrote (`name` in the venv's output directory) into a lock.
+fn read_lock(
+    venv: &Dir,
+    name: &str,
+    places: Places<'_>,
+    parse: fn(&str, Places<'_>) -> Result<Lock, LockError>,
+) -> Result<Lock, InstallError> {
+    let unreadable =
+        |problem: String| InstallError::Host(format!("the installer's account of what it installed: {problem}"));
+    let bytes = open_dir_nofollow(venv, OUTPUT_DIR)
+        .and_then(|output| read_bounded(&output, name, MAX_INSTALLER_OUTPUT_BYTES))
+        .map_err(|e| unreadable(format!("cannot read {name}: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|_| unreadable(format!("{name} is not UTF-8")))?;
+    parse(&text, places).map_err(|e| unreadable(e.to_string()))
 }
 
 fn log_step_error(error: &InstallError, what: &str, package: &Path) {

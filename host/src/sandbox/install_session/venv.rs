@@ -93,7 +93,7 @@ impl InstallSession {
             move |e: std::io::Error| InstallError::Host(format!("cannot {action} {}: {e}", path.display()))
         };
         let marker = venv::sealed_marker(ctx.root.seal(), &name, &key);
-        let reused = open_dir_nofollow(venvs, &name).is_ok_and(|venv| venv::is_finished(&venv, &marker));
+        let reused = open_dir_nofollow(venvs, &name).is_ok_and(|venv| venv::is_ready(&venv, &marker));
         let mut editable = None;
         if reused {
             tracing::info!(venv = %name, "Reusing venv");

@@ -1,0 +1,737 @@
+//! A venv's lock: what its requirements step installed, as a PEP 751
+//! `pylock.toml`.
+//!
+//! The host reads it from what the installer itself says it did, never from
+//! the venv afterwards: with uv, the resolution (`uv pip compile --format
+//! pylock.toml --generate-hashes`) that the install step then installs
+//! exactly; with pip, which has no lock command, the report of the install
+//! (`pip install --report`). Every field is checked (a normalised name, a
+//! PEP 440 version, a SHA-256 of 64 hex digits, local paths inside the
+//! package) and the host writes the lock it keeps itself, from these typed
+//! entries: the agent itself as an editable directory, every local path
+//! relative to the package directory (so the lock is the same on every node,
+//! wherever its root is), and the interpreter and platform it holds for.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uv_normalize::PackageName;
+
+use crate::install::file_url::path_of;
+
+pub(crate) use crate::fs::venv::LOCK;
+use uv_pep508::uv_pep440::Version;
+
+/// Largest resolution or install report read back. A report carries every
+/// distribution's metadata, descriptions included.
+pub(crate) const MAX_INSTALLER_OUTPUT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// pip's install report, written beside the lock uv would write.
+pub(crate) const REPORT_FILE: &str = "report.json";
+
+/// Why what the installer wrote is not a lock the host can keep.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{entry}: {problem}")]
+pub(crate) struct LockError {
+    /// The entry at fault (`packages[3] (requests)`), or the file.
+    pub entry: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl LockError {
+    fn new(entry: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            entry: entry.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// What a requirements step installed: one entry per distribution, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Lock {
+    packages: Vec<Locked>,
+}
+
+/// One locked distribution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Locked {
+    /// Normalised (PEP 503).
+    name: String,
+    /// Absent for a source tree, whose version is whatever its code says.
+    version: Option<String>,
+    /// The index it came from, when the installer names one.
+    index: Option<String>,
+    source: Source,
+}
+
+/// Where a locked distribution's bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    /// Built distributions, each with its hash.
+    Wheels(Vec<Artifact>),
+    /// A source distribution.
+    Sdist(Artifact),
+    /// A wheel or sdist named by a direct reference (a URL or a file in the package).
+    Archive(Artifact),
+    /// A directory inside the package.
+    Directory { path: String, editable: bool },
+    /// A version-control checkout, pinned to a commit.
+    Vcs { kind: String, url: String, commit: String },
+}
+
+/// A file and its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Artifact {
+    location: Location,
+    sha256: String,
+}
+
+/// A URL, or a path relative to the package directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Location {
+    Url(String),
+    Path(String),
+}
+
+/// Where the lock's local paths are resolved from, and where they must stay.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Places<'a> {
+    /// The directory the installer wrote its output in (uv's paths are relative to it).
+    pub output_dir: &'a Path,
+    /// The published package: every local path must be inside it.
+    pub package: &'a Path,
+}
+
+/// The interpreter and platform a lock was resolved for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Environment {
+    /// `3.11.7`.
+    pub python_version: String,
+    /// `pip` or `uv`.
+    pub installer: String,
+}
+
+impl Environment {
+    /// The PEP 508 marker only this interpreter on this platform satisfies.
+    fn marker(&self) -> String {
+        format!(
+            "python_full_version == '{}' and sys_platform == '{}' and platform_machine == '{}'",
+            self.python_version,
+            std::env::consts::OS,
+            std::env::consts::ARCH
+        )
+    }
+}
+
+impl Lock {
+    /// A lock with nothing installed (a package without requirements).
+    pub(crate) fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Reads the resolution uv wrote (`uv pip compile --format pylock.toml`).
+    pub(crate) fn from_uv(text: &str, places: Places<'_>) -> Result<Self, LockError> {
+        let file: PylockFile =
+            toml::from_str(text).map_err(|e| LockError::new(LOCK, format!("not a pylock.toml: {e}")))?;
+        let packages = file
+            .packages
+            .into_iter()
+            .enumerate()
+            .map(|(n, package)| {
+                let entry = format!("packages[{n}] ({})", package.name.chars().take(100).collect::<String>());
+                Locked::from_pylock(package, places).map_err(|problem| LockError::new(entry, problem))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::sorted(packages)
+    }
+
+    /// Reads pip's report of an install (`pip install --report`).
+    pub(crate) fn from_pip_report(text: &str, places: Places<'_>) -> Result<Self, LockError> {
+        let report: PipReport = serde_json::from_str(text)
+            .map_err(|e| LockError::new(REPORT_FILE, format!("not a pip installation report: {e}")))?;
+        let packages = report
+            .install
+            .into_iter()
+            .enumerate()
+            .map(|(n, item)| {
+                let entry = format!(
+                    "install[{n}] ({})",
+                    item.metadata.name.chars().take(100).collect::<String>()
+                );
+                Locked::from_pip(item, places).map_err(|problem| LockError::new(entry, problem))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::sorted(packages)
+    }
+
+    /// Sorted by name; a name twice is refused.
+    fn sorted(mut packages: Vec<Locked>) -> Result<Self, LockError> {
+        packages.sort_by(|a, b| a.name.cmp(&b.name));
+        if let Some(pair) = packages.windows(2).find(|pair| pair[0].name == pair[1].name) {
+            return Err(LockError::new(&pair[0].name, "listed twice"));
+        }
+        Ok(Self { packages })
+    }
+
+    /// How many distributions it names.
+    pub(crate) fn len(&self) -> usize {
+        self.packages.len()
+    }
+
+    /// The `pylock.toml` the host keeps: these packages, the agent (its
+    /// distribution name, when it was installed) as an editable directory,
+    /// and the environment it was resolved for.
+    pub(crate) fn to_pylock(&self, agent: Option<&str>, environment: &Environment) -> Result<String, LockError> {
+        let mut packages: Vec<PylockPackage> = self.packages.iter().map(Locked::to_pylock).collect();
+        if let Some(agent) = agent.and_then(|name| PackageName::from_str(name).ok()) {
+            packages.push(PylockPackage {
+                name: agent.to_string(),
+                directory: Some(PylockDirectory {
+                    path: ".".into(),
+                    editable: Some(true),
+                }),
+                ..PylockPackage::default()
+            });
+        }
+        let file = PylockFile {
+            lock_version: "1.0".into(),
+            created_by: "par".into(),
+            requires_python: Some(format!("=={}", environment.python_version)),
+            environments: vec![environment.marker()],
+            packages,
+            tool: Some(Tool {
+                par: ToolPar {
+                    installer: environment.installer.clone(),
+                    paths: "relative to the package directory".into(),
+                },
+            }),
+        };
+        let body = toml::to_string(&file).map_err(|e| LockError::new(LOCK, e.to_string()))?;
+        Ok(format!(
+            "# What par installed into this venv (PEP 751). Local paths are relative to the package directory.\n{body}"
+        ))
+    }
+}
+
+impl Locked {
+    fn from_pylock(package: PylockPackage, places: Places<'_>) -> Result<Self, String> {
+        let name = normalised_name(&package.name)?;
+        let version = package.version.map(|v| checked_version(&v)).transpose()?;
+        let artifact = |file: PylockArtifact| -> Result<Artifact, String> {
+            let location = match (file.url, file.path) {
+                (Some(url), None) => Location::Url(checked_url(&url)?),
+                (None, Some(path)) => Location::Path(inside_package(Path::new(&path), places)?),
+                _ => return Err("a file needs exactly one of `url` and `path`".into()),
+            };
+            Ok(Artifact {
+                location,
+                sha256: sha256_of(&file.hashes)?,
+            })
+        };
+        let source = match (
+            package.wheels,
+            package.sdist,
+            package.archive,
+            package.directory,
+            package.vcs,
+        ) {
+            (Some(wheels), None, None, None, None) if !wheels.is_empty() => {
+                Source::Wheels(wheels.into_iter().map(artifact).collect::<Result<_, _>>()?)
+            }
+            (None, Some(sdist), None, None, None) => Source::Sdist(artifact(sdist)?),
+            (None, None, Some(archive), None, None) => Source::Archive(artifact(archive)?),
+            (None, None, None, Some(directory), None) => Source::Directory {
+                path: inside_package(Path::new(&directory.path), places)?,
+                editable: directory.editable.unwrap_or(false),
+            },
+            (None, None, None, None, Some(vcs)) => Source::Vcs {
+                url: checked_url(&vcs.url.ok_or("a `vcs` source needs its `url`")?)?,
+                kind: vcs.kind,
+                commit: checked_commit(&vcs.commit_id)?,
+            },
+            _ => {
+                return Err(
+                    "needs exactly one of `wheels` (not empty), `sdist`, `archive`, `directory` and `vcs`".into(),
+                );
+            }
+        };
+        Ok(Self {
+            name,
+            version,
+            index: package.index.map(|url| checked_url(&url)).transpose()?,
+            source,
+        })
+    }
+
+    fn from_pip(item: PipInstall, places: Places<'_>) -> Result<Self, String> {
+        let name = normalised_name(&item.metadata.name)?;
+        let version = checked_version(&item.metadata.version)?;
+        let info = item.download_info;
+        let url = checked_url(&info.url)?;
+        let local = url
+            .starts_with("file://")
+            .then(|| inside_package(Path::new(&path_of(&url)?), places))
+            .transpose();
+        let source = if let Some(vcs) = info.vcs_info {
+            let (kind, url) = url.split_once('+').ok_or("a VCS URL without its `git+` prefix")?;
+            Source::Vcs {
+                kind: kind.to_owned(),
+                url: url.to_owned(),
+                commit: checked_commit(&vcs.commit_id)?,
+            }
+        } else if let Some(dir) = info.dir_info {
+            let path = local.ok().flatten().ok_or("a local directory outside the package")?;
+            Source::Directory {
+                path,
+                editable: dir.editable.unwrap_or(false),
+            }
+        } else if let Some(archive) = info.archive_info {
+            let sha256 = sha256_of(&archive.hashes)?;
+            // A file of the package is named by its path; anything else (an
+            // index, a find-links location) by its URL.
+            let location = match local {
+                Ok(Some(path)) => Location::Path(path),
+                _ => Location::Url(url.clone()),
+            };
+            let artifact = Artifact { location, sha256 };
+            match (item.is_direct, url.ends_with(".whl")) {
+                (true, _) => Source::Archive(artifact),
+                (false, true) => Source::Wheels(vec![artifact]),
+                (false, false) => Source::Sdist(artifact),
+            }
+        } else {
+            return Err("the report says neither where its archive, directory nor checkout came from".into());
+        };
+        // A source tree's version is whatever its code says at the next build.
+        let version = (!matches!(source, Source::Directory { .. })).then_some(version);
+        Ok(Self {
+            name,
+            version,
+            index: None,
+            source,
+        })
+    }
+
+    fn to_pylock(&self) -> PylockPackage {
+        let file = |artifact: &Artifact| {
+            let (url, path) = match &artifact.location {
+                Location::Url(url) => (Some(url.clone()), None),
+                Location::Path(path) => (None, Some(path.clone())),
+            };
+            PylockArtifact {
+                url,
+                path,
+                hashes: BTreeMap::from([("sha256".to_owned(), artifact.sha256.clone())]),
+            }
+        };
+        let mut package = PylockPackage {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            index: self.index.clone(),
+            ..PylockPackage::default()
+        };
+        match &self.source {
+            Source::Wheels(wheels) => package.wheels = Some(wheels.iter().map(file).collect()),
+            Source::Sdist(sdist) => package.sdist = Some(file(sdist)),
+            Source::Archive(archive) => package.archive = Some(file(archive)),
+            Source::Directory { path, editable } => {
+                package.directory = Some(PylockDirectory {
+                    path: path.clone(),
+                    editable: Some(*editable),
+                })
+            }
+            Source::Vcs { kind, url, commit } => {
+                package.vcs = Some(PylockVcs {
+                    kind: kind.clone(),
+                    url: Some(url.clone()),
+                    commit_id: commit.clone(),
+                })
+            }
+        }
+        package
+    }
+}
+
+fn normalised_name(name: &str) -> Result<String, String> {
+    PackageName::from_str(name)
+        .map(|name| name.to_string())
+        .map_err(|e| format!("`name` is not a distribution name: {e}"))
+}
+
+fn checked_version(version: &str) -> Result<String, String> {
+    Version::from_str(version)
+        .map(|_| version.to_owned())
+        .map_err(|e| format!("`version` is not a PEP 440 version: {e}"))
+}
+
+/// A URL of at most 8 KiB with a scheme and no whitespace or control characters.
+fn checked_url(url: &str) -> Result<String, String> {
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+    let plain = url.len() <= 8 * 1024 && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+    match scheme {
+        Some(scheme)
+            if plain
+                && !scheme.is_empty()
+                && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b)) =>
+        {
+            Ok(url.to_owned())
+        }
+        _ => Err(format!(
+            "`{}` is not a URL",
+            url.chars().take(200).collect::<String>().escape_default()
+        )),
+    }
+}
+
+fn checked_commit(commit: &str) -> Result<String, String> {
+    let hex = (7..=64).contains(&commit.len()) && commit.bytes().all(|b| b.is_ascii_hexdigit());
+    hex.then(|| commit.to_ascii_lowercase())
+        .ok_or_else(|| "`commit-id` is not a commit hash".into())
+}
+
+/// The SHA-256 among `hashes`: required, 64 hex digits. Only it is kept,
+/// so nothing the host did not check rides along.
+fn sha256_of(hashes: &BTreeMap<String, String>) -> Result<String, String> {
+    let sha256 = hashes.get("sha256").ok_or("no SHA-256 hash")?;
+    let hex = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit());
+    hex.then(|| sha256.to_ascii_lowercase())
+        .ok_or_else(|| "the SHA-256 hash is not 64 hex digits".into())
+}
+
+/// `path` (relative to the installer's output directory, or absolute),
+/// resolved without touching the file system, as a path relative to the
+/// package; anything outside the package is refused.
+fn inside_package(path: &Path, places: Places<'_>) -> Result<String, String> {
+    let mut resolved = PathBuf::new();
+    for component in places.output_dir.join(path).components() {
+        match component {
+            Component::ParentDir => {
+                resolved.pop();
+            }
+            Component::CurDir => {}
+            other => resolved.push(other),
+        }
+    }
+    let relative = resolved
+        .strip_prefix(places.package)
+        .map_err(|_| format!("`{}` is outside the package", path.display()))?;
+    let text = relative.to_str().ok_or("a path that is not UTF-8")?;
+    Ok(if text.is_empty() { ".".into() } else { text.to_owned() })
+}
+
+/// The part of PEP 751 par reads and writes.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct PylockFile {
+    lock_version: String,
+    #[serde(default)]
+    created_by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    requires_python: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    environments: Vec<String>,
+    #[serde(default)]
+    packages: Vec<PylockPackage>,
+    #[serde(default, skip_serializing_if = "Option::is_none", skip_deserializing)]
+    tool: Option<Tool>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct PylockPackage {
+    name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    index: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    vcs: Option<PylockVcs>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    directory: Option<PylockDirectory>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    archive: Option<PylockArtifact>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sdist: Option<PylockArtifact>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    wheels: Option<Vec<PylockArtifact>>,
+}
+
+/// A wheel, sdist or archive entry.
+#[derive(Debug, Serialize, Deserialize)]
+struct PylockArtifact {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    #[serde(default)]
+    hashes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PylockDirectory {
+    path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    editable: Option<bool>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct PylockVcs {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    commit_id: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Tool {
+    par: ToolPar,
+}
+
+#[derive(Debug, Serialize)]
+struct ToolPar {
+    installer: String,
+    paths: String,
+}
+
+/// The part of pip's installation report par reads.
+#[derive(Debug, Deserialize)]
+struct PipReport {
+    install: Vec<PipInstall>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PipInstall {
+    download_info: PipDownloadInfo,
+    #[serde(default)]
+    is_direct: bool,
+    metadata: PipMetadata,
+}
+
+#[derive(Debug, Deserialize)]
+struct PipDownloadInfo {
+    url: String,
+    archive_info: Option<PipArchiveInfo>,
+    dir_info: Option<PipDirInfo>,
+    vcs_info: Option<PipVcsInfo>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PipArchiveInfo {
+    #[serde(default)]
+    hashes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PipDirInfo {
+    editable: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PipVcsInfo {
+    commit_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct PipMetadata {
+    name: String,
+    version: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "81383611a09c1bc0b08b76e0fd5829d7c6824c65b27a6aee339da133f4233ea2";
+
+    fn places() -> Places<'static> {
+        Places {
+            output_dir: Path::new("/r/venvs/a_1/.par-resolution"),
+            package: Path::new("/r/trees/a@1.x"),
+        }
+    }
+
+    /// What `uv pip compile --format pylock.toml` wrote for a local path and a wheel.
+    fn uv_output(extra: &str) -> String {
+        format!(
+            r#"lock-version = "1.0"
+created-by = "uv"
+requires-python = ">=3.11.7"
+
+[[packages]]
+name = "Foo_Bar"
+directory = {{ path = "../../../trees/a@1.x/libs/foo" }}
+
+[[packages]]
+name = "packaging"
+version = "26.4"
+index = "https://pypi.org/simple"
+wheels = [{{ url = "https://files.example/packaging-26.4-py3-none-any.whl", hashes = {{ sha256 = "{SHA}" }} }}]
+{extra}"#
+        )
+    }
+
+    fn environment() -> Environment {
+        Environment {
+            python_version: "3.11.7".into(),
+            installer: "uv".into(),
+        }
+    }
+
+    #[test]
+    fn uv_resolution_is_read_with_paths_relative_to_the_package() {
+        let lock = Lock::from_uv(&uv_output(""), places()).expect("read");
+        assert_eq!(lock.len(), 2);
+        assert_eq!(lock.packages[0].name, "foo-bar");
+        assert_eq!(
+            lock.packages[0].source,
+            Source::Directory {
+                path: "libs/foo".into(),
+                editable: false
+            }
+        );
+        assert_eq!(lock.packages[1].version.as_deref(), Some("26.4"));
+        assert_eq!(lock.packages[1].index.as_deref(), Some("https://pypi.org/simple"));
+    }
+
+    #[test]
+    fn the_written_lock_reads_back_as_the_same_lock_with_the_agent_and_the_environment() {
+        let lock = Lock::from_uv(&uv_output(""), places()).expect("read");
+        let text = lock.to_pylock(Some("My_Agent"), &environment()).expect("write");
+        let value: toml::Value = toml::from_str(&text).expect("TOML");
+        assert_eq!(value["lock-version"].as_str(), Some("1.0"));
+        assert_eq!(value["created-by"].as_str(), Some("par"));
+        assert_eq!(value["requires-python"].as_str(), Some("==3.11.7"));
+        let environments = value["environments"].as_array().expect("environments");
+        assert!(
+            environments[0]
+                .as_str()
+                .is_some_and(|m| m.starts_with("python_full_version == '3.11.7' and sys_platform == 'linux'")),
+            "{environments:?}"
+        );
+        assert_eq!(value["tool"]["par"]["installer"].as_str(), Some("uv"));
+        let packages = value["packages"].as_array().expect("packages");
+        let agent = packages.last().expect("agent");
+        assert_eq!(agent["name"].as_str(), Some("my-agent"));
+        assert_eq!(agent["directory"]["path"].as_str(), Some("."));
+        assert_eq!(agent["directory"]["editable"].as_bool(), Some(true));
+        assert_eq!(packages[1]["wheels"][0]["hashes"]["sha256"].as_str(), Some(SHA));
+
+        // Paths in the written lock are relative to the package directory.
+        let package = Path::new("/r/trees/a@1.x");
+        let again = Lock::from_uv(
+            &text,
+            Places {
+                output_dir: package,
+                package,
+            },
+        )
+        .expect("read back");
+        let mut expected = lock.packages.clone();
+        expected.push(Locked {
+            name: "my-agent".into(),
+            version: None,
+            index: None,
+            source: Source::Directory {
+                path: ".".into(),
+                editable: true,
+            },
+        });
+        expected.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(again.packages, expected);
+    }
+
+    #[test]
+    fn pip_report_is_read_as_wheels_sdists_archives_and_directories() {
+        let report = format!(
+            r#"{{"version": "1", "install": [
+                {{"download_info": {{"url": "file:///wheels/packaging-26.4-py3-none-any.whl",
+                    "archive_info": {{"hash": "sha256={SHA}", "hashes": {{"sha256": "{SHA}"}}}}}},
+                  "is_direct": false, "requested": true,
+                  "metadata": {{"name": "packaging", "version": "26.4", "summary": "x"}}}},
+                {{"download_info": {{"url": "https://files.example/six-1.0.tar.gz",
+                    "archive_info": {{"hashes": {{"sha256": "{SHA}", "md5": "x"}}}}}},
+                  "metadata": {{"name": "six", "version": "1.0"}}}},
+                {{"download_info": {{"url": "file:///r/trees/a%401.x/dist/x-2-py3-none-any.whl",
+                    "archive_info": {{"hashes": {{"sha256": "{SHA}"}}}}}},
+                  "is_direct": true, "metadata": {{"name": "x", "version": "2"}}}},
+                {{"download_info": {{"url": "file:///r/trees/a%401.x/libs/foo", "dir_info": {{}}}},
+                  "is_direct": true, "metadata": {{"name": "foo", "version": "0.1"}}}}
+            ]}}"#
+        );
+        let lock = Lock::from_pip_report(&report, places()).expect("read");
+        let by_name = |name: &str| lock.packages.iter().find(|p| p.name == name).expect(name).clone();
+        let artifact = |location| Artifact {
+            location,
+            sha256: SHA.into(),
+        };
+        assert_eq!(
+            by_name("packaging").source,
+            Source::Wheels(vec![artifact(Location::Url(
+                "file:///wheels/packaging-26.4-py3-none-any.whl".into()
+            ))])
+        );
+        assert_eq!(
+            by_name("six").source,
+            Source::Sdist(artifact(Location::Url("https://files.example/six-1.0.tar.gz".into())))
+        );
+        assert_eq!(
+            by_name("x").source,
+            Source::Archive(artifact(Location::Path("dist/x-2-py3-none-any.whl".into())))
+        );
+        let foo = by_name("foo");
+        assert_eq!(foo.version, None, "a source tree's version is not locked");
+        assert_eq!(
+            foo.source,
+            Source::Directory {
+                path: "libs/foo".into(),
+                editable: false
+            }
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_locked_is_refused_naming_the_entry() {
+        let refused = |extra: &str| Lock::from_uv(&uv_output(extra), places()).expect_err(extra);
+        let cases = [
+            (
+                "[[packages]]\nname = \"packaging\"\nversion = \"1\"\narchive = { url = \"https://x/p.whl\", hashes = { sha256 = \"".to_owned() + SHA + "\" } }\n",
+                "listed twice",
+            ),
+            (
+                "[[packages]]\nname = \"b\"\nversion = \"1\"\nwheels = [{ url = \"https://x/b.whl\", hashes = { sha256 = \"abc\" } }]\n".into(),
+                "64 hex digits",
+            ),
+            (
+                "[[packages]]\nname = \"b\"\nversion = \"1\"\nwheels = [{ url = \"https://x/b.whl\", hashes = { md5 = \"abc\" } }]\n".into(),
+                "no SHA-256",
+            ),
+            (
+                "[[packages]]\nname = \"b\"\ndirectory = { path = \"../../../../etc\" }\n".into(),
+                "outside the package",
+            ),
+            (
+                "[[packages]]\nname = \"b\"\nversion = \"not a version\"\nsdist = { url = \"https://x/b.tar.gz\", hashes = { sha256 = \"".to_owned() + SHA + "\" } }\n",
+                "PEP 440",
+            ),
+            ("[[packages]]\nname = \"b c\"\ndirectory = { path = \".\" }\n".into(), "distribution name"),
+            ("[[packages]]\nname = \"b\"\n".into(), "exactly one of"),
+            (
+                "[[packages]]\nname = \"b\"\nversion = \"1\"\nsdist = { url = \"no scheme\", hashes = { sha256 = \"".to_owned() + SHA + "\" } }\n",
+                "not a URL",
+            ),
+        ];
+        for (extra, needle) in cases {
+            let error = refused(&extra);
+            assert!(error.to_string().contains(needle), "{extra}: {error}");
+        }
+        let error = refused("[[packages]]\nname = \"b\"\n");
+        assert!(error.entry.starts_with("packages[2] (b)"), "{error}");
+        assert!(Lock::from_uv("lock-version = [", places()).is_err());
+    }
+}
