@@ -83,6 +83,7 @@ for_each_backend!(
     every_call_the_seccomp_filter_refuses_is_refused_inside_an_install_step,
     an_install_step_is_capped_in_memory_and_temporary_space_as_a_whole,
     the_venv_lock_names_exactly_what_was_installed_by_hash,
+    a_lock_planted_by_setup_py_is_replaced_by_the_hosts,
 );
 
 async fn setup_py_agent_imports_from_any_directory(backend: InstallerChoice) {
@@ -366,6 +367,39 @@ async fn the_venv_lock_names_exactly_what_was_installed_by_hash(backend: Install
     assert!(again.venv_reused);
     assert_eq!(again.lock, package.lock);
     assert_eq!(fs::read_to_string(&again.lock).expect("the lock"), text);
+}
+
+/// `setup.py` runs after the requirements step, in the venv's interpreter
+/// (pip) or in a build environment (uv): whatever it plants at the lock's
+/// name, a file or a symlink to one outside, the load ends with the host's
+/// lock and nothing outside is written.
+async fn a_lock_planted_by_setup_py_is_replaced_by_the_hosts(backend: InstallerChoice) {
+    let ws = Workspace::new();
+    let outside = ws.path().join("outside.toml");
+    fs::write(&outside, "theirs\n").expect("outside");
+    let setup = format!(
+        "import os, sys\n\
+         venv = os.path.dirname(os.path.dirname(sys.executable))\n\
+         for prefix in {{sys.prefix, venv, os.environ.get('VIRTUAL_ENV', venv)}}:\n\
+         \x20   lock = os.path.join(prefix, 'pylock.toml')\n\
+         \x20   try:\n\
+         \x20       os.symlink({outside:?}, lock)\n\
+         \x20   except OSError:\n\
+         \x20       pass\n\
+         from setuptools import setup, find_packages\n\
+         setup(name='test-agent', version='1.0.0', packages=find_packages())\n"
+    );
+    let apkg = Apkg::valid_agent()
+        .replace("requirements.txt", "packaging\n")
+        .replace("setup.py", setup);
+    let package = load(&ws, backend, &apkg).await.expect("load");
+    assert!(
+        !fs::symlink_metadata(&package.lock).expect("the lock").is_symlink(),
+        "the lock is a file of its own"
+    );
+    let lock: toml::Table = toml::from_str(&fs::read_to_string(&package.lock).expect("lock")).expect("TOML");
+    assert_eq!(lock["created-by"].as_str(), Some("par"));
+    assert_eq!(fs::read_to_string(&outside).expect("outside"), "theirs\n");
 }
 
 /// A loader for `backend` with a remote index, as an operator runs it: what
