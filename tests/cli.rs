@@ -305,6 +305,27 @@ fn a_refused_requirement_exits_3_naming_its_file() {
 }
 
 #[test]
+fn a_lock_that_cannot_be_used_exits_3_naming_its_entry() {
+    let ws = Workspace::new();
+    let apkg = ws.apkg("agent", &Apkg::valid_agent());
+    let lock = ws.path().join("in").join("pylock.toml");
+    std::fs::write(
+        &lock,
+        "lock-version = \"1.0\"\n[[packages]]\nname = \"evil\"\ndirectory = { path = \"/etc\" }\n",
+    )
+    .expect("write the lock");
+    let mut args = binary().load_args(&apkg, "uv");
+    args.extend(["--lock".into(), lock.display().to_string()]);
+    let output = binary().command(&ws, &args).output().expect("run par");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(EXIT_PACKAGE_REFUSED), "{stderr}");
+    let error = &json(&output)["error"];
+    assert_eq!(error["kind"], "lock-invalid", "{error}");
+    assert_eq!(error["subject"], "packages[0] (evil)", "{error}");
+    ws.assert_left_nothing("a refused lock");
+}
+
+#[test]
 fn installer_steps_never_see_the_loaders_environment() {
     let ws = Workspace::new();
     // The package directory is writable from setup.py, with or without the installer sandbox.

@@ -73,6 +73,11 @@ fn dotenv() {
     replay(Target::DotEnv);
 }
 
+#[test]
+fn lock() {
+    replay(Target::Lock);
+}
+
 /// Every regression directory belongs to a target, and every target is a
 /// binary of the fuzz crate: a target added or renamed in one place only
 /// fails here.

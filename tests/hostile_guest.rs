@@ -354,3 +354,25 @@ fn a_hostile_guest_cannot_smuggle_variables_through_the_env_file() {
         }
     }
 }
+
+/// The guest reads a lock given for a load; whatever it hands back, the host
+/// checks again: a path out of the package is refused naming its entry,
+/// and an installer call from `read-lock` is a protocol violation.
+#[test]
+fn a_hostile_guest_cannot_pass_off_a_lock_the_host_would_refuse() {
+    let ws = Workspace::new();
+    let hostile = loader(&ws);
+    let lock = ws.path().join("in").join("pylock.toml");
+    for (text, kind, subject) in [
+        ("lock-version = \"1.0\"\n", "lock-invalid", "packages[0] (escapes)"),
+        ("# publish\n", "guest-protocol", "publish"),
+    ] {
+        std::fs::write(&lock, text).expect("write the lock");
+        let error = hostile
+            .load_locked_blocking(&scenario(&ws, "out-of-order"), None, &lock)
+            .expect_err(text);
+        assert_eq!((error.kind(), error.subject()), (kind, Some(subject)), "{error}");
+        assert!(error.is_package_fault(), "{error}");
+        ws.assert_left_nothing(text);
+    }
+}

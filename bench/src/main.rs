@@ -262,7 +262,8 @@ impl Bench {
         Ok(())
     }
 
-    /// Cold and warm loads against the pip flow, then extraction three ways.
+    /// Cold loads (resolving, and from the lock a first load recorded) and
+    /// warm loads against the pip flow, then extraction three ways.
     fn package(&self, name: &str, apkg: &Path, runs: usize) -> Result<()> {
         let apkg_arg = OsString::from(apkg);
         let load: [&OsString; 2] = [&"load".into(), &apkg_arg];
@@ -274,6 +275,11 @@ impl Bench {
         let (mut cold, mut warm, mut pip) = (Series::default(), Series::default(), Series::default());
         let warm_root = self.fresh("warm-root")?;
         measure(&mut self.par(&warm_root, &load), &log)?;
+        // The lock that load recorded, given to every locked cold load.
+        let lock = OsString::from(self.workdir.join(format!("{name}.pylock.toml")));
+        std::fs::copy(venv_lock(&warm_root)?, &lock)?;
+        let locked_load: [&OsString; 4] = [&"load".into(), &apkg_arg, &"--lock".into(), &lock];
+        let mut locked = Series::default();
         // The same redeploy with `--python` at its default, as users run par.
         let mut warm_default = Series::default();
         let default_root = self.fresh("warm-default-root")?;
@@ -281,6 +287,9 @@ impl Bench {
         for _ in 0..runs {
             cold.0
                 .push(measure(&mut self.par(&self.fresh("cold-root")?, &load), &log)?);
+            locked
+                .0
+                .push(measure(&mut self.par(&self.fresh("locked-root")?, &locked_load), &log)?);
             pip.0
                 .push(measure(&mut self.baseline(apkg, &self.fresh("baseline")?), &log)?);
             warm.0.push(measure(&mut self.par(&warm_root, &load), &log)?);
@@ -289,6 +298,8 @@ impl Bench {
                 .push(measure(&mut self.par_default_python(&default_root, &load), &log)?);
         }
         row(name, "`par load` cold vs pip flow", &cold, &pip);
+        row(name, "`par load --lock` cold vs pip flow", &locked, &pip);
+        row(name, "`par load --lock` cold vs `par load` cold", &locked, &cold);
         row(name, "`par load` warm (redeploy) vs pip flow", &warm, &pip);
         row(
             name,
@@ -485,6 +496,13 @@ impl Bench {
 }
 
 /// `cp -a from to`: hard links, symlinks and modes as they are.
+/// The lock of the one venv under `root`.
+fn venv_lock(root: &Path) -> Result<PathBuf> {
+    let mut venvs = std::fs::read_dir(root.join("venvs"))?;
+    let venv = venvs.next().context("no venv under the root")??;
+    Ok(venv.path().join("pylock.toml"))
+}
+
 fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     let status = Command::new("cp").arg("-a").arg(from).arg(to).status()?;
     if !status.success() {

@@ -19,6 +19,7 @@ pub mod path;
 pub mod policy;
 #[cfg(all(target_arch = "wasm32", target_env = "p2"))]
 mod positional;
+pub mod pylock;
 pub mod seek_buffered;
 pub mod yaml_events;
 

@@ -60,8 +60,8 @@ pub use types::config::{
 };
 pub use types::error::{
     ArchiveInconsistent, EntryProblem, EnvFileRefused, GuestProtocolError, Inconsistency, InstallCall, InstallError,
-    InstallFailure, IoFailure, LifecycleError, LimitExceeded, LimitKind, LoadError, ManifestInvalid, PackageError,
-    RefusedRequirement, SandboxError, SpawnError, StepFailure, UnsafeDir, UnsafeEntry,
+    InstallFailure, IoFailure, LifecycleError, LimitExceeded, LimitKind, LoadError, LockRefused, ManifestInvalid,
+    PackageError, RefusedRequirement, SandboxError, SpawnError, StepFailure, UnsafeDir, UnsafeEntry,
 };
 pub use types::lifecycle::{
     AppListing, BuildEnvironment, Collection, DeploymentListing, GcOptions, Listing, Reason, Removed, RemovedKind,

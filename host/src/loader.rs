@@ -143,7 +143,47 @@ impl PackageLoader {
     /// - [`LoadError::DiskFull`]: also when the disk filled up while installing.
     /// - [`LoadError::Internal`]: a fault of the host itself.
     pub fn load_blocking(&self, apkg: &Path, app_id: Option<&str>) -> Result<AgentPackage, LoadError> {
-        self.orchestrator.load(apkg, app_id)
+        self.orchestrator.load(apkg, app_id, None)
+    }
+
+    /// [`PackageLoader::load_package`], installing exactly the distributions
+    /// of `lock` (a PEP 751 `pylock.toml`, such as the `lock` of an earlier
+    /// load) instead of resolving the package's requirements: nothing is
+    /// resolved, every file is checked against its hash, and the lock must
+    /// hold what every requirement line asks for.
+    ///
+    /// # Errors
+    ///
+    /// Every error of [`PackageLoader::load_package`], and
+    /// [`LoadError::Lock`]: the lock cannot be read, one of its entries is
+    /// malformed or names an index, URL or path the loader's settings and
+    /// policy do not allow (`lock-invalid`), or it does not satisfy one of
+    /// the package's requirement lines (`lock-unsatisfied`), before anything
+    /// is installed.
+    pub async fn load_locked(
+        &self,
+        apkg: impl AsRef<Path>,
+        app_id: Option<&str>,
+        lock: impl AsRef<Path>,
+    ) -> Result<AgentPackage, LoadError> {
+        let this = self.clone();
+        let (apkg, lock) = (apkg.as_ref().to_owned(), lock.as_ref().to_owned());
+        let app_id = app_id.map(str::to_owned);
+        run_blocking(move || this.load_locked_blocking(&apkg, app_id.as_deref(), &lock)).await
+    }
+
+    /// Blocking form of [`PackageLoader::load_locked`].
+    ///
+    /// # Errors
+    ///
+    /// As [`PackageLoader::load_locked`].
+    pub fn load_locked_blocking(
+        &self,
+        apkg: &Path,
+        app_id: Option<&str>,
+        lock: &Path,
+    ) -> Result<AgentPackage, LoadError> {
+        self.orchestrator.load(apkg, app_id, Some(lock))
     }
 
     /// Blocking form of [`PackageLoader::inspect`], for callers outside an async runtime.

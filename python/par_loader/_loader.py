@@ -57,15 +57,25 @@ class PackageLoader:
         """The root every package, venv and record lives under (absolute)."""
         return self._native.root
 
-    def load_package(self, apkg_path: StrPath, agent_app_id: str | None = None) -> AgentPackage:
+    def load_package(
+        self, apkg_path: StrPath, agent_app_id: str | None = None, lock: StrPath | None = None
+    ) -> AgentPackage:
         """The spec's whole flow: extract and validate in the sandbox, create
         or reuse the venv, install ``requirements.txt`` and the agent itself
         (editable), and check that the entrypoint imports.
 
+        With ``lock`` (a PEP 751 ``pylock.toml``, such as an earlier load's
+        ``lock``), installs exactly its distributions, hashes checked, nothing
+        resolved; a lock that cannot be used or does not hold what a
+        requirement line asks for raises ``PackageRefused`` (``lock-invalid``,
+        ``lock-unsatisfied``) before anything is installed.
+
         Raises ``PackageRefused``, ``InstallFailed``, ``SandboxError``,
         ``InvalidInput`` or ``HostError`` (all ``ParError``).
         """
-        raw = self._native.load(os.fspath(apkg_path), agent_app_id)
+        raw = self._native.load(
+            os.fspath(apkg_path), agent_app_id, None if lock is None else os.fspath(lock)
+        )
         return AgentPackage._from_native(json.loads(raw))
 
     def inspect(self, apkg_path: StrPath) -> dict[str, Any]:
@@ -171,9 +181,11 @@ class PackageLoader:
         raw = self._native.gc(keep, max_bytes, older_than, dry_run)
         return Collection._from_native(json.loads(raw))
 
-    async def load_package_async(self, apkg_path: StrPath, agent_app_id: str | None = None) -> AgentPackage:
+    async def load_package_async(
+        self, apkg_path: StrPath, agent_app_id: str | None = None, lock: StrPath | None = None
+    ) -> AgentPackage:
         """``load_package`` without blocking the event loop."""
-        return await _off_the_loop(functools.partial(self.load_package, apkg_path, agent_app_id))
+        return await _off_the_loop(functools.partial(self.load_package, apkg_path, agent_app_id, lock))
 
     async def inspect_async(self, apkg_path: StrPath) -> dict[str, Any]:
         """``inspect`` without blocking the event loop."""

@@ -47,10 +47,14 @@ impl Loader {
         self.inner.config().root.clone()
     }
 
-    /// The spec's whole load; returns the `AgentPackage` as JSON.
-    #[pyo3(signature = (apkg, app_id=None))]
-    fn load(&self, py: Python<'_>, apkg: PathBuf, app_id: Option<String>) -> PyResult<String> {
-        let loaded = py.detach(|| self.inner.load_blocking(&apkg, app_id.as_deref()));
+    /// The spec's whole load (installing exactly `lock`'s distributions
+    /// when given one); returns the `AgentPackage` as JSON.
+    #[pyo3(signature = (apkg, app_id=None, lock=None))]
+    fn load(&self, py: Python<'_>, apkg: PathBuf, app_id: Option<String>, lock: Option<PathBuf>) -> PyResult<String> {
+        let loaded = py.detach(|| match &lock {
+            Some(lock) => self.inner.load_locked_blocking(&apkg, app_id.as_deref(), lock),
+            None => self.inner.load_blocking(&apkg, app_id.as_deref()),
+        });
         to_json(py, loaded, errors::to_python)
     }
 

@@ -236,6 +236,21 @@ def test_only_packages_signed_by_a_trusted_key_load(tmp_path, make_loader, root)
         make_loader("uv", trusted_keys=[keys / "k.key"])
 
 
+def test_a_lock_installs_exactly_its_set_and_one_that_falls_short_is_refused(tmp_path, make_loader, root):
+    loader = make_loader("uv")
+    locked = agent({"requirements.txt": "packaging>=20\n"})
+    first = loader.load_package(write_apkg(tmp_path / "in" / "a.apkg", locked), agent_app_id="first")
+    second = loader.load_package(write_apkg(tmp_path / "in" / "b.apkg", locked), agent_app_id="second", lock=first.lock)
+    assert second.lock.read_text() == first.lock.read_text(), "the same set, the same lock"
+    assert second.requirements_count == 1
+
+    short = write_apkg(tmp_path / "in" / "c.apkg", agent({"requirements.txt": "packaging>=99\n"}))
+    with pytest.raises(PackageRefused) as refused:
+        loader.load_package(short, agent_app_id="third", lock=first.lock)
+    assert (refused.value.kind, refused.value.subject) == ("lock-unsatisfied", "packaging>=99")
+    assert "third@1.0.0" not in names_in(root / "packages")
+
+
 def test_keys_made_and_packages_signed_in_python_verify_with_minisign(tmp_path, make_loader):
     key_id = par_loader.generate_keys(tmp_path / "release")
     apkg = write_apkg(tmp_path / "in" / "agent.apkg", agent())

@@ -56,6 +56,10 @@ pub const MAX_COMPONENT_BYTES: usize = 255;
 pub const MAX_REQUIREMENTS_FILE_BYTES: u64 = 1024 * 1024;
 /// Most requirement and constraint lines one plan may hold.
 pub const MAX_REQUIREMENT_LINES: usize = 10_000;
+/// Largest lock (`pylock.toml`) read for a load.
+pub const MAX_LOCK_BYTES: u64 = 16 * 1024 * 1024;
+/// Most distributions one lock may name.
+pub const MAX_LOCKED_PACKAGES: usize = 10_000;
 /// Most `[build-system] requires` entries taken.
 pub const MAX_BUILD_REQUIRES: usize = 64;
 /// Most `[build-system] backend-path` entries taken.

@@ -3,7 +3,7 @@
 mod lifecycle;
 mod trust;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -77,6 +77,11 @@ struct InstallArgs {
     /// Fail when the entrypoint does not import (default: warn, `verified: false`).
     #[arg(long)]
     strict: bool,
+    /// Install exactly the distributions of this PEP 751 lock (`pylock.toml`,
+    /// such as an earlier load's `lock`), hashes checked, nothing resolved;
+    /// refused unless it holds what every requirement line asks for.
+    #[arg(long, value_name = "FILE")]
+    lock: Option<PathBuf>,
     /// The uv executable (for --installer uv or auto).
     #[arg(long, value_name = "PATH", default_value = "uv")]
     uv: PathBuf,
@@ -133,6 +138,14 @@ fn choice<T: Choice + Send + Sync>() -> impl TypedValueParser<Value = T> {
 }
 
 impl InstallArgs {
+    /// Loads `apkg`, from the lock when one is given.
+    async fn load(&self, loader: &PackageLoader, apkg: &Path, app_id: Option<&str>) -> Result<AgentPackage, LoadError> {
+        match &self.lock {
+            Some(lock) => loader.load_locked(apkg, app_id, lock).await,
+            None => loader.load_package(apkg, app_id).await,
+        }
+    }
+
     fn apply(&self, install: &mut InstallConfig) {
         install.installer = self.installer;
         install.strict = self.strict;
@@ -493,8 +506,10 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     }
     let loader = PackageLoader::new(config)?;
     match &cli.command {
-        Command::Load { apkg, app_id, .. } => {
-            let package = loader.load_package(apkg, app_id.as_deref()).await?;
+        Command::Load {
+            apkg, app_id, install, ..
+        } => {
+            let package = install.load(&loader, apkg, app_id.as_deref()).await?;
             print_result(cli.json, &package, || {
                 let verified = match package.verified {
                     Some(true) => "yes",
@@ -569,7 +584,7 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             argv,
             ..
         } => {
-            let package = loader.load_package(apkg, app_id.as_deref()).await?;
+            let package = install.load(&loader, apkg, app_id.as_deref()).await?;
             let mut spec = SpawnSpec::new(argv.iter().cloned());
             spec.listen = agent.listen.clone();
             spec.health = agent.health.clone();

@@ -48,6 +48,8 @@ pub(crate) struct VenvInputs<'a> {
     pub package: &'a Path,
     /// Contents of `setup.py` / `pyproject.toml` (empty when absent).
     pub build_files: &'a [u8],
+    /// The digest of the lock the load was given (empty without one).
+    pub lock: &'a str,
 }
 
 /// The key: 16 hex digits of a SHA-256 over all inputs, each length-prefixed.
@@ -61,6 +63,7 @@ pub(crate) fn key(inputs: &VenvInputs<'_>) -> String {
         inputs.constraints.join("\n").as_bytes(),
         inputs.package.as_os_str().as_encoded_bytes(),
         inputs.build_files,
+        inputs.lock.as_bytes(),
     ])
 }
 
@@ -184,6 +187,7 @@ mod tests {
             constraints: &[],
             package,
             build_files: b"setup()",
+            lock: "",
         }
     }
 

@@ -12,13 +12,24 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 
 use sha2::{Digest, Sha256};
+use uv_pep508::{MarkerEnvironment, MarkerEnvironmentBuilder};
 
 use crate::exec::process::{self, Step};
 use crate::fs::cache_dir::CacheDir;
 use crate::types::error::LoadError;
 
-/// Printed by the interpreter itself, one value per line.
-const PROBE: &str = "import sys, sysconfig\nfor v in (sys.executable, sys.version.split()[0], sys.prefix, sys.base_prefix, sysconfig.get_path('scripts')):\n    print(v)\n";
+/// Printed by the interpreter itself, one value per line: where it lives,
+/// then PEP 508's marker environment, in [`MarkerEnvironmentBuilder`]'s order.
+const PROBE: &str = concat!(
+    "import os, platform, sys, sysconfig\n",
+    "i = sys.implementation.version\n",
+    "iv = '%d.%d.%d' % (i.major, i.minor, i.micro) + ('' if i.releaselevel == 'final' else i.releaselevel[0] + str(i.serial))\n",
+    "for v in (sys.executable, sys.version.split()[0], sys.prefix, sys.base_prefix, sysconfig.get_path('scripts'),\n",
+    "          sys.implementation.name, iv, os.name, platform.machine(), platform.python_implementation(),\n",
+    "          platform.release(), platform.system(), platform.version(), platform.python_version(),\n",
+    "          '.'.join(platform.python_version_tuple()[:2]), sys.platform):\n",
+    "    print(v)\n",
+);
 
 /// A Python interpreter, resolved past any shim.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,8 +38,9 @@ pub(crate) struct Interpreter {
     pub executable: PathBuf,
     /// `Python 3.11.7 /usr/bin/python3.11`: part of every venv key.
     pub identity: String,
-    /// `3.11.7`: what a venv's lock was resolved for.
-    pub version: String,
+    /// PEP 508's marker environment: which requirement lines apply to it,
+    /// and what a venv's lock was resolved for.
+    pub markers: MarkerEnvironment,
     /// `sys.prefix` and `sys.base_prefix` (one entry when they are equal):
     /// what a confined step must be able to read for the interpreter to start.
     pub prefixes: Vec<PathBuf>,
@@ -78,7 +90,7 @@ impl Interpreter {
         Ok(interpreter)
     }
 
-    /// A kept answer: the probe's five lines, then the identity the
+    /// A kept answer: the probe's lines, then the identity the
     /// interpreter's file had, which must still hold.
     fn parse_kept(text: &str) -> Option<Self> {
         let (answer, executable) = text.trim_end().rsplit_once('\n')?;
@@ -86,12 +98,42 @@ impl Interpreter {
         (identity_key(&interpreter.executable).as_deref() == Some(executable)).then_some(interpreter)
     }
 
-    /// Reads the probe's five lines.
+    /// Reads the probe's sixteen lines.
     fn parse(text: &str) -> Option<Self> {
         let lines: Vec<&str> = text.lines().collect();
-        let [executable, version, prefix, base_prefix, scripts] = lines[..] else {
+        let [executable, version, prefix, base_prefix, scripts, ref marker @ ..] = lines[..] else {
             return None;
         };
+        let [
+            implementation_name,
+            implementation_version,
+            os_name,
+            platform_machine,
+            platform_python_implementation,
+            platform_release,
+            platform_system,
+            platform_version,
+            python_full_version,
+            python_version,
+            sys_platform,
+        ] = marker[..]
+        else {
+            return None;
+        };
+        let markers = MarkerEnvironment::try_from(MarkerEnvironmentBuilder {
+            implementation_name,
+            implementation_version,
+            os_name,
+            platform_machine,
+            platform_python_implementation,
+            platform_release,
+            platform_system,
+            platform_version,
+            python_full_version,
+            python_version,
+            sys_platform,
+        })
+        .ok()?;
         let executable = PathBuf::from(executable);
         let mut prefixes = vec![PathBuf::from(prefix)];
         if base_prefix != prefix {
@@ -99,7 +141,7 @@ impl Interpreter {
         }
         executable.is_absolute().then(|| Self {
             identity: format!("Python {version} {}", executable.display()),
-            version: version.to_owned(),
+            markers,
             executable,
             prefixes,
             scripts: PathBuf::from(scripts),
@@ -261,7 +303,17 @@ mod tests {
         );
         assert!(python.identity.starts_with("Python 3."), "{}", python.identity);
         assert!(python.prefixes.iter().any(|p| python.executable.starts_with(p)));
+        let version = &python.markers.python_full_version().string;
+        assert!(
+            python.identity.starts_with(&format!("Python {version} ")),
+            "{}",
+            python.identity
+        );
+        assert_eq!(python.markers.sys_platform(), "linux");
     }
+
+    /// A marker environment's eleven lines, as the probe prints them.
+    const MARKERS: &str = "cpython\n3.99.0\nposix\nx86_64\nCPython\n6.1\nLinux\n#1 SMP\n3.99.0\n3.99\nlinux\n";
 
     #[test]
     fn a_compiled_interpreter_is_asked_once() {
@@ -278,13 +330,13 @@ mod tests {
         let identity = identity_key(&python.executable).expect("identity");
         fs::write(
             entries[0].path(),
-            format!("{exe}\n3.99.0\n/x\n/x\n/x/bin\n{identity}\n"),
+            format!("{exe}\n3.99.0\n/x\n/x\n/x/bin\n{MARKERS}{identity}\n"),
         )
         .expect("rewrite");
         assert_eq!(probe().expect("cached").identity, format!("Python 3.99.0 {exe}"));
         fs::write(
             entries[0].path(),
-            format!("{exe}\n3.99.0\n/x\n/x\n/x/bin\nanother-file\n"),
+            format!("{exe}\n3.99.0\n/x\n/x\n/x/bin\n{MARKERS}another-file\n"),
         )
         .expect("rewrite");
         assert_eq!(probe().expect("asked again").identity, first.identity);

@@ -20,6 +20,9 @@ use serde::{Deserialize, Serialize};
 use uv_normalize::PackageName;
 
 use crate::install::file_url::path_of;
+use crate::install::requirements::{self, Asked};
+use crate::types::config::{IndexConfig, RequirementPolicy};
+use uv_pep508::MarkerEnvironment;
 
 pub(crate) use crate::fs::venv::LOCK;
 use uv_pep508::uv_pep440::Version;
@@ -30,6 +33,24 @@ pub(crate) const MAX_INSTALLER_OUTPUT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// pip's install report, written beside the lock uv would write.
 pub(crate) const REPORT_FILE: &str = "report.json";
+
+/// A lock the operator gave for a load, checked: what the load installs, exactly.
+#[derive(Debug, Clone)]
+pub(crate) struct GivenLock {
+    /// The file it was read from, for messages.
+    pub path: PathBuf,
+    /// Its distributions.
+    pub lock: Lock,
+}
+
+impl GivenLock {
+    /// What tells two locks apart: part of the venv's key and of the
+    /// settings an unchanged redeploy must share.
+    pub(crate) fn digest(&self) -> String {
+        use sha2::Digest as _;
+        crate::fs::hex(&sha2::Sha256::digest(format!("{:?}", self.lock.packages)))
+    }
+}
 
 /// Why what the installer wrote is not a lock the host can keep.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -109,8 +130,8 @@ pub(crate) struct Places<'a> {
 /// The interpreter and platform a lock was resolved for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Environment {
-    /// `3.11.7`.
-    pub python_version: String,
+    /// The interpreter's PEP 508 marker environment.
+    pub markers: MarkerEnvironment,
     /// `pip` or `uv`.
     pub installer: String,
 }
@@ -118,11 +139,13 @@ pub(crate) struct Environment {
 impl Environment {
     /// The PEP 508 marker only this interpreter on this platform satisfies.
     fn marker(&self) -> String {
+        let markers = &self.markers;
         format!(
-            "python_full_version == '{}' and sys_platform == '{}' and platform_machine == '{}'",
-            self.python_version,
-            std::env::consts::OS,
-            std::env::consts::ARCH
+            "python_full_version == '{}' and implementation_name == '{}' and sys_platform == '{}' and platform_machine == '{}'",
+            markers.python_full_version().string,
+            markers.implementation_name(),
+            markers.sys_platform(),
+            markers.platform_machine(),
         )
     }
 }
@@ -137,13 +160,45 @@ impl Lock {
     pub(crate) fn from_uv(text: &str, places: Places<'_>) -> Result<Self, LockError> {
         let file: PylockFile =
             toml::from_str(text).map_err(|e| LockError::new(LOCK, format!("not a pylock.toml: {e}")))?;
-        let packages = file
-            .packages
+        Self::from_packages(file.packages, places, |_| Ok(()))
+    }
+
+    /// A lock an operator gave for a load, as the guest read it: every entry
+    /// checked again as the installer's own account is, then against the
+    /// loader's index settings and requirement policy as a requirement line
+    /// would be ([`policy_problem`]). The package itself (the directory `.`)
+    /// is left out: its own step installs it.
+    pub(crate) fn from_claims(
+        claims: Vec<Claim>,
+        index: &IndexConfig,
+        policy: RequirementPolicy,
+    ) -> Result<Self, LockError> {
+        let base = Path::new("/package");
+        let places = Places {
+            output_dir: base,
+            package: base,
+        };
+        let check = |locked: &Locked| policy_problem(locked, index, policy);
+        let mut lock = Self::from_packages(claims, places, check)?;
+        lock.packages
+            .retain(|locked| !matches!(&locked.source, Source::Directory { path, .. } if path == "."));
+        Ok(lock)
+    }
+
+    /// Every entry read and checked (then `check`ed), each error naming its entry.
+    fn from_packages(
+        packages: Vec<PylockPackage>,
+        places: Places<'_>,
+        check: impl Fn(&Locked) -> Result<(), String>,
+    ) -> Result<Self, LockError> {
+        let packages = packages
             .into_iter()
             .enumerate()
             .map(|(n, package)| {
                 let entry = format!("packages[{n}] ({})", package.name.chars().take(100).collect::<String>());
-                Locked::from_pylock(package, places).map_err(|problem| LockError::new(entry, problem))
+                Locked::from_pylock(package, places)
+                    .and_then(|locked| check(&locked).map(|()| locked))
+                    .map_err(|problem| LockError::new(entry, problem))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Self::sorted(packages)
@@ -177,16 +232,118 @@ impl Lock {
         Ok(Self { packages })
     }
 
+    /// Why the lock does not hold what `line` (one the policy accepted) asks
+    /// for in `markers`' environment; `None` when it does or the line does
+    /// not apply there. What extras and dependencies need is the installer's
+    /// to check: the lock installs as one set.
+    pub(crate) fn shortfall(&self, line: &str, markers: &MarkerEnvironment) -> Option<String> {
+        let asked = match requirements::asked(line) {
+            Some(asked) => asked,
+            None => return Some("par cannot read this line to check it against the lock".into()),
+        };
+        match asked {
+            Asked::Nothing => None,
+            Asked::Named {
+                name,
+                specifiers,
+                direct,
+                marker,
+            } => {
+                if !marker.evaluate(markers, &[]) {
+                    return None;
+                }
+                let Some(locked) = self.packages.iter().find(|p| p.name == name.as_ref()) else {
+                    return Some(format!("the lock has no `{name}`"));
+                };
+                let from_index = matches!(locked.source, Source::Wheels(_) | Source::Sdist(_));
+                if direct && from_index {
+                    return Some(format!(
+                        "the lock has `{name}` from an index, not the direct reference this line names"
+                    ));
+                }
+                let specifiers = specifiers?;
+                match locked.version.as_deref() {
+                    Some(version) if Version::from_str(version).is_ok_and(|v| specifiers.contains(&v)) => None,
+                    Some(version) => Some(format!("the lock has `{name}` {version}, not `{specifiers}`")),
+                    None => Some(format!("the lock has `{name}` from a source tree, without a version")),
+                }
+            }
+            Asked::Path(path) => {
+                let base = Path::new("/package");
+                let places = Places {
+                    output_dir: base,
+                    package: base,
+                };
+                let wanted = inside_package(Path::new(&path), places).ok()?;
+                let locked = self.packages.iter().any(|p| match &p.source {
+                    Source::Directory { path, .. } => *path == wanted,
+                    Source::Archive(file) => file.location == Location::Path(wanted.clone()),
+                    _ => false,
+                });
+                (!locked).then(|| format!("the lock has nothing from `{wanted}`"))
+            }
+        }
+    }
+
+    /// The copy of the lock an installer reads: every local path absolute,
+    /// under `package` (uv reads relative ones from the lock file's directory).
+    pub(crate) fn to_install_lock(&self, package: &Path) -> Result<String, LockError> {
+        let file = PylockFile {
+            lock_version: "1.0".into(),
+            created_by: "par".into(),
+            requires_python: None,
+            environments: Vec::new(),
+            packages: self.packages.iter().map(|p| p.to_pylock(Some(package))).collect(),
+            tool: None,
+        };
+        toml::to_string(&file).map_err(|e| LockError::new(LOCK, e.to_string()))
+    }
+
+    /// The lock as pip takes it: requirement lines each pinned to its exact
+    /// file or version by `--hash` (hashed mode, nothing else resolved), and
+    /// the directories and checkouts, which have no hash to check, apart.
+    pub(crate) fn to_pip(&self, package: &Path) -> (String, Vec<String>) {
+        let (mut hashed, mut unhashed) = (String::new(), Vec::new());
+        let location = |file: &Artifact| match &file.location {
+            Location::Url(url) => url.clone(),
+            Location::Path(path) => package.join(path).display().to_string(),
+        };
+        for locked in &self.packages {
+            let name = &locked.name;
+            match &locked.source {
+                Source::Wheels(files) if files.len() == 1 => {
+                    hashed += &format!("{name} @ {} --hash=sha256:{}\n", location(&files[0]), files[0].sha256);
+                }
+                Source::Wheels(files) => {
+                    let version = locked.version.as_deref().unwrap_or_default();
+                    let hashes: String = files.iter().map(|f| format!(" --hash=sha256:{}", f.sha256)).collect();
+                    hashed += &format!("{name}=={version}{hashes}\n");
+                }
+                Source::Sdist(file) | Source::Archive(file) => {
+                    hashed += &format!("{name} @ {} --hash=sha256:{}\n", location(file), file.sha256);
+                }
+                Source::Directory { path, .. } => unhashed.push(package.join(path).display().to_string()),
+                Source::Vcs { kind, url, commit } => unhashed.push(format!("{name} @ {kind}+{url}@{commit}")),
+            }
+        }
+        (hashed, unhashed)
+    }
+
     /// How many distributions it names.
     pub(crate) fn len(&self) -> usize {
         self.packages.len()
+    }
+
+    /// Whether it names none.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.packages.is_empty()
     }
 
     /// The `pylock.toml` the host keeps: these packages, the agent (its
     /// distribution name, when it was installed) as an editable directory,
     /// and the environment it was resolved for.
     pub(crate) fn to_pylock(&self, agent: Option<&str>, environment: &Environment) -> Result<String, LockError> {
-        let mut packages: Vec<PylockPackage> = self.packages.iter().map(Locked::to_pylock).collect();
+        let mut packages: Vec<PylockPackage> = self.packages.iter().map(|p| p.to_pylock(None)).collect();
         if let Some(agent) = agent.and_then(|name| PackageName::from_str(name).ok()) {
             packages.push(PylockPackage {
                 name: agent.to_string(),
@@ -200,7 +357,7 @@ impl Lock {
         let file = PylockFile {
             lock_version: "1.0".into(),
             created_by: "par".into(),
-            requires_python: Some(format!("=={}", environment.python_version)),
+            requires_python: Some(format!("=={}", environment.markers.python_full_version().string)),
             environments: vec![environment.marker()],
             packages,
             tool: Some(Tool {
@@ -316,11 +473,17 @@ impl Locked {
         })
     }
 
-    fn to_pylock(&self) -> PylockPackage {
+    /// Its PEP 751 entry; local paths relative to the package, or absolute
+    /// under `package` when given.
+    fn to_pylock(&self, package: Option<&Path>) -> PylockPackage {
+        let local = |path: &str| match package {
+            Some(package) => package.join(path).display().to_string(),
+            None => path.to_owned(),
+        };
         let file = |artifact: &Artifact| {
             let (url, path) = match &artifact.location {
                 Location::Url(url) => (Some(url.clone()), None),
-                Location::Path(path) => (None, Some(path.clone())),
+                Location::Path(path) => (None, Some(local(path))),
             };
             PylockArtifact {
                 url,
@@ -328,31 +491,119 @@ impl Locked {
                 hashes: BTreeMap::from([("sha256".to_owned(), artifact.sha256.clone())]),
             }
         };
-        let mut package = PylockPackage {
+        let mut entry = PylockPackage {
             name: self.name.clone(),
             version: self.version.clone(),
             index: self.index.clone(),
             ..PylockPackage::default()
         };
         match &self.source {
-            Source::Wheels(wheels) => package.wheels = Some(wheels.iter().map(file).collect()),
-            Source::Sdist(sdist) => package.sdist = Some(file(sdist)),
-            Source::Archive(archive) => package.archive = Some(file(archive)),
+            Source::Wheels(wheels) => entry.wheels = Some(wheels.iter().map(file).collect()),
+            Source::Sdist(sdist) => entry.sdist = Some(file(sdist)),
+            Source::Archive(archive) => entry.archive = Some(file(archive)),
             Source::Directory { path, editable } => {
-                package.directory = Some(PylockDirectory {
-                    path: path.clone(),
+                entry.directory = Some(PylockDirectory {
+                    path: local(path),
                     editable: Some(*editable),
                 })
             }
             Source::Vcs { kind, url, commit } => {
-                package.vcs = Some(PylockVcs {
+                entry.vcs = Some(PylockVcs {
                     kind: kind.clone(),
                     url: Some(url.clone()),
                     commit_id: commit.clone(),
                 })
             }
         }
-        package
+        entry
+    }
+}
+
+/// Why the operator's settings would not let a requirement line do what
+/// this entry does: an index other than the configured ones (unless
+/// packages may name their own), a direct reference by URL (unless direct
+/// URLs are allowed), a file on the host outside the configured find-links
+/// directories, or any remote URL when the settings name no remote location.
+fn policy_problem(locked: &Locked, index: &IndexConfig, policy: RequirementPolicy) -> Result<(), String> {
+    if let Some(url) = &locked.index
+        && !policy.allow_index_options
+        && !configured_index(index, url)
+    {
+        return Err(format!("the index `{url}` is not one the loader is configured with"));
+    }
+    let direct = matches!(
+        &locked.source,
+        Source::Vcs { .. }
+            | Source::Archive(Artifact {
+                location: Location::Url(_),
+                ..
+            })
+    );
+    if direct && !policy.allow_direct_urls {
+        return Err("a direct reference by URL, which the loader's policy does not allow".into());
+    }
+    let urls: Vec<&str> = match &locked.source {
+        Source::Wheels(files) => files.iter().filter_map(Artifact::url).collect(),
+        Source::Sdist(file) | Source::Archive(file) => file.url().into_iter().collect(),
+        Source::Directory { .. } | Source::Vcs { .. } => Vec::new(),
+    };
+    urls.into_iter().try_for_each(|url| allowed_url(index, url))
+}
+
+impl Artifact {
+    fn url(&self) -> Option<&str> {
+        match &self.location {
+            Location::Url(url) => Some(url),
+            Location::Path(_) => None,
+        }
+    }
+}
+
+/// Whether `url` is one of the indexes the loader is configured with (PyPI
+/// when it names none and may use an index).
+fn configured_index(index: &IndexConfig, url: &str) -> bool {
+    let same = |configured: &str| configured.trim_end_matches('/') == url.trim_end_matches('/');
+    let main = match &index.index_url {
+        Some(configured) => same(configured),
+        None => !index.no_index && same("https://pypi.org/simple"),
+    };
+    main || index.extra_index_urls.iter().any(|extra| same(extra))
+}
+
+/// A file's URL: a local file only inside a configured find-links
+/// directory, a remote one only when the settings name a remote location.
+fn allowed_url(index: &IndexConfig, url: &str) -> Result<(), String> {
+    if url.starts_with("file://") {
+        let named = PathBuf::from(path_of(url)?);
+        let climbs = named.components().any(|c| c == Component::ParentDir);
+        // Compared as the find-links directories are, past any symlink above.
+        let path = match (named.parent().map(Path::canonicalize), named.file_name()) {
+            (Some(Ok(dir)), Some(file)) => dir.join(file),
+            _ => named,
+        };
+        let inside = index
+            .find_links
+            .iter()
+            .filter_map(|link| match link.strip_prefix("file://") {
+                Some(_) => path_of(link).ok().map(PathBuf::from),
+                None => (!link.contains("://")).then(|| PathBuf::from(link)),
+            })
+            .filter_map(|dir| dir.canonicalize().ok())
+            .any(|dir| path.starts_with(dir));
+        return match (climbs, inside) {
+            (false, true) => Ok(()),
+            _ => Err(format!(
+                "the file `{url}` is outside every find-links directory the loader is configured with"
+            )),
+        };
+    }
+    let remote = url.starts_with("https://") || url.starts_with("http://");
+    match (remote, index.is_remote()) {
+        (true, true) => Ok(()),
+        (true, false) => Err(format!(
+            "`{url}` is remote, and the loader installs only from local files"
+        )),
+        (false, _) => Err(format!("`{url}` is neither a local file nor an http(s) URL")),
     }
 }
 
@@ -423,6 +674,9 @@ fn inside_package(path: &Path, places: Places<'_>) -> Result<String, String> {
     Ok(if text.is_empty() { ".".into() } else { text.to_owned() })
 }
 
+/// A distribution as the guest read it from an operator's lock, checked by [`Lock::from_claims`].
+pub(crate) type Claim = PylockPackage;
+
 /// The part of PEP 751 par reads and writes.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -440,52 +694,55 @@ struct PylockFile {
     tool: Option<Tool>,
 }
 
+/// One `[[packages]]` entry.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-struct PylockPackage {
-    name: String,
+pub(crate) struct PylockPackage {
+    pub(crate) name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    version: Option<String>,
+    pub(crate) version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    index: Option<String>,
+    pub(crate) index: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    vcs: Option<PylockVcs>,
+    pub(crate) vcs: Option<PylockVcs>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    directory: Option<PylockDirectory>,
+    pub(crate) directory: Option<PylockDirectory>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    archive: Option<PylockArtifact>,
+    pub(crate) archive: Option<PylockArtifact>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    sdist: Option<PylockArtifact>,
+    pub(crate) sdist: Option<PylockArtifact>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    wheels: Option<Vec<PylockArtifact>>,
+    pub(crate) wheels: Option<Vec<PylockArtifact>>,
 }
 
 /// A wheel, sdist or archive entry.
 #[derive(Debug, Serialize, Deserialize)]
-struct PylockArtifact {
+pub(crate) struct PylockArtifact {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    url: Option<String>,
+    pub(crate) url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    path: Option<String>,
+    pub(crate) path: Option<String>,
     #[serde(default)]
-    hashes: BTreeMap<String, String>,
+    pub(crate) hashes: BTreeMap<String, String>,
 }
 
+/// A `directory` source.
 #[derive(Debug, Serialize, Deserialize)]
-struct PylockDirectory {
-    path: String,
+pub(crate) struct PylockDirectory {
+    pub(crate) path: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    editable: Option<bool>,
+    pub(crate) editable: Option<bool>,
 }
 
+/// A `vcs` source.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-struct PylockVcs {
+pub(crate) struct PylockVcs {
     #[serde(rename = "type")]
-    kind: String,
+    pub(crate) kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    url: Option<String>,
-    commit_id: String,
+    pub(crate) url: Option<String>,
+    pub(crate) commit_id: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -576,9 +833,26 @@ wheels = [{{ url = "https://files.example/packaging-26.4-py3-none-any.whl", hash
         )
     }
 
+    fn markers() -> MarkerEnvironment {
+        MarkerEnvironment::try_from(uv_pep508::MarkerEnvironmentBuilder {
+            implementation_name: "cpython",
+            implementation_version: "3.11.7",
+            os_name: "posix",
+            platform_machine: "x86_64",
+            platform_python_implementation: "CPython",
+            platform_release: "6.1",
+            platform_system: "Linux",
+            platform_version: "#1 SMP",
+            python_full_version: "3.11.7",
+            python_version: "3.11",
+            sys_platform: "linux",
+        })
+        .expect("markers")
+    }
+
     fn environment() -> Environment {
         Environment {
-            python_version: "3.11.7".into(),
+            markers: markers(),
             installer: "uv".into(),
         }
     }
@@ -611,7 +885,7 @@ wheels = [{{ url = "https://files.example/packaging-26.4-py3-none-any.whl", hash
         assert!(
             environments[0]
                 .as_str()
-                .is_some_and(|m| m.starts_with("python_full_version == '3.11.7' and sys_platform == 'linux'")),
+                .is_some_and(|m| m.starts_with("python_full_version == '3.11.7' and implementation_name == 'cpython'")),
             "{environments:?}"
         );
         assert_eq!(value["tool"]["par"]["installer"].as_str(), Some("uv"));
@@ -733,5 +1007,63 @@ wheels = [{{ url = "https://files.example/packaging-26.4-py3-none-any.whl", hash
         let error = refused("[[packages]]\nname = \"b\"\n");
         assert!(error.entry.starts_with("packages[2] (b)"), "{error}");
         assert!(Lock::from_uv("lock-version = [", places()).is_err());
+    }
+
+    #[test]
+    fn a_lock_takes_what_the_loaders_settings_allow_and_nothing_else() {
+        let links = tempfile::tempdir().expect("links");
+        let claim = |name: &str, index: Option<&str>, url: &str, archive: bool| {
+            let file = PylockArtifact {
+                url: Some(url.to_owned()),
+                path: None,
+                hashes: BTreeMap::from([("sha256".to_owned(), SHA.to_owned())]),
+            };
+            Claim {
+                name: name.into(),
+                version: Some("1".into()),
+                index: index.map(str::to_owned),
+                archive: archive.then_some(file),
+                wheels: (!archive).then(|| {
+                    vec![PylockArtifact {
+                        url: Some(url.to_owned()),
+                        path: None,
+                        hashes: BTreeMap::from([("sha256".to_owned(), SHA.to_owned())]),
+                    }]
+                }),
+                ..Claim::default()
+            }
+        };
+        let local = format!("file://{}/a-1-py3-none-any.whl", links.path().display());
+        let offline = IndexConfig {
+            no_index: true,
+            find_links: vec![links.path().display().to_string()],
+            ..IndexConfig::default()
+        };
+        let online = IndexConfig {
+            index_url: Some("https://mirror.example/simple/".into()),
+            ..IndexConfig::default()
+        };
+        let open = RequirementPolicy {
+            allow_index_options: false,
+            allow_direct_urls: true,
+        };
+        let strict = RequirementPolicy::default();
+        let taken =
+            |claims, index: &IndexConfig, policy| Lock::from_claims(claims, index, policy).map(|lock| lock.len());
+        assert_eq!(taken(vec![claim("a", None, &local, false)], &offline, strict), Ok(1));
+        let remote = "https://files.example/a-1-py3-none-any.whl";
+        let mirrored = claim("a", Some("https://mirror.example/simple"), remote, false);
+        assert_eq!(taken(vec![mirrored], &online, strict), Ok(1));
+        assert_eq!(taken(vec![claim("a", None, remote, true)], &online, open), Ok(1));
+
+        let refused =
+            |claims, index: &IndexConfig, policy| taken(claims, index, policy).expect_err("refused").to_string();
+        let outside = claim("a", None, &format!("file://{}/../x.whl", links.path().display()), false);
+        assert!(refused(vec![outside], &offline, strict).contains("outside every find-links"));
+        assert!(refused(vec![claim("a", None, remote, false)], &offline, strict).contains("only from local files"));
+        let elsewhere = claim("a", Some("https://pypi.org/simple"), remote, false);
+        assert!(refused(vec![elsewhere], &online, strict).starts_with("packages[0] (a): the index"));
+        assert!(refused(vec![claim("a", None, remote, true)], &online, strict).contains("direct reference"));
+        assert!(refused(vec![claim("a", None, "ftp://x/a.whl", false)], &online, strict).contains("neither"));
     }
 }

@@ -33,7 +33,10 @@ use std::str::FromStr;
 
 use uv_cache_key::{CacheKey, CacheKeyHasher};
 use uv_normalize::PackageName;
-use uv_pep508::{Pep508Error, Pep508Url, Requirement, UnnamedRequirement, UnnamedRequirementUrl, VersionOrUrl};
+use uv_pep508::uv_pep440::VersionSpecifiers;
+use uv_pep508::{
+    MarkerTree, Pep508Error, Pep508Url, Requirement, UnnamedRequirement, UnnamedRequirementUrl, VersionOrUrl,
+};
 
 use crate::types::config::RequirementPolicy;
 
@@ -325,6 +328,54 @@ fn check_hashes(options: &str) -> Result<(), Refusal> {
         }
     }
     Ok(())
+}
+
+/// What an accepted requirement line asks for: what a lock given for the
+/// load must hold ([`crate::install::pylock::Lock::satisfies`]).
+#[derive(Debug, Clone)]
+pub(crate) enum Asked {
+    /// An option on a line of its own: no distribution.
+    Nothing,
+    /// A named requirement.
+    Named {
+        /// Normalised.
+        name: PackageName,
+        /// `>=2,<3`, when it gives versions.
+        specifiers: Option<VersionSpecifiers>,
+        /// `name @ URL` or `name @ ./path`: a direct reference, not an index version.
+        direct: bool,
+        /// When it applies.
+        marker: MarkerTree,
+    },
+    /// A local path, as written (`./vendor/helper`).
+    Path(String),
+}
+
+/// What the line (one [`check_line`] accepted) asks for; `None` when it does not parse.
+pub(crate) fn asked(line: &str) -> Option<Asked> {
+    if line.starts_with('-') {
+        return Some(Asked::Nothing);
+    }
+    let requirement = line.find(" -").map_or(line, |at| &line[..at]).trim_end();
+    match parse_named(requirement) {
+        Ok(parsed) => {
+            let (specifiers, direct) = match parsed.version_or_url {
+                Some(VersionOrUrl::VersionSpecifier(specifiers)) => (Some(specifiers), false),
+                Some(VersionOrUrl::Url(_)) => (None, true),
+                None => (None, false),
+            };
+            Some(Asked::Named {
+                name: parsed.name,
+                specifiers,
+                direct,
+                marker: parsed.marker,
+            })
+        }
+        Err(_) => match parse_unnamed(requirement).ok()? {
+            Target::Path(path) => Some(Asked::Path(path)),
+            Target::Url => None,
+        },
+    }
 }
 
 /// pip treats a lone name ending like an archive as a file.

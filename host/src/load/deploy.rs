@@ -29,10 +29,16 @@ use crate::types::trust::Signed;
 
 impl Orchestrator {
     /// The spec's whole flow (see [`crate::PackageLoader::load_package`]).
-    pub(crate) fn load(&self, apkg: &Path, app_id: Option<&str>) -> Result<AgentPackage, LoadError> {
+    pub(crate) fn load(
+        &self,
+        apkg: &Path,
+        app_id: Option<&str>,
+        lock: Option<&Path>,
+    ) -> Result<AgentPackage, LoadError> {
         if let Some(app_id) = app_id {
             check_app_id(app_id)?;
         }
+        let lock = lock.map(|path| self.read_given_lock(path)).transpose()?;
         let archive = Archive::open(apkg)?;
         self.check_free_space()?;
         let config = &self.config;
@@ -41,7 +47,7 @@ impl Orchestrator {
         let sandbox = self.installer_sandbox()?;
         let python = self.python.resolve()?;
         let installer = self.installer(&python)?;
-        let settings = self.settings_fingerprint(&python, installer.as_ref(), sandbox.is_some());
+        let settings = self.settings_fingerprint(&python, installer.as_ref(), sandbox.is_some(), lock.as_ref());
         let root = &self.root;
         // An archive hashed before and unchanged since is known without a read.
         let known = archive.known_digest(root);
@@ -83,13 +89,14 @@ impl Orchestrator {
             }
         };
         let copies = staging.tree_writes(&config.limits)?;
-        let python_version = python.version.clone();
+        let markers = python.markers.clone();
         let (archive_dir, tree) = (staging.archive_preopen(), staging.tree_preopen());
         let context = LoadContext {
             root: Arc::clone(root),
             app_id: app_id.map(str::to_owned),
             digest: digest.clone(),
             signed: signed.clone(),
+            lock,
             max_entries: config.limits.max_entries,
             install: config.install.clone(),
             installer: installer.clone(),
@@ -134,7 +141,7 @@ impl Orchestrator {
                 .then(|| editable::editable_install_of(&venv_state.path, &published.path))
                 .flatten();
             let environment = Environment {
-                python_version,
+                markers,
                 installer: installer.name().to_owned(),
             };
             tracing::info!(

@@ -24,6 +24,7 @@ mod lifecycle;
 pub(crate) mod spawn;
 
 use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,11 +39,13 @@ use crate::fs::root::RootDir;
 use crate::fs::staging::{disk_nearly_full, free_bytes, sweep_abandoned};
 use crate::install::installer::{Installer, Pip, Uv};
 use crate::install::interpreter::{Interpreter, Resolver};
+use crate::install::pylock::{GivenLock, LOCK, Lock};
 use crate::sandbox::{ArchiveRules, Sandbox};
 use crate::trust::signature;
 use crate::types::config::{InstallerChoice, LoaderConfig, SandboxChoice};
-use crate::types::error::{LoadError, PackageError};
+use crate::types::error::{LoadError, LockRefused, PackageError};
 use crate::types::trust::Signed;
+use par_rules::limits::MAX_LOCK_BYTES;
 
 /// What a loader holds for its lifetime: the configuration, the opened
 /// root, the compiled guest, and what it found out about the machine.
@@ -117,10 +120,17 @@ impl Orchestrator {
 
     /// Everything that shapes what a load does, so a recorded load is only
     /// taken as current under the same settings.
-    fn settings_fingerprint(&self, python: &Interpreter, installer: &dyn Installer, sandboxed: bool) -> String {
+    fn settings_fingerprint(
+        &self,
+        python: &Interpreter,
+        installer: &dyn Installer,
+        sandboxed: bool,
+        lock: Option<&GivenLock>,
+    ) -> String {
         let config = &self.config;
         let install = &config.install;
         redeploy::settings_fingerprint(&[
+            &lock.map(GivenLock::digest),
             &config.limits,
             &config.guest_path_rules,
             &python.identity,
@@ -134,6 +144,44 @@ impl Orchestrator {
             &install.strict,
             &install.limits,
         ])
+    }
+
+    /// Reads and checks the lock given for a load (`--lock`): parsed in the
+    /// sandbox, then every entry checked again by the host, and against the
+    /// loader's index settings and requirement policy.
+    fn read_given_lock(&self, path: &Path) -> Result<GivenLock, LoadError> {
+        let invalid = |entry: String, problem: String| {
+            LoadError::Lock(LockRefused::Invalid {
+                lock: path.to_owned(),
+                entry,
+                problem,
+            })
+        };
+        let file = std::fs::File::open(path).map_err(LoadError::io("cannot open the lock", path))?;
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            return Err(LoadError::InvalidInput {
+                what: "lock",
+                detail: format!("`{}` is not a regular file", path.display()),
+            });
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_LOCK_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(LoadError::io("cannot read the lock", path))?;
+        if bytes.len() as u64 > MAX_LOCK_BYTES {
+            return Err(invalid(LOCK.into(), format!("larger than {MAX_LOCK_BYTES} bytes")));
+        }
+        let claims = self
+            .sandbox
+            .read_lock(bytes)?
+            .map_err(|(entry, problem)| invalid(entry, problem))?;
+        let install = &self.config.install;
+        let lock =
+            Lock::from_claims(claims, &install.index, install.policy).map_err(|e| invalid(e.entry, e.problem))?;
+        Ok(GivenLock {
+            path: path.to_owned(),
+            lock,
+        })
     }
 
     /// The configured back end; `auto` takes uv when it is on `PATH` (or

@@ -1,6 +1,8 @@
 //! The boundary's conversions: values the guest returns become the crate's
 //! own types only after the host's own checks.
 
+use std::collections::BTreeMap;
+
 use par_rules::names::{is_entrypoint, is_safe_component};
 
 use super::bindings::host_copy::{CopyError, WriteFailure as WitWriteFailure};
@@ -9,6 +11,7 @@ use super::bindings::types::{Limits as WitLimits, Manifest as GuestManifest};
 use crate::exec::output::escape_controls;
 use crate::fs::tree_writes::{CopyRefusal, problem_refusal};
 use crate::fs::write_behind::WriteFailure;
+use crate::install::pylock::{Claim, PylockArtifact, PylockDirectory, PylockVcs};
 use crate::types::error::{
     ArchiveInconsistent, EntryProblem, EnvFileRefused, Inconsistency, InstallError, InstallFailure, IoFailure,
     LimitExceeded, LimitKind, LoadError, ManifestInvalid, PackageError, RefusedRequirement, StepFailure, UnsafeEntry,
@@ -35,8 +38,8 @@ pub(crate) fn to_wit_limits(limits: par_rules::limits::Limits) -> WitLimits {
     }
 }
 
-/// Longest `.env` key or reason from the guest kept in an error.
-const MAX_ENV_TEXT: usize = 200;
+/// Longest text (a `.env` key or reason, a lock entry or problem) from the guest kept in an error.
+const MAX_GUEST_TEXT: usize = 200;
 
 /// Largest manifest document (as JSON) the host accepts back from the guest.
 const MAX_DOCUMENT_BYTES: usize = 8 * 1024 * 1024;
@@ -228,9 +231,63 @@ fn inconsistency(inconsistency: wit::Inconsistency) -> Inconsistency {
 pub(crate) fn env_file_refused(error: wit::EnvFileError) -> EnvFileRefused {
     EnvFileRefused {
         line: error.line,
-        key: error.key.map(|key| escape_controls(&key, MAX_ENV_TEXT)),
-        reason: escape_controls(&error.reason, MAX_ENV_TEXT),
+        key: error.key.map(|key| escape_controls(&key, MAX_GUEST_TEXT)),
+        reason: escape_controls(&error.reason, MAX_GUEST_TEXT),
     }
+}
+
+/// The guest's reading of a lock, as claims the host checks again
+/// ([`crate::install::pylock::Lock::from_claims`]).
+pub(crate) fn lock_claims(packages: Vec<wit::LockedPackage>) -> Vec<Claim> {
+    let file = |file: wit::LockedFile| {
+        let (url, path) = match file.location {
+            wit::LockedLocation::Url(url) => (Some(url), None),
+            wit::LockedLocation::Path(path) => (None, Some(path)),
+        };
+        PylockArtifact {
+            url,
+            path,
+            hashes: BTreeMap::from([("sha256".to_owned(), file.sha256)]),
+        }
+    };
+    packages
+        .into_iter()
+        .map(|package| {
+            let mut claim = Claim {
+                name: package.name,
+                version: package.version,
+                index: package.index,
+                ..Claim::default()
+            };
+            match package.source {
+                wit::LockedSource::Wheels(wheels) => claim.wheels = Some(wheels.into_iter().map(file).collect()),
+                wit::LockedSource::Sdist(sdist) => claim.sdist = Some(file(sdist)),
+                wit::LockedSource::Archive(archive) => claim.archive = Some(file(archive)),
+                wit::LockedSource::Directory(directory) => {
+                    claim.directory = Some(PylockDirectory {
+                        path: directory.path,
+                        editable: Some(directory.editable),
+                    })
+                }
+                wit::LockedSource::Vcs(vcs) => {
+                    claim.vcs = Some(PylockVcs {
+                        kind: vcs.kind,
+                        url: Some(vcs.url),
+                        commit_id: vcs.commit,
+                    })
+                }
+            }
+            claim
+        })
+        .collect()
+}
+
+/// The guest's reason to refuse a lock: the entry and the problem, escaped and capped.
+pub(crate) fn lock_refused(error: wit::LockError) -> (String, String) {
+    (
+        escape_controls(&error.entry, MAX_GUEST_TEXT),
+        escape_controls(&error.problem, MAX_GUEST_TEXT),
+    )
 }
 
 /// A refused or failed native copy, as the guest sees it.

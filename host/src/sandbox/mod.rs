@@ -28,6 +28,7 @@ use bindings::{Loader, LoaderPre};
 use convert::{check_manifest, to_wit_limits};
 
 use crate::fs::tree_writes::TreeWrites;
+use crate::install::pylock::Claim;
 use crate::types::config::{Limits, SandboxLimits};
 use crate::types::error::EnvFileRefused;
 use crate::types::error::{LoadError, SandboxError};
@@ -253,6 +254,23 @@ impl Sandbox {
         Ok(without_installer(outcome, &session)?
             .map(|vars| vars.into_iter().map(|var| (var.key, var.value)).collect())
             .map_err(convert::env_file_refused))
+    }
+
+    /// Runs the guest's `read-lock` export on `text` (no preopens): the
+    /// lock's entries as claims the host checks again, or the guest's
+    /// reason to refuse it (entry, problem).
+    pub(crate) fn read_lock(&self, text: Vec<u8>) -> Result<Result<Vec<Claim>, (String, String)>, LoadError> {
+        let preopens = Preopens {
+            archive_dir: None,
+            package_dir: None,
+            package_writable: false,
+        };
+        let (outcome, session) = self.run(preopens, InstallSession::unavailable(), |loader, store| {
+            loader.call_read_lock(store, &text)
+        });
+        Ok(without_installer(outcome, &session)?
+            .map(convert::lock_claims)
+            .map_err(convert::lock_refused))
     }
 
     /// Runs the guest's `load` export; the session serves its installer

@@ -466,6 +466,10 @@ pub enum LoadError {
     /// invalid, by another key, or names another package.
     #[error("{0}")]
     Signature(#[from] SignatureError),
+    /// The lock given for the load cannot be used, or does not satisfy the
+    /// package's requirements.
+    #[error("{0}")]
+    Lock(#[from] LockRefused),
     /// A bug or runtime failure in the host itself.
     #[error("internal error: {0}")]
     Internal(String),
@@ -490,7 +494,7 @@ impl LoadError {
     pub fn is_package_fault(&self) -> bool {
         match self {
             LoadError::Install(failure) | LoadError::Verification(failure) => !failure.host_only(),
-            LoadError::Package(_) | LoadError::GuestProtocol(_) | LoadError::Signature(_) => true,
+            LoadError::Package(_) | LoadError::GuestProtocol(_) | LoadError::Signature(_) | LoadError::Lock(_) => true,
             LoadError::Sandbox(error) => !matches!(error, SandboxError::Engine(_)),
             LoadError::Io { .. }
             | LoadError::DiskFull { .. }
@@ -506,6 +510,7 @@ impl LoadError {
         match self {
             LoadError::Package(e) => e.subject(),
             LoadError::GuestProtocol(e) => e.call().map(InstallCall::name),
+            LoadError::Lock(e) => Some(e.subject()),
             _ => None,
         }
     }
@@ -521,6 +526,7 @@ impl LoadError {
             LoadError::Sandbox(SandboxError::Engine(_)) => "engine",
             LoadError::GuestProtocol(_) => "guest-protocol",
             LoadError::Signature(e) => e.kind(),
+            LoadError::Lock(e) => e.kind(),
             LoadError::Io { .. } => "io",
             LoadError::InvalidInput { .. } => "invalid-input",
             LoadError::Internal(_) => "internal",
@@ -529,6 +535,49 @@ impl LoadError {
             LoadError::DiskFull { .. } => "disk-full",
             LoadError::Install(_) => "install-failed",
             LoadError::Verification(_) => "verification-failed",
+        }
+    }
+}
+
+/// Why the lock given for a load (`--lock`) was refused: nothing was installed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LockRefused {
+    /// The lock cannot be read, or one of its entries breaks a rule of the
+    /// format or of the host's policy.
+    #[error("lock `{}` refused at {entry}: {problem}", lock.display())]
+    Invalid {
+        /// The lock file.
+        lock: PathBuf,
+        /// The entry at fault (`packages[3] (requests)`), or the file.
+        entry: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The lock does not satisfy one of the package's requirement lines.
+    #[error("lock `{}` does not satisfy {}:{} (`{}`): {}", lock.display(), requirement.file, requirement.line, requirement.text.escape_default(), requirement.reason)]
+    Unsatisfied {
+        /// The lock file.
+        lock: PathBuf,
+        /// The requirement line it does not satisfy, and how it falls short.
+        requirement: RefusedRequirement,
+    },
+}
+
+impl LockRefused {
+    /// A stable, kebab-case name for machine output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LockRefused::Invalid { .. } => "lock-invalid",
+            LockRefused::Unsatisfied { .. } => "lock-unsatisfied",
+        }
+    }
+
+    /// The lock's entry, or the requirement line, at fault.
+    pub fn subject(&self) -> &str {
+        match self {
+            LockRefused::Invalid { entry, .. } => entry,
+            LockRefused::Unsatisfied { requirement, .. } => &requirement.text,
         }
     }
 }

@@ -258,6 +258,38 @@ impl Guest for Hostile {
         ])
     }
 
+    /// Hands back a lock whatever the text says: a path out of the package,
+    /// a hash that is no SHA-256 and a name twice; when the text mentions
+    /// `publish`, calls the installer first.
+    fn read_lock(text: Vec<u8>) -> Result<Vec<LockedPackage>, LockError> {
+        if String::from_utf8_lossy(&text).contains("publish") {
+            let _ = publish();
+        }
+        let directory = |name: &str, path: &str| LockedPackage {
+            name: name.into(),
+            version: None,
+            index: None,
+            source: LockedSource::Directory(LockedDirectory {
+                path: path.into(),
+                editable: false,
+            }),
+        };
+        Ok(vec![
+            directory("escapes", "../../../etc"),
+            LockedPackage {
+                name: "unhashed".into(),
+                version: Some("1".into()),
+                index: None,
+                source: LockedSource::Sdist(LockedFile {
+                    location: LockedLocation::Url("https://example.invalid/unhashed-1.tar.gz".into()),
+                    sha256: "not-a-hash".into(),
+                }),
+            },
+            directory("Twice", "a"),
+            directory("twice", "b"),
+        ])
+    }
+
     fn extract(_options: ExtractOptions) -> Result<ExtractReport, LoadError> {
         write("main.py", "handler = 1\n");
         match Scenario::read() {

@@ -9,6 +9,7 @@ mod build_system;
 mod component;
 mod dotenv;
 mod entry_name;
+mod lock;
 mod manifest;
 mod requirements;
 mod seeds;
@@ -30,11 +31,13 @@ pub enum Target {
     Component,
     /// The guest's `.env` parser.
     DotEnv,
+    /// The guest's lock (`pylock.toml`) reader.
+    Lock,
 }
 
 impl Target {
     /// Every target, in the order `fuzz/run.sh` runs them.
-    pub const ALL: [Target; 7] = [
+    pub const ALL: [Target; 8] = [
         Target::Manifest,
         Target::EntryName,
         Target::Requirements,
@@ -42,6 +45,7 @@ impl Target {
         Target::Archive,
         Target::Component,
         Target::DotEnv,
+        Target::Lock,
     ];
 
     /// The target's name: its binary, corpus and regression directories.
@@ -54,6 +58,7 @@ impl Target {
             Target::Archive => "archive",
             Target::Component => "component",
             Target::DotEnv => "dotenv",
+            Target::Lock => "lock",
         }
     }
 
@@ -67,6 +72,7 @@ impl Target {
             Target::Archive => archive::run(data),
             Target::Component => component::run(data),
             Target::DotEnv => dotenv::run(data),
+            Target::Lock => lock::run(data),
         }
     }
 

@@ -15,6 +15,7 @@ pub(super) fn of(target: Target) -> Vec<(String, Vec<u8>)> {
         Target::Requirements => texts("seed", "txt", &REQUIREMENTS),
         Target::BuildSystem => texts("seed", "toml", &BUILD_SYSTEMS),
         Target::DotEnv => texts("seed", "env", &DOTENVS),
+        Target::Lock => texts("seed", "toml", &LOCKS),
         // The extractor and the whole component take the same inputs.
         Target::Archive | Target::Component => archives(),
     }
@@ -93,4 +94,14 @@ const DOTENVS: [&str; 8] = [
     "LISTEN_FDS=9\nAGENT_PACKAGE_PATH=/\n",
     "A=\"unterminated\nB='also\nC=\"x\" trailing\n",
     "no equals here\n\u{0}=\n=value\n",
+];
+
+/// A lock par writes, uv's resolution, and what a lock may not hold.
+const LOCKS: [&str; 6] = [
+    "# What par installed into this venv (PEP 751).\nlock-version = \"1.0\"\ncreated-by = \"par\"\nrequires-python = \"==3.11.7\"\nenvironments = [\"python_full_version == '3.11.7' and sys_platform == 'linux'\"]\n\n[[packages]]\nname = \"packaging\"\nversion = \"26.4\"\n\n[[packages.wheels]]\nurl = \"file:///w/packaging-26.4-py3-none-any.whl\"\n\n[packages.wheels.hashes]\nsha256 = \"81383611a09c1bc0b08b76e0fd5829d7c6824c65b27a6aee339da133f4233ea2\"\n\n[[packages]]\nname = \"par-helper\"\n\n[packages.directory]\npath = \"vendor/helper\"\neditable = false\n\n[[packages]]\nname = \"test-agent\"\n\n[packages.directory]\npath = \".\"\neditable = true\n\n[tool.par]\ninstaller = \"uv\"\n",
+    "lock-version = \"1.0\"\ncreated-by = \"uv\"\nrequires-python = \">=3.11.7\"\n\n[[packages]]\nname = \"foo\"\ndirectory = { path = \"libs/foo\" }\n\n[[packages]]\nname = \"requests\"\nversion = \"2.32.3\"\nindex = \"https://pypi.org/simple\"\nsdist = { url = \"https://files.pythonhosted.org/r/requests-2.32.3.tar.gz\", hashes = { sha256 = \"55365417734eb18255590a9ff9eb97e9e1da868d4ccd6402399eaf68af20a760\" } }\nwheels = [{ url = \"https://files.pythonhosted.org/r/requests-2.32.3-py3-none-any.whl\", hashes = { sha256 = \"70761cfe03c773ceb22aa2f671b4757976145175cdfca038c02654d061d6dcc6\" } }]\n",
+    "lock-version = \"1.0\"\n[[packages]]\nname = \"x\"\nvcs = { type = \"git\", url = \"https://example.com/x.git\", commit-id = \"0123456789abcdef0123456789abcdef01234567\" }\n[[packages]]\nname = \"y\"\narchive = { path = \"dist/y-1.0-py3-none-any.whl\", hashes = { sha256 = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\" } }\n",
+    "lock-version = \"1.0\"\n[[packages]]\nname = \"a\"\nversion = \"1\"\nsdist = { url = \"https://x/a-1.tar.gz\", hashes = { md5 = \"00\" } }\n",
+    "lock-version = \"1.0\"\n[[packages]]\nname = \"A_b\"\ndirectory = { path = \"../x\" }\n[[packages]]\nname = \"a.B\"\nmarker = \"os_name == 'nt'\"\ndirectory = { path = \"/abs\" }\n",
+    "lock-version = \"2.0\"\npackages = 3\n",
 ];

@@ -49,6 +49,17 @@ pub(crate) enum RequirementsPlan {
     InstallWithReport(Invocation),
 }
 
+/// The files a load given a lock installs from, written by the host.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LockFiles<'a> {
+    /// The lock as PEP 751 (`pylock.toml`), local paths absolute.
+    pub pylock: &'a Path,
+    /// The same as hash-pinned requirement lines, when any has a hash.
+    pub hashed: Option<&'a Path>,
+    /// Directories and checkouts, which have no hash to pin.
+    pub unhashed: &'a [String],
+}
+
 /// What an install step installs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum InstallTarget<'a> {
@@ -82,6 +93,9 @@ pub(crate) trait Installer: Send + Sync + std::fmt::Debug {
         index_args: &[OsString],
         output: &Path,
     ) -> RequirementsPlan;
+    /// The commands that install exactly the distributions of a lock into
+    /// `venv`, resolving nothing.
+    fn install_lock(&self, venv: &Path, lock: LockFiles<'_>, index_args: &[OsString]) -> Vec<Invocation>;
     /// The installer's own executable, when it is not the venv's Python
     /// (a confined step must be able to read it).
     fn program(&self) -> Option<PathBuf>;

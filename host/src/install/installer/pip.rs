@@ -3,7 +3,9 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use super::{InstallTarget, Installer, Invocation, RequirementFiles, RequirementsPlan, target_args, venv_python};
+use super::{
+    InstallTarget, Installer, Invocation, LockFiles, RequirementFiles, RequirementsPlan, target_args, venv_python,
+};
 use crate::exec::process::StepOutput;
 use crate::install::pylock::REPORT_FILE;
 
@@ -24,15 +26,7 @@ impl Installer for Pip {
     }
 
     fn install(&self, venv: &Path, target: InstallTarget<'_>, index_args: &[OsString]) -> Invocation {
-        let mut args: Vec<OsString> = ["-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
-            .map(OsString::from)
-            .into();
-        args.extend(index_args.iter().cloned());
-        args.extend(target_args(target));
-        Invocation {
-            program: venv_python(venv),
-            args,
-        }
+        pip_install(venv, index_args, target_args(target))
     }
 
     /// pip 23 has no lock command: the install reports what it installed.
@@ -48,6 +42,27 @@ impl Installer for Pip {
             .args
             .extend(["--report".into(), output.join(REPORT_FILE).into()]);
         RequirementsPlan::InstallWithReport(install)
+    }
+
+    /// pip 23 reads no lock: the hash-pinned lines with `--no-deps
+    /// --require-hashes` (each distribution exactly that file, nothing
+    /// resolved), then the directories and checkouts with `--no-deps`.
+    fn install_lock(&self, venv: &Path, lock: LockFiles<'_>, index_args: &[OsString]) -> Vec<Invocation> {
+        let mut steps = Vec::new();
+        if let Some(hashed) = lock.hashed {
+            let args = [
+                "--no-deps".into(),
+                "--require-hashes".into(),
+                "-r".into(),
+                hashed.into(),
+            ];
+            steps.push(pip_install(venv, index_args, args.into()));
+        }
+        if !lock.unhashed.is_empty() {
+            let args = std::iter::once("--no-deps".into()).chain(lock.unhashed.iter().map(OsString::from));
+            steps.push(pip_install(venv, index_args, args.collect()));
+        }
+        steps
     }
 
     fn program(&self) -> Option<std::path::PathBuf> {
@@ -69,5 +84,19 @@ impl Installer for Pip {
 
     fn installs_prebuilt_editable(&self) -> bool {
         false
+    }
+}
+
+/// `python -m pip install` in the venv, quietly non-interactive, with the
+/// index options and then `args`.
+fn pip_install(venv: &Path, index_args: &[OsString], args: Vec<OsString>) -> Invocation {
+    let mut all: Vec<OsString> = ["-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
+        .map(OsString::from)
+        .into();
+    all.extend(index_args.iter().cloned());
+    all.extend(args);
+    Invocation {
+        program: venv_python(venv),
+        args: all,
     }
 }

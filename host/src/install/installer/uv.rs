@@ -3,7 +3,9 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use super::{InstallTarget, Installer, Invocation, RequirementFiles, RequirementsPlan, target_args, venv_python};
+use super::{
+    InstallTarget, Installer, Invocation, LockFiles, RequirementFiles, RequirementsPlan, target_args, venv_python,
+};
 use crate::exec::process::StepOutput;
 use crate::install::pylock::LOCK;
 
@@ -98,6 +100,11 @@ impl Installer for Uv {
             },
             install: self.install(venv, InstallTarget::Lock(&lock), index_args),
         }
+    }
+
+    /// `uv pip install -r pylock.toml`: exactly its distributions, every hash checked.
+    fn install_lock(&self, venv: &Path, lock: LockFiles<'_>, index_args: &[OsString]) -> Vec<Invocation> {
+        vec![self.install(venv, InstallTarget::Lock(lock.pylock), index_args)]
     }
 
     fn program(&self) -> Option<PathBuf> {

@@ -39,7 +39,7 @@ use crate::fs::write_behind::WriteFailure;
 use crate::install::editable::EditableBuild;
 use crate::install::installer::Installer;
 use crate::install::interpreter::Interpreter;
-use crate::install::pylock::Lock;
+use crate::install::pylock::{GivenLock, Lock};
 use crate::install::step::StepRunner;
 use crate::types::config::InstallConfig;
 use crate::types::error::{
@@ -60,6 +60,8 @@ pub(crate) struct LoadContext {
     pub digest: String,
     /// What the archive's signature vouches for, when one was required.
     pub signed: Option<Signed>,
+    /// The lock the load installs exactly, when it was given one.
+    pub lock: Option<GivenLock>,
     /// Most entries the archive may list: also the most executables it can report.
     pub max_entries: u32,
     /// Install settings.

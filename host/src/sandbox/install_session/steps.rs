@@ -12,7 +12,9 @@ use super::InstallSession;
 use crate::exec::process::StepOutput;
 use crate::fs::root::{Area, open_dir_nofollow, read_bounded};
 use crate::install::editable::{self, EditableBuild, Prepared};
-use crate::install::installer::{InstallTarget, Invocation, RequirementFiles, RequirementsPlan, venv_python};
+use crate::install::installer::{
+    InstallTarget, Invocation, LockFiles, RequirementFiles, RequirementsPlan, venv_python,
+};
 use crate::install::pylock::{LOCK, Lock, LockError, MAX_INSTALLER_OUTPUT_BYTES, Places, REPORT_FILE};
 use crate::install::step::{StepKind, StepSpec};
 use crate::sandbox::bindings::types::{Entrypoint, SelfInstall, StepReport};
@@ -56,32 +58,50 @@ impl InstallSession {
         let venv_dir = open_dir_nofollow(ctx.root.dir(Area::Venvs), &name).map_err(host("open the venv of"))?;
         venv_dir.create_dir(OUTPUT_DIR).map_err(host("create"))?;
         let output_dir = venv_path.join(OUTPUT_DIR);
-        let files = RequirementFiles {
-            file: &file,
-            constraints: constraints.as_deref(),
-        };
-        let plan = ctx
-            .installer
-            .install_requirements(&venv_path, files, &ctx.install.index.args(), &output_dir);
+        let index_args = ctx.install.index.args();
         let spec = |kind, invocation| StepSpec::new(kind, invocation, &package).writable(&venv_path);
-        let places = Places {
-            output_dir: &output_dir,
-            package: &package,
+        // Each step after the first gets what is left of the requirements budget.
+        let run_within_budget = |kind, invocation| -> Result<u32, InstallError> {
+            let left = StepKind::Requirements.left(&ctx.install, started.elapsed())?;
+            let output = runner.run(spec(kind, invocation).timeout(left))?;
+            Ok(ctx.installer.packages_installed(&output))
         };
-        let result = match plan {
-            RequirementsPlan::ResolveThenInstall { resolve, install } => runner
-                .run(spec(StepKind::Resolve, resolve))
-                .and_then(|_| read_lock(&venv_dir, LOCK, places, Lock::from_uv))
-                .and_then(|lock| {
-                    let left = StepKind::Requirements.left(&ctx.install, started.elapsed())?;
-                    let output = runner.run(spec(StepKind::Requirements, install).timeout(left))?;
-                    Ok((output, lock))
-                }),
-            RequirementsPlan::InstallWithReport(install) => {
-                runner.run(spec(StepKind::Requirements, install)).and_then(|output| {
-                    let lock = read_lock(&venv_dir, REPORT_FILE, places, Lock::from_pip_report)?;
-                    Ok((output, lock))
-                })
+        let result = if let Some(given) = &ctx.lock {
+            write_lock_files(&venv_dir, &given.lock, &package).and_then(|unhashed| {
+                let (pylock, hashed) = (output_dir.join(LOCK), output_dir.join(HASHED_FILE));
+                let files = LockFiles {
+                    pylock: &pylock,
+                    hashed: unhashed.hashed.then_some(hashed.as_path()),
+                    unhashed: &unhashed.rest,
+                };
+                let steps = ctx.installer.install_lock(&venv_path, files, &index_args);
+                let mut count = 0;
+                for invocation in steps {
+                    count += run_within_budget(StepKind::Requirements, invocation)?;
+                }
+                Ok((count, given.lock.clone()))
+            })
+        } else {
+            let files = RequirementFiles {
+                file: &file,
+                constraints: constraints.as_deref(),
+            };
+            let places = Places {
+                output_dir: &output_dir,
+                package: &package,
+            };
+            match ctx
+                .installer
+                .install_requirements(&venv_path, files, &index_args, &output_dir)
+            {
+                RequirementsPlan::ResolveThenInstall { resolve, install } => {
+                    run_within_budget(StepKind::Resolve, resolve).and_then(|_| {
+                        let lock = read_lock(&venv_dir, LOCK, places, Lock::from_uv)?;
+                        Ok((run_within_budget(StepKind::Requirements, install)?, lock))
+                    })
+                }
+                RequirementsPlan::InstallWithReport(install) => run_within_budget(StepKind::Requirements, install)
+                    .and_then(|count| Ok((count, read_lock(&venv_dir, REPORT_FILE, places, Lock::from_pip_report)?))),
             }
         };
         if let Err(error) = venv_dir.remove_dir_all(OUTPUT_DIR) {
@@ -90,9 +110,8 @@ impl InstallSession {
         let elapsed_ms = started.elapsed().as_millis() as u64;
         self.outcome.timings.requirements_ms = elapsed_ms;
         match result {
-            Ok((output, lock)) => {
+            Ok((packages_count, lock)) => {
                 self.outcome.lock = Some(lock);
-                let packages_count = self.ctx()?.installer.packages_installed(&output);
                 tracing::info!(packages_count, "External dependencies installed successfully");
                 self.outcome.requirements_count = packages_count;
                 Ok(StepReport {
@@ -244,6 +263,36 @@ impl InstallSession {
         }
         result.map(|_| ())
     }
+}
+
+/// The hash-pinned requirement lines pip installs a lock from.
+const HASHED_FILE: &str = "locked-requirements.txt";
+
+/// What [`write_lock_files`] wrote: whether any line is hash-pinned, and
+/// what pip installs apart.
+struct Unhashed {
+    hashed: bool,
+    rest: Vec<String>,
+}
+
+/// Writes a given lock into the venv's output directory for the installer:
+/// as `pylock.toml` (uv) and as hash-pinned requirement lines (pip).
+fn write_lock_files(venv: &Dir, lock: &Lock, package: &Path) -> Result<Unhashed, InstallError> {
+    let write = |name: &str, text: &str| {
+        open_dir_nofollow(venv, OUTPUT_DIR)
+            .and_then(|output| output.write(name, text))
+            .map_err(|e| InstallError::Host(format!("cannot write the lock for the installer: {e}")))
+    };
+    let pylock = lock
+        .to_install_lock(package)
+        .map_err(|e| InstallError::Host(format!("cannot write the lock for the installer: {e}")))?;
+    write(LOCK, &pylock)?;
+    let (hashed, rest) = lock.to_pip(package);
+    write(HASHED_FILE, &hashed)?;
+    Ok(Unhashed {
+        hashed: !hashed.is_empty(),
+        rest,
+    })
 }
 
 /// Reads what the installer wrote (`name` in the venv's output directory) into a lock.

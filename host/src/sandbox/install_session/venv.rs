@@ -15,9 +15,13 @@ use crate::fs::cache_dir::CacheDir;
 use crate::fs::root::{Area, open_dir_nofollow, open_file_nofollow};
 use crate::fs::venv::{self, VenvInputs};
 use crate::install::editable::{self, BuildJob, BuildSystem, EditableBuild};
+use crate::install::pylock::GivenLock;
 use crate::install::step::{StepKind, StepSpec};
-use crate::sandbox::bindings::types::{BuildSystem as GuestBuildSystem, InstallPlan, SelfInstall, VenvInfo};
-use crate::types::error::{InstallCall, InstallError, PackageError};
+use crate::sandbox::bindings::types::{
+    BuildSystem as GuestBuildSystem, InstallPlan, Requirement, SelfInstall, VenvInfo,
+};
+use crate::types::error::{InstallCall, InstallError, LockRefused, PackageError, RefusedRequirement};
+use uv_pep508::MarkerEnvironment;
 
 /// The venv of this load.
 #[derive(Debug)]
@@ -61,6 +65,18 @@ impl InstallSession {
                 return Err(InstallError::Refused(refused));
             }
         };
+        if let Some(given) = &ctx.lock
+            && let Some(refused) = lock_shortfall(given, &plan.requirements, &ctx.python.markers)
+        {
+            self.verdict = Some(
+                LockRefused::Unsatisfied {
+                    lock: given.path.clone(),
+                    requirement: refused.clone(),
+                }
+                .into(),
+            );
+            return Err(InstallError::Refused(refused));
+        }
         // Both files decide what the build makes (`pyproject.toml` may name
         // the backend of a `setup.py` project).
         let mut build_files = Vec::new();
@@ -84,6 +100,7 @@ impl InstallSession {
             constraints: &constraints,
             package: &published.path,
             build_files: &build_files,
+            lock: &ctx.lock.as_ref().map(GivenLock::digest).unwrap_or_default(),
         });
         let name = format!("{}_{key}", published.app_id);
         let path = ctx.root.join(Area::Venvs, &name);
@@ -200,6 +217,33 @@ impl InstallSession {
         };
         EditableBuild::start(&ctx.root, job).map(Some)
     }
+}
+
+/// The first requirement line the given lock does not hold, and how it
+/// falls short; or, for a package that installs none, the lock naming
+/// distributions at all.
+fn lock_shortfall(
+    given: &GivenLock,
+    requirements: &[Requirement],
+    markers: &MarkerEnvironment,
+) -> Option<RefusedRequirement> {
+    let refused = |file: &str, line: u32, text: &str, reason: String| RefusedRequirement {
+        file: file.to_owned(),
+        line,
+        text: text.chars().take(200).collect(),
+        reason,
+    };
+    if requirements.is_empty() && !given.lock.is_empty() {
+        let reason = format!(
+            "the package installs no requirements, yet the lock names {} distributions",
+            given.lock.len()
+        );
+        return Some(refused("requirements.txt", 0, "", reason));
+    }
+    requirements.iter().find_map(|requirement| {
+        let reason = given.lock.shortfall(&requirement.text, markers)?;
+        Some(refused(&requirement.file, requirement.line, &requirement.text, reason))
+    })
 }
 
 /// Reads the regular file `name` of `dir` (never through a symlink), at most 1 MiB.

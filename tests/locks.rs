@@ -1,0 +1,293 @@
+//! The same bits on every node: a load given a lock (`--lock`, the lock of
+//! an earlier load) installs exactly that set in another root, with real
+//! pip and uv, offline; a lock that cannot be used, or that does not hold
+//! what the package asks for, is refused before anything is installed.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use par::{AgentPackage, InstallerChoice, LoadError, LoaderConfig, PackageLoader};
+use par_tests::workspace::offline_config;
+use par_tests::{Apkg, Workspace, tools};
+
+/// A loader for `backend` in `ws`, installing only from the wheelhouse.
+fn config(ws: &Workspace, backend: InstallerChoice) -> LoaderConfig {
+    let mut config = offline_config(ws, env!("CARGO_TARGET_TMPDIR"));
+    config.install.installer = backend;
+    config
+}
+
+fn loader(ws: &Workspace, backend: InstallerChoice) -> PackageLoader {
+    PackageLoader::new(config(ws, backend)).expect("loader")
+}
+
+/// The test agent with a requirement from the wheelhouse and a local one.
+fn agent(requirements: &str) -> Apkg {
+    Apkg::valid_agent()
+        .replace("requirements.txt", requirements)
+        .file(
+            "vendor/helper/setup.py",
+            "from setuptools import setup\nsetup(name='par_helper', version='0.1', packages=['par_helper'])\n",
+        )
+        .file("vendor/helper/par_helper/__init__.py", "VALUE = 42\n")
+}
+
+const REQUIREMENTS: &str = "packaging>=20\n./vendor/helper\n";
+
+/// The wheelhouse's `packaging` wheel, as a `file://` URL.
+fn packaging_url() -> String {
+    let wheelhouse = tools::wheelhouse(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("install-tools"));
+    format!("file://{}/packaging-26.4-py3-none-any.whl", wheelhouse.display())
+}
+
+/// Loads `apkg` in `ws` without a lock: the lock it records is what the tests give.
+fn first_load(ws: &Workspace, backend: InstallerChoice, apkg: &Apkg) -> AgentPackage {
+    loader(ws, backend)
+        .load_blocking(&ws.apkg("agent", apkg), None)
+        .expect("the first load")
+}
+
+fn load_locked(ws: &Workspace, backend: InstallerChoice, apkg: &Apkg, lock: &Path) -> Result<AgentPackage, LoadError> {
+    loader(ws, backend).load_locked_blocking(&ws.apkg("agent", apkg), None, lock)
+}
+
+/// Declares one test per back end from a `fn(InstallerChoice)`.
+macro_rules! for_each_backend {
+    ($($name:ident),* $(,)?) => {
+        mod pip {
+            $(#[test]
+            fn $name() { super::$name(par::InstallerChoice::Pip) })*
+        }
+        mod uv {
+            $(#[test]
+            fn $name() { super::$name(par::InstallerChoice::Uv) })*
+        }
+    };
+}
+
+for_each_backend!(
+    the_lock_of_one_load_installs_the_same_set_in_another_root,
+    a_lock_that_does_not_hold_a_requirement_is_refused_naming_it,
+    a_file_whose_hash_differs_from_the_lock_fails_the_install_and_publishes_nothing,
+    a_lock_naming_what_the_loader_would_not_fetch_is_refused_naming_the_entry,
+    a_lock_keeps_its_version_after_the_index_gains_a_newer_release,
+);
+
+/// The lock an earlier load recorded, given to a load in a fresh root with
+/// its own caches: the same distributions, and the same lock recorded.
+fn the_lock_of_one_load_installs_the_same_set_in_another_root(backend: InstallerChoice) {
+    let apkg = agent(REQUIREMENTS);
+    let (first, second) = (Workspace::new(), Workspace::new());
+    let original = first_load(&first, backend, &apkg);
+    let lock = fs::read_to_string(&original.lock).expect("the first lock");
+
+    let package = load_locked(&second, backend, &apkg, &original.lock).expect("the locked load");
+    assert!(
+        package.installed_as_package && package.verified == Some(true),
+        "{package:?}"
+    );
+    assert_eq!(
+        fs::read_to_string(&package.lock).expect("the second lock"),
+        lock,
+        "the same lock, whatever the root"
+    );
+    let installed = std::process::Command::new(&package.python_path)
+        .args([
+            "-c",
+            "import packaging, par_helper; print(packaging.__version__, par_helper.VALUE)",
+        ])
+        .current_dir(second.path())
+        .output()
+        .expect("run the venv's python");
+    assert_eq!(String::from_utf8_lossy(&installed.stdout).trim(), "26.4 42");
+
+    // Loaded again with the same lock: unchanged, nothing runs; without it,
+    // the settings differ and the load runs again.
+    let again = load_locked(&second, backend, &apkg, &original.lock).expect("again");
+    assert!(again.unchanged_redeploy, "{again:?}");
+    let unlocked = loader(&second, backend)
+        .load_blocking(&second.apkg("agent", &apkg), None)
+        .expect("without the lock");
+    assert!(!unlocked.unchanged_redeploy);
+    assert_ne!(unlocked.venv_path, package.venv_path, "a locked venv is its own");
+}
+
+/// A requirement line the lock does not satisfy (a version it excludes, a
+/// distribution it lacks) refuses the load, naming the line, before
+/// anything is installed.
+fn a_lock_that_does_not_hold_a_requirement_is_refused_naming_it(backend: InstallerChoice) {
+    let ws = Workspace::new();
+    let lock = first_load(&ws, backend, &agent(REQUIREMENTS)).lock;
+    for (line, needle) in [
+        ("packaging>=99", "the lock has `packaging` 26.4, not `>=99`"),
+        ("par-absent-package", "the lock has no `par-absent-package`"),
+        ("./vendor/other", "the lock has nothing from `vendor/other`"),
+    ] {
+        let other = Workspace::new();
+        let apkg = agent(&format!("{REQUIREMENTS}{line}\n")).file("vendor/other/setup.py", "");
+        let error = load_locked(&other, backend, &apkg, &lock).expect_err(line);
+        assert_eq!(
+            (error.kind(), error.subject()),
+            ("lock-unsatisfied", Some(line)),
+            "{error}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains("requirements.txt:3") && message.contains(needle),
+            "{message}"
+        );
+        other.assert_left_nothing(line);
+    }
+    // A requirement whose marker does not hold here asks for nothing.
+    let other = Workspace::new();
+    let apkg = agent(&format!("{REQUIREMENTS}par-absent-package ; sys_platform == 'win32'\n"));
+    load_locked(&other, backend, &apkg, &lock).expect("a line for another platform");
+}
+
+/// A lock whose hash for a file is not that file's: the installer refuses
+/// the file, the load fails, and nothing is published.
+fn a_file_whose_hash_differs_from_the_lock_fails_the_install_and_publishes_nothing(backend: InstallerChoice) {
+    let ws = Workspace::new();
+    let lock = write_lock(
+        &ws,
+        &format!(
+            "[[packages]]\nname = \"packaging\"\nversion = \"26.4\"\nwheels = [{{ url = \"{}\", hashes = {{ sha256 = \"{}\" }} }}]\n",
+            packaging_url(),
+            "0".repeat(64)
+        ),
+    );
+    let error = load_locked(&ws, backend, &agent("packaging>=20\n"), &lock).expect_err("a wrong hash");
+    assert_eq!(error.kind(), "install-failed", "{error}");
+    let message = error.to_string().to_lowercase();
+    assert!(message.contains("hash"), "{message}");
+    ws.assert_left_nothing("a wrong hash");
+}
+
+/// What a requirement line could not do, a lock cannot either: each entry
+/// the loader's settings or the format refuse is named, nothing installed.
+fn a_lock_naming_what_the_loader_would_not_fetch_is_refused_naming_the_entry(backend: InstallerChoice) {
+    let sha = "1".repeat(64);
+    let wheel =
+        |url: &str| format!("version = \"1\"\nwheels = [{{ url = \"{url}\", hashes = {{ sha256 = \"{sha}\" }} }}]");
+    let cases = [
+        (
+            wheel("file:///etc/evil-1-py3-none-any.whl"),
+            "outside every find-links directory",
+        ),
+        (
+            wheel("https://example.invalid/evil-1-py3-none-any.whl"),
+            "installs only from local files",
+        ),
+        (
+            format!(
+                "version = \"1\"\nindex = \"https://example.invalid/simple\"\nsdist = {{ url = \"{}\", hashes = {{ sha256 = \"{sha}\" }} }}",
+                packaging_url()
+            ),
+            "not one the loader is configured with",
+        ),
+        (
+            format!("archive = {{ url = \"https://example.invalid/evil.whl\", hashes = {{ sha256 = \"{sha}\" }} }}"),
+            "direct reference",
+        ),
+        (
+            format!(
+                "version = \"1\"\nsdist = {{ url = \"{}\", hashes = {{ md5 = \"x\" }} }}",
+                packaging_url()
+            ),
+            "`md5` is not one par checks",
+        ),
+        ("directory = { path = \"../../etc\" }".into(), "inside the package"),
+    ];
+    for (entry, needle) in cases {
+        let ws = Workspace::new();
+        let lock = write_lock(&ws, &format!("[[packages]]\nname = \"evil\"\n{entry}\n"));
+        let error = load_locked(&ws, backend, &agent("evil\n"), &lock).expect_err(&entry);
+        assert_eq!(
+            (error.kind(), error.subject()),
+            ("lock-invalid", Some("packages[0] (evil)")),
+            "{entry}: {error}"
+        );
+        assert!(error.to_string().contains(needle), "{entry}: {error}");
+        assert!(error.is_package_fault());
+        ws.assert_left_nothing(&entry);
+    }
+}
+
+/// A find-links directory gains a newer release between two loads: a load
+/// without the lock takes it, a load with the lock installs the locked one.
+fn a_lock_keeps_its_version_after_the_index_gains_a_newer_release(backend: InstallerChoice) {
+    let (first, second) = (Workspace::new(), Workspace::new());
+    let links = first.path().join("in").join("links");
+    fs::create_dir(&links).expect("links");
+    let with_links = |ws: &Workspace| {
+        let mut config = config(ws, backend);
+        config.install.index.find_links.push(links.display().to_string());
+        PackageLoader::new(config).expect("loader")
+    };
+    let version_in = |package: &AgentPackage| {
+        let out = std::process::Command::new(&package.python_path)
+            .args(["-c", "import importlib.metadata as m; print(m.version('par-probe'))"])
+            .output()
+            .expect("run the venv's python");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let apkg = Apkg::valid_agent().replace("requirements.txt", "par-probe\n");
+    write_wheel(&links, "1.0");
+    let locked = with_links(&first)
+        .load_blocking(&first.apkg("agent", &apkg), None)
+        .expect("the first load");
+    assert_eq!(version_in(&locked), "1.0");
+
+    write_wheel(&links, "2.0");
+    let path = second.apkg("agent", &apkg);
+    let newest = with_links(&second)
+        .load_blocking(&path, Some("newest"))
+        .expect("unlocked");
+    assert_eq!(version_in(&newest), "2.0", "the index gained a release");
+    let pinned = with_links(&second)
+        .load_locked_blocking(&path, Some("pinned"), &locked.lock)
+        .expect("locked");
+    assert_eq!(version_in(&pinned), "1.0", "the lock's release, not the newest");
+}
+
+/// Writes the wheel of `par-probe` `version` (one module, its metadata) into `dir`.
+fn write_wheel(dir: &Path, version: &str) {
+    use std::io::Write;
+    let path = dir.join(format!("par_probe-{version}-py3-none-any.whl"));
+    let mut zip = zip::ZipWriter::new(fs::File::create(&path).expect("create the wheel"));
+    let info = format!("par_probe-{version}.dist-info");
+    let files = [
+        ("par_probe/__init__.py".to_owned(), format!("VERSION = '{version}'\n")),
+        (
+            format!("{info}/METADATA"),
+            format!("Metadata-Version: 2.1\nName: par-probe\nVersion: {version}\n"),
+        ),
+        (
+            format!("{info}/WHEEL"),
+            "Wheel-Version: 1.0\nGenerator: par-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n".to_owned(),
+        ),
+    ];
+    let mut record = String::new();
+    for (name, text) in &files {
+        zip.start_file(name.as_str(), zip::write::SimpleFileOptions::default())
+            .expect("entry");
+        zip.write_all(text.as_bytes()).expect("write");
+        record += &format!("{name},,\n");
+    }
+    record += &format!("{info}/RECORD,,\n");
+    zip.start_file(format!("{info}/RECORD"), zip::write::SimpleFileOptions::default())
+        .expect("entry");
+    zip.write_all(record.as_bytes()).expect("write");
+    zip.finish().expect("finish the wheel");
+}
+
+/// Writes a lock of `packages` into the workspace's `in/`.
+fn write_lock(ws: &Workspace, packages: &str) -> PathBuf {
+    let path = ws.path().join("in").join("pylock.toml");
+    fs::write(
+        &path,
+        format!("lock-version = \"1.0\"\ncreated-by = \"a test\"\n\n{packages}"),
+    )
+    .expect("write the lock");
+    path
+}
