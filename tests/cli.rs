@@ -305,6 +305,42 @@ fn a_refused_requirement_exits_3_naming_its_file() {
 }
 
 #[test]
+fn par_lock_writes_locks_that_a_load_installs_exactly() {
+    let ws = Workspace::new();
+    let apkg = Apkg::pyproject_agent().replace("requirements.txt", "packaging>=20\n");
+    let apkg = ws.apkg("agent", &apkg);
+    let lock = ws.path().join("in").join("pylock.toml");
+    // `lock` takes the same installer options as `load`.
+    let mut args = binary().load_args(&apkg, "uv");
+    args[0] = "lock".into();
+    args.extend(["-o".into(), lock.display().to_string()]);
+    let output = binary().run(&ws, &args);
+    assert_succeeded(&output);
+    let written = json(&output);
+    let build = ws.path().join("in").join("pylock.build.toml");
+    assert_eq!(written["lock"].as_str().map(Path::new), Some(lock.as_path()));
+    assert_eq!(written["build_lock"].as_str().map(Path::new), Some(build.as_path()));
+    let text = std::fs::read_to_string(&lock).expect("the lock");
+    assert!(
+        text.contains("name = \"packaging\"") && text.contains("version = \"26.4\""),
+        "{text}"
+    );
+    let build = std::fs::read_to_string(&build).expect("the build lock");
+    assert!(build.contains("name = \"setuptools\""), "{build}");
+    assert_eq!(
+        names_in(&ws.root().join("venvs")),
+        Vec::<String>::new(),
+        "nothing installed"
+    );
+
+    let mut args = binary().load_args(&apkg, "uv");
+    args.extend(["--lock".into(), lock.display().to_string()]);
+    let output = binary().run(&ws, &args);
+    assert_succeeded(&output);
+    assert_eq!(json(&output)["requirements_count"], 1);
+}
+
+#[test]
 fn a_lock_that_cannot_be_used_exits_3_naming_its_entry() {
     let ws = Workspace::new();
     let apkg = ws.apkg("agent", &Apkg::valid_agent());

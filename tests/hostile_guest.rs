@@ -376,3 +376,16 @@ fn a_hostile_guest_cannot_pass_off_a_lock_the_host_would_refuse() {
         ws.assert_left_nothing(text);
     }
 }
+
+/// `lock` takes the plan the guest reads, and checks it as `ensure-venv`
+/// does: a line that points the installer at another index is refused.
+#[test]
+fn a_hostile_guests_plan_is_checked_before_anything_is_resolved() {
+    let ws = Workspace::new();
+    let error = loader(&ws)
+        .lock_blocking(&scenario(&ws, "plan"))
+        .expect_err("the plan names another index");
+    assert_eq!(error.kind(), "requirements-invalid", "{error}");
+    assert!(error.to_string().contains("--index-url"), "{error}");
+    ws.assert_left_nothing("lock");
+}

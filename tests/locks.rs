@@ -71,6 +71,7 @@ for_each_backend!(
     a_file_whose_hash_differs_from_the_lock_fails_the_install_and_publishes_nothing,
     a_lock_naming_what_the_loader_would_not_fetch_is_refused_naming_the_entry,
     a_lock_keeps_its_version_after_the_index_gains_a_newer_release,
+    par_lock_resolves_without_installing_and_its_lock_loads_in_another_root,
 );
 
 /// The lock an earlier load recorded, given to a load in a fresh root with
@@ -164,7 +165,10 @@ fn a_file_whose_hash_differs_from_the_lock_fails_the_install_and_publishes_nothi
 }
 
 /// What a requirement line could not do, a lock cannot either: each entry
-/// the loader's settings or the format refuse is named, nothing installed.
+/// the loader's settings or the format refuse is named (a file outside the
+/// find-links directories, anything remote offline, another index, a
+/// direct URL, a hash that is no SHA-256, a path out of the package, one
+/// project's wheel under another's name), nothing installed.
 fn a_lock_naming_what_the_loader_would_not_fetch_is_refused_naming_the_entry(backend: InstallerChoice) {
     let sha = "1".repeat(64);
     let wheel =
@@ -197,6 +201,10 @@ fn a_lock_naming_what_the_loader_would_not_fetch_is_refused_naming_the_entry(bac
             "`md5` is not one par checks",
         ),
         ("directory = { path = \"../../etc\" }".into(), "inside the package"),
+        (
+            wheel(&packaging_url()),
+            "the wheel `packaging-26.4-py3-none-any.whl` is not of `evil`",
+        ),
     ];
     for (entry, needle) in cases {
         let ws = Workspace::new();
@@ -248,6 +256,39 @@ fn a_lock_keeps_its_version_after_the_index_gains_a_newer_release(backend: Insta
         .load_locked_blocking(&path, Some("pinned"), &locked.lock)
         .expect("locked");
     assert_eq!(version_in(&pinned), "1.0", "the lock's release, not the newest");
+}
+
+/// `lock` resolves the requirements and the build backend's requirements
+/// (setuptools, for a `setup.py`) and installs nothing; its lock then loads
+/// in another root, installing exactly what it says.
+fn par_lock_resolves_without_installing_and_its_lock_loads_in_another_root(backend: InstallerChoice) {
+    let (ws, other) = (Workspace::new(), Workspace::new());
+    let apkg = agent(REQUIREMENTS);
+    let resolved = loader(&ws, backend)
+        .lock_blocking(&ws.apkg("agent", &apkg))
+        .expect("lock");
+    ws.assert_left_nothing("lock");
+    let lock: toml::Table = toml::from_str(&resolved.lock).expect("TOML");
+    let packages = lock["packages"].as_array().expect("packages");
+    let names: Vec<&str> = packages.iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(names, ["packaging", "par-helper"], "{}", resolved.lock);
+    assert_eq!(packages[0]["version"].as_str(), Some("26.4"));
+    assert_eq!(packages[1]["directory"]["path"].as_str(), Some("vendor/helper"));
+    let build: toml::Table = toml::from_str(resolved.build_lock.as_deref().expect("a build lock")).expect("TOML");
+    let build_names: Vec<&str> = build["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(build_names, ["setuptools"], "{build:?}");
+
+    let path = other.path().join("in").join("pylock.toml");
+    fs::write(&path, &resolved.lock).expect("write the lock");
+    let package = load_locked(&other, backend, &apkg, &path).expect("the locked load");
+    assert_eq!(package.requirements_count, 2);
+    let recorded = fs::read_to_string(&package.lock).expect("the recorded lock");
+    assert!(recorded.contains("name = \"test-agent\""), "{recorded}");
 }
 
 /// Writes the wheel of `par-probe` `version` (one module, its metadata) into `dir`.

@@ -1,5 +1,5 @@
-//! The WIT glue: exports `inspect`, `extract`, `load`, `read-env-file` and
-//! `read-lock`, converting to and from the types in `wit/types.wit`. Only
+//! The WIT glue: exports `inspect`, `extract`, `plan`, `load`,
+//! `read-env-file` and `read-lock`, converting to and from the types in `wit/types.wit`. Only
 //! compiled for `wasm32`.
 
 use std::fs::File;
@@ -127,6 +127,12 @@ impl Guest for Loader {
                 value: var.value,
             })
             .collect())
+    }
+
+    fn plan(options: wit::ExtractOptions) -> Result<wit::InstallPlan, wit::LoadError> {
+        Self::extract(options)?;
+        let plan = install_plan::plan(Path::new(PACKAGE_DIR)).map_err(to_wit_error)?;
+        Ok(plan_to_wit(&plan))
     }
 
     fn read_lock(text: Vec<u8>) -> Result<Vec<wit::LockedPackage>, wit::LockError> {

@@ -67,6 +67,6 @@ pub use types::lifecycle::{
     AppListing, BuildEnvironment, Collection, DeploymentListing, GcOptions, Listing, Reason, Removed, RemovedKind,
     RunningAgent,
 };
-pub use types::package::{AgentPackage, Entrypoint, ExtractedPackage, Manifest, Timings};
+pub use types::package::{AgentPackage, Entrypoint, ExtractedPackage, Manifest, ResolvedLock, Timings};
 pub use types::spawn::{AgentNetwork, BoundSocket, EnvSource, HealthCheck, Listen, SpawnSpec};
 pub use types::trust::{KeyError, SignatureError, Signed, SigningKey, TrustedKey};

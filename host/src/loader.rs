@@ -11,7 +11,7 @@ use crate::types::error::{LifecycleError, LoadError, SpawnError};
 #[cfg(doc)]
 use crate::types::error::{PackageError, SandboxError};
 use crate::types::lifecycle::{Collection, GcOptions, Listing};
-use crate::types::package::{AgentPackage, ExtractedPackage, Manifest};
+use crate::types::package::{AgentPackage, ExtractedPackage, Manifest, ResolvedLock};
 use crate::types::spawn::SpawnSpec;
 use crate::types::trust::{Signed, SigningKey};
 
@@ -170,6 +170,32 @@ impl PackageLoader {
         let (apkg, lock) = (apkg.as_ref().to_owned(), lock.as_ref().to_owned());
         let app_id = app_id.map(str::to_owned);
         run_blocking(move || this.load_locked_blocking(&apkg, app_id.as_deref(), &lock)).await
+    }
+
+    /// Resolves the package's requirements and its build backend's
+    /// requirements for this loader's interpreter and index settings,
+    /// installing nothing (the installer steps run confined, as a load's),
+    /// and returns the PEP 751 locks: what [`PackageLoader::load_locked`]
+    /// then installs exactly, on any node.
+    ///
+    /// # Errors
+    ///
+    /// Every error of [`PackageLoader::inspect`], and [`LoadError::Install`]
+    /// when a resolution fails (a requirement no index satisfies), a
+    /// refused requirement line, or [`LoadError::GuestProtocol`].
+    pub async fn lock(&self, apkg: impl AsRef<Path>) -> Result<ResolvedLock, LoadError> {
+        let this = self.clone();
+        let apkg = apkg.as_ref().to_owned();
+        run_blocking(move || this.lock_blocking(&apkg)).await
+    }
+
+    /// Blocking form of [`PackageLoader::lock`].
+    ///
+    /// # Errors
+    ///
+    /// As [`PackageLoader::lock`].
+    pub fn lock_blocking(&self, apkg: &Path) -> Result<ResolvedLock, LoadError> {
+        self.orchestrator.lock(apkg)
     }
 
     /// Blocking form of [`PackageLoader::load_locked`].

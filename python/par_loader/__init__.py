@@ -33,6 +33,7 @@ from ._types import (
     ExtractedPackage,
     Listing,
     RemovedItem,
+    ResolvedLock,
     Signed,
     Timings,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "PackageRefused",
     "ParError",
     "RemovedItem",
+    "ResolvedLock",
     "SandboxError",
     "Signed",
     "SpawnFailed",

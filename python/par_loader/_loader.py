@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from . import _native
 from ._agent import AgentProcess
-from ._types import AgentPackage, Collection, ExtractedPackage, Listing, Signed
+from ._types import AgentPackage, Collection, ExtractedPackage, Listing, ResolvedLock, Signed
 
 _T = TypeVar("_T")
 
@@ -77,6 +77,13 @@ class PackageLoader:
             os.fspath(apkg_path), agent_app_id, None if lock is None else os.fspath(lock)
         )
         return AgentPackage._from_native(json.loads(raw))
+
+    def lock(self, apkg_path: StrPath) -> ResolvedLock:
+        """Resolves the package's requirements and its build backend's for this
+        loader's interpreter and index settings, installing nothing, and
+        returns the PEP 751 locks: write ``lock`` to a ``pylock.toml`` and give
+        it to ``load_package(..., lock=)`` on any node."""
+        return ResolvedLock(**json.loads(self._native.lock(os.fspath(apkg_path))))
 
     def inspect(self, apkg_path: StrPath) -> dict[str, Any]:
         """Validates the archive in the sandbox and returns its ``agent.yaml``; publishes nothing."""

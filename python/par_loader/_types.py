@@ -108,6 +108,16 @@ class AgentPackage:
 
 
 @dataclass(frozen=True)
+class ResolvedLock:
+    """What ``PackageLoader.lock`` resolved, installing nothing: PEP 751 locks."""
+
+    #: The requirements' lock (``pylock.toml``): what ``load_package(..., lock=)`` installs.
+    lock: str
+    #: The build backend's requirements' lock, when the agent is built.
+    build_lock: str | None = None
+
+
+@dataclass(frozen=True)
 class ExtractedPackage:
     """A package tree published under the root, without a venv."""
 

@@ -80,6 +80,13 @@ impl Loader {
         to_json(py, signed, errors::to_python)
     }
 
+    /// Resolves the package's requirements and build requirements,
+    /// installing nothing; returns the `ResolvedLock` as JSON.
+    fn lock(&self, py: Python<'_>, apkg: PathBuf) -> PyResult<String> {
+        let resolved = py.detach(|| self.inner.lock_blocking(&apkg));
+        to_json(py, resolved, errors::to_python)
+    }
+
     /// Extracts and publishes the tree without a venv; returns the `ExtractedPackage` as JSON.
     #[pyo3(signature = (apkg, app_id=None))]
     fn extract(&self, py: Python<'_>, apkg: PathBuf, app_id: Option<String>) -> PyResult<String> {

@@ -236,13 +236,18 @@ def test_only_packages_signed_by_a_trusted_key_load(tmp_path, make_loader, root)
         make_loader("uv", trusted_keys=[keys / "k.key"])
 
 
-def test_a_lock_installs_exactly_its_set_and_one_that_falls_short_is_refused(tmp_path, make_loader, root):
+def test_a_lock_installs_exactly_its_set_what_lock_resolves_and_one_that_falls_short_is_refused(tmp_path, make_loader, root):
     loader = make_loader("uv")
     locked = agent({"requirements.txt": "packaging>=20\n"})
     first = loader.load_package(write_apkg(tmp_path / "in" / "a.apkg", locked), agent_app_id="first")
     second = loader.load_package(write_apkg(tmp_path / "in" / "b.apkg", locked), agent_app_id="second", lock=first.lock)
     assert second.lock.read_text() == first.lock.read_text(), "the same set, the same lock"
     assert second.requirements_count == 1
+
+    resolved = loader.lock(write_apkg(tmp_path / "in" / "d.apkg", locked))
+    [entry] = tomllib.loads(resolved.lock)["packages"]
+    assert (entry["name"], entry["version"]) == ("packaging", "26.4")
+    assert resolved.build_lock is not None and 'name = "setuptools"' in resolved.build_lock
 
     short = write_apkg(tmp_path / "in" / "c.apkg", agent({"requirements.txt": "packaging>=99\n"}))
     with pytest.raises(PackageRefused) as refused:

@@ -77,11 +77,6 @@ struct InstallArgs {
     /// Fail when the entrypoint does not import (default: warn, `verified: false`).
     #[arg(long)]
     strict: bool,
-    /// Install exactly the distributions of this PEP 751 lock (`pylock.toml`,
-    /// such as an earlier load's `lock`), hashes checked, nothing resolved;
-    /// refused unless it holds what every requirement line asks for.
-    #[arg(long, value_name = "FILE")]
-    lock: Option<PathBuf>,
     /// The uv executable (for --installer uv or auto).
     #[arg(long, value_name = "PATH", default_value = "uv")]
     uv: PathBuf,
@@ -137,7 +132,18 @@ fn choice<T: Choice + Send + Sync>() -> impl TypedValueParser<Value = T> {
         .map(|name| T::from_name(&name).unwrap_or_default())
 }
 
-impl InstallArgs {
+/// Which lock a load installs, if any.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Installing")]
+struct LockArg {
+    /// Install exactly the distributions of this PEP 751 lock (`pylock.toml`:
+    /// an earlier load's `lock`, or `par lock`'s), hashes checked, nothing
+    /// resolved; refused unless it holds what every requirement line asks for.
+    #[arg(long, value_name = "FILE")]
+    lock: Option<PathBuf>,
+}
+
+impl LockArg {
     /// Loads `apkg`, from the lock when one is given.
     async fn load(&self, loader: &PackageLoader, apkg: &Path, app_id: Option<&str>) -> Result<AgentPackage, LoadError> {
         match &self.lock {
@@ -145,7 +151,9 @@ impl InstallArgs {
             None => loader.load_package(apkg, app_id).await,
         }
     }
+}
 
+impl InstallArgs {
     fn apply(&self, install: &mut InstallConfig) {
         install.installer = self.installer;
         install.strict = self.strict;
@@ -318,12 +326,29 @@ enum Command {
         app_id: Option<String>,
         #[command(flatten)]
         install: InstallArgs,
+        #[command(flatten)]
+        lock: LockArg,
         /// Network inside the installer sandbox: none at all, or only for
         /// install steps when the index settings name a remote location (index).
         #[arg(long, default_value = "index", value_parser = choice::<NetworkChoice>(), help_heading = "Installing")]
         network: NetworkChoice,
         #[command(flatten)]
         disk: DiskArgs,
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
+    /// Resolve an APKG's requirements and build requirements for this
+    /// interpreter and these index settings, installing nothing, and write
+    /// the lock (PEP 751) that `load --lock` installs exactly.
+    Lock {
+        /// The APKG file.
+        apkg: PathBuf,
+        /// Where to write the lock (`pylock.toml`); the build requirements'
+        /// lock goes beside it (`pylock.build.toml`). Default: print both.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        install: InstallArgs,
         #[command(flatten)]
         trust: TrustArgs,
     },
@@ -339,6 +364,8 @@ enum Command {
         app_id: Option<String>,
         #[command(flatten)]
         install: InstallArgs,
+        #[command(flatten)]
+        lock: LockArg,
         #[command(flatten)]
         agent: AgentArgs,
         #[command(flatten)]
@@ -492,6 +519,10 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             disk.apply(&mut config);
             trust.apply(&mut config)?;
         }
+        Command::Lock { install, trust, .. } => {
+            install.apply(&mut config.install);
+            trust.apply(&mut config)?;
+        }
         Command::Verify { trusted_keys, .. } => config.trusted_keys = trust::read_keys(trusted_keys)?,
         // Making keys touches no root.
         Command::Keygen { prefix } => {
@@ -506,10 +537,8 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     }
     let loader = PackageLoader::new(config)?;
     match &cli.command {
-        Command::Load {
-            apkg, app_id, install, ..
-        } => {
-            let package = install.load(&loader, apkg, app_id.as_deref()).await?;
+        Command::Load { apkg, app_id, lock, .. } => {
+            let package = lock.load(&loader, apkg, app_id.as_deref()).await?;
             print_result(cli.json, &package, || {
                 let verified = match package.verified {
                     Some(true) => "yes",
@@ -532,6 +561,30 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                         "no (old package)"
                     },
                 )
+            })?;
+        }
+        Command::Lock { apkg, output, .. } => {
+            let resolved = loader.lock(apkg).await?;
+            let Some(path) = output else {
+                let build = resolved.build_lock.as_deref().map(|lock| format!("\n{lock}"));
+                return print_result(cli.json, &resolved, || {
+                    format!("{}{}", resolved.lock.trim_end(), build.unwrap_or_default().trim_end())
+                })
+                .map(|()| ExitCode::SUCCESS);
+            };
+            let write = |path: &Path, text: &str| {
+                std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+            };
+            write(path, &resolved.lock)?;
+            let build_path = resolved.build_lock.as_ref().map(|lock| {
+                let build_path = build_lock_path(path);
+                write(&build_path, lock).map(|()| build_path)
+            });
+            let build_path = build_path.transpose()?;
+            let written = serde_json::json!({ "lock": path, "build_lock": build_path });
+            print_result(cli.json, &written, || match &build_path {
+                Some(build) => format!("Wrote {} and {}", path.display(), build.display()),
+                None => format!("Wrote {}", path.display()),
             })?;
         }
         Command::Inspect { apkg } => {
@@ -580,11 +633,12 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             apkg,
             app_id,
             install,
+            lock,
             agent,
             argv,
             ..
         } => {
-            let package = install.load(&loader, apkg, app_id.as_deref()).await?;
+            let package = lock.load(&loader, apkg, app_id.as_deref()).await?;
             let mut spec = SpawnSpec::new(argv.iter().cloned());
             spec.listen = agent.listen.clone();
             spec.health = agent.health.clone();
@@ -692,6 +746,23 @@ fn exit_event(json: bool, status: Option<std::process::ExitStatus>) -> ExitCode 
 }
 
 /// Prints a command's result: one JSON line with `--json`, else the human text.
+/// Where the build requirements' lock goes beside `lock`: `pylock.build.toml`
+/// beside `pylock.toml`, `pylock.web-build.toml` beside `pylock.web.toml`
+/// (names pip and uv read as locks), `x.build.toml` beside anything else.
+fn build_lock_path(lock: &Path) -> PathBuf {
+    let name = lock
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let built = match name.strip_suffix(".toml") {
+        Some("pylock") => "pylock.build.toml".to_owned(),
+        Some(stem) if stem.starts_with("pylock.") => format!("{stem}-build.toml"),
+        Some(stem) => format!("{stem}.build.toml"),
+        None => format!("{name}.build.toml"),
+    };
+    lock.with_file_name(built)
+}
+
 fn print_result(json: bool, value: &impl serde::Serialize, human: impl FnOnce() -> String) -> anyhow::Result<()> {
     let text = if json {
         serde_json::to_string(value).context("cannot render the result")?

@@ -1,6 +1,6 @@
 //! Installing an agent: the installer back ends, one installer step, the
 //! editable self-install, the base interpreter, the requirement policy, and
-//! the lock of what was installed.
+//! the lock of what was installed or would be.
 
 pub(crate) mod editable;
 pub(crate) mod file_url;
@@ -8,4 +8,5 @@ pub(crate) mod installer;
 pub(crate) mod interpreter;
 pub(crate) mod pylock;
 pub mod requirements;
+pub(crate) mod resolve;
 pub(crate) mod step;

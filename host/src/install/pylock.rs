@@ -397,7 +397,11 @@ impl Locked {
             package.vcs,
         ) {
             (Some(wheels), None, None, None, None) if !wheels.is_empty() => {
-                Source::Wheels(wheels.into_iter().map(artifact).collect::<Result<_, _>>()?)
+                let wheels: Vec<Artifact> = wheels.into_iter().map(artifact).collect::<Result<_, _>>()?;
+                for wheel in &wheels {
+                    check_wheel_name(wheel, &name, version.as_deref())?;
+                }
+                Source::Wheels(wheels)
             }
             (None, Some(sdist), None, None, None) => Source::Sdist(artifact(sdist)?),
             (None, None, Some(archive), None, None) => Source::Archive(artifact(archive)?),
@@ -605,6 +609,43 @@ fn allowed_url(index: &IndexConfig, url: &str) -> Result<(), String> {
         )),
         (false, _) => Err(format!("`{url}` is neither a local file nor an http(s) URL")),
     }
+}
+
+/// A wheel's file name (PEP 427: `{name}-{version}(-{build})?-{tags}.whl`)
+/// must be of this entry's distribution and version: a lock cannot install
+/// one project's file under another's name.
+fn check_wheel_name(wheel: &Artifact, name: &str, version: Option<&str>) -> Result<(), String> {
+    let location = match &wheel.location {
+        Location::Url(url) => url.split(['?', '#']).next().unwrap_or(url),
+        Location::Path(path) => path,
+    };
+    let file = location.rsplit('/').next().unwrap_or(location);
+    let decoded = path_of(&format!("file://{file}")).unwrap_or_else(|_| file.to_owned());
+    let parts: Vec<&str> = decoded
+        .strip_suffix(".whl")
+        .map(|stem| stem.split('-').collect())
+        .unwrap_or_default();
+    let (Some(distribution), Some(file_version)) = (parts.first(), parts.get(1)) else {
+        return Err(format!("`{file}` is not a wheel's file name"));
+    };
+    if !(5..=6).contains(&parts.len()) {
+        return Err(format!("`{file}` is not a wheel's file name"));
+    }
+    if normalised_name(distribution).ok().as_deref() != Some(name) {
+        return Err(format!("the wheel `{file}` is not of `{name}`"));
+    }
+    let same_version = match (version.map(Version::from_str), Version::from_str(file_version)) {
+        (None, _) => true,
+        (Some(Ok(locked)), Ok(file)) => locked == file,
+        _ => false,
+    };
+    if !same_version {
+        return Err(format!(
+            "the wheel `{file}` is not of `{name}` {}",
+            version.unwrap_or_default()
+        ));
+    }
+    Ok(())
 }
 
 fn normalised_name(name: &str) -> Result<String, String> {
@@ -996,6 +1037,18 @@ wheels = [{{ url = "https://files.example/packaging-26.4-py3-none-any.whl", hash
             ("[[packages]]\nname = \"b c\"\ndirectory = { path = \".\" }\n".into(), "distribution name"),
             ("[[packages]]\nname = \"b\"\n".into(), "exactly one of"),
             (
+                "[[packages]]\nname = \"b\"\nversion = \"1\"\nwheels = [{ url = \"https://x/c-1-py3-none-any.whl\", hashes = { sha256 = \"".to_owned() + SHA + "\" } }]\n",
+                "is not of `b`",
+            ),
+            (
+                "[[packages]]\nname = \"b\"\nversion = \"1\"\nwheels = [{ url = \"https://x/b-2-py3-none-any.whl\", hashes = { sha256 = \"".to_owned() + SHA + "\" } }]\n",
+                "is not of `b` 1",
+            ),
+            (
+                "[[packages]]\nname = \"b\"\nversion = \"1\"\nwheels = [{ url = \"https://x/b.zip\", hashes = { sha256 = \"".to_owned() + SHA + "\" } }]\n",
+                "not a wheel's file name",
+            ),
+            (
                 "[[packages]]\nname = \"b\"\nversion = \"1\"\nsdist = { url = \"no scheme\", hashes = { sha256 = \"".to_owned() + SHA + "\" } }\n",
                 "not a URL",
             ),
@@ -1058,12 +1111,24 @@ wheels = [{{ url = "https://files.example/packaging-26.4-py3-none-any.whl", hash
 
         let refused =
             |claims, index: &IndexConfig, policy| taken(claims, index, policy).expect_err("refused").to_string();
-        let outside = claim("a", None, &format!("file://{}/../x.whl", links.path().display()), false);
+        let outside = claim(
+            "a",
+            None,
+            &format!("file://{}/../a-1-py3-none-any.whl", links.path().display()),
+            false,
+        );
         assert!(refused(vec![outside], &offline, strict).contains("outside every find-links"));
         assert!(refused(vec![claim("a", None, remote, false)], &offline, strict).contains("only from local files"));
         let elsewhere = claim("a", Some("https://pypi.org/simple"), remote, false);
         assert!(refused(vec![elsewhere], &online, strict).starts_with("packages[0] (a): the index"));
         assert!(refused(vec![claim("a", None, remote, true)], &online, strict).contains("direct reference"));
-        assert!(refused(vec![claim("a", None, "ftp://x/a.whl", false)], &online, strict).contains("neither"));
+        assert!(
+            refused(
+                vec![claim("a", None, "ftp://x/a-1-py3-none-any.whl", false)],
+                &online,
+                strict
+            )
+            .contains("neither")
+        );
     }
 }

@@ -311,7 +311,11 @@ fn discard_unfinished_venv(root: &RootDir, session: &InstallSession) {
 /// What every confined step may read besides the system: the interpreter's
 /// prefixes, the installer binary, local find-links directories and the
 /// certificate files the operator's environment names.
-fn readonly_mounts(install: &InstallConfig, python: &Interpreter, installer: &dyn Installer) -> Vec<PathBuf> {
+pub(super) fn readonly_mounts(
+    install: &InstallConfig,
+    python: &Interpreter,
+    installer: &dyn Installer,
+) -> Vec<PathBuf> {
     const CERT_VARIABLES: [&str; 4] = ["SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "PIP_CERT"];
     let certificates = CERT_VARIABLES
         .into_iter()

@@ -21,6 +21,7 @@
 mod deploy;
 mod extract;
 mod lifecycle;
+mod lock;
 pub(crate) mod spawn;
 
 use std::fs::File;

@@ -16,6 +16,8 @@ mod protocol;
 
 use std::path::Path;
 use std::sync::OnceLock;
+
+use cap_std::fs::Dir;
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
@@ -29,7 +31,8 @@ use convert::{check_manifest, to_wit_limits};
 
 use crate::fs::tree_writes::TreeWrites;
 use crate::install::pylock::Claim;
-use crate::types::config::{Limits, SandboxLimits};
+use crate::install::resolve::Wanted;
+use crate::types::config::{Limits, RequirementPolicy, SandboxLimits};
 use crate::types::error::EnvFileRefused;
 use crate::types::error::{LoadError, SandboxError};
 use crate::types::package::Manifest;
@@ -234,6 +237,27 @@ impl Sandbox {
             bytes: report.bytes,
             executables: report.executables,
         })
+    }
+
+    /// Runs the guest's `plan` export: extracts into the staging tree
+    /// `tree` (`copies` serving `host-copy` as for `extract`) and returns what
+    /// the package asks to have installed, checked as `ensure-venv` checks it.
+    pub(crate) fn plan(
+        &self,
+        preopens: Preopens<'_>,
+        rules: &ArchiveRules,
+        copies: TreeWrites,
+        tree: &Dir,
+        policy: RequirementPolicy,
+    ) -> Result<Wanted, LoadError> {
+        let options = rules.to_wit();
+        let session = InstallSession::unavailable().with_copies(Some(copies));
+        let (outcome, mut session) = self.run(preopens, session, |loader, store| loader.call_plan(store, options));
+        let written = session.finish_writes();
+        let plan = without_installer(outcome, &session)??;
+        written
+            .map_err(|failure| LoadError::io("cannot write", failure.path)(std::io::Error::other(failure.problem)))?;
+        install_session::wanted(&plan, tree, policy)
     }
 
     /// Runs the guest's `read-env-file` export on the published tree `tree`

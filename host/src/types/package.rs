@@ -103,6 +103,17 @@ pub struct AgentPackage {
     pub signed: Option<Signed>,
 }
 
+/// What `par lock` resolved for a package, installing nothing: PEP 751
+/// locks to give a load (`--lock`) or to audit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResolvedLock {
+    /// The requirements' lock (`pylock.toml`): what a load with it installs.
+    pub lock: String,
+    /// The lock of the build backend's requirements, when the agent is
+    /// built (its `pyproject.toml`, or setuptools' for a `setup.py`).
+    pub build_lock: Option<String>,
+}
+
 /// Milliseconds per step.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timings {

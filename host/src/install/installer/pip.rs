@@ -4,7 +4,8 @@ use std::ffi::OsString;
 use std::path::Path;
 
 use super::{
-    InstallTarget, Installer, Invocation, LockFiles, RequirementFiles, RequirementsPlan, target_args, venv_python,
+    InstallTarget, Installer, Invocation, LockFiles, RequirementFiles, RequirementsPlan, Resolution, target_args,
+    venv_python,
 };
 use crate::exec::process::StepOutput;
 use crate::install::pylock::REPORT_FILE;
@@ -42,6 +43,28 @@ impl Installer for Pip {
             .args
             .extend(["--report".into(), output.join(REPORT_FILE).into()]);
         RequirementsPlan::InstallWithReport(install)
+    }
+
+    /// pip 23 has no lock command: a venv of its own in `output` (pip
+    /// may not be in the base interpreter), and there a dry run of the
+    /// install that reports what it would install.
+    fn resolve(
+        &self,
+        python: &Path,
+        requirements: RequirementFiles<'_>,
+        index_args: &[OsString],
+        output: &Path,
+    ) -> (Vec<Invocation>, Resolution) {
+        let venv = output.join("venv");
+        let mut args: Vec<OsString> = ["--dry-run", "--ignore-installed", "--report"]
+            .map(OsString::from)
+            .into();
+        args.push(output.join(REPORT_FILE).into());
+        args.extend(target_args(InstallTarget::Requirements(requirements)));
+        (
+            vec![self.create_venv(python, &venv), pip_install(&venv, index_args, args)],
+            Resolution::PipReport,
+        )
     }
 
     /// pip 23 reads no lock: the hash-pinned lines with `--no-deps

@@ -4,7 +4,8 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use super::{
-    InstallTarget, Installer, Invocation, LockFiles, RequirementFiles, RequirementsPlan, target_args, venv_python,
+    InstallTarget, Installer, Invocation, LockFiles, RequirementFiles, RequirementsPlan, Resolution, target_args,
+    venv_python,
 };
 use crate::exec::process::StepOutput;
 use crate::install::pylock::LOCK;
@@ -20,6 +21,38 @@ impl Uv {
     pub(crate) fn new(program: impl Into<PathBuf>) -> Self {
         Self {
             program: program.into(),
+        }
+    }
+}
+
+impl Uv {
+    /// `uv pip compile` for `python`'s markers into `output/pylock.toml`,
+    /// with every hash and no header (it would name this machine's paths).
+    fn compile(
+        &self,
+        python: &Path,
+        requirements: RequirementFiles<'_>,
+        index_args: &[OsString],
+        output: &Path,
+    ) -> Invocation {
+        let mut args: Vec<OsString> = [
+            "pip",
+            "compile",
+            "--no-config",
+            "--quiet",
+            "--no-header",
+            "--format",
+            "pylock.toml",
+            "--generate-hashes",
+        ]
+        .map(OsString::from)
+        .into();
+        args.extend(["--python".into(), python.into(), "-o".into(), output.join(LOCK).into()]);
+        args.extend(index_args.iter().cloned());
+        args.extend(requirements.compile_args());
+        Invocation {
+            program: self.program.clone(),
+            args,
         }
     }
 }
@@ -62,8 +95,7 @@ impl Installer for Uv {
         }
     }
 
-    /// `uv pip compile` for this venv's interpreter, with every hash and no
-    /// header (it would name this machine's paths), then `uv pip install`
+    /// `uv pip compile` for this venv's interpreter, then `uv pip install`
     /// of exactly that lock.
     fn install_requirements(
         &self,
@@ -72,34 +104,23 @@ impl Installer for Uv {
         index_args: &[OsString],
         output: &Path,
     ) -> RequirementsPlan {
-        let lock = output.join(LOCK);
-        let mut args: Vec<OsString> = [
-            "pip",
-            "compile",
-            "--no-config",
-            "--quiet",
-            "--no-header",
-            "--format",
-            "pylock.toml",
-            "--generate-hashes",
-        ]
-        .map(OsString::from)
-        .into();
-        args.extend([
-            "--python".into(),
-            venv_python(venv).into(),
-            "-o".into(),
-            lock.clone().into(),
-        ]);
-        args.extend(index_args.iter().cloned());
-        args.extend(requirements.compile_args());
         RequirementsPlan::ResolveThenInstall {
-            resolve: Invocation {
-                program: self.program.clone(),
-                args,
-            },
-            install: self.install(venv, InstallTarget::Lock(&lock), index_args),
+            resolve: self.compile(&venv_python(venv), requirements, index_args, output),
+            install: self.install(venv, InstallTarget::Lock(&output.join(LOCK)), index_args),
         }
+    }
+
+    fn resolve(
+        &self,
+        python: &Path,
+        requirements: RequirementFiles<'_>,
+        index_args: &[OsString],
+        output: &Path,
+    ) -> (Vec<Invocation>, Resolution) {
+        (
+            vec![self.compile(python, requirements, index_args, output)],
+            Resolution::Pylock,
+        )
     }
 
     /// `uv pip install -r pylock.toml`: exactly its distributions, every hash checked.

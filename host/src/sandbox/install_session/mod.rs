@@ -47,6 +47,7 @@ use crate::types::error::{
 };
 use crate::types::package::Timings;
 use crate::types::trust::Signed;
+pub(crate) use plan::wanted;
 pub(crate) use venv::VenvState;
 
 /// What a load may use: fixed before the guest runs.

@@ -4,11 +4,13 @@
 
 use cap_std::fs::Dir;
 
-use super::LoadContext;
 use crate::fs::publish::MAX_EXECUTABLE_PATH_BYTES;
-use crate::install::requirements::check_line;
+use crate::install::editable::BuildSystem;
+use crate::install::requirements::{check_build_requirement, check_line};
+use crate::install::resolve::Wanted;
 use crate::sandbox::bindings::types::{BuildSystem as GuestBuildSystem, InstallPlan, Requirement, SelfInstall};
-use crate::types::error::{GuestProtocolError, InstallCall, RefusedRequirement};
+use crate::types::config::RequirementPolicy;
+use crate::types::error::{GuestProtocolError, InstallCall, LoadError, PackageError, RefusedRequirement};
 use par_rules::limits::{MAX_BACKEND_PATHS, MAX_BUILD_REQUIRES, MAX_REQUIREMENT_LINES, MAX_REQUIREMENTS_FILE_BYTES};
 use par_rules::names::is_safe_component;
 
@@ -76,13 +78,16 @@ pub(super) fn check_plan(plan: &InstallPlan, tree: &Dir) -> Result<(), GuestProt
 }
 
 /// Checks each line against the policy; the first refusal names its file and line.
-pub(super) fn checked_lines(lines: &[Requirement], ctx: &LoadContext) -> Result<Vec<String>, RefusedRequirement> {
+pub(super) fn checked_lines(
+    lines: &[Requirement],
+    policy: RequirementPolicy,
+) -> Result<Vec<String>, RefusedRequirement> {
     lines
         .iter()
         .map(|r| {
             let safe_file = r.file.split('/').all(|c| is_safe_component(c, false));
             let verdict = if safe_file {
-                check_line(&r.text, ctx.install.policy).map_err(|refusal| refusal.to_string())
+                check_line(&r.text, policy).map_err(|refusal| refusal.to_string())
             } else {
                 Err("the file name is not a plain relative path".into())
             };
@@ -94,4 +99,34 @@ pub(super) fn checked_lines(lines: &[Requirement], ctx: &LoadContext) -> Result<
             })
         })
         .collect()
+}
+
+/// What the plan asks to have installed (`par lock`), checked as
+/// `ensure-venv` checks it: the plan against the tree, every line against
+/// the policy, and the build backend's requirements (those of setuptools'
+/// legacy backend for a `setup.py` alone) as par's frontend takes them.
+pub(crate) fn wanted(plan: &InstallPlan, tree: &Dir, policy: RequirementPolicy) -> Result<Wanted, LoadError> {
+    check_plan(plan, tree)?;
+    let requirements = checked_lines(&plan.requirements, policy).map_err(PackageError::RequirementsInvalid)?;
+    let constraints = checked_lines(&plan.constraints, policy).map_err(PackageError::RequirementsInvalid)?;
+    let build_requires = match (&plan.self_install, &plan.build_system) {
+        (SelfInstall::None, _) | (_, GuestBuildSystem::Unreadable(_)) => Vec::new(),
+        (_, GuestBuildSystem::Legacy) => BuildSystem::setuptools_legacy().requires,
+        (_, GuestBuildSystem::Declared(declared)) => declared.requires.clone(),
+    };
+    for (n, requirement) in build_requires.iter().enumerate() {
+        check_build_requirement(requirement).map_err(|refusal| {
+            PackageError::RequirementsInvalid(RefusedRequirement {
+                file: "pyproject.toml".into(),
+                line: n as u32 + 1,
+                text: requirement.chars().take(200).collect(),
+                reason: refusal.to_string(),
+            })
+        })?;
+    }
+    Ok(Wanted {
+        requirements,
+        constraints,
+        build_requires,
+    })
 }

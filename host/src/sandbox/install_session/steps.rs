@@ -10,12 +10,13 @@ use cap_std::fs::Dir;
 
 use super::InstallSession;
 use crate::exec::process::StepOutput;
-use crate::fs::root::{Area, open_dir_nofollow, read_bounded};
+use crate::fs::root::{Area, open_dir_nofollow};
 use crate::install::editable::{self, EditableBuild, Prepared};
 use crate::install::installer::{
-    InstallTarget, Invocation, LockFiles, RequirementFiles, RequirementsPlan, venv_python,
+    InstallTarget, Invocation, LockFiles, RequirementFiles, RequirementsPlan, Resolution, venv_python,
 };
-use crate::install::pylock::{LOCK, Lock, LockError, MAX_INSTALLER_OUTPUT_BYTES, Places, REPORT_FILE};
+use crate::install::pylock::{LOCK, Lock, Places};
+use crate::install::resolve::read_resolution;
 use crate::install::step::{StepKind, StepSpec};
 use crate::sandbox::bindings::types::{Entrypoint, SelfInstall, StepReport};
 use crate::types::error::{GuestProtocolError, InstallError, describe};
@@ -96,12 +97,12 @@ impl InstallSession {
             {
                 RequirementsPlan::ResolveThenInstall { resolve, install } => {
                     run_within_budget(StepKind::Resolve, resolve).and_then(|_| {
-                        let lock = read_lock(&venv_dir, LOCK, places, Lock::from_uv)?;
+                        let lock = read_output(&venv_dir, Resolution::Pylock, places)?;
                         Ok((run_within_budget(StepKind::Requirements, install)?, lock))
                     })
                 }
                 RequirementsPlan::InstallWithReport(install) => run_within_budget(StepKind::Requirements, install)
-                    .and_then(|count| Ok((count, read_lock(&venv_dir, REPORT_FILE, places, Lock::from_pip_report)?))),
+                    .and_then(|count| Ok((count, read_output(&venv_dir, Resolution::PipReport, places)?))),
             }
         };
         if let Err(error) = venv_dir.remove_dir_all(OUTPUT_DIR) {
@@ -295,20 +296,11 @@ fn write_lock_files(venv: &Dir, lock: &Lock, package: &Path) -> Result<Unhashed,
     })
 }
 
-/// Reads what the installer wrote (`name` in the venv's output directory) into a lock.
-fn read_lock(
-    venv: &Dir,
-    name: &str,
-    places: Places<'_>,
-    parse: fn(&str, Places<'_>) -> Result<Lock, LockError>,
-) -> Result<Lock, InstallError> {
-    let unreadable =
-        |problem: String| InstallError::Host(format!("the installer's account of what it installed: {problem}"));
-    let bytes = open_dir_nofollow(venv, OUTPUT_DIR)
-        .and_then(|output| read_bounded(&output, name, MAX_INSTALLER_OUTPUT_BYTES))
-        .map_err(|e| unreadable(format!("cannot read {name}: {e}")))?;
-    let text = String::from_utf8(bytes).map_err(|_| unreadable(format!("{name} is not UTF-8")))?;
-    parse(&text, places).map_err(|e| unreadable(e.to_string()))
+/// Reads what the installer left in the venv's output directory into a lock.
+fn read_output(venv: &Dir, resolution: Resolution, places: Places<'_>) -> Result<Lock, InstallError> {
+    let output = open_dir_nofollow(venv, OUTPUT_DIR)
+        .map_err(|e| InstallError::Host(format!("cannot open the installer's output: {e}")))?;
+    read_resolution(&output, resolution, places)
 }
 
 fn log_step_error(error: &InstallError, what: &str, package: &Path) {

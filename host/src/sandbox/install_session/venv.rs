@@ -56,8 +56,9 @@ impl InstallSession {
             self.protocol.violate(violation);
             return Err(InstallError::Host(message));
         }
+        let policy = ctx.install.policy;
         let checked =
-            checked_lines(&plan.requirements, ctx).and_then(|r| Ok((r, checked_lines(&plan.constraints, ctx)?)));
+            checked_lines(&plan.requirements, policy).and_then(|r| Ok((r, checked_lines(&plan.constraints, policy)?)));
         let (requirements, constraints) = match checked {
             Ok(lines) => lines,
             Err(refused) => {
