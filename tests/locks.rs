@@ -74,8 +74,9 @@ for_each_backend!(
     par_lock_resolves_without_installing_and_its_lock_loads_in_another_root,
 );
 
-/// The lock an earlier load recorded, given to a load in a fresh root with
-/// its own caches: the same distributions, and the same lock recorded.
+/// The lock an earlier load recorded, given to a load in a fresh root: the
+/// same distributions, installed file for file the same (their `RECORD`s),
+/// and the same lock recorded.
 fn the_lock_of_one_load_installs_the_same_set_in_another_root(backend: InstallerChoice) {
     let apkg = agent(REQUIREMENTS);
     let (first, second) = (Workspace::new(), Workspace::new());
@@ -101,6 +102,12 @@ fn the_lock_of_one_load_installs_the_same_set_in_another_root(backend: Installer
         .output()
         .expect("run the venv's python");
     assert_eq!(String::from_utf8_lossy(&installed.stdout).trim(), "26.4 42");
+    // The same wheel, installed the same: every file, by its RECORD hash.
+    assert_eq!(
+        record(&package, "packaging-26.4"),
+        record(&original, "packaging-26.4"),
+        "packaging's RECORD"
+    );
 
     // Loaded again with the same lock: unchanged, nothing runs; without it,
     // the settings differ and the load runs again.
@@ -320,6 +327,29 @@ fn write_wheel(dir: &Path, version: &str) {
         .expect("entry");
     zip.write_all(record.as_bytes()).expect("write");
     zip.finish().expect("finish the wheel");
+}
+
+/// The `RECORD` of the distribution `dist` (`name-version`) in the package's venv.
+fn record(package: &AgentPackage, dist: &str) -> String {
+    let lib = package.venv_path.join("lib");
+    let python = fs::read_dir(&lib)
+        .expect("lib")
+        .flatten()
+        .find(|entry| entry.file_name().to_string_lossy().starts_with("python"))
+        .expect("lib/python*");
+    let path = python
+        .path()
+        .join("site-packages")
+        .join(format!("{dist}.dist-info"))
+        .join("RECORD");
+    let mut lines: Vec<String> = fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    assert!(lines.iter().any(|line| line.contains(",sha256=")), "{lines:?}");
+    lines.join("\n")
 }
 
 /// Writes a lock of `packages` into the workspace's `in/`.

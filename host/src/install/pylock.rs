@@ -299,9 +299,11 @@ impl Lock {
         toml::to_string(&file).map_err(|e| LockError::new(LOCK, e.to_string()))
     }
 
-    /// The lock as pip takes it: requirement lines each pinned to its exact
-    /// file or version by `--hash` (hashed mode, nothing else resolved), and
-    /// the directories and checkouts, which have no hash to check, apart.
+    /// The lock as pip takes it: requirement lines each pinned by `--hash`
+    /// to its exact files (hashed mode, nothing else resolved): a version
+    /// from the index or find-links, as a resolved install takes it, or a
+    /// direct reference; and the directories and checkouts, which have no
+    /// hash to check, apart.
     pub(crate) fn to_pip(&self, package: &Path) -> (String, Vec<String>) {
         let (mut hashed, mut unhashed) = (String::new(), Vec::new());
         let location = |file: &Artifact| match &file.location {
@@ -310,20 +312,22 @@ impl Lock {
         };
         for locked in &self.packages {
             let name = &locked.name;
-            match &locked.source {
-                Source::Wheels(files) if files.len() == 1 => {
-                    hashed += &format!("{name} @ {} --hash=sha256:{}\n", location(&files[0]), files[0].sha256);
-                }
-                Source::Wheels(files) => {
-                    let version = locked.version.as_deref().unwrap_or_default();
+            let pinned = |file: &Artifact| format!("{name} @ {} --hash=sha256:{}\n", location(file), file.sha256);
+            match (&locked.source, &locked.version) {
+                // From the index or find-links by version, as a resolved
+                // install takes it, held to exactly these files by their hashes.
+                (Source::Wheels(files), Some(version)) => {
                     let hashes: String = files.iter().map(|f| format!(" --hash=sha256:{}", f.sha256)).collect();
                     hashed += &format!("{name}=={version}{hashes}\n");
                 }
-                Source::Sdist(file) | Source::Archive(file) => {
-                    hashed += &format!("{name} @ {} --hash=sha256:{}\n", location(file), file.sha256);
+                (Source::Sdist(file), Some(version)) => {
+                    hashed += &format!("{name}=={version} --hash=sha256:{}\n", file.sha256);
                 }
-                Source::Directory { path, .. } => unhashed.push(package.join(path).display().to_string()),
-                Source::Vcs { kind, url, commit } => unhashed.push(format!("{name} @ {kind}+{url}@{commit}")),
+                // Without a version, the file itself.
+                (Source::Wheels(files), None) => hashed.extend(files.first().map(pinned)),
+                (Source::Sdist(file) | Source::Archive(file), _) => hashed += &pinned(file),
+                (Source::Directory { path, .. }, _) => unhashed.push(package.join(path).display().to_string()),
+                (Source::Vcs { kind, url, commit }, _) => unhashed.push(format!("{name} @ {kind}+{url}@{commit}")),
             }
         }
         (hashed, unhashed)
