@@ -72,6 +72,7 @@ for_each_backend!(
     a_lock_naming_what_the_loader_would_not_fetch_is_refused_naming_the_entry,
     a_lock_keeps_its_version_after_the_index_gains_a_newer_release,
     par_lock_resolves_without_installing_and_its_lock_loads_in_another_root,
+    every_venv_has_an_sbom_of_what_it_holds_that_the_cyclonedx_schema_accepts,
 );
 
 /// The lock an earlier load recorded, given to a load in a fresh root: the
@@ -296,6 +297,85 @@ fn par_lock_resolves_without_installing_and_its_lock_loads_in_another_root(backe
     assert_eq!(package.requirements_count, 2);
     let recorded = fs::read_to_string(&package.lock).expect("the recorded lock");
     assert!(recorded.contains("name = \"test-agent\""), "{recorded}");
+}
+
+/// The venv's SBOM names the agent as its root, and every distribution
+/// with its version, package URL, hash and the licence its metadata
+/// declares (read here from the wheel itself); CycloneDX's own validator
+/// accepts it; `sbom` and `list` name the same.
+fn every_venv_has_an_sbom_of_what_it_holds_that_the_cyclonedx_schema_accepts(backend: InstallerChoice) {
+    let ws = Workspace::new();
+    let package = first_load(&ws, backend, &agent(REQUIREMENTS));
+    assert_eq!(package.sbom, package.venv_path.join("sbom.cdx.json"));
+    let tools = Path::new(env!("CARGO_TARGET_TMPDIR")).join("install-tools");
+    tools::assert_valid_cyclonedx(&tools, &package.sbom);
+    let text = fs::read_to_string(&package.sbom).expect("the SBOM");
+    let bill: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(
+        (bill["bomFormat"].as_str(), bill["specVersion"].as_str()),
+        (Some("CycloneDX"), Some("1.5"))
+    );
+    let root = &bill["metadata"]["component"];
+    assert_eq!(
+        (root["type"].as_str(), root["name"].as_str(), root["version"].as_str()),
+        (Some("application"), Some("test-agent"), Some("1.0.0"))
+    );
+    let components = bill["components"].as_array().expect("components");
+    let named = |name: &str| {
+        components
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("{name}: {text}"))
+    };
+    let packaging = named("packaging");
+    assert_eq!(packaging["version"], "26.4");
+    assert_eq!(packaging["purl"], "pkg:pypi/packaging@26.4");
+    let wheel_path = tools::wheelhouse(&tools).join("packaging-26.4-py3-none-any.whl");
+    let wheel = fs::read(&wheel_path).expect("the wheel");
+    let sha256 = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(&wheel));
+    assert_eq!(packaging["hashes"][0]["alg"], "SHA-256");
+    assert_eq!(packaging["hashes"][0]["content"].as_str(), Some(sha256.as_str()));
+    let declared = wheel_metadata(&wheel_path, "packaging-26.4.dist-info/METADATA")
+        .lines()
+        .find_map(|line| line.strip_prefix("License-Expression: ").map(str::to_owned))
+        .expect("packaging declares its licence");
+    assert_eq!(packaging["licenses"][0]["expression"].as_str(), Some(declared.as_str()));
+    let helper = named("par-helper");
+    assert_eq!(helper["externalReferences"][0]["url"], "vendor/helper");
+
+    let loader = loader(&ws, backend);
+    assert_eq!(
+        loader.sbom_blocking("test-agent", None).expect("sbom").trim_end(),
+        text.trim_end()
+    );
+    assert_eq!(
+        loader
+            .sbom_blocking("test-agent", Some("1.0.0"))
+            .expect("sbom")
+            .trim_end(),
+        text.trim_end()
+    );
+    let missing = loader
+        .sbom_blocking("test-agent", Some("9.9"))
+        .expect_err("no such version");
+    assert_eq!(missing.kind(), "not-found", "{missing}");
+    let listing = loader.list_blocking().expect("list");
+    assert_eq!(
+        listing.apps[0].deployments[0].sbom.as_deref(),
+        Some(package.sbom.as_path())
+    );
+}
+
+/// The text of `entry` in the wheel at `path`.
+fn wheel_metadata(path: &Path, entry: &str) -> String {
+    use std::io::Read;
+    let mut zip = zip::ZipArchive::new(fs::File::open(path).expect("open the wheel")).expect("a zip");
+    let mut text = String::new();
+    zip.by_name(entry)
+        .expect(entry)
+        .read_to_string(&mut text)
+        .expect("read");
+    text
 }
 
 /// Writes the wheel of `par-probe` `version` (one module, its metadata) into `dir`.

@@ -303,6 +303,20 @@ impl PackageLoader {
         self.orchestrator.list()
     }
 
+    /// The SBOM (CycloneDX 1.5 JSON) of the app's most recently loaded
+    /// deployment, or of its most recent one of `version`: what its venv
+    /// holds, the agent as the root component.
+    ///
+    /// # Errors
+    ///
+    /// - [`LifecycleError::InvalidInput`]: `app_id` is not a safe name.
+    /// - [`LifecycleError::NotFound`]: no deployment of the app (or that
+    ///   version) with an SBOM is under the root.
+    /// - [`LifecycleError::Io`]: the SBOM cannot be read.
+    pub fn sbom_blocking(&self, app_id: &str, version: Option<&str>) -> Result<String, LifecycleError> {
+        self.orchestrator.sbom(app_id, version)
+    }
+
     /// Removes an app (or one `version` of it): trees, links, venvs and
     /// records. Refuses while an agent uses them, unless `force`, which
     /// stops that agent first.

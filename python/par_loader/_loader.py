@@ -164,6 +164,13 @@ class PackageLoader:
         by an agent or not) with their sizes, and the build environments."""
         return Listing._from_native(json.loads(self._native.list()))
 
+    def sbom(self, app_id: str, version: str | None = None) -> dict[str, Any]:
+        """The SBOM (CycloneDX 1.5) of the app's most recently loaded deployment
+        (of ``version``, when given): every distribution its venv holds, the
+        agent as the root component. Raises ``NotFound`` without one."""
+        bill: dict[str, Any] = json.loads(self._native.sbom(app_id, version))
+        return bill
+
     def remove(self, app_id: str, version: str | None = None, *, force: bool = False) -> Collection:
         """Removes an app (or one version): trees, links, venvs and records.
 

@@ -75,6 +75,9 @@ class AgentPackage:
     #: (every distribution's version, origin and SHA-256; the agent itself as
     #: an editable directory).
     lock: Path
+    #: ``{venv_path}/sbom.cdx.json``: the same as a CycloneDX 1.5 SBOM, the
+    #: agent its root component.
+    sbom: Path
     #: The agent's ``agent.yaml``, unknown fields included.
     manifest: dict[str, Any] = field(repr=False, hash=False, compare=True)
     #: The agent was installed editable, so its modules import from anywhere.
@@ -98,7 +101,7 @@ class AgentPackage:
 
     @classmethod
     def _from_native(cls, raw: dict[str, Any]) -> AgentPackage:
-        values = _native_fields(cls, raw, ("path", "link", "venv_path", "python_path", "lock"))
+        values = _native_fields(cls, raw, ("path", "link", "venv_path", "python_path", "lock", "sbom"))
         values["timings"] = Timings(**raw["timings"])
         values["signed"] = Signed._from_native(raw.get("signed"))
         package = cls(**values)
@@ -158,6 +161,8 @@ class DeploymentInfo:
     venv: Path | None
     #: That venv's lock (``pylock.toml``): what it holds.
     lock: Path | None
+    #: That venv's SBOM (``sbom.cdx.json``).
+    sbom: Path | None
     #: The tree's size on disk (hard links counted once).
     tree_bytes: int
     #: The venv's size on disk.
@@ -212,6 +217,7 @@ class Listing:
                             "link": optional(d["link"]),
                             "venv": optional(d["venv"]),
                             "lock": optional(d["lock"]),
+                            "sbom": optional(d["sbom"]),
                             "agents": tuple(d["agents"]),
                             "signed": Signed._from_native(d.get("signed")),
                         }

@@ -158,6 +158,13 @@ impl Loader {
         to_json(py, listing, errors::lifecycle_to_python)
     }
 
+    /// The SBOM of the app's most recent deployment (of `version`), as JSON.
+    #[pyo3(signature = (app_id, version=None))]
+    fn sbom(&self, py: Python<'_>, app_id: String, version: Option<String>) -> PyResult<String> {
+        let bill = py.detach(|| self.inner.sbom_blocking(&app_id, version.as_deref()));
+        bill.map_err(|e| errors::lifecycle_to_python(py, &e))
+    }
+
     /// Removes an app (or one version); returns the `Collection` as JSON.
     #[pyo3(signature = (app_id, version=None, force=false))]
     fn remove(&self, py: Python<'_>, app_id: String, version: Option<String>, force: bool) -> PyResult<String> {

@@ -197,7 +197,7 @@ def test_results_are_frozen_with_paths_and_a_short_repr(tmp_path, make_loader):
 
     with pytest.raises(dataclasses.FrozenInstanceError):
         package.verified = False  # type: ignore[misc]
-    for path in [package.path, package.link, package.venv_path, package.python_path, package.lock]:
+    for path in [package.path, package.link, package.venv_path, package.python_path, package.lock, package.sbom]:
         assert isinstance(path, Path)
     text = repr(package)
     assert text.startswith("AgentPackage(package_id='test-agent@1.0.0'")
@@ -243,6 +243,10 @@ def test_a_lock_installs_exactly_its_set_what_lock_resolves_and_one_that_falls_s
     second = loader.load_package(write_apkg(tmp_path / "in" / "b.apkg", locked), agent_app_id="second", lock=first.lock)
     assert second.lock.read_text() == first.lock.read_text(), "the same set, the same lock"
     assert second.requirements_count == 1
+    bill = loader.sbom("first")
+    assert json.loads(first.sbom.read_text()) == bill
+    assert (bill["specVersion"], bill["metadata"]["component"]["name"]) == ("1.5", "test-agent")
+    assert [c["purl"] for c in bill["components"]] == ["pkg:pypi/packaging@26.4"]
 
     resolved = loader.lock(write_apkg(tmp_path / "in" / "d.apkg", locked))
     [entry] = tomllib.loads(resolved.lock)["packages"]

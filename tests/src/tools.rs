@@ -15,6 +15,44 @@ pub const UV: &str = "uv==0.13.9";
 /// pinned too (pip's build isolation installs `wheel`, which needs
 /// `packaging`).
 pub const WHEELHOUSE: [&str; 3] = ["setuptools==84.2.1", "wheel==0.48.0", "packaging==26.4"];
+/// CycloneDX's own Python library, which validates a document against the
+/// specification's JSON schema, with everything it needs, pinned.
+pub const SBOM_VALIDATOR: [&str; 27] = [
+    "cyclonedx-python-lib[json-validation]==11.12.0",
+    "arrow==1.4.0",
+    "attrs==26.1.0",
+    "boolean.py==5.0",
+    "defusedxml==0.7.1",
+    "fqdn==1.6.0",
+    "idna==3.21",
+    "isoduration==20.11.0",
+    "jsonpointer==3.12",
+    "jsonschema==4.26.0",
+    "jsonschema-specifications==2025.9.1",
+    "lark==1.3.1",
+    "license-expression==30.4.4",
+    "packageurl-python==0.17.6",
+    "py-serializable==2.2.0",
+    "python-dateutil==4.0.0",
+    "referencing==0.37.0",
+    "rfc3339-validator==0.1.4",
+    "rfc3986-validator==0.1.1",
+    "rfc3987-syntax==1.1.0",
+    "rpds-py==2026.9.1",
+    "six==1.17.0",
+    "sortedcontainers==2.4.0",
+    "typing_extensions==4.16.0",
+    "tzdata==2026.6",
+    "uri-template==1.3.0",
+    "webcolors==25.10.0",
+];
+/// Validates the CycloneDX 1.5 JSON document named by its argument against
+/// the schema, strictly; prints what is wrong and exits 1 otherwise.
+const VALIDATE_SBOM: &str = "import sys\n\
+from cyclonedx.schema import SchemaVersion\n\
+from cyclonedx.validation.json import JsonStrictValidator\n\
+errors = JsonStrictValidator(SchemaVersion.V1_5).validate_str(open(sys.argv[1]).read())\n\
+sys.exit(str(errors) if errors else 0)\n";
 /// How often a fetch from the package registry is tried before the test fails.
 const FETCH_ATTEMPTS: u32 = 3;
 
@@ -127,4 +165,47 @@ pub fn uv(tools: &Path) -> PathBuf {
         program
     })
     .clone()
+}
+
+/// Checks `document` (a path) against the CycloneDX 1.5 JSON schema with
+/// CycloneDX's own validator, installed once, pinned, into a venv of the
+/// tools directory; what the schema refuses fails the test.
+pub fn assert_valid_cyclonedx(tools: &Path, document: &Path) {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    let python = PYTHON.get_or_init(|| {
+        let venv = tools.join("sbom-validator");
+        let python = venv.join("bin").join("python");
+        let pins = SBOM_VALIDATOR.join("\n");
+        let ready = venv.join(".ready");
+        with_lock(tools, || {
+            if fs::read_to_string(&ready).ok().as_deref() != Some(pins.as_str()) {
+                let _ = fs::remove_dir_all(&venv);
+                run(
+                    Command::new("python3").args(["-m", "venv"]).arg(&venv),
+                    "creating the SBOM validator's venv",
+                );
+                fetch(
+                    || {
+                        let mut command = pip(&python, tools);
+                        command.args(["install", "--no-deps"]).args(SBOM_VALIDATOR);
+                        command
+                    },
+                    "installing CycloneDX's validator from the package registry",
+                );
+                fs::write(&ready, &pins).expect("mark the validator");
+            }
+        });
+        python
+    });
+    let output = Command::new(python)
+        .args(["-c", VALIDATE_SBOM])
+        .arg(document)
+        .output()
+        .expect("run the validator");
+    assert!(
+        output.status.success(),
+        "{} is not CycloneDX 1.5: {}",
+        document.display(),
+        describe(&output)
+    );
 }

@@ -424,6 +424,16 @@ enum Command {
     List,
     /// Remove an app (or one version of it): its trees, links, venvs and
     /// records. Refuses while an agent started by `par run` uses them.
+    /// Print the SBOM (CycloneDX 1.5 JSON) of an app's most recently loaded
+    /// deployment: every distribution its venv holds, with hashes and
+    /// licences, the agent as the root component.
+    Sbom {
+        /// The app id.
+        app_id: String,
+        /// The most recent deployment of this version instead.
+        #[arg(long, value_name = "VERSION")]
+        version: Option<String>,
+    },
     Remove {
         /// The app id.
         app_id: String,
@@ -533,6 +543,7 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         | Command::Sign { .. }
         | Command::List
         | Command::Remove { .. }
+        | Command::Sbom { .. }
         | Command::Gc { .. } => {}
     }
     let loader = PackageLoader::new(config)?;
@@ -607,6 +618,10 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::List => {
             let listing = loader.list().await?;
             print_result(cli.json, &listing, || listing_text(&listing))?;
+        }
+        Command::Sbom { app_id, version } => {
+            let bill = loader.sbom_blocking(app_id, version.as_deref())?;
+            println!("{}", bill.trim_end());
         }
         Command::Remove { app_id, version, force } => {
             let removed = loader.remove(app_id, version.as_deref(), *force).await?;

@@ -186,7 +186,11 @@ mod tests {
     fn a_stale_identity_signals_nothing_neither_the_process_nor_its_group_nor_a_namespace() {
         // An unrelated process group: what a pid reused after an agent ended could name.
         // Its output goes nowhere: a `sleep` left behind must not hold the
-        // test runner's output open.
+        // test runner's output open. Started as par starts every child (see
+        // `fs::lock`): a fork outside that rule holds copies of the other
+        // tests' lock descriptors until it execs, and a test that tries a
+        // lock one of them let go would see it held.
+        let in_flight = crate::fs::lock::spawning();
         let mut unrelated = Command::new("sh")
             .args(["-c", "sleep 600 & wait"])
             .stdin(std::process::Stdio::null())
@@ -195,6 +199,7 @@ mod tests {
             .process_group(0)
             .spawn()
             .expect("spawn");
+        drop(in_flight);
         let pid = unrelated.id();
         let now = ProcessId::of(pid).expect("running");
         let stale = ProcessId {

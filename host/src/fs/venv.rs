@@ -27,9 +27,11 @@ const MARKER: &str = ".par-complete";
 const BUILD_ENV: &str = ".par-build-env";
 /// What the venv's requirements step installed, as the host wrote it.
 pub(crate) const LOCK: &str = "pylock.toml";
+/// The venv's SBOM (CycloneDX JSON), as the host wrote it beside the lock.
+pub(crate) const SBOM: &str = "sbom.cdx.json";
 /// What a venv holds besides its installs: a venv made before it kept its
-/// lock has another key, so it is never taken for one that does.
-const LAYOUT: &str = "par-venv-2 (pylock.toml)";
+/// lock and SBOM has another key, so it is never taken for one that does.
+const LAYOUT: &str = "par-venv-3 (pylock.toml, sbom.cdx.json)";
 
 /// The inputs that decide a venv's contents.
 #[derive(Debug, Clone)]
@@ -86,14 +88,14 @@ pub(crate) fn sealed_marker(seal: &Seal, name: &str, key: &str) -> String {
 }
 
 /// Whether the agent's venv `venv` was finished for exactly this key and
-/// still holds its lock: what a load may reuse.
+/// still holds its lock and SBOM: what a load may reuse.
 pub(crate) fn is_ready(venv: &Dir, key: &str) -> bool {
-    has_lock(venv) && is_finished(venv, key)
+    has(venv, LOCK) && has(venv, SBOM) && is_finished(venv, key)
 }
 
-/// Whether the venv holds its lock, a regular file.
-pub(crate) fn has_lock(venv: &Dir) -> bool {
-    venv.symlink_metadata(LOCK).is_ok_and(|m| m.is_file())
+/// Whether the venv holds `name` ([`LOCK`], [`SBOM`]), a regular file.
+pub(crate) fn has(venv: &Dir, name: &str) -> bool {
+    venv.symlink_metadata(name).is_ok_and(|m| m.is_file())
 }
 
 /// Whether the venv `venv` was finished for exactly this key (its marker
@@ -142,6 +144,11 @@ pub(crate) fn record_build_env(venv: &Dir, key: &str) -> std::io::Result<()> {
 /// done, before the marker: no step that could write the venv runs after it.
 pub(crate) fn record_lock(venv: &Dir, text: &str) -> std::io::Result<()> {
     replace_file(venv, LOCK, text.as_bytes())
+}
+
+/// Writes the venv's SBOM ([`SBOM`]), as the lock is written.
+pub(crate) fn record_sbom(venv: &Dir, text: &str) -> std::io::Result<()> {
+    replace_file(venv, SBOM, text.as_bytes())
 }
 
 /// Creates `name` anew with `bytes`, whatever a step left at that name (a
@@ -239,10 +246,11 @@ mod tests {
         std::fs::write(&outside, "theirs").expect("outside");
         std::os::unix::fs::symlink(&outside, venv.join(LOCK)).expect("plant");
         let dir = Dir::open_ambient_dir(&venv, cap_std::ambient_authority()).expect("open");
-        assert!(!has_lock(&dir), "a symlink is no lock");
+        assert!(!has(&dir, LOCK), "a symlink is no lock");
         record_lock(&dir, "lock-version = \"1.0\"\n").expect("record");
         assert_eq!(std::fs::read_to_string(&outside).expect("outside"), "theirs");
-        assert!(has_lock(&dir));
+        assert!(has(&dir, LOCK));
+        record_sbom(&dir, "{}").expect("record");
         mark_finished(&dir, "key").expect("mark");
         assert!(is_ready(&dir, "key"));
         dir.remove_file(LOCK).expect("remove");

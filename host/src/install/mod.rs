@@ -1,6 +1,6 @@
 //! Installing an agent: the installer back ends, one installer step, the
 //! editable self-install, the base interpreter, the requirement policy, and
-//! the lock of what was installed or would be.
+//! the lock of what was installed or would be, and its SBOM.
 
 pub(crate) mod editable;
 pub(crate) mod file_url;
@@ -9,4 +9,5 @@ pub(crate) mod interpreter;
 pub(crate) mod pylock;
 pub mod requirements;
 pub(crate) mod resolve;
+pub(crate) mod sbom;
 pub(crate) mod step;

@@ -34,6 +34,19 @@ pub(crate) const MAX_INSTALLER_OUTPUT_BYTES: u64 = 64 * 1024 * 1024;
 /// pip's install report, written beside the lock uv would write.
 pub(crate) const REPORT_FILE: &str = "report.json";
 
+/// One locked distribution as an SBOM names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Named<'a> {
+    /// Normalised.
+    pub name: &'a str,
+    /// Absent for a source tree.
+    pub version: Option<&'a str>,
+    /// The SHA-256 of each of its files.
+    pub sha256: Vec<&'a str>,
+    /// Where it came from: the first file's URL or path, the directory, the checkout.
+    pub origin: Option<&'a str>,
+}
+
 /// A lock the operator gave for a load, checked: what the load installs, exactly.
 #[derive(Debug, Clone)]
 pub(crate) struct GivenLock {
@@ -331,6 +344,31 @@ impl Lock {
             }
         }
         (hashed, unhashed)
+    }
+
+    /// Each distribution as an SBOM names it, by name.
+    pub(crate) fn named(&self) -> impl Iterator<Item = Named<'_>> {
+        self.packages.iter().map(|locked| {
+            let files: Vec<&Artifact> = match &locked.source {
+                Source::Wheels(files) => files.iter().collect(),
+                Source::Sdist(file) | Source::Archive(file) => vec![file],
+                Source::Directory { .. } | Source::Vcs { .. } => Vec::new(),
+            };
+            let origin = match &locked.source {
+                Source::Directory { path, .. } => Some(path.as_str()),
+                Source::Vcs { url, .. } => Some(url.as_str()),
+                _ => files.first().map(|file| match &file.location {
+                    Location::Url(url) => url.as_str(),
+                    Location::Path(path) => path.as_str(),
+                }),
+            };
+            Named {
+                name: &locked.name,
+                version: locked.version.as_deref(),
+                sha256: files.iter().map(|file| file.sha256.as_str()).collect(),
+                origin,
+            }
+        })
     }
 
     /// How many distributions it names.

@@ -19,6 +19,7 @@ use crate::install::editable;
 use crate::install::installer::{Installer, venv_python};
 use crate::install::interpreter::Interpreter;
 use crate::install::pylock::{Environment, Lock};
+use crate::install::sbom;
 use crate::sandbox::Preopens;
 use crate::sandbox::install_session::{InstallSession, LoadContext};
 use crate::types::config::InstallConfig;
@@ -152,12 +153,20 @@ impl Orchestrator {
             let text = lock
                 .to_pylock(agent.as_deref(), &environment)
                 .map_err(|e| LoadError::Internal(format!("cannot write the venv's lock: {e}")))?;
+            let manifest = &published.manifest;
+            let bill = sbom::sbom(
+                &lock,
+                (&manifest.name, &manifest.version),
+                &sbom::licences_in(&venv_state.path),
+            )
+            .map_err(|e| LoadError::Internal(format!("cannot write the venv's SBOM: {e}")))?;
             open_dir_nofollow(root.dir(Area::Venvs), &venv_state.name)
                 .and_then(|venv| {
                     if let Some(key) = &venv_state.build_env {
                         venv::record_build_env(&venv, key)?;
                     }
                     venv::record_lock(&venv, &text)?;
+                    venv::record_sbom(&venv, &bill)?;
                     venv::mark_finished(
                         &venv,
                         &venv::sealed_marker(root.seal(), &venv_state.name, &venv_state.key),
@@ -185,6 +194,7 @@ impl Orchestrator {
             venv_path: venv_state.path.clone(),
             python_path: venv_python(&venv_state.path),
             lock: venv_state.path.join(venv::LOCK),
+            sbom: venv_state.path.join(venv::SBOM),
             manifest: published.manifest.clone(),
             installed_as_package: facts.installed_as_package,
             verified: facts.verified,

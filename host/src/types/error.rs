@@ -718,8 +718,8 @@ impl SpawnError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LifecycleError {
-    /// `remove` named an app (or version) with nothing under the root.
-    #[error("nothing to remove: no deployment of `{app_id}`{} under the root", version.as_deref().map(|v| format!(" version `{v}`")).unwrap_or_default())]
+    /// `remove` or `sbom` named an app (or version) with nothing under the root.
+    #[error("no deployment of `{app_id}`{} under the root", version.as_deref().map(|v| format!(" version `{v}`")).unwrap_or_default())]
     NotFound {
         /// The app asked for.
         app_id: String,

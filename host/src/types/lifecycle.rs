@@ -51,6 +51,8 @@ pub struct DeploymentListing {
     pub venv: Option<PathBuf>,
     /// That venv's lock, `{venv}/pylock.toml`: what it holds (see `AgentPackage::lock`).
     pub lock: Option<PathBuf>,
+    /// That venv's SBOM, `{venv}/sbom.cdx.json` (see `AgentPackage::sbom`).
+    pub sbom: Option<PathBuf>,
     /// The tree's size.
     pub tree_bytes: u64,
     /// The venv's size (0 without one).

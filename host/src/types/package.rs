@@ -77,6 +77,10 @@ pub struct AgentPackage {
     /// distribution's version, origin and SHA-256, the agent itself as an
     /// editable directory), so any node can prove or repeat the install.
     pub lock: PathBuf,
+    /// `{venv_path}/sbom.cdx.json`: the same as a CycloneDX 1.5 SBOM, the
+    /// agent its root component, with the licences each distribution's
+    /// metadata declares.
+    pub sbom: PathBuf,
     /// The validated manifest.
     pub manifest: Manifest,
     /// The agent was installed as an editable package, so its modules import

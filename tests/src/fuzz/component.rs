@@ -2,9 +2,10 @@
 //! bytes: every outcome must be a value or a typed error — a trap, a limit or
 //! an endless loop in the sandbox shows up as a `SandboxError`, never as a
 //! crash or a hang of the host — and nothing may be published or left in
-//! staging for an archive that was refused. `load` runs too, through the
-//! whole installer protocol up to the venv, whose creation fails at once
-//! (the installer is `false`): what a failed load created must be gone.
+//! staging for an archive that was refused. `lock` (the guest's `plan`)
+//! and `load` run too, `load` through the whole installer protocol up to the
+//! venv, whose creation fails at once (the installer is `false`), as does
+//! `lock`'s resolution: what either created must be gone.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -67,6 +68,10 @@ pub(crate) fn run(data: &[u8]) {
                 assert_eq!(count(&root, area), 0, "a refused archive was published in {area}/");
             }
         }
+    }
+    // `lock` extracts through the guest's `plan`; its resolution fails at once too.
+    if let Err(error) = rig.loader.lock_blocking(&apkg) {
+        assert_typed(&error);
     }
     if let Err(error) = rig.loader.load_blocking(&apkg, Some("fuzz")) {
         assert_typed(&error);

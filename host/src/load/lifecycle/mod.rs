@@ -22,7 +22,7 @@ use super::{Orchestrator, check_app_id};
 use crate::exec::identity;
 use crate::fs::cache_dir::CacheDir;
 use crate::fs::lock::AppLock;
-use crate::fs::root::{Area, RootDir, open_dir_nofollow};
+use crate::fs::root::{Area, RootDir, open_dir_nofollow, read_bounded};
 use crate::fs::staging::Scratch;
 use crate::fs::venv;
 use crate::install::editable::{Generation, discard_generations, generations, users};
@@ -32,6 +32,9 @@ use crate::types::lifecycle::{
     RunningAgent,
 };
 use plan::{Planned, Rules};
+
+/// Largest SBOM read back: far above what a venv's distributions make.
+const MAX_SBOM_BYTES: u64 = 64 * 1024 * 1024;
 use survey::Survey;
 
 /// How long `remove --force` gives an agent to stop after SIGTERM.
@@ -52,23 +55,28 @@ impl Orchestrator {
                     .deployments
                     .iter()
                     .enumerate()
-                    .map(|(rank, d)| DeploymentListing {
-                        version: d.version.clone(),
-                        digest: d.digest.clone(),
-                        path: path(Area::Trees, &d.tree.name),
-                        link: d.links.first().map(|link| path(Area::Packages, &link.name)),
-                        venv: d.venvs.first().map(|venv| path(Area::Venvs, &venv.name)),
-                        lock: d.venvs.first().and_then(|venv| {
-                            let has_lock = open_dir_nofollow(root.dir(Area::Venvs), &venv.name)
-                                .is_ok_and(|dir| venv::has_lock(&dir));
-                            has_lock.then(|| path(Area::Venvs, &venv.name).join(venv::LOCK))
-                        }),
-                        tree_bytes: d.tree.tally.bytes(),
-                        venv_bytes: d.venvs.iter().map(|venv| venv.tally.bytes()).sum(),
-                        last_loaded: unix(d.loaded),
-                        current: rank == 0,
-                        agents: d.agents.clone(),
-                        signed: d.signed.clone(),
+                    .map(|(rank, d)| {
+                        // A file the host wrote into the deployment's venv, if it is there.
+                        let in_venv = |name: &str| {
+                            let venv = d.venvs.first()?;
+                            let dir = open_dir_nofollow(root.dir(Area::Venvs), &venv.name).ok()?;
+                            venv::has(&dir, name).then(|| path(Area::Venvs, &venv.name).join(name))
+                        };
+                        DeploymentListing {
+                            version: d.version.clone(),
+                            digest: d.digest.clone(),
+                            path: path(Area::Trees, &d.tree.name),
+                            link: d.links.first().map(|link| path(Area::Packages, &link.name)),
+                            venv: d.venvs.first().map(|venv| path(Area::Venvs, &venv.name)),
+                            lock: in_venv(venv::LOCK),
+                            sbom: in_venv(venv::SBOM),
+                            tree_bytes: d.tree.tally.bytes(),
+                            venv_bytes: d.venvs.iter().map(|venv| venv.tally.bytes()).sum(),
+                            last_loaded: unix(d.loaded),
+                            current: rank == 0,
+                            agents: d.agents.clone(),
+                            signed: d.signed.clone(),
+                        }
                     })
                     .collect(),
                 orphan_venvs: found
@@ -113,6 +121,35 @@ impl Orchestrator {
             agents,
             root_bytes: survey.usage.total(),
         })
+    }
+
+    /// The SBOM of `app_id`'s most recently loaded deployment (of
+    /// `version`, when given) that has one (see [`crate::PackageLoader::sbom`]).
+    pub(crate) fn sbom(&self, app_id: &str, version: Option<&str>) -> Result<String, LifecycleError> {
+        check_app_id(app_id)?;
+        let root = &self.root;
+        let not_found = || LifecycleError::NotFound {
+            app_id: app_id.to_owned(),
+            version: version.map(str::to_owned),
+        };
+        let listing = self.list()?;
+        let app = listing
+            .apps
+            .iter()
+            .find(|app| app.app_id == app_id)
+            .ok_or_else(not_found)?;
+        let venv = app
+            .deployments
+            .iter()
+            .filter(|d| version.is_none_or(|v| d.version == v) && d.sbom.is_some())
+            .find_map(|d| d.venv.as_deref())
+            .ok_or_else(not_found)?;
+        let name = root.name_in(venv, Area::Venvs).ok_or_else(not_found)?;
+        let path = venv.join(venv::SBOM);
+        let bytes = open_dir_nofollow(root.dir(Area::Venvs), name)
+            .and_then(|dir| read_bounded(&dir, venv::SBOM, MAX_SBOM_BYTES))
+            .map_err(LifecycleError::io("cannot read", &path))?;
+        String::from_utf8(bytes).map_err(|e| LifecycleError::io("cannot read", &path)(std::io::Error::other(e)))
     }
 
     /// Collects what `options` says is no longer needed (see [`plan`]).
