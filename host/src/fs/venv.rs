@@ -18,7 +18,7 @@ use cap_std::fs::{Dir, OpenOptions};
 use sha2::{Digest, Sha256};
 
 use crate::fs::hex;
-use crate::fs::root::open_file_nofollow;
+use crate::fs::root::{open_dir_nofollow, open_file_nofollow};
 use crate::fs::seal::{Seal, Sealed};
 
 /// File written last into a finished venv.
@@ -172,6 +172,51 @@ pub(crate) fn build_env(venv: &Dir) -> Option<String> {
         .ok()?;
     let key = written.trim();
     (!key.is_empty() && key.bytes().all(|b| b.is_ascii_hexdigit())).then(|| key.to_owned())
+}
+
+/// The venv's `lib/python*/site-packages` directories, opened without
+/// following a symlink; none when there is no such directory.
+pub(crate) fn site_packages(venv: &Path) -> Vec<Dir> {
+    let Ok(lib) = Dir::open_ambient_dir(venv.join("lib"), cap_std::ambient_authority()) else {
+        return Vec::new();
+    };
+    let Ok(entries) = lib.entries() else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let python = name.to_str().filter(|n| n.starts_with("python"))?;
+            open_dir_nofollow(&open_dir_nofollow(&lib, python).ok()?, "site-packages").ok()
+        })
+        .collect()
+}
+
+/// Every `{name}-{version}.dist-info` directory of the venv's
+/// site-packages, with the name as the directory spells it, opened without
+/// following a symlink: what is installed, as the venv itself records it.
+pub(crate) fn dist_infos(venv: &Path) -> Vec<(String, Dir)> {
+    let mut found = Vec::new();
+    for site in site_packages(venv) {
+        let Ok(entries) = site.entries() else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let file_name = entry.file_name();
+            let Some(file_name) = file_name.to_str() else {
+                continue;
+            };
+            let name = file_name
+                .strip_suffix(".dist-info")
+                .and_then(|stem| stem.split_once('-'))
+                .map(|(name, _)| name.to_owned());
+            if let Some((name, dist)) = name.zip(open_dir_nofollow(&site, file_name).ok()) {
+                found.push((name, dist));
+            }
+        }
+    }
+    found
 }
 
 /// Whether the venv at `path` (anywhere, possibly another root's) is

@@ -140,6 +140,18 @@ pub(crate) struct Places<'a> {
     pub package: &'a Path,
 }
 
+impl Places<'static> {
+    /// For paths already relative to the package (a lock's, a requirement
+    /// line's), wherever the package is: resolved against a stand-in.
+    fn package_relative() -> Self {
+        let package = Path::new("/package");
+        Places {
+            output_dir: package,
+            package,
+        }
+    }
+}
+
 /// The interpreter and platform a lock was resolved for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Environment {
@@ -186,13 +198,8 @@ impl Lock {
         index: &IndexConfig,
         policy: RequirementPolicy,
     ) -> Result<Self, LockError> {
-        let base = Path::new("/package");
-        let places = Places {
-            output_dir: base,
-            package: base,
-        };
         let check = |locked: &Locked| policy_problem(locked, index, policy);
-        let mut lock = Self::from_packages(claims, places, check)?;
+        let mut lock = Self::from_packages(claims, Places::package_relative(), check)?;
         lock.packages
             .retain(|locked| !matches!(&locked.source, Source::Directory { path, .. } if path == "."));
         Ok(lock)
@@ -282,12 +289,7 @@ impl Lock {
                 }
             }
             Asked::Path(path) => {
-                let base = Path::new("/package");
-                let places = Places {
-                    output_dir: base,
-                    package: base,
-                };
-                let wanted = inside_package(Path::new(&path), places).ok()?;
+                let wanted = inside_package(Path::new(&path), Places::package_relative()).ok()?;
                 let locked = self.packages.iter().any(|p| match &p.source {
                     Source::Directory { path, .. } => *path == wanted,
                     Source::Archive(file) => file.location == Location::Path(wanted.clone()),
@@ -1113,20 +1115,17 @@ wheels = [{{ url = "https://files.example/packaging-26.4-py3-none-any.whl", hash
                 path: None,
                 hashes: BTreeMap::from([("sha256".to_owned(), SHA.to_owned())]),
             };
-            Claim {
+            let mut claim = Claim {
                 name: name.into(),
                 version: Some("1".into()),
                 index: index.map(str::to_owned),
-                archive: archive.then_some(file),
-                wheels: (!archive).then(|| {
-                    vec![PylockArtifact {
-                        url: Some(url.to_owned()),
-                        path: None,
-                        hashes: BTreeMap::from([("sha256".to_owned(), SHA.to_owned())]),
-                    }]
-                }),
                 ..Claim::default()
+            };
+            match archive {
+                true => claim.archive = Some(file),
+                false => claim.wheels = Some(vec![file]),
             }
+            claim
         };
         let local = format!("file://{}/a-1-py3-none-any.whl", links.path().display());
         let offline = IndexConfig {

@@ -11,8 +11,6 @@ use std::io::Read;
 use std::path::Path;
 use std::str::FromStr;
 
-use cap_std::ambient_authority;
-use cap_std::fs::Dir;
 use cyclonedx_bom::models::component::Classification;
 use cyclonedx_bom::models::external_reference::{ExternalReference, ExternalReferenceType, ExternalReferences};
 use cyclonedx_bom::models::hash::{Hash, HashAlgorithm, HashValue, Hashes};
@@ -23,7 +21,8 @@ use cyclonedx_bom::prelude::{
 };
 use uv_normalize::PackageName;
 
-use crate::fs::root::{open_dir_nofollow, open_file_nofollow};
+use crate::fs::root::open_file_nofollow;
+use crate::fs::venv;
 use crate::install::pylock::Lock;
 
 /// Most of a `METADATA` file read for its headers.
@@ -123,48 +122,19 @@ pub(crate) fn sbom(lock: &Lock, agent: (&str, &str), licences: &BTreeMap<String,
 /// normalised name: every `*.dist-info/METADATA` of its site-packages,
 /// never through a symlink, read up to the end of its headers.
 pub(crate) fn licences_in(venv: &Path) -> BTreeMap<String, Licence> {
-    let mut found = BTreeMap::new();
-    let Ok(lib) = Dir::open_ambient_dir(venv.join("lib"), ambient_authority()) else {
-        return found;
-    };
-    let Ok(pythons) = lib.entries() else {
-        return found;
-    };
-    for python in pythons.flatten() {
-        let Some(site) = python
-            .file_name()
-            .to_str()
-            .filter(|n| n.starts_with("python"))
-            .and_then(|n| open_dir_nofollow(&lib, n).ok())
-            .and_then(|python| open_dir_nofollow(&python, "site-packages").ok())
-        else {
-            continue;
-        };
-        let Ok(entries) = site.entries() else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let file_name = entry.file_name();
-            let Some(name) = file_name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".dist-info"))
-                .and_then(|stem| stem.split_once('-'))
-                .and_then(|(name, _)| PackageName::from_str(name).ok())
-            else {
-                continue;
-            };
+    venv::dist_infos(venv)
+        .into_iter()
+        .filter_map(|(name, dist)| {
+            let name = PackageName::from_str(&name).ok()?;
             let mut head = Vec::new();
-            let read = file_name
-                .to_str()
-                .and_then(|n| open_dir_nofollow(&site, n).ok())
-                .and_then(|dist| open_file_nofollow(&dist, "METADATA").ok())
-                .and_then(|file| file.take(MAX_METADATA_HEAD).read_to_end(&mut head).ok());
-            if let (Some(_), Some(licence)) = (read, licence(&String::from_utf8_lossy(&head))) {
-                found.insert(name.to_string(), licence);
-            }
-        }
-    }
-    found
+            open_file_nofollow(&dist, "METADATA")
+                .ok()?
+                .take(MAX_METADATA_HEAD)
+                .read_to_end(&mut head)
+                .ok()?;
+            Some((name.to_string(), licence(&String::from_utf8_lossy(&head))?))
+        })
+        .collect()
 }
 
 /// The licence a `METADATA` file's headers declare: `License-Expression`

@@ -14,10 +14,11 @@ use std::path::Path;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use sha2::{Digest, Sha256};
 
+use crate::fs::root::read_bounded;
+use crate::fs::venv;
 use crate::install::file_url::{file_url, path_of};
 
 /// Rewrites the `direct_url.json` of the distribution installed from
@@ -48,39 +49,13 @@ pub(crate) fn record_editable(venv: &Path, wheel_name: &str, package: &Path) -> 
 /// agent's entry in the venv's lock.
 pub(crate) fn editable_install_of(venv: &Path, package: &Path) -> Option<String> {
     let wanted = package.to_str()?;
-    let lib = Dir::open_ambient_dir(venv.join("lib"), ambient_authority()).ok()?;
-    for python in lib.entries().ok()?.flatten() {
-        let python = python.file_name();
-        let Some(python) = python.to_str().filter(|n| n.starts_with("python")) else {
-            continue;
-        };
-        let Ok(site) = lib.open_dir(format!("{python}/site-packages")) else {
-            continue;
-        };
-        for entry in site.entries().ok()?.flatten() {
-            let dist_info = entry.file_name();
-            let Some((name, _)) = dist_info
-                .to_str()
-                .and_then(|n| n.strip_suffix(".dist-info"))
-                .and_then(|stem| stem.split_once('-'))
-            else {
-                continue;
-            };
-            let recorded = site
-                .open_dir(entry.file_name())
-                .and_then(|dist| crate::fs::root::read_bounded(&dist, "direct_url.json", 64 * 1024))
-                .ok()
-                .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok());
-            let matches = recorded.is_some_and(|url| {
-                url["url"].as_str().and_then(|url| path_of(url).ok()).as_deref() == Some(wanted)
-                    && url["dir_info"]["editable"].as_bool() == Some(true)
-            });
-            if matches {
-                return Some(name.to_owned());
-            }
-        }
-    }
-    None
+    venv::dist_infos(venv).into_iter().find_map(|(name, dist)| {
+        let json = read_bounded(&dist, "direct_url.json", 64 * 1024).ok()?;
+        let url: serde_json::Value = serde_json::from_slice(&json).ok()?;
+        let editable = url["dir_info"]["editable"].as_bool() == Some(true);
+        let of_package = url["url"].as_str().and_then(|url| path_of(url).ok()).as_deref() == Some(wanted);
+        (editable && of_package).then_some(name)
+    })
 }
 
 /// `name-1.0-0.editable-py3-none-any.whl` → `name-1.0.dist-info`: the
@@ -95,20 +70,15 @@ fn dist_info_name(wheel_name: &str) -> Option<String> {
 
 /// The dist-info directory in the venv's `lib/python*/site-packages`.
 fn open_dist_info(venv: &Path, dist_info: &str) -> io::Result<Dir> {
-    let lib = Dir::open_ambient_dir(venv.join("lib"), ambient_authority())?;
-    for entry in lib.entries()? {
-        let name = entry?.file_name();
-        let Some(name) = name.to_str().filter(|n| n.starts_with("python")) else {
-            continue;
-        };
-        if let Ok(dist) = lib.open_dir(format!("{name}/site-packages/{dist_info}")) {
-            return Ok(dist);
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("no {dist_info} in {}/lib/python*/site-packages", venv.display()),
-    ))
+    venv::site_packages(venv)
+        .iter()
+        .find_map(|site| site.open_dir(dist_info).ok())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no {dist_info} in {}/lib/python*/site-packages", venv.display()),
+            )
+        })
 }
 
 #[cfg(test)]
