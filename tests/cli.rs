@@ -361,6 +361,73 @@ fn a_lock_that_cannot_be_used_exits_3_naming_its_entry() {
     ws.assert_left_nothing("a refused lock");
 }
 
+/// `par bundle` with a key writes a bundle and its signature; `par load
+/// AGENT.parb --offline` with that key trusted installs from it alone; a
+/// bundle without its lock exits 3, naming the member.
+#[test]
+fn par_bundle_writes_a_signed_bundle_that_loads_offline() {
+    let ws = Workspace::new();
+    let apkg = ws.apkg(
+        "agent",
+        &Apkg::valid_agent().replace("requirements.txt", "packaging>=20\n"),
+    );
+    let prefix = ws.path().join("in").join("signer");
+    assert_succeeded(&binary().run(&ws, &["keygen", "-o", &prefix.display().to_string()]));
+    let parb = ws.path().join("in").join("agent.parb");
+    let mut args = binary().load_args(&apkg, "uv");
+    args[0] = "bundle".into();
+    args.extend([
+        "-o".into(),
+        parb.display().to_string(),
+        "--key".into(),
+        prefix.with_extension("key").display().to_string(),
+    ]);
+    let output = binary().run(&ws, &args);
+    assert_succeeded(&output);
+    let written = json(&output);
+    assert_eq!(written["path"].as_str().map(Path::new), Some(parb.as_path()));
+    let files: Vec<&str> = written["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(|f| f.as_str())
+        .collect();
+    assert!(files.contains(&"packaging-26.4-py3-none-any.whl"), "{written}");
+    assert!(parb.with_extension("parb.minisig").is_file());
+
+    let mut args = binary().load_args(&parb, "uv");
+    args.extend([
+        "--offline".into(),
+        "--trusted-key".into(),
+        prefix.with_extension("pub").display().to_string(),
+    ]);
+    let output = binary().run(&ws, &args);
+    assert_succeeded(&output);
+    let package = json(&output);
+    assert_eq!(package["requirements_count"], 1, "{package}");
+    assert_eq!(package["verified"], true, "{package}");
+    assert!(package["signed"]["key_id"].is_string(), "{package}");
+
+    let other = Workspace::new();
+    let incomplete = other.path().join("in").join("incomplete.parb");
+    Apkg::new()
+        .file("agent.apkg", Apkg::valid_agent().to_bytes())
+        .write_to(&incomplete);
+    let output = binary()
+        .command(&other, &binary().load_args(&incomplete, "uv"))
+        .output()
+        .expect("run par");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(EXIT_PACKAGE_REFUSED), "{stderr}");
+    let error = &json(&output)["error"];
+    assert_eq!(
+        (&error["kind"], &error["subject"]),
+        (&"bundle-invalid".into(), &"pylock.toml".into()),
+        "{error}"
+    );
+    other.assert_left_nothing("a bundle without its lock");
+}
+
 #[test]
 fn installer_steps_never_see_the_loaders_environment() {
     let ws = Workspace::new();

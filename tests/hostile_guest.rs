@@ -389,3 +389,23 @@ fn a_hostile_guests_plan_is_checked_before_anything_is_resolved() {
     assert!(error.to_string().contains("--index-url"), "{error}");
     ws.assert_left_nothing("lock");
 }
+
+/// Unpacking a bundle, whatever the guest writes or asks is checked by the
+/// host: a member no bundle may hold is refused, naming it; an installer
+/// call from `unbundle` is a protocol violation; nothing is installed or
+/// published.
+#[test]
+fn a_hostile_guest_cannot_unpack_a_bundle_the_host_would_refuse() {
+    for (name, kind, subject) in [
+        ("bundle", "bundle-invalid", "run.sh"),
+        ("bundle-publish", "guest-protocol", "publish"),
+    ] {
+        let ws = Workspace::new();
+        let parb = ws.path().join("in").join(format!("{name}.parb"));
+        std::fs::copy(scenario(&ws, name), &parb).expect("the bundle");
+        let error = loader(&ws).load_blocking(&parb, None).expect_err(name);
+        assert_eq!((error.kind(), error.subject()), (kind, Some(subject)), "{error}");
+        assert!(error.is_package_fault(), "{error}");
+        ws.assert_left_nothing(name);
+    }
+}

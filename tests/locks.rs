@@ -1,12 +1,15 @@
 //! The same bits on every node: a load given a lock (`--lock`, the lock of
 //! an earlier load) installs exactly that set in another root, with real
 //! pip and uv, offline; a lock that cannot be used, or that does not hold
-//! what the package asks for, is refused before anything is installed.
+//! what the package asks for, is refused before anything is installed. An
+//! offline bundle loads in any root from its own files alone, and one that
+//! holds anything else, or other bytes than its lock says, is refused.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use par::{AgentPackage, InstallerChoice, LoadError, LoaderConfig, PackageLoader};
+use par::{AgentPackage, IndexConfig, InstallerChoice, LoadError, LoaderConfig, PackageLoader, TrustedKey};
+use par_tests::index_trap::IndexTrap;
 use par_tests::workspace::offline_config;
 use par_tests::{Apkg, Workspace, tools};
 
@@ -73,6 +76,8 @@ for_each_backend!(
     a_lock_keeps_its_version_after_the_index_gains_a_newer_release,
     par_lock_resolves_without_installing_and_its_lock_loads_in_another_root,
     every_venv_has_an_sbom_of_what_it_holds_that_the_cyclonedx_schema_accepts,
+    a_bundle_loads_in_two_roots_offline_with_the_same_records_and_lock,
+    a_bundle_holding_other_bytes_or_members_than_its_lock_is_refused_naming_them,
 );
 
 /// The lock an earlier load recorded, given to a load in a fresh root: the
@@ -289,7 +294,12 @@ fn par_lock_resolves_without_installing_and_its_lock_loads_in_another_root(backe
         .iter()
         .filter_map(|p| p["name"].as_str())
         .collect();
-    assert_eq!(build_names, ["setuptools"], "{build:?}");
+    // pip builds a `setup.py` alone with `wheel` (which needs `packaging`) beside setuptools.
+    let built_with: &[&str] = match backend {
+        InstallerChoice::Pip => &["packaging", "setuptools", "wheel"],
+        _ => &["setuptools"],
+    };
+    assert_eq!(build_names, built_with, "{build:?}");
 
     let path = other.path().join("in").join("pylock.toml");
     fs::write(&path, &resolved.lock).expect("write the lock");
@@ -366,6 +376,231 @@ fn every_venv_has_an_sbom_of_what_it_holds_that_the_cyclonedx_schema_accepts(bac
     );
 }
 
+/// Writes the bundle of `apkg` (made in a root of its own) into `ws`'s `in/`.
+fn bundle(ws: &Workspace, backend: InstallerChoice, apkg: &Apkg, key: Option<&par::SigningKey>) -> PathBuf {
+    let maker = Workspace::new();
+    let parb = ws.path().join("in").join("agent.parb");
+    let written = loader(&maker, backend)
+        .bundle_blocking(&maker.apkg("agent", apkg), &parb, key)
+        .expect("the bundle");
+    assert_eq!(written.path, parb);
+    parb
+}
+
+/// A loader in `ws` that knows nothing but `index` (no find-links) and has
+/// an installer cache of its own, empty: a node that never saw the package.
+fn node(ws: &Workspace, backend: InstallerChoice, index: &IndexTrap) -> LoaderConfig {
+    let mut config = config(ws, backend);
+    config.install.index = IndexConfig {
+        index_url: Some(format!("{}/simple", index.url())),
+        ..IndexConfig::default()
+    };
+    config.install.installer_cache = Some(ws.path().join("in").join("installer-cache"));
+    config
+}
+
+/// Two nodes load one bundle: with an index that would answer and no
+/// find-links, every file comes from the bundle and nothing reaches the
+/// index (not the installer, not the agent's `setup.py`, which tries); both
+/// venvs hold the same distributions, installed file for file the same,
+/// and record the same lock. A second load is unchanged.
+fn a_bundle_loads_in_two_roots_offline_with_the_same_records_and_lock(backend: InstallerChoice) {
+    let trap = IndexTrap::start();
+    let setup = format!(
+        "import urllib.request\ntry:\n    urllib.request.urlopen('{}/setup', timeout=5)\nexcept Exception:\n    pass\n\
+         from setuptools import setup, find_packages\nsetup(name='test-agent', version='1.0.0', packages=find_packages())\n",
+        trap.url()
+    );
+    let apkg = agent(REQUIREMENTS).replace("setup.py", setup);
+    let ws = Workspace::new();
+    let parb = bundle(&ws, backend, &apkg, None);
+    let mut packages = Vec::new();
+    for _ in 0..2 {
+        let node_ws = Workspace::new();
+        let loader = PackageLoader::new(node(&node_ws, backend, &trap)).expect("loader");
+        let package = loader.load_blocking(&parb, None).expect("the load from the bundle");
+        assert!(
+            package.installed_as_package && package.verified == Some(true),
+            "{package:?}"
+        );
+        let again = loader.load_blocking(&parb, None).expect("again");
+        assert!(again.unchanged_redeploy, "{again:?}");
+        packages.push((node_ws, package));
+    }
+    let [(_, first), (_, second)] = &packages[..] else {
+        unreachable!("two loads");
+    };
+    assert_eq!(trap.connections(), 0, "a load from the bundle reached the network");
+    assert_eq!(
+        fs::read_to_string(&first.lock).expect("lock"),
+        fs::read_to_string(&second.lock).expect("lock"),
+        "the same lock on both nodes"
+    );
+    assert_eq!(distributions(first), distributions(second));
+    assert_eq!(record(first, "packaging-26.4"), record(second, "packaging-26.4"));
+}
+
+/// Every distribution in the package's venv, as `name==version` lines, sorted.
+fn distributions(package: &AgentPackage) -> String {
+    let out = std::process::Command::new(&package.python_path)
+        .args([
+            "-c",
+            "import importlib.metadata as m\nprint('\\n'.join(sorted(f'{d.name}=={d.version}' for d in m.distributions())))",
+        ])
+        .output()
+        .expect("run the venv's python");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The members of the bundle `parb`, each through `edit` (none: left out),
+/// then `extra`, written as `name` beside it.
+fn rewrite(
+    parb: &Path,
+    name: &str,
+    edit: impl Fn(&str, Vec<u8>) -> Option<Vec<u8>>,
+    extra: &[(&str, &[u8])],
+) -> PathBuf {
+    use std::io::Read as _;
+    let mut zip = zip::ZipArchive::new(fs::File::open(parb).expect("the bundle")).expect("a zip");
+    let mut rewritten = Apkg::new();
+    for index in 0..zip.len() {
+        let mut entry = zip.by_index(index).expect("entry");
+        let member = entry.name().expect("a UTF-8 name").into_owned();
+        if entry.is_dir() {
+            rewritten = rewritten.dir(&member);
+            continue;
+        }
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).expect("read");
+        if let Some(bytes) = edit(&member, bytes) {
+            rewritten = rewritten.file(&member, bytes);
+        }
+    }
+    for (member, bytes) in extra {
+        rewritten = rewritten.file(member, bytes);
+    }
+    let path = parb.with_file_name(name);
+    rewritten.write_to(&path);
+    path
+}
+
+/// A bundle is refused, naming the member, when a wheel is not the one
+/// its lock hashed, when it holds a file its lock does not name or a
+/// member no bundle holds, or when its lock is missing; nothing is
+/// installed or published.
+fn a_bundle_holding_other_bytes_or_members_than_its_lock_is_refused_naming_them(backend: InstallerChoice) {
+    let ws = Workspace::new();
+    let parb = bundle(&ws, backend, &agent(REQUIREMENTS), None);
+    let wheel = "wheels/packaging-26.4-py3-none-any.whl";
+    let evil = "wheels/evil-1.0-py3-none-any.whl";
+    let cases: [(PathBuf, &str, &str, &str); 4] = [
+        (
+            rewrite(
+                &parb,
+                "other-wheel.parb",
+                |member, bytes| {
+                    Some(if member == wheel {
+                        b"other bytes".to_vec()
+                    } else {
+                        bytes
+                    })
+                },
+                &[],
+            ),
+            "bundle-invalid",
+            "pylock.toml packages[0] (packaging)",
+            wheel,
+        ),
+        (
+            rewrite(&parb, "extra-wheel.parb", |_, bytes| Some(bytes), &[(evil, b"evil")]),
+            "bundle-invalid",
+            evil,
+            "neither lock names",
+        ),
+        (
+            rewrite(
+                &parb,
+                "extra-member.parb",
+                |_, bytes| Some(bytes),
+                &[("run.sh", b"#!/bin/sh\n")],
+            ),
+            "unsafe-entry",
+            "run.sh",
+            "not a bundle member",
+        ),
+        (
+            rewrite(
+                &parb,
+                "no-lock.parb",
+                |member, bytes| (member != "pylock.toml").then_some(bytes),
+                &[],
+            ),
+            "bundle-invalid",
+            "pylock.toml",
+            "missing",
+        ),
+    ];
+    for (path, kind, subject, needle) in cases {
+        let node_ws = Workspace::new();
+        let error = loader(&node_ws, backend).load_blocking(&path, None).expect_err(subject);
+        assert_eq!((error.kind(), error.subject()), (kind, Some(subject)), "{error}");
+        assert!(error.to_string().contains(needle), "{error}");
+        assert!(error.is_package_fault());
+        node_ws.assert_left_nothing(subject);
+    }
+}
+
+/// A bundle made with a key loads where that key is trusted (the bundle's
+/// signature checked before the guest reads it), and is refused as
+/// `signature-invalid` once a byte of it changes, or `signature-missing`
+/// when made without the key.
+#[test]
+fn a_signed_bundle_loads_only_where_its_key_is_trusted_and_unchanged() {
+    let backend = InstallerChoice::Uv;
+    let ws = Workspace::new();
+    let prefix = ws.path().join("in").join("signer");
+    let trusted = par::generate_keys(&prefix).expect("keys");
+    let key = par::SigningKey::from_file(&prefix.with_extension("key"), None).expect("the secret key");
+    let parb = bundle(&ws, backend, &agent(REQUIREMENTS), Some(&key));
+    let signature = parb.with_extension("parb.minisig");
+    assert!(signature.is_file(), "the bundle's signature beside it");
+    let trusting = |node_ws: &Workspace| {
+        let mut config = config(node_ws, backend);
+        config.trusted_keys = vec![TrustedKey::from_file(&prefix.with_extension("pub")).expect("public key")];
+        PackageLoader::new(config).expect("loader")
+    };
+    let node_ws = Workspace::new();
+    let package = trusting(&node_ws).load_blocking(&parb, None).expect("a signed bundle");
+    let signed = package.signed.as_ref().expect("signed");
+    assert_eq!(
+        (signed.key_id.as_str(), signed.signature.as_path()),
+        (trusted.id().as_str(), signature.as_path())
+    );
+
+    let tampered = rewrite(
+        &parb,
+        "tampered.parb",
+        |member, bytes| {
+            Some(if member == "sbom.cdx.json" {
+                b"{}".to_vec()
+            } else {
+                bytes
+            })
+        },
+        &[],
+    );
+    fs::copy(&signature, tampered.with_extension("parb.minisig")).expect("the old signature");
+    let other = Workspace::new();
+    let unsigned = bundle(&other, backend, &agent(REQUIREMENTS), None);
+    for (path, kind) in [(tampered, "signature-invalid"), (unsigned, "signature-missing")] {
+        let node_ws = Workspace::new();
+        let error = trusting(&node_ws).load_blocking(&path, None).expect_err(kind);
+        assert_eq!(error.kind(), kind, "{error}");
+        node_ws.assert_left_nothing(kind);
+    }
+}
+
 /// The text of `entry` in the wheel at `path`.
 fn wheel_metadata(path: &Path, entry: &str) -> String {
     use std::io::Read;
@@ -409,7 +644,10 @@ fn write_wheel(dir: &Path, version: &str) {
     zip.finish().expect("finish the wheel");
 }
 
-/// The `RECORD` of the distribution `dist` (`name-version`) in the package's venv.
+/// The `RECORD` of the distribution `dist` (`name-version`) in the package's
+/// venv: every file the distribution installed, by hash. uv's own
+/// `uv_cache.json` is left out: it records when uv's cache took the wheel,
+/// so two nodes with caches of their own never share it.
 fn record(package: &AgentPackage, dist: &str) -> String {
     let lib = package.venv_path.join("lib");
     let python = fs::read_dir(&lib)
@@ -425,6 +663,7 @@ fn record(package: &AgentPackage, dist: &str) -> String {
     let mut lines: Vec<String> = fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .lines()
+        .filter(|line| !line.contains(".dist-info/uv_cache.json,"))
         .map(str::to_owned)
         .collect();
     lines.sort();

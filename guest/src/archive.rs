@@ -137,20 +137,68 @@ pub fn extract_with_progress<R: Read + Seek>(
     dest: &Path,
     options: &ExtractOptions,
     progress: &mut dyn FnMut(usize, usize),
-    mut native: Option<&mut dyn NativeWriter>,
+    native: Option<&mut dyn NativeWriter>,
 ) -> Result<ExtractReport, GuestError> {
     let limits = &options.limits;
     let mut archive = open(reader, limits)?;
     let plan = plan(&mut archive, limits, options.enforce_path_rules)?;
     let manifest = read_manifest(&mut archive, &plan, limits)?;
-    let mut writer = TreeWriter::new(dest);
-    let mut report = ExtractReport {
+    let written = write_entries(&mut archive, &plan, dest, limits, progress, native)?;
+    Ok(ExtractReport {
         manifest,
-        files: 0,
-        dirs: 0,
-        bytes: 0,
-        executables: Vec::new(),
-    };
+        files: written.files,
+        dirs: written.dirs,
+        bytes: written.bytes,
+        executables: written.executables,
+    })
+}
+
+/// Validates an offline bundle (every entry one of the members
+/// [`par_rules::bundle`] names, and every rule of an APKG's entries), then
+/// writes its members under `dest`. A bundle has no manifest: the package
+/// inside it is read as any other, after the host has checked the rest.
+pub fn unbundle<R: Read + Seek>(
+    reader: R,
+    dest: &Path,
+    limits: &Limits,
+    native: Option<&mut dyn NativeWriter>,
+) -> Result<Written, GuestError> {
+    let mut archive = open(reader, limits)?;
+    let plan = plan(&mut archive, limits, true)?;
+    if let Some(entry) = plan
+        .iter()
+        .find(|entry| !par_rules::bundle::is_member(&entry.target.relative(), entry.kind == EntryKind::Dir))
+    {
+        return Err(GuestError::unsafe_entry(&entry.display, EntryProblem::NotInBundle));
+    }
+    write_entries(&mut archive, &plan, dest, limits, &mut |_, _| {}, native)
+}
+
+/// What the second pass wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Regular files written.
+    pub files: u32,
+    /// Directories listed in the archive.
+    pub dirs: u32,
+    /// Uncompressed bytes written, as counted while writing.
+    pub bytes: u64,
+    /// Relative paths of files the archive marks executable.
+    pub executables: Vec<String>,
+}
+
+/// The second pass: every planned entry written under `dest`, its bytes
+/// counted against `limits` as they come out.
+fn write_entries<R: Read + Seek>(
+    archive: &mut ZipArchive<R>,
+    plan: &[Planned],
+    dest: &Path,
+    limits: &Limits,
+    progress: &mut dyn FnMut(usize, usize),
+    mut native: Option<&mut dyn NativeWriter>,
+) -> Result<Written, GuestError> {
+    let mut writer = TreeWriter::new(dest);
+    let mut report = Written::default();
     let mut buffer = vec![0u8; 256 * 1024];
     let mut small = Vec::new();
     let mut inflater = Inflater::default();
@@ -197,7 +245,7 @@ pub fn extract_with_progress<R: Read + Seek>(
                         // No more than the declared size comes out: `EntryData` refuses more.
                         let written = copy_counted(&mut data, &mut small, entry, limits, report.bytes, &mut buffer)?;
                         if let Err(failure) = native.write_file(&relative, &small) {
-                            return Err(write_failed(native, &plan, &entry.display, failure));
+                            return Err(write_failed(native, plan, &entry.display, failure));
                         }
                         written
                     }
@@ -219,7 +267,7 @@ pub fn extract_with_progress<R: Read + Seek>(
     if let Some(native) = native
         && let Err((relative, failure)) = native.flush()
     {
-        return Err(copy_failed(&display_of(&plan, &relative), failure));
+        return Err(copy_failed(&display_of(plan, &relative), failure));
     }
     Ok(report)
 }

@@ -1,4 +1,4 @@
-//! The WIT glue: exports `inspect`, `extract`, `plan`, `load`,
+//! The WIT glue: exports `inspect`, `extract`, `plan`, `unbundle`, `load`,
 //! `read-env-file` and `read-lock`, converting to and from the types in `wit/types.wit`. Only
 //! compiled for `wasm32`.
 
@@ -133,6 +133,20 @@ impl Guest for Loader {
         Self::extract(options)?;
         let plan = install_plan::plan(Path::new(PACKAGE_DIR)).map_err(to_wit_error)?;
         Ok(plan_to_wit(&plan))
+    }
+
+    fn unbundle(options: wit::ExtractOptions) -> Result<(), wit::LoadError> {
+        let limits = limits_from(&options.limits);
+        let written = archive::unbundle(open_archive()?, Path::new(PACKAGE_DIR), &limits, Some(&mut HostWriter))
+            .map_err(to_wit_error)?;
+        log_info(
+            "Bundle unpacked",
+            &[
+                ("files", &written.files.to_string()),
+                ("bytes", &written.bytes.to_string()),
+            ],
+        );
+        Ok(())
     }
 
     fn read_lock(text: Vec<u8>) -> Result<Vec<wit::LockedPackage>, wit::LockError> {
@@ -413,6 +427,7 @@ fn problem_to_wit(problem: EntryProblem) -> wit::EntryProblem {
         EntryProblem::Encrypted => W::Encrypted,
         EntryProblem::UnsupportedCompression(method) => W::UnsupportedCompression(method),
         EntryProblem::Corrupt(message) => W::Corrupt(message),
+        EntryProblem::NotInBundle => W::NotInBundle,
         // `EntryProblem` is `#[non_exhaustive]` (the host re-exports it as
         // public API), so a match outside `par-rules` needs this arm. A
         // variant added there without a WIT case still refuses the entry,

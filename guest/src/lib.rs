@@ -26,7 +26,7 @@ pub mod yaml_events;
 #[cfg(target_arch = "wasm32")]
 mod component;
 
-pub use archive::{CopyFailure, ExtractOptions, ExtractReport, NativeWriter, extract, inspect};
+pub use archive::{CopyFailure, ExtractOptions, ExtractReport, NativeWriter, Written, extract, inspect, unbundle};
 pub use error::{EntryProblem, GuestError, Inconsistency};
 pub use limits::{LimitKind, Limits};
 pub use manifest::{Entrypoint, Manifest};

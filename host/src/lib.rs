@@ -59,14 +59,14 @@ pub use types::config::{
     LoaderConfig, NetworkChoice, RequirementPolicy, ResourceLimits, SandboxChoice, SandboxLimits,
 };
 pub use types::error::{
-    ArchiveInconsistent, EntryProblem, EnvFileRefused, GuestProtocolError, Inconsistency, InstallCall, InstallError,
-    InstallFailure, IoFailure, LifecycleError, LimitExceeded, LimitKind, LoadError, LockRefused, ManifestInvalid,
-    PackageError, RefusedRequirement, SandboxError, SpawnError, StepFailure, UnsafeDir, UnsafeEntry,
+    ArchiveInconsistent, BundleRefused, EntryProblem, EnvFileRefused, GuestProtocolError, Inconsistency, InstallCall,
+    InstallError, InstallFailure, IoFailure, LifecycleError, LimitExceeded, LimitKind, LoadError, LockRefused,
+    ManifestInvalid, PackageError, RefusedRequirement, SandboxError, SpawnError, StepFailure, UnsafeDir, UnsafeEntry,
 };
 pub use types::lifecycle::{
     AppListing, BuildEnvironment, Collection, DeploymentListing, GcOptions, Listing, Reason, Removed, RemovedKind,
     RunningAgent,
 };
-pub use types::package::{AgentPackage, Entrypoint, ExtractedPackage, Manifest, ResolvedLock, Timings};
+pub use types::package::{AgentPackage, Entrypoint, ExtractedPackage, Manifest, ResolvedLock, Timings, WrittenBundle};
 pub use types::spawn::{AgentNetwork, BoundSocket, EnvSource, HealthCheck, Listen, SpawnSpec};
 pub use types::trust::{KeyError, SignatureError, Signed, SigningKey, TrustedKey};

@@ -11,7 +11,7 @@ use crate::types::error::{LifecycleError, LoadError, SpawnError};
 #[cfg(doc)]
 use crate::types::error::{PackageError, SandboxError};
 use crate::types::lifecycle::{Collection, GcOptions, Listing};
-use crate::types::package::{AgentPackage, ExtractedPackage, Manifest, ResolvedLock};
+use crate::types::package::{AgentPackage, ExtractedPackage, Manifest, ResolvedLock, WrittenBundle};
 use crate::types::spawn::SpawnSpec;
 use crate::types::trust::{Signed, SigningKey};
 
@@ -196,6 +196,28 @@ impl PackageLoader {
     /// As [`PackageLoader::lock`].
     pub fn lock_blocking(&self, apkg: &Path) -> Result<ResolvedLock, LoadError> {
         self.orchestrator.lock(apkg)
+    }
+
+    /// Writes an offline bundle of `apkg` to `output` (which must end in
+    /// `.parb`): the package, its locks (resolved as [`PackageLoader::lock`]
+    /// resolves them), every file they name (fetched once, each checked
+    /// against the lock's SHA-256), its SBOM and, with `key`, its signature
+    /// (`agent.apkg.minisig` inside, `{output}.minisig` beside). Loading
+    /// the bundle then needs no index and no network.
+    ///
+    /// # Errors
+    ///
+    /// Every error of [`PackageLoader::lock`]; [`LoadError::Bundle`] when a
+    /// lock names what a bundle cannot hold (a checkout); [`LoadError::Install`]
+    /// when a file cannot be fetched; [`LoadError::Io`] when the bundle
+    /// cannot be written.
+    pub fn bundle_blocking(
+        &self,
+        apkg: &Path,
+        output: &Path,
+        key: Option<&SigningKey>,
+    ) -> Result<WrittenBundle, LoadError> {
+        self.orchestrator.bundle(apkg, output, key)
     }
 
     /// Blocking form of [`PackageLoader::load_locked`].

@@ -36,6 +36,7 @@ from ._types import (
     ResolvedLock,
     Signed,
     Timings,
+    WrittenBundle,
 )
 
 __all__ = [
@@ -61,5 +62,6 @@ __all__ = [
     "Signed",
     "SpawnFailed",
     "Timings",
+    "WrittenBundle",
     "generate_keys",
 ]

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from . import _native
 from ._agent import AgentProcess
-from ._types import AgentPackage, Collection, ExtractedPackage, Listing, ResolvedLock, Signed
+from ._types import AgentPackage, Collection, ExtractedPackage, Listing, ResolvedLock, Signed, WrittenBundle
 
 _T = TypeVar("_T")
 
@@ -34,7 +34,8 @@ class PackageLoader:
     ``extra_index_urls``, ``find_links``), ``installer_cache``,
     ``component_cache``, ``allow_index_options``, ``allow_direct_urls``,
     ``pass_env``, ``guest_memory_bytes``, ``guest_cpu_time``,
-    ``max_root_bytes`` (a budget collected to after each load),
+    ``offline`` (no index and no network for installer steps; a bundle is
+    always loaded so), ``max_root_bytes`` (a budget collected to after each load),
     ``min_free_bytes`` (loads refuse to start with less free), ``trusted_keys``
     (minisign public key files: with any, only packages signed by one of them
     load, the signature ``{apkg}.minisig`` beside the package, refused as
@@ -64,6 +65,11 @@ class PackageLoader:
         or reuse the venv, install ``requirements.txt`` and the agent itself
         (editable), and check that the entrypoint imports.
 
+        A bundle (``.parb``, from ``bundle``) is loaded from its own lock and
+        files alone, with no index and no network; a bundle that holds
+        anything else, or a file whose SHA-256 is not its lock's, raises
+        ``PackageRefused`` (``bundle-invalid``).
+
         With ``lock`` (a PEP 751 ``pylock.toml``, such as an earlier load's
         ``lock``), installs exactly its distributions, hashes checked, nothing
         resolved; a lock that cannot be used or does not hold what a
@@ -84,6 +90,23 @@ class PackageLoader:
         returns the PEP 751 locks: write ``lock`` to a ``pylock.toml`` and give
         it to ``load_package(..., lock=)`` on any node."""
         return ResolvedLock(**json.loads(self._native.lock(os.fspath(apkg_path))))
+
+    def bundle(
+        self,
+        apkg_path: StrPath,
+        output: StrPath,
+        key_path: StrPath | None = None,
+        password: str | None = None,
+    ) -> WrittenBundle:
+        """Writes an offline bundle (``output``, ending in ``.parb``): the
+        package, its locks (as ``lock`` resolves them), every wheel and sdist
+        they name (fetched once, hashes checked), its SBOM and, with a key,
+        signatures (the package's inside, ``{output}.minisig`` beside).
+        ``load_package(output)`` then installs from it alone, offline."""
+        raw = self._native.bundle(
+            os.fspath(apkg_path), os.fspath(output), None if key_path is None else os.fspath(key_path), password
+        )
+        return WrittenBundle._from_native(json.loads(raw))
 
     def inspect(self, apkg_path: StrPath) -> dict[str, Any]:
         """Validates the archive in the sandbox and returns its ``agent.yaml``; publishes nothing."""

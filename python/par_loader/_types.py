@@ -121,6 +121,35 @@ class ResolvedLock:
 
 
 @dataclass(frozen=True)
+class WrittenBundle:
+    """An offline bundle ``PackageLoader.bundle`` wrote."""
+
+    #: The bundle file (``.parb``).
+    path: Path
+    #: The package's name, from its manifest.
+    name: str
+    #: The package's version, from its manifest.
+    version: str
+    #: The wheel and sdist files it holds, by file name.
+    files: tuple[str, ...]
+    #: Its size in bytes.
+    bytes: int
+    #: Its signature (``{bundle}.minisig``), when it was made with a key.
+    signed: Signed | None = None
+
+    @classmethod
+    def _from_native(cls, raw: dict[str, Any]) -> WrittenBundle:
+        return cls(
+            path=Path(raw["path"]),
+            name=raw["name"],
+            version=raw["version"],
+            files=tuple(raw["files"]),
+            bytes=raw["bytes"],
+            signed=Signed._from_native(raw["signed"]),
+        )
+
+
+@dataclass(frozen=True)
 class ExtractedPackage:
     """A package tree published under the root, without a venv."""
 

@@ -73,9 +73,11 @@ fn raise(
 /// stopped the guest, the caller passed something unusable, or the host failed.
 fn class_name(error: &LoadError) -> &'static str {
     match error {
-        LoadError::Package(_) | LoadError::GuestProtocol(_) | LoadError::Signature(_) | LoadError::Lock(_) => {
-            "PackageRefused"
-        }
+        LoadError::Package(_)
+        | LoadError::GuestProtocol(_)
+        | LoadError::Signature(_)
+        | LoadError::Lock(_)
+        | LoadError::Bundle(_) => "PackageRefused",
         LoadError::Install(_) | LoadError::Verification(_) => "InstallFailed",
         LoadError::Sandbox(_) => "SandboxError",
         LoadError::InvalidInput { .. } => "InvalidInput",

@@ -80,6 +80,24 @@ impl Loader {
         to_json(py, signed, errors::to_python)
     }
 
+    /// Writes the offline bundle of `apkg` to `output` (signed with the
+    /// secret key file `key`, when given); returns the `WrittenBundle` as JSON.
+    #[pyo3(signature = (apkg, output, key=None, password=None))]
+    fn bundle(
+        &self,
+        py: Python<'_>,
+        apkg: PathBuf,
+        output: PathBuf,
+        key: Option<PathBuf>,
+        password: Option<String>,
+    ) -> PyResult<String> {
+        let key = key
+            .map(|key| SigningKey::from_file(&key, password).map_err(|e| PyValueError::new_err(e.to_string())))
+            .transpose()?;
+        let written = py.detach(|| self.inner.bundle_blocking(&apkg, &output, key.as_ref()));
+        to_json(py, written, errors::to_python)
+    }
+
     /// Resolves the package's requirements and build requirements,
     /// installing nothing; returns the `ResolvedLock` as JSON.
     fn lock(&self, py: Python<'_>, apkg: PathBuf) -> PyResult<String> {

@@ -42,6 +42,7 @@ fn set(config: &mut LoaderConfig, name: &str, value: &Bound<'_, PyAny>) -> PyRes
         "import_timeout" => install.import_timeout = seconds(value)?,
         "build_env_max_age" => install.build_env_max_age = seconds(value)?,
         "no_index" => install.index.no_index = value.extract()?,
+        "offline" => install.offline = value.extract()?,
         "index_url" => install.index.index_url = value.extract()?,
         "extra_index_urls" => install.index.extra_index_urls = value.extract()?,
         "find_links" => install.index.find_links = value.extract()?,

@@ -260,6 +260,34 @@ def test_a_lock_installs_exactly_its_set_what_lock_resolves_and_one_that_falls_s
     assert "third@1.0.0" not in names_in(root / "packages")
 
 
+def test_a_bundle_written_in_python_loads_offline_from_its_own_files(tmp_path, make_loader, tools, work):
+    loader = make_loader("uv")
+    apkg = write_apkg(tmp_path / "in" / "agent.apkg", agent({"requirements.txt": "packaging>=20\n"}))
+    written = loader.bundle(apkg, tmp_path / "in" / "agent.parb")
+    assert (written.name, written.version, written.signed) == ("test-agent", "1.0.0", None)
+    assert "packaging-26.4-py3-none-any.whl" in written.files
+    assert written.bytes == written.path.stat().st_size
+
+    # Another node: no index it could reach, no find-links, offline.
+    node = PackageLoader(
+        tmp_path / "node",
+        installer="uv",
+        uv=tools["uv"],
+        offline=True,
+        installer_cache=tmp_path / "node-cache",
+        component_cache=work / "caches" / "par",
+    )
+    package = node.load_package(written.path)
+    assert (package.requirements_count, package.verified) == (1, True)
+    assert 'name = "packaging"' in package.lock.read_text()
+
+    broken = tmp_path / "in" / "broken.parb"
+    broken.write_bytes(b"not a zip")
+    with pytest.raises(PackageRefused) as refused:
+        node.load_package(broken)
+    assert refused.value.kind == "archive-unreadable"
+
+
 def test_keys_made_and_packages_signed_in_python_verify_with_minisign(tmp_path, make_loader):
     key_id = par_loader.generate_keys(tmp_path / "release")
     apkg = write_apkg(tmp_path / "in" / "agent.apkg", agent())

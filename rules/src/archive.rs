@@ -47,6 +47,8 @@ pub enum EntryProblem {
     UnsupportedCompression(String),
     /// Damaged data: bad CRC, truncated stream, invalid deflate.
     Corrupt(String),
+    /// In a bundle: not one of the members a bundle may hold.
+    NotInBundle,
 }
 
 impl fmt::Display for EntryProblem {
@@ -71,6 +73,10 @@ impl fmt::Display for EntryProblem {
             EntryProblem::Encrypted => f.write_str("encrypted entry"),
             EntryProblem::UnsupportedCompression(method) => write!(f, "unsupported compression method {method}"),
             EntryProblem::Corrupt(message) => write!(f, "corrupt data: {message}"),
+            EntryProblem::NotInBundle => f.write_str(
+                "not a bundle member (agent.apkg, its .minisig, pylock.toml, pylock.build.toml, sbom.cdx.json, \
+                 or a wheel or sdist directly under wheels/)",
+            ),
         }
     }
 }
@@ -187,6 +193,7 @@ mod tests {
             EntryProblem::Encrypted,
             EntryProblem::UnsupportedCompression("Bzip2".into()),
             EntryProblem::Corrupt("invalid checksum".into()),
+            EntryProblem::NotInBundle,
         ];
         // Numbers each variant: a variant added to the enum does not compile
         // here until it is numbered, which is the reminder to list it above.
@@ -208,6 +215,7 @@ mod tests {
             EntryProblem::Encrypted => 14,
             EntryProblem::UnsupportedCompression(_) => 15,
             EntryProblem::Corrupt(_) => 16,
+            EntryProblem::NotInBundle => 17,
         };
         let numbers: Vec<usize> = every.iter().map(number).collect();
         assert_eq!(numbers, (0..every.len()).collect::<Vec<_>>(), "one of each, in order");

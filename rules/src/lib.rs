@@ -7,6 +7,7 @@
 //! own check.
 
 pub mod archive;
+pub mod bundle;
 pub mod env;
 pub mod limits;
 pub mod names;

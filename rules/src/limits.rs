@@ -33,6 +33,18 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// The default ceilings on an offline bundle: a package with every
+    /// wheel it installs (a CUDA build of torch alone is 2.5 GB).
+    pub fn bundle() -> Self {
+        Self {
+            max_total_bytes: 16 * 1024 * 1024 * 1024,
+            max_file_bytes: 4 * 1024 * 1024 * 1024,
+            ..Self::default()
+        }
+    }
+}
+
 /// Most entries (files and directories) an archive may list, by default.
 pub const DEFAULT_MAX_ENTRIES: u32 = 10_000;
 /// Most bytes all files may expand to together, by default.

@@ -86,6 +86,11 @@ struct InstallArgs {
     /// Install only from local paths and --find-links (no package index).
     #[arg(long)]
     no_index: bool,
+    /// Install with no network at all: no index, only local --find-links
+    /// directories, every installer step in an empty network namespace. A
+    /// bundle (`.parb`) is always loaded so.
+    #[arg(long)]
+    offline: bool,
     /// Extra location of wheels and sdists (repeatable).
     #[arg(long, value_name = "DIR|URL")]
     find_links: Vec<String>,
@@ -160,6 +165,7 @@ impl InstallArgs {
         install.python = self.python.clone();
         install.uv = self.uv.clone();
         install.index.no_index = self.no_index;
+        install.offline = self.offline;
         install.index.find_links = self.find_links.clone();
         install.sandbox = self.sandbox;
         install.index.index_url = self.index_url.clone();
@@ -317,9 +323,10 @@ enum Command {
     },
     /// Load an APKG as the runtime does: extract, create or reuse the venv,
     /// install requirements.txt and the agent itself (editable), check the
-    /// entrypoint imports.
+    /// entrypoint imports. A bundle (`.parb`, from `par bundle`) is loaded
+    /// from its own files and lock, offline.
     Load {
-        /// The APKG file.
+        /// The APKG file, or an offline bundle (`.parb`).
         apkg: PathBuf,
         /// App id to publish under [default: the manifest's name].
         #[arg(long, value_name = "ID")]
@@ -352,12 +359,34 @@ enum Command {
         #[command(flatten)]
         trust: TrustArgs,
     },
+    /// Write an offline bundle (AGENT.parb): the APKG, its locks (as `par
+    /// lock` resolves them), every wheel and sdist they name (fetched once,
+    /// hashes checked), its SBOM and, with --key, signatures (inside for
+    /// the APKG, AGENT.parb.minisig beside for the bundle). `par load
+    /// AGENT.parb` then installs from it alone, with no network.
+    Bundle {
+        /// The APKG file.
+        apkg: PathBuf,
+        /// The bundle to write; it must end in `.parb`.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// Sign the package and the bundle with this secret key.
+        #[arg(long, value_name = "KEY")]
+        key: Option<PathBuf>,
+        /// The environment variable holding the password of an encrypted key.
+        #[arg(long, value_name = "VAR", requires = "key")]
+        password_env: Option<String>,
+        #[command(flatten)]
+        install: InstallArgs,
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
     /// Load an APKG (instant when it is unchanged since its last load), then
     /// start its agent in the sandbox on sockets par binds, wait until it is
     /// ready, and stay in the foreground: SIGINT and SIGTERM stop it
     /// gracefully, and par exits with the agent's status.
     Run {
-        /// The APKG file.
+        /// The APKG file, or an offline bundle (`.parb`).
         apkg: PathBuf,
         /// App id to publish under [default: the manifest's name].
         #[arg(long, value_name = "ID")]
@@ -529,7 +558,7 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             disk.apply(&mut config);
             trust.apply(&mut config)?;
         }
-        Command::Lock { install, trust, .. } => {
+        Command::Lock { install, trust, .. } | Command::Bundle { install, trust, .. } => {
             install.apply(&mut config.install);
             trust.apply(&mut config)?;
         }
@@ -597,6 +626,16 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 Some(build) => format!("Wrote {} and {}", path.display(), build.display()),
                 None => format!("Wrote {}", path.display()),
             })?;
+        }
+        Command::Bundle {
+            apkg,
+            output,
+            key,
+            password_env,
+            ..
+        } => {
+            let key = key.as_deref().map(|key| (key, password_env.as_deref()));
+            trust::bundle(cli.json, &loader, apkg, output, key).await?;
         }
         Command::Inspect { apkg } => {
             let manifest = loader.inspect(apkg).await?;

@@ -62,16 +62,59 @@ pub(crate) async fn sign(
     key: &Path,
     password_env: Option<&str>,
 ) -> anyhow::Result<()> {
-    let password = match password_env {
-        Some(var) => Some(std::env::var(var).with_context(|| format!("the password variable `{var}` is not set"))?),
-        None => None,
-    };
-    let key = SigningKey::from_file(key, password)?;
+    let key = signing_key(key, password_env)?;
     let (loader, apkg) = (loader.clone(), apkg.to_owned());
     let signed = tokio::task::spawn_blocking(move || loader.sign_blocking(&apkg, &key))
         .await
         .context("the signing task failed")??;
     print_signed(json, &signed, "Signed")
+}
+
+/// The secret key at `path`, decrypted with the password in the variable
+/// `password_env` when one is named.
+pub(crate) fn signing_key(path: &Path, password_env: Option<&str>) -> anyhow::Result<SigningKey> {
+    let password = match password_env {
+        Some(var) => Some(std::env::var(var).with_context(|| format!("the password variable `{var}` is not set"))?),
+        None => None,
+    };
+    Ok(SigningKey::from_file(path, password)?)
+}
+
+/// `par bundle`.
+pub(crate) async fn bundle(
+    json: bool,
+    loader: &PackageLoader,
+    apkg: &Path,
+    output: &Path,
+    key: Option<(&Path, Option<&str>)>,
+) -> anyhow::Result<()> {
+    let key = key
+        .map(|(path, password_env)| signing_key(path, password_env))
+        .transpose()?;
+    let (loader, apkg, output) = (loader.clone(), apkg.to_owned(), output.to_owned());
+    let written = tokio::task::spawn_blocking(move || loader.bundle_blocking(&apkg, &output, key.as_ref()))
+        .await
+        .context("the bundling task failed")??;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&written).context("cannot render the result")?
+        );
+    } else {
+        println!(
+            "Wrote {} ({}@{}, {} files, {} bytes){}",
+            written.path.display(),
+            written.name,
+            written.version,
+            written.files.len(),
+            written.bytes,
+            match &written.signed {
+                Some(signed) => format!(", signed by key {} ({})", signed.key_id, signed.signature.display()),
+                None => String::new(),
+            }
+        );
+    }
+    Ok(())
 }
 
 /// `par verify`.

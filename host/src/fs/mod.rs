@@ -3,6 +3,7 @@
 
 pub(crate) mod agents;
 pub(crate) mod archive;
+pub(crate) mod bundle;
 pub(crate) mod cache_dir;
 pub(crate) mod copy;
 pub(crate) mod handle;

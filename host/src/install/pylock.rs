@@ -47,6 +47,20 @@ pub(crate) struct Named<'a> {
     pub origin: Option<&'a str>,
 }
 
+/// One file a bundle holds for its lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BundleFile {
+    /// The lock entry it is for, for messages.
+    pub entry: String,
+    /// Its file name under the bundle's `wheels/`.
+    pub name: String,
+    /// Its SHA-256, as the lock says.
+    pub sha256: String,
+    /// One of a distribution's wheels, any of which may serve (the
+    /// platform's is the one fetched).
+    pub alternative: bool,
+}
+
 /// A lock the operator gave for a load, checked: what the load installs, exactly.
 #[derive(Debug, Clone)]
 pub(crate) struct GivenLock {
@@ -54,6 +68,9 @@ pub(crate) struct GivenLock {
     pub path: PathBuf,
     /// Its distributions.
     pub lock: Lock,
+    /// From a bundle: the same distributions, every file the bundle's,
+    /// which the installer is given in place of `lock`.
+    pub bundled: Option<Lock>,
 }
 
 impl GivenLock {
@@ -62,6 +79,11 @@ impl GivenLock {
     pub(crate) fn digest(&self) -> String {
         use sha2::Digest as _;
         crate::fs::hex(&sha2::Sha256::digest(format!("{:?}", self.lock.packages)))
+    }
+
+    /// What the installer installs: the bundle's files, or the lock's.
+    pub(crate) fn for_installer(&self) -> &Lock {
+        self.bundled.as_ref().unwrap_or(&self.lock)
     }
 }
 
@@ -203,6 +225,145 @@ impl Lock {
         lock.packages
             .retain(|locked| !matches!(&locked.source, Source::Directory { path, .. } if path == "."));
         Ok(lock)
+    }
+
+    /// A bundle's lock, as the guest read it: every entry checked again as
+    /// [`Self::from_claims`] does, but where its files came from does not
+    /// matter (the bundle holds them, checked by [`Self::in_bundle`]), so
+    /// only the policy on direct references applies.
+    pub(crate) fn from_bundle_claims(claims: Vec<Claim>, policy: RequirementPolicy) -> Result<Self, LockError> {
+        let check = |locked: &Locked| direct_problem(locked, policy);
+        let mut lock = Self::from_packages(claims, Places::package_relative(), check)?;
+        lock.packages
+            .retain(|locked| !matches!(&locked.source, Source::Directory { path, .. } if path == "."));
+        Ok(lock)
+    }
+
+    /// The files a bundle of this lock holds, by entry: every file named by
+    /// a URL (a file inside the package comes with it), under its own file
+    /// name. A checkout cannot be bundled: it has no file to hold.
+    pub(crate) fn bundle_files(&self) -> Result<Vec<BundleFile>, LockError> {
+        let mut files = Vec::new();
+        for (n, locked) in self.packages.iter().enumerate() {
+            let entry = || format!("packages[{n}] ({})", locked.name);
+            let artifacts: Vec<&Artifact> = match &locked.source {
+                Source::Wheels(wheels) => wheels.iter().collect(),
+                Source::Sdist(file) | Source::Archive(file) => vec![file],
+                Source::Directory { .. } => Vec::new(),
+                Source::Vcs { .. } => {
+                    return Err(LockError::new(
+                        entry(),
+                        "a version-control checkout has no file a bundle can hold; lock a wheel of it instead",
+                    ));
+                }
+            };
+            for artifact in artifacts.into_iter().filter(|a| a.url().is_some()) {
+                let name = artifact.location.file_name();
+                if !par_rules::bundle::is_distribution_file_name(&name) {
+                    return Err(LockError::new(
+                        entry(),
+                        format!("`{name}` is not a file name a bundle can hold"),
+                    ));
+                }
+                files.push(BundleFile {
+                    entry: entry(),
+                    name,
+                    sha256: artifact.sha256.clone(),
+                    alternative: matches!(locked.source, Source::Wheels(_)),
+                });
+            }
+        }
+        Ok(files)
+    }
+
+    /// This lock installed from a bundle's files: each file named by a URL
+    /// taken from `dir` under its own name instead, where `held` (file name
+    /// to SHA-256, as the host hashed it) must have it with the lock's hash.
+    /// Of a distribution's wheels, those the bundle left out (made for
+    /// other platforms) are dropped; at least one must be there.
+    pub(crate) fn in_bundle(&self, dir: &Path, held: &BTreeMap<String, String>) -> Result<Self, LockError> {
+        let mut packages = Vec::with_capacity(self.packages.len());
+        for (n, locked) in self.packages.iter().enumerate() {
+            let entry = || format!("packages[{n}] ({})", locked.name);
+            let local = |artifact: &Artifact| -> Result<Option<Artifact>, LockError> {
+                if artifact.url().is_none() {
+                    return Ok(Some(artifact.clone()));
+                }
+                let name = artifact.location.file_name();
+                match held.get(&name) {
+                    None => Ok(None),
+                    Some(sha256) if *sha256 == artifact.sha256 => Ok(Some(Artifact {
+                        location: Location::Path(dir.join(&name).display().to_string()),
+                        sha256: artifact.sha256.clone(),
+                    })),
+                    Some(sha256) => Err(LockError::new(
+                        entry(),
+                        format!(
+                            "the bundle's `{}/{name}` has SHA-256 {sha256}, the lock says {}",
+                            par_rules::bundle::FILES_DIR,
+                            artifact.sha256
+                        ),
+                    )),
+                }
+            };
+            let missing = |name: String| {
+                LockError::new(
+                    entry(),
+                    format!("the bundle does not hold `{}/{name}`", par_rules::bundle::FILES_DIR),
+                )
+            };
+            let source = match &locked.source {
+                Source::Wheels(wheels) => {
+                    let mut kept = Vec::new();
+                    for wheel in wheels {
+                        kept.extend(local(wheel)?);
+                    }
+                    if kept.is_empty() {
+                        let first = wheels.first().map(|w| w.location.file_name()).unwrap_or_default();
+                        return Err(missing(first));
+                    }
+                    Source::Wheels(kept)
+                }
+                Source::Sdist(file) => Source::Sdist(local(file)?.ok_or_else(|| missing(file.location.file_name()))?),
+                Source::Archive(file) => {
+                    Source::Archive(local(file)?.ok_or_else(|| missing(file.location.file_name()))?)
+                }
+                other => other.clone(),
+            };
+            packages.push(Locked {
+                index: None,
+                source,
+                ..locked.clone()
+            });
+        }
+        Ok(Self { packages })
+    }
+
+    /// The lines `pip download` fetches the bundle's files with: each
+    /// distribution by version from the index settings, or by its URL,
+    /// pinned by `--hash` to exactly the lock's files.
+    pub(crate) fn to_download(&self) -> String {
+        let mut lines = String::new();
+        for locked in &self.packages {
+            let name = &locked.name;
+            let remote: Vec<&Artifact> = match &locked.source {
+                Source::Wheels(wheels) => wheels.iter().filter(|w| w.url().is_some()).collect(),
+                Source::Sdist(file) | Source::Archive(file) => file.url().map(|_| file).into_iter().collect(),
+                Source::Directory { .. } | Source::Vcs { .. } => Vec::new(),
+            };
+            let hashes: String = remote.iter().map(|f| format!(" --hash=sha256:{}", f.sha256)).collect();
+            match (&locked.source, &locked.version, remote.first()) {
+                (_, _, None) => {}
+                (Source::Wheels(_) | Source::Sdist(_), Some(version), Some(_)) => {
+                    lines += &format!("{name}=={version}{hashes}\n");
+                }
+                (_, _, Some(file)) => {
+                    let url = file.url().unwrap_or_default();
+                    lines += &format!("{name} @ {url} --hash=sha256:{}\n", file.sha256);
+                }
+            }
+        }
+        lines
     }
 
     /// Every entry read and checked (then `check`ed), each error naming its entry.
@@ -579,6 +740,18 @@ fn policy_problem(locked: &Locked, index: &IndexConfig, policy: RequirementPolic
     {
         return Err(format!("the index `{url}` is not one the loader is configured with"));
     }
+    direct_problem(locked, policy)?;
+    let urls: Vec<&str> = match &locked.source {
+        Source::Wheels(files) => files.iter().filter_map(Artifact::url).collect(),
+        Source::Sdist(file) | Source::Archive(file) => file.url().into_iter().collect(),
+        Source::Directory { .. } | Source::Vcs { .. } => Vec::new(),
+    };
+    urls.into_iter().try_for_each(|url| allowed_url(index, url))
+}
+
+/// Why the operator's policy would not let a requirement line name this
+/// entry's source: a direct reference by URL, unless direct URLs are allowed.
+fn direct_problem(locked: &Locked, policy: RequirementPolicy) -> Result<(), String> {
     let direct = matches!(
         &locked.source,
         Source::Vcs { .. }
@@ -587,15 +760,22 @@ fn policy_problem(locked: &Locked, index: &IndexConfig, policy: RequirementPolic
                 ..
             })
     );
-    if direct && !policy.allow_direct_urls {
-        return Err("a direct reference by URL, which the loader's policy does not allow".into());
+    match direct && !policy.allow_direct_urls {
+        true => Err("a direct reference by URL, which the loader's policy does not allow".into()),
+        false => Ok(()),
     }
-    let urls: Vec<&str> = match &locked.source {
-        Source::Wheels(files) => files.iter().filter_map(Artifact::url).collect(),
-        Source::Sdist(file) | Source::Archive(file) => file.url().into_iter().collect(),
-        Source::Directory { .. } | Source::Vcs { .. } => Vec::new(),
-    };
-    urls.into_iter().try_for_each(|url| allowed_url(index, url))
+}
+
+impl Location {
+    /// The file name it ends in, `%XX` escapes decoded.
+    fn file_name(&self) -> String {
+        let location = match self {
+            Location::Url(url) => url.split(['?', '#']).next().unwrap_or(url),
+            Location::Path(path) => path,
+        };
+        let file = location.rsplit('/').next().unwrap_or(location);
+        path_of(&format!("file://{file}")).unwrap_or_else(|_| file.to_owned())
+    }
 }
 
 impl Artifact {
@@ -659,12 +839,8 @@ fn allowed_url(index: &IndexConfig, url: &str) -> Result<(), String> {
 /// must be of this entry's distribution and version: a lock cannot install
 /// one project's file under another's name.
 fn check_wheel_name(wheel: &Artifact, name: &str, version: Option<&str>) -> Result<(), String> {
-    let location = match &wheel.location {
-        Location::Url(url) => url.split(['?', '#']).next().unwrap_or(url),
-        Location::Path(path) => path,
-    };
-    let file = location.rsplit('/').next().unwrap_or(location);
-    let decoded = path_of(&format!("file://{file}")).unwrap_or_else(|_| file.to_owned());
+    let decoded = wheel.location.file_name();
+    let file = &decoded;
     let parts: Vec<&str> = decoded
         .strip_suffix(".whl")
         .map(|stem| stem.split('-').collect())
@@ -1171,5 +1347,54 @@ wheels = [{{ url = "https://files.example/packaging-26.4-py3-none-any.whl", hash
             )
             .contains("neither")
         );
+    }
+
+    /// A bundle holds the file of each entry named by a URL; installed from
+    /// it, each is the bundle's copy, and one whose hash differs, or that
+    /// is missing, refuses the bundle naming the entry. Of several wheels,
+    /// those left out (other platforms) are dropped.
+    #[test]
+    fn a_bundle_holds_every_remote_file_and_installs_from_its_copies() {
+        let other = "1".repeat(64);
+        let extra = format!(
+            "\n[[packages]]\nname = \"multi\"\nversion = \"1\"\nwheels = [\n  {{ url = \"https://f.example/multi-1-cp311-cp311-linux_x86_64.whl\", hashes = {{ sha256 = \"{SHA}\" }} }},\n  {{ url = \"https://f.example/multi-1-cp311-cp311-win_amd64.whl\", hashes = {{ sha256 = \"{other}\" }} }},\n]\n"
+        );
+        let lock = Lock::from_uv(&uv_output(&extra), places()).expect("lock");
+        let files = lock.bundle_files().expect("files");
+        let names: Vec<(&str, bool)> = files.iter().map(|f| (f.name.as_str(), f.alternative)).collect();
+        assert_eq!(
+            names,
+            [
+                ("multi-1-cp311-cp311-linux_x86_64.whl", true),
+                ("multi-1-cp311-cp311-win_amd64.whl", true),
+                ("packaging-26.4-py3-none-any.whl", true),
+            ]
+        );
+        let dir = Path::new("/b/wheels");
+        let held = BTreeMap::from([
+            ("multi-1-cp311-cp311-linux_x86_64.whl".to_owned(), SHA.to_owned()),
+            ("packaging-26.4-py3-none-any.whl".to_owned(), SHA.to_owned()),
+        ]);
+        let bundled = lock.in_bundle(dir, &held).expect("bundled");
+        let install = bundled.to_install_lock(Path::new("/r/trees/a@1.x")).expect("install lock");
+        assert!(install.contains("path = \"/b/wheels/packaging-26.4-py3-none-any.whl\""), "{install}");
+        assert!(!install.contains("win_amd64") && !install.contains("https://"), "{install}");
+
+        let mut tampered = held.clone();
+        tampered.insert("packaging-26.4-py3-none-any.whl".into(), other.clone());
+        let error = lock.in_bundle(dir, &tampered).expect_err("another hash");
+        assert_eq!(error.entry, "packages[2] (packaging)");
+        assert!(error.problem.contains("wheels/packaging-26.4-py3-none-any.whl"), "{error}");
+        let mut missing = held;
+        missing.remove("multi-1-cp311-cp311-linux_x86_64.whl");
+        let error = lock.in_bundle(dir, &missing).expect_err("no wheel of multi");
+        assert_eq!(error.entry, "packages[1] (multi)");
+
+        let vcs = "\n[[packages]]\nname = \"v\"\nvcs = { type = \"git\", url = \"https://g.example/v\", commit-id = \"0123456789abcdef0123456789abcdef01234567\" }\n";
+        let error = Lock::from_uv(&uv_output(vcs), places())
+            .expect("lock")
+            .bundle_files()
+            .expect_err("a checkout");
+        assert!(error.problem.contains("version-control checkout"), "{error}");
     }
 }

@@ -25,6 +25,9 @@ pub(crate) struct Wanted {
     pub constraints: Vec<String>,
     /// The build backend's requirements (`[build-system] requires`).
     pub build_requires: Vec<String>,
+    /// Whether those are setuptools' legacy backend's, assumed for a
+    /// `setup.py` alone (to which an installer may add its own).
+    pub legacy_build: bool,
 }
 
 /// One resolution: who resolves, for which interpreter, from where.

@@ -30,6 +30,8 @@ pub(crate) enum StepKind {
     Venv,
     /// Resolving `requirements.txt` into a lock, before installing it.
     Resolve,
+    /// Fetching the files a lock names, for a bundle.
+    Fetch,
     /// Installing `requirements.txt` (or the lock resolved from it).
     Requirements,
     /// Creating a shared build environment (the build backend's requirements).
@@ -49,6 +51,7 @@ impl StepKind {
         match self {
             StepKind::Venv => "venv",
             StepKind::Resolve | StepKind::Requirements => "requirements",
+            StepKind::Fetch => "fetch",
             StepKind::BuildEnv | StepKind::Build | StepKind::SelfInstall => "self-install",
             StepKind::VerifyImport => "verify-import",
         }
@@ -58,7 +61,7 @@ impl StepKind {
     pub(crate) fn timeout(self, install: &InstallConfig) -> Duration {
         match self {
             StepKind::Venv => install.venv_timeout,
-            StepKind::Resolve | StepKind::Requirements => install.requirements_timeout,
+            StepKind::Resolve | StepKind::Requirements | StepKind::Fetch => install.requirements_timeout,
             StepKind::BuildEnv | StepKind::Build | StepKind::SelfInstall => install.self_install_timeout,
             StepKind::VerifyImport => install.import_timeout,
         }
@@ -79,7 +82,12 @@ impl StepKind {
     fn uses_index(self) -> bool {
         matches!(
             self,
-            StepKind::Resolve | StepKind::Requirements | StepKind::BuildEnv | StepKind::Build | StepKind::SelfInstall
+            StepKind::Resolve
+                | StepKind::Fetch
+                | StepKind::Requirements
+                | StepKind::BuildEnv
+                | StepKind::Build
+                | StepKind::SelfInstall
         )
     }
 

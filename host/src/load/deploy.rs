@@ -2,11 +2,11 @@
 //! create or reuse the venv, install, verify the import, and switch the
 //! app's link only when every step succeeded.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Orchestrator, check_app_id, explain_disk_full};
+use super::{Orchestrator, check_app_id, explain_disk_full, readonly_mounts};
 use crate::exec::confine;
 use crate::fs::archive::{Archive, Digest};
 use crate::fs::cache_dir::CacheDir;
@@ -16,9 +16,8 @@ use crate::fs::root::{Area, RootDir, open_dir_nofollow};
 use crate::fs::staging::{Staging, point_link};
 use crate::fs::venv;
 use crate::install::editable;
-use crate::install::installer::{Installer, venv_python};
-use crate::install::interpreter::Interpreter;
-use crate::install::pylock::{Environment, Lock};
+use crate::install::installer::venv_python;
+use crate::install::pylock::{Environment, GivenLock, Lock};
 use crate::install::sbom;
 use crate::sandbox::Preopens;
 use crate::sandbox::install_session::{InstallSession, LoadContext};
@@ -28,8 +27,22 @@ use crate::types::lifecycle::GcOptions;
 use crate::types::package::{AgentPackage, Timings};
 use crate::types::trust::Signed;
 
+/// What a load from an offline bundle hands the load of the package inside it.
+#[derive(Debug)]
+pub(super) struct FromBundle {
+    /// The bundle's digest: the key its deployment record is kept under.
+    pub digest: String,
+    /// The settings that record is kept under.
+    pub settings: String,
+    /// The bundle's signature, checked, when trusted keys are configured.
+    pub signed: Option<Signed>,
+    /// The install settings: no index but the bundle's files, no network.
+    pub install: InstallConfig,
+}
+
 impl Orchestrator {
-    /// The spec's whole flow (see [`crate::PackageLoader::load_package`]).
+    /// The spec's whole flow (see [`crate::PackageLoader::load_package`]);
+    /// a bundle (`.parb`) is loaded from its own files, offline.
     pub(crate) fn load(
         &self,
         apkg: &Path,
@@ -39,19 +52,47 @@ impl Orchestrator {
         if let Some(app_id) = app_id {
             check_app_id(app_id)?;
         }
+        if par_rules::bundle::is_bundle_path(apkg) {
+            if lock.is_some() {
+                return Err(LoadError::InvalidInput {
+                    what: "lock",
+                    detail: "a bundle installs its own lock; give a lock with a package, not a bundle".into(),
+                });
+            }
+            return self.load_bundle(apkg, app_id);
+        }
         let lock = lock.map(|path| self.read_given_lock(path)).transpose()?;
+        self.deploy(apkg, app_id, lock, None)
+    }
+
+    /// Loads the package `apkg` with the lock given (or from a bundle).
+    pub(super) fn deploy(
+        &self,
+        apkg: &Path,
+        app_id: Option<&str>,
+        lock: Option<GivenLock>,
+        bundle: Option<FromBundle>,
+    ) -> Result<AgentPackage, LoadError> {
         let archive = Archive::open(apkg)?;
         self.check_free_space()?;
         let config = &self.config;
+        let install = bundle.as_ref().map_or(&config.install, |bundle| &bundle.install);
         let started = Instant::now();
         tracing::info!(apkg = %archive.path().display(), "Loading agent package");
         let sandbox = self.installer_sandbox()?;
         let python = self.python.resolve()?;
         let installer = self.installer(&python)?;
-        let settings = self.settings_fingerprint(&python, installer.as_ref(), sandbox.is_some(), lock.as_ref());
+        let settings = match &bundle {
+            Some(bundle) => bundle.settings.clone(),
+            None => {
+                let given = lock.as_ref().map(GivenLock::digest).unwrap_or_default();
+                self.settings_fingerprint(&python, installer.as_ref(), sandbox.is_some(), &given)
+            }
+        };
         let root = &self.root;
-        // An archive hashed before and unchanged since is known without a read.
-        let known = archive.known_digest(root);
+        // An archive hashed before and unchanged since is known without a
+        // read (a bundle's package is looked up by the bundle's digest).
+        let known = archive.known_digest(root).filter(|_| bundle.is_none());
         // Signed or not, the bytes are checked before anything else: those
         // par knows through the archive's descriptor, the rest on their copy.
         let known_signed = match &known {
@@ -69,7 +110,7 @@ impl Orchestrator {
         }
         let readonly = sandbox
             .as_ref()
-            .map(|_| readonly_mounts(&config.install, &python, installer.as_ref()))
+            .map(|_| readonly_mounts(install, &python, installer.as_ref()))
             .unwrap_or_default();
         let (staging, digest) = Staging::create(root, &archive, known)?;
         let signed = match &digest {
@@ -82,13 +123,25 @@ impl Orchestrator {
                 let digest = pending
                     .wait()
                     .map_err(LoadError::io("cannot hash the staged copy of", archive.path()))?;
-                archive.remember(root, &digest);
-                if let Some(package) = self.unchanged_redeploy(&digest, app_id, &settings, started, signed.as_ref())? {
-                    return Ok(package);
+                if bundle.is_none() {
+                    archive.remember(root, &digest);
+                    if let Some(package) =
+                        self.unchanged_redeploy(&digest, app_id, &settings, started, signed.as_ref())?
+                    {
+                        return Ok(package);
+                    }
                 }
                 digest
             }
         };
+        // A bundle's signature vouches for everything in it.
+        let signed = match &bundle {
+            Some(FromBundle {
+                signed: Some(outer), ..
+            }) => Some(outer.clone()),
+            _ => signed,
+        };
+        let record_key = bundle.as_ref().map_or(&digest, |bundle| &bundle.digest).clone();
         let copies = staging.tree_writes(&config.limits)?;
         let markers = python.markers.clone();
         let (archive_dir, tree) = (staging.archive_preopen(), staging.tree_preopen());
@@ -99,7 +152,7 @@ impl Orchestrator {
             signed: signed.clone(),
             lock,
             max_entries: config.limits.max_entries,
-            install: config.install.clone(),
+            install: install.clone(),
             installer: installer.clone(),
             python,
             sandbox: sandbox.clone(),
@@ -211,7 +264,7 @@ impl Orchestrator {
         // locks are held until the record is written.
         let locks = published.commit(root)?;
         let record = Deployment::new(settings, venv_state.key.clone(), package.clone(), &tree)
-            .and_then(|record| record.save(root, &digest, app_id));
+            .and_then(|record| record.save(root, &record_key, app_id));
         if let Err(error) = record {
             tracing::warn!(%error, "cannot record the load; the next redeploy will redo it");
         }
@@ -258,7 +311,7 @@ impl Orchestrator {
 
     /// The recorded result of an earlier load of the same archive, when
     /// nothing it depends on has changed since (see [`crate::fs::redeploy`]).
-    fn unchanged_redeploy(
+    pub(super) fn unchanged_redeploy(
         &self,
         digest: &str,
         app_id: Option<&str>,
@@ -316,33 +369,4 @@ fn discard_unfinished_venv(root: &RootDir, session: &InstallSession) {
     {
         tracing::warn!(path = %venv.path.display(), error = %e, "cannot remove an unfinished venv");
     }
-}
-
-/// What every confined step may read besides the system: the interpreter's
-/// prefixes, the installer binary, local find-links directories and the
-/// certificate files the operator's environment names.
-pub(super) fn readonly_mounts(
-    install: &InstallConfig,
-    python: &Interpreter,
-    installer: &dyn Installer,
-) -> Vec<PathBuf> {
-    const CERT_VARIABLES: [&str; 4] = ["SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "PIP_CERT"];
-    let certificates = CERT_VARIABLES
-        .into_iter()
-        .filter(|name| install.pass_env.iter().any(|passed| passed == name))
-        .filter_map(std::env::var_os)
-        .map(PathBuf::from);
-    let find_links = install
-        .index
-        .find_links
-        .iter()
-        .filter(|link| !link.contains("://"))
-        .map(PathBuf::from);
-    let mut mounts: Vec<PathBuf> = python.prefixes.iter().cloned().chain(installer.program()).collect();
-    for path in certificates.chain(find_links) {
-        if let Ok(path) = path.canonicalize() {
-            mounts.push(path);
-        }
-    }
-    mounts
 }

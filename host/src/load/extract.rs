@@ -68,7 +68,7 @@ impl Orchestrator {
     }
 
     /// Runs the guest's `inspect` on a staged copy.
-    fn inspect_staged(&self, staging: &Staging) -> Result<Manifest, LoadError> {
+    pub(super) fn inspect_staged(&self, staging: &Staging) -> Result<Manifest, LoadError> {
         let archive_dir = staging.archive_preopen();
         let preopens = Preopens {
             archive_dir: Some(&archive_dir),

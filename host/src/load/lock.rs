@@ -4,26 +4,62 @@
 use std::path::Path;
 
 use super::Orchestrator;
-use super::deploy::readonly_mounts;
 use crate::fs::archive::Archive;
 use crate::fs::staging::{Scratch, Staging};
+use crate::install::interpreter::Interpreter;
 use crate::install::pylock::{Environment, Lock};
 use crate::install::resolve::Resolver;
 use crate::install::step::StepRunner;
 use crate::sandbox::Preopens;
 use crate::types::error::{InstallError, InstallFailure, LoadError};
-use crate::types::package::ResolvedLock;
+use crate::types::package::{Manifest, ResolvedLock};
+
+/// A package resolved: its staged copy, what it resolved to, and with what.
+#[derive(Debug)]
+pub(super) struct Resolved {
+    /// The staged archive and tree.
+    pub staging: Staging,
+    /// The package's manifest.
+    pub manifest: Manifest,
+    /// What its requirements resolved to.
+    pub lock: Lock,
+    /// What its build requirements resolved to, when it builds.
+    pub build: Option<Lock>,
+    /// The interpreter and installer it was resolved for.
+    pub environment: Environment,
+    /// The interpreter.
+    pub python: Interpreter,
+    /// The steps' runner (confined as a load's).
+    pub runner: StepRunner,
+}
 
 impl Orchestrator {
     /// Extracts the package into staging (the sandbox reads its plan),
     /// resolves what it asks for with the installer, confined as a load's
     /// steps are, and returns the locks (see [`crate::PackageLoader::lock`]).
     pub(crate) fn lock(&self, apkg: &Path) -> Result<ResolvedLock, LoadError> {
+        let resolved = self.resolve(apkg)?;
+        let write = |lock: &Lock| {
+            lock.to_pylock(None, &resolved.environment)
+                .map_err(|e| LoadError::Internal(format!("cannot write the lock: {e}")))
+        };
+        Ok(ResolvedLock {
+            lock: write(&resolved.lock)?,
+            build_lock: resolved.build.as_ref().map(write).transpose()?,
+        })
+    }
+
+    /// The resolution behind [`Self::lock`] and `par bundle`.
+    pub(super) fn resolve(&self, apkg: &Path) -> Result<Resolved, LoadError> {
         let archive = Archive::open(apkg)?;
         let config = &self.config;
         tracing::info!(apkg = %archive.path().display(), "Resolving agent package");
         let staging = Staging::create_unhashed(&self.root, &archive)?;
-        self.check_signature(archive.path(), &staging.archive_copy()?)?;
+        let signed = self.check_signature(archive.path(), &staging.archive_copy()?)?;
+        let manifest = self.inspect_staged(&staging)?;
+        if let Some(signed) = &signed {
+            signed.check(&manifest.name, &manifest.version)?;
+        }
         let rules = self.archive_rules();
         let copies = staging.tree_writes(&rules.limits)?;
         let (archive_dir, tree) = (staging.archive_preopen(), staging.tree_preopen());
@@ -37,12 +73,7 @@ impl Orchestrator {
             .plan(preopens, &rules, copies, staging.tree(), config.install.policy)?;
         let python = self.python.resolve()?;
         let installer = self.installer(&python)?;
-        let sandbox = self.installer_sandbox()?;
-        let readonly = sandbox
-            .as_ref()
-            .map(|_| readonly_mounts(&config.install, &python, installer.as_ref()))
-            .unwrap_or_default();
-        let runner = StepRunner::new(self.root.path(), &config.install, installer.as_ref(), sandbox, readonly);
+        let runner = self.step_runner(&config.install, &python, installer.as_ref())?;
         let (index_args, package) = (config.install.index.args(), staging.tree_path());
         let resolver = Resolver {
             runner: &runner,
@@ -59,30 +90,35 @@ impl Orchestrator {
                 .resolve(&wanted.requirements, &wanted.constraints, &scratch, "requirements")
                 .map_err(failed)?,
         };
-        let build = match wanted.build_requires.is_empty() {
+        let mut build_requires = wanted.build_requires.clone();
+        if wanted.legacy_build {
+            build_requires.extend(installer.legacy_build_extras().iter().map(|extra| extra.to_string()));
+        }
+        let build = match build_requires.is_empty() {
             true => None,
             false => Some(
                 resolver
-                    .resolve(&wanted.build_requires, &[], &scratch, "build")
+                    .resolve(&build_requires, &[], &scratch, "build")
                     .map_err(failed)?,
             ),
-        };
-        let environment = Environment {
-            markers: python.markers.clone(),
-            installer: installer.name().to_owned(),
-        };
-        let write = |lock: &Lock| {
-            lock.to_pylock(None, &environment)
-                .map_err(|e| LoadError::Internal(format!("cannot write the lock: {e}")))
         };
         tracing::info!(
             packages = lock.len(),
             build_packages = build.as_ref().map_or(0, Lock::len),
             "Package resolved"
         );
-        Ok(ResolvedLock {
-            lock: write(&lock)?,
-            build_lock: build.as_ref().map(write).transpose()?,
+        let environment = Environment {
+            markers: python.markers.clone(),
+            installer: installer.name().to_owned(),
+        };
+        Ok(Resolved {
+            staging,
+            manifest,
+            lock,
+            build,
+            environment,
+            python,
+            runner,
         })
     }
 }

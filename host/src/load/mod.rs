@@ -18,6 +18,7 @@
 //! - `lifecycle/`: `list`, `remove` and `gc` (`survey.rs` reads what is
 //!   under the root, `plan.rs` decides what goes).
 
+mod bundle;
 mod deploy;
 mod extract;
 mod lifecycle;
@@ -26,7 +27,7 @@ pub(crate) mod spawn;
 
 use std::fs::File;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,9 +42,10 @@ use crate::fs::staging::{disk_nearly_full, free_bytes, sweep_abandoned};
 use crate::install::installer::{Installer, Pip, Uv};
 use crate::install::interpreter::{Interpreter, Resolver};
 use crate::install::pylock::{GivenLock, LOCK, Lock};
+use crate::install::step::StepRunner;
 use crate::sandbox::{ArchiveRules, Sandbox};
 use crate::trust::signature;
-use crate::types::config::{InstallerChoice, LoaderConfig, SandboxChoice};
+use crate::types::config::{InstallConfig, InstallerChoice, LoaderConfig, SandboxChoice};
 use crate::types::error::{LoadError, LockRefused, PackageError};
 use crate::types::trust::Signed;
 use par_rules::limits::MAX_LOCK_BYTES;
@@ -92,6 +94,9 @@ impl Orchestrator {
                 .display()
                 .to_string();
         }
+        if config.install.offline {
+            config.install = config.install.offline_with(None);
+        }
         let sandbox = Sandbox::new(
             config.component_cache.as_deref(),
             config.sandbox_limits(),
@@ -120,18 +125,19 @@ impl Orchestrator {
     }
 
     /// Everything that shapes what a load does, so a recorded load is only
-    /// taken as current under the same settings.
+    /// taken as current under the same settings; `given` tells what the
+    /// load was given besides (a lock's digest, a bundle).
     fn settings_fingerprint(
         &self,
         python: &Interpreter,
         installer: &dyn Installer,
         sandboxed: bool,
-        lock: Option<&GivenLock>,
+        given: &str,
     ) -> String {
         let config = &self.config;
         let install = &config.install;
         redeploy::settings_fingerprint(&[
-            &lock.map(GivenLock::digest),
+            &given,
             &config.limits,
             &config.guest_path_rules,
             &python.identity,
@@ -182,6 +188,7 @@ impl Orchestrator {
         Ok(GivenLock {
             path: path.to_owned(),
             lock,
+            bundled: None,
         })
     }
 
@@ -282,6 +289,22 @@ impl Orchestrator {
         }
     }
 
+    /// The runner of confined steps under `install`'s settings, as a load's
+    /// (for the steps of `par lock` and `par bundle`).
+    fn step_runner(
+        &self,
+        install: &InstallConfig,
+        python: &Interpreter,
+        installer: &dyn Installer,
+    ) -> Result<StepRunner, LoadError> {
+        let sandbox = self.installer_sandbox()?;
+        let readonly = sandbox
+            .as_ref()
+            .map(|_| readonly_mounts(install, python, installer))
+            .unwrap_or_default();
+        Ok(StepRunner::new(self.root.path(), install, installer, sandbox, readonly))
+    }
+
     fn archive_rules(&self) -> ArchiveRules {
         ArchiveRules {
             limits: self.config.limits,
@@ -325,4 +348,29 @@ fn check_app_id(app_id: &str) -> Result<(), LoadError> {
             ),
         })
     }
+}
+
+/// What every confined step may read besides the system: the interpreter's
+/// prefixes, the installer binary, local find-links directories and the
+/// certificate files the operator's environment names.
+fn readonly_mounts(install: &InstallConfig, python: &Interpreter, installer: &dyn Installer) -> Vec<PathBuf> {
+    const CERT_VARIABLES: [&str; 4] = ["SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "PIP_CERT"];
+    let certificates = CERT_VARIABLES
+        .into_iter()
+        .filter(|name| install.pass_env.iter().any(|passed| passed == name))
+        .filter_map(std::env::var_os)
+        .map(PathBuf::from);
+    let find_links = install
+        .index
+        .find_links
+        .iter()
+        .filter(|link| !link.contains("://"))
+        .map(PathBuf::from);
+    let mut mounts: Vec<PathBuf> = python.prefixes.iter().cloned().chain(installer.program()).collect();
+    for path in certificates.chain(find_links) {
+        if let Ok(path) = path.canonicalize() {
+            mounts.push(path);
+        }
+    }
+    mounts
 }

@@ -204,6 +204,7 @@ fn entry_problem(problem: wit::EntryProblem) -> EntryProblem {
         W::Encrypted => EntryProblem::Encrypted,
         W::UnsupportedCompression(method) => EntryProblem::UnsupportedCompression(method),
         W::Corrupt(message) => EntryProblem::Corrupt(message),
+        W::NotInBundle => EntryProblem::NotInBundle,
     }
 }
 
@@ -337,6 +338,7 @@ mod tests {
             W::Encrypted,
             W::UnsupportedCompression(payload()),
             W::Corrupt(payload()),
+            W::NotInBundle,
         ];
         for case in cases {
             let wit_name = format!("{case:?}");

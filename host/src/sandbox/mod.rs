@@ -260,6 +260,23 @@ impl Sandbox {
         install_session::wanted(&plan, tree, policy)
     }
 
+    /// Runs the guest's `unbundle` export: unpacks the offline bundle in
+    /// the archive preopen into the staging tree (`copies` serving
+    /// `host-copy` as for `extract`). The caller checks what it finds.
+    pub(crate) fn unbundle(
+        &self,
+        preopens: Preopens<'_>,
+        rules: &ArchiveRules,
+        copies: TreeWrites,
+    ) -> Result<(), LoadError> {
+        let options = rules.to_wit();
+        let session = InstallSession::unavailable().with_copies(Some(copies));
+        let (outcome, mut session) = self.run(preopens, session, |loader, store| loader.call_unbundle(store, options));
+        let written = session.finish_writes();
+        without_installer(outcome, &session)??;
+        written.map_err(|failure| LoadError::io("cannot write", failure.path)(std::io::Error::other(failure.problem)))
+    }
+
     /// Runs the guest's `read-env-file` export on the published tree `tree`
     /// (read-only, and no archive): the variables of its `.env`, or the
     /// guest's reason to refuse it; the host checks both again.

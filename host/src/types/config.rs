@@ -76,6 +76,9 @@ pub struct LoaderConfig {
     pub root: PathBuf,
     /// Archive limits the guest enforces.
     pub limits: Limits,
+    /// The guest's limits on an offline bundle (`.parb`): the package
+    /// inside it still meets `limits`.
+    pub bundle_limits: Limits,
     /// Cap on the guest's linear memory.
     pub guest_memory_bytes: usize,
     /// Cap on the guest's CPU time per run.
@@ -174,6 +177,32 @@ impl IndexConfig {
             args.extend(["--find-links".into(), link.into()]);
         }
         args
+    }
+}
+
+impl InstallConfig {
+    /// These settings with no network: no index, only the local find-links
+    /// directories and `files`, every step in an empty network namespace.
+    pub(crate) fn offline_with(&self, files: Option<&std::path::Path>) -> Self {
+        let find_links = self
+            .index
+            .find_links
+            .iter()
+            .filter(|link| !link.contains("://"))
+            .cloned()
+            .chain(files.map(|dir| dir.display().to_string()))
+            .collect();
+        Self {
+            index: IndexConfig {
+                no_index: true,
+                index_url: None,
+                extra_index_urls: Vec::new(),
+                find_links,
+            },
+            network: NetworkChoice::None,
+            offline: true,
+            ..self.clone()
+        }
     }
 }
 
@@ -300,6 +329,10 @@ pub struct InstallConfig {
     pub bwrap: PathBuf,
     /// When confined steps may use the network.
     pub network: NetworkChoice,
+    /// Install with no network at all: no index (only local find-links
+    /// directories), and every step in an empty network namespace. A load
+    /// from a bundle is always offline.
+    pub offline: bool,
 }
 
 impl Default for InstallConfig {
@@ -332,6 +365,7 @@ impl Default for InstallConfig {
             sandbox: SandboxChoice::Auto,
             bwrap: PathBuf::from("bwrap"),
             network: NetworkChoice::Index,
+            offline: false,
         }
     }
 }
@@ -342,6 +376,7 @@ impl Default for LoaderConfig {
         Self {
             root: PathBuf::from(DEFAULT_ROOT),
             limits: Limits::default(),
+            bundle_limits: Limits::bundle(),
             guest_memory_bytes: sandbox.memory_bytes,
             guest_cpu_time: sandbox.cpu_time,
             component_cache: default_cache_dir(),

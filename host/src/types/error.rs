@@ -470,6 +470,10 @@ pub enum LoadError {
     /// package's requirements.
     #[error("{0}")]
     Lock(#[from] LockRefused),
+    /// An offline bundle holds something it may not, lacks a member, or
+    /// holds a file whose hash differs from its lock's.
+    #[error("{0}")]
+    Bundle(#[from] BundleRefused),
     /// A bug or runtime failure in the host itself.
     #[error("internal error: {0}")]
     Internal(String),
@@ -494,7 +498,11 @@ impl LoadError {
     pub fn is_package_fault(&self) -> bool {
         match self {
             LoadError::Install(failure) | LoadError::Verification(failure) => !failure.host_only(),
-            LoadError::Package(_) | LoadError::GuestProtocol(_) | LoadError::Signature(_) | LoadError::Lock(_) => true,
+            LoadError::Package(_)
+            | LoadError::GuestProtocol(_)
+            | LoadError::Signature(_)
+            | LoadError::Lock(_)
+            | LoadError::Bundle(_) => true,
             LoadError::Sandbox(error) => !matches!(error, SandboxError::Engine(_)),
             LoadError::Io { .. }
             | LoadError::DiskFull { .. }
@@ -511,6 +519,7 @@ impl LoadError {
             LoadError::Package(e) => e.subject(),
             LoadError::GuestProtocol(e) => e.call().map(InstallCall::name),
             LoadError::Lock(e) => Some(e.subject()),
+            LoadError::Bundle(e) => Some(&e.member),
             _ => None,
         }
     }
@@ -527,6 +536,7 @@ impl LoadError {
             LoadError::GuestProtocol(_) => "guest-protocol",
             LoadError::Signature(e) => e.kind(),
             LoadError::Lock(e) => e.kind(),
+            LoadError::Bundle(_) => "bundle-invalid",
             LoadError::Io { .. } => "io",
             LoadError::InvalidInput { .. } => "invalid-input",
             LoadError::Internal(_) => "internal",
@@ -580,6 +590,20 @@ impl LockRefused {
             LockRefused::Unsatisfied { requirement, .. } => &requirement.text,
         }
     }
+}
+
+/// Why an offline bundle was refused: nothing was installed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bundle `{}` refused at {member}: {problem}", bundle.display())]
+#[non_exhaustive]
+pub struct BundleRefused {
+    /// The bundle file.
+    pub bundle: PathBuf,
+    /// The member at fault (`wheels/x-1.0-py3-none-any.whl`, `pylock.toml`),
+    /// or the lock entry (`pylock.toml packages[2] (x)`).
+    pub member: String,
+    /// What is wrong with it.
+    pub problem: String,
 }
 
 /// The guest's reason to refuse a package's `.env` (its text escaped and capped by the host).

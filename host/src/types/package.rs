@@ -118,6 +118,23 @@ pub struct ResolvedLock {
     pub build_lock: Option<String>,
 }
 
+/// An offline bundle `par bundle` wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WrittenBundle {
+    /// The bundle file.
+    pub path: PathBuf,
+    /// The package's name, from its manifest.
+    pub name: String,
+    /// The package's version, from its manifest.
+    pub version: String,
+    /// The distribution files it holds, by file name.
+    pub files: Vec<String>,
+    /// Its size.
+    pub bytes: u64,
+    /// Its signature (and the package's, inside it), when made with a key.
+    pub signed: Option<Signed>,
+}
+
 /// Milliseconds per step.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timings {

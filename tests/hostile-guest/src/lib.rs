@@ -274,6 +274,19 @@ impl Guest for Hostile {
         })
     }
 
+    /// Unpacks a "bundle" whatever the archive holds: a member no bundle
+    /// may hold, beside a package and an empty lock; when the archive
+    /// mentions `publish`, calls the installer first.
+    fn unbundle(_options: ExtractOptions) -> Result<(), LoadError> {
+        if std::fs::read_to_string("/archive/package.apkg").is_ok_and(|text| text.contains("publish")) {
+            let _ = publish();
+        }
+        write("agent.apkg", "not a zip");
+        write("pylock.toml", "lock-version = \"1.0\"\n");
+        write("run.sh", "#!/bin/sh\n");
+        Ok(())
+    }
+
     /// Hands back a lock whatever the text says: a path out of the package,
     /// a hash that is no SHA-256 and a name twice; when the text mentions
     /// `publish`, calls the installer first.

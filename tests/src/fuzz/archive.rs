@@ -2,12 +2,13 @@
 //! return an error or a report, never panic, and never write outside. And
 //! one reading of the archive: whatever it accepts, a reader that walks the
 //! local headers from the first byte, as a streaming scanner does, must see
-//! the same entries with the same bytes.
+//! the same entries with the same bytes. The same bytes read as an offline
+//! bundle: nothing but the members a bundle may hold is ever written.
 
 use std::io::{Cursor, Read};
 use std::path::Path;
 
-use par_guest::{ExtractOptions, ExtractReport, Limits, extract, inspect};
+use par_guest::{ExtractOptions, ExtractReport, Limits, extract, inspect, unbundle};
 
 /// One input.
 pub(crate) fn run(data: &[u8]) {
@@ -39,6 +40,25 @@ pub(crate) fn run(data: &[u8]) {
     );
     if let Ok(report) = extracted {
         assert_streaming_reader_agrees(data, &dest, &report);
+    }
+    let bundle = scratch.path().join("bundle");
+    if std::fs::create_dir(&bundle).is_ok() && unbundle(Cursor::new(data), &bundle, &limits, None).is_ok() {
+        assert_only_bundle_members(&bundle, "");
+    }
+}
+
+/// Everything under `dir` (at `prefix` in the bundle) is a member a bundle may hold.
+fn assert_only_bundle_members(dir: &Path, prefix: &str) {
+    for entry in std::fs::read_dir(dir).expect("the unpacked bundle").flatten() {
+        let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+        let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
+        assert!(
+            par_rules::bundle::is_member(&name, is_dir),
+            "unbundle wrote `{name}`, which no bundle may hold"
+        );
+        if is_dir {
+            assert_only_bundle_members(&entry.path(), &format!("{name}/"));
+        }
     }
 }
 

@@ -2,8 +2,8 @@
 //! bytes: every outcome must be a value or a typed error — a trap, a limit or
 //! an endless loop in the sandbox shows up as a `SandboxError`, never as a
 //! crash or a hang of the host — and nothing may be published or left in
-//! staging for an archive that was refused. `lock` (the guest's `plan`)
-//! and `load` run too, `load` through the whole installer protocol up to the
+//! staging for an archive that was refused. `lock` (the guest's `plan`),
+//! `load`, and `load` of the bytes as a bundle (the guest's `unbundle`) run too, `load` through the whole installer protocol up to the
 //! venv, whose creation fails at once (the installer is `false`), as does
 //! `lock`'s resolution: what either created must be gone.
 
@@ -74,6 +74,13 @@ pub(crate) fn run(data: &[u8]) {
         assert_typed(&error);
     }
     if let Err(error) = rig.loader.load_blocking(&apkg, Some("fuzz")) {
+        assert_typed(&error);
+    }
+    // The same bytes as an offline bundle: unpacked by the guest's
+    // `unbundle`, checked by the host, the package inside loaded.
+    let parb = rig.scratch.path().join("input.parb");
+    std::fs::write(&parb, data).expect("write input");
+    if let Err(error) = rig.loader.load_blocking(&parb, Some("fuzz")) {
         assert_typed(&error);
     }
     for area in ["staging", "packages", "trees", "venvs"] {

@@ -37,6 +37,15 @@ fn archives() -> Vec<(String, Vec<u8>)> {
         ("valid-agent.apkg".to_owned(), Apkg::valid_agent().to_bytes()),
         ("streamed-agent.apkg".to_owned(), crate::cases::streamed()),
         ("zip64-records.apkg".to_owned(), zip64.0),
+        (
+            "bundle.parb".to_owned(),
+            Apkg::new()
+                .file("agent.apkg", Apkg::valid_agent().to_bytes())
+                .file("pylock.toml", "lock-version = \"1.0\"\n")
+                .dir("wheels/")
+                .file("wheels/par_probe-1.0-py3-none-any.whl", "PK")
+                .to_bytes(),
+        ),
     ];
     for (i, case) in hostile_cases().iter().enumerate() {
         seeds.push((format!("hostile-{i:02}.apkg"), case.apkg.to_bytes()));

@@ -147,6 +147,13 @@ pub(crate) trait Installer: Send + Sync + std::fmt::Debug {
     /// installed as a wheel ([`crate::install::editable`]); pip keeps the spec's
     /// `pip install -e .`.
     fn installs_prebuilt_editable(&self) -> bool;
+
+    /// What the installer adds to setuptools' legacy backend's build
+    /// requirements when it builds a `setup.py` alone, so a lock of the
+    /// build environment holds everything an offline build needs.
+    fn legacy_build_extras(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// Where the installer keeps its cache: under `configured` when the

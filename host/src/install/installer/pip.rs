@@ -108,6 +108,11 @@ impl Installer for Pip {
     fn installs_prebuilt_editable(&self) -> bool {
         false
     }
+
+    /// pip 23 builds a `setup.py` alone with `wheel` beside setuptools.
+    fn legacy_build_extras(&self) -> &'static [&'static str] {
+        &["wheel"]
+    }
 }
 
 /// `python -m pip install` in the venv, quietly non-interactive, with the

@@ -128,5 +128,7 @@ pub(crate) fn wanted(plan: &InstallPlan, tree: &Dir, policy: RequirementPolicy) 
         requirements,
         constraints,
         build_requires,
+        legacy_build: !matches!(plan.self_install, SelfInstall::None)
+            && matches!(plan.build_system, GuestBuildSystem::Legacy),
     })
 }

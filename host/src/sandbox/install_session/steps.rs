@@ -68,7 +68,7 @@ impl InstallSession {
             Ok(ctx.installer.packages_installed(&output))
         };
         let result = if let Some(given) = &ctx.lock {
-            write_lock_files(&venv_dir, &given.lock, &package).and_then(|unhashed| {
+            write_lock_files(&venv_dir, given.for_installer(), &package).and_then(|unhashed| {
                 let (pylock, hashed) = (output_dir.join(LOCK), output_dir.join(HASHED_FILE));
                 let files = LockFiles {
                     pylock: &pylock,

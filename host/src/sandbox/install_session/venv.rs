@@ -92,7 +92,12 @@ impl InstallSession {
                 build_files.extend(bytes);
             }
         }
-        let index = ctx.install.index.args().join(std::ffi::OsStr::new(" "));
+        // A bundle's files are wherever it was unpacked; what they are is
+        // the lock's digest.
+        let index = match ctx.lock.as_ref().is_some_and(|given| given.bundled.is_some()) {
+            true => "bundle".into(),
+            false => ctx.install.index.args().join(std::ffi::OsStr::new(" ")),
+        };
         let key = venv::key(&VenvInputs {
             python: &ctx.python.identity,
             installer: ctx.installer.name(),

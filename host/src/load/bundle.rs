@@ -1,0 +1,397 @@
+//! Offline bundles. `par bundle` resolves a package as `par lock` does,
+//! fetches every file the locks name once (pip, hashes required, confined
+//! as a load's steps), checks each file's SHA-256 itself, and writes one
+//! file: the package, its locks, the files, the SBOM and, with a key, the
+//! signatures. A load from a bundle unpacks it in the sandbox, checks every
+//! member and every file's hash against the lock, then loads the package
+//! inside with that lock, from those files alone, in a network namespace of
+//! its own.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use par_rules::bundle::{BUILD_LOCK, FILES_DIR, LOCK, PACKAGE, PACKAGE_SIGNATURE, SBOM};
+
+use super::Orchestrator;
+use super::deploy::FromBundle;
+use super::lock::Resolved;
+use crate::fs::archive::{Archive, Digest};
+use crate::fs::bundle::{BundleWriter, Unpacked, sha256_of};
+use crate::fs::root::{open_dir_nofollow, open_file_nofollow};
+use crate::fs::staging::{Scratch, Staging};
+use crate::install::installer::{Installer, Invocation, Pip, venv_python};
+use crate::install::pylock::{BundleFile, GivenLock, Lock, LockError};
+use crate::install::sbom;
+use crate::install::step::{StepKind, StepSpec};
+use crate::sandbox::{ArchiveRules, Preopens};
+use crate::trust::signature;
+use crate::types::error::{BundleRefused, InstallError, InstallFailure, LoadError};
+use crate::types::package::{AgentPackage, WrittenBundle};
+use crate::types::trust::{Signed, SigningKey};
+
+impl Orchestrator {
+    /// Writes the offline bundle of `apkg` to `output` (see
+    /// [`crate::PackageLoader::bundle_blocking`]).
+    pub(crate) fn bundle(
+        &self,
+        apkg: &Path,
+        output: &Path,
+        key: Option<&SigningKey>,
+    ) -> Result<WrittenBundle, LoadError> {
+        if !par_rules::bundle::is_bundle_path(output) {
+            return Err(LoadError::InvalidInput {
+                what: "bundle path",
+                detail: format!(
+                    "`{}` must end in `.{}`, which is how a load knows a bundle",
+                    output.display(),
+                    par_rules::bundle::EXTENSION
+                ),
+            });
+        }
+        let resolved = self.resolve(apkg)?;
+        let Resolved {
+            staging,
+            manifest,
+            lock,
+            build,
+            environment,
+            ..
+        } = &resolved;
+        let wanted = |lock: &Lock| lock.bundle_files().map_err(|e| refused_lock(apkg, LOCK, e));
+        let mut files = wanted(lock)?;
+        if let Some(build) = build {
+            files.extend(build.bundle_files().map_err(|e| refused_lock(apkg, BUILD_LOCK, e))?);
+        }
+        let scratch = Scratch::create(&self.root, "bundle-")?;
+        let fetched = match files.is_empty() {
+            true => BTreeMap::new(),
+            false => self.fetch(&resolved, &scratch)?,
+        };
+        let chosen = choose_files(&files, &fetched).map_err(|(member, problem)| {
+            LoadError::Install(InstallFailure(vec![InstallError::Host(format!("{member}: {problem}"))]))
+        })?;
+        let write_lock = |lock: &Lock| {
+            lock.to_pylock(None, environment)
+                .map_err(|e| LoadError::Internal(format!("cannot write the lock: {e}")))
+        };
+        let bill = sbom::sbom(lock, (&manifest.name, &manifest.version), &BTreeMap::new())
+            .map_err(|e| LoadError::Internal(format!("cannot write the SBOM: {e}")))?;
+        let package_signature = key
+            .map(|key| {
+                signature::sign(&staging.archive_copy()?, key, &manifest.name, &manifest.version).map_err(bad_key)
+            })
+            .transpose()?;
+        let failed = LoadError::io("cannot write the bundle", output);
+        let mut writer = BundleWriter::create(output).map_err(LoadError::io("cannot write the bundle", output))?;
+        writer.add_file(PACKAGE, staging.archive_copy()?).map_err(failed)?;
+        let failed = || LoadError::io("cannot write the bundle", output);
+        if let Some(text) = &package_signature {
+            writer.add_bytes(PACKAGE_SIGNATURE, text.as_bytes()).map_err(failed())?;
+        }
+        writer.add_bytes(LOCK, write_lock(lock)?.as_bytes()).map_err(failed())?;
+        if let Some(build) = build {
+            writer
+                .add_bytes(BUILD_LOCK, write_lock(build)?.as_bytes())
+                .map_err(failed())?;
+        }
+        writer.add_bytes(SBOM, bill.as_bytes()).map_err(failed())?;
+        if !chosen.is_empty() {
+            writer.add_files_dir().map_err(failed())?;
+            let dir = scratch.path().join("files");
+            let files = open_dir_nofollow(scratch.dir(), "files").map_err(LoadError::io("cannot open", &dir))?;
+            for name in &chosen {
+                let file = open_file_nofollow(&files, name).map_err(LoadError::io("cannot open", dir.join(name)))?;
+                writer
+                    .add_file(&format!("{FILES_DIR}/{name}"), file)
+                    .map_err(failed())?;
+            }
+        }
+        let bytes = writer.finish().map_err(failed())?;
+        let signed = match key {
+            Some(key) => Some(self.sign_bundle(output, key, &manifest.name, &manifest.version)?),
+            None => None,
+        };
+        tracing::info!(
+            bundle = %output.display(),
+            files = chosen.len(),
+            bytes,
+            signed = signed.is_some(),
+            "Bundle written"
+        );
+        Ok(WrittenBundle {
+            path: output.to_owned(),
+            name: manifest.name.clone(),
+            version: manifest.version.clone(),
+            files: chosen,
+            bytes,
+            signed,
+        })
+    }
+
+    /// Fetches every file the locks name into `files/` of `scratch`: pip
+    /// (in a venv of its own, as pip may not be in the base interpreter)
+    /// downloads each distribution exactly, hashes required, with the
+    /// load's index settings, confined as a load's steps; the files by
+    /// name, each hashed here.
+    fn fetch(&self, resolved: &Resolved, scratch: &Scratch) -> Result<BTreeMap<String, String>, LoadError> {
+        let host = |action: &'static str, path: PathBuf| {
+            move |e: std::io::Error| {
+                LoadError::Install(InstallFailure(vec![InstallError::Host(format!(
+                    "cannot {action} {}: {e}",
+                    path.display()
+                ))]))
+            }
+        };
+        let (venv, files) = (scratch.path().join("venv"), scratch.path().join("files"));
+        scratch
+            .dir()
+            .create_dir("files")
+            .map_err(host("create", files.clone()))?;
+        let locks = std::iter::once(&resolved.lock).chain(&resolved.build);
+        let mut steps = vec![Pip.create_venv(&resolved.python.executable, &venv)];
+        for (n, lock) in locks.enumerate() {
+            let name = format!("download-{n}.txt");
+            scratch
+                .dir()
+                .write(&name, lock.to_download())
+                .map_err(host("write", scratch.path().join(&name)))?;
+            let mut args: Vec<OsString> = [
+                "-m",
+                "pip",
+                "download",
+                "--disable-pip-version-check",
+                "--no-input",
+                "--no-deps",
+                "--require-hashes",
+                "--dest",
+            ]
+            .map(OsString::from)
+            .into();
+            args.push(files.clone().into());
+            args.extend(self.config.install.index.args());
+            args.extend(["-r".into(), scratch.path().join(&name).into()]);
+            steps.push(Invocation {
+                program: venv_python(&venv),
+                args,
+            });
+        }
+        let package = resolved.staging.tree_path();
+        let started = std::time::Instant::now();
+        for invocation in steps {
+            let left = StepKind::Fetch
+                .left(&self.config.install, started.elapsed())
+                .map_err(|e| LoadError::Install(InstallFailure(vec![e])))?;
+            let spec = StepSpec::new(StepKind::Fetch, invocation, &package)
+                .writable(scratch.path())
+                .timeout(left);
+            resolved
+                .runner
+                .run(spec)
+                .map_err(|e| LoadError::Install(InstallFailure(vec![e])))?;
+        }
+        let dir = open_dir_nofollow(scratch.dir(), "files").map_err(host("open", files.clone()))?;
+        let mut fetched = BTreeMap::new();
+        for entry in dir.entries().map_err(host("list", files.clone()))? {
+            let name = entry.map_err(host("list", files.clone()))?.file_name();
+            let name = name.to_string_lossy().into_owned();
+            let path = files.join(&name);
+            let file = open_file_nofollow(&dir, &name).map_err(host("open", path.clone()))?;
+            if file.metadata().is_ok_and(|meta| meta.is_file()) {
+                fetched.insert(name, sha256_of(file).map_err(host("hash", path))?);
+            }
+        }
+        Ok(fetched)
+    }
+
+    /// Signs the bundle at `path` for the package it holds; the signature
+    /// is written beside it.
+    fn sign_bundle(&self, path: &Path, key: &SigningKey, name: &str, version: &str) -> Result<Signed, LoadError> {
+        let file = std::fs::File::open(path).map_err(LoadError::io("cannot read the bundle", path))?;
+        let text = signature::sign(&file, key, name, version).map_err(bad_key)?;
+        let signature = signature::write_signature(path, &text).map_err(LoadError::io(
+            "cannot write the signature",
+            signature::signature_path(path),
+        ))?;
+        Ok(Signed {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            key_id: key.id(),
+            signature,
+        })
+    }
+
+    /// Loads the package in the bundle `parb` from the bundle alone.
+    pub(super) fn load_bundle(&self, parb: &Path, app_id: Option<&str>) -> Result<AgentPackage, LoadError> {
+        let archive = Archive::open(parb)?;
+        self.check_free_space()?;
+        let started = std::time::Instant::now();
+        tracing::info!(bundle = %archive.path().display(), "Loading offline bundle");
+        let root = &self.root;
+        let sandboxed = self.installer_sandbox()?.is_some();
+        let python = self.python.resolve()?;
+        let installer = self.installer(&python)?;
+        let settings = self.settings_fingerprint(&python, installer.as_ref(), sandboxed, "bundle");
+        let known = archive.known_digest(root);
+        let known_signed = match &known {
+            Some(_) => self.check_signature_of(&archive)?,
+            None => None,
+        };
+        if let Some(digest) = &known
+            && let Some(package) = self.unchanged_redeploy(digest, app_id, &settings, started, known_signed.as_ref())?
+        {
+            return Ok(package);
+        }
+        let (staging, digest) = Staging::create(root, &archive, known)?;
+        let signed = match &digest {
+            Digest::Known(_) => known_signed,
+            Digest::Hashing(_) => self.check_signature(archive.path(), &staging.archive_copy()?)?,
+        };
+        let digest = match digest {
+            Digest::Known(digest) => digest,
+            Digest::Hashing(pending) => {
+                let digest = pending
+                    .wait()
+                    .map_err(LoadError::io("cannot hash the staged copy of", archive.path()))?;
+                archive.remember(root, &digest);
+                if let Some(package) = self.unchanged_redeploy(&digest, app_id, &settings, started, signed.as_ref())? {
+                    return Ok(package);
+                }
+                digest
+            }
+        };
+        let rules = ArchiveRules {
+            limits: self.config.bundle_limits,
+            path_rules: self.config.guest_path_rules,
+        };
+        let copies = staging.tree_writes(&rules.limits)?;
+        let (archive_dir, tree) = (staging.archive_preopen(), staging.tree_preopen());
+        let preopens = Preopens {
+            archive_dir: Some(&archive_dir),
+            package_dir: Some(&tree),
+            package_writable: true,
+        };
+        self.sandbox.unbundle(preopens, &rules, copies)?;
+        let refused = |(member, problem): (String, String)| {
+            LoadError::Bundle(BundleRefused {
+                bundle: parb.to_owned(),
+                member,
+                problem,
+            })
+        };
+        let unpacked = Unpacked::read(staging.tree(), &staging.tree_path()).map_err(refused)?;
+        let lock = self.bundled_lock(parb, LOCK, unpacked.lock.clone(), &unpacked)?;
+        let build = unpacked
+            .build_lock
+            .clone()
+            .map(|text| self.bundled_lock(parb, BUILD_LOCK, text, &unpacked))
+            .transpose()?;
+        // Every file is one a lock names: a bundle carries nothing else.
+        let mut named = Vec::new();
+        for given in std::iter::once(&lock).chain(&build) {
+            let files = given.lock.bundle_files().map_err(|e| refused_lock(parb, LOCK, e))?;
+            named.extend(files.into_iter().map(|file| file.name));
+        }
+        if let Some(extra) = unpacked.files.keys().find(|name| !named.contains(name)) {
+            return Err(refused((
+                format!("{FILES_DIR}/{extra}"),
+                "a file neither lock names".into(),
+            )));
+        }
+        tracing::info!(
+            packages = lock.lock.len(),
+            files = unpacked.files.len(),
+            "Bundle checked: loading its package offline"
+        );
+        let bundle = FromBundle {
+            digest,
+            settings,
+            signed,
+            install: self.config.install.offline_with(Some(&unpacked.files_dir)),
+        };
+        self.deploy(&unpacked.package, app_id, Some(lock), Some(bundle))
+    }
+
+    /// The bundle's lock `member` (`text`), read in the sandbox and checked
+    /// as a given lock is, with every file it names the bundle's own,
+    /// checked against the SHA-256 the host made.
+    fn bundled_lock(
+        &self,
+        parb: &Path,
+        member: &str,
+        text: Vec<u8>,
+        unpacked: &Unpacked,
+    ) -> Result<GivenLock, LoadError> {
+        let refused = |entry: String, problem: String| {
+            LoadError::Bundle(BundleRefused {
+                bundle: parb.to_owned(),
+                member: format!("{member} {entry}"),
+                problem,
+            })
+        };
+        let claims = self
+            .sandbox
+            .read_lock(text)?
+            .map_err(|(entry, problem)| refused(entry, problem))?;
+        let lock =
+            Lock::from_bundle_claims(claims, self.config.install.policy).map_err(|e| refused(e.entry, e.problem))?;
+        let bundled = lock
+            .in_bundle(&unpacked.files_dir, &unpacked.files)
+            .map_err(|e| refused(e.entry, e.problem))?;
+        Ok(GivenLock {
+            path: parb.join(member),
+            lock,
+            bundled: Some(bundled),
+        })
+    }
+}
+
+/// Of the files fetched (by name, with the SHA-256 the host made), those
+/// the bundle holds: every file the locks name with the lock's hash; of a
+/// distribution's wheels, those fetched (at least one).
+fn choose_files(files: &[BundleFile], fetched: &BTreeMap<String, String>) -> Result<Vec<String>, (String, String)> {
+    let mut chosen = Vec::new();
+    let mut entries: BTreeMap<&str, bool> = BTreeMap::new();
+    for file in files {
+        let found = entries.entry(&file.entry).or_default();
+        match fetched.get(&file.name) {
+            Some(sha256) if *sha256 == file.sha256 => {
+                *found = true;
+                if !chosen.contains(&file.name) {
+                    chosen.push(file.name.clone());
+                }
+            }
+            Some(sha256) => {
+                return Err((
+                    file.entry.clone(),
+                    format!(
+                        "`{}` was fetched with SHA-256 {sha256}, the lock says {}",
+                        file.name, file.sha256
+                    ),
+                ));
+            }
+            None if file.alternative => {}
+            None => return Err((file.entry.clone(), format!("`{}` was not fetched", file.name))),
+        }
+    }
+    if let Some((entry, _)) = entries.into_iter().find(|(_, found)| !found) {
+        return Err((entry.to_owned(), "none of its files was fetched".into()));
+    }
+    chosen.sort();
+    Ok(chosen)
+}
+
+fn refused_lock(apkg: &Path, member: &str, error: LockError) -> LoadError {
+    LoadError::Bundle(BundleRefused {
+        bundle: apkg.to_owned(),
+        member: format!("{member} {}", error.entry),
+        problem: error.problem,
+    })
+}
+
+fn bad_key(error: crate::types::trust::KeyError) -> LoadError {
+    LoadError::InvalidInput {
+        what: "signing key",
+        detail: error.to_string(),
+    }
+}
