@@ -199,7 +199,7 @@ impl Bench {
 
     fn par(&self, root: &Path, args: &[&OsString]) -> Command {
         let mut command = self.par_default_python(root, args);
-        if args.first().is_some_and(|a| *a == "load") {
+        if args.first().is_some_and(|a| *a == "load" || *a == "bundle") {
             command.arg("--python").arg(&self.python);
         }
         command
@@ -210,7 +210,7 @@ impl Bench {
     fn par_default_python(&self, root: &Path, args: &[&OsString]) -> Command {
         let mut command = Command::new(&self.par);
         command.arg("--root").arg(root).arg("-q").args(args);
-        if args.first().is_some_and(|a| *a == "load") {
+        if args.first().is_some_and(|a| *a == "load" || *a == "bundle") {
             command.arg("--uv").arg(&self.uv);
             if let Some(wheelhouse) = &self.wheelhouse {
                 command.arg("--no-index").arg("--find-links").arg(wheelhouse);
@@ -262,8 +262,9 @@ impl Bench {
         Ok(())
     }
 
-    /// Cold loads (resolving, and from the lock a first load recorded) and
-    /// warm loads against the pip flow, then extraction three ways.
+    /// Cold loads (resolving, from the lock a first load recorded, and from
+    /// the package's offline bundle) and warm loads against the pip flow,
+    /// then extraction three ways.
     fn package(&self, name: &str, apkg: &Path, runs: usize) -> Result<()> {
         let apkg_arg = OsString::from(apkg);
         let load: [&OsString; 2] = [&"load".into(), &apkg_arg];
@@ -280,6 +281,12 @@ impl Bench {
         std::fs::copy(venv_lock(&warm_root)?, &lock)?;
         let locked_load: [&OsString; 4] = [&"load".into(), &apkg_arg, &"--lock".into(), &lock];
         let mut locked = Series::default();
+        // The package's offline bundle, made once, loaded cold with no index.
+        let parb = OsString::from(self.workdir.join(format!("{name}.parb")));
+        let bundle: [&OsString; 4] = [&"bundle".into(), &apkg_arg, &"-o".into(), &parb];
+        measure(&mut self.par(&self.fresh("bundle-root")?, &bundle), &log)?;
+        let bundled_load: [&OsString; 2] = [&"load".into(), &parb];
+        let mut bundled = Series::default();
         // The same redeploy with `--python` at its default, as users run par.
         let mut warm_default = Series::default();
         let default_root = self.fresh("warm-default-root")?;
@@ -290,6 +297,10 @@ impl Bench {
             locked
                 .0
                 .push(measure(&mut self.par(&self.fresh("locked-root")?, &locked_load), &log)?);
+            bundled.0.push(measure(
+                &mut self.par(&self.fresh("bundled-root")?, &bundled_load),
+                &log,
+            )?);
             pip.0
                 .push(measure(&mut self.baseline(apkg, &self.fresh("baseline")?), &log)?);
             warm.0.push(measure(&mut self.par(&warm_root, &load), &log)?);
@@ -300,6 +311,18 @@ impl Bench {
         row(name, "`par load` cold vs pip flow", &cold, &pip);
         row(name, "`par load --lock` cold vs pip flow", &locked, &pip);
         row(name, "`par load --lock` cold vs `par load` cold", &locked, &cold);
+        row(
+            name,
+            "`par load` cold from a bundle, offline, vs pip flow",
+            &bundled,
+            &pip,
+        );
+        row(
+            name,
+            "`par load` cold from a bundle vs `par load` cold",
+            &bundled,
+            &cold,
+        );
         row(name, "`par load` warm (redeploy) vs pip flow", &warm, &pip);
         row(
             name,

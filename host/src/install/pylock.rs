@@ -1376,15 +1376,26 @@ wheels = [{{ url = "https://files.example/packaging-26.4-py3-none-any.whl", hash
             ("packaging-26.4-py3-none-any.whl".to_owned(), SHA.to_owned()),
         ]);
         let bundled = lock.in_bundle(dir, &held).expect("bundled");
-        let install = bundled.to_install_lock(Path::new("/r/trees/a@1.x")).expect("install lock");
-        assert!(install.contains("path = \"/b/wheels/packaging-26.4-py3-none-any.whl\""), "{install}");
-        assert!(!install.contains("win_amd64") && !install.contains("https://"), "{install}");
+        let install = bundled
+            .to_install_lock(Path::new("/r/trees/a@1.x"))
+            .expect("install lock");
+        assert!(
+            install.contains("path = \"/b/wheels/packaging-26.4-py3-none-any.whl\""),
+            "{install}"
+        );
+        assert!(
+            !install.contains("win_amd64") && !install.contains("https://"),
+            "{install}"
+        );
 
         let mut tampered = held.clone();
         tampered.insert("packaging-26.4-py3-none-any.whl".into(), other.clone());
         let error = lock.in_bundle(dir, &tampered).expect_err("another hash");
         assert_eq!(error.entry, "packages[2] (packaging)");
-        assert!(error.problem.contains("wheels/packaging-26.4-py3-none-any.whl"), "{error}");
+        assert!(
+            error.problem.contains("wheels/packaging-26.4-py3-none-any.whl"),
+            "{error}"
+        );
         let mut missing = held;
         missing.remove("multi-1-cp311-cp311-linux_x86_64.whl");
         let error = lock.in_bundle(dir, &missing).expect_err("no wheel of multi");

@@ -52,12 +52,12 @@ impl Orchestrator {
         let resolved = self.resolve(apkg)?;
         let Resolved {
             staging,
-            manifest,
             lock,
             build,
             environment,
             ..
         } = &resolved;
+        let manifest = self.inspect_staged(staging)?;
         let wanted = |lock: &Lock| lock.bundle_files().map_err(|e| refused_lock(apkg, LOCK, e));
         let mut files = wanted(lock)?;
         if let Some(build) = build {
@@ -307,7 +307,7 @@ impl Orchestrator {
             digest,
             settings,
             signed,
-            install: self.config.install.offline_with(Some(&unpacked.files_dir)),
+            install: self.config.install.only_files_in(&unpacked.files_dir),
         };
         self.deploy(&unpacked.package, app_id, Some(lock), Some(bundle))
     }

@@ -12,15 +12,13 @@ use crate::install::resolve::Resolver;
 use crate::install::step::StepRunner;
 use crate::sandbox::Preopens;
 use crate::types::error::{InstallError, InstallFailure, LoadError};
-use crate::types::package::{Manifest, ResolvedLock};
+use crate::types::package::ResolvedLock;
 
 /// A package resolved: its staged copy, what it resolved to, and with what.
 #[derive(Debug)]
 pub(super) struct Resolved {
     /// The staged archive and tree.
     pub staging: Staging,
-    /// The package's manifest.
-    pub manifest: Manifest,
     /// What its requirements resolved to.
     pub lock: Lock,
     /// What its build requirements resolved to, when it builds.
@@ -55,11 +53,7 @@ impl Orchestrator {
         let config = &self.config;
         tracing::info!(apkg = %archive.path().display(), "Resolving agent package");
         let staging = Staging::create_unhashed(&self.root, &archive)?;
-        let signed = self.check_signature(archive.path(), &staging.archive_copy()?)?;
-        let manifest = self.inspect_staged(&staging)?;
-        if let Some(signed) = &signed {
-            signed.check(&manifest.name, &manifest.version)?;
-        }
+        self.check_signature(archive.path(), &staging.archive_copy()?)?;
         let rules = self.archive_rules();
         let copies = staging.tree_writes(&rules.limits)?;
         let (archive_dir, tree) = (staging.archive_preopen(), staging.tree_preopen());
@@ -113,7 +107,6 @@ impl Orchestrator {
         };
         Ok(Resolved {
             staging,
-            manifest,
             lock,
             build,
             environment,

@@ -95,7 +95,7 @@ impl Orchestrator {
                 .to_string();
         }
         if config.install.offline {
-            config.install = config.install.offline_with(None);
+            config.install = config.install.offline();
         }
         let sandbox = Sandbox::new(
             config.component_cache.as_deref(),

@@ -182,16 +182,19 @@ impl IndexConfig {
 
 impl InstallConfig {
     /// These settings with no network: no index, only the local find-links
-    /// directories and `files`, every step in an empty network namespace.
-    pub(crate) fn offline_with(&self, files: Option<&std::path::Path>) -> Self {
-        let find_links = self
-            .index
-            .find_links
-            .iter()
-            .filter(|link| !link.contains("://"))
-            .cloned()
-            .chain(files.map(|dir| dir.display().to_string()))
-            .collect();
+    /// directories, every step in an empty network namespace.
+    pub(crate) fn offline(&self) -> Self {
+        let local = self.index.find_links.iter().filter(|link| !link.contains("://"));
+        self.without_network(local.cloned().collect())
+    }
+
+    /// These settings installing from the files in `dir` alone (an
+    /// unpacked bundle's): no index, no other find-links, no network.
+    pub(crate) fn only_files_in(&self, dir: &std::path::Path) -> Self {
+        self.without_network(vec![dir.display().to_string()])
+    }
+
+    fn without_network(&self, find_links: Vec<String>) -> Self {
         Self {
             index: IndexConfig {
                 no_index: true,
