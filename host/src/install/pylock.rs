@@ -68,9 +68,19 @@ pub(crate) struct GivenLock {
     pub path: PathBuf,
     /// Its distributions.
     pub lock: Lock,
-    /// From a bundle: the same distributions, every file the bundle's,
-    /// which the installer is given in place of `lock`.
-    pub bundled: Option<Lock>,
+    /// From a bundle: what the installer is given in place of `lock`.
+    pub bundled: Option<Bundled>,
+}
+
+/// A lock from a bundle, installed from the bundle's own files.
+#[derive(Debug, Clone)]
+pub(crate) struct Bundled {
+    /// The same distributions, every file the bundle's checked copy.
+    pub lock: Lock,
+    /// What the bundle's build environment is made of: its build lock's
+    /// digest (empty without one), where a load from an index has its
+    /// index settings.
+    pub build: String,
 }
 
 impl GivenLock {
@@ -83,7 +93,7 @@ impl GivenLock {
 
     /// What the installer installs: the bundle's files, or the lock's.
     pub(crate) fn for_installer(&self) -> &Lock {
-        self.bundled.as_ref().unwrap_or(&self.lock)
+        self.bundled.as_ref().map_or(&self.lock, |bundled| &bundled.lock)
     }
 }
 

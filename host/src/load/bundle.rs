@@ -21,7 +21,7 @@ use crate::fs::bundle::{BundleWriter, Unpacked, sha256_of};
 use crate::fs::root::{open_dir_nofollow, open_file_nofollow};
 use crate::fs::staging::{Scratch, Staging};
 use crate::install::installer::{Installer, Invocation, Pip, venv_python};
-use crate::install::pylock::{BundleFile, GivenLock, Lock, LockError};
+use crate::install::pylock::{BundleFile, Bundled, GivenLock, Lock, LockError};
 use crate::install::sbom;
 use crate::install::step::{StepKind, StepSpec};
 use crate::sandbox::{ArchiveRules, Preopens};
@@ -280,7 +280,7 @@ impl Orchestrator {
             })
         };
         let unpacked = Unpacked::read(staging.tree(), &staging.tree_path()).map_err(refused)?;
-        let lock = self.bundled_lock(parb, LOCK, unpacked.lock.clone(), &unpacked)?;
+        let mut lock = self.bundled_lock(parb, LOCK, unpacked.lock.clone(), &unpacked)?;
         let build = unpacked
             .build_lock
             .clone()
@@ -297,6 +297,9 @@ impl Orchestrator {
                 format!("{FILES_DIR}/{extra}"),
                 "a file neither lock names".into(),
             )));
+        }
+        if let (Some(bundled), Some(build)) = (lock.bundled.as_mut(), &build) {
+            bundled.build = build.digest();
         }
         tracing::info!(
             packages = lock.lock.len(),
@@ -341,7 +344,10 @@ impl Orchestrator {
         Ok(GivenLock {
             path: parb.join(member),
             lock,
-            bundled: Some(bundled),
+            bundled: Some(Bundled {
+                lock: bundled,
+                build: String::new(),
+            }),
         })
     }
 }

@@ -67,7 +67,7 @@ impl Lease {
 /// configured age, making one if needed.
 pub(crate) fn ensure(job: &BuildJob, cancel: &Arc<AtomicBool>) -> Result<Lease, InstallError> {
     let index_args = job.runner.install().index.args();
-    let key = key(job, &index_args);
+    let key = key_of(job);
     let cache = &job.cache_dir;
     let dir = cache.path().join("build-envs").join(&key);
     let handle = cache
@@ -106,7 +106,7 @@ fn create(
 
 /// The name of the environment `job` builds in.
 pub(crate) fn key_of(job: &BuildJob) -> String {
-    key(job, &job.runner.install().index.args())
+    key(job, &job.source)
 }
 
 /// One generation of a build environment in par's cache.

@@ -65,4 +65,8 @@ pub(crate) struct BuildJob {
     pub package: PathBuf,
     /// The backend and its requirements.
     pub system: BuildSystem,
+    /// Where the environment's files come from, for its key: the index
+    /// options, or what stands for a bundle's files (wherever it was
+    /// unpacked).
+    pub source: Vec<std::ffi::OsString>,
 }

@@ -220,6 +220,10 @@ impl InstallSession {
             max_age: ctx.install.build_env_max_age,
             package: package.to_owned(),
             system,
+            source: match ctx.lock.as_ref().and_then(|given| given.bundled.as_ref()) {
+                Some(bundled) => vec!["bundle".into(), bundled.build.clone().into()],
+                None => ctx.install.index.args(),
+            },
         };
         EditableBuild::start(&ctx.root, job).map(Some)
     }
