@@ -253,6 +253,8 @@ fn supervised_by(step: &Step, procs: Vec<std::ffi::CString>, loader: Pid) -> std
     // checks that its parent is still the loader and gives up otherwise.
     unsafe {
         command.pre_exec(move || {
+            // Before anything else: the child holds none of the loader's locks.
+            crate::fs::lock::close_held_locks();
             rustix::process::set_parent_process_death_signal(Some(Signal::KILL)).map_err(std::io::Error::from)?;
             if rustix::process::getppid() != Some(loader) {
                 return Err(std::io::Error::from_raw_os_error(libc::EPIPE));

@@ -11,7 +11,6 @@
 //! identity first (`crate::exec::identity`), so a pid reused after the
 //! agent ended names nothing.
 
-use std::fs::File;
 use std::io::{self, Read as _, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -50,7 +49,7 @@ pub(crate) struct AgentRecord {
 pub(crate) struct Registration {
     agents: Dir,
     name: String,
-    _lock: File,
+    _lock: crate::fs::lock::LockFile,
 }
 
 impl Registration {
@@ -79,7 +78,7 @@ impl Registration {
         Ok(Self {
             agents,
             name,
-            _lock: file,
+            _lock: crate::fs::lock::LockFile::new(file),
         })
     }
 }

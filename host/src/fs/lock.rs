@@ -12,14 +12,25 @@
 //!   interleave their renames.
 //!
 //! A child holds a copy of every descriptor of the loader from fork to exec,
-//! a lock's among them, even one the loader has already let go. Every spawn
-//! of par's is therefore made under [`spawning`], and a lock tried without
-//! blocking is tried only once no spawn is in flight ([`flock`]): a lock
-//! refused then is one somebody holds, never one par already let go.
+//! a lock's among them, even one the loader has already let go. Two rules
+//! keep such a copy from ever holding a lock par let go:
+//! - every lock par holds is a [`LockFile`], whose descriptor is listed
+//!   while it is open, and every child par starts closes the listed
+//!   descriptors first thing after fork ([`close_held_locks`]). Closing
+//!   them at exec would not do: the kernel releases a descriptor's last
+//!   copy as the exec returns to user space, after the parent has been told
+//!   the exec happened;
+//! - every spawn of par's is made under [`spawning`], and a lock tried
+//!   without blocking is tried only once no spawn is in flight ([`flock`]),
+//!   for a child forked before its copies were closed.
+//!
+//! A lock refused by a try is then one somebody holds, never one par
+//! already let go.
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd as _, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use cap_std::fs::{Dir, OpenOptions};
@@ -51,19 +62,77 @@ pub(crate) fn flock(file: impl AsFd, operation: FlockOperation) -> rustix::io::R
 }
 
 /// Opens (creating if needed) and locks the file `name` in `dir`.
-pub(crate) fn lock_in(dir: &Dir, name: &str, operation: FlockOperation) -> io::Result<File> {
+pub(crate) fn lock_in(dir: &Dir, name: &str, operation: FlockOperation) -> io::Result<LockFile> {
     let file = dir
         .open_with(name, OpenOptions::new().create(true).truncate(false).write(true))?
         .into_std();
     flock(&file, operation)?;
-    Ok(file)
+    Ok(LockFile::new(file))
+}
+
+/// How many lock descriptors are listed for children to close; a lock
+/// beyond them is still covered by [`spawning`].
+const MAX_LISTED: usize = 256;
+
+/// The descriptors of the locks par holds (-1: a free slot), read by
+/// children between fork and exec, where nothing but atomics and system
+/// calls may run.
+static HELD: [AtomicI32; MAX_LISTED] = [const { AtomicI32::new(-1) }; MAX_LISTED];
+
+/// A file whose descriptor holds a lock, listed for children to close
+/// while it is open (see the module's notes).
+#[derive(Debug)]
+pub(crate) struct LockFile {
+    /// Held open for the lock; closed after [`Drop::drop`] unlists it.
+    _file: File,
+    slot: Option<usize>,
+}
+
+impl LockFile {
+    /// Lists `file`'s descriptor: from now on no child par starts keeps a copy.
+    pub(crate) fn new(file: File) -> Self {
+        let fd = file.as_raw_fd();
+        let slot = HELD.iter().position(|slot| {
+            slot.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        });
+        Self { _file: file, slot }
+    }
+}
+
+impl Drop for LockFile {
+    /// Unlisted before the descriptor closes (as the field drops after
+    /// this), so a child never closes a number already reused.
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot {
+            HELD[slot].store(-1, Ordering::Release);
+        }
+    }
+}
+
+/// Closes this process's copies of every lock par holds: for a child
+/// between fork and exec, which then holds none of them (async-signal-safe:
+/// atomic loads and `close(2)`).
+#[allow(
+    unsafe_code,
+    reason = "closes descriptors by number in a child between fork and exec"
+)]
+pub(crate) fn close_held_locks() {
+    for slot in &HELD {
+        let fd: RawFd = slot.load(Ordering::Acquire);
+        if fd >= 0 {
+            // SAFETY: in the child, `fd` is a copy of a descriptor the
+            // parent listed while it was open; closing it touches nothing else.
+            unsafe { libc::close(fd) };
+        }
+    }
 }
 
 /// An exclusive lock on one package id, held while its tree and link are
 /// replaced, so two loads of the same package never interleave their renames.
 #[derive(Debug)]
 pub(crate) struct PackageLock {
-    _file: File,
+    _file: LockFile,
 }
 
 impl PackageLock {
@@ -79,7 +148,7 @@ impl PackageLock {
 /// A lock on everything one app has under the root (see the module's notes).
 #[derive(Debug)]
 pub(crate) struct AppLock {
-    _file: File,
+    _file: LockFile,
 }
 
 impl AppLock {

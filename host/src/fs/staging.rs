@@ -42,7 +42,7 @@ pub(crate) struct Scratch {
     name: String,
     dir: Dir,
     path: PathBuf,
-    _live: File,
+    _live: crate::fs::lock::LockFile,
 }
 
 impl Scratch {

@@ -21,7 +21,6 @@
 //! paths are built only for the installer steps' argv.
 
 use std::ffi::OsString;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -53,7 +52,7 @@ const LEASE_ATTEMPTS: usize = 3;
 #[derive(Debug)]
 pub(crate) struct Lease {
     path: PathBuf,
-    _lock: File,
+    _lock: crate::fs::lock::LockFile,
 }
 
 impl Lease {
@@ -442,7 +441,7 @@ mod tests {
         fs::create_dir(&path).expect("generation");
         let env = Dir::open_ambient_dir(&path, cap_std::ambient_authority()).expect("open");
         venv::mark_finished(&env, KEY).expect("marker");
-        let marker = File::options()
+        let marker = std::fs::File::options()
             .write(true)
             .open(path.join(".par-complete"))
             .expect("marker");
