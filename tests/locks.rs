@@ -399,7 +399,7 @@ fn node(ws: &Workspace, backend: InstallerChoice, index: &IndexTrap) -> LoaderCo
     config
 }
 
-/// Two nodes load one bundle: with an index that would answer and no
+/// Two nodes load one bundle, made with the other installer: with an index that would answer and no
 /// find-links, every file comes from the bundle and nothing reaches the
 /// index (not the installer, not the agent's `setup.py`, which tries); both
 /// venvs hold the same distributions, installed file for file the same,
@@ -413,7 +413,12 @@ fn a_bundle_loads_in_two_roots_offline_with_the_same_records_and_lock(backend: I
     );
     let apkg = agent(REQUIREMENTS).replace("setup.py", setup);
     let ws = Workspace::new();
-    let parb = bundle(&ws, backend, &apkg, None);
+    // Made with the other installer: a bundle loads with either.
+    let maker = match backend {
+        InstallerChoice::Pip => InstallerChoice::Uv,
+        _ => InstallerChoice::Pip,
+    };
+    let parb = bundle(&ws, maker, &apkg, None);
     let mut packages = Vec::new();
     for _ in 0..2 {
         let node_ws = Workspace::new();

@@ -210,8 +210,10 @@ fn locked_to_wit(locked: pylock::Locked) -> wit::LockedPackage {
         sha256: file.sha256,
     };
     let source = match locked.source {
-        pylock::Source::Wheels(wheels) => wit::LockedSource::Wheels(wheels.into_iter().map(file).collect()),
-        pylock::Source::Sdist(sdist) => wit::LockedSource::Sdist(file(sdist)),
+        pylock::Source::Distributions { wheels, sdist } => wit::LockedSource::Distributions(wit::LockedDistributions {
+            wheels: wheels.into_iter().map(file).collect(),
+            sdist: sdist.map(file),
+        }),
         pylock::Source::Archive(archive) => wit::LockedSource::Archive(file(archive)),
         pylock::Source::Directory { path, editable } => {
             wit::LockedSource::Directory(wit::LockedDirectory { path, editable })

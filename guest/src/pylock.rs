@@ -30,13 +30,17 @@ pub struct Locked {
     pub source: Source,
 }
 
-/// Exactly one of PEP 751's sources.
+/// One of PEP 751's sources: an index's files (wheels, an sdist, or both),
+/// or exactly one of the others.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    /// Built distributions, at least one.
-    Wheels(Vec<File>),
-    /// A source distribution.
-    Sdist(File),
+    /// Built distributions and a source distribution, at least one file.
+    Distributions {
+        /// The wheels (possibly none).
+        wheels: Vec<File>,
+        /// The sdist, if any.
+        sdist: Option<File>,
+    },
     /// A wheel or sdist named by a direct reference.
     Archive(File),
     /// A directory of the package.
@@ -191,10 +195,19 @@ fn read_package(package: Package) -> Result<Locked, String> {
         package.directory,
         package.vcs,
     ) {
-        (Some(wheels), None, None, None, None) if !wheels.is_empty() && wheels.len() <= MAX_WHEELS => {
-            Source::Wheels(wheels.into_iter().map(read_file).collect::<Result<_, _>>()?)
+        (wheels, sdist, None, None, None)
+            if (wheels.is_some() || sdist.is_some())
+                && wheels.as_ref().is_none_or(|w| !w.is_empty() && w.len() <= MAX_WHEELS) =>
+        {
+            Source::Distributions {
+                wheels: wheels
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(read_file)
+                    .collect::<Result<_, _>>()?,
+                sdist: sdist.map(read_file).transpose()?,
+            }
         }
-        (None, Some(sdist), None, None, None) => Source::Sdist(read_file(sdist)?),
         (None, None, Some(archive), None, None) => Source::Archive(read_file(archive)?),
         (None, None, None, Some(directory), None) => Source::Directory {
             path: checked_path(directory.path)?,
@@ -219,7 +232,7 @@ fn read_package(package: Package) -> Result<Locked, String> {
         }
         _ => {
             return Err(format!(
-                "needs exactly one of `wheels` (1 to {MAX_WHEELS}), `sdist`, `archive`, `directory` and `vcs`"
+                "needs `wheels` (1 to {MAX_WHEELS}) and/or `sdist`, or exactly one of `archive`, `directory` and `vcs`"
             ));
         }
     };
@@ -328,10 +341,13 @@ mod tests {
         assert_eq!(locked.len(), 2);
         assert_eq!(
             locked[0].source,
-            Source::Wheels(vec![File {
-                location: Location::Url("file:///w/packaging-26.4-py3-none-any.whl".into()),
-                sha256: SHA.into()
-            }])
+            Source::Distributions {
+                wheels: vec![File {
+                    location: Location::Url("file:///w/packaging-26.4-py3-none-any.whl".into()),
+                    sha256: SHA.into()
+                }],
+                sdist: None
+            }
         );
         assert_eq!(
             locked[1].source,
@@ -340,6 +356,23 @@ mod tests {
                 editable: true
             }
         );
+    }
+
+    #[test]
+    fn wheels_and_an_sdist_are_one_source_and_an_archive_beside_them_is_not() {
+        let both = format!(
+            "name = \"six\"\nversion = \"1.16.0\"\nsdist = {{ url = \"https://x/six-1.16.0.tar.gz\", hashes = {{ sha256 = \"{SHA}\" }} }}\nwheels = [{{ url = \"https://x/six-1.16.0-py2.py3-none-any.whl\", hashes = {{ sha256 = \"{SHA}\" }} }}]\n"
+        );
+        let locked = parse(lock(&format!("[[packages]]\n{both}")).as_bytes()).expect("read");
+        assert!(
+            matches!(&locked[0].source, Source::Distributions { wheels, sdist: Some(_) } if wheels.len() == 1),
+            "{locked:?}"
+        );
+        let with_archive = format!(
+            "[[packages]]\n{both}archive = {{ url = \"https://x/six.whl\", hashes = {{ sha256 = \"{SHA}\" }} }}\n"
+        );
+        let error = parse(lock(&with_archive).as_bytes()).expect_err("an archive beside them");
+        assert!(error.problem.contains("exactly one of"), "{error:?}");
     }
 
     #[test]

@@ -137,10 +137,14 @@ struct Locked {
 /// Where a locked distribution's bytes come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Source {
-    /// Built distributions, each with its hash.
-    Wheels(Vec<Artifact>),
-    /// A source distribution.
-    Sdist(Artifact),
+    /// An index's files: built distributions and a source distribution,
+    /// at least one file (PEP 751 lets a package list both).
+    Dists {
+        /// The wheels, each with its hash (possibly none).
+        wheels: Vec<Artifact>,
+        /// The sdist, if any.
+        sdist: Option<Artifact>,
+    },
     /// A wheel or sdist named by a direct reference (a URL or a file in the package).
     Archive(Artifact),
     /// A directory inside the package.
@@ -257,8 +261,7 @@ impl Lock {
         for (n, locked) in self.packages.iter().enumerate() {
             let entry = || format!("packages[{n}] ({})", locked.name);
             let artifacts: Vec<&Artifact> = match &locked.source {
-                Source::Wheels(wheels) => wheels.iter().collect(),
-                Source::Sdist(file) | Source::Archive(file) => vec![file],
+                Source::Dists { .. } | Source::Archive(_) => locked.source.files(),
                 Source::Directory { .. } => Vec::new(),
                 Source::Vcs { .. } => {
                     return Err(LockError::new(
@@ -267,6 +270,8 @@ impl Lock {
                     ));
                 }
             };
+            // Of several files, any one may serve: the one for this interpreter is fetched.
+            let alternative = artifacts.len() > 1;
             for artifact in artifacts.into_iter().filter(|a| a.url().is_some()) {
                 let name = artifact.location.file_name();
                 if !par_rules::bundle::is_distribution_file_name(&name) {
@@ -279,7 +284,7 @@ impl Lock {
                     entry: entry(),
                     name,
                     sha256: artifact.sha256.clone(),
-                    alternative: matches!(locked.source, Source::Wheels(_)),
+                    alternative,
                 });
             }
         }
@@ -323,18 +328,18 @@ impl Lock {
                 )
             };
             let source = match &locked.source {
-                Source::Wheels(wheels) => {
+                Source::Dists { wheels, sdist } => {
                     let mut kept = Vec::new();
                     for wheel in wheels {
                         kept.extend(local(wheel)?);
                     }
-                    if kept.is_empty() {
-                        let first = wheels.first().map(|w| w.location.file_name()).unwrap_or_default();
-                        return Err(missing(first));
+                    let sdist = sdist.as_ref().map(local).transpose()?.flatten();
+                    if kept.is_empty() && sdist.is_none() {
+                        let first = locked.source.files().first().map(|f| f.location.file_name());
+                        return Err(missing(first.unwrap_or_default()));
                     }
-                    Source::Wheels(kept)
+                    Source::Dists { wheels: kept, sdist }
                 }
-                Source::Sdist(file) => Source::Sdist(local(file)?.ok_or_else(|| missing(file.location.file_name()))?),
                 Source::Archive(file) => {
                     Source::Archive(local(file)?.ok_or_else(|| missing(file.location.file_name()))?)
                 }
@@ -356,15 +361,16 @@ impl Lock {
         let mut lines = String::new();
         for locked in &self.packages {
             let name = &locked.name;
-            let remote: Vec<&Artifact> = match &locked.source {
-                Source::Wheels(wheels) => wheels.iter().filter(|w| w.url().is_some()).collect(),
-                Source::Sdist(file) | Source::Archive(file) => file.url().map(|_| file).into_iter().collect(),
-                Source::Directory { .. } | Source::Vcs { .. } => Vec::new(),
-            };
+            let remote: Vec<&Artifact> = locked
+                .source
+                .files()
+                .into_iter()
+                .filter(|f| f.url().is_some())
+                .collect();
             let hashes: String = remote.iter().map(|f| format!(" --hash=sha256:{}", f.sha256)).collect();
             match (&locked.source, &locked.version, remote.first()) {
                 (_, _, None) => {}
-                (Source::Wheels(_) | Source::Sdist(_), Some(version), Some(_)) => {
+                (Source::Dists { .. }, Some(version), Some(_)) => {
                     lines += &format!("{name}=={version}{hashes}\n");
                 }
                 (_, _, Some(file)) => {
@@ -446,7 +452,7 @@ impl Lock {
                 let Some(locked) = self.packages.iter().find(|p| p.name == name.as_ref()) else {
                     return Some(format!("the lock has no `{name}`"));
                 };
-                let from_index = matches!(locked.source, Source::Wheels(_) | Source::Sdist(_));
+                let from_index = matches!(locked.source, Source::Dists { .. });
                 if direct && from_index {
                     return Some(format!(
                         "the lock has `{name}` from an index, not the direct reference this line names"
@@ -502,16 +508,14 @@ impl Lock {
             match (&locked.source, &locked.version) {
                 // From the index or find-links by version, as a resolved
                 // install takes it, held to exactly these files by their hashes.
-                (Source::Wheels(files), Some(version)) => {
+                (Source::Dists { .. }, Some(version)) => {
+                    let files = locked.source.files();
                     let hashes: String = files.iter().map(|f| format!(" --hash=sha256:{}", f.sha256)).collect();
                     hashed += &format!("{name}=={version}{hashes}\n");
                 }
-                (Source::Sdist(file), Some(version)) => {
-                    hashed += &format!("{name}=={version} --hash=sha256:{}\n", file.sha256);
-                }
                 // Without a version, the file itself.
-                (Source::Wheels(files), None) => hashed.extend(files.first().map(pinned)),
-                (Source::Sdist(file) | Source::Archive(file), _) => hashed += &pinned(file),
+                (Source::Dists { .. }, None) => hashed.extend(locked.source.files().first().map(|f| pinned(f))),
+                (Source::Archive(file), _) => hashed += &pinned(file),
                 (Source::Directory { path, .. }, _) => unhashed.push(package.join(path).display().to_string()),
                 (Source::Vcs { kind, url, commit }, _) => unhashed.push(format!("{name} @ {kind}+{url}@{commit}")),
             }
@@ -522,11 +526,7 @@ impl Lock {
     /// Each distribution as an SBOM names it, by name.
     pub(crate) fn named(&self) -> impl Iterator<Item = Named<'_>> {
         self.packages.iter().map(|locked| {
-            let files: Vec<&Artifact> = match &locked.source {
-                Source::Wheels(files) => files.iter().collect(),
-                Source::Sdist(file) | Source::Archive(file) => vec![file],
-                Source::Directory { .. } | Source::Vcs { .. } => Vec::new(),
-            };
+            let files = locked.source.files();
             let origin = match &locked.source {
                 Source::Directory { path, .. } => Some(path.as_str()),
                 Source::Vcs { url, .. } => Some(url.as_str()),
@@ -611,14 +611,22 @@ impl Locked {
             package.directory,
             package.vcs,
         ) {
-            (Some(wheels), None, None, None, None) if !wheels.is_empty() => {
-                let wheels: Vec<Artifact> = wheels.into_iter().map(artifact).collect::<Result<_, _>>()?;
+            (wheels, sdist, None, None, None)
+                if (wheels.is_some() || sdist.is_some()) && wheels.as_ref().is_none_or(|w| !w.is_empty()) =>
+            {
+                let wheels: Vec<Artifact> = wheels
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(artifact)
+                    .collect::<Result<_, _>>()?;
                 for wheel in &wheels {
                     check_wheel_name(wheel, &name, version.as_deref())?;
                 }
-                Source::Wheels(wheels)
+                Source::Dists {
+                    wheels,
+                    sdist: sdist.map(artifact).transpose()?,
+                }
             }
-            (None, Some(sdist), None, None, None) => Source::Sdist(artifact(sdist)?),
             (None, None, Some(archive), None, None) => Source::Archive(artifact(archive)?),
             (None, None, None, Some(directory), None) => Source::Directory {
                 path: inside_package(Path::new(&directory.path), places)?,
@@ -631,7 +639,8 @@ impl Locked {
             },
             _ => {
                 return Err(
-                    "needs exactly one of `wheels` (not empty), `sdist`, `archive`, `directory` and `vcs`".into(),
+                    "needs `wheels` (not empty) and/or `sdist`, or exactly one of `archive`, `directory` and `vcs`"
+                        .into(),
                 );
             }
         };
@@ -676,8 +685,14 @@ impl Locked {
             let artifact = Artifact { location, sha256 };
             match (item.is_direct, url.ends_with(".whl")) {
                 (true, _) => Source::Archive(artifact),
-                (false, true) => Source::Wheels(vec![artifact]),
-                (false, false) => Source::Sdist(artifact),
+                (false, true) => Source::Dists {
+                    wheels: vec![artifact],
+                    sdist: None,
+                },
+                (false, false) => Source::Dists {
+                    wheels: Vec::new(),
+                    sdist: Some(artifact),
+                },
             }
         } else {
             return Err("the report says neither where its archive, directory nor checkout came from".into());
@@ -717,8 +732,10 @@ impl Locked {
             ..PylockPackage::default()
         };
         match &self.source {
-            Source::Wheels(wheels) => entry.wheels = Some(wheels.iter().map(file).collect()),
-            Source::Sdist(sdist) => entry.sdist = Some(file(sdist)),
+            Source::Dists { wheels, sdist } => {
+                entry.wheels = (!wheels.is_empty()).then(|| wheels.iter().map(file).collect());
+                entry.sdist = sdist.as_ref().map(file);
+            }
             Source::Archive(archive) => entry.archive = Some(file(archive)),
             Source::Directory { path, editable } => {
                 entry.directory = Some(PylockDirectory {
@@ -751,11 +768,7 @@ fn policy_problem(locked: &Locked, index: &IndexConfig, policy: RequirementPolic
         return Err(format!("the index `{url}` is not one the loader is configured with"));
     }
     direct_problem(locked, policy)?;
-    let urls: Vec<&str> = match &locked.source {
-        Source::Wheels(files) => files.iter().filter_map(Artifact::url).collect(),
-        Source::Sdist(file) | Source::Archive(file) => file.url().into_iter().collect(),
-        Source::Directory { .. } | Source::Vcs { .. } => Vec::new(),
-    };
+    let urls: Vec<&str> = locked.source.files().into_iter().filter_map(Artifact::url).collect();
     urls.into_iter().try_for_each(|url| allowed_url(index, url))
 }
 
@@ -773,6 +786,18 @@ fn direct_problem(locked: &Locked, policy: RequirementPolicy) -> Result<(), Stri
     match direct && !policy.allow_direct_urls {
         true => Err("a direct reference by URL, which the loader's policy does not allow".into()),
         false => Ok(()),
+    }
+}
+
+impl Source {
+    /// Every file it names: wheels, then the sdist; an archive; none for a
+    /// directory or checkout.
+    fn files(&self) -> Vec<&Artifact> {
+        match self {
+            Source::Dists { wheels, sdist } => wheels.iter().chain(sdist).collect(),
+            Source::Archive(file) => vec![file],
+            Source::Directory { .. } | Source::Vcs { .. } => Vec::new(),
+        }
     }
 }
 
@@ -1217,13 +1242,19 @@ wheels = [{{ url = "https://files.example/packaging-26.4-py3-none-any.whl", hash
         };
         assert_eq!(
             by_name("packaging").source,
-            Source::Wheels(vec![artifact(Location::Url(
-                "file:///wheels/packaging-26.4-py3-none-any.whl".into()
-            ))])
+            Source::Dists {
+                wheels: vec![artifact(Location::Url(
+                    "file:///wheels/packaging-26.4-py3-none-any.whl".into()
+                ))],
+                sdist: None
+            }
         );
         assert_eq!(
             by_name("six").source,
-            Source::Sdist(artifact(Location::Url("https://files.example/six-1.0.tar.gz".into())))
+            Source::Dists {
+                wheels: Vec::new(),
+                sdist: Some(artifact(Location::Url("https://files.example/six-1.0.tar.gz".into())))
+            }
         );
         assert_eq!(
             by_name("x").source,
@@ -1377,7 +1408,7 @@ wheels = [{{ url = "https://files.example/packaging-26.4-py3-none-any.whl", hash
             [
                 ("multi-1-cp311-cp311-linux_x86_64.whl", true),
                 ("multi-1-cp311-cp311-win_amd64.whl", true),
-                ("packaging-26.4-py3-none-any.whl", true),
+                ("packaging-26.4-py3-none-any.whl", false),
             ]
         );
         let dir = Path::new("/b/wheels");
@@ -1417,5 +1448,48 @@ wheels = [{{ url = "https://files.example/packaging-26.4-py3-none-any.whl", hash
             .bundle_files()
             .expect_err("a checkout");
         assert!(error.problem.contains("version-control checkout"), "{error}");
+    }
+
+    /// PEP 751 lets a distribution list its wheels and its sdist together,
+    /// as uv writes it for an index that has both: read, written back and
+    /// given to pip (pinned to any of the files) as one entry.
+    #[test]
+    fn a_distribution_with_wheels_and_an_sdist_is_one_entry() {
+        let other = "2".repeat(64);
+        let extra = format!(
+            "\n[[packages]]\nname = \"six\"\nversion = \"1.16.0\"\nsdist = {{ url = \"https://f.example/six-1.16.0.tar.gz\", hashes = {{ sha256 = \"{other}\" }} }}\nwheels = [{{ url = \"https://f.example/six-1.16.0-py2.py3-none-any.whl\", hashes = {{ sha256 = \"{SHA}\" }} }}]\n"
+        );
+        let lock = Lock::from_uv(&uv_output(&extra), places()).expect("lock");
+        let six = lock.packages.iter().find(|p| p.name == "six").expect("six");
+        assert!(
+            matches!(&six.source, Source::Dists { wheels, sdist: Some(_) } if wheels.len() == 1),
+            "{six:?}"
+        );
+        let environment = Environment {
+            markers: markers(),
+            installer: "uv".into(),
+        };
+        let written = lock.to_pylock(None, &environment).expect("write");
+        let again = Lock::from_uv(&written, Places::package_relative()).expect("read back");
+        assert_eq!(again.packages, lock.packages);
+        let (hashed, _) = lock.to_pip(Path::new("/r/trees/a@1.x"));
+        assert!(
+            hashed.contains(&format!("six==1.16.0 --hash=sha256:{SHA} --hash=sha256:{other}\n")),
+            "{hashed}"
+        );
+        let files: Vec<(String, bool)> = lock
+            .bundle_files()
+            .expect("files")
+            .into_iter()
+            .filter(|f| f.entry.ends_with("(six)"))
+            .map(|f| (f.name, f.alternative))
+            .collect();
+        assert_eq!(
+            files,
+            [
+                ("six-1.16.0-py2.py3-none-any.whl".to_owned(), true),
+                ("six-1.16.0.tar.gz".to_owned(), true)
+            ]
+        );
     }
 }

@@ -49,7 +49,7 @@ impl Orchestrator {
                 ),
             });
         }
-        let resolved = self.resolve(apkg)?;
+        let resolved = self.resolve(apkg, true)?;
         let Resolved {
             staging,
             lock,

@@ -6,6 +6,7 @@ use std::path::Path;
 use super::Orchestrator;
 use crate::fs::archive::Archive;
 use crate::fs::staging::{Scratch, Staging};
+use crate::install::installer::{Installer as _, Pip};
 use crate::install::interpreter::Interpreter;
 use crate::install::pylock::{Environment, Lock};
 use crate::install::resolve::Resolver;
@@ -36,7 +37,7 @@ impl Orchestrator {
     /// resolves what it asks for with the installer, confined as a load's
     /// steps are, and returns the locks (see [`crate::PackageLoader::lock`]).
     pub(crate) fn lock(&self, apkg: &Path) -> Result<ResolvedLock, LoadError> {
-        let resolved = self.resolve(apkg)?;
+        let resolved = self.resolve(apkg, false)?;
         let write = |lock: &Lock| {
             lock.to_pylock(None, &resolved.environment)
                 .map_err(|e| LoadError::Internal(format!("cannot write the lock: {e}")))
@@ -47,8 +48,10 @@ impl Orchestrator {
         })
     }
 
-    /// The resolution behind [`Self::lock`] and `par bundle`.
-    pub(super) fn resolve(&self, apkg: &Path) -> Result<Resolved, LoadError> {
+    /// The resolution behind [`Self::lock`] and `par bundle`; with
+    /// `any_installer`, the build lock holds what every installer adds to a
+    /// `setup.py`'s build (a bundle loads with either).
+    pub(super) fn resolve(&self, apkg: &Path, any_installer: bool) -> Result<Resolved, LoadError> {
         let archive = Archive::open(apkg)?;
         let config = &self.config;
         tracing::info!(apkg = %archive.path().display(), "Resolving agent package");
@@ -86,7 +89,10 @@ impl Orchestrator {
         };
         let mut build_requires = wanted.build_requires.clone();
         if wanted.legacy_build {
-            build_requires.extend(installer.legacy_build_extras().iter().map(|extra| extra.to_string()));
+            let every = if any_installer { Pip.legacy_build_extras() } else { &[] };
+            let extras: std::collections::BTreeSet<&str> =
+                installer.legacy_build_extras().iter().chain(every).copied().collect();
+            build_requires.extend(extras.into_iter().map(str::to_owned));
         }
         let build = match build_requires.is_empty() {
             true => None,

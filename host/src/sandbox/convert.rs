@@ -261,8 +261,10 @@ pub(crate) fn lock_claims(packages: Vec<wit::LockedPackage>) -> Vec<Claim> {
                 ..Claim::default()
             };
             match package.source {
-                wit::LockedSource::Wheels(wheels) => claim.wheels = Some(wheels.into_iter().map(file).collect()),
-                wit::LockedSource::Sdist(sdist) => claim.sdist = Some(file(sdist)),
+                wit::LockedSource::Distributions(files) => {
+                    claim.wheels = (!files.wheels.is_empty()).then(|| files.wheels.into_iter().map(file).collect());
+                    claim.sdist = files.sdist.map(file);
+                }
                 wit::LockedSource::Archive(archive) => claim.archive = Some(file(archive)),
                 wit::LockedSource::Directory(directory) => {
                     claim.directory = Some(PylockDirectory {

@@ -309,9 +309,12 @@ impl Guest for Hostile {
                 name: "unhashed".into(),
                 version: Some("1".into()),
                 index: None,
-                source: LockedSource::Sdist(LockedFile {
-                    location: LockedLocation::Url("https://example.invalid/unhashed-1.tar.gz".into()),
-                    sha256: "not-a-hash".into(),
+                source: LockedSource::Distributions(LockedDistributions {
+                    wheels: Vec::new(),
+                    sdist: Some(LockedFile {
+                        location: LockedLocation::Url("https://example.invalid/unhashed-1.tar.gz".into()),
+                        sha256: "not-a-hash".into(),
+                    }),
                 }),
             },
             directory("Twice", "a"),

@@ -49,8 +49,8 @@ pub(crate) fn run(data: &[u8]) {
 
 fn files(source: &Source) -> Vec<&File> {
     match source {
-        Source::Wheels(files) => files.iter().collect(),
-        Source::Sdist(file) | Source::Archive(file) => vec![file],
+        Source::Distributions { wheels, sdist } => wheels.iter().chain(sdist).collect(),
+        Source::Archive(file) => vec![file],
         Source::Directory { .. } | Source::Vcs { .. } => Vec::new(),
     }
 }
@@ -103,10 +103,19 @@ fn write(locked: &[Locked]) -> String {
             text += &format!("index = {}\n", quote(index));
         }
         text += &match &package.source {
-            Source::Wheels(files) => {
-                format!("wheels = [{}]\n", files.iter().map(file).collect::<Vec<_>>().join(", "))
+            Source::Distributions { wheels, sdist } => {
+                let mut text = String::new();
+                if !wheels.is_empty() {
+                    text += &format!(
+                        "wheels = [{}]\n",
+                        wheels.iter().map(file).collect::<Vec<_>>().join(", ")
+                    );
+                }
+                if let Some(sdist) = sdist {
+                    text += &format!("sdist = {}\n", file(sdist));
+                }
+                text
             }
-            Source::Sdist(sdist) => format!("sdist = {}\n", file(sdist)),
             Source::Archive(archive) => format!("archive = {}\n", file(archive)),
             Source::Directory { path, editable } => {
                 format!("directory = {{ path = {}, editable = {editable} }}\n", quote(path))
