@@ -78,6 +78,7 @@ for_each_backend!(
     every_venv_has_an_sbom_of_what_it_holds_that_the_cyclonedx_schema_accepts,
     a_bundle_loads_in_two_roots_offline_with_the_same_records_and_lock,
     a_bundle_holding_other_bytes_or_members_than_its_lock_is_refused_naming_them,
+    a_release_with_a_wheel_and_an_sdist_is_locked_installed_and_bundled_as_one,
 );
 
 /// The lock an earlier load recorded, given to a load in a fresh root: the
@@ -604,6 +605,74 @@ fn a_signed_bundle_loads_only_where_its_key_is_trusted_and_unchanged() {
         assert_eq!(error.kind(), kind, "{error}");
         node_ws.assert_left_nothing(kind);
     }
+}
+
+/// An index that has a release's wheel and its sdist (as PyPI has most):
+/// uv locks both files as one entry, and the load, a locked load in another
+/// root and a bundle of it all install the wheel.
+fn a_release_with_a_wheel_and_an_sdist_is_locked_installed_and_bundled_as_one(backend: InstallerChoice) {
+    use std::io::Write as _;
+    let ws = Workspace::new();
+    let links = ws.path().join("in").join("links");
+    fs::create_dir(&links).expect("links");
+    write_wheel(&links, "1.0");
+    let mut sdist = zip::ZipWriter::new(fs::File::create(links.join("par_probe-1.0.zip")).expect("the sdist"));
+    for (name, text) in [
+        (
+            "par_probe-1.0/PKG-INFO",
+            "Metadata-Version: 2.1\nName: par-probe\nVersion: 1.0\n",
+        ),
+        (
+            "par_probe-1.0/setup.py",
+            "from setuptools import setup\nsetup(name='par-probe', version='1.0')\n",
+        ),
+    ] {
+        sdist
+            .start_file(name, zip::write::SimpleFileOptions::default())
+            .expect("entry");
+        sdist.write_all(text.as_bytes()).expect("write");
+    }
+    sdist.finish().expect("finish the sdist");
+    let with_links = |ws: &Workspace| {
+        let mut config = config(ws, backend);
+        config.install.index.find_links.push(links.display().to_string());
+        PackageLoader::new(config).expect("loader")
+    };
+    let apkg = Apkg::valid_agent().replace("requirements.txt", "par-probe\n");
+    let package = with_links(&ws)
+        .load_blocking(&ws.apkg("agent", &apkg), None)
+        .expect("the load");
+    let lock: toml::Table = toml::from_str(&fs::read_to_string(&package.lock).expect("lock")).expect("TOML");
+    let probe = lock["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .find(|p| p["name"].as_str() == Some("par-probe"))
+        .expect("par-probe in the lock");
+    assert!(probe.get("wheels").is_some(), "{probe:?}");
+    if backend == InstallerChoice::Uv {
+        assert!(
+            probe.get("sdist").is_some(),
+            "uv locks the sdist beside the wheel: {probe:?}"
+        );
+    }
+
+    let other = Workspace::new();
+    with_links(&other)
+        .load_locked_blocking(&other.apkg("agent", &apkg), None, &package.lock)
+        .expect("the locked load");
+    let parb = other.path().join("in").join("agent.parb");
+    let written = with_links(&other)
+        .bundle_blocking(&other.apkg("agent", &apkg), &parb, None)
+        .expect("the bundle");
+    assert!(
+        written.files.contains(&"par_probe-1.0-py3-none-any.whl".to_owned()),
+        "{written:?}"
+    );
+    let node = Workspace::new();
+    loader(&node, backend)
+        .load_blocking(&parb, None)
+        .expect("the load from the bundle");
 }
 
 /// The text of `entry` in the wheel at `path`.

@@ -1,6 +1,7 @@
 //! A lock the operator gave for a load (`par load --lock FILE`): PEP 751
 //! `pylock.toml`, read here because it is untrusted input. What comes out is
-//! a list of distributions, each with exactly one source, SHA-256 hashes
+//! a list of distributions, each with one source (wheels and/or an sdist,
+//! or exactly one archive, directory or checkout), SHA-256 hashes
 //! only, every name once and every path inside the package; the host checks
 //! each entry again, and against its policy and the package's requirements.
 
