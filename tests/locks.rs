@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use par::{AgentPackage, IndexConfig, InstallerChoice, LoadError, LoaderConfig, PackageLoader, TrustedKey};
 use par_tests::index_trap::IndexTrap;
+use par_tests::simple_index::SimpleIndex;
 use par_tests::workspace::offline_config;
 use par_tests::{Apkg, Workspace, tools};
 
@@ -79,6 +80,7 @@ for_each_backend!(
     a_bundle_loads_in_two_roots_offline_with_the_same_records_and_lock,
     a_bundle_holding_other_bytes_or_members_than_its_lock_is_refused_naming_them,
     a_release_with_a_wheel_and_an_sdist_is_locked_installed_and_bundled_as_one,
+    loads_locks_and_bundles_fetch_over_http_from_an_index_shaped_like_pypi,
 );
 
 /// The lock an earlier load recorded, given to a load in a fresh root: the
@@ -611,28 +613,8 @@ fn a_signed_bundle_loads_only_where_its_key_is_trusted_and_unchanged() {
 /// uv locks both files as one entry, and the load, a locked load in another
 /// root and a bundle of it all install the wheel.
 fn a_release_with_a_wheel_and_an_sdist_is_locked_installed_and_bundled_as_one(backend: InstallerChoice) {
-    use std::io::Write as _;
     let ws = Workspace::new();
-    let links = ws.path().join("in").join("links");
-    fs::create_dir(&links).expect("links");
-    write_wheel(&links, "1.0");
-    let mut sdist = zip::ZipWriter::new(fs::File::create(links.join("par_probe-1.0.zip")).expect("the sdist"));
-    for (name, text) in [
-        (
-            "par_probe-1.0/PKG-INFO",
-            "Metadata-Version: 2.1\nName: par-probe\nVersion: 1.0\n",
-        ),
-        (
-            "par_probe-1.0/setup.py",
-            "from setuptools import setup\nsetup(name='par-probe', version='1.0')\n",
-        ),
-    ] {
-        sdist
-            .start_file(name, zip::write::SimpleFileOptions::default())
-            .expect("entry");
-        sdist.write_all(text.as_bytes()).expect("write");
-    }
-    sdist.finish().expect("finish the sdist");
+    let links = probe_release(&ws);
     let with_links = |ws: &Workspace| {
         let mut config = config(ws, backend);
         config.install.index.find_links.push(links.display().to_string());
@@ -673,6 +655,91 @@ fn a_release_with_a_wheel_and_an_sdist_is_locked_installed_and_bundled_as_one(ba
     loader(&node, backend)
         .load_blocking(&parb, None)
         .expect("the load from the bundle");
+}
+
+/// An index served by HTTP as PyPI serves one (simple pages, files linked
+/// with their hashes, a release's wheel and sdist side by side): a load
+/// installs from it and locks what it fetched by URL, `par bundle` fetches
+/// the files over HTTP into the bundle, and a node with no index loads the
+/// bundle without a request to it.
+fn loads_locks_and_bundles_fetch_over_http_from_an_index_shaped_like_pypi(backend: InstallerChoice) {
+    let ws = Workspace::new();
+    let links = probe_release(&ws);
+    let wheelhouse = tools::wheelhouse(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("install-tools"));
+    let index = SimpleIndex::serve(&[&links, &wheelhouse]);
+    let from_index = |ws: &Workspace| {
+        let mut config = config(ws, backend);
+        config.install.index = IndexConfig {
+            index_url: Some(index.url()),
+            ..IndexConfig::default()
+        };
+        config.install.installer_cache = Some(ws.path().join("in").join("installer-cache"));
+        PackageLoader::new(config).expect("loader")
+    };
+    let apkg = Apkg::valid_agent().replace("requirements.txt", "par-probe\n");
+    let package = from_index(&ws)
+        .load_blocking(&ws.apkg("agent", &apkg), None)
+        .expect("the load from the index");
+    let lock = fs::read_to_string(&package.lock).expect("lock");
+    assert!(
+        lock.contains("/files/par_probe-1.0-py3-none-any.whl\""),
+        "the wheel is locked by its URL: {lock}"
+    );
+
+    let maker = Workspace::new();
+    let parb = maker.path().join("in").join("agent.parb");
+    let written = from_index(&maker)
+        .bundle_blocking(&maker.apkg("agent", &apkg), &parb, None)
+        .expect("the bundle, fetched over HTTP");
+    for file in ["par_probe-1.0-py3-none-any.whl", "setuptools-"] {
+        assert!(written.files.iter().any(|f| f.starts_with(file)), "{file}: {written:?}");
+    }
+    let served = index.requests();
+    let node = Workspace::new();
+    let mut offline = config(&node, backend);
+    offline.install.index = IndexConfig::default();
+    offline.install.installer_cache = Some(node.path().join("in").join("installer-cache"));
+    let loaded = PackageLoader::new(offline)
+        .expect("loader")
+        .load_blocking(&parb, None)
+        .expect("the bundle, offline");
+    assert_eq!(loaded.requirements_count, 1, "{loaded:?}");
+    assert_eq!(index.requests(), served, "the load from the bundle reached the index");
+}
+
+/// A directory in `ws`'s `in/` holding the probe's 1.0 wheel and sdist.
+fn probe_release(ws: &Workspace) -> PathBuf {
+    let links = ws.path().join("in").join("links");
+    fs::create_dir(&links).expect("links");
+    write_wheel(&links, "1.0");
+    write_sdist(&links, "1.0");
+    links
+}
+
+/// Writes an sdist of the probe distribution into `dir`, as a zip.
+fn write_sdist(dir: &Path, version: &str) {
+    use std::io::Write as _;
+    let path = dir.join(format!("par_probe-{version}.zip"));
+    let mut sdist = zip::ZipWriter::new(fs::File::create(path).expect("the sdist"));
+    for (name, text) in [
+        (
+            "PKG-INFO",
+            format!("Metadata-Version: 2.1\nName: par-probe\nVersion: {version}\n"),
+        ),
+        (
+            "setup.py",
+            format!("from setuptools import setup\nsetup(name='par-probe', version='{version}')\n"),
+        ),
+    ] {
+        sdist
+            .start_file(
+                format!("par_probe-{version}/{name}"),
+                zip::write::SimpleFileOptions::default(),
+            )
+            .expect("entry");
+        sdist.write_all(text.as_bytes()).expect("write");
+    }
+    sdist.finish().expect("finish the sdist");
 }
 
 /// The text of `entry` in the wheel at `path`.
