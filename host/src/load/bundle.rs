@@ -14,19 +14,19 @@ use std::path::{Path, PathBuf};
 use par_rules::bundle::{BUILD_LOCK, FILES_DIR, LOCK, PACKAGE, PACKAGE_SIGNATURE, SBOM};
 
 use super::Orchestrator;
-use super::deploy::FromBundle;
+use super::deploy::{FromBundle, Lookup, Staged, StagedArchive};
 use super::lock::Resolved;
-use crate::fs::archive::{Archive, Digest};
+use crate::fs::archive::Archive;
 use crate::fs::bundle::{BundleWriter, Unpacked, sha256_of};
 use crate::fs::root::{open_dir_nofollow, open_file_nofollow};
-use crate::fs::staging::{Scratch, Staging};
+use crate::fs::staging::Scratch;
 use crate::install::installer::{Installer, Invocation, Pip, venv_python};
 use crate::install::pylock::{BundleFile, Bundled, GivenLock, Lock, LockError};
 use crate::install::sbom;
 use crate::install::step::{StepKind, StepSpec};
-use crate::sandbox::{ArchiveRules, Preopens};
+use crate::sandbox::{ArchiveRules, StagedPreopens};
 use crate::trust::signature;
-use crate::types::error::{BundleRefused, InstallError, InstallFailure, LoadError};
+use crate::types::error::{BundleRefused, InstallError, LoadError};
 use crate::types::package::{AgentPackage, WrittenBundle};
 use crate::types::trust::{Signed, SigningKey};
 
@@ -68,9 +68,8 @@ impl Orchestrator {
             true => BTreeMap::new(),
             false => self.fetch(&resolved, &scratch)?,
         };
-        let chosen = choose_files(&files, &fetched).map_err(|(member, problem)| {
-            LoadError::Install(InstallFailure(vec![InstallError::Host(format!("{member}: {problem}"))]))
-        })?;
+        let chosen = choose_files(&files, &fetched)
+            .map_err(|(member, problem)| LoadError::install(InstallError::Host(format!("{member}: {problem}"))))?;
         let write_lock = |lock: &Lock| {
             lock.to_pylock(None, environment)
                 .map_err(|e| LoadError::Internal(format!("cannot write the lock: {e}")))
@@ -137,10 +136,7 @@ impl Orchestrator {
     fn fetch(&self, resolved: &Resolved, scratch: &Scratch) -> Result<BTreeMap<String, String>, LoadError> {
         let host = |action: &'static str, path: PathBuf| {
             move |e: std::io::Error| {
-                LoadError::Install(InstallFailure(vec![InstallError::Host(format!(
-                    "cannot {action} {}: {e}",
-                    path.display()
-                ))]))
+                LoadError::install(InstallError::Host(format!("cannot {action} {}: {e}", path.display())))
             }
         };
         let (venv, files) = (scratch.path().join("venv"), scratch.path().join("files"));
@@ -181,14 +177,11 @@ impl Orchestrator {
         for invocation in steps {
             let left = StepKind::Fetch
                 .left(&self.config.install, started.elapsed())
-                .map_err(|e| LoadError::Install(InstallFailure(vec![e])))?;
+                .map_err(LoadError::install)?;
             let spec = StepSpec::new(StepKind::Fetch, invocation, &package)
                 .writable(scratch.path())
                 .timeout(left);
-            resolved
-                .runner
-                .run(spec)
-                .map_err(|e| LoadError::Install(InstallFailure(vec![e])))?;
+            resolved.runner.run(spec).map_err(LoadError::install)?;
         }
         let dir = open_dir_nofollow(scratch.dir(), "files").map_err(host("open", files.clone()))?;
         let mut fetched = BTreeMap::new();
@@ -227,76 +220,48 @@ impl Orchestrator {
         self.check_free_space()?;
         let started = std::time::Instant::now();
         tracing::info!(bundle = %archive.path().display(), "Loading offline bundle");
-        let root = &self.root;
         let sandboxed = self.installer_sandbox()?.is_some();
         let python = self.python.resolve()?;
         let installer = self.installer(&python)?;
         let settings = self.settings_fingerprint(&python, installer.as_ref(), sandboxed, "bundle");
-        let known = archive.known_digest(root);
-        let known_signed = match &known {
-            Some(_) => self.check_signature_of(&archive)?,
-            None => None,
+        let lookup = Lookup {
+            app_id,
+            settings: &settings,
+            started,
         };
-        if let Some(digest) = &known
-            && let Some(package) = self.unchanged_redeploy(digest, app_id, &settings, started, known_signed.as_ref())?
-        {
-            return Ok(package);
-        }
-        let (staging, digest) = Staging::create(root, &archive, known)?;
-        let signed = match &digest {
-            Digest::Known(_) => known_signed,
-            Digest::Hashing(_) => self.check_signature(archive.path(), &staging.archive_copy()?)?,
-        };
-        let digest = match digest {
-            Digest::Known(digest) => digest,
-            Digest::Hashing(pending) => {
-                let digest = pending
-                    .wait()
-                    .map_err(LoadError::io("cannot hash the staged copy of", archive.path()))?;
-                archive.remember(root, &digest);
-                if let Some(package) = self.unchanged_redeploy(&digest, app_id, &settings, started, signed.as_ref())? {
-                    return Ok(package);
-                }
-                digest
-            }
+        let StagedArchive {
+            staging,
+            digest,
+            signed,
+        } = match self.stage(&archive, Some(&lookup))? {
+            Staged::Unchanged(package) => return Ok(*package),
+            Staged::Fresh(staged) => staged,
         };
         let rules = ArchiveRules {
             limits: self.config.bundle_limits,
             path_rules: self.config.guest_path_rules,
         };
         let copies = staging.tree_writes(&rules.limits)?;
-        let (archive_dir, tree) = (staging.archive_preopen(), staging.tree_preopen());
-        let preopens = Preopens {
-            archive_dir: Some(&archive_dir),
-            package_dir: Some(&tree),
-            package_writable: true,
-        };
-        self.sandbox.unbundle(preopens, &rules, copies)?;
-        let refused = |(member, problem): (String, String)| {
-            LoadError::Bundle(BundleRefused {
-                bundle: parb.to_owned(),
-                member,
-                problem,
-            })
-        };
-        let unpacked = Unpacked::read(staging.tree(), &staging.tree_path()).map_err(refused)?;
-        let mut lock = self.bundled_lock(parb, LOCK, unpacked.lock.clone(), &unpacked)?;
+        let preopens = StagedPreopens::of(&staging);
+        self.sandbox.unbundle(preopens.writable(), &rules, copies)?;
+        let mut unpacked = Unpacked::read(staging.tree(), &staging.tree_path())
+            .map_err(|(member, problem)| refused(parb, member, problem))?;
+        let text = std::mem::take(&mut unpacked.lock);
+        let mut lock = self.bundled_lock(parb, LOCK, text, &unpacked)?;
         let build = unpacked
             .build_lock
-            .clone()
+            .take()
             .map(|text| self.bundled_lock(parb, BUILD_LOCK, text, &unpacked))
             .transpose()?;
         // Every file is one a lock names: a bundle carries nothing else.
         let mut named = Vec::new();
-        for given in std::iter::once(&lock).chain(&build) {
-            let files = given.lock.bundle_files().map_err(|e| refused_lock(parb, LOCK, e))?;
+        for (member, given) in std::iter::once((LOCK, &lock)).chain(build.iter().map(|b| (BUILD_LOCK, b))) {
+            let files = given.lock.bundle_files().map_err(|e| refused_lock(parb, member, e))?;
             named.extend(files.into_iter().map(|file| file.name));
         }
         if let Some(extra) = unpacked.files.keys().find(|name| !named.contains(name)) {
-            return Err(refused((
-                format!("{FILES_DIR}/{extra}"),
-                "a file neither lock names".into(),
-            )));
+            let problem = "a file neither lock names".into();
+            return Err(refused(parb, format!("{FILES_DIR}/{extra}"), problem));
         }
         if let (Some(bundled), Some(build)) = (lock.bundled.as_mut(), &build) {
             bundled.build = build.digest();
@@ -325,22 +290,13 @@ impl Orchestrator {
         text: Vec<u8>,
         unpacked: &Unpacked,
     ) -> Result<GivenLock, LoadError> {
-        let refused = |entry: String, problem: String| {
-            LoadError::Bundle(BundleRefused {
-                bundle: parb.to_owned(),
-                member: format!("{member} {entry}"),
-                problem,
-            })
-        };
+        let refused = |error| refused_lock(parb, member, error);
         let claims = self
             .sandbox
             .read_lock(text)?
-            .map_err(|(entry, problem)| refused(entry, problem))?;
-        let lock =
-            Lock::from_bundle_claims(claims, self.config.install.policy).map_err(|e| refused(e.entry, e.problem))?;
-        let bundled = lock
-            .in_bundle(&unpacked.files_dir, &unpacked.files)
-            .map_err(|e| refused(e.entry, e.problem))?;
+            .map_err(|(entry, problem)| refused(LockError { entry, problem }))?;
+        let lock = Lock::from_bundle_claims(claims, self.config.install.policy).map_err(refused)?;
+        let bundled = lock.in_bundle(&unpacked.files_dir, &unpacked.files).map_err(refused)?;
         Ok(GivenLock {
             path: parb.join(member),
             lock,
@@ -387,12 +343,18 @@ fn choose_files(files: &[BundleFile], fetched: &BTreeMap<String, String>) -> Res
     Ok(chosen)
 }
 
-fn refused_lock(apkg: &Path, member: &str, error: LockError) -> LoadError {
+/// The bundle refused, naming the member at fault.
+fn refused(bundle: &Path, member: String, problem: String) -> LoadError {
     LoadError::Bundle(BundleRefused {
-        bundle: apkg.to_owned(),
-        member: format!("{member} {}", error.entry),
-        problem: error.problem,
+        bundle: bundle.to_owned(),
+        member,
+        problem,
     })
+}
+
+/// The bundle refused at an entry of its lock `member`.
+fn refused_lock(bundle: &Path, member: &str, error: LockError) -> LoadError {
+    refused(bundle, format!("{member} {}", error.entry), error.problem)
 }
 
 fn bad_key(error: crate::types::trust::KeyError) -> LoadError {

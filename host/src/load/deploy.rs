@@ -19,7 +19,7 @@ use crate::install::editable;
 use crate::install::installer::venv_python;
 use crate::install::pylock::{Environment, GivenLock, Lock};
 use crate::install::sbom;
-use crate::sandbox::Preopens;
+use crate::sandbox::StagedPreopens;
 use crate::sandbox::install_session::{InstallSession, LoadContext};
 use crate::types::config::InstallConfig;
 use crate::types::error::LoadError;
@@ -38,6 +38,33 @@ pub(super) struct FromBundle {
     pub signed: Option<Signed>,
     /// The install settings: no index but the bundle's files, no network.
     pub install: InstallConfig,
+}
+
+/// What a load looks up a recorded load by: the app, the settings, and
+/// when the load started (for the timings an unchanged redeploy reports).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Lookup<'a> {
+    pub app_id: Option<&'a str>,
+    pub settings: &'a str,
+    pub started: Instant,
+}
+
+/// An archive staged for the guest, or the recorded load that answers it.
+#[derive(Debug)]
+pub(super) enum Staged {
+    /// A recorded load of the same bytes under the same settings, as it is.
+    Unchanged(Box<AgentPackage>),
+    /// Staged anew.
+    Fresh(StagedArchive),
+}
+
+/// An archive staged anew: its private copy and tree, digest and signature.
+#[derive(Debug)]
+pub(super) struct StagedArchive {
+    pub staging: Staging,
+    pub digest: String,
+    /// What its signature vouches for, when trusted keys are configured.
+    pub signed: Option<Signed>,
 }
 
 impl Orchestrator {
@@ -90,50 +117,24 @@ impl Orchestrator {
             }
         };
         let root = &self.root;
-        // An archive hashed before and unchanged since is known without a
-        // read (a bundle's package is looked up by the bundle's digest).
-        let known = archive.known_digest(root).filter(|_| bundle.is_none());
-        // Signed or not, the bytes are checked before anything else: those
-        // par knows through the archive's descriptor, the rest on their copy.
-        let known_signed = match &known {
-            Some(_) => self.check_signature_of(&archive)?,
-            None => None,
+        // A bundle's package is looked up by the bundle's digest, not its own.
+        let lookup = Lookup {
+            app_id,
+            settings: &settings,
+            started,
         };
-        if let Some(digest) = &known
-            && let Some(package) = self.unchanged_redeploy(digest, app_id, &settings, started, known_signed.as_ref())?
-        {
-            return Ok(package);
-        }
-        #[cfg(feature = "test-hooks")]
-        if let Some(hook) = &config.before_copy {
-            (hook.0)(archive.path());
-        }
+        let StagedArchive {
+            staging,
+            digest,
+            signed,
+        } = match self.stage(&archive, bundle.is_none().then_some(&lookup))? {
+            Staged::Unchanged(package) => return Ok(*package),
+            Staged::Fresh(staged) => staged,
+        };
         let readonly = sandbox
             .as_ref()
             .map(|_| readonly_mounts(install, &python, installer.as_ref()))
             .unwrap_or_default();
-        let (staging, digest) = Staging::create(root, &archive, known)?;
-        let signed = match &digest {
-            Digest::Known(_) => known_signed,
-            Digest::Hashing(_) => self.check_signature(archive.path(), &staging.archive_copy()?)?,
-        };
-        let digest = match digest {
-            Digest::Known(digest) => digest,
-            Digest::Hashing(pending) => {
-                let digest = pending
-                    .wait()
-                    .map_err(LoadError::io("cannot hash the staged copy of", archive.path()))?;
-                if bundle.is_none() {
-                    archive.remember(root, &digest);
-                    if let Some(package) =
-                        self.unchanged_redeploy(&digest, app_id, &settings, started, signed.as_ref())?
-                    {
-                        return Ok(package);
-                    }
-                }
-                digest
-            }
-        };
         // A bundle's signature vouches for everything in it.
         let signed = match &bundle {
             Some(FromBundle {
@@ -144,7 +145,7 @@ impl Orchestrator {
         let record_key = bundle.as_ref().map_or(&digest, |bundle| &bundle.digest).clone();
         let copies = staging.tree_writes(&config.limits)?;
         let markers = python.markers.clone();
-        let (archive_dir, tree) = (staging.archive_preopen(), staging.tree_preopen());
+        let preopens = StagedPreopens::of(&staging);
         let context = LoadContext {
             root: Arc::clone(root),
             app_id: app_id.map(str::to_owned),
@@ -159,13 +160,8 @@ impl Orchestrator {
             readonly,
             cache_dir: config.component_cache.clone(),
         };
-        let preopens = Preopens {
-            archive_dir: Some(&archive_dir),
-            package_dir: Some(&tree),
-            package_writable: true,
-        };
         let (facts, mut session) = self.sandbox.load(
-            preopens,
+            preopens.writable(),
             &self.archive_rules(),
             config.install.strict,
             InstallSession::new(context, staging).with_copies(Some(copies)),
@@ -273,6 +269,54 @@ impl Orchestrator {
         Ok(package)
     }
 
+    /// Stages `archive` for the guest, its signature checked before anything
+    /// else (through its descriptor when its digest is known, else on the
+    /// copy) and its digest made. With `lookup`, an archive par has hashed
+    /// before is known without a read, and a recorded load of the same bytes
+    /// under the same settings answers instead ([`Self::unchanged_redeploy`]).
+    pub(super) fn stage(&self, archive: &Archive, lookup: Option<&Lookup<'_>>) -> Result<Staged, LoadError> {
+        let root = &self.root;
+        let known = lookup.and_then(|_| archive.known_digest(root));
+        let known_signed = match &known {
+            Some(_) => self.check_signature_of(archive)?,
+            None => None,
+        };
+        if let (Some(digest), Some(lookup)) = (&known, lookup)
+            && let Some(package) = self.unchanged_redeploy(digest, lookup, known_signed.as_ref())?
+        {
+            return Ok(Staged::Unchanged(Box::new(package)));
+        }
+        #[cfg(feature = "test-hooks")]
+        if let Some(hook) = &self.config.before_copy {
+            (hook.0)(archive.path());
+        }
+        let (staging, digest) = Staging::create(root, archive, known)?;
+        let signed = match &digest {
+            Digest::Known(_) => known_signed,
+            Digest::Hashing(_) => self.check_signature(archive.path(), &staging.archive_copy()?)?,
+        };
+        let digest = match digest {
+            Digest::Known(digest) => digest,
+            Digest::Hashing(pending) => {
+                let digest = pending
+                    .wait()
+                    .map_err(LoadError::io("cannot hash the staged copy of", archive.path()))?;
+                if let Some(lookup) = lookup {
+                    archive.remember(root, &digest);
+                    if let Some(package) = self.unchanged_redeploy(&digest, lookup, signed.as_ref())? {
+                        return Ok(Staged::Unchanged(Box::new(package)));
+                    }
+                }
+                digest
+            }
+        };
+        Ok(Staged::Fresh(StagedArchive {
+            staging,
+            digest,
+            signed,
+        }))
+    }
+
     /// Lists the venv among the users of the build environment that built
     /// its agent, so `gc` in any root keeps that environment while it stays.
     fn record_build_env_user(&self, key: &str, venv: &Path) {
@@ -311,14 +355,17 @@ impl Orchestrator {
 
     /// The recorded result of an earlier load of the same archive, when
     /// nothing it depends on has changed since (see [`crate::fs::redeploy`]).
-    pub(super) fn unchanged_redeploy(
+    fn unchanged_redeploy(
         &self,
         digest: &str,
-        app_id: Option<&str>,
-        settings: &str,
-        started: Instant,
+        lookup: &Lookup<'_>,
         signed: Option<&Signed>,
     ) -> Result<Option<AgentPackage>, LoadError> {
+        let Lookup {
+            app_id,
+            settings,
+            started,
+        } = *lookup;
         let root = &self.root;
         let Some(record) = Deployment::find(root, digest, app_id) else {
             return Ok(None);

@@ -8,7 +8,7 @@ use super::{Orchestrator, check_app_id, explain_disk_full};
 use crate::fs::archive::Archive;
 use crate::fs::publish::{PublishRequest, Published};
 use crate::fs::staging::Staging;
-use crate::sandbox::Preopens;
+use crate::sandbox::{Preopens, StagedPreopens};
 use crate::trust::signature;
 use crate::types::error::LoadError;
 use crate::types::package::{ExtractedPackage, Manifest};
@@ -94,14 +94,9 @@ impl Orchestrator {
         let signed = self.check_signature(archive.path(), &staging.archive_copy()?)?;
         let rules = self.archive_rules();
         let copies = staging.tree_writes(&rules.limits)?;
-        let (archive_dir, tree) = (staging.archive_preopen(), staging.tree_preopen());
+        let preopens = StagedPreopens::of(&staging);
         tracing::info!(staging = %staging.tree_path().display(), "Extracting package");
-        let preopens = Preopens {
-            archive_dir: Some(&archive_dir),
-            package_dir: Some(&tree),
-            package_writable: true,
-        };
-        let report = self.sandbox.extract(preopens, &rules, Some(copies));
+        let report = self.sandbox.extract(preopens.writable(), &rules, Some(copies));
         let digest = digest
             .wait()
             .map_err(LoadError::io("cannot hash the staged copy of", archive.path()));

@@ -11,8 +11,8 @@ use crate::install::interpreter::Interpreter;
 use crate::install::pylock::{Environment, Lock};
 use crate::install::resolve::Resolver;
 use crate::install::step::StepRunner;
-use crate::sandbox::Preopens;
-use crate::types::error::{InstallError, InstallFailure, LoadError};
+use crate::sandbox::StagedPreopens;
+use crate::types::error::LoadError;
 use crate::types::package::ResolvedLock;
 
 /// A package resolved: its staged copy, what it resolved to, and with what.
@@ -59,15 +59,14 @@ impl Orchestrator {
         self.check_signature(archive.path(), &staging.archive_copy()?)?;
         let rules = self.archive_rules();
         let copies = staging.tree_writes(&rules.limits)?;
-        let (archive_dir, tree) = (staging.archive_preopen(), staging.tree_preopen());
-        let preopens = Preopens {
-            archive_dir: Some(&archive_dir),
-            package_dir: Some(&tree),
-            package_writable: true,
-        };
-        let wanted = self
-            .sandbox
-            .plan(preopens, &rules, copies, staging.tree(), config.install.policy)?;
+        let preopens = StagedPreopens::of(&staging);
+        let wanted = self.sandbox.plan(
+            preopens.writable(),
+            &rules,
+            copies,
+            staging.tree(),
+            config.install.policy,
+        )?;
         let python = self.python.resolve()?;
         let installer = self.installer(&python)?;
         let runner = self.step_runner(&config.install, &python, installer.as_ref())?;
@@ -80,12 +79,11 @@ impl Orchestrator {
             package: &package,
         };
         let scratch = Scratch::create(&self.root, "lock-")?;
-        let failed = |error: InstallError| LoadError::Install(InstallFailure(vec![error]));
         let lock = match wanted.requirements.is_empty() {
             true => Lock::empty(),
             false => resolver
                 .resolve(&wanted.requirements, &wanted.constraints, &scratch, "requirements")
-                .map_err(failed)?,
+                .map_err(LoadError::install)?,
         };
         let mut build_requires = wanted.build_requires.clone();
         if wanted.legacy_build {
@@ -99,7 +97,7 @@ impl Orchestrator {
             false => Some(
                 resolver
                     .resolve(&build_requires, &[], &scratch, "build")
-                    .map_err(failed)?,
+                    .map_err(LoadError::install)?,
             ),
         };
         tracing::info!(

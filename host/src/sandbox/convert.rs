@@ -118,7 +118,7 @@ impl From<wit::LoadError> for LoadError {
                 message: e.message,
             })),
             wit::LoadError::RequirementsInvalid(e) => package(PackageError::RequirementsInvalid(refused_from(e))),
-            wit::LoadError::Install(e) => LoadError::Install(InstallFailure(vec![install_error_from(e)])),
+            wit::LoadError::Install(e) => LoadError::install(install_error_from(e)),
             wit::LoadError::InstallFailed(errors) => {
                 LoadError::Install(InstallFailure(errors.into_iter().map(install_error_from).collect()))
             }

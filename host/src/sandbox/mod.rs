@@ -14,7 +14,7 @@ pub(crate) mod install_session;
 mod log;
 mod protocol;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use cap_std::fs::Dir;
@@ -29,6 +29,7 @@ use bindings::types::{ExtractOptions, LoadOptions};
 use bindings::{Loader, LoaderPre};
 use convert::{check_manifest, to_wit_limits};
 
+use crate::fs::staging::Staging;
 use crate::fs::tree_writes::TreeWrites;
 use crate::install::pylock::Claim;
 use crate::install::resolve::Wanted;
@@ -87,6 +88,34 @@ pub(crate) struct Preopens<'a> {
     pub package_dir: Option<&'a Path>,
     /// Whether `/package` is writable.
     pub package_writable: bool,
+}
+
+/// A staging directory as the guest sees it: the archive's directory and
+/// the tree, reached through their handles, owned so [`Self::writable`]
+/// can lend them.
+#[derive(Debug)]
+pub(crate) struct StagedPreopens {
+    archive: PathBuf,
+    tree: PathBuf,
+}
+
+impl StagedPreopens {
+    /// The preopens of `staging`.
+    pub(crate) fn of(staging: &Staging) -> Self {
+        Self {
+            archive: staging.archive_preopen(),
+            tree: staging.tree_preopen(),
+        }
+    }
+
+    /// The archive read-only at `/archive`, the tree writable at `/package`.
+    pub(crate) fn writable(&self) -> Preopens<'_> {
+        Preopens {
+            archive_dir: Some(&self.archive),
+            package_dir: Some(&self.tree),
+            package_writable: true,
+        }
+    }
 }
 
 /// A compiled guest ready to be instantiated, once per run.

@@ -494,6 +494,11 @@ impl LoadError {
         move |source| LoadError::Io { action, path, source }
     }
 
+    /// One failed installer step as [`LoadError::Install`].
+    pub(crate) fn install(error: InstallError) -> Self {
+        LoadError::Install(InstallFailure(vec![error]))
+    }
+
     /// Whether the package (not the host) is to blame: the CLI's "bad package" exit code.
     pub fn is_package_fault(&self) -> bool {
         match self {
