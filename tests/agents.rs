@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use par::{AgentPackage, AgentProcess, EnvSource, HealthCheck, PackageLoader, SandboxChoice, SpawnError, SpawnSpec};
-use par_tests::agent::{agent_apkg, get, listening_socket_holders, serving};
+use par_tests::agent::{agent_apkg, get, get_unix, listening_socket_holders, serving};
 use par_tests::binary::survivors;
 use par_tests::machine::pids_cgroups;
 use par_tests::workspace::offline_config;
@@ -26,7 +26,7 @@ fn load(ws: &Workspace, loader: &PackageLoader, apkg: &Apkg, name: &str) -> Agen
 }
 
 fn port(agent: &AgentProcess) -> SocketAddr {
-    agent.ports()[0].addr
+    agent.ports()[0].addr.tcp().expect("a TCP socket")
 }
 
 #[test]
@@ -479,9 +479,10 @@ fn the_packages_env_file_applies_only_when_asked_and_is_checked() {
         agent.wait_ready_blocking().expect("ready");
         let env: serde_json::Value = serde_json::from_str(&get(port(&agent), "/env")).expect("json");
         match package_env {
+            // As PAR layers them: agent.yaml's `environment` over `.env`.
             true => assert_eq!(
                 (&env["GREETING"], &env["MODEL"]),
-                (&"from-dotenv".into(), &"gpt 4o".into())
+                (&"from-manifest".into(), &"gpt 4o".into())
             ),
             false => assert_eq!((&env["GREETING"], env.get("MODEL")), (&"from-manifest".into(), None)),
         }
@@ -497,6 +498,176 @@ fn the_packages_env_file_applies_only_when_asked_and_is_checked() {
         ("env-invalid", Some("LD_PRELOAD"), true)
     );
     assert!(error.to_string().contains("line 2"), "{error}");
+}
+
+#[test]
+fn the_environment_is_layered_and_resolved_as_par_does_with_pars_variables() {
+    let ws = Workspace::new();
+    let loader = loader(&ws);
+    let apkg = agent_apkg(
+        "layered",
+        "environment:\n  GREETING: from-manifest\n  TARGET: ${A2A_PORT:-50051}\n  SERVICE: http://${HOST:-localhost}:${REST_PORT}${BASE_PATH}/\n",
+    )
+    .file(".env", "GREETING=from-dotenv\nHOST=dotenv-host\nONLY_DOTENV=1\nPRICE=$5 ${not a name}\n")
+    .file(
+        "deploy.json",
+        r#"{"expose": ["rest"], "ports": {"rest": 8080}, "multiplex": false,
+            "environment": {"REST_PORT": "8080", "TOKEN_COPY": "${API_TOKEN}", "MISSING": "[${NOWHERE}]", "HOST": "deploy-host"}}"#,
+    );
+    let package = load(&ws, &loader, &apkg, "layered");
+    let mut spec = serving("par-agent-layered");
+    spec.listen[0].name = "rest".into();
+    spec.package_env = true;
+    spec.base_path = Some("/agents/layered-1".into());
+    spec.env = vec![("API_TOKEN".into(), "caller-secret-${HOST}".into())];
+    let agent = loader.spawn_blocking(&package, spec).expect("spawn");
+    agent.wait_ready_blocking().expect("ready");
+    let env: serde_json::Value = serde_json::from_str(&get(port(&agent), "/env")).expect("json");
+    let rest = port(&agent).port().to_string();
+
+    assert_eq!(env["GREETING"], "from-manifest", ".env < agent.yaml");
+    assert_eq!(env["HOST"], "deploy-host", "agent.yaml < deploy.json");
+    assert_eq!(env["ONLY_DOTENV"], "1");
+    assert_eq!(env["PRICE"], "$5 ${not a name}", "what is no placeholder stays");
+    assert_eq!(env["REST_PORT"], rest, "the bound port, over the package's 8080");
+    assert_eq!(env["PAR_PORT_REST"], rest);
+    assert!(env.get("A2A_PORT").is_none(), "no a2a socket, no A2A_PORT");
+    assert_eq!(env["TARGET"], "50051", "a default for a name no layer sets");
+    assert_eq!(env["SERVICE"], format!("http://deploy-host:{rest}/agents/layered-1/"));
+    assert_eq!(
+        env["TOKEN_COPY"], "caller-secret-${HOST}",
+        "the caller's value, never expanded"
+    );
+    assert_eq!(env["MISSING"], "[]", "a name no layer sets is empty");
+    assert_eq!(env["BASE_PATH"], "/agents/layered-1");
+    assert_eq!(env["AGENT_APP_ID"], "layered");
+    assert_eq!(env["AGENT_PACKAGE_PATH"], package.path.display().to_string());
+    assert_eq!(env["MULTIPLEXED"], "false", "deploy.json's multiplex");
+    // The loader's own environment never fills a placeholder.
+    assert!(std::env::var_os("HOME").is_some());
+    drop(agent);
+
+    let cyclic = agent_apkg("cyclic", "environment:\n  A: ${B}\n  B: x${A}\n");
+    let package = load(&ws, &loader, &cyclic, "cyclic");
+    let error = loader
+        .spawn_blocking(&package, serving("par-agent-cyclic"))
+        .expect_err("a cycle");
+    assert_eq!(
+        (error.kind(), error.subject(), error.is_package_fault()),
+        ("env-invalid", Some("A"), true)
+    );
+    assert!(error.to_string().contains("A -> B -> A"), "{error}");
+
+    let mut spec = serving("par-agent-base");
+    spec.base_path = Some("agents/x y".into());
+    let error = loader.spawn_blocking(&package, spec).expect_err("a bad base path");
+    assert_eq!(error.kind(), "invalid-input");
+}
+
+#[test]
+fn a_package_as_pak_builds_it_is_served_with_no_command_from_its_http_server() {
+    let ws = Workspace::new();
+    let loader = loader(&ws);
+    let with_uvicorn = Apkg::pak_agent().replace(
+        "pyproject.toml",
+        "[project]\nname = \"pak-agent\"\nversion = \"0.1.0\"\ndescription = \"An agent packaged by PAK\"\nrequires-python = \">=3.9\"\ndependencies = [\"uvicorn==0.32.1\"]\n",
+    );
+    let package = load(&ws, &loader, &with_uvicorn, "pak-served");
+    let mut spec = SpawnSpec::new(Vec::<std::ffi::OsString>::new());
+    spec.listen = serving("unused").listen;
+    spec.listen[0].name = "rest".into();
+    spec.sandbox = SandboxChoice::Bwrap;
+    spec.ready_timeout = Duration::from_secs(30);
+    let agent = loader.spawn_blocking(&package, spec).expect("spawn with no command");
+    agent.wait_ready_blocking().expect("ready");
+    // deploy.json's `GREETING: ${GREETING:-hello}` reads agent.yaml's, below it.
+    assert_eq!(get(port(&agent), "/"), "hello from agent.yaml");
+    agent.stop_blocking(None).expect("stopped");
+
+    let no_socket = SpawnSpec::new(Vec::<std::ffi::OsString>::new());
+    let error = loader.spawn_blocking(&package, no_socket).expect_err("no socket");
+    assert_eq!(error.kind(), "no-command");
+    assert!(error.to_string().contains("--listen"), "{error}");
+
+    let without = load(&ws, &loader, &Apkg::pak_agent(), "pak-bare");
+    let mut spec = SpawnSpec::new(Vec::<std::ffi::OsString>::new());
+    spec.listen = serving("unused").listen;
+    let error = loader.spawn_blocking(&without, spec).expect_err("no uvicorn");
+    assert!(error.to_string().contains("uvicorn"), "{error}");
+
+    let plain = load(&ws, &loader, &agent_apkg("no-server", ""), "no-server");
+    let mut spec = SpawnSpec::new(Vec::<std::ffi::OsString>::new());
+    spec.listen = serving("unused").listen;
+    let error = loader.spawn_blocking(&plain, spec).expect_err("no http_server");
+    assert_eq!(error.kind(), "no-command");
+    assert!(error.to_string().contains("http_server"), "{error}");
+}
+
+#[test]
+fn an_agent_serves_on_unix_sockets_par_makes_replaces_when_stale_and_removes() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    let ws = Workspace::new();
+    let loader = loader(&ws);
+    let package = load(&ws, &loader, &agent_apkg("unix-agent", ""), "unix-agent");
+    let dir = ws.path().join("run");
+    std::fs::create_dir_all(&dir).expect("the sockets' directory");
+    let socket = dir.join("rest.sock");
+    // A socket left by an agent that died: stale, so replaced.
+    drop(std::os::unix::net::UnixListener::bind(&socket).expect("a stale socket"));
+    let root = rustix::process::geteuid().is_root();
+    let group = if root {
+        65534
+    } else {
+        rustix::process::getegid().as_raw()
+    };
+    for health in [None, Some("/health")] {
+        let mut spec = serving("par-agent-unix");
+        spec.listen = vec![par::Listen {
+            name: "rest".into(),
+            addr: format!("unix:{}", socket.display()).parse().expect("a unix endpoint"),
+        }];
+        spec.health = health.map(|path| HealthCheck {
+            socket: "rest".into(),
+            path: path.into(),
+        });
+        spec.socket_group = Some(group);
+        let agent = loader.spawn_blocking(&package, spec).expect("spawn");
+        agent.wait_ready_blocking().expect("ready over the unix socket");
+        let meta = std::fs::symlink_metadata(&socket).expect("the socket");
+        assert!(meta.file_type().is_socket());
+        assert_eq!((meta.permissions().mode() & 0o777, meta.gid()), (0o660, group));
+        let env: serde_json::Value = serde_json::from_str(&get_unix(&socket, "/env")).expect("json");
+        assert_eq!(
+            (&env["LISTEN_FDS"], &env["LISTEN_FDNAMES"]),
+            (&"1".into(), &"rest".into())
+        );
+        assert!(
+            env.get("REST_PORT").is_none() && env.get("PAR_PORT_REST").is_none(),
+            "a unix socket has no port"
+        );
+        agent.stop_blocking(None).expect("stopped");
+        assert!(
+            !socket.exists(),
+            "par removes the socket it made once the agent is gone"
+        );
+    }
+
+    std::fs::write(&socket, "not a socket").expect("a file");
+    let mut spec = serving("par-agent-unix-file");
+    spec.listen[0].addr = format!("unix:{}", socket.display()).parse().expect("a unix endpoint");
+    let error = loader.spawn_blocking(&package, spec).expect_err("a file in the way");
+    assert_eq!((error.kind(), error.subject()), ("bind", Some("http")));
+    assert_eq!(
+        std::fs::read_to_string(&socket).expect("left as it was"),
+        "not a socket"
+    );
+
+    let mut spec = serving("par-agent-unix-long");
+    spec.listen[0].addr = format!("unix:/{}", "x".repeat(par::MAX_UNIX_PATH_BYTES))
+        .parse()
+        .expect("endpoint");
+    let error = loader.spawn_blocking(&package, spec).expect_err("too long");
+    assert!(error.to_string().contains("at most 107"), "{error}");
 }
 
 #[test]

@@ -546,3 +546,18 @@ fn an_agent_dies_with_a_loader_killed_by_sigkill() {
         "the agent outlived its loader"
     );
 }
+
+#[test]
+fn run_without_a_command_and_without_an_http_server_names_what_is_missing() {
+    let ws = Workspace::new();
+    let apkg = ws.apkg("plain", &par_tests::agent::agent_apkg("plain", ""));
+    let mut args = binary().load_args(&apkg, "uv");
+    args[0] = "run".into();
+    args.extend(["--sandbox", "bwrap", "--listen", "rest=127.0.0.1:0"].map(String::from));
+    let output = binary().command(&ws, &args).output().expect("run par");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let error = &json(&output)["error"];
+    assert_eq!(error["kind"], "no-command", "{error}");
+    assert!(stderr.contains("http_server"), "{stderr}");
+}

@@ -156,6 +156,111 @@ async fn manifest_variants_from_the_wild_are_accepted() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_package_as_pak_builds_it_has_its_servers_permissions_and_deploy_file_typed() {
+    let ws = Workspace::new();
+    let apkg = ws.apkg("pak", &Apkg::pak_agent());
+    let loader = loader(&ws);
+    let manifest = loader.inspect(&apkg).await.expect("inspect");
+    let app = |module: &str, attr: &str| par::Entrypoint {
+        module: module.into(),
+        attr: Some(attr.into()),
+    };
+    assert_eq!(manifest.http_server, Some(app("src.server", "app")));
+    assert_eq!(manifest.a2a_http_server, Some(app("a2a_server", "app")));
+    assert_eq!(
+        manifest.permissions,
+        Some(par::Permissions {
+            required: vec!["files.read".into()],
+            optional: vec!["calendar.write".into()],
+        })
+    );
+    assert_eq!(
+        manifest.data_access,
+        Some(par::DataAccess {
+            oauth_providers: vec!["google".into()],
+            user_data: vec!["email".into(), "profile".into()],
+            external_apis: vec!["https://api.example.com".into()],
+        })
+    );
+    assert_eq!(
+        manifest.deploy,
+        Some(par::Deploy {
+            expose: vec!["rest".into(), "a2a".into()],
+            ports: vec![("a2a".into(), 50051), ("rest".into(), 8080)],
+            multiplex: Some(true),
+            environment: vec![
+                ("GREETING".into(), "${GREETING:-hello}".into()),
+                ("RETRIES".into(), "3".into()),
+            ],
+        })
+    );
+    let package = loader.extract(&apkg, None).await.expect("extract");
+    assert_eq!(package.manifest, manifest, "inspect and extract agree");
+    assert!(package.path.join("deploy.json").is_file());
+
+    let plain = loader
+        .inspect(&ws.apkg("plain", &Apkg::valid_agent()))
+        .await
+        .expect("inspect");
+    assert_eq!(
+        (plain.http_server, plain.permissions, plain.data_access, plain.deploy),
+        (None, None, None, None)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_deploy_file_or_server_is_refused_naming_the_field() {
+    let ws = Workspace::new();
+    let loader = loader(&ws);
+    let cases: &[(&str, Apkg, &str, &str)] = &[
+        (
+            "deploy.json port",
+            Apkg::pak_agent().replace("deploy.json", r#"{"ports": {"rest": 0}}"#),
+            "deploy-invalid",
+            "ports.rest",
+        ),
+        (
+            "deploy.json variable par sets",
+            Apkg::pak_agent().replace("deploy.json", r#"{"environment": {"LD_PRELOAD": "/tmp/x.so"}}"#),
+            "deploy-invalid",
+            "environment.LD_PRELOAD",
+        ),
+        (
+            "deploy.json not JSON",
+            Apkg::pak_agent().replace("deploy.json", "expose: [rest]"),
+            "deploy-invalid",
+            "",
+        ),
+        (
+            "http_server without an app",
+            Apkg::agent_with_manifest("name: a\nversion: '1'\nhttp_server: src.server\n"),
+            "manifest-invalid",
+            "http_server",
+        ),
+        (
+            "permissions not a list",
+            Apkg::agent_with_manifest("name: a\nversion: '1'\npermissions: {required: files.read}\n"),
+            "manifest-invalid",
+            "permissions.required",
+        ),
+    ];
+    for (label, apkg, kind, subject) in cases {
+        let apkg = ws.apkg("bad", apkg);
+        for error in [
+            loader.inspect(&apkg).await.expect_err(label),
+            loader.extract(&apkg, None).await.expect_err(label),
+        ] {
+            let LoadError::Package(error) = &error else {
+                panic!("{label}: {error}");
+            };
+            assert_eq!(error.kind(), *kind, "{label}: {error}");
+            assert_eq!(error.subject().unwrap_or_default(), *subject, "{label}: {error}");
+        }
+    }
+    assert_eq!(names_in(&ws.root().join("trees")), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn numeric_version_keeps_its_text() {
     let ws = Workspace::new();
     let apkg = ws.apkg("v", &Apkg::agent_with_manifest("name: numeric\nversion: 1.10\n"));

@@ -78,6 +78,11 @@ fn lock() {
     replay(Target::Lock);
 }
 
+#[test]
+fn deploy() {
+    replay(Target::Deploy);
+}
+
 /// Every regression directory belongs to a target, and every target is a
 /// binary of the fuzz crate: a target added or renamed in one place only
 /// fails here.

@@ -46,6 +46,9 @@ const CASES: &[(&str, &str, Option<InstallCall>)] = &[
     ("plan-contradicts-tree", "guest-protocol", Some(InstallCall::EnsureVenv)),
     ("false-failure", "guest-protocol", None),
     ("publish-refused", "invalid-guest-output", None),
+    ("bad-server", "invalid-guest-output", None),
+    ("bad-deploy", "invalid-guest-output", None),
+    ("bad-permission", "invalid-guest-output", None),
 ];
 
 #[tokio::test(flavor = "multi_thread")]

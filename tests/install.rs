@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use par::{AgentPackage, InstallerChoice, LoadError, LoaderConfig, PackageLoader};
+use par::{AgentPackage, InstallerChoice, LoadError, LoaderConfig, PackageError, PackageLoader};
+use par_tests::apkg::PAK_AGENT_YAML;
 use par_tests::binary::survivors;
 use par_tests::index_trap::IndexTrap;
 use par_tests::workspace::{build_environments, component_cache, installer_cache, names_in, settle};
@@ -71,6 +72,8 @@ macro_rules! for_each_backend {
 for_each_backend!(
     setup_py_agent_imports_from_any_directory,
     pyproject_agent_is_installed_too,
+    a_package_as_pak_builds_it_loads_with_its_servers_importable,
+    pyprojects_dependencies_are_checked_installed_and_locked_as_requirement_lines,
     old_package_loads_without_being_installed,
     invalid_setup_py_fails_with_pips_output,
     a_failed_redeploy_leaves_the_last_good_deployment_as_it_was,
@@ -139,6 +142,64 @@ async fn pyproject_agent_is_installed_too(backend: InstallerChoice) {
     let out = python_in(&package, "import core.langchain_util, app.main; print(app.main.agent)");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_records_an_editable_install(&package);
+}
+
+async fn a_package_as_pak_builds_it_loads_with_its_servers_importable(backend: InstallerChoice) {
+    let ws = Workspace::new();
+    let package = load(&ws, backend, &Apkg::pak_agent()).await.expect("load");
+    assert!(package.installed_as_package);
+    assert_eq!(package.verified, Some(true));
+    let http = package.manifest.http_server.as_ref().expect("http_server");
+    let a2a = package.manifest.a2a_http_server.as_ref().expect("a2a.http_server");
+    assert!(package.manifest.deploy.is_some());
+    let check = format!(
+        "import importlib, inspect\nfor module, app in [('{}', '{}'), ('{}', '{}')]:\n    assert inspect.iscoroutinefunction(getattr(importlib.import_module(module), app))",
+        http.module,
+        http.attr.as_deref().unwrap_or_default(),
+        a2a.module,
+        a2a.attr.as_deref().unwrap_or_default(),
+    );
+    let out = python_in(&package, &check);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let again = load(&ws, backend, &Apkg::pak_agent()).await.expect("redeploy");
+    assert!(again.unchanged_redeploy);
+    assert_eq!(again.manifest, package.manifest, "the record keeps the typed manifest");
+}
+
+/// PAK ships `pyproject.toml` instead of `requirements.txt`: its
+/// `[project].dependencies` go through the policy, the install and the
+/// lock as requirement lines do, and a refusal names its line.
+async fn pyprojects_dependencies_are_checked_installed_and_locked_as_requirement_lines(backend: InstallerChoice) {
+    let ws = Workspace::new();
+    let pyproject = |dependencies: &str| {
+        Apkg::pak_agent().replace(
+            "pyproject.toml",
+            format!("[project]\nname = \"pak-agent\"\nversion = \"0.1.0\"\ndescription = \"x\"\nrequires-python = \">=3.9\"\ndependencies = [\n{dependencies}]\n"),
+        )
+    };
+    let package = load(&ws, backend, &pyproject("  \"packaging>=20\",\n"))
+        .await
+        .expect("load");
+    assert_eq!(package.requirements_count, 1);
+    let lock: toml::Table = toml::from_str(&fs::read_to_string(&package.lock).expect("the lock")).expect("TOML");
+    let packages = lock["packages"].as_array().expect("packages");
+    assert!(
+        packages.iter().any(|p| p["name"].as_str() == Some("packaging")),
+        "the lock names pyproject.toml's dependency: {packages:?}"
+    );
+    let out = python_in(&package, "import packaging; print(packaging.__version__)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let refused = pyproject("  \"packaging>=20\",\n  \"evil @ https://evil.example/evil-1.0-py3-none-any.whl\",\n")
+        .replace(
+            "agent.yaml",
+            PAK_AGENT_YAML.replace("version: 0.1.0\nentrypoint", "version: 0.1.1\nentrypoint"),
+        );
+    let error = load(&ws, backend, &refused).await.expect_err("a direct URL");
+    let LoadError::Package(PackageError::RequirementsInvalid(refusal)) = &error else {
+        panic!("{error}");
+    };
+    assert_eq!((refusal.file.as_str(), refusal.line), ("pyproject.toml", 8), "{error}");
 }
 
 /// The guest's CPU cap counts its own work, not the time it waits for a step:

@@ -317,7 +317,7 @@ fn gc_racing_twenty_loads_and_a_running_agent_takes_nothing_in_use() {
     let served = load(&ws, &loader, &agent_apkg("served", ""), "served-1");
     let agent = loader.spawn_blocking(&served, serving("par-gc-race")).expect("spawn");
     agent.wait_ready_blocking().expect("ready");
-    let addr = agent.ports()[0].addr;
+    let addr = agent.ports()[0].addr.tcp().expect("a TCP socket");
     load(&ws, &loader, &agent_apkg("served", "").file("v2.txt", "2"), "served-2");
     for app in 0..4 {
         for version in 1..=5 {

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use zip::extra_fields::ExtraField;
 use zip::{CompressionMethod, ZipArchive};
 
+use crate::deploy::{self, DEPLOY_NAME};
 use crate::entry_data::{Declared, EntryData, Inflater};
 use crate::error::{EntryProblem, GuestError};
 use crate::layout;
@@ -380,19 +381,38 @@ fn plan<R: Read + Seek>(
     Ok(plan)
 }
 
-/// Finds `agent.yaml` at the root, reads at most the manifest budget of it, and parses it.
+/// Finds `agent.yaml` at the root and parses it, with `deploy.json` beside
+/// it when there is one; each read within the manifest budget.
 fn read_manifest<R: Read + Seek>(
     archive: &mut ZipArchive<R>,
     plan: &[Planned],
     limits: &Limits,
 ) -> Result<Manifest, GuestError> {
-    let entry = plan
+    let bytes = read_root_file(archive, plan, MANIFEST_NAME, limits)?.ok_or(GuestError::ManifestMissing)?;
+    let mut manifest = manifest::parse(&bytes)?;
+    manifest.deploy = read_root_file(archive, plan, DEPLOY_NAME, limits)?
+        .map(|bytes| deploy::parse(&bytes))
+        .transpose()?;
+    Ok(manifest)
+}
+
+/// The bytes of the regular file `name` at the archive root, if there is
+/// one, read only up to the manifest budget.
+fn read_root_file<R: Read + Seek>(
+    archive: &mut ZipArchive<R>,
+    plan: &[Planned],
+    name: &str,
+    limits: &Limits,
+) -> Result<Option<Vec<u8>>, GuestError> {
+    let Some(entry) = plan
         .iter()
-        .find(|p| matches!(p.kind, EntryKind::File { .. }) && p.target.relative() == MANIFEST_NAME)
-        .ok_or(GuestError::ManifestMissing)?;
+        .find(|p| matches!(p.kind, EntryKind::File { .. }) && p.target.relative() == name)
+    else {
+        return Ok(None);
+    };
     let too_big = || GuestError::LimitExceeded {
         kind: LimitKind::ManifestBytes,
-        entry: Some(MANIFEST_NAME.to_owned()),
+        entry: Some(name.to_owned()),
         max: limits.max_manifest_bytes,
     };
     let file = archive.by_index(entry.index).map_err(|e| corrupt(&entry.display, e))?;
@@ -406,7 +426,7 @@ fn read_manifest<R: Read + Seek>(
     if bytes.len() as u64 > limits.max_manifest_bytes {
         return Err(too_big());
     }
-    manifest::parse(&bytes)
+    Ok(Some(bytes))
 }
 
 /// Whether an entry's bytes can be copied as they lie in the archive: stored,

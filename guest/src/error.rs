@@ -47,6 +47,14 @@ pub enum GuestError {
         /// What is wrong.
         message: String,
     },
+    /// `deploy.json` exists but is not acceptable.
+    #[error("deploy.json invalid{}: {message}", field.as_ref().map(|f| format!(" at field `{f}`")).unwrap_or_default())]
+    DeployInvalid {
+        /// The offending field (dotted path), or `None` for document-level errors.
+        field: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
     /// `requirements.txt` or a file it includes cannot be used.
     #[error("requirements invalid at {file}:{line}: {reason}")]
     RequirementsInvalid {

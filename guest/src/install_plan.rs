@@ -2,6 +2,9 @@
 //! extracted tree. `requirements.txt` is parsed here (continuations joined,
 //! comments dropped, `-r`/`-c` files inlined) so the host receives plain
 //! lines it can check one by one, and never has to read the file itself.
+//! So are the static `[project].dependencies` of `pyproject.toml` (PAK ships
+//! it instead of `requirements.txt`): each becomes a line of the plan, named
+//! by its line in `pyproject.toml`, checked and installed as any other.
 
 use std::fs;
 use std::io::Read;
@@ -78,7 +81,107 @@ pub fn plan(tree: &Path) -> Result<InstallPlan, GuestError> {
         SelfInstall::None
     };
     plan.build_system = build_system::read(pyproject.as_deref());
+    if let Some(text) = &pyproject {
+        for (line, text) in project_dependencies(text)? {
+            plan.requirements.push(Requirement {
+                file: PYPROJECT.to_owned(),
+                line,
+                text,
+            });
+            if plan.requirements.len() + plan.constraints.len() > MAX_LINES {
+                return Err(invalid(
+                    PYPROJECT,
+                    line,
+                    "",
+                    format!("more than {MAX_LINES} requirement lines"),
+                ));
+            }
+        }
+    }
     Ok(plan)
+}
+
+const PYPROJECT: &str = "pyproject.toml";
+
+#[derive(serde::Deserialize)]
+struct ProjectFile {
+    project: Option<Project>,
+}
+
+#[derive(serde::Deserialize)]
+struct Project {
+    dependencies: Option<toml::Spanned<toml::Value>>,
+    dynamic: Option<Vec<String>>,
+}
+
+/// `[project].dependencies`, each with its 1-based line: none when the file
+/// is not TOML (the installer reports that when it builds the agent), has
+/// no `[project]` table, or leaves the dependencies to the build backend
+/// (`dynamic`). Each must be a PEP 508 string, never an installer option.
+pub fn project_dependencies(text: &str) -> Result<Vec<(u32, String)>, GuestError> {
+    let Ok(ProjectFile { project: Some(project) }) = toml::from_str::<ProjectFile>(text) else {
+        return Ok(Vec::new());
+    };
+    let Some(dependencies) = project.dependencies else {
+        return Ok(Vec::new());
+    };
+    if project.dynamic.iter().flatten().any(|field| field == "dependencies") {
+        return Err(invalid(
+            PYPROJECT,
+            line_at(text, dependencies.span().start),
+            "dependencies",
+            "`dependencies` is both given and `dynamic`",
+        ));
+    }
+    let line = line_at(text, dependencies.span().start);
+    let toml::Value::Array(items) = dependencies.into_inner() else {
+        return Err(invalid(
+            PYPROJECT,
+            line,
+            "dependencies",
+            "[project].dependencies must be a list of strings",
+        ));
+    };
+    if items.len() > MAX_LINES {
+        return Err(invalid(
+            PYPROJECT,
+            line,
+            "",
+            format!("more than {MAX_LINES} requirement lines"),
+        ));
+    }
+    // The values carry no spans of their own: find each string in the
+    // file, after the one before it, for its line.
+    let mut from = 0;
+    let mut read = Vec::with_capacity(items.len());
+    for item in items {
+        let toml::Value::String(requirement) = item else {
+            return Err(invalid(
+                PYPROJECT,
+                line,
+                "dependencies",
+                "[project].dependencies must be a list of strings",
+            ));
+        };
+        let at = text
+            .get(from..)
+            .and_then(|rest| rest.find(requirement.as_str()))
+            .map_or(from, |i| from + i);
+        from = at + requirement.len();
+        let line = line_at(text, at);
+        let requirement = requirement.trim().to_owned();
+        if requirement.is_empty() || requirement.starts_with('-') {
+            return Err(invalid(PYPROJECT, line, &requirement, "not a PEP 508 requirement"));
+        }
+        read.push((line, requirement));
+    }
+    Ok(read)
+}
+
+/// The 1-based line of byte `at` in `text`.
+fn line_at(text: &str, at: usize) -> u32 {
+    let before = text.get(..at).unwrap_or(text);
+    u32::try_from(before.matches('\n').count() + 1).unwrap_or(u32::MAX)
 }
 
 fn is_regular_file(path: &Path) -> bool {
@@ -340,6 +443,47 @@ mod tests {
                     assert!(got.contains(reason), "{text}: {got}");
                 }
                 other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn pyprojects_dependencies_are_lines_of_the_plan_named_by_their_line() {
+        let pyproject = "[project]\nname = \"a\"\nversion = \"1\"\ndependencies = [\n  \"fastapi>=0.100\",\n  \"uvicorn[standard] ; python_version >= '3.9'\",\n]\n";
+        let dir = tree(&[("requirements.txt", "httpx==0.28\n"), ("pyproject.toml", pyproject)]);
+        let plan = plan(dir.path()).expect("plan");
+        let lines: Vec<(&str, u32, &str)> = plan
+            .requirements
+            .iter()
+            .map(|r| (r.file.as_str(), r.line, r.text.as_str()))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                ("requirements.txt", 1, "httpx==0.28"),
+                ("pyproject.toml", 5, "fastapi>=0.100"),
+                ("pyproject.toml", 6, "uvicorn[standard] ; python_version >= '3.9'"),
+            ]
+        );
+        for quiet in [
+            "[project]\nname = \"a\"\n",
+            "[project]\ndynamic = [\"version\"]\ndependencies = []\n",
+            "[tool.x]\ndependencies = [\"a\"]\n",
+            "not toml [",
+        ] {
+            assert_eq!(project_dependencies(quiet).expect(quiet), Vec::new(), "{quiet}");
+        }
+        for (bad, line) in [
+            ("[project]\ndependencies = \"fastapi\"\n", 2),
+            ("[project]\ndependencies = [1]\n", 2),
+            ("[project]\n\ndependencies = [\"a\", \"--index-url=http://x\"]\n", 3),
+            ("[project]\ndynamic = [\"dependencies\"]\ndependencies = [\"a\"]\n", 3),
+        ] {
+            match project_dependencies(bad) {
+                Err(GuestError::RequirementsInvalid { file, line: at, .. }) => {
+                    assert_eq!((file.as_str(), at), ("pyproject.toml", line), "{bad}")
+                }
+                other => panic!("{bad}: {other:?}"),
             }
         }
     }

@@ -8,6 +8,7 @@
 pub mod archive;
 pub mod build_system;
 pub mod crc32;
+pub mod deploy;
 pub mod dotenv;
 mod entry_data;
 pub mod error;

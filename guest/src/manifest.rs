@@ -5,9 +5,11 @@
 //! on are typed and checked; every other field is kept verbatim in
 //! [`Manifest::document`] and never makes a manifest invalid.
 
+use par_rules::names::{MAX_LABEL_BYTES, MAX_LABELS, is_label};
 use serde::Serialize;
 use serde_yaml::Value;
 
+use crate::deploy::Deploy;
 use crate::error::GuestError;
 use crate::yaml_events;
 
@@ -25,8 +27,39 @@ pub struct Manifest {
     pub version: String,
     /// `module.path:attr` the runtime starts, if the package names one.
     pub entrypoint: Option<Entrypoint>,
+    /// `http_server`: the ASGI app (`module:app`) served on the REST socket.
+    pub http_server: Option<Entrypoint>,
+    /// `a2a.http_server`: the ASGI app serving the agent-to-agent protocol.
+    pub a2a_http_server: Option<Entrypoint>,
+    /// `permissions`: what the agent asks its users to grant.
+    pub permissions: Option<Permissions>,
+    /// `data_access`: which user data and outside services the agent reaches.
+    pub data_access: Option<DataAccess>,
+    /// `deploy.json` beside `agent.yaml`, if the package has one (set by the
+    /// archive reader, which finds it).
+    pub deploy: Option<Deploy>,
     /// The whole document as JSON, unknown fields included, `version` as text.
     pub document: serde_json::Value,
+}
+
+/// `permissions`, as PAK writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Permissions {
+    /// Granted before the agent runs.
+    pub required: Vec<String>,
+    /// Asked for when a feature needs them.
+    pub optional: Vec<String>,
+}
+
+/// `data_access`, as PAK writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct DataAccess {
+    /// OAuth providers the agent signs users in with.
+    pub oauth_providers: Vec<String>,
+    /// Kinds of user data it reads.
+    pub user_data: Vec<String>,
+    /// Outside APIs it calls.
+    pub external_apis: Vec<String>,
 }
 
 /// A Python entrypoint: a dotted module path and an optional attribute.
@@ -78,9 +111,28 @@ pub fn parse(bytes: &[u8]) -> Result<Manifest, GuestError> {
     check_path_component("version", &version, true)?;
     let entrypoint = match map.get("entrypoint") {
         None | Some(Value::Null) => None,
-        Some(Value::String(spec)) => Some(parse_entrypoint(spec)?),
+        Some(Value::String(spec)) => Some(parse_entrypoint("entrypoint", spec)?),
         Some(_) => return Err(GuestError::field("entrypoint", "must be a string `module.path:attr`")),
     };
+    let http_server = app("http_server", map.get("http_server"))?;
+    let a2a_http_server = match map.get("a2a") {
+        None | Some(Value::Null) => None,
+        Some(Value::Mapping(a2a)) => app("a2a.http_server", a2a.get("http_server"))?,
+        Some(_) => return Err(GuestError::field("a2a", "must be a mapping")),
+    };
+    let permissions = section(map, "permissions", |fields| {
+        Ok(Permissions {
+            required: labels(fields, "permissions", "required")?,
+            optional: labels(fields, "permissions", "optional")?,
+        })
+    })?;
+    let data_access = section(map, "data_access", |fields| {
+        Ok(DataAccess {
+            oauth_providers: labels(fields, "data_access", "oauth_providers")?,
+            user_data: labels(fields, "data_access", "user_data")?,
+            external_apis: labels(fields, "data_access", "external_apis")?,
+        })
+    })?;
     match map.get("runtime") {
         None | Some(Value::Null | Value::String(_) | Value::Mapping(_)) => {}
         Some(_) => {
@@ -98,8 +150,70 @@ pub fn parse(bytes: &[u8]) -> Result<Manifest, GuestError> {
         name,
         version,
         entrypoint,
+        http_server,
+        a2a_http_server,
+        permissions,
+        data_access,
+        deploy: None,
         document,
     })
+}
+
+/// A mapping section of the manifest read by `read`; absent or null is none.
+fn section<T>(
+    map: &serde_yaml::Mapping,
+    name: &str,
+    read: impl FnOnce(&serde_yaml::Mapping) -> Result<T, GuestError>,
+) -> Result<Option<T>, GuestError> {
+    match map.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Mapping(fields)) => read(fields).map(Some),
+        Some(_) => Err(GuestError::field(name, "must be a mapping")),
+    }
+}
+
+/// A list of names in a section (absent or null: empty): each a non-empty
+/// string of printable characters, at most [`MAX_LABELS`] of at most
+/// [`MAX_LABEL_BYTES`].
+fn labels(fields: &serde_yaml::Mapping, section: &str, key: &str) -> Result<Vec<String>, GuestError> {
+    let at = format!("{section}.{key}");
+    let items = match fields.get(key) {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Sequence(items)) => items,
+        Some(_) => return Err(GuestError::field(&at, "must be a list of strings")),
+    };
+    if items.len() > MAX_LABELS {
+        return Err(GuestError::field(&at, format!("has more than {MAX_LABELS} entries")));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Value::String(label) if is_label(label) => Ok(label.clone()),
+            _ => Err(GuestError::field(
+                &format!("{at}[{i}]"),
+                format!("must be a string of 1 to {MAX_LABEL_BYTES} printable characters"),
+            )),
+        })
+        .collect()
+}
+
+/// An ASGI app, `module.path:app`: the attribute is required, since a
+/// server is handed the object itself.
+fn app(field: &str, value: Option<&Value>) -> Result<Option<Entrypoint>, GuestError> {
+    let spec = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(spec)) => spec,
+        Some(_) => return Err(GuestError::field(field, "must be a string `module.path:app`")),
+    };
+    let app = parse_entrypoint(field, spec)?;
+    if app.attr.is_none() {
+        return Err(GuestError::field(
+            field,
+            format!("`{}` names no app: write `module.path:app`", spec.escape_default()),
+        ));
+    }
+    Ok(Some(app))
 }
 
 /// Refuses YAML tags, excessive nesting and excessive size anywhere in the document.
@@ -172,15 +286,16 @@ fn check_path_component(field: &str, value: &str, allow_plus: bool) -> Result<()
     Ok(())
 }
 
-/// Parses `module.path:attr` (attribute optional), each part a Python identifier.
-pub fn parse_entrypoint(spec: &str) -> Result<Entrypoint, GuestError> {
+/// Parses `module.path:attr` (attribute optional), each part a Python
+/// identifier; errors name `field`.
+pub fn parse_entrypoint(field: &str, spec: &str) -> Result<Entrypoint, GuestError> {
     let (module, attr) = match spec.split_once(':') {
         Some((module, attr)) => (module, Some(attr)),
         None => (spec, None),
     };
     if !is_dotted_identifier(module) {
         return Err(GuestError::field(
-            "entrypoint",
+            field,
             format!("module `{}` is not a dotted Python identifier", module.escape_default()),
         ));
     }
@@ -188,7 +303,7 @@ pub fn parse_entrypoint(spec: &str) -> Result<Entrypoint, GuestError> {
         && !is_identifier(attr)
     {
         return Err(GuestError::field(
-            "entrypoint",
+            field,
             format!("attribute `{}` is not a Python identifier", attr.escape_default()),
         ));
     }
@@ -335,6 +450,38 @@ mod tests {
         );
         assert_eq!(field_of("- just\n- a list\n"), None);
         assert_eq!(field_of("name: [unclosed\n"), None);
+    }
+
+    #[test]
+    fn servers_are_typed_apps() {
+        let m = ok(concat!(
+            "name: a\nversion: '1'\n",
+            "http_server: app.server:app\n",
+            "a2a: {service: a2a.server:serve, http_server: a2a.http:asgi}\n",
+        ));
+        let http = m.http_server.expect("http_server");
+        assert_eq!(
+            (http.module.as_str(), http.attr.as_deref()),
+            ("app.server", Some("app"))
+        );
+        let a2a = m.a2a_http_server.expect("a2a.http_server");
+        assert_eq!((a2a.module.as_str(), a2a.attr.as_deref()), ("a2a.http", Some("asgi")));
+        assert!(
+            ok("name: a\nversion: '1'\na2a: {service: x:y}\n")
+                .a2a_http_server
+                .is_none()
+        );
+        for (yaml, field) in [
+            ("http_server: app.server\n", "http_server"),
+            ("http_server: 'app;os:app'\n", "http_server"),
+            ("http_server: [app]\n", "http_server"),
+            ("a2a: {http_server: 'a:b c'}\n", "a2a.http_server"),
+            ("a2a: {http_server: a2a.http}\n", "a2a.http_server"),
+            ("a2a: a2a.server:serve\n", "a2a"),
+        ] {
+            let yaml = format!("name: a\nversion: '1'\n{yaml}");
+            assert_eq!(field_of(&yaml).as_deref(), Some(field), "{yaml}");
+        }
     }
 
     #[test]

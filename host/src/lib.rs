@@ -61,12 +61,18 @@ pub use types::config::{
 pub use types::error::{
     ArchiveInconsistent, BundleRefused, EntryProblem, EnvFileRefused, GuestProtocolError, Inconsistency, InstallCall,
     InstallError, InstallFailure, IoFailure, LifecycleError, LimitExceeded, LimitKind, LoadError, LockRefused,
-    ManifestInvalid, PackageError, RefusedRequirement, SandboxError, SpawnError, StepFailure, UnsafeDir, UnsafeEntry,
+    ManifestInvalid, NoCommand, PackageError, RefusedRequirement, SandboxError, SpawnError, StepFailure, UnsafeDir,
+    UnsafeEntry,
 };
 pub use types::lifecycle::{
     AppListing, BuildEnvironment, Collection, DeploymentListing, GcOptions, Listing, Reason, Removed, RemovedKind,
     RunningAgent,
 };
-pub use types::package::{AgentPackage, Entrypoint, ExtractedPackage, Manifest, ResolvedLock, Timings, WrittenBundle};
-pub use types::spawn::{AgentNetwork, BoundSocket, EnvSource, HealthCheck, Listen, SpawnSpec};
+pub use types::package::{
+    AgentPackage, DataAccess, Deploy, Entrypoint, ExtractedPackage, Manifest, Permissions, ResolvedLock, Timings,
+    WrittenBundle,
+};
+pub use types::spawn::{
+    AgentNetwork, BoundSocket, Endpoint, EnvSource, HealthCheck, Listen, MAX_UNIX_PATH_BYTES, SpawnSpec,
+};
 pub use types::trust::{KeyError, SignatureError, Signed, SigningKey, TrustedKey};

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from pathlib import Path
 from types import TracebackType
 
 from . import _native
@@ -33,8 +34,13 @@ class AgentProcess:
 
     @property
     def ports(self) -> dict[str, tuple[str, int]]:
-        """Each socket par bound, by name: ``(host, port)``, with the port chosen for ``:0``."""
+        """Each TCP socket par bound, by name: ``(host, port)``, with the port chosen for ``:0``."""
         return {name: (host, port) for name, host, port in self._native.ports}
+
+    @property
+    def unix_sockets(self) -> dict[str, Path]:
+        """Each unix socket par bound, by name: its path."""
+        return {name: Path(path) for name, path in self._native.unix_sockets}
 
     @property
     def returncode(self) -> int | None:

@@ -133,7 +133,7 @@ class PackageLoader:
     def spawn(
         self,
         package: AgentPackage,
-        argv: Sequence[StrPath],
+        argv: Sequence[StrPath] = (),
         *,
         listen: Mapping[str, str] | None = None,
         health: str | None = None,
@@ -145,18 +145,28 @@ class PackageLoader:
         stop_grace: float = 10.0,
         memory_bytes: int | None = None,
         tmp_bytes: int | None = None,
+        base_path: str | None = None,
+        socket_group: int | None = None,
     ) -> AgentProcess:
         """Starts ``package``'s agent (loaded by this loader) in the sandbox,
         as ``par run`` does, and returns once it runs; ``wait_ready`` then
         waits until it is ready.
 
-        ``argv[0] == "python"`` means the venv's interpreter. ``listen`` maps
+        ``argv[0] == "python"`` means the venv's interpreter; an empty
+        ``argv`` serves the manifest's ``http_server`` with the venv's uvicorn
+        on the first socket. ``listen`` maps
         socket names to ``"host:port"`` (port 0: any free one); par binds
         them and hands them over as fds 3, 4, … (``LISTEN_FDS``,
         ``PAR_PORT_<NAME>``). ``health`` is ``"name:/path"``: ready on a 2xx
         answer (default: when the agent accepts a connection). ``network`` is
         ``"none"`` or ``"outbound"``; ``env`` adds the caller's variables (never
-        logged); ``package_env`` applies the package's own ``.env``.
+        logged); ``package_env`` applies the package's own ``.env``, below
+        ``agent.yaml``'s and ``deploy.json``'s ``environment`` as PAR layers
+        them (``${VAR}`` and ``${VAR:-default}`` in the package's values are
+        resolved against the layers alone). ``base_path`` sets ``BASE_PATH``
+        (``/agents/ID``, as PAR's proxy routes it). A ``listen`` value of
+        ``"unix:/path"`` is a unix socket (mode 0660, in ``socket_group``
+        when given, removed when the agent is gone; see ``unix_sockets``).
         ``memory_bytes`` caps all its processes together (2 GiB by default)
         and ``tmp_bytes`` sizes its ``/tmp`` and ``/dev/shm`` (1 GiB).
 
@@ -179,6 +189,8 @@ class PackageLoader:
             stop_grace,
             memory_bytes,
             tmp_bytes,
+            base_path,
+            socket_group,
         )
         return AgentProcess(native)
 

@@ -10,12 +10,80 @@ from typing import Any
 
 def _native_fields(cls: type[Any], raw: dict[str, Any], paths: tuple[str, ...]) -> dict[str, Any]:
     """The fields of the dataclass ``cls`` from the native JSON: ``paths`` as
-    ``Path``, ``manifest`` as the ``agent.yaml`` document."""
+    ``Path``, ``manifest`` as the ``agent.yaml`` document, and the fields the
+    loader typed from it."""
     values = {f.name: raw[f.name] for f in fields(cls) if f.name in raw}
     for name in paths:
         values[name] = Path(values[name])
-    values["manifest"] = raw["manifest"]["document"]
+    manifest = raw["manifest"]
+    values["manifest"] = manifest["document"]
+    values["http_server"] = _app(manifest.get("http_server"))
+    values["a2a_http_server"] = _app(manifest.get("a2a_http_server"))
+    values["permissions"] = Permissions._from_native(manifest.get("permissions"))
+    values["data_access"] = DataAccess._from_native(manifest.get("data_access"))
+    values["deploy"] = Deploy._from_native(manifest.get("deploy"))
     return values
+
+
+def _app(raw: dict[str, Any] | None) -> str | None:
+    """``module:app`` from the native entrypoint."""
+    return None if raw is None else f"{raw['module']}:{raw['attr']}"
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """The manifest's ``permissions``: what the agent asks its users to grant."""
+
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+
+    @classmethod
+    def _from_native(cls, raw: dict[str, Any] | None) -> Permissions | None:
+        return None if raw is None else cls(required=tuple(raw["required"]), optional=tuple(raw["optional"]))
+
+
+@dataclass(frozen=True)
+class DataAccess:
+    """The manifest's ``data_access``: the user data and outside services the agent reaches."""
+
+    oauth_providers: tuple[str, ...]
+    user_data: tuple[str, ...]
+    external_apis: tuple[str, ...]
+
+    @classmethod
+    def _from_native(cls, raw: dict[str, Any] | None) -> DataAccess | None:
+        if raw is None:
+            return None
+        return cls(
+            oauth_providers=tuple(raw["oauth_providers"]),
+            user_data=tuple(raw["user_data"]),
+            external_apis=tuple(raw["external_apis"]),
+        )
+
+
+@dataclass(frozen=True)
+class Deploy:
+    """``deploy.json`` beside ``agent.yaml``, as PAK writes it for the runtime."""
+
+    #: The surfaces served (``rest``, ``a2a``, ``ui``), in order.
+    expose: tuple[str, ...]
+    #: The port PAK chose for each surface.
+    ports: dict[str, int] = field(hash=False)
+    #: Whether the surfaces share one server (``None``: not said).
+    multiplex: bool | None
+    #: Variables as written, ``${VAR}`` placeholders unresolved.
+    environment: dict[str, str] = field(repr=False, hash=False)
+
+    @classmethod
+    def _from_native(cls, raw: dict[str, Any] | None) -> Deploy | None:
+        if raw is None:
+            return None
+        return cls(
+            expose=tuple(raw["expose"]),
+            ports=dict(raw["ports"]),
+            multiplex=raw["multiplex"],
+            environment=dict(raw["environment"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -98,6 +166,16 @@ class AgentPackage:
     timings: Timings = field(repr=False)
     #: Who signed the archive, when the loader trusts keys (``trusted_keys``).
     signed: Signed | None = None
+    #: The manifest's ``http_server``, ``module:app``: the ASGI app served on the REST socket.
+    http_server: str | None = None
+    #: The manifest's ``a2a.http_server``, ``module:app``.
+    a2a_http_server: str | None = None
+    #: The manifest's ``permissions``.
+    permissions: Permissions | None = None
+    #: The manifest's ``data_access``.
+    data_access: DataAccess | None = None
+    #: ``deploy.json``, if the package has one.
+    deploy: Deploy | None = None
 
     @classmethod
     def _from_native(cls, raw: dict[str, Any]) -> AgentPackage:
@@ -166,6 +244,16 @@ class ExtractedPackage:
     bytes: int
     #: Who signed the archive, when the loader trusts keys (``trusted_keys``).
     signed: Signed | None = None
+    #: The manifest's ``http_server``, ``module:app``: the ASGI app served on the REST socket.
+    http_server: str | None = None
+    #: The manifest's ``a2a.http_server``, ``module:app``.
+    a2a_http_server: str | None = None
+    #: The manifest's ``permissions``.
+    permissions: Permissions | None = None
+    #: The manifest's ``data_access``.
+    data_access: DataAccess | None = None
+    #: ``deploy.json``, if the package has one.
+    deploy: Deploy | None = None
 
     @classmethod
     def _from_native(cls, raw: dict[str, Any]) -> ExtractedPackage:

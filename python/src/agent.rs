@@ -31,13 +31,29 @@ impl Agent {
         self.inner.sandbox()
     }
 
-    /// The sockets par bound for it: `(name, host, port)` each.
+    /// The TCP sockets par bound for it: `(name, host, port)` each.
     #[getter]
     fn ports(&self) -> Vec<(String, String, u16)> {
         self.inner
             .ports()
             .iter()
-            .map(|bound| (bound.name.clone(), bound.addr.ip().to_string(), bound.addr.port()))
+            .filter_map(|bound| {
+                let addr = bound.addr.tcp()?;
+                Some((bound.name.clone(), addr.ip().to_string(), addr.port()))
+            })
+            .collect()
+    }
+
+    /// The unix sockets par bound for it: `(name, path)` each.
+    #[getter]
+    fn unix_sockets(&self) -> Vec<(String, std::path::PathBuf)> {
+        self.inner
+            .ports()
+            .iter()
+            .filter_map(|bound| match &bound.addr {
+                par::Endpoint::Unix(path) => Some((bound.name.clone(), path.clone())),
+                par::Endpoint::Tcp(_) => None,
+            })
             .collect()
     }
 

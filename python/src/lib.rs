@@ -117,7 +117,8 @@ impl Loader {
     /// "host:port")` each), and returns once it runs.
     #[pyo3(signature = (
         package, argv, listen=Vec::new(), health=None, network="none", sandbox="auto", env=Vec::new(),
-        package_env=false, ready_timeout=60.0, stop_grace=10.0, memory_bytes=None, tmp_bytes=None
+        package_env=false, ready_timeout=60.0, stop_grace=10.0, memory_bytes=None, tmp_bytes=None, base_path=None,
+        socket_group=None
     ))]
     #[allow(
         clippy::too_many_arguments,
@@ -138,6 +139,8 @@ impl Loader {
         stop_grace: f64,
         memory_bytes: Option<u64>,
         tmp_bytes: Option<u64>,
+        base_path: Option<String>,
+        socket_group: Option<u32>,
     ) -> PyResult<agent::Agent> {
         let package: AgentPackage = serde_json::from_str(package)
             .map_err(|e| PyValueError::new_err(format!("not an AgentPackage this loader loaded: {e}")))?;
@@ -147,7 +150,7 @@ impl Loader {
             .map(|(name, addr)| {
                 let addr = addr
                     .parse()
-                    .map_err(|e| PyValueError::new_err(format!("listen `{name}`: `{addr}`: {e}")))?;
+                    .map_err(|e| PyValueError::new_err(format!("listen `{name}`: {e}")))?;
                 Ok(Listen { name, addr })
             })
             .collect::<PyResult<_>>()?;
@@ -156,6 +159,8 @@ impl Loader {
         spec.sandbox = options::named::<SandboxChoice>(sandbox)?;
         spec.env = env;
         spec.package_env = package_env;
+        spec.base_path = base_path;
+        spec.socket_group = socket_group;
         spec.ready_timeout = agent::seconds("ready_timeout", ready_timeout)?;
         spec.stop_grace = agent::seconds("stop_grace", stop_grace)?;
         if memory_bytes.is_some() {

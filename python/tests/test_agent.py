@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import stat
 import urllib.request
 from pathlib import Path
 
@@ -67,3 +68,19 @@ def test_spawn_refuses_a_variable_a_caller_may_not_set_and_waits_off_the_loop(tm
         return await agent.stop_async(grace=2)
 
     assert asyncio.run(serve()) == 143
+
+
+def test_spawn_serves_on_a_unix_socket_par_makes_and_removes(tmp_path, make_loader):
+    loader = make_loader("uv", sandbox="bwrap")
+    package = loader.load_package(write_apkg(tmp_path / "in" / "unix.apkg", {"agent.yaml": MANIFEST, "server.py": SERVER}))
+    socket_path = tmp_path / "run" / "rest.sock"
+    socket_path.parent.mkdir()
+    with loader.spawn(
+        package, ["python", "server.py"], listen={"rest": f"unix:{socket_path}"}, health="rest:/health", sandbox="bwrap"
+    ) as agent:
+        agent.wait_ready()
+        assert agent.unix_sockets == {"rest": socket_path}
+        assert agent.ports == {}
+        assert stat.S_ISSOCK(socket_path.lstat().st_mode)
+        assert stat.S_IMODE(socket_path.lstat().st_mode) == 0o660
+    assert not socket_path.exists()

@@ -32,7 +32,7 @@ pub enum EnvRefusal {
     StartsProgram,
     /// It says where programs, home, configuration or temporary files are: the sandbox decides.
     Location,
-    /// par sets it for the agent (`AGENT_PACKAGE_PATH`, `LISTEN_FDS`, `PAR_PORT_…`).
+    /// par sets it for the agent (`AGENT_PACKAGE_PATH`, `AGENT_APP_ID`, `LISTEN_FDS`, `PAR_PORT_…`).
     SetByPar,
 }
 
@@ -183,6 +183,7 @@ pub const RULES: &[(Pattern, EnvRefusal)] = &[
     (Prefix("LISTEN_"), SetByPar),
     (Prefix("PAR_"), SetByPar),
     (Name("AGENT_PACKAGE_PATH"), SetByPar),
+    (Name("AGENT_APP_ID"), SetByPar),
 ];
 
 /// Longest variable name accepted.

@@ -50,6 +50,30 @@ pub fn is_entrypoint(module: &str, attr: Option<&str>) -> bool {
     is_dotted_identifier(module) && attr.is_none_or(|a| a.len() <= MAX_DOTTED_BYTES && is_identifier(a))
 }
 
+/// Most sockets (surfaces) an agent is given, or a package declares.
+pub const MAX_SOCKETS: usize = 16;
+/// Longest socket name.
+pub const MAX_SOCKET_NAME_BYTES: usize = 64;
+
+/// A socket's name (`rest`, `a2a`, `ui`): it becomes part of variable names
+/// (`LISTEN_FDNAMES`, `PAR_PORT_<NAME>`), so letters, digits and `_` only.
+pub fn is_socket_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_SOCKET_NAME_BYTES
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Most names in one list of a manifest's `permissions` or `data_access`.
+pub const MAX_LABELS: usize = 256;
+/// Longest name in those lists.
+pub const MAX_LABEL_BYTES: usize = 256;
+
+/// A name in `permissions` or `data_access` (a permission, a provider, an
+/// API): shown to people and passed on, so non-empty, bounded and printable.
+pub fn is_label(label: &str) -> bool {
+    !label.is_empty() && label.len() <= MAX_LABEL_BYTES && !label.chars().any(char::is_control)
+}
+
 /// A relative path made only of normal components: it cannot leave the
 /// directory it is joined to.
 pub fn is_contained_relative(path: &str) -> bool {

@@ -43,8 +43,20 @@ pub fn serving(token: &str) -> par::SpawnSpec {
 
 /// `GET path` on `addr`: the body.
 pub fn get(addr: SocketAddr, path: &str) -> String {
-    let mut stream = TcpStream::connect(addr).expect("connect to the agent");
+    let stream = TcpStream::connect(addr).expect("connect to the agent");
     stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    get_over(stream, path)
+}
+
+/// `GET path` over the unix socket at `socket`: the body.
+pub fn get_unix(socket: &std::path::Path, path: &str) -> String {
+    let stream = std::os::unix::net::UnixStream::connect(socket).expect("connect to the agent");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    get_over(stream, path)
+}
+
+/// `GET path` on a connected stream: the body.
+fn get_over(mut stream: impl Read + Write, path: &str) -> String {
     write!(stream, "GET {path} HTTP/1.0\r\n\r\n").expect("request");
     let mut answer = String::new();
     stream.read_to_string(&mut answer).expect("answer");

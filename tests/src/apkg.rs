@@ -56,6 +56,38 @@ entrypoint: app.main:agent
 runtime: python3.11
 ";
 
+/// `agent.yaml` as PAK 0.5.4 dumps it (`model_dump(exclude_none=True)`).
+pub const PAK_AGENT_YAML: &str = "\
+name: pak-agent
+display_name: PAK Agent
+description: An agent packaged by PAK
+author: Test
+license: MIT
+metadata:
+  version: 0.1.0
+  tags: []
+version: 0.1.0
+entrypoint: src.main:handler
+capabilities: []
+runtime: python3.11
+environment:
+  GREETING: hello from agent.yaml
+dependencies: []
+permissions:
+  required: [files.read]
+  optional: [calendar.write]
+data_access:
+  oauth_providers: [google]
+  user_data: [email, profile]
+  external_apis: [https://api.example.com]
+http_server: src.server:app
+a2a:
+  entry: a2a_server:app
+  http_server: a2a_server:app
+rest:
+  entry: src.main:handler
+";
+
 impl Apkg {
     /// An empty archive.
     pub fn new() -> Self {
@@ -94,6 +126,61 @@ impl Apkg {
             ),
         );
         apkg
+    }
+
+    /// A package as PAK 0.5.4's `pixell build` writes one for a project with
+    /// a `pyproject.toml` as `uv init` makes it (no `[build-system]`): `agent.yaml` re-dumped with PAK's defaults and
+    /// `http_server`, `a2a`, `permissions` and `data_access`; the project's
+    /// `pyproject.toml` in place of `requirements.txt`, beside the `setup.py`
+    /// PAK generates (`install_requires=[]`); `deploy.json`; `.env`;
+    /// `.pixell/package.json`; the a2a entry file flattened to the root. Its
+    /// ASGI app needs no dependency, so it loads offline.
+    pub fn pak_agent() -> Self {
+        Self::new()
+            .file("agent.yaml", PAK_AGENT_YAML)
+            .file(
+                "pyproject.toml",
+                concat!(
+                    "[project]\nname = \"pak-agent\"\nversion = \"0.1.0\"\n",
+                    "description = \"An agent packaged by PAK\"\nrequires-python = \">=3.9\"\ndependencies = []\n",
+                ),
+            )
+            .file(
+                "setup.py",
+                concat!(
+                    "from setuptools import setup\n\nsetup(\n    name=\"pak-agent\",\n    version=\"0.1.0\",\n",
+                    "    description=\"An agent packaged by PAK\",\n    packages=['src'],\n",
+                    "    package_dir={\"\": \".\"},\n    install_requires=[],\n    python_requires=\">=3.9\",\n",
+                    "    include_package_data=True,\n)\n",
+                ),
+            )
+            .file(
+                "deploy.json",
+                concat!(
+                    "{\"expose\": [\"rest\", \"a2a\"], \"ports\": {\"rest\": 8080, \"a2a\": 50051}, ",
+                    "\"multiplex\": true, \"environment\": {\"GREETING\": \"${GREETING:-hello}\", \"RETRIES\": \"3\"}}",
+                ),
+            )
+            .file(".env", "API_TOKEN=from-dotenv\n")
+            .file(
+                ".pixell/package.json",
+                "{\"format_version\": \"1.0\", \"created_by\": \"pixell-kit\", \"manifest\": {\"name\": \"pak-agent\"}}",
+            )
+            .dir("src/")
+            .file("src/__init__.py", "")
+            .file("src/main.py", "def handler(request):\n    return {'echo': request}\n")
+            .file(
+                "src/server.py",
+                concat!(
+                    "import os\n\n",
+                    "async def app(scope, receive, send):\n",
+                    "    \"\"\"A bare ASGI app: the greeting its environment names.\"\"\"\n",
+                    "    body = os.environ.get('GREETING', '').encode()\n",
+                    "    await send({'type': 'http.response.start', 'status': 200, 'headers': [(b'content-type', b'text/plain')]})\n",
+                    "    await send({'type': 'http.response.body', 'body': body})\n",
+                ),
+            )
+            .file("a2a_server.py", "from src.server import app\n")
     }
 
     /// An old package: the valid agent without any build file.

@@ -13,8 +13,17 @@ use std::sync::OnceLock;
 pub const UV: &str = "uv==0.13.9";
 /// The build backend every test installs offline, with every dependency
 /// pinned too (pip's build isolation installs `wheel`, which needs
-/// `packaging`).
-pub const WHEELHOUSE: [&str; 3] = ["setuptools==84.2.1", "wheel==0.48.0", "packaging==26.4"];
+/// `packaging`), and uvicorn with its own, which serves a manifest's
+/// `http_server`.
+pub const WHEELHOUSE: [&str; 7] = [
+    "setuptools==84.2.1",
+    "wheel==0.48.0",
+    "packaging==26.4",
+    "uvicorn==0.32.1",
+    "click==8.5.1",
+    "h11==0.16.0",
+    "typing_extensions==4.16.0",
+];
 /// CycloneDX's own Python library, which validates a document against the
 /// specification's JSON schema, with everything it needs, pinned.
 pub const SBOM_VALIDATOR: [&str; 27] = [
@@ -103,7 +112,7 @@ fn pip(python: &Path, tools: &Path) -> Command {
     command
 }
 
-/// A directory holding setuptools and wheel as wheels.
+/// A directory holding [`WHEELHOUSE`] as wheels.
 pub fn wheelhouse(tools: &Path) -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use par::{
-    AgentNetwork, AgentPackage, Choice, DEFAULT_ROOT, HealthCheck, InstallConfig, InstallerChoice, LifecycleError,
-    Limits, Listen, LoadError, LoaderConfig, NetworkChoice, PackageLoader, SandboxChoice, SpawnError, SpawnSpec,
+    AgentNetwork, AgentPackage, Choice, DEFAULT_ROOT, Endpoint, HealthCheck, InstallConfig, InstallerChoice,
+    LifecycleError, Limits, Listen, LoadError, LoaderConfig, NetworkChoice, PackageLoader, SandboxChoice, SpawnError,
+    SpawnSpec,
 };
 
 use lifecycle::{DiskArgs, GcArgs, collection_text, listing_text, parse_size};
@@ -189,9 +190,14 @@ impl InstallArgs {
 struct AgentArgs {
     /// A socket par binds and hands to the agent (fd 3, 4, … in order, with
     /// LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID and PAR_PORT_<NAME>); port 0
-    /// takes a free port (repeatable).
-    #[arg(long, value_name = "NAME=ADDR:PORT", value_parser = parse_listen)]
+    /// takes a free port; `unix:/PATH` a unix socket (mode 0660, a stale
+    /// socket file replaced, removed when the agent is gone) (repeatable).
+    #[arg(long, value_name = "NAME=ADDR:PORT|NAME=unix:PATH", value_parser = parse_listen)]
     listen: Vec<Listen>,
+    /// The group unix sockets are made in, by name or number, so a proxy
+    /// in it may connect [default: par's own].
+    #[arg(long, value_name = "GROUP", value_parser = parse_group)]
+    socket_group: Option<u32>,
     /// Ready when GET PATH on socket NAME answers 2xx [default: when the
     /// agent accepts a connection on the first socket].
     #[arg(long, value_name = "NAME:PATH", value_parser = parse_health)]
@@ -210,9 +216,15 @@ struct AgentArgs {
     #[arg(long, value_name = "FILE")]
     env_file: Option<PathBuf>,
     /// Also apply the package's own `.env` (parsed in the sandbox; the same
-    /// variables are refused as in agent.yaml's `environment`).
+    /// variables are refused as in agent.yaml's `environment`). Layered as
+    /// PAR does: .env < agent.yaml `environment` < deploy.json `environment`
+    /// < --env; `${VAR}` and `${VAR:-default}` in the package's values are
+    /// resolved against those layers only.
     #[arg(long)]
     package_env: bool,
+    /// BASE_PATH for the agent, as PAR sets it behind its proxy (`/agents/ID`).
+    #[arg(long, value_name = "PATH")]
+    base_path: Option<String>,
     /// Seconds the agent may take to become ready.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     ready_timeout: u64,
@@ -229,12 +241,32 @@ struct AgentArgs {
 }
 
 fn parse_listen(text: &str) -> Result<Listen, String> {
-    let (name, addr) = text.split_once('=').ok_or("expected NAME=ADDR:PORT")?;
-    let addr = addr.parse().map_err(|e| format!("`{addr}`: {e}"))?;
+    let (name, addr) = text
+        .split_once('=')
+        .ok_or("expected NAME=ADDR:PORT or NAME=unix:PATH")?;
+    let addr = addr.parse()?;
     Ok(Listen {
         name: name.to_owned(),
         addr,
     })
+}
+
+/// A group by number, or by name from the group database.
+fn parse_group(text: &str) -> Result<u32, String> {
+    if let Ok(gid) = text.parse() {
+        return Ok(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group").map_err(|e| format!("cannot read /etc/group: {e}"))?;
+    groups
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            let gid = fields.nth(1)?;
+            (name == text).then(|| gid.parse().ok()).flatten()
+        })
+        .next()
+        .ok_or_else(|| format!("no group `{text}` in /etc/group"))
 }
 
 fn parse_health(text: &str) -> Result<HealthCheck, String> {
@@ -396,13 +428,15 @@ enum Command {
         #[command(flatten)]
         lock: LockArg,
         #[command(flatten)]
-        agent: AgentArgs,
+        agent: Box<AgentArgs>,
         #[command(flatten)]
         disk: DiskArgs,
         #[command(flatten)]
         trust: TrustArgs,
-        /// The command; `python` means the venv's interpreter.
-        #[arg(last = true, required = true, value_name = "ARGV")]
+        /// The command; `python` means the venv's interpreter. Without one,
+        /// the manifest's `http_server` is served with the venv's uvicorn on
+        /// the first socket (`python -m uvicorn MODULE:APP --fd 3`).
+        #[arg(last = true, value_name = "ARGV")]
         argv: Vec<std::ffi::OsString>,
     },
     /// Extract an APKG to {root}/packages/{app_id}@{version}/ and print where.
@@ -698,6 +732,8 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             spec.health = agent.health.clone();
             spec.network = agent.network;
             spec.package_env = agent.package_env;
+            spec.base_path = agent.base_path.clone();
+            spec.socket_group = agent.socket_group;
             spec.sandbox = install.sandbox;
             spec.ready_timeout = Duration::from_secs(agent.ready_timeout);
             spec.stop_grace = Duration::from_secs(agent.stop_grace);
@@ -738,7 +774,10 @@ async fn run_agent(
     let ports: Vec<serde_json::Value> = agent
         .ports()
         .iter()
-        .map(|p| serde_json::json!({ "name": p.name, "addr": p.addr.to_string(), "port": p.addr.port() }))
+        .map(|p| match &p.addr {
+            Endpoint::Tcp(addr) => serde_json::json!({ "name": p.name, "addr": addr.to_string(), "port": addr.port() }),
+            Endpoint::Unix(path) => serde_json::json!({ "name": p.name, "path": path }),
+        })
         .collect();
     if json {
         let event = serde_json::json!({

@@ -2,12 +2,17 @@
 //! (without a health path) it accepted a connection on its first socket.
 //! The sockets are par's own, already listening, so a connection is queued
 //! before the agent runs at all: what tells is that the agent took it off
-//! the listener's accept queue.
+//! the listener's accept queue (`TCP_INFO` for TCP; for a unix socket, the
+//! kernel's socket diagnostics over netlink, as `ss` reads it).
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
+
+use super::listener::Listener;
+use crate::types::spawn::Endpoint;
 
 /// Most bytes of a health answer read.
 const MAX_ANSWER: u64 = 64 * 1024;
@@ -35,19 +40,33 @@ pub(crate) fn reachable(bound: SocketAddr) -> SocketAddr {
 /// A connection queued on the agent's first socket, to see the agent take it.
 #[derive(Debug, Default)]
 pub(crate) struct AcceptProbe {
-    queued: Option<TcpStream>,
+    queued: Option<Queued>,
+}
+
+/// The probe's own end of the connection, kept open until it is taken.
+#[derive(Debug)]
+enum Queued {
+    Tcp(#[allow(dead_code, reason = "held open, never read")] TcpStream),
+    Unix(#[allow(dead_code, reason = "held open, never read")] UnixStream),
 }
 
 impl AcceptProbe {
     /// Whether the agent has accepted the probe's connection (made on the
     /// first call, waiting no later than `deadline`).
-    pub(crate) fn accepted(&mut self, listener: &TcpListener, deadline: Instant) -> std::io::Result<bool> {
+    pub(crate) fn accepted(&mut self, listener: &Listener, deadline: Instant) -> std::io::Result<bool> {
         if self.queued.is_none() {
-            let addr = reachable(listener.local_addr()?);
             let timeout = left(Instant::now(), deadline).ok_or(std::io::ErrorKind::TimedOut)?;
-            self.queued = Some(TcpStream::connect_timeout(&addr, timeout)?);
+            self.queued = Some(match listener {
+                Listener::Tcp(tcp) => Queued::Tcp(TcpStream::connect_timeout(&reachable(tcp.local_addr()?), timeout)?),
+                // A listening unix socket takes a connection into its queue at once.
+                Listener::Unix(unix) => Queued::Unix(UnixStream::connect_addr(&unix.local_addr()?)?),
+            });
         }
-        let taken = accept_queue(listener)? == 0;
+        let waiting = match listener {
+            Listener::Tcp(tcp) => accept_queue(tcp)?,
+            Listener::Unix(unix) => unix_accept_queue(unix)?,
+        };
+        let taken = waiting == 0;
         if taken {
             // Closed at once, so an agent that serves one connection at a
             // time is not left waiting for a request that never comes.
@@ -55,6 +74,71 @@ impl AcceptProbe {
         }
         Ok(taken)
     }
+}
+
+/// Connections waiting on a listening unix socket for an `accept`, from the
+/// kernel's socket diagnostics (`NETLINK_SOCK_DIAG`, `UNIX_DIAG_RQLEN`,
+/// which is the accept queue for a listening socket), asked by inode.
+fn unix_accept_queue(listener: &UnixListener) -> std::io::Result<u32> {
+    use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType, netlink};
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const NLM_F_REQUEST: u16 = 1;
+    const NLMSG_ERROR: u16 = 2;
+    const TCP_LISTEN: u32 = 10;
+    const UDIAG_SHOW_RQLEN: u32 = 0x10;
+    const UNIX_DIAG_RQLEN: u16 = 4;
+    const HEADER: usize = 16;
+    const MESSAGE: usize = 16;
+
+    let inode = u32::try_from(rustix::fs::fstat(listener.as_fd())?.st_ino)
+        .map_err(|_| std::io::Error::other("a socket inode past 32 bits"))?;
+    let mut request = Vec::with_capacity(HEADER + 24);
+    request.extend_from_slice(&((HEADER + 24) as u32).to_ne_bytes());
+    request.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    request.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    request.extend_from_slice(&[0; 8]); // sequence, port id
+    request.extend_from_slice(&[libc::AF_UNIX as u8, 0, 0, 0]); // family, protocol, pad
+    request.extend_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
+    request.extend_from_slice(&inode.to_ne_bytes());
+    request.extend_from_slice(&UDIAG_SHOW_RQLEN.to_ne_bytes());
+    request.extend_from_slice(&[0xff; 8]); // no cookie
+    let diag = rustix::net::socket_with(
+        AddressFamily::NETLINK,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        Some(netlink::SOCK_DIAG),
+    )?;
+    rustix::net::send(&diag, &request, SendFlags::empty())?;
+    let mut answer = vec![0u8; 8192];
+    let (_, length) = rustix::net::recv(&diag, &mut answer[..], RecvFlags::empty())?;
+    let answer = answer.get(..length).ok_or(std::io::ErrorKind::InvalidData)?;
+    let u16_at = |at: usize| answer.get(at..at + 2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
+    let u32_at = |at: usize| {
+        answer
+            .get(at..at + 4)
+            .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let unreadable = || std::io::Error::new(std::io::ErrorKind::InvalidData, "socket diagnostics unreadable");
+    if u16_at(4) == Some(NLMSG_ERROR) {
+        let errno = u32_at(HEADER).map_or(0, |e| e as i32);
+        return Err(std::io::Error::from_raw_os_error(-errno));
+    }
+    let end = (u32_at(0).ok_or_else(unreadable)? as usize).min(answer.len());
+    let mut at = HEADER + MESSAGE;
+    while at + 4 <= end {
+        let (length, kind) = (
+            u16_at(at).ok_or_else(unreadable)? as usize,
+            u16_at(at + 2).ok_or_else(unreadable)?,
+        );
+        if length < 4 {
+            break;
+        }
+        if kind == UNIX_DIAG_RQLEN {
+            return u32_at(at + 4).ok_or_else(unreadable);
+        }
+        at += (length + 3) & !3;
+    }
+    Err(unreadable())
 }
 
 /// Connections waiting on `listener` for an `accept` (`TCP_INFO`'s
@@ -83,18 +167,35 @@ fn accept_queue(listener: &TcpListener) -> std::io::Result<u32> {
     }
 }
 
-/// Whether `GET path` on `addr` answers with a 2xx status, within
+/// Whether `GET path` on `at` answers with a 2xx status, within
 /// [`PROBE_TIMEOUT`] and never past `deadline`, however slowly the answer
 /// drips in.
-pub(crate) fn http_ok(addr: SocketAddr, path: &str, deadline: Instant) -> bool {
+pub(crate) fn http_ok(at: &Endpoint, path: &str, deadline: Instant) -> bool {
     let started = Instant::now();
     let Some(timeout) = left(started, deadline) else {
         return false;
     };
-    let Ok(mut stream) = TcpStream::connect_timeout(&reachable(addr), timeout) else {
-        return false;
-    };
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    match at {
+        Endpoint::Tcp(addr) => match TcpStream::connect_timeout(&reachable(*addr), timeout) {
+            Ok(stream) => get_ok(stream, &addr.to_string(), path, started, deadline),
+            Err(_) => false,
+        },
+        Endpoint::Unix(socket) => match UnixStream::connect(socket) {
+            Ok(stream) => get_ok(stream, "localhost", path, started, deadline),
+            Err(_) => false,
+        },
+    }
+}
+
+/// Sends `GET path` on a connected stream and reads whether the answer is 2xx.
+fn get_ok<S: Read + Write + Timeouts>(
+    mut stream: S,
+    host: &str,
+    path: &str,
+    started: Instant,
+    deadline: Instant,
+) -> bool {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     let sent = left(started, deadline).is_some_and(|timeout| {
         stream.set_write_timeout(Some(timeout)).is_ok() && stream.write_all(request.as_bytes()).is_ok()
     });
@@ -126,24 +227,55 @@ pub(crate) fn http_ok(addr: SocketAddr, path: &str, deadline: Instant) -> bool {
     )
 }
 
+/// The read and write deadlines both stream kinds take.
+trait Timeouts {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()>;
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()>;
+}
+
+impl Timeouts for TcpStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        TcpStream::set_write_timeout(self, timeout)
+    }
+}
+
+impl Timeouts for UnixStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        UnixStream::set_read_timeout(self, timeout)
+    }
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        UnixStream::set_write_timeout(self, timeout)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_queued_connection_counts_until_it_is_accepted() {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let mut probe = AcceptProbe::default();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        assert!(
-            !probe.accepted(&listener, deadline).expect("probe"),
-            "nothing accepted yet"
-        );
-        let (_taken, _) = listener.accept().expect("accept");
-        assert!(
-            probe.accepted(&listener, deadline).expect("probe"),
-            "the connection was taken"
-        );
+        let dir = tempfile::tempdir().expect("dir");
+        let unix = Endpoint::Unix(dir.path().join("probe.sock"));
+        for at in [Endpoint::Tcp("127.0.0.1:0".parse().expect("addr")), unix] {
+            let (listener, _, _file) = Listener::bind(&at, None).expect("bind");
+            let mut probe = AcceptProbe::default();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            assert!(
+                !probe.accepted(&listener, deadline).expect("probe"),
+                "{at}: nothing accepted yet"
+            );
+            match &listener {
+                Listener::Tcp(tcp) => drop(tcp.accept().expect("accept")),
+                Listener::Unix(unix) => drop(unix.accept().expect("accept")),
+            }
+            assert!(
+                probe.accepted(&listener, deadline).expect("probe"),
+                "{at}: the connection was taken"
+            );
+        }
     }
 
     #[test]
@@ -164,7 +296,11 @@ mod tests {
                 String::from_utf8_lossy(&request).into_owned()
             });
             assert_eq!(
-                http_ok(addr, "/health", Instant::now() + Duration::from_secs(60)),
+                http_ok(
+                    &Endpoint::Tcp(addr),
+                    "/health",
+                    Instant::now() + Duration::from_secs(60)
+                ),
                 healthy,
                 "{answer:?}"
             );
@@ -175,8 +311,26 @@ mod tests {
             .local_addr()
             .expect("addr");
         assert!(
-            !http_ok(closed, "/", Instant::now() + Duration::from_secs(60)),
+            !http_ok(&Endpoint::Tcp(closed), "/", Instant::now() + Duration::from_secs(60)),
             "nothing listens there"
         );
+    }
+
+    #[test]
+    fn health_is_asked_over_a_unix_socket_too() {
+        let dir = tempfile::tempdir().expect("dir");
+        let at = Endpoint::Unix(dir.path().join("health.sock"));
+        let (listener, _, _file) = Listener::bind(&at, None).expect("bind");
+        let Listener::Unix(unix) = listener else {
+            panic!("a unix listener");
+        };
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = unix.accept().expect("accept");
+            let mut request = [0u8; 256];
+            let _ = conn.read(&mut request);
+            conn.write_all(b"HTTP/1.1 200 OK\r\n\r\n").expect("answer");
+        });
+        assert!(http_ok(&at, "/health", Instant::now() + Duration::from_secs(60)));
+        server.join().expect("server");
     }
 }

@@ -14,10 +14,12 @@
 //!   `extract` (publish the tree, no venv).
 //! - `deploy.rs`: `load`, the spec's whole flow (extract, venv, install,
 //!   verify, then switch the app's link), and the unchanged-redeploy shortcut.
-//! - `spawn.rs`: `spawn`, starting a loaded agent, and [`spawn::Running`].
+//! - `spawn.rs`: `spawn`, starting a loaded agent, and [`spawn::Running`];
+//!   `agent_env.rs`: the agent's environment, layered as PAR layers it.
 //! - `lifecycle/`: `list`, `remove` and `gc` (`survey.rs` reads what is
 //!   under the root, `plan.rs` decides what goes).
 
+mod agent_env;
 mod bundle;
 mod deploy;
 mod extract;

@@ -3,35 +3,36 @@
 //! it to become ready.
 
 use std::ffi::OsString;
-use std::net::TcpListener;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use par_rules::env::{MAX_ENV_VARS, MAX_VALUE_BYTES, caller_refusal, package_refusal};
-use par_rules::names::is_safe_component;
+use par_rules::env::MAX_ENV_VARS;
+use par_rules::names::{is_safe_component, is_socket_name};
 
 use super::Orchestrator;
+use super::agent_env::{Start, environment};
 use crate::exec::agent::{AgentChild, AgentCommand};
 use crate::exec::confine::{self, Bubblewrap, Mounts, Tmp};
+use crate::exec::listener::{Listener, SocketFile};
 use crate::exec::process::Step;
 use crate::exec::ready::{AcceptProbe, http_ok};
 use crate::fs::agents::{AgentRecord, Registration};
 use crate::fs::lock::AppLock;
 use crate::fs::root::{Area, fd_path, open_dir_nofollow};
 use crate::types::config::SandboxChoice;
-use crate::types::error::{EnvFileRefused, SpawnError};
+use crate::types::error::{EnvFileRefused, NoCommand, SpawnError};
 use crate::types::package::AgentPackage;
-use crate::types::spawn::{AgentNetwork, BoundSocket, EnvSource, HealthCheck, SpawnSpec};
-
-/// Variables of the loader's own environment an agent gets: locale and time zone.
-const PASS_ENV: [&str; 4] = ["LANG", "LC_ALL", "LC_CTYPE", "TZ"];
+use crate::types::spawn::{AgentNetwork, BoundSocket, HealthCheck, SpawnSpec};
 
 /// The agent's pid inside its sandbox: bubblewrap's init is 1, and the
 /// agent the first process it starts.
 const SANDBOXED_AGENT_PID: &str = "2";
+
+/// Longest health or base path accepted.
+const MAX_URL_PATH_BYTES: usize = 1024;
 
 /// Longest wait between two readiness probes.
 const MAX_PROBE_INTERVAL: Duration = Duration::from_millis(50);
@@ -42,8 +43,10 @@ pub(crate) struct Running {
     child: AgentChild,
     /// Par's own copies of the sockets, for the readiness probe; closed once
     /// the agent is ready or stopped, so the sockets end with the agent.
-    listeners: Mutex<Vec<TcpListener>>,
+    listeners: Mutex<Vec<Listener>>,
     ports: Vec<BoundSocket>,
+    /// The unix sockets' files, removed once the agent is gone.
+    socket_files: Mutex<Vec<SocketFile>>,
     health: Option<HealthCheck>,
     sandbox: &'static str,
     started: Instant,
@@ -79,26 +82,40 @@ impl Orchestrator {
         let bwrap = self.agent_sandbox(spec.sandbox)?;
         let mut listeners = Vec::with_capacity(spec.listen.len());
         let mut ports = Vec::with_capacity(spec.listen.len());
+        let mut socket_files = Vec::new();
         for listen in &spec.listen {
-            let listener = TcpListener::bind(listen.addr).map_err(|source| SpawnError::Bind {
-                name: listen.name.clone(),
-                addr: listen.addr,
-                source,
-            })?;
-            let addr = listener
-                .local_addr()
-                .map_err(io("cannot read a bound socket's address"))?;
+            let (listener, bound, file) =
+                Listener::bind(&listen.addr, spec.socket_group).map_err(|source| SpawnError::Bind {
+                    name: listen.name.clone(),
+                    addr: listen.addr.clone(),
+                    source,
+                })?;
             ports.push(BoundSocket {
                 name: listen.name.clone(),
-                addr,
+                addr: bound,
             });
             listeners.push(listener);
+            socket_files.extend(file);
         }
         // Inside the sandbox's PID namespace bubblewrap's init is 1 and the
         // agent 2; without one, the agent sets its own pid as it starts.
         let listen_pid = (!ports.is_empty() && bwrap.is_some()).then_some(SANDBOXED_AGENT_PID);
-        let env = environment(package, &spec, &state, &ports, listen_pid, dotenv)?;
-        let (program, args) = match spec.argv.split_first() {
+        let env = environment(
+            package,
+            Start {
+                state: &state,
+                ports: &ports,
+                listen_pid,
+                dotenv,
+                caller: &spec.env,
+                base_path: spec.base_path.as_deref(),
+            },
+        )?;
+        let argv = match spec.argv.is_empty() {
+            true => default_command(package, &spec)?,
+            false => spec.argv.clone(),
+        };
+        let (program, args) = match argv.split_first() {
             Some((first, rest)) if first == "python" => (package.python_path.clone().into_os_string(), rest.to_vec()),
             Some((first, rest)) => (first.clone(), rest.to_vec()),
             None => return Err(SpawnError::InvalidSpec("no command to run".into())),
@@ -171,6 +188,7 @@ impl Orchestrator {
             child,
             listeners: Mutex::new(listeners),
             ports,
+            socket_files: Mutex::new(socket_files),
             health: spec.health,
             sandbox,
             started: Instant::now(),
@@ -282,7 +300,7 @@ impl Running {
                 .ports
                 .iter()
                 .find(|port| port.name == health.socket)
-                .is_some_and(|port| http_ok(port.addr, &health.path, deadline)),
+                .is_some_and(|port| http_ok(&port.addr, &health.path, deadline)),
             None => {
                 let (Ok(listeners), Ok(mut probe)) = (self.listeners.lock(), self.probe.lock()) else {
                     return false;
@@ -316,19 +334,29 @@ impl Running {
 
     /// Waits until it ends.
     pub(crate) fn wait(&self) -> Option<ExitStatus> {
-        self.child.wait()
+        let status = self.child.wait();
+        self.remove_socket_files();
+        status
     }
 
     /// SIGTERM to all of it, `grace` (the spec's when `None`), then SIGKILL.
     pub(crate) fn stop(&self, grace: Option<Duration>) -> Option<ExitStatus> {
         let status = self.child.stop(grace.unwrap_or(self.stop_grace));
         self.close_listeners();
+        self.remove_socket_files();
         status
     }
 
     /// SIGTERM and, at once, SIGKILL to all of it.
     pub(crate) fn kill(&self) {
         self.stop(Some(Duration::ZERO));
+    }
+
+    /// The agent is gone: its unix sockets' files go too.
+    fn remove_socket_files(&self) {
+        if let Ok(mut files) = self.socket_files.lock() {
+            files.clear();
+        }
     }
 
     fn close_listeners(&self) {
@@ -342,10 +370,7 @@ impl Running {
 fn check_spec(spec: &SpawnSpec) -> Result<(), SpawnError> {
     let mut names = std::collections::BTreeSet::new();
     for listen in &spec.listen {
-        let valid = !listen.name.is_empty()
-            && listen.name.len() <= 64
-            && listen.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
+        if !is_socket_name(&listen.name) {
             return Err(SpawnError::InvalidSpec(format!(
                 "socket name `{}`: use letters, digits and `_`",
                 listen.name.escape_default()
@@ -365,112 +390,59 @@ fn check_spec(spec: &SpawnSpec) -> Result<(), SpawnError> {
                 health.socket
             )));
         }
-        if !health.path.starts_with('/') || health.path.chars().any(|c| c.is_control() || c == ' ') {
+        if !is_url_path(&health.path) {
             return Err(SpawnError::InvalidSpec(
                 "the health path must start with `/` and hold no spaces".into(),
             ));
         }
     }
+    if let Some(base_path) = &spec.base_path
+        && !is_url_path(base_path)
+    {
+        return Err(SpawnError::InvalidSpec(
+            "the base path must start with `/` and hold no spaces or control characters".into(),
+        ));
+    }
     Ok(())
 }
 
-/// The agent's whole environment: par's own variables, then the package's
-/// (checked), then the caller's (checked only against par's own names).
-fn environment(
-    package: &AgentPackage,
-    spec: &SpawnSpec,
-    state: &std::path::Path,
-    ports: &[BoundSocket],
-    listen_pid: Option<&str>,
-    dotenv: Vec<(String, String)>,
-) -> Result<Vec<(OsString, OsString)>, SpawnError> {
-    let mut env: Vec<(OsString, OsString)> = PASS_ENV
-        .iter()
-        .filter_map(|name| std::env::var_os(name).map(|value| (OsString::from(name), value)))
-        .collect();
-    let bin = package.venv_path.join("bin");
-    let mut path = OsString::from(bin.as_os_str());
-    path.push(":/usr/local/bin:/usr/bin:/bin");
-    env.extend([
-        ("PATH".into(), path),
-        ("HOME".into(), state.as_os_str().to_owned()),
-        ("TMPDIR".into(), "/tmp".into()),
-        ("VIRTUAL_ENV".into(), package.venv_path.as_os_str().to_owned()),
-        ("AGENT_PACKAGE_PATH".into(), package.path.as_os_str().to_owned()),
-        ("PYTHONUNBUFFERED".into(), "1".into()),
-        ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
-    ]);
-    if !ports.is_empty() {
-        let names: Vec<&str> = ports.iter().map(|p| p.name.as_str()).collect();
-        env.push(("LISTEN_FDS".into(), ports.len().to_string().into()));
-        env.push(("LISTEN_FDNAMES".into(), names.join(":").into()));
-        if let Some(pid) = listen_pid {
-            env.push(("LISTEN_PID".into(), pid.into()));
-        }
-        for port in ports {
-            env.push((
-                format!("PAR_PORT_{}", port.name.to_ascii_uppercase()).into(),
-                port.addr.port().to_string().into(),
-            ));
-        }
+/// What a spec without a command starts: the manifest's `http_server`
+/// under the venv's uvicorn on the first socket (descriptor 3).
+fn default_command(package: &AgentPackage, spec: &SpawnSpec) -> Result<Vec<OsString>, SpawnError> {
+    let Some(app) = &package.manifest.http_server else {
+        return Err(SpawnError::NoCommand(NoCommand::NoHttpServer));
+    };
+    if spec.listen.is_empty() {
+        return Err(SpawnError::NoCommand(NoCommand::NoSocket));
     }
-    let package_vars = manifest_environment(package)?
-        .into_iter()
-        .map(|(key, value)| (EnvSource::Manifest, key, value))
-        .chain(dotenv.into_iter().map(|(key, value)| (EnvSource::DotEnv, key, value)));
-    let caller_vars = spec
-        .env
-        .iter()
-        .map(|(key, value)| (EnvSource::Caller, key.clone(), value.clone()));
-    for (from, key, value) in package_vars.chain(caller_vars) {
-        let refusal = match from {
-            EnvSource::Caller => caller_refusal(&key),
-            EnvSource::Manifest | EnvSource::DotEnv => package_refusal(&key),
-        };
-        if let Some(refusal) = refusal {
-            return Err(SpawnError::EnvRefused {
-                key,
-                from,
-                reason: refusal.reason(),
-            });
-        }
-        if value.contains('\0') || value.len() > MAX_VALUE_BYTES {
-            return Err(SpawnError::EnvValue { key, from });
-        }
-        env.push((key.into(), value.into()));
+    if !venv_holds(&package.venv_path, "uvicorn") {
+        return Err(SpawnError::NoCommand(NoCommand::NoUvicorn));
     }
-    // Later settings win: the caller's over the package's over par's defaults.
-    let mut seen = std::collections::HashSet::new();
-    let mut unique: Vec<(OsString, OsString)> = env.into_iter().rev().filter(|(k, _)| seen.insert(k.clone())).collect();
-    unique.reverse();
-    Ok(unique)
+    let app = format!("{}:{}", app.module, app.attr.as_deref().unwrap_or_default());
+    Ok(["python", "-m", "uvicorn", &app, "--fd", "3"]
+        .map(OsString::from)
+        .to_vec())
 }
 
-/// `agent.yaml`'s `environment` map: strings, numbers and booleans, as text.
-fn manifest_environment(package: &AgentPackage) -> Result<Vec<(String, String)>, SpawnError> {
-    let Some(map) = package.manifest.document.get("environment") else {
-        return Ok(Vec::new());
+/// Whether the venv holds the top-level module `name` (a package directory
+/// in its `site-packages`).
+fn venv_holds(venv: &std::path::Path, name: &str) -> bool {
+    let Ok(lib) = std::fs::read_dir(venv.join("lib")) else {
+        return false;
     };
-    let Some(map) = map.as_object() else {
-        return match map.is_null() {
-            true => Ok(Vec::new()),
-            false => Err(SpawnError::EnvValue {
-                key: "environment".into(),
-                from: EnvSource::Manifest,
-            }),
-        };
-    };
-    map.iter()
-        .map(|(key, value)| match value {
-            serde_json::Value::String(text) => Ok((key.clone(), text.clone())),
-            serde_json::Value::Number(n) => Ok((key.clone(), n.to_string())),
-            serde_json::Value::Bool(b) => Ok((key.clone(), b.to_string())),
-            _ => Err(SpawnError::EnvValue {
-                key: key.clone(),
-                from: EnvSource::Manifest,
-            }),
-        })
-        .collect()
+    lib.flatten().any(|python| {
+        python
+            .path()
+            .join("site-packages")
+            .join(name)
+            .join("__init__.py")
+            .is_file()
+    })
+}
+
+/// A URL path as a proxy routes it: `/` first, no spaces or control characters.
+fn is_url_path(path: &str) -> bool {
+    path.starts_with('/') && path.len() <= MAX_URL_PATH_BYTES && !path.chars().any(|c| c.is_control() || c == ' ')
 }
 
 fn io(action: &'static str) -> impl FnOnce(std::io::Error) -> SpawnError {

@@ -3,11 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use par_rules::names::{is_entrypoint, is_safe_component};
+use par_rules::env::{MAX_ENV_VARS, MAX_VALUE_BYTES, package_refusal};
+use par_rules::names::{MAX_LABELS, MAX_SOCKETS, is_entrypoint, is_label, is_safe_component, is_socket_name};
 
 use super::bindings::host_copy::{CopyError, WriteFailure as WitWriteFailure};
 use super::bindings::types as wit;
-use super::bindings::types::{Limits as WitLimits, Manifest as GuestManifest};
+use super::bindings::types::{
+    Deploy as GuestDeploy, Entrypoint as GuestEntrypoint, Limits as WitLimits, Manifest as GuestManifest,
+};
 use crate::exec::output::escape_controls;
 use crate::fs::tree_writes::{CopyRefusal, problem_refusal};
 use crate::fs::write_behind::WriteFailure;
@@ -16,7 +19,7 @@ use crate::types::error::{
     ArchiveInconsistent, EntryProblem, EnvFileRefused, Inconsistency, InstallError, InstallFailure, IoFailure,
     LimitExceeded, LimitKind, LoadError, ManifestInvalid, PackageError, RefusedRequirement, StepFailure, UnsafeEntry,
 };
-use crate::types::package::{Entrypoint, Manifest};
+use crate::types::package::{DataAccess, Deploy, Entrypoint, Manifest, Permissions};
 
 /// The limits as the WIT carries them to the guest.
 pub(crate) fn to_wit_limits(limits: par_rules::limits::Limits) -> WitLimits {
@@ -56,20 +59,23 @@ pub(crate) fn check_manifest(manifest: GuestManifest) -> Result<Manifest, Packag
             manifest.version.escape_default().to_string(),
         ));
     }
-    let entrypoint = match manifest.entrypoint {
+    let entrypoint = checked_entrypoint("entrypoint", manifest.entrypoint, false)?;
+    let http_server = checked_entrypoint("http_server", manifest.http_server, true)?;
+    let a2a_http_server = checked_entrypoint("a2a.http_server", manifest.a2a_http_server, true)?;
+    let permissions = match manifest.permissions {
         None => None,
-        Some(ep) => {
-            if !is_entrypoint(&ep.module, ep.attr.as_deref()) {
-                return Err(invalid(
-                    "entrypoint",
-                    format!("{}:{:?}", ep.module.escape_default(), ep.attr),
-                ));
-            }
-            Some(Entrypoint {
-                module: ep.module,
-                attr: ep.attr,
-            })
-        }
+        Some(p) => Some(Permissions {
+            required: checked_labels("permissions.required", p.required)?,
+            optional: checked_labels("permissions.optional", p.optional)?,
+        }),
+    };
+    let data_access = match manifest.data_access {
+        None => None,
+        Some(d) => Some(DataAccess {
+            oauth_providers: checked_labels("data_access.oauth_providers", d.oauth_providers)?,
+            user_data: checked_labels("data_access.user_data", d.user_data)?,
+            external_apis: checked_labels("data_access.external_apis", d.external_apis)?,
+        }),
     };
     if manifest.document.len() > MAX_DOCUMENT_BYTES {
         return Err(invalid(
@@ -86,8 +92,106 @@ pub(crate) fn check_manifest(manifest: GuestManifest) -> Result<Manifest, Packag
         name: manifest.name,
         version: manifest.version,
         entrypoint,
+        http_server,
+        a2a_http_server,
+        permissions,
+        data_access,
+        deploy: manifest.deploy.map(checked_deploy).transpose()?,
         document,
     })
+}
+
+/// `deploy.json` as the guest read it, under the guest's rules again: its
+/// names become sockets and variables.
+fn checked_deploy(deploy: GuestDeploy) -> Result<Deploy, PackageError> {
+    let invalid = |what, detail: &str| PackageError::InvalidGuestOutput {
+        what,
+        detail: detail
+            .chars()
+            .take(MAX_GUEST_TEXT)
+            .collect::<String>()
+            .escape_default()
+            .to_string(),
+    };
+    if deploy.expose.len() > MAX_SOCKETS || deploy.ports.len() > MAX_SOCKETS {
+        return Err(invalid("deploy.json surfaces", "too many"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(bad) = deploy
+        .expose
+        .iter()
+        .find(|name| !is_socket_name(name) || !seen.insert(name.as_str()))
+    {
+        return Err(invalid("deploy.json expose", bad));
+    }
+    seen.clear();
+    if let Some((bad, _)) = deploy
+        .ports
+        .iter()
+        .find(|(name, port)| !is_socket_name(name) || *port == 0 || !seen.insert(name.as_str()))
+    {
+        return Err(invalid("deploy.json ports", bad));
+    }
+    if deploy.environment.len() > MAX_ENV_VARS {
+        return Err(invalid("deploy.json environment", "too many variables"));
+    }
+    let mut environment = Vec::with_capacity(deploy.environment.len());
+    for var in deploy.environment {
+        if package_refusal(&var.key).is_some() || var.value.contains('\0') || var.value.len() > MAX_VALUE_BYTES {
+            return Err(invalid("deploy.json environment", &var.key));
+        }
+        environment.push((var.key, var.value));
+    }
+    Ok(Deploy {
+        expose: deploy.expose,
+        ports: deploy.ports,
+        multiplex: deploy.multiplex,
+        environment,
+    })
+}
+
+/// A list of names from `permissions` or `data_access`, as the guest's rule says.
+fn checked_labels(what: &'static str, labels: Vec<String>) -> Result<Vec<String>, PackageError> {
+    if labels.len() > MAX_LABELS {
+        return Err(PackageError::InvalidGuestOutput {
+            what,
+            detail: format!("{} entries", labels.len()),
+        });
+    }
+    match labels.iter().find(|label| !is_label(label)) {
+        Some(bad) => Err(PackageError::InvalidGuestOutput {
+            what,
+            detail: bad
+                .chars()
+                .take(MAX_GUEST_TEXT)
+                .collect::<String>()
+                .escape_default()
+                .to_string(),
+        }),
+        None => Ok(labels),
+    }
+}
+
+/// A module path and attribute the host will put in an argv: identifiers
+/// only, and an attribute when `app` (a server is handed an object).
+fn checked_entrypoint(
+    what: &'static str,
+    entrypoint: Option<GuestEntrypoint>,
+    app: bool,
+) -> Result<Option<Entrypoint>, PackageError> {
+    let Some(ep) = entrypoint else {
+        return Ok(None);
+    };
+    if !is_entrypoint(&ep.module, ep.attr.as_deref()) || (app && ep.attr.is_none()) {
+        return Err(PackageError::InvalidGuestOutput {
+            what,
+            detail: format!("{}:{:?}", ep.module.escape_default(), ep.attr),
+        });
+    }
+    Ok(Some(Entrypoint {
+        module: ep.module,
+        attr: ep.attr,
+    }))
 }
 
 impl From<wit::LoadError> for LoadError {
@@ -110,6 +214,10 @@ impl From<wit::LoadError> for LoadError {
             })),
             wit::LoadError::ManifestMissing => package(PackageError::ManifestMissing),
             wit::LoadError::ManifestInvalid(e) => package(PackageError::ManifestInvalid(ManifestInvalid {
+                field: e.field,
+                message: e.message,
+            })),
+            wit::LoadError::DeployInvalid(e) => package(PackageError::DeployInvalid(ManifestInvalid {
                 field: e.field,
                 message: e.message,
             })),

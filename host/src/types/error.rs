@@ -60,7 +60,7 @@ pub struct LimitExceeded {
     pub max: u64,
 }
 
-/// What is wrong with `agent.yaml`.
+/// What is wrong with `agent.yaml` (or `deploy.json`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManifestInvalid {
     /// Dotted path of the field at fault, none for document-level errors.
@@ -189,6 +189,9 @@ pub enum PackageError {
     /// `agent.yaml` is invalid.
     #[error("invalid manifest{}: {}", .0.field.as_ref().map(|f| format!(" field `{f}`")).unwrap_or_default(), .0.message)]
     ManifestInvalid(ManifestInvalid),
+    /// `deploy.json` is invalid.
+    #[error("invalid deploy.json{}: {}", .0.field.as_ref().map(|f| format!(" field `{f}`")).unwrap_or_default(), .0.message)]
+    DeployInvalid(ManifestInvalid),
     /// Writing the package tree failed inside the sandbox (disk full, or a
     /// write the preopen refused).
     #[error("cannot write the package tree{}: {}", .0.entry.as_ref().map(|e| format!(" at entry `{e}`")).unwrap_or_default(), .0.message)]
@@ -216,6 +219,7 @@ impl PackageError {
             PackageError::LimitExceeded(_) => "limit-exceeded",
             PackageError::ManifestMissing => "manifest-missing",
             PackageError::ManifestInvalid(_) => "manifest-invalid",
+            PackageError::DeployInvalid(_) => "deploy-invalid",
             PackageError::Write(_) => "write-failed",
             PackageError::RequirementsInvalid(_) => "requirements-invalid",
             PackageError::InvalidGuestOutput { .. } => "invalid-guest-output",
@@ -228,7 +232,7 @@ impl PackageError {
             PackageError::UnsafeEntry(e) => Some(&e.entry),
             PackageError::ArchiveInconsistent(e) => e.entry.as_deref(),
             PackageError::LimitExceeded(e) => e.entry.as_deref(),
-            PackageError::ManifestInvalid(e) => e.field.as_deref(),
+            PackageError::ManifestInvalid(e) | PackageError::DeployInvalid(e) => e.field.as_deref(),
             PackageError::Write(e) => e.entry.as_deref(),
             PackageError::RequirementsInvalid(e) => Some(&e.file),
             _ => None,
@@ -634,6 +638,21 @@ impl fmt::Display for EnvFileRefused {
     }
 }
 
+/// Why a start without a command has no default to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NoCommand {
+    /// The manifest names no `http_server`.
+    #[error("the manifest names no `http_server` to serve: give the command after `--`")]
+    NoHttpServer,
+    /// The default serves on the first socket, and none was asked for.
+    #[error("`http_server` is served on the first socket: give one with `--listen NAME=ADDR`")]
+    NoSocket,
+    /// The venv has no uvicorn to serve the app with.
+    #[error("`http_server` is served with uvicorn, which the venv does not hold: add it to the package's requirements")]
+    NoUvicorn,
+}
+
 /// Why an agent could not be started, or did not become ready (it is
 /// stopped then). Caller-supplied values never appear here: they may be secrets.
 #[derive(Debug, thiserror::Error)]
@@ -660,6 +679,14 @@ pub enum SpawnError {
         /// Who set it.
         from: EnvSource,
     },
+    /// A package's `${NAME}` placeholders refer back to themselves.
+    #[error("{from}: `{}` refers to itself through {}", chain.first().map_or("", String::as_str), chain.join(" -> "))]
+    EnvCycle {
+        /// The variables of the cycle, the first one again at the end.
+        chain: Vec<String>,
+        /// Who set the first.
+        from: EnvSource,
+    },
     /// The package's `.env` was refused while parsing it in the sandbox.
     #[error("the package's .env: {0}")]
     EnvFile(EnvFileRefused),
@@ -667,6 +694,9 @@ pub enum SpawnError {
     /// trapped, ran out of time, or broke the protocol).
     #[error("reading the package's .env in the sandbox: {0}")]
     EnvFileSandbox(Box<LoadError>),
+    /// No command was given, and the package's default cannot be started.
+    #[error("no command to run: {0}")]
+    NoCommand(NoCommand),
     /// The spec itself is unusable (no command, a duplicate socket name …).
     #[error("invalid spawn spec: {0}")]
     InvalidSpec(String),
@@ -676,7 +706,7 @@ pub enum SpawnError {
         /// The socket's name.
         name: String,
         /// The address asked for.
-        addr: std::net::SocketAddr,
+        addr: super::spawn::Endpoint,
         /// The operating system's error.
         source: std::io::Error,
     },
@@ -710,9 +740,10 @@ impl SpawnError {
     pub fn kind(&self) -> &'static str {
         match self {
             SpawnError::EnvRefused { .. } => "env-refused",
-            SpawnError::EnvValue { .. } | SpawnError::EnvFile(_) => "env-invalid",
+            SpawnError::EnvValue { .. } | SpawnError::EnvCycle { .. } | SpawnError::EnvFile(_) => "env-invalid",
             SpawnError::EnvFileSandbox(error) => error.kind(),
             SpawnError::InvalidSpec(_) => "invalid-input",
+            SpawnError::NoCommand(_) => "no-command",
             SpawnError::Bind { .. } => "bind",
             SpawnError::SandboxUnavailable(_) => "agent-sandbox",
             SpawnError::Io { .. } => "io",
@@ -726,6 +757,7 @@ impl SpawnError {
         match self {
             SpawnError::EnvRefused { key, .. } | SpawnError::EnvValue { key, .. } => Some(key),
             SpawnError::EnvFile(refused) => refused.key.as_deref(),
+            SpawnError::EnvCycle { chain, .. } => chain.first().map(String::as_str),
             SpawnError::Bind { name, .. } => Some(name),
             _ => None,
         }
@@ -736,7 +768,10 @@ impl SpawnError {
         match self {
             SpawnError::EnvRefused { from, .. } => *from != EnvSource::Caller,
             SpawnError::EnvValue { from, .. } => *from != EnvSource::Caller,
-            SpawnError::EnvFile(_) | SpawnError::ExitedEarly { .. } | SpawnError::NotReady { .. } => true,
+            SpawnError::EnvFile(_)
+            | SpawnError::EnvCycle { .. }
+            | SpawnError::ExitedEarly { .. }
+            | SpawnError::NotReady { .. } => true,
             SpawnError::EnvFileSandbox(error) => error.is_package_fault(),
             _ => false,
         }

@@ -16,8 +16,60 @@ pub struct Manifest {
     pub version: String,
     /// The entrypoint the runtime starts, if the manifest names one.
     pub entrypoint: Option<Entrypoint>,
+    /// `http_server`: the ASGI app (`module:app`) PAR serves on the REST
+    /// socket, and what `par run` starts when given no command.
+    #[serde(default)]
+    pub http_server: Option<Entrypoint>,
+    /// `a2a.http_server`: the ASGI app serving the agent-to-agent protocol.
+    #[serde(default)]
+    pub a2a_http_server: Option<Entrypoint>,
+    /// `permissions`: what the agent asks its users to grant.
+    #[serde(default)]
+    pub permissions: Option<Permissions>,
+    /// `data_access`: the user data and outside services the agent reaches.
+    #[serde(default)]
+    pub data_access: Option<DataAccess>,
+    /// `deploy.json` beside `agent.yaml`, if the package has one.
+    #[serde(default)]
+    pub deploy: Option<Deploy>,
     /// The whole manifest as JSON, unknown fields included.
     pub document: serde_json::Value,
+}
+
+/// A manifest's `permissions`, as PAK writes them: names for the runtime
+/// to show and grant, never acted on by par.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Permissions {
+    /// Granted before the agent runs.
+    pub required: Vec<String>,
+    /// Asked for when a feature needs them.
+    pub optional: Vec<String>,
+}
+
+/// A manifest's `data_access`, as PAK writes it: what a runtime shows
+/// before a user lets the agent in.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DataAccess {
+    /// OAuth providers the agent signs users in with.
+    pub oauth_providers: Vec<String>,
+    /// Kinds of user data it reads.
+    pub user_data: Vec<String>,
+    /// Outside APIs it calls.
+    pub external_apis: Vec<String>,
+}
+
+/// `deploy.json`, as PAK writes it beside `agent.yaml`: how the runtime
+/// should serve the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Deploy {
+    /// `expose`: the surfaces served (`rest`, `a2a`, `ui`), in order.
+    pub expose: Vec<String>,
+    /// `ports`: the port PAK chose for each surface, in name order.
+    pub ports: Vec<(String, u16)>,
+    /// `multiplex`: whether the surfaces share one server.
+    pub multiplex: Option<bool>,
+    /// `environment`: variables in name order, as written (`${VAR}` unresolved).
+    pub environment: Vec<(String, String)>,
 }
 
 /// A Python entrypoint, `module.path:attr`.

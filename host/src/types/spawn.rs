@@ -3,6 +3,7 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -28,8 +29,15 @@ pub struct SpawnSpec {
     pub sandbox: SandboxChoice,
     /// Variables the caller sets: secrets, never logged, never in a result or an error.
     pub env: Vec<(String, String)>,
-    /// Also apply the package's own `.env` file.
+    /// Also apply the package's own `.env` file (below `agent.yaml`'s and
+    /// `deploy.json`'s `environment`, as PAR layers them).
     pub package_env: bool,
+    /// The group unix sockets are made in (so a proxy in it may connect);
+    /// none keeps par's own.
+    pub socket_group: Option<u32>,
+    /// `BASE_PATH` for the agent, as PAR sets it behind its proxy
+    /// (`/agents/{id}`): a path starting with `/`.
+    pub base_path: Option<String>,
     /// How long the agent may take to become ready.
     pub ready_timeout: Duration,
     /// How long a stop waits after SIGTERM before SIGKILL.
@@ -59,6 +67,8 @@ impl SpawnSpec {
             sandbox: SandboxChoice::Auto,
             env: Vec::new(),
             package_env: false,
+            base_path: None,
+            socket_group: None,
             ready_timeout: Duration::from_secs(60),
             stop_grace: Duration::from_secs(10),
             limits: ResourceLimits {
@@ -95,6 +105,8 @@ impl std::fmt::Debug for SpawnSpec {
             .field("sandbox", &self.sandbox)
             .field("env", &env)
             .field("package_env", &self.package_env)
+            .field("base_path", &self.base_path)
+            .field("socket_group", &self.socket_group)
             .field("ready_timeout", &self.ready_timeout)
             .field("stop_grace", &self.stop_grace)
             .field("limits", &self.limits)
@@ -108,7 +120,54 @@ pub struct Listen {
     /// Its name (`LISTEN_FDNAMES`, `PAR_PORT_<NAME>`): letters, digits, `_`.
     pub name: String,
     /// Where; port 0 takes any free port.
-    pub addr: SocketAddr,
+    pub addr: Endpoint,
+}
+
+/// Where a socket listens: a TCP address, or a unix socket's path (as PAR's
+/// supervisor serves agents behind a proxy on the same machine).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Endpoint {
+    /// `ADDR:PORT`.
+    Tcp(SocketAddr),
+    /// `unix:/absolute/path`: at most [`MAX_UNIX_PATH_BYTES`], made with mode
+    /// 0660 (connecting takes write permission) in the group asked for.
+    Unix(PathBuf),
+}
+
+/// Longest unix socket path: `sun_path` holds 108 bytes with the NUL.
+pub const MAX_UNIX_PATH_BYTES: usize = 107;
+
+impl Endpoint {
+    /// The TCP address, for a TCP socket.
+    pub fn tcp(&self) -> Option<SocketAddr> {
+        match self {
+            Endpoint::Tcp(addr) => Some(*addr),
+            Endpoint::Unix(_) => None,
+        }
+    }
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = String;
+
+    /// `unix:/absolute/path`, or a TCP `ADDR:PORT`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.strip_prefix("unix:") {
+            Some(path) if path.starts_with('/') => Ok(Endpoint::Unix(PathBuf::from(path))),
+            Some(path) => Err(format!("`{path}`: a unix socket's path must be absolute")),
+            None => text.parse().map(Endpoint::Tcp).map_err(|e| format!("`{text}`: {e}")),
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Tcp(addr) => addr.fmt(f),
+            Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
 }
 
 /// An HTTP readiness check.
@@ -140,8 +199,8 @@ impl Choice for AgentNetwork {
 pub struct BoundSocket {
     /// Its name.
     pub name: String,
-    /// The address it is bound to (with the port chosen, for port 0).
-    pub addr: SocketAddr,
+    /// Where it is bound (with the port chosen, for port 0).
+    pub addr: Endpoint,
 }
 
 /// Where a variable the agent gets came from, for errors that name it.
@@ -149,6 +208,8 @@ pub struct BoundSocket {
 pub enum EnvSource {
     /// `agent.yaml`'s `environment` map.
     Manifest,
+    /// `deploy.json`'s `environment` map.
+    Deploy,
     /// The package's `.env` file.
     DotEnv,
     /// The caller.
@@ -159,6 +220,7 @@ impl std::fmt::Display for EnvSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             EnvSource::Manifest => "agent.yaml `environment`",
+            EnvSource::Deploy => "deploy.json `environment`",
             EnvSource::DotEnv => "the package's .env",
             EnvSource::Caller => "the caller's environment",
         })

@@ -56,6 +56,12 @@ enum Scenario {
     FalseFailure,
     /// `publish` with an executable path that leaves the package.
     PublishRefused,
+    /// `publish` with an `http_server` that names no app and a module that is code.
+    BadServer,
+    /// `publish` with a `deploy.json` setting a variable a package may not set.
+    BadDeploy,
+    /// `publish` with a permission holding a control character.
+    BadPermission,
     /// `publish` from inside `extract`.
     InstallerDuringExtract,
     /// Spins forever.
@@ -104,6 +110,9 @@ impl Scenario {
             "lies-in-report" => Scenario::LiesInReport,
             "false-failure" => Scenario::FalseFailure,
             "publish-refused" => Scenario::PublishRefused,
+            "bad-server" => Scenario::BadServer,
+            "bad-deploy" => Scenario::BadDeploy,
+            "bad-permission" => Scenario::BadPermission,
             "installer-during-extract" => Scenario::InstallerDuringExtract,
             "busy-loop" => Scenario::BusyLoop,
             "panics" => Scenario::Panics,
@@ -126,6 +135,11 @@ fn manifest() -> Manifest {
             module: "main".into(),
             attr: Some("handler".into()),
         }),
+        http_server: None,
+        a2a_http_server: None,
+        permissions: None,
+        data_access: None,
+        deploy: None,
         document: r#"{"name":"hostile","version":"1.0","entrypoint":"main:handler"}"#.into(),
     }
 }
@@ -421,6 +435,35 @@ impl Guest for Hostile {
             }
             Scenario::PublishRefused => {
                 let _ = host::publish(&manifest(), &["../../escape".into()]);
+            }
+            Scenario::BadServer => {
+                let mut manifest = manifest();
+                manifest.http_server = Some(Entrypoint {
+                    module: "os;import os".into(),
+                    attr: None,
+                });
+                let _ = host::publish(&manifest, &[]);
+            }
+            Scenario::BadDeploy => {
+                let mut manifest = manifest();
+                manifest.deploy = Some(Deploy {
+                    expose: vec!["rest".into()],
+                    ports: vec![("rest".into(), 8080)],
+                    multiplex: Some(true),
+                    environment: vec![EnvVar {
+                        key: "LD_PRELOAD".into(),
+                        value: "/tmp/evil.so".into(),
+                    }],
+                });
+                let _ = host::publish(&manifest, &[]);
+            }
+            Scenario::BadPermission => {
+                let mut manifest = manifest();
+                manifest.permissions = Some(Permissions {
+                    required: vec!["files.read\n\x1b[2Jforged".into()],
+                    optional: Vec::new(),
+                });
+                let _ = host::publish(&manifest, &[]);
             }
             Scenario::InstallerDuringExtract | Scenario::WritesAnyhow | Scenario::WritesWithoutFlush => {}
             Scenario::Panics => panic!("hostile guest gave up \x1b[2J on purpose"),

@@ -7,6 +7,7 @@
 mod archive;
 mod build_system;
 mod component;
+mod deploy;
 mod dotenv;
 mod entry_name;
 mod lock;
@@ -33,11 +34,13 @@ pub enum Target {
     DotEnv,
     /// The guest's lock (`pylock.toml`) reader.
     Lock,
+    /// The guest's `deploy.json` reader.
+    Deploy,
 }
 
 impl Target {
     /// Every target, in the order `fuzz/run.sh` runs them.
-    pub const ALL: [Target; 8] = [
+    pub const ALL: [Target; 9] = [
         Target::Manifest,
         Target::EntryName,
         Target::Requirements,
@@ -46,6 +49,7 @@ impl Target {
         Target::Component,
         Target::DotEnv,
         Target::Lock,
+        Target::Deploy,
     ];
 
     /// The target's name: its binary, corpus and regression directories.
@@ -59,6 +63,7 @@ impl Target {
             Target::Component => "component",
             Target::DotEnv => "dotenv",
             Target::Lock => "lock",
+            Target::Deploy => "deploy",
         }
     }
 
@@ -73,6 +78,7 @@ impl Target {
             Target::Component => component::run(data),
             Target::DotEnv => dotenv::run(data),
             Target::Lock => lock::run(data),
+            Target::Deploy => deploy::run(data),
         }
     }
 

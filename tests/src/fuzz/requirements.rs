@@ -68,7 +68,7 @@ pub(crate) fn run(data: &[u8]) {
 }
 
 /// What holds for every line the default policy accepts.
-fn assert_harmless(line: &str) {
+pub(super) fn assert_harmless(line: &str) {
     let reread: Vec<String> = logical_lines(line).into_iter().map(|(_, l)| l).collect();
     assert_eq!(reread, [line], "the installer would read the line differently");
     for word in words(line) {

@@ -4,7 +4,7 @@
 //! build tables that past findings were made of.
 
 use super::Target;
-use crate::apkg::AGENT_YAML;
+use crate::apkg::{AGENT_YAML, PAK_AGENT_YAML};
 use crate::{Apkg, hostile_cases};
 
 /// `(file name, bytes)` for each seed of `target`.
@@ -15,6 +15,7 @@ pub(super) fn of(target: Target) -> Vec<(String, Vec<u8>)> {
         Target::Requirements => texts("seed", "txt", &REQUIREMENTS),
         Target::BuildSystem => texts("seed", "toml", &BUILD_SYSTEMS),
         Target::DotEnv => texts("seed", "env", &DOTENVS),
+        Target::Deploy => texts("seed", "json", &DEPLOYS),
         Target::Lock => texts("seed", "toml", &LOCKS),
         // The extractor and the whole component take the same inputs.
         Target::Archive | Target::Component => archives(),
@@ -35,6 +36,7 @@ fn archives() -> Vec<(String, Vec<u8>)> {
     zip64.with_zip64(0);
     let mut seeds = vec![
         ("valid-agent.apkg".to_owned(), Apkg::valid_agent().to_bytes()),
+        ("pak-agent.apkg".to_owned(), Apkg::pak_agent().to_bytes()),
         ("streamed-agent.apkg".to_owned(), crate::cases::streamed()),
         ("zip64-records.apkg".to_owned(), zip64.0),
         (
@@ -53,8 +55,9 @@ fn archives() -> Vec<(String, Vec<u8>)> {
     seeds
 }
 
-const MANIFESTS: [&str; 5] = [
+const MANIFESTS: [&str; 6] = [
     AGENT_YAML,
+    PAK_AGENT_YAML,
     include_str!("../../../examples/vivid-commenter/agent.yaml"),
     "name: a\nversion: 1.10\nruntime:\n  python: \">=3.8\"\n",
     "name: a\nversion: '1'\nx: !!python/object:os.system ls\n",
@@ -85,7 +88,9 @@ const REQUIREMENTS: [&str; 10] = [
     "sneaky @ /home/someone/project\nsneaky @ ../../outside ; python_version > '3'\nok @ ./vendor/x\n-e file:../x\ngit+file:///r\n-e sneaky@/home/x\n-e fbzr+ile:.@./x\nx[a]@./y\n",
 ];
 
-const BUILD_SYSTEMS: [&str; 5] = [
+const BUILD_SYSTEMS: [&str; 7] = [
+    "[project]\nname = \"a\"\nversion = \"1\"\ndependencies = [\"fastapi>=0.100\", \"uvicorn[standard]; python_version >= '3.9'\"]\n",
+    "[project]\ndependencies = [\"a \\\\\", \"b\\n-i http://x\", \"c @ https://x/c.whl\", \"d # e\"]\n",
     "[build-system]\nrequires = [\"setuptools>=64\", \"wheel\"]\nbuild-backend = \"setuptools.build_meta\"\n",
     "[build-system]\nrequires = []\nbuild-backend = \"backend\"\nbackend-path = [\"_build\", \".\"]\n",
     "[project]\nname = \"a\"\nversion = \"1\"\n[tool.black]\nline-length = 100\n",
@@ -94,6 +99,13 @@ const BUILD_SYSTEMS: [&str; 5] = [
 ];
 
 /// `.env` files: what PAK writes, every quoting form, and each refusal.
+const DEPLOYS: [&str; 4] = [
+    r#"{"expose": ["rest", "a2a", "ui"], "ports": {"rest": 8080, "a2a": 50051, "ui": 3000}, "multiplex": true, "environment": {"A2A_PORT": "${A2A_PORT:-50051}"}}"#,
+    r#"{"expose": [], "ports": {}, "multiplex": true, "environment": {}}"#,
+    r#"{"ports": {"rest": 65536}, "environment": {"LD_PRELOAD": "x", "N": 1.5e3, "B": false}}"#,
+    r#"{"expose": ["a", "a"], "multiplex": "yes", "environment": {"A": "\u0000"}}"#,
+];
+
 const DOTENVS: [&str; 8] = [
     "# Copy to .env and fill in\nOPENAI_API_KEY=sk-placeholder\nANTHROPIC_API_KEY=\nLOG_LEVEL=info\n",
     "export MODEL = \"gpt-4o\"  # the default\nNAME='single ${HOME}'\nESC=\"a\\nb \\\"q\\\" \\$X\"\r\n",
