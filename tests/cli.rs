@@ -561,3 +561,123 @@ fn run_without_a_command_and_without_an_http_server_names_what_is_missing() {
     assert_eq!(error["kind"], "no-command", "{error}");
     assert!(stderr.contains("http_server"), "{stderr}");
 }
+
+/// `par load` with no uv on `PATH`: `auto` fetches par's pinned uv from the
+/// index (here the real wheel, served offline), keeps it in the cache and
+/// installs with it; a later load takes it from the cache, fetching nothing.
+#[test]
+fn a_load_with_no_uv_fetches_the_pinned_one_and_keeps_it() {
+    let ws = Workspace::new();
+    let cache = binary().private_cache(&ws.path().join("cache"));
+    let apkg = ws.apkg("agent", &Apkg::valid_agent());
+    let with_uv_wheel = fetch_uv_args(&apkg, "auto", Some(&par_tests::tools::uv_wheels(&tools_dir())));
+    let output = without_uv(binary().command_with_cache(&ws, &cache, &with_uv_wheel))
+        .output()
+        .expect("run par");
+    assert_succeeded(&output);
+    assert_eq!(json(&output)["installer"], "uv");
+    assert_logged(&output, &["Fetching uv"]);
+    let fetched = cache.join("uv-0.13.9/uv");
+    let version = std::process::Command::new(&fetched)
+        .arg("--version")
+        .output()
+        .expect("run the fetched uv");
+    let version = String::from_utf8_lossy(&version.stdout);
+    assert!(version.starts_with("uv 0.13.9 "), "{version}");
+    assert!(!cache.join("uv-0.13.9/failed").exists());
+
+    let mut args = fetch_uv_args(&apkg, "auto", None);
+    args.extend(["--app-id".into(), "other".into()]);
+    let output = without_uv(binary().command_with_cache(&ws, &cache, &args))
+        .output()
+        .expect("run par");
+    assert_succeeded(&output);
+    assert_eq!(json(&output)["installer"], "uv");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("Fetching uv"), "fetched again:\n{stderr}");
+}
+
+/// A uv wheel whose bytes are not PyPI's (its name right, its hash not one
+/// par pins) is never run: `auto` installs with pip, says why, and does not
+/// try again within the hour; `--installer uv` tries, and fails naming the
+/// installer; offline, or with `--no-fetch-uv`, nothing is tried.
+#[test]
+fn a_uv_wheel_with_another_hash_is_refused_and_pip_installs() {
+    let ws = Workspace::new();
+    let cache = binary().private_cache(&ws.path().join("cache"));
+    let forged = ws.path().join("forged");
+    std::fs::create_dir(&forged).expect("forged dir");
+    for name in names_in(&par_tests::tools::uv_wheels(&tools_dir())) {
+        if name.ends_with(".whl") {
+            let mut bytes = std::fs::read(par_tests::tools::uv_wheels(&tools_dir()).join(&name)).expect("the wheel");
+            bytes.extend_from_slice(b"forged");
+            std::fs::write(forged.join(&name), bytes).expect("forge the wheel");
+        }
+    }
+    let apkg = ws.apkg("agent", &Apkg::valid_agent());
+    let load = |installer: &str, extra: &[&str]| {
+        let mut args = fetch_uv_args(&apkg, installer, Some(&forged));
+        args.extend(extra.iter().map(|a| a.to_string()));
+        without_uv(binary().command_with_cache(&ws, &cache, &args))
+            .output()
+            .expect("run par")
+    };
+    let output = load("auto", &[]);
+    assert_succeeded(&output);
+    assert_eq!(json(&output)["installer"], "pip");
+    assert_logged(&output, &["Fetching uv", "Could not fetch uv", "HASHES"]);
+    assert!(!cache.join("uv-0.13.9/uv").exists(), "a forged uv was kept");
+    assert!(cache.join("uv-0.13.9/failed").is_file());
+
+    let output = load("uv", &[]);
+    assert_ne!(output.status.code(), Some(0));
+    assert_logged(&output, &["Fetching uv", "fetching uv 0.13.9 failed"]);
+    assert_eq!(json(&output)["error"]["kind"], "invalid-input");
+
+    let not_fetching = |extra: &[&str]| {
+        let output = load("auto", extra);
+        assert_succeeded(&output);
+        assert_eq!(json(&output)["installer"], "pip", "{extra:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("Fetching uv"), "{extra:?} fetched:\n{stderr}");
+    };
+    not_fetching(&[]);
+    std::fs::remove_file(cache.join("uv-0.13.9/failed")).expect("the failure is remembered");
+    not_fetching(&["--offline"]);
+    not_fetching(&["--no-fetch-uv"]);
+    assert!(!cache.join("uv-0.13.9/failed").exists(), "a fetch was tried");
+}
+
+fn tools_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("install-tools")
+}
+
+/// `load APKG --installer INSTALLER` with the default `uv` name, from the
+/// wheelhouse and, when given, a directory holding uv's wheel.
+fn fetch_uv_args(apkg: &Path, installer: &str, uv_wheels: Option<&Path>) -> Vec<String> {
+    let mut args = binary().load_args(apkg, installer);
+    let uv = args.iter().position(|a| a == "--uv").expect("--uv");
+    args.drain(uv..uv + 2);
+    if let Some(dir) = uv_wheels {
+        args.extend(["--find-links".into(), dir.display().to_string()]);
+    }
+    args
+}
+
+/// `command` with no uv on its `PATH` and the interpreter named by its
+/// absolute path (the directory it is in may hold a uv too).
+fn without_uv(mut command: std::process::Command) -> std::process::Command {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let kept: Vec<_> = std::env::split_paths(&path)
+        .filter(|dir| !dir.join("uv").exists())
+        .collect();
+    let python = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3");
+    command
+        .env("PATH", std::env::join_paths(kept).expect("PATH"))
+        .arg("--python")
+        .arg(String::from_utf8_lossy(&python.stdout).trim());
+    command
+}

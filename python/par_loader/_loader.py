@@ -27,7 +27,9 @@ class PackageLoader:
     ``packages/``, venvs in ``venvs/``. The keyword options mirror par's
     ``LoaderConfig`` and ``InstallConfig``: ``installer`` (``"auto"``,
     ``"pip"``, ``"uv"``), ``sandbox`` (``"auto"``, ``"bwrap"``, ``"none"``),
-    ``network`` (``"none"``, ``"index"``), ``python``, ``uv``, ``bwrap``,
+    ``network`` (``"none"``, ``"index"``), ``python``, ``uv``, ``fetch_uv``
+    (when no uv is found, fetch par's pinned one, its hash checked, into
+    ``component_cache``; default ``True``), ``bwrap``,
     ``strict``, the timeouts in seconds (``venv_timeout``,
     ``requirements_timeout``, ``self_install_timeout``, ``import_timeout``,
     ``build_env_max_age``), the index settings (``no_index``, ``index_url``,

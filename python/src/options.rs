@@ -34,6 +34,7 @@ fn set(config: &mut LoaderConfig, name: &str, value: &Bound<'_, PyAny>) -> PyRes
         "network" => install.network = choice(value)?,
         "python" => install.python = value.extract()?,
         "uv" => install.uv = value.extract()?,
+        "fetch_uv" => install.fetch_uv = value.extract()?,
         "bwrap" => install.bwrap = value.extract()?,
         "strict" => install.strict = value.extract()?,
         "venv_timeout" => install.venv_timeout = seconds(value)?,

@@ -177,6 +177,13 @@ def test_bad_input_is_a_typed_error_not_a_host_fault(tmp_path, make_loader, root
         PackageLoader(root, installer="conda")
 
 
+def test_fetching_uv_is_an_option_taking_a_bool(root, work):
+    # The behaviour is the CLI's (tests/cli.rs): one setting behind both.
+    PackageLoader(root, fetch_uv=False, component_cache=work / "caches" / "par")
+    with pytest.raises(TypeError, match="`fetch_uv`"):
+        PackageLoader(root, fetch_uv="no", component_cache=work / "caches" / "par")
+
+
 def test_inspect_and_extract_publish_only_what_they_say(tmp_path, make_loader, root):
     apkg = write_apkg(tmp_path / "in" / "agent.apkg", agent())
     loader = make_loader("uv")

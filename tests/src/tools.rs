@@ -144,6 +144,35 @@ pub fn wheelhouse(tools: &Path) -> PathBuf {
     .clone()
 }
 
+/// A directory holding the wheel of [`UV`] for this machine, as PyPI serves
+/// it: what par fetches when it finds no uv, served to it offline.
+pub fn uv_wheels(tools: &Path) -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = tools.join("uv-wheels");
+        let ready = dir.join(format!(".ready-{UV}"));
+        with_lock(tools, || {
+            if !ready.is_file() {
+                let _ = fs::remove_dir_all(&dir);
+                fetch(
+                    || {
+                        let mut command = pip(Path::new("python3"), tools);
+                        command
+                            .args(["download", "--only-binary=:all:", "--no-deps", "--dest"])
+                            .arg(&dir)
+                            .arg(UV);
+                        command
+                    },
+                    &format!("downloading the wheel of {UV} from the package registry"),
+                );
+                fs::write(&ready, "").expect("mark the uv wheel");
+            }
+        });
+        dir
+    })
+    .clone()
+}
+
 /// The pinned `uv`, installed into a tools venv (never the one on `PATH`,
 /// whose version the tests cannot know).
 pub fn uv(tools: &Path) -> PathBuf {

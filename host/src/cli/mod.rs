@@ -72,7 +72,8 @@ struct Cli {
 #[derive(Debug, clap::Args)]
 #[command(next_help_heading = "Installing")]
 struct InstallArgs {
-    /// Installer back end: uv when found on PATH, else pip (auto); or force one.
+    /// Installer back end: uv when found on PATH or fetched (see
+    /// --no-fetch-uv), else pip (auto); or force one.
     #[arg(long, default_value = "auto", value_parser = choice::<InstallerChoice>())]
     installer: InstallerChoice,
     /// Fail when the entrypoint does not import (default: warn, `verified: false`).
@@ -81,6 +82,10 @@ struct InstallArgs {
     /// The uv executable (for --installer uv or auto).
     #[arg(long, value_name = "PATH", default_value = "uv")]
     uv: PathBuf,
+    /// When no uv is found, install with pip rather than fetch par's pinned
+    /// uv (its hash checked) into the cache directory.
+    #[arg(long)]
+    no_fetch_uv: bool,
     /// Interpreter the venv is made from.
     #[arg(long, value_name = "PATH", default_value = "python3")]
     python: PathBuf,
@@ -165,6 +170,7 @@ impl InstallArgs {
         install.strict = self.strict;
         install.python = self.python.clone();
         install.uv = self.uv.clone();
+        install.fetch_uv = !self.no_fetch_uv;
         install.index.no_index = self.no_index;
         install.offline = self.offline;
         install.index.find_links = self.find_links.clone();

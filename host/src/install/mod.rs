@@ -11,3 +11,4 @@ pub mod requirements;
 pub(crate) mod resolve;
 pub(crate) mod sbom;
 pub(crate) mod step;
+pub(crate) mod uv_fetch;

@@ -268,11 +268,7 @@ impl StepRunner {
     }
 
     fn step_env(&self) -> Vec<(OsString, OsString)> {
-        self.install
-            .pass_env
-            .iter()
-            .filter_map(|name| std::env::var_os(name).map(|value| (OsString::from(name), value)))
-            .collect()
+        self.install.passed_env()
     }
 }
 

@@ -222,7 +222,7 @@ impl Orchestrator {
         tracing::info!(bundle = %archive.path().display(), "Loading offline bundle");
         let sandboxed = self.installer_sandbox()?.is_some();
         let python = self.python.resolve()?;
-        let installer = self.installer(&python)?;
+        let installer = self.installer(&python, true)?;
         let settings = self.settings_fingerprint(&python, installer.as_ref(), sandboxed, "bundle");
         let lookup = Lookup {
             app_id,

@@ -108,7 +108,7 @@ impl Orchestrator {
         tracing::info!(apkg = %archive.path().display(), "Loading agent package");
         let sandbox = self.installer_sandbox()?;
         let python = self.python.resolve()?;
-        let installer = self.installer(&python)?;
+        let installer = self.installer(&python, false)?;
         let settings = match &bundle {
             Some(bundle) => bundle.settings.clone(),
             None => {

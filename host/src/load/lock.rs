@@ -68,7 +68,7 @@ impl Orchestrator {
             config.install.policy,
         )?;
         let python = self.python.resolve()?;
-        let installer = self.installer(&python)?;
+        let installer = self.installer(&python, false)?;
         let runner = self.step_runner(&config.install, &python, installer.as_ref())?;
         let (index_args, package) = (config.install.index.args(), staging.tree_path());
         let resolver = Resolver {

@@ -45,6 +45,7 @@ use crate::install::installer::{Installer, Pip, Uv};
 use crate::install::interpreter::{Interpreter, Resolver};
 use crate::install::pylock::{GivenLock, LOCK, Lock};
 use crate::install::step::StepRunner;
+use crate::install::uv_fetch;
 use crate::sandbox::{ArchiveRules, Sandbox};
 use crate::trust::signature;
 use crate::types::config::{InstallConfig, InstallerChoice, LoaderConfig, SandboxChoice};
@@ -65,6 +66,8 @@ pub(crate) struct Orchestrator {
     python: Resolver,
     /// The configured bubblewrap, probed on first use: for installer steps and agents.
     bubblewrap: std::sync::OnceLock<Result<Bubblewrap, String>>,
+    /// The uv fetched into the cache when none was found, tried on first need.
+    fetched_uv: std::sync::OnceLock<Option<PathBuf>>,
 }
 
 impl Orchestrator {
@@ -118,6 +121,7 @@ impl Orchestrator {
             sandbox,
             python,
             bubblewrap: std::sync::OnceLock::new(),
+            fetched_uv: std::sync::OnceLock::new(),
         })
     }
 
@@ -195,20 +199,67 @@ impl Orchestrator {
     }
 
     /// The configured back end; `auto` takes uv when it is on `PATH` (or
-    /// beside the interpreter, where `pip install uv` puts it).
-    fn installer(&self, python: &Interpreter) -> Result<Arc<dyn Installer>, LoadError> {
+    /// beside the interpreter, where `pip install uv` puts it) or, unless
+    /// the load is `offline`, fetched into par's cache ([`uv_fetch`]).
+    fn installer(&self, python: &Interpreter, offline: bool) -> Result<Arc<dyn Installer>, LoadError> {
         let install = &self.config.install;
+        if install.installer == InstallerChoice::Pip {
+            return Ok(Arc::new(Pip));
+        }
         let uv = find_program_in(&install.uv, std::slice::from_ref(&python.scripts));
+        let uv = match uv {
+            Some(uv) => Ok(uv),
+            None => self.fetched_uv(python, offline),
+        };
         Ok(match (install.installer, uv) {
-            (InstallerChoice::Pip, _) | (InstallerChoice::Auto, None) => Arc::new(Pip),
-            (InstallerChoice::Uv | InstallerChoice::Auto, Some(uv)) => Arc::new(Uv::new(uv)),
-            (InstallerChoice::Uv, None) => {
+            (_, Ok(uv)) => Arc::new(Uv::new(uv)),
+            (InstallerChoice::Uv, Err(why)) => {
                 return Err(LoadError::InvalidInput {
                     what: "installer",
-                    detail: format!("`{}` was not found on PATH", install.uv.display()),
+                    detail: format!("`{}` was not found on PATH, {why}", install.uv.display()),
                 });
             }
+            (_, Err(why)) => {
+                tracing::debug!(reason = %why, "installing with pip");
+                Arc::new(Pip)
+            }
         })
+    }
+
+    /// The uv par fetched, when the operator named no other (`--uv`), it is
+    /// allowed, and the load may use the network; a fetch is tried once per
+    /// loader and its failure (for `auto`) remembered in the cache.
+    fn fetched_uv(&self, python: &Interpreter, offline: bool) -> Result<PathBuf, String> {
+        let install = &self.config.install;
+        let cache = match &self.config.component_cache {
+            Some(cache) if install.fetch_uv && install.uv == Path::new("uv") => cache,
+            _ => return Err("and fetching one is off".into()),
+        };
+        if let Some(uv) = uv_fetch::cached(cache) {
+            return Ok(uv);
+        }
+        if offline || install.offline {
+            return Err("and an offline load fetches none".into());
+        }
+        let fetched = self.fetched_uv.get_or_init(|| {
+            let fetch = uv_fetch::Fetch {
+                cache,
+                python: &python.executable,
+                index: &install.index,
+                env: install.passed_env(),
+                timeout: install.venv_timeout,
+                insist: install.installer == InstallerChoice::Uv,
+            };
+            fetch
+                .run()
+                .inspect_err(|error| {
+                    tracing::warn!(version = uv_fetch::UV_VERSION, %error, "Could not fetch uv; installing with pip")
+                })
+                .ok()
+        });
+        fetched
+            .clone()
+            .ok_or_else(|| format!("and fetching uv {} failed", uv_fetch::UV_VERSION))
     }
 
     /// The bubblewrap installer steps run under, per `--sandbox`; `auto`

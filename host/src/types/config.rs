@@ -127,7 +127,7 @@ impl std::fmt::Debug for Hook {
 /// Which installer back end to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum InstallerChoice {
-    /// uv when it is on `PATH`, pip otherwise.
+    /// uv when it is on `PATH` or can be fetched (`fetch_uv`), pip otherwise.
     #[default]
     Auto,
     /// `python -m venv` and `pip install`, as the spec does.
@@ -192,6 +192,15 @@ impl InstallConfig {
     /// unpacked bundle's): no index, no other find-links, no network.
     pub(crate) fn only_files_in(&self, dir: &std::path::Path) -> Self {
         self.without_network(vec![dir.display().to_string()])
+    }
+
+    /// The loader's environment variables installer steps inherit: those
+    /// [`Self::pass_env`] names.
+    pub(crate) fn passed_env(&self) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+        self.pass_env
+            .iter()
+            .filter_map(|name| std::env::var_os(name).map(|value| (name.into(), value)))
+            .collect()
     }
 
     fn without_network(&self, find_links: Vec<String>) -> Self {
@@ -301,6 +310,10 @@ pub struct InstallConfig {
     pub python: PathBuf,
     /// The `uv` executable (looked up on `PATH` if relative).
     pub uv: PathBuf,
+    /// Whether a load that finds no `uv` (and is not offline) fetches the
+    /// pinned release into par's cache, its hash checked, rather than
+    /// installing with pip; `auto` falls back to pip when that fails.
+    pub fetch_uv: bool,
     /// Limit for creating the venv.
     pub venv_timeout: Duration,
     /// Limit for installing `requirements.txt` (the spec's 300 s).
@@ -344,6 +357,7 @@ impl Default for InstallConfig {
             installer: InstallerChoice::Auto,
             python: PathBuf::from("python3"),
             uv: PathBuf::from("uv"),
+            fetch_uv: true,
             venv_timeout: Duration::from_secs(120),
             requirements_timeout: Duration::from_secs(300),
             self_install_timeout: Duration::from_secs(120),
