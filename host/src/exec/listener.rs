@@ -3,7 +3,9 @@
 //! made with mode 0660 (connecting needs write permission) in the group the
 //! operator names; a file already at the path is removed only when it is a
 //! socket nobody serves (a stale one), and par removes the file it made when
-//! the agent is gone, unless something else has taken the path since.
+//! the agent is gone, unless something else has taken the path since. A
+//! missing last directory is made as PAR's supervisor makes `agent_ID/`:
+//! mode 0750 in that group, and removed with the socket when left empty.
 
 use std::io;
 use std::net::TcpListener;
@@ -16,6 +18,8 @@ use crate::types::spawn::{Endpoint, MAX_UNIX_PATH_BYTES};
 
 /// Mode of a unix socket par makes: the owner and the group may connect.
 const SOCKET_MODE: u32 = 0o660;
+/// Mode of the directory par makes for a unix socket: the group may reach it.
+const DIRECTORY_MODE: u32 = 0o750;
 
 /// A listening socket par holds for an agent.
 #[derive(Debug)]
@@ -54,18 +58,56 @@ impl AsFd for Listener {
 }
 
 /// The file of a unix socket par made: removed when dropped, if the path
-/// still names that socket.
+/// still names that socket, and with it the directory par made for it, if
+/// that is empty then.
 #[derive(Debug)]
 pub(crate) struct SocketFile {
     path: PathBuf,
     dev: u64,
     ino: u64,
+    _directory: MadeDirectory,
 }
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
         if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino) {
             let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The directory par made for a socket, if it made one: removed when
+/// dropped if it is empty (a bind that failed, or the socket gone).
+#[derive(Debug)]
+struct MadeDirectory(Option<PathBuf>);
+
+impl MadeDirectory {
+    /// Makes the directory `path` is in when it is missing and its own
+    /// parent exists: mode 0750, in `group` when one is given.
+    fn for_socket(path: &Path, group: Option<u32>) -> io::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) else {
+            return Ok(Self(None));
+        };
+        match std::fs::DirBuilder::new().mode(DIRECTORY_MODE).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(Self(None)),
+            Err(e) => return Err(e),
+        }
+        let made = Self(Some(dir.to_owned()));
+        if let Some(gid) = group {
+            std::os::unix::fs::lchown(dir, None, Some(gid))?;
+        }
+        // The umask may have taken the group's bits.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIRECTORY_MODE))?;
+        Ok(made)
+    }
+}
+
+impl Drop for MadeDirectory {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir(dir);
         }
     }
 }
@@ -78,6 +120,7 @@ fn bind_unix(path: &Path, group: Option<u32>) -> io::Result<(UnixListener, Socke
             format!("the path is {length} bytes; a unix socket's may have at most {MAX_UNIX_PATH_BYTES}"),
         ));
     }
+    let directory = MadeDirectory::for_socket(path, group)?;
     remove_stale(path)?;
     let listener = UnixListener::bind(path)?;
     let made = std::fs::symlink_metadata(path)?;
@@ -85,6 +128,7 @@ fn bind_unix(path: &Path, group: Option<u32>) -> io::Result<(UnixListener, Socke
         path: path.to_owned(),
         dev: made.dev(),
         ino: made.ino(),
+        _directory: directory,
     };
     // Before anyone may connect: until now the mode left group and others
     // without write permission, so nobody but par could.
@@ -145,6 +189,18 @@ mod tests {
         let kept = Listener::bind(&at, None).expect_err("not a socket");
         assert_eq!(kept.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(std::fs::read_to_string(&path).expect("kept"), "data");
+
+        std::fs::remove_file(&path).expect("the regular file");
+        let agent_dir = dir.path().join("agent_1");
+        let at = Endpoint::Unix(agent_dir.join("rest.sock"));
+        let (listener, _, file) = Listener::bind(&at, None).expect("its directory is made");
+        let meta = std::fs::metadata(&agent_dir).expect("the directory");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o750);
+        drop((listener, file));
+        assert!(!agent_dir.exists(), "the directory par made goes with the socket");
+        let deeper = Endpoint::Unix(dir.path().join("a/b/rest.sock"));
+        let error = Listener::bind(&deeper, None).expect_err("only the last directory is made");
+        assert_eq!(error.kind(), io::ErrorKind::NotFound);
 
         let long = Endpoint::Unix(dir.path().join("x".repeat(MAX_UNIX_PATH_BYTES)));
         let error = Listener::bind(&long, None).expect_err("too long");
