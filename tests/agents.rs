@@ -568,28 +568,35 @@ fn the_environment_is_layered_and_resolved_as_par_does_with_pars_variables() {
 fn a_package_as_pak_builds_it_is_served_with_no_command_from_its_http_server() {
     let ws = Workspace::new();
     let loader = loader(&ws);
-    let with_uvicorn = Apkg::pak_agent().replace(
-        "pyproject.toml",
-        "[project]\nname = \"pak-agent\"\nversion = \"0.1.0\"\ndescription = \"An agent packaged by PAK\"\nrequires-python = \">=3.9\"\ndependencies = [\"uvicorn==0.32.1\"]\n",
-    );
+    // deploy.json exposes `rest` and gives it no port: any free one.
+    let with_uvicorn = Apkg::pak_agent()
+        .replace(
+            "pyproject.toml",
+            "[project]\nname = \"pak-agent\"\nversion = \"0.1.0\"\ndescription = \"An agent packaged by PAK\"\nrequires-python = \">=3.9\"\ndependencies = [\"uvicorn==0.32.1\"]\n",
+        )
+        .replace(
+            "deploy.json",
+            "{\"expose\": [\"rest\"], \"multiplex\": true, \"environment\": {\"GREETING\": \"${GREETING:-hello}\"}}",
+        );
     let package = load(&ws, &loader, &with_uvicorn, "pak-served");
     let mut spec = SpawnSpec::new(Vec::<std::ffi::OsString>::new());
-    spec.listen = serving("unused").listen;
-    spec.listen[0].name = "rest".into();
     spec.sandbox = SandboxChoice::Bwrap;
     spec.ready_timeout = Duration::from_secs(30);
-    let agent = loader.spawn_blocking(&package, spec).expect("spawn with no command");
+    let agent = loader
+        .spawn_blocking(&package, spec)
+        .expect("spawn with no command and no socket");
     agent.wait_ready_blocking().expect("ready");
+    let names: Vec<&str> = agent.ports().iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["rest"], "deploy.json's `expose`");
     // deploy.json's `GREETING: ${GREETING:-hello}` reads agent.yaml's, below it.
     assert_eq!(get(port(&agent), "/"), "hello from agent.yaml");
     agent.stop_blocking(None).expect("stopped");
 
+    let without = load(&ws, &loader, &Apkg::pak_agent().without("deploy.json"), "pak-bare");
     let no_socket = SpawnSpec::new(Vec::<std::ffi::OsString>::new());
-    let error = loader.spawn_blocking(&package, no_socket).expect_err("no socket");
+    let error = loader.spawn_blocking(&without, no_socket).expect_err("no socket");
     assert_eq!(error.kind(), "no-command");
     assert!(error.to_string().contains("--listen"), "{error}");
-
-    let without = load(&ws, &loader, &Apkg::pak_agent(), "pak-bare");
     let mut spec = SpawnSpec::new(Vec::<std::ffi::OsString>::new());
     spec.listen = serving("unused").listen;
     let error = loader.spawn_blocking(&without, spec).expect_err("no uvicorn");

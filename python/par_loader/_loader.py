@@ -159,7 +159,8 @@ class PackageLoader:
         on the first socket. ``listen`` maps
         socket names to ``"host:port"`` (port 0: any free one); par binds
         them and hands them over as fds 3, 4, … (``LISTEN_FDS``,
-        ``PAR_PORT_<NAME>``). ``health`` is ``"name:/path"``: ready on a 2xx
+        ``PAR_PORT_<NAME>``); without it, the surfaces ``deploy.json``
+        exposes, on 127.0.0.1 at its ports. ``health`` is ``"name:/path"``: ready on a 2xx
         answer (default: when the agent accepts a connection). ``network`` is
         ``"none"`` or ``"outbound"``; ``env`` adds the caller's variables (never
         logged); ``package_env`` applies the package's own ``.env``, below

@@ -198,6 +198,7 @@ struct AgentArgs {
     /// LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID and PAR_PORT_<NAME>); port 0
     /// takes a free port; `unix:/PATH` a unix socket (mode 0660, a stale
     /// socket file replaced, removed when the agent is gone) (repeatable).
+    /// Without any: the surfaces deploy.json exposes, on 127.0.0.1 at its ports.
     #[arg(long, value_name = "NAME=ADDR:PORT|NAME=unix:PATH", value_parser = parse_listen)]
     listen: Vec<Listen>,
     /// The group unix sockets are made in, by name or number, so a proxy

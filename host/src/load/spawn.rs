@@ -25,7 +25,7 @@ use crate::fs::root::{Area, fd_path, open_dir_nofollow};
 use crate::types::config::SandboxChoice;
 use crate::types::error::{EnvFileRefused, NoCommand, SpawnError};
 use crate::types::package::AgentPackage;
-use crate::types::spawn::{AgentNetwork, BoundSocket, HealthCheck, SpawnSpec};
+use crate::types::spawn::{AgentNetwork, BoundSocket, Endpoint, HealthCheck, Listen, SpawnSpec};
 
 /// The agent's pid inside its sandbox: bubblewrap's init is 1, and the
 /// agent the first process it starts.
@@ -57,7 +57,10 @@ pub(crate) struct Running {
 
 impl Orchestrator {
     /// Starts `package`'s agent as `spec` says; returns once it runs (see [`Running::wait_ready`]).
-    pub(crate) fn spawn(&self, package: &AgentPackage, spec: SpawnSpec) -> Result<Running, SpawnError> {
+    pub(crate) fn spawn(&self, package: &AgentPackage, mut spec: SpawnSpec) -> Result<Running, SpawnError> {
+        if spec.listen.is_empty() {
+            spec.listen = exposed_sockets(package);
+        }
         check_spec(&spec)?;
         if !is_safe_component(&package.app_id, false) {
             return Err(SpawnError::InvalidSpec(format!(
@@ -364,6 +367,38 @@ impl Running {
             listeners.clear();
         }
     }
+}
+
+/// The sockets a package's `deploy.json` exposes, for a caller that names
+/// none: each surface on 127.0.0.1, at the port `ports` gives it (any free
+/// port when it gives none), in `expose`'s order, so the first is the one
+/// the default command serves on.
+fn exposed_sockets(package: &AgentPackage) -> Vec<Listen> {
+    let Some(deploy) = &package.manifest.deploy else {
+        return Vec::new();
+    };
+    let sockets: Vec<Listen> = deploy
+        .expose
+        .iter()
+        .map(|name| {
+            let port = deploy
+                .ports
+                .iter()
+                .find(|(surface, _)| surface == name)
+                .map_or(0, |(_, port)| *port);
+            Listen {
+                name: name.clone(),
+                addr: Endpoint::Tcp(std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port))),
+            }
+        })
+        .collect();
+    if !sockets.is_empty() {
+        tracing::info!(
+            sockets = %sockets.iter().map(|s| format!("{}={}", s.name, s.addr)).collect::<Vec<_>>().join(","),
+            "Binding the sockets deploy.json exposes"
+        );
+    }
+    sockets
 }
 
 /// The socket names and the health check make sense.

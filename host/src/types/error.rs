@@ -646,7 +646,9 @@ pub enum NoCommand {
     #[error("the manifest names no `http_server` to serve: give the command after `--`")]
     NoHttpServer,
     /// The default serves on the first socket, and none was asked for.
-    #[error("`http_server` is served on the first socket: give one with `--listen NAME=ADDR`")]
+    #[error(
+        "`http_server` is served on the first socket: give one with `--listen NAME=ADDR` or deploy.json's `expose`"
+    )]
     NoSocket,
     /// The venv has no uvicorn to serve the app with.
     #[error("`http_server` is served with uvicorn, which the venv does not hold: add it to the package's requirements")]

@@ -18,7 +18,8 @@ pub struct SpawnSpec {
     pub argv: Vec<OsString>,
     /// Sockets par binds before the start and hands to the agent, in order
     /// (descriptors 3, 4, …): the systemd convention (`LISTEN_FDS`,
-    /// `LISTEN_FDNAMES`, `LISTEN_PID`) plus `PAR_PORT_<NAME>`.
+    /// `LISTEN_FDNAMES`, `LISTEN_PID`) plus `PAR_PORT_<NAME>`. Empty: the
+    /// surfaces the package's `deploy.json` exposes, on 127.0.0.1 at its ports.
     pub listen: Vec<Listen>,
     /// When the agent counts as ready: an HTTP GET on a named socket
     /// answers 2xx; without one, the agent accepted a connection on the first socket.
