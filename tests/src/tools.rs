@@ -115,62 +115,44 @@ fn pip(python: &Path, tools: &Path) -> Command {
 /// A directory holding [`WHEELHOUSE`] as wheels.
 pub fn wheelhouse(tools: &Path) -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let dir = tools.join("wheelhouse");
-        with_lock(tools, || {
-            // The marker names what was fetched: a wheelhouse of other pins
-            // (an older checkout's) is fetched again, never trusted.
-            let ready = dir.join(".ready");
-            let pins = WHEELHOUSE.join("\n");
-            if fs::read_to_string(&ready).ok().as_deref() != Some(pins.as_str()) {
-                let _ = fs::remove_dir_all(&dir);
-                let what = format!("downloading {} from the package registry", WHEELHOUSE.join(" and "));
-                fetch(
-                    || {
-                        let mut command = pip(Path::new("python3"), tools);
-                        command
-                            .args(["download", "--only-binary=:all:", "--no-deps", "--dest"])
-                            .arg(&dir)
-                            .args(WHEELHOUSE);
-                        command
-                    },
-                    &what,
-                );
-                fs::write(&ready, &pins).expect("mark wheelhouse");
-            }
-        });
-        dir
-    })
-    .clone()
+    PATH.get_or_init(|| downloaded(tools, "wheelhouse", &WHEELHOUSE))
+        .clone()
 }
 
 /// A directory holding the wheel of [`UV`] for this machine, as PyPI serves
 /// it: what par fetches when it finds no uv, served to it offline.
 pub fn uv_wheels(tools: &Path) -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let dir = tools.join("uv-wheels");
-        let ready = dir.join(format!(".ready-{UV}"));
-        with_lock(tools, || {
-            if !ready.is_file() {
-                let _ = fs::remove_dir_all(&dir);
-                fetch(
-                    || {
-                        let mut command = pip(Path::new("python3"), tools);
-                        command
-                            .args(["download", "--only-binary=:all:", "--no-deps", "--dest"])
-                            .arg(&dir)
-                            .arg(UV);
-                        command
-                    },
-                    &format!("downloading the wheel of {UV} from the package registry"),
-                );
-                fs::write(&ready, "").expect("mark the uv wheel");
-            }
-        });
-        dir
-    })
-    .clone()
+    PATH.get_or_init(|| downloaded(tools, "uv-wheels", &[UV])).clone()
+}
+
+/// The directory `name` of `tools`, holding the wheels of `pins` (without
+/// their dependencies), downloaded once. The marker names what was fetched:
+/// a directory of other pins (an older checkout's) is fetched again, never
+/// trusted.
+fn downloaded(tools: &Path, name: &str, pins: &[&str]) -> PathBuf {
+    let dir = tools.join(name);
+    with_lock(tools, || {
+        let ready = dir.join(".ready");
+        let named = pins.join("\n");
+        if fs::read_to_string(&ready).ok().as_deref() != Some(named.as_str()) {
+            let _ = fs::remove_dir_all(&dir);
+            let what = format!("downloading {} from the package registry", pins.join(" and "));
+            fetch(
+                || {
+                    let mut command = pip(Path::new("python3"), tools);
+                    command
+                        .args(["download", "--only-binary=:all:", "--no-deps", "--dest"])
+                        .arg(&dir)
+                        .args(pins);
+                    command
+                },
+                &what,
+            );
+            fs::write(&ready, &named).expect("mark the download");
+        }
+    });
+    dir
 }
 
 /// The pinned `uv`, installed into a tools venv (never the one on `PATH`,
