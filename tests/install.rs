@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use par::{AgentPackage, InstallerChoice, LoadError, LoaderConfig, PackageError, PackageLoader};
-use par_tests::apkg::PAK_AGENT_YAML;
+use par_tests::apkg::{AGENT_YAML, PAK_AGENT_YAML};
 use par_tests::binary::survivors;
 use par_tests::index_trap::IndexTrap;
 use par_tests::workspace::{build_environments, component_cache, installer_cache, names_in, settle};
@@ -74,6 +74,7 @@ for_each_backend!(
     pyproject_agent_is_installed_too,
     a_package_as_pak_builds_it_loads_with_its_servers_importable,
     pyprojects_dependencies_are_checked_installed_and_locked_as_requirement_lines,
+    every_pep517_backend_installs_the_agent_and_its_dependencies,
     old_package_loads_without_being_installed,
     invalid_setup_py_fails_with_pips_output,
     a_failed_redeploy_leaves_the_last_good_deployment_as_it_was,
@@ -200,6 +201,61 @@ async fn pyprojects_dependencies_are_checked_installed_and_locked_as_requirement
         panic!("{error}");
     };
     assert_eq!((refusal.file.as_str(), refusal.line), ("pyproject.toml", 8), "{error}");
+}
+
+/// The PEP 517 backends a `pyproject.toml` names besides setuptools (the
+/// tests above): the agent's name, `[build-system]`, and the backend's own
+/// table, where it needs one to find the agent's packages.
+const BACKENDS: [(&str, &str, &str); 3] = [
+    (
+        "hatch-agent",
+        "requires = [\"hatchling\"]\nbuild-backend = \"hatchling.build\"",
+        "[tool.hatch.build.targets.wheel]\npackages = [\"core\", \"app\"]\n",
+    ),
+    (
+        "flit-agent",
+        "requires = [\"flit_core>=3.4\"]\nbuild-backend = \"flit_core.buildapi\"",
+        "[tool.flit.module]\nname = \"core\"\n",
+    ),
+    (
+        "pdm-agent",
+        "requires = [\"pdm-backend\"]\nbuild-backend = \"pdm.backend\"",
+        "",
+    ),
+];
+
+/// A `pyproject.toml` in place of `setup.py` and `requirements.txt`, with
+/// hatchling, flit or pdm as its backend: its `[project].dependencies`
+/// install as requirement lines, and the agent installs editable (its
+/// modules imported from its tree) with each.
+async fn every_pep517_backend_installs_the_agent_and_its_dependencies(backend: InstallerChoice) {
+    let ws = Workspace::new();
+    for (name, build_system, tool) in BACKENDS {
+        let apkg = Apkg::valid_agent()
+            .without("setup.py")
+            .without("requirements.txt")
+            .replace("agent.yaml", AGENT_YAML.replace("test-agent", name))
+            .file(
+                "pyproject.toml",
+                format!(
+                    "[build-system]\n{build_system}\n\n[project]\nname = \"{name}\"\nversion = \"1.0.0\"\n\
+                     description = \"An agent\"\ndependencies = [\"packaging>=20\"]\n\n{tool}"
+                ),
+            );
+        let package = load(&ws, backend, &apkg)
+            .await
+            .unwrap_or_else(|error| panic!("{name}: {error}"));
+        assert!(package.installed_as_package, "{name}");
+        assert_eq!(package.verified, Some(true), "{name}");
+        assert_eq!(package.requirements_count, 1, "{name}");
+        let out = python_in(&package, "import app.main, core, packaging; print(core.__file__)");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            Path::new(stdout.trim()).starts_with(&package.path),
+            "{name}: core is imported from {stdout}, not the tree"
+        );
+    }
 }
 
 /// The guest's CPU cap counts its own work, not the time it waits for a step:

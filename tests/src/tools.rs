@@ -13,12 +13,20 @@ use std::sync::OnceLock;
 pub const UV: &str = "uv==0.13.9";
 /// The build backend every test installs offline, with every dependency
 /// pinned too (pip's build isolation installs `wheel`, which needs
-/// `packaging`), and uvicorn with its own, which serves a manifest's
-/// `http_server`.
-pub const WHEELHOUSE: [&str; 7] = [
+/// `packaging`); the other PEP 517 backends (hatchling with its own and
+/// the `editables` its editable builds ask for, flit, pdm); and uvicorn with its own, which serves a manifest's `http_server`.
+pub const WHEELHOUSE: [&str; 15] = [
     "setuptools==84.2.1",
     "wheel==0.48.0",
     "packaging==26.4",
+    "hatchling==1.33.0",
+    "editables==0.6",
+    "pathspec==1.1.1",
+    "pluggy==1.7.0",
+    "tomlkit==0.15.3",
+    "trove-classifiers==2026.9.21.13",
+    "flit_core==4.2.0",
+    "pdm-backend==2.5.0",
     "uvicorn==0.32.1",
     "click==8.5.1",
     "h11==0.16.0",
