@@ -39,17 +39,20 @@ impl CacheDir {
         &self.dir
     }
 
-    /// The bytes of `name` (at most `max`), if it is a regular file of this
-    /// user that no one else can write (checked on the open file).
-    pub(crate) fn read_private(&self, name: &str, max: u64) -> Option<Vec<u8>> {
+    /// `name` opened without following a link, with its metadata, if it is
+    /// a regular file of this user that no one else can write (checked on
+    /// the open file, so it cannot be swapped between check and use).
+    pub(crate) fn open_private(&self, name: &str) -> Option<(std::fs::File, std::fs::Metadata)> {
+        use std::os::unix::fs::MetadataExt as _;
         let file = open_file_nofollow(&self.dir, name).ok()?;
         let meta = file.metadata().ok()?;
-        {
-            use std::os::unix::fs::MetadataExt as _;
-            if meta.uid() != rustix::process::geteuid().as_raw() || meta.mode() & 0o022 != 0 {
-                return None;
-            }
-        }
+        let private = meta.uid() == rustix::process::geteuid().as_raw() && meta.mode() & 0o022 == 0;
+        (private && meta.is_file()).then_some((file, meta))
+    }
+
+    /// The bytes of `name` (at most `max`), if it is private ([`Self::open_private`]).
+    pub(crate) fn read_private(&self, name: &str, max: u64) -> Option<Vec<u8>> {
+        let (file, _) = self.open_private(name)?;
         let mut bytes = Vec::new();
         file.take(max).read_to_end(&mut bytes).ok()?;
         Some(bytes)
@@ -57,11 +60,16 @@ impl CacheDir {
 
     /// Writes `name` atomically (mode 0600): a new temporary file, then a rename.
     pub(crate) fn store(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.store_with_mode(name, bytes, 0o600)
+    }
+
+    /// Writes `name` atomically with `mode` (0700 for a program par runs).
+    pub(crate) fn store_with_mode(&self, name: &str, bytes: &[u8], mode: u32) -> io::Result<()> {
         let temporary = format!(".{name}.{}.tmp", std::process::id());
         let _ = self.dir.remove_file(&temporary);
         let written = self
             .dir
-            .open_with(&temporary, OpenOptions::new().write(true).create_new(true).mode(0o600))
+            .open_with(&temporary, OpenOptions::new().write(true).create_new(true).mode(mode))
             .and_then(|file| {
                 let mut file = file.into_std();
                 file.write_all(bytes)?;

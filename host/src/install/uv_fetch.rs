@@ -7,16 +7,14 @@
 //! back to pip.
 
 use std::ffi::OsString;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use cap_std::fs::{OpenOptions, OpenOptionsExt};
 use sha2::{Digest, Sha256};
 
 use crate::exec::process::{self, Step};
 use crate::fs::cache_dir::CacheDir;
-use crate::fs::root::open_file_nofollow;
 use crate::types::config::IndexConfig;
 
 /// The uv release par fetches.
@@ -86,12 +84,10 @@ fn home(cache: &Path) -> PathBuf {
 /// The uv a fetch put in `cache`, if it is there and only this user can
 /// change it.
 pub(crate) fn cached(cache: &Path) -> Option<PathBuf> {
-    let dir = CacheDir::open(&home(cache)).ok()?;
-    let file = open_file_nofollow(dir.dir(), "uv").ok()?;
-    let meta = file.metadata().ok()?;
     use std::os::unix::fs::MetadataExt as _;
-    let private = meta.uid() == rustix::process::geteuid().as_raw() && meta.mode() & 0o022 == 0;
-    (private && meta.is_file() && meta.mode() & 0o100 != 0).then(|| dir.path().join("uv"))
+    let dir = CacheDir::open(&home(cache)).ok()?;
+    let (_, meta) = dir.open_private("uv")?;
+    (meta.mode() & 0o100 != 0).then(|| dir.path().join("uv"))
 }
 
 /// How to fetch: with which interpreter, from where, in what environment.
@@ -185,7 +181,7 @@ impl Fetch<'_> {
             });
         }
         let executable = read_executable(file)?;
-        store_executable(home, &executable)?;
+        home.store_with_mode("uv", &executable, 0o700)?;
         Ok(home.path().join("uv"))
     }
 }
@@ -219,25 +215,6 @@ fn read_executable(wheel: std::fs::File) -> Result<Vec<u8>, FetchError> {
     Ok(bytes)
 }
 
-/// Writes `uv` (mode 0700) into `home` atomically: a new file, then a rename.
-fn store_executable(home: &CacheDir, bytes: &[u8]) -> io::Result<()> {
-    let temporary = format!(".uv.{}.tmp", std::process::id());
-    let _ = home.dir().remove_file(&temporary);
-    let written = home
-        .dir()
-        .open_with(&temporary, OpenOptions::new().write(true).create_new(true).mode(0o700))
-        .and_then(|file| {
-            let mut file = file.into_std();
-            file.write_all(bytes)?;
-            file.sync_all()
-        })
-        .and_then(|()| home.dir().rename(&temporary, home.dir(), "uv"));
-    if written.is_err() {
-        let _ = home.dir().remove_file(&temporary);
-    }
-    written
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,7 +238,7 @@ mod tests {
         let cache = tempfile::tempdir().expect("tempdir");
         assert_eq!(cached(cache.path()), None);
         let home = CacheDir::open(&home(cache.path())).expect("home");
-        store_executable(&home, b"#!/bin/sh\n").expect("store");
+        home.store_with_mode("uv", b"#!/bin/sh\n", 0o700).expect("store");
         assert_eq!(cached(cache.path()), Some(home.path().join("uv")));
         std::fs::set_permissions(home.path().join("uv"), std::fs::Permissions::from_mode(0o722)).expect("chmod");
         assert_eq!(cached(cache.path()), None);

@@ -227,15 +227,19 @@ impl Orchestrator {
     }
 
     /// The uv par fetched, when the operator named no other (`--uv`), it is
-    /// allowed, and the load may use the network; a fetch is tried once per
-    /// loader and its failure (for `auto`) remembered in the cache.
+    /// allowed, and the load may use the network; found or fetched once per
+    /// loader, and a failed fetch (for `auto`) remembered in the cache.
     fn fetched_uv(&self, python: &Interpreter, offline: bool) -> Result<PathBuf, String> {
         let install = &self.config.install;
         let cache = match &self.config.component_cache {
             Some(cache) if install.fetch_uv && install.uv == Path::new("uv") => cache,
             _ => return Err("and fetching one is off".into()),
         };
+        if let Some(Some(uv)) = self.fetched_uv.get() {
+            return Ok(uv.clone());
+        }
         if let Some(uv) = uv_fetch::cached(cache) {
+            let _ = self.fetched_uv.set(Some(uv.clone()));
             return Ok(uv);
         }
         if offline || install.offline {
