@@ -395,15 +395,7 @@ fn par_bundle_writes_a_signed_bundle_that_loads_offline() {
     assert!(files.contains(&"packaging-26.4-py3-none-any.whl"), "{written}");
     assert!(parb.with_extension("parb.minisig").is_file());
 
-    let mut args = binary().load_args(&parb, "uv");
-    args.extend([
-        "--offline".into(),
-        "--trusted-key".into(),
-        prefix.with_extension("pub").display().to_string(),
-    ]);
-    let output = binary().run(&ws, &args);
-    assert_succeeded(&output);
-    let package = json(&output);
+    let package = binary().load_bundle_trusting(&ws, &parb, &prefix.with_extension("pub"));
     assert_eq!(package["requirements_count"], 1, "{package}");
     assert_eq!(package["verified"], true, "{package}");
     assert!(package["signed"]["key_id"].is_string(), "{package}");

@@ -40,6 +40,7 @@ mod fs;
 mod install;
 mod load;
 mod loader;
+mod registry;
 mod sandbox;
 mod trust;
 mod types;
@@ -72,6 +73,7 @@ pub use types::package::{
     AgentPackage, DataAccess, Deploy, Entrypoint, ExtractedPackage, Manifest, Permissions, ResolvedLock, Timings,
     WrittenBundle,
 };
+pub use types::registry::{Pulled, Pushed, RegistryConfig, RegistryError};
 pub use types::spawn::{
     AgentNetwork, BoundSocket, Endpoint, EnvSource, HealthCheck, Listen, MAX_UNIX_PATH_BYTES, SpawnSpec,
 };

@@ -12,6 +12,7 @@ use crate::types::error::{LifecycleError, LoadError, SpawnError};
 use crate::types::error::{PackageError, SandboxError};
 use crate::types::lifecycle::{Collection, GcOptions, Listing};
 use crate::types::package::{AgentPackage, ExtractedPackage, Manifest, ResolvedLock, WrittenBundle};
+use crate::types::registry::{Pulled, Pushed};
 use crate::types::spawn::SpawnSpec;
 use crate::types::trust::{Signed, SigningKey};
 
@@ -218,6 +219,60 @@ impl PackageLoader {
         key: Option<&SigningKey>,
     ) -> Result<WrittenBundle, LoadError> {
         self.orchestrator.bundle(apkg, output, key)
+    }
+
+    /// Pushes a bundle; see [`PackageLoader::push_blocking`].
+    ///
+    /// # Errors
+    ///
+    /// As [`PackageLoader::push_blocking`].
+    pub async fn push(&self, parb: &Path, reference: &str) -> Result<Pushed, LoadError> {
+        let (this, parb, reference) = (self.clone(), parb.to_owned(), reference.to_owned());
+        run_blocking(move || this.push_blocking(&parb, &reference)).await
+    }
+
+    /// Pulls a bundle; see [`PackageLoader::pull_blocking`].
+    ///
+    /// # Errors
+    ///
+    /// As [`PackageLoader::pull_blocking`].
+    pub async fn pull(&self, reference: &str, output: &Path) -> Result<Pulled, LoadError> {
+        let (this, reference, output) = (self.clone(), reference.to_owned(), output.to_owned());
+        run_blocking(move || this.pull_blocking(&reference, &output)).await
+    }
+
+    /// Pushes the offline bundle `parb` (from [`PackageLoader::bundle_blocking`])
+    /// to the registry `reference` (`REGISTRY/REPO:TAG`) as an OCI artifact:
+    /// one blob per member, so bundles that share wheels share blobs, and
+    /// only the blobs the registry lacks are uploaded. The bundle's
+    /// signature beside it (`{parb}.minisig`) travels with it.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Registry`] for a bad reference, a registry that cannot
+    /// be reached, refuses access or an upload, or the deadline
+    /// ([`crate::RegistryConfig::deadline`]); [`LoadError::Bundle`] (and every
+    /// archive error) when the bundle is refused, or was not laid out by
+    /// `par bundle`; [`LoadError::Io`] when a file cannot be read.
+    pub fn push_blocking(&self, parb: &Path, reference: &str) -> Result<Pushed, LoadError> {
+        self.orchestrator.push(parb, reference)
+    }
+
+    /// Pulls the bundle at `reference` (`REGISTRY/REPO:TAG` or
+    /// `REGISTRY/REPO@sha256:…`) into `output` (ending in `.parb`), and its
+    /// signature beside it when it has one. Every blob is checked against
+    /// the manifest's size and digest, and the bundle against the digest
+    /// the manifest names, before it is renamed into place: a failed pull
+    /// leaves nothing at `output`.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Registry`]: as for a push, and a manifest or blob
+    /// refused ([`crate::RegistryError::Manifest`], [`crate::RegistryError::Blob`]);
+    /// [`LoadError::InvalidInput`] when `output` does not end in `.parb`;
+    /// [`LoadError::Io`] when the bundle cannot be written.
+    pub fn pull_blocking(&self, reference: &str, output: &Path) -> Result<Pulled, LoadError> {
+        self.orchestrator.pull(reference, output)
     }
 
     /// Blocking form of [`PackageLoader::load_locked`].

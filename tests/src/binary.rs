@@ -85,6 +85,20 @@ impl Par {
         command
     }
 
+    /// `par load {parb} --offline --trusted-key {public_key}` with uv, which
+    /// must succeed; the loaded package as JSON.
+    pub fn load_bundle_trusting(&self, ws: &Workspace, parb: &Path, public_key: &Path) -> serde_json::Value {
+        let mut args = self.load_args(parb, "uv");
+        args.extend([
+            "--offline".into(),
+            "--trusted-key".into(),
+            public_key.display().to_string(),
+        ]);
+        let output = self.run(ws, &args);
+        assert_succeeded(&output);
+        json(&output)
+    }
+
     /// `load {apkg} --installer {installer} --uv … --installer-cache …
     /// --no-index --find-links {wheelhouse} --json`.
     pub fn load_args(&self, apkg: &Path, installer: &str) -> Vec<String> {

@@ -9,6 +9,7 @@ pub mod fuzz;
 pub mod index_trap;
 mod loopback;
 pub mod machine;
+pub mod registry;
 pub mod simple_index;
 pub mod tools;
 pub mod workspace;

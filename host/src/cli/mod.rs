@@ -1,6 +1,7 @@
 //! Argument parsing, logging setup, output and exit codes for `par`.
 
 mod lifecycle;
+mod registry;
 mod trust;
 
 use std::path::{Path, PathBuf};
@@ -420,6 +421,30 @@ enum Command {
         #[command(flatten)]
         trust: TrustArgs,
     },
+    /// Push an offline bundle (AGENT.parb) to an OCI registry as an
+    /// artifact: one blob per member, so bundles sharing wheels share
+    /// blobs, and only blobs the registry lacks are uploaded. Its signature
+    /// (AGENT.parb.minisig) goes with it. Prints the manifest's digest.
+    Push {
+        /// The bundle.
+        bundle: PathBuf,
+        /// Where: REGISTRY/REPOSITORY:TAG.
+        reference: String,
+        #[command(flatten)]
+        registry: registry::RegistryArgs,
+    },
+    /// Pull a bundle pushed by `par push` from an OCI registry: every blob
+    /// checked by size and digest, written in place only once whole, with
+    /// its signature beside it.
+    Pull {
+        /// REGISTRY/REPOSITORY:TAG or REGISTRY/REPOSITORY@sha256:DIGEST.
+        reference: String,
+        /// The bundle to write; it must end in `.parb`.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        #[command(flatten)]
+        registry: registry::RegistryArgs,
+    },
     /// Load an APKG (instant when it is unchanged since its last load), then
     /// start its agent in the sandbox on sockets par binds, wait until it is
     /// ready, and stay in the foreground: SIGINT and SIGTERM stop it
@@ -604,6 +629,7 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             trust.apply(&mut config)?;
         }
         Command::Verify { trusted_keys, .. } => config.trusted_keys = trust::read_keys(trusted_keys)?,
+        Command::Push { registry, .. } | Command::Pull { registry, .. } => registry.apply(&mut config),
         // Making keys touches no root.
         Command::Keygen { prefix } => {
             trust::keygen(cli.json, prefix)?;
@@ -694,6 +720,8 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             ..
         } => trust::sign(cli.json, &loader, apkg, key, password_env.as_deref()).await?,
         Command::Verify { apkg, .. } => trust::verify(cli.json, &loader, apkg).await?,
+        Command::Push { bundle, reference, .. } => registry::push(cli.json, &loader, bundle, reference).await?,
+        Command::Pull { reference, output, .. } => registry::pull(cli.json, &loader, reference, output).await?,
         Command::Keygen { .. } => {}
         Command::List => {
             let listing = loader.list().await?;

@@ -132,6 +132,7 @@ pub(crate) fn sha256_of(mut file: File) -> io::Result<String> {
 pub(crate) struct BundleWriter {
     zip: ZipWriter<tempfile::NamedTempFile>,
     destination: PathBuf,
+    files_dir: bool,
 }
 
 impl BundleWriter {
@@ -145,6 +146,7 @@ impl BundleWriter {
         Ok(Self {
             zip: ZipWriter::new(file),
             destination: destination.to_owned(),
+            files_dir: false,
         })
     }
 
@@ -169,8 +171,30 @@ impl BundleWriter {
         io::copy(&mut file, &mut self.zip).map(drop)
     }
 
+    /// Adds the member `name` of `size` bytes, written by `fill`.
+    pub(crate) fn add_with<E>(
+        &mut self,
+        name: &str,
+        size: u64,
+        fill: impl FnOnce(&mut dyn io::Write) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        E: From<io::Error>,
+    {
+        self.zip
+            .start_file(name, Self::options(size))
+            .map_err(io::Error::from)?;
+        fill(&mut self.zip)
+    }
+
+    /// Whether the directory of distribution files was added.
+    pub(crate) fn has_files_dir(&self) -> bool {
+        self.files_dir
+    }
+
     /// Adds the directory of distribution files.
     pub(crate) fn add_files_dir(&mut self) -> io::Result<()> {
+        self.files_dir = true;
         let options = SimpleFileOptions::default()
             .last_modified_time(zip::DateTime::default())
             .unix_permissions(0o755);
@@ -179,10 +203,18 @@ impl BundleWriter {
 
     /// Finishes the archive and puts it in place; its size.
     pub(crate) fn finish(self) -> io::Result<u64> {
+        let destination = self.destination.clone();
+        let file = self.into_temporary()?;
+        let size = file.as_file().metadata()?.len();
+        file.persist(destination).map_err(|e| e.error)?;
+        Ok(size)
+    }
+
+    /// Finishes the archive but leaves it under its temporary name, for a
+    /// caller that checks it before putting it in place.
+    pub(crate) fn into_temporary(self) -> io::Result<tempfile::NamedTempFile> {
         let mut file = self.zip.finish()?;
         file.as_file_mut().sync_all()?;
-        let size = file.as_file().metadata()?.len();
-        file.persist(&self.destination).map_err(|e| e.error)?;
-        Ok(size)
+        Ok(file)
     }
 }

@@ -344,7 +344,7 @@ fn choose_files(files: &[BundleFile], fetched: &BTreeMap<String, String>) -> Res
 }
 
 /// The bundle refused, naming the member at fault.
-fn refused(bundle: &Path, member: String, problem: String) -> LoadError {
+pub(super) fn refused(bundle: &Path, member: String, problem: String) -> LoadError {
     LoadError::Bundle(BundleRefused {
         bundle: bundle.to_owned(),
         member,

@@ -25,6 +25,7 @@ mod deploy;
 mod extract;
 mod lifecycle;
 mod lock;
+mod registry;
 pub(crate) mod spawn;
 
 use std::fs::File;

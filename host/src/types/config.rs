@@ -100,6 +100,8 @@ pub struct LoaderConfig {
     /// (`{apkg}.minisig`, its trusted comment `name=NAME version=VERSION`
     /// matching the manifest); without, signatures are not looked at.
     pub trusted_keys: Vec<TrustedKey>,
+    /// How par talks to OCI registries (push, pull, `oci://` loads).
+    pub registry: crate::types::registry::RegistryConfig,
     /// Whether the guest applies its entry-name rules (only tests turn this off).
     pub(crate) guest_path_rules: bool,
     /// Another component in place of par's own guest (only tests set this,
@@ -401,6 +403,7 @@ impl Default for LoaderConfig {
             max_root_bytes: None,
             min_free_bytes: None,
             trusted_keys: Vec::new(),
+            registry: Default::default(),
             guest_path_rules: true,
             guest_component: None,
             #[cfg(feature = "test-hooks")]

@@ -478,6 +478,9 @@ pub enum LoadError {
     /// holds a file whose hash differs from its lock's.
     #[error("{0}")]
     Bundle(#[from] BundleRefused),
+    /// A push or pull failed, or a registry gave what par refuses.
+    #[error("{0}")]
+    Registry(#[from] crate::types::registry::RegistryError),
     /// A bug or runtime failure in the host itself.
     #[error("internal error: {0}")]
     Internal(String),
@@ -513,6 +516,7 @@ impl LoadError {
             | LoadError::Lock(_)
             | LoadError::Bundle(_) => true,
             LoadError::Sandbox(error) => !matches!(error, SandboxError::Engine(_)),
+            LoadError::Registry(error) => error.is_content_fault(),
             LoadError::Io { .. }
             | LoadError::DiskFull { .. }
             | LoadError::InvalidInput { .. }
@@ -529,6 +533,7 @@ impl LoadError {
             LoadError::GuestProtocol(e) => e.call().map(InstallCall::name),
             LoadError::Lock(e) => Some(e.subject()),
             LoadError::Bundle(e) => Some(&e.member),
+            LoadError::Registry(e) => e.subject(),
             _ => None,
         }
     }
@@ -546,6 +551,7 @@ impl LoadError {
             LoadError::Signature(e) => e.kind(),
             LoadError::Lock(e) => e.kind(),
             LoadError::Bundle(_) => "bundle-invalid",
+            LoadError::Registry(e) => e.kind(),
             LoadError::Io { .. } => "io",
             LoadError::InvalidInput { .. } => "invalid-input",
             LoadError::Internal(_) => "internal",

@@ -7,5 +7,6 @@ pub(crate) mod error;
 pub(crate) mod lifecycle;
 pub(crate) mod package;
 pub(crate) mod process;
+pub(crate) mod registry;
 pub(crate) mod spawn;
 pub(crate) mod trust;

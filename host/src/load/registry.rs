@@ -1,0 +1,308 @@
+//! Bundles through OCI registries. `par push` unpacks the bundle in the
+//! sandbox (as a load does), makes each member a blob named by its SHA-256,
+//! uploads only the blobs the registry lacks, and puts the manifest at the
+//! tag, after checking that the layers rebuild the bundle byte for byte.
+//! `par pull` reads the manifest within its caps, then writes each blob,
+//! checked by size and digest, into a bundle beside the destination, and
+//! renames it into place only once the whole bundle has the digest the
+//! manifest names; the bundle's signature, if pushed, is written beside it.
+
+use std::io::Read as _;
+use std::path::Path;
+
+use par_rules::bundle::{FILES_DIR, MEMBERS};
+
+use super::Orchestrator;
+use super::bundle::refused;
+use super::deploy::{Staged, StagedArchive};
+use crate::fs::archive::Archive;
+use crate::fs::bundle::{BundleWriter, Unpacked, sha256_of};
+use crate::fs::root::{open_dir_nofollow, open_file_nofollow};
+use crate::registry::artifact::{self, Artifact, BUNDLE_SIGNATURE, Layer, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES};
+use crate::registry::client::Client;
+use crate::registry::reference::Reference;
+use crate::sandbox::{ArchiveRules, StagedPreopens};
+use crate::trust::signature::signature_path;
+use crate::types::error::LoadError;
+use crate::types::registry::{Pulled, Pushed, RegistryError};
+
+impl Orchestrator {
+    /// Pushes the bundle `parb` to `target` (`REGISTRY/REPO:TAG`).
+    pub(crate) fn push(&self, parb: &Path, target: &str) -> Result<Pushed, LoadError> {
+        let config = &self.config.registry;
+        let reference = parse(target)?;
+        let Some(tag) = reference.tag.clone().filter(|_| reference.digest.is_none()) else {
+            return Err(RegistryError::Reference {
+                reference: target.to_owned(),
+                problem: "a push names a tag, not a digest".into(),
+            }
+            .into());
+        };
+        let archive = Archive::open(parb)?;
+        let StagedArchive { staging, .. } = match self.stage(&archive, None)? {
+            Staged::Fresh(staged) => staged,
+            Staged::Unchanged(_) => return Err(LoadError::Internal("a push found a recorded load".into())),
+        };
+        let rules = ArchiveRules {
+            limits: self.config.bundle_limits,
+            path_rules: self.config.guest_path_rules,
+        };
+        let copies = staging.tree_writes(&rules.limits)?;
+        self.sandbox
+            .unbundle(StagedPreopens::of(&staging).writable(), &rules, copies)?;
+        let tree = staging.tree();
+        let unpacked =
+            Unpacked::read(tree, &staging.tree_path()).map_err(|(member, problem)| refused(parb, member, problem))?;
+        let mut members: Vec<String> = MEMBERS
+            .iter()
+            .filter(|member| tree.symlink_metadata(member).is_ok())
+            .map(|member| (*member).to_owned())
+            .collect();
+        members.extend(unpacked.files.keys().map(|name| format!("{FILES_DIR}/{name}")));
+        let files_dir = match unpacked.files.is_empty() {
+            true => None,
+            false => Some(
+                open_dir_nofollow(tree, FILES_DIR)
+                    .map_err(LoadError::io("cannot read the unpacked bundle", &unpacked.files_dir))?,
+            ),
+        };
+        let open = |member: &str| {
+            let opened = match (
+                member.strip_prefix(FILES_DIR).and_then(|m| m.strip_prefix('/')),
+                &files_dir,
+            ) {
+                (Some(name), Some(dir)) => open_file_nofollow(dir, name),
+                _ => open_file_nofollow(tree, member),
+            };
+            opened.map_err(LoadError::io(
+                "cannot read the unpacked bundle",
+                staging.tree_path().join(member),
+            ))
+        };
+        let mut layers = Vec::new();
+        let mut files = Vec::new();
+        for member in &members {
+            let file = open(member)?;
+            let size = file
+                .metadata()
+                .map_err(LoadError::io("cannot read", staging.tree_path().join(member)))?
+                .len();
+            let sha256 =
+                sha256_of(open(member)?).map_err(LoadError::io("cannot read", staging.tree_path().join(member)))?;
+            layers.push(artifact::layer(member, size, &sha256));
+            files.push(file);
+        }
+        let bundle_sha256 =
+            sha256_of(std::fs::File::open(parb).map_err(LoadError::io("cannot read the bundle", parb))?)
+                .map_err(LoadError::io("cannot read the bundle", parb))?;
+        // The layers must rebuild these very bytes, or a pull could not
+        // give back what was signed.
+        let rebuilt = tempfile::Builder::new()
+            .prefix(".push-")
+            .suffix(".parb")
+            .tempfile_in(staging.tree_path())
+            .map_err(LoadError::io("cannot write under", staging.tree_path()))?;
+        let mut writer = BundleWriter::create(rebuilt.path()).map_err(LoadError::io("cannot write", rebuilt.path()))?;
+        for (layer, file) in layers.iter().zip(&files) {
+            add_member(&mut writer, &layer.member, layer.descriptor.size, |out| {
+                std::io::copy(&mut file.try_clone()?, out).map(drop)
+            })
+            .map_err(LoadError::io("cannot write", rebuilt.path()))?;
+        }
+        writer.finish().map_err(LoadError::io("cannot write", rebuilt.path()))?;
+        let rebuilt_sha256 =
+            sha256_of(std::fs::File::open(rebuilt.path()).map_err(LoadError::io("cannot read", rebuilt.path()))?)
+                .map_err(LoadError::io("cannot read", rebuilt.path()))?;
+        if rebuilt_sha256 != bundle_sha256 {
+            return Err(refused(
+                parb,
+                ".".into(),
+                "its members are not laid out as `par bundle` writes them (make it again with `par bundle`)".into(),
+            ));
+        }
+        let signature = signature_path(parb);
+        let mut signature_file = None;
+        if let Ok(file) = std::fs::File::open(&signature) {
+            let mut text = Vec::new();
+            file.take(MAX_SIGNATURE_BYTES + 1)
+                .read_to_end(&mut text)
+                .map_err(LoadError::io("cannot read", &signature))?;
+            if text.len() as u64 > MAX_SIGNATURE_BYTES {
+                return Err(refused(
+                    parb,
+                    BUNDLE_SIGNATURE.into(),
+                    format!("`{}` is larger than {MAX_SIGNATURE_BYTES} bytes", signature.display()),
+                ));
+            }
+            let sha256 = crate::fs::hex(&<sha2::Sha256 as sha2::Digest>::digest(&text));
+            layers.push(artifact::layer(BUNDLE_SIGNATURE, text.len() as u64, &sha256));
+            signature_file = Some(signature.clone());
+        }
+        let artifact = Artifact { layers, bundle_sha256 };
+        let mut client = Client::new(&reference, config, true)?;
+        let mut uploaded = 0;
+        let (empty, config_descriptor) = artifact::empty_config();
+        let mut blobs: Vec<(&str, u64, std::fs::File)> = Vec::new();
+        for (layer, member) in artifact.layers.iter().zip(&members) {
+            blobs.push((&layer.descriptor.digest, layer.descriptor.size, open(member)?));
+        }
+        if let (Some(path), Some(layer)) = (&signature_file, artifact.layers.last()) {
+            blobs.push((
+                &layer.descriptor.digest,
+                layer.descriptor.size,
+                std::fs::File::open(path).map_err(LoadError::io("cannot read", path))?,
+            ));
+        }
+        let empty_file = tempfile::tempfile_in(staging.tree_path())
+            .map_err(LoadError::io("cannot write under", staging.tree_path()))?;
+        std::io::Write::write_all(&mut &empty_file, empty)
+            .map_err(LoadError::io("cannot write under", staging.tree_path()))?;
+        std::io::Seek::rewind(&mut &empty_file).map_err(LoadError::io("cannot write under", staging.tree_path()))?;
+        blobs.push((&config_descriptor.digest, config_descriptor.size, empty_file));
+        let total = blobs.len();
+        let mut pushed = std::collections::BTreeSet::new();
+        for (digest, size, file) in blobs {
+            if !pushed.insert(digest) || client.has_blob(digest)? {
+                continue;
+            }
+            client.push_blob(digest, size, file)?;
+            uploaded += 1;
+        }
+        let digest = client.push_manifest(&tag, artifact::MANIFEST_MEDIA_TYPE, artifact.manifest())?;
+        tracing::info!(reference = %reference, %digest, uploaded, blobs = total, "Bundle pushed");
+        Ok(Pushed {
+            reference: reference.at_digest(&digest).to_string(),
+            digest,
+            uploaded,
+            blobs: total,
+        })
+    }
+
+    /// Pulls the bundle at `source` (`REGISTRY/REPO:TAG` or `@sha256:…`)
+    /// into `output`.
+    pub(crate) fn pull(&self, source: &str, output: &Path) -> Result<Pulled, LoadError> {
+        let config = &self.config.registry;
+        if !par_rules::bundle::is_bundle_path(output) {
+            return Err(LoadError::InvalidInput {
+                what: "bundle path",
+                detail: format!("`{}` must end in `.{}`", output.display(), par_rules::bundle::EXTENSION),
+            });
+        }
+        let reference = parse(source)?;
+        let mut client = Client::new(&reference, config, false)?;
+        let (manifest, digest) = client.pull_manifest(artifact::MANIFEST_MEDIA_TYPE, MAX_MANIFEST_BYTES)?;
+        let artifact = Artifact::read(&manifest).map_err(|problem| RegistryError::Manifest {
+            reference: reference.to_string(),
+            problem,
+        })?;
+        let mut writer = BundleWriter::create(output).map_err(LoadError::io("cannot write the bundle", output))?;
+        let mut signature: Option<Vec<u8>> = None;
+        for Layer { member, descriptor } in &artifact.layers {
+            if member == BUNDLE_SIGNATURE {
+                if descriptor.size > MAX_SIGNATURE_BYTES {
+                    return Err(blob_refused(
+                        &reference,
+                        member,
+                        &descriptor.digest,
+                        format!("larger than {MAX_SIGNATURE_BYTES} bytes"),
+                    ));
+                }
+                let mut text = Vec::new();
+                client.pull_blob(member, &descriptor.digest, descriptor.size, &mut text)?;
+                signature = Some(text);
+                continue;
+            }
+            let pulled = add_member(&mut writer, member, descriptor.size, |out| {
+                client
+                    .pull_blob(member, &descriptor.digest, descriptor.size, out)
+                    .map_err(Pulling::Registry)
+            });
+            match pulled {
+                Ok(()) => {}
+                Err(Pulling::Registry(error)) => return Err(error.into()),
+                Err(Pulling::Write(error)) => return Err(LoadError::io("cannot write the bundle", output)(error)),
+            }
+        }
+        let written = writer
+            .into_temporary()
+            .map_err(LoadError::io("cannot write the bundle", output))?;
+        let sha256 = sha256_of(written.reopen().map_err(LoadError::io("cannot read", written.path()))?)
+            .map_err(LoadError::io("cannot read", written.path()))?;
+        if sha256 != artifact.bundle_sha256 {
+            return Err(RegistryError::Manifest {
+                reference: reference.to_string(),
+                problem: format!(
+                    "its layers make a bundle of SHA-256 {sha256}, not the {} it names",
+                    artifact.bundle_sha256
+                ),
+            }
+            .into());
+        }
+        let signature_file = signature_path(output);
+        match &signature {
+            Some(text) => std::fs::write(&signature_file, text)
+                .map_err(LoadError::io("cannot write the signature", &signature_file))?,
+            None => match std::fs::remove_file(&signature_file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(LoadError::io("cannot remove the old signature", &signature_file)(e));
+                }
+                _ => {}
+            },
+        }
+        written
+            .persist(output)
+            .map_err(|e| LoadError::io("cannot write the bundle", output)(e.error))?;
+        tracing::info!(reference = %reference, %digest, bundle = %output.display(), "Bundle pulled");
+        Ok(Pulled {
+            path: output.to_owned(),
+            digest,
+            signature: signature.map(|_| signature_file),
+        })
+    }
+}
+
+/// A failed pull of one blob into the bundle.
+enum Pulling {
+    Registry(RegistryError),
+    Write(std::io::Error),
+}
+
+impl From<std::io::Error> for Pulling {
+    fn from(error: std::io::Error) -> Self {
+        Pulling::Write(error)
+    }
+}
+
+/// Adds `member` to `writer`, and before the first distribution file the
+/// directory that holds them, as `par bundle` does.
+fn add_member<E: From<std::io::Error>>(
+    writer: &mut BundleWriter,
+    member: &str,
+    size: u64,
+    fill: impl FnOnce(&mut dyn std::io::Write) -> Result<(), E>,
+) -> Result<(), E> {
+    if member.starts_with(FILES_DIR) && !writer.has_files_dir() {
+        writer.add_files_dir()?;
+    }
+    writer.add_with(member, size, fill)
+}
+
+fn parse(text: &str) -> Result<Reference, LoadError> {
+    Reference::parse(text).map_err(|problem| {
+        RegistryError::Reference {
+            reference: text.to_owned(),
+            problem,
+        }
+        .into()
+    })
+}
+
+fn blob_refused(reference: &Reference, member: &str, digest: &str, problem: String) -> LoadError {
+    RegistryError::Blob {
+        reference: reference.to_string(),
+        blob: member.to_owned(),
+        digest: digest.to_owned(),
+        problem,
+    }
+    .into()
+}
