@@ -147,7 +147,7 @@ const LAYERS: [&[&str]; 9] = [
     &["sandbox"],
     &["install"],
     &["exec"],
-    &["trust"],
+    &["trust", "registry"],
     &["fs"],
     &["types"],
 ];

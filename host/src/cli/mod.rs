@@ -1,6 +1,7 @@
 //! Argument parsing, logging setup, output and exit codes for `par`.
 
 mod lifecycle;
+mod output;
 mod registry;
 mod trust;
 
@@ -19,6 +20,7 @@ use par::{
 };
 
 use lifecycle::{DiskArgs, GcArgs, collection_text, listing_text, parse_size};
+use output::print_result;
 use tracing_subscriber::EnvFilter;
 use trust::TrustArgs;
 
@@ -889,16 +891,6 @@ fn build_lock_path(lock: &Path) -> PathBuf {
         None => format!("{name}.build.toml"),
     };
     lock.with_file_name(built)
-}
-
-fn print_result(json: bool, value: &impl serde::Serialize, human: impl FnOnce() -> String) -> anyhow::Result<()> {
-    let text = if json {
-        serde_json::to_string(value).context("cannot render the result")?
-    } else {
-        human()
-    };
-    println!("{text}");
-    Ok(())
 }
 
 /// Prints the error (stderr, and stdout as JSON with `--json`) and picks the exit code.

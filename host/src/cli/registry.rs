@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use par::{LoaderConfig, PackageLoader};
 
+use super::output::print_result;
+
 /// How to reach registries.
 #[derive(Debug, clap::Args)]
 #[command(next_help_heading = "Registry")]
@@ -40,7 +42,7 @@ impl RegistryArgs {
 /// `par push BUNDLE REFERENCE`.
 pub(crate) async fn push(json: bool, loader: &PackageLoader, bundle: &Path, reference: &str) -> anyhow::Result<()> {
     let pushed = loader.push(bundle, reference).await?;
-    super::print_result(json, &pushed, || {
+    print_result(json, &pushed, || {
         format!(
             "Pushed {} ({} of {} blobs uploaded)\n{}",
             bundle.display(),
@@ -54,7 +56,7 @@ pub(crate) async fn push(json: bool, loader: &PackageLoader, bundle: &Path, refe
 /// `par pull REFERENCE -o BUNDLE`.
 pub(crate) async fn pull(json: bool, loader: &PackageLoader, reference: &str, output: &Path) -> anyhow::Result<()> {
     let pulled = loader.pull(reference, output).await?;
-    super::print_result(json, &pulled, || {
+    print_result(json, &pulled, || {
         let signed = match &pulled.signature {
             Some(path) => format!("\n  signature: {}", path.display()),
             None => String::new(),
