@@ -19,9 +19,15 @@ fn binary() -> Par {
 }
 
 /// A loader in `ws` (offline, from the wheelhouse) that speaks plain HTTP
-/// to `registry` and takes logins from `auth` (never the user's own).
+/// to `registry`, takes logins from `auth` (never the user's own) and has
+/// a cache of its own, so every blob a pull takes comes from `registry`.
 fn config(ws: &Workspace, registry: &Registry, auth: &Path) -> LoaderConfig {
     let mut config = offline_config(ws, env!("CARGO_TARGET_TMPDIR"));
+    let cache = ws.path().join("in").join("cache");
+    if !cache.exists() {
+        binary().private_cache(&cache);
+    }
+    config.component_cache = Some(cache);
     config.install.installer = InstallerChoice::Uv;
     config.registry = config
         .registry
@@ -356,4 +362,96 @@ fn bad_references_are_refused_before_any_request() {
             .to_owned();
         assert!(message.contains(problem), "{message}");
     }
+}
+
+/// `par load oci://…` on a node with a cache of its own: `args` then the
+/// registry's settings, with the test's uv and `--json`.
+fn load_from_registry(
+    ws: &Workspace,
+    cache: &Path,
+    registry: &Registry,
+    auth: &Path,
+    reference: &str,
+) -> std::process::Child {
+    let mut args = binary().load_args(Path::new(&format!("oci://{reference}")), "uv");
+    args.extend([
+        "--insecure-registry".into(),
+        registry.host(),
+        "--registry-auth".into(),
+        auth.display().to_string(),
+    ]);
+    binary()
+        .command_with_cache(ws, cache, &args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run par")
+}
+
+/// Pushes the bundle of `web-agent` to `agents/web:1.0`; the bundle and
+/// what the push reported.
+fn pushed_bundle(ws: &Workspace, registry: &Registry, auth: &Path) -> (PathBuf, par::Pushed) {
+    let loader = PackageLoader::new(config(ws, registry, auth)).expect("loader");
+    let parb = bundle(ws, "web-agent", None);
+    let pushed = loader
+        .push_blocking(&parb, &format!("{}/agents/web:1.0", registry.host()))
+        .expect("push");
+    (parb, pushed)
+}
+
+/// A node loads `oci://…:TAG`: the package names the reference and the
+/// digest it resolved to, and every layer was fetched; a second node with
+/// the same blob cache loads `@DIGEST` fetching no blob at all.
+#[test]
+fn a_load_from_the_registry_fetches_only_the_blobs_its_cache_lacks() {
+    let registry = Registry::start();
+    let ws = Workspace::new();
+    let auth = auth_file(&ws, &[]);
+    let (_, pushed) = pushed_bundle(&ws, &registry, &auth);
+    let layers = pushed.blobs - 1;
+    let cache = binary().private_cache(&ws.path().join("in").join("node-cache"));
+
+    let node = Workspace::new();
+    let tag = format!("{}/agents/web:1.0", registry.host());
+    let output = load_from_registry(&node, &cache, &registry, &auth, &tag)
+        .wait_with_output()
+        .expect("par");
+    assert_succeeded(&output);
+    let package = json(&output);
+    assert_eq!(package["source"]["reference"], tag.as_str(), "{package}");
+    assert_eq!(package["source"]["digest"], pushed.digest.as_str(), "{package}");
+    assert_eq!(package["verified"], true, "{package}");
+    assert_eq!(registry.blob_downloads(), layers, "{}", registry.log());
+
+    let second = Workspace::new();
+    let pinned = format!("{}/agents/web@{}", registry.host(), pushed.digest);
+    let output = load_from_registry(&second, &cache, &registry, &auth, &pinned)
+        .wait_with_output()
+        .expect("par");
+    assert_succeeded(&output);
+    let package = json(&output);
+    assert_eq!(package["source"]["digest"], pushed.digest.as_str(), "{package}");
+    assert_eq!(package["unchanged_redeploy"], false, "another root: {package}");
+    assert_eq!(registry.blob_downloads(), layers, "the cache held every blob");
+}
+
+/// Two nodes sharing a blob cache load one bundle at the same moment: each
+/// blob crosses the network once.
+#[test]
+fn two_loads_pulling_one_bundle_at_once_fetch_each_blob_once() {
+    let registry = Registry::start();
+    let ws = Workspace::new();
+    let auth = auth_file(&ws, &[]);
+    let (_, pushed) = pushed_bundle(&ws, &registry, &auth);
+    let cache = binary().private_cache(&ws.path().join("in").join("node-cache"));
+    let tag = format!("{}/agents/web:1.0", registry.host());
+    let nodes = [Workspace::new(), Workspace::new()];
+    let loads: Vec<_> = nodes
+        .iter()
+        .map(|node| load_from_registry(node, &cache, &registry, &auth, &tag))
+        .collect();
+    for load in loads {
+        assert_succeeded(&load.wait_with_output().expect("par"));
+    }
+    assert_eq!(registry.blob_downloads(), pushed.blobs - 1, "{}", registry.log());
 }

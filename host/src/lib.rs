@@ -70,8 +70,8 @@ pub use types::lifecycle::{
     RunningAgent,
 };
 pub use types::package::{
-    AgentPackage, DataAccess, Deploy, Entrypoint, ExtractedPackage, Manifest, Permissions, ResolvedLock, Timings,
-    WrittenBundle,
+    AgentPackage, DataAccess, Deploy, Entrypoint, ExtractedPackage, Manifest, Permissions, RegistrySource,
+    ResolvedLock, Timings, WrittenBundle,
 };
 pub use types::registry::{Pulled, Pushed, RegistryConfig, RegistryError};
 pub use types::spawn::{

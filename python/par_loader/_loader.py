@@ -12,7 +12,17 @@ from typing import Any, TypeVar
 
 from . import _native
 from ._agent import AgentProcess
-from ._types import AgentPackage, Collection, ExtractedPackage, Listing, ResolvedLock, Signed, WrittenBundle
+from ._types import (
+    AgentPackage,
+    Collection,
+    ExtractedPackage,
+    Listing,
+    Pulled,
+    Pushed,
+    ResolvedLock,
+    Signed,
+    WrittenBundle,
+)
 
 _T = TypeVar("_T")
 
@@ -41,7 +51,11 @@ class PackageLoader:
     ``min_free_bytes`` (loads refuse to start with less free), ``trusted_keys``
     (minisign public key files: with any, only packages signed by one of them
     load, the signature ``{apkg}.minisig`` beside the package, refused as
-    ``signature-missing`` or ``signature-invalid`` otherwise) and ``limits`` (a
+    ``signature-missing`` or ``signature-invalid`` otherwise), the registry
+    settings for ``push``, ``pull`` and ``oci://`` loads (``insecure_registries``:
+    ``HOST:PORT`` spoken to over plain HTTP; ``registry_auth``: a
+    Docker/Podman ``config.json`` to take logins from; ``registry_timeout``:
+    seconds for a whole push or pull) and ``limits`` (a
     dict of archive limits: ``max_entries``, ``max_total_bytes``,
     ``max_file_bytes``, ``max_ratio``, ``ratio_min_bytes``,
     ``max_manifest_bytes``). An unknown option is a ``TypeError``.
@@ -66,6 +80,10 @@ class PackageLoader:
         """The spec's whole flow: extract and validate in the sandbox, create
         or reuse the venv, install ``requirements.txt`` and the agent itself
         (editable), and check that the entrypoint imports.
+
+        ``oci://REGISTRY/REPO:TAG`` (or ``@sha256:…``) pulls the bundle pushed
+        there (only the blobs ``component_cache`` lacks, each checked) and
+        loads it as a bundle; the package's ``source`` names the digest.
 
         A bundle (``.parb``, from ``bundle``) is loaded from its own lock and
         files alone, with no index and no network; a bundle that holds
@@ -109,6 +127,21 @@ class PackageLoader:
             os.fspath(apkg_path), os.fspath(output), None if key_path is None else os.fspath(key_path), password
         )
         return WrittenBundle._from_native(json.loads(raw))
+
+    def push(self, bundle_path: StrPath, reference: str) -> Pushed:
+        """Pushes a bundle to an OCI registry (``REGISTRY/REPO:TAG``) as an
+        artifact, one blob per member, uploading only the blobs the registry
+        lacks; its signature (``{bundle}.minisig``) goes with it. Raises
+        ``HostError`` when the registry cannot be reached or refuses."""
+        return Pushed(**json.loads(self._native.push(os.fspath(bundle_path), reference)))
+
+    def pull(self, reference: str, output: StrPath) -> Pulled:
+        """Pulls a bundle pushed by ``push`` into ``output`` (ending in
+        ``.parb``), and its signature beside it: every blob checked against
+        the manifest, nothing written unless all of it is. Raises
+        ``PackageRefused`` (``registry-manifest``, ``registry-blob``) for what
+        the registry holds, ``HostError`` for the way to it."""
+        return Pulled._from_native(json.loads(self._native.pull(reference, os.fspath(output))))
 
     def inspect(self, apkg_path: StrPath) -> dict[str, Any]:
         """Validates the archive in the sandbox and returns its ``agent.yaml``; publishes nothing."""

@@ -176,12 +176,16 @@ class AgentPackage:
     data_access: DataAccess | None = None
     #: ``deploy.json``, if the package has one.
     deploy: Deploy | None = None
+    #: The registry reference and digest, when loaded from ``oci://…``.
+    source: RegistrySource | None = None
 
     @classmethod
     def _from_native(cls, raw: dict[str, Any]) -> AgentPackage:
         values = _native_fields(cls, raw, ("path", "link", "venv_path", "python_path", "lock", "sbom"))
         values["timings"] = Timings(**raw["timings"])
         values["signed"] = Signed._from_native(raw.get("signed"))
+        source = raw.get("source")
+        values["source"] = None if source is None else RegistrySource(**source)
         package = cls(**values)
         # What the loader returned, as it returned it: what `spawn` hands back.
         object.__setattr__(package, "_native_json", json.dumps(raw))
@@ -225,6 +229,47 @@ class WrittenBundle:
             bytes=raw["bytes"],
             signed=Signed._from_native(raw["signed"]),
         )
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """A bundle ``PackageLoader.push`` put in a registry."""
+
+    #: Where, pinned: ``REGISTRY/REPO:TAG@sha256:…``.
+    reference: str
+    #: The manifest's digest, which names the bundle in any registry.
+    digest: str
+    #: How many blobs were uploaded (the registry had the others).
+    uploaded: int
+    #: How many blobs the manifest names.
+    blobs: int
+
+
+@dataclass(frozen=True)
+class Pulled:
+    """A bundle ``PackageLoader.pull`` wrote."""
+
+    #: The bundle file (``.parb``).
+    path: Path
+    #: The manifest's digest the reference resolved to.
+    digest: str
+    #: The bundle's signature written beside it, when it has one.
+    signature: Path | None = None
+
+    @classmethod
+    def _from_native(cls, raw: dict[str, Any]) -> Pulled:
+        signature = raw.get("signature")
+        return cls(path=Path(raw["path"]), digest=raw["digest"], signature=None if signature is None else Path(signature))
+
+
+@dataclass(frozen=True)
+class RegistrySource:
+    """Where a package loaded from ``oci://…`` came from."""
+
+    #: The reference as given (``REGISTRY/REPO:TAG`` or ``…@sha256:…``).
+    reference: str
+    #: The digest of the manifest it resolved to: pin other nodes to it.
+    digest: str
 
 
 @dataclass(frozen=True)

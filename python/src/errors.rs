@@ -78,6 +78,7 @@ fn class_name(error: &LoadError) -> &'static str {
         | LoadError::Signature(_)
         | LoadError::Lock(_)
         | LoadError::Bundle(_) => "PackageRefused",
+        LoadError::Registry(registry) if registry.is_content_fault() => "PackageRefused",
         LoadError::Install(_) | LoadError::Verification(_) => "InstallFailed",
         LoadError::Sandbox(_) => "SandboxError",
         LoadError::InvalidInput { .. } => "InvalidInput",

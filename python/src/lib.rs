@@ -98,6 +98,20 @@ impl Loader {
         to_json(py, written, errors::to_python)
     }
 
+    /// Pushes the bundle `bundle` to the registry `reference`; returns
+    /// `Pushed` as JSON.
+    fn push(&self, py: Python<'_>, bundle: PathBuf, reference: String) -> PyResult<String> {
+        let pushed = py.detach(|| self.inner.push_blocking(&bundle, &reference));
+        to_json(py, pushed, errors::to_python)
+    }
+
+    /// Pulls the bundle at the registry `reference` into `output`; returns
+    /// `Pulled` as JSON.
+    fn pull(&self, py: Python<'_>, reference: String, output: PathBuf) -> PyResult<String> {
+        let pulled = py.detach(|| self.inner.pull_blocking(&reference, &output));
+        to_json(py, pulled, errors::to_python)
+    }
+
     /// Resolves the package's requirements and build requirements,
     /// installing nothing; returns the `ResolvedLock` as JSON.
     fn lock(&self, py: Python<'_>, apkg: PathBuf) -> PyResult<String> {

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
+import time
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +102,50 @@ def make_loader(root: Path, tools: dict[str, str], work: Path) -> Callable[..., 
         )
 
     return make
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[str]:
+    """The reference OCI registry (``docker-registry``, which tests/run
+    installs) on 127.0.0.1, its storage in the test's directory; yields
+    ``HOST:PORT``. Ready when it logs that it listens; a port another
+    process took first is tried again with another."""
+    directory = tmp_path / "registry"
+    directory.mkdir()
+    log_path = directory / "registry.log"
+    for _ in range(5):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        config = directory / "config.yml"
+        config.write_text(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n"
+            f"    rootdirectory: {directory / 'storage'}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: par-tests\n"
+        )
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                ["docker-registry", "serve", str(config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={"PATH": os.environ["PATH"], "HOME": str(directory), "TMPDIR": str(directory)},
+            )
+        deadline = time.monotonic() + 20
+        while f"listening on 127.0.0.1:{port}" not in log_path.read_text(errors="replace"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        else:
+            try:
+                yield f"127.0.0.1:{port}"
+            finally:
+                process.kill()
+                process.wait()
+            return
+        process.kill()
+        process.wait()
+        if "address already in use" not in log_path.read_text(errors="replace"):
+            break
+    raise RuntimeError(f"the registry did not start:\n{log_path.read_text(errors='replace')}")
 
 
 def run(argv: list[str | os.PathLike[str]], cwd: Path, **kwargs: Any) -> subprocess.CompletedProcess[str]:

@@ -20,7 +20,17 @@ import pytest
 from conftest import AGENT_YAML, agent, names_in, run, write_apkg
 
 import par_loader
-from par_loader import AgentPackage, InstallFailed, InvalidInput, NotFound, PackageLoader, PackageRefused, ParError
+from par_loader import (
+    AgentPackage,
+    HostError,
+    InstallFailed,
+    InvalidInput,
+    NotFound,
+    PackageLoader,
+    PackageRefused,
+    ParError,
+    RegistrySource,
+)
 
 INSTALLERS = ["pip", "uv"]
 
@@ -268,6 +278,32 @@ def test_a_lock_installs_exactly_its_set_what_lock_resolves_and_one_that_falls_s
         loader.load_package(short, agent_app_id="third", lock=first.lock)
     assert (refused.value.kind, refused.value.subject) == ("lock-unsatisfied", "packaging>=99")
     assert "third@1.0.0" not in names_in(root / "packages")
+
+
+def test_a_bundle_pushed_to_a_registry_pulls_back_and_loads_from_oci(tmp_path, make_loader, registry):
+    auth = tmp_path / "in" / "auth.json"
+    auth.parent.mkdir(parents=True, exist_ok=True)
+    auth.write_text('{"auths": {}}')
+    loader = make_loader("uv", insecure_registries=[registry], registry_auth=auth, registry_timeout=60)
+    apkg = write_apkg(tmp_path / "in" / "agent.apkg", agent({"requirements.txt": "packaging>=20\n"}))
+    written = loader.bundle(apkg, tmp_path / "in" / "agent.parb")
+
+    pushed = loader.push(written.path, f"{registry}/agents/test:1.0")
+    assert pushed.reference == f"{registry}/agents/test:1.0@{pushed.digest}"
+    assert pushed.uploaded == pushed.blobs
+    pulled = loader.pull(f"{registry}/agents/test@{pushed.digest}", tmp_path / "in" / "pulled.parb")
+    assert (pulled.digest, pulled.signature) == (pushed.digest, None)
+    assert pulled.path.read_bytes() == written.path.read_bytes()
+
+    package = loader.load_package(f"oci://{registry}/agents/test:1.0", agent_app_id="from-registry")
+    assert package.source == RegistrySource(reference=f"{registry}/agents/test:1.0", digest=pushed.digest)
+    assert (package.requirements_count, package.verified) == (1, True)
+
+    with pytest.raises(HostError) as unreachable:
+        make_loader("uv", registry_auth=auth).pull(f"{registry}/agents/test:1.0", tmp_path / "in" / "plain.parb")
+    assert unreachable.value.kind == "registry-unreachable"
+    with pytest.raises(InvalidInput):
+        loader.pull(f"{registry}/agents/test:1.0", tmp_path / "in" / "not-a-bundle.apkg")
 
 
 def test_a_bundle_written_in_python_loads_offline_from_its_own_files(tmp_path, make_loader, tools, work):

@@ -72,6 +72,12 @@ impl Registry {
         self.log().lines().filter(|line| is_completed_blob_upload(line)).count()
     }
 
+    /// How many blobs the registry has served whole so far (`GET
+    /// /v2/<name>/blobs/sha256:…` answered 200): what pulls fetched.
+    pub fn blob_downloads(&self) -> usize {
+        self.log().lines().filter(|line| is_served_blob(line)).count()
+    }
+
     /// Everything the registry has logged so far (its access log and its
     /// own messages), for a failing test to show.
     pub fn log(&self) -> String {
@@ -235,15 +241,25 @@ fn htpasswd_line(user: &str, password: &str) -> String {
 /// HTTP/1.1" STATUS SIZE …`) records a completed blob upload: a `PUT` to
 /// `/v2/<name>/blobs/uploads/…` answered `201 Created`.
 fn is_completed_blob_upload(line: &str) -> bool {
+    access(line).is_some_and(|(method, uri, status)| {
+        method == "PUT" && uri.starts_with("/v2/") && uri.contains("/blobs/uploads/") && status == "201"
+    })
+}
+
+/// Whether an access-log line is a blob served whole (`GET
+/// /v2/<name>/blobs/sha256:… HTTP/1.1" 200`).
+fn is_served_blob(line: &str) -> bool {
+    access(line).is_some_and(|(method, uri, status)| {
+        method == "GET" && uri.starts_with("/v2/") && uri.contains("/blobs/sha256:") && status == "200"
+    })
+}
+
+/// An access-log line's method, URI and status.
+fn access(line: &str) -> Option<(&str, &str, &str)> {
     let mut quoted = line.split('"');
-    let (Some(_), Some(request), Some(after)) = (quoted.next(), quoted.next(), quoted.next()) else {
-        return false;
-    };
+    let (_, request, after) = (quoted.next()?, quoted.next()?, quoted.next()?);
     let mut request = request.split(' ');
-    let (Some("PUT"), Some(uri)) = (request.next(), request.next()) else {
-        return false;
-    };
-    uri.starts_with("/v2/") && uri.contains("/blobs/uploads/") && after.split_whitespace().next() == Some("201")
+    Some((request.next()?, request.next()?, after.split_whitespace().next()?))
 }
 
 /// The executable `name` on this process's `PATH`.
@@ -392,5 +408,14 @@ mod tests {
         assert!(!is_completed_blob_upload(
             "time=\"2026-12-06T04:02:34Z\" level=info msg=\"response completed\" http.request.method=PUT http.request.uri=\"/v2/t/blobs/uploads/99c5?digest=sha256:2cf2\" http.response.status=201"
         ));
+    }
+
+    #[test]
+    fn reads_served_blobs_from_the_access_log() {
+        let get = "127.0.0.1 - - [06/Dec/2026:04:02:34 +0000] \"GET /v2/a/b/blobs/sha256:2cf2 HTTP/1.1\" 200 11 \"\" \"par/0.1.0\"";
+        assert!(is_served_blob(get));
+        assert!(!is_served_blob(&get.replace("\" 200 ", "\" 404 ")));
+        assert!(!is_served_blob(&get.replace("GET", "HEAD")));
+        assert!(!is_served_blob(&get.replace("/blobs/", "/manifests/")));
     }
 }

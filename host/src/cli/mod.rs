@@ -368,7 +368,8 @@ enum Command {
     /// entrypoint imports. A bundle (`.parb`, from `par bundle`) is loaded
     /// from its own files and lock, offline.
     Load {
-        /// The APKG file, or an offline bundle (`.parb`).
+        /// The APKG file, an offline bundle (`.parb`), or a bundle in a
+        /// registry (`oci://REGISTRY/REPO:TAG` or `…@sha256:DIGEST`).
         apkg: PathBuf,
         /// App id to publish under [default: the manifest's name].
         #[arg(long, value_name = "ID")]
@@ -385,6 +386,8 @@ enum Command {
         disk: DiskArgs,
         #[command(flatten)]
         trust: TrustArgs,
+        #[command(flatten)]
+        registry: registry::RegistryArgs,
     },
     /// Resolve an APKG's requirements and build requirements for this
     /// interpreter and these index settings, installing nothing, and write
@@ -452,7 +455,8 @@ enum Command {
     /// ready, and stay in the foreground: SIGINT and SIGTERM stop it
     /// gracefully, and par exits with the agent's status.
     Run {
-        /// The APKG file, or an offline bundle (`.parb`).
+        /// The APKG file, an offline bundle (`.parb`), or a bundle in a
+        /// registry (`oci://REGISTRY/REPO:TAG` or `…@sha256:DIGEST`).
         apkg: PathBuf,
         /// App id to publish under [default: the manifest's name].
         #[arg(long, value_name = "ID")]
@@ -467,6 +471,8 @@ enum Command {
         disk: DiskArgs,
         #[command(flatten)]
         trust: TrustArgs,
+        #[command(flatten)]
+        registry: registry::RegistryArgs,
         /// The command; `python` means the venv's interpreter. Without one,
         /// the manifest's `http_server` is served with the venv's uvicorn on
         /// the first socket (`python -m uvicorn MODULE:APP --fd 3`).
@@ -603,24 +609,28 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             network,
             disk,
             trust,
+            registry,
             ..
         } => {
             install.apply(&mut config.install);
             config.install.network = *network;
             disk.apply(&mut config);
             trust.apply(&mut config)?;
+            registry.apply(&mut config);
         }
         Command::Run {
             install,
             agent,
             disk,
             trust,
+            registry,
             ..
         } => {
             install.apply(&mut config.install);
             config.install.network = agent.install_network;
             disk.apply(&mut config);
             trust.apply(&mut config)?;
+            registry.apply(&mut config);
         }
         Command::Extract { disk, trust, .. } => {
             disk.apply(&mut config);
@@ -654,8 +664,12 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                     Some(false) => "no (imports may not work)",
                     None => "no entrypoint",
                 };
+                let source = match &package.source {
+                    Some(source) => format!("\n  from: {} ({})", source.reference, source.digest),
+                    None => String::new(),
+                };
                 format!(
-                    "Loaded {} at {}\n  tree: {}\n  venv: {}{}\n  python: {}\n  lock: {}\n  installer: {}, installed as package: {}, entrypoint imports: {verified}",
+                    "Loaded {} at {}{source}\n  tree: {}\n  venv: {}{}\n  python: {}\n  lock: {}\n  installer: {}, installed as package: {}, entrypoint imports: {verified}",
                     package.package_id,
                     package.link.display(),
                     package.path.display(),

@@ -3,6 +3,7 @@
 
 pub(crate) mod agents;
 pub(crate) mod archive;
+pub(crate) mod blob_cache;
 pub(crate) mod bundle;
 pub(crate) mod cache_dir;
 pub(crate) mod copy;

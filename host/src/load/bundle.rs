@@ -27,7 +27,7 @@ use crate::install::step::{StepKind, StepSpec};
 use crate::sandbox::{ArchiveRules, StagedPreopens};
 use crate::trust::signature;
 use crate::types::error::{BundleRefused, InstallError, LoadError};
-use crate::types::package::{AgentPackage, WrittenBundle};
+use crate::types::package::{AgentPackage, RegistrySource, WrittenBundle};
 use crate::types::trust::{Signed, SigningKey};
 
 impl Orchestrator {
@@ -215,7 +215,12 @@ impl Orchestrator {
     }
 
     /// Loads the package in the bundle `parb` from the bundle alone.
-    pub(super) fn load_bundle(&self, parb: &Path, app_id: Option<&str>) -> Result<AgentPackage, LoadError> {
+    pub(super) fn load_bundle(
+        &self,
+        parb: &Path,
+        app_id: Option<&str>,
+        source: Option<RegistrySource>,
+    ) -> Result<AgentPackage, LoadError> {
         let archive = Archive::open(parb)?;
         self.check_free_space()?;
         let started = std::time::Instant::now();
@@ -276,6 +281,7 @@ impl Orchestrator {
             settings,
             signed,
             install: self.config.install.only_files_in(&unpacked.files_dir),
+            source,
         };
         self.deploy(&unpacked.package, app_id, Some(lock), Some(bundle))
     }

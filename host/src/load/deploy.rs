@@ -19,12 +19,13 @@ use crate::install::editable;
 use crate::install::installer::venv_python;
 use crate::install::pylock::{Environment, GivenLock, Lock};
 use crate::install::sbom;
+use crate::registry::reference;
 use crate::sandbox::StagedPreopens;
 use crate::sandbox::install_session::{InstallSession, LoadContext};
 use crate::types::config::InstallConfig;
 use crate::types::error::LoadError;
 use crate::types::lifecycle::GcOptions;
-use crate::types::package::{AgentPackage, Timings};
+use crate::types::package::{AgentPackage, RegistrySource, Timings};
 use crate::types::trust::Signed;
 
 /// What a load from an offline bundle hands the load of the package inside it.
@@ -38,6 +39,8 @@ pub(super) struct FromBundle {
     pub signed: Option<Signed>,
     /// The install settings: no index but the bundle's files, no network.
     pub install: InstallConfig,
+    /// The registry reference and digest it was pulled by, if it was.
+    pub source: Option<RegistrySource>,
 }
 
 /// What a load looks up a recorded load by: the app, the settings, and
@@ -79,14 +82,18 @@ impl Orchestrator {
         if let Some(app_id) = app_id {
             check_app_id(app_id)?;
         }
-        if par_rules::bundle::is_bundle_path(apkg) {
+        let from_registry = apkg.to_str().filter(|text| text.starts_with(reference::SCHEME));
+        if par_rules::bundle::is_bundle_path(apkg) || from_registry.is_some() {
             if lock.is_some() {
                 return Err(LoadError::InvalidInput {
                     what: "lock",
                     detail: "a bundle installs its own lock; give a lock with a package, not a bundle".into(),
                 });
             }
-            return self.load_bundle(apkg, app_id);
+            if let Some(source) = from_registry {
+                return self.load_from_registry(source, app_id);
+            }
+            return self.load_bundle(apkg, app_id, None);
         }
         let lock = lock.map(|path| self.read_given_lock(path)).transpose()?;
         self.deploy(apkg, app_id, lock, None)
@@ -254,6 +261,7 @@ impl Orchestrator {
             requirements_count: facts.requirements_count,
             timings,
             signed,
+            source: bundle.as_ref().and_then(|bundle| bundle.source.clone()),
         };
         let tree = published.open_tree()?;
         // The last step: from here on the app's link names this tree. The

@@ -16,14 +16,17 @@ use super::Orchestrator;
 use super::bundle::refused;
 use super::deploy::{Staged, StagedArchive};
 use crate::fs::archive::Archive;
+use crate::fs::blob_cache::BlobCache;
 use crate::fs::bundle::{BundleWriter, Unpacked, sha256_of};
 use crate::fs::root::{open_dir_nofollow, open_file_nofollow};
+use crate::fs::staging::Scratch;
 use crate::registry::artifact::{self, Artifact, BUNDLE_SIGNATURE, Layer, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES};
 use crate::registry::client::Client;
-use crate::registry::reference::Reference;
+use crate::registry::reference::{Reference, SCHEME};
 use crate::sandbox::{ArchiveRules, StagedPreopens};
 use crate::trust::signature::signature_path;
 use crate::types::error::LoadError;
+use crate::types::package::{AgentPackage, RegistrySource};
 use crate::types::registry::{Pulled, Pushed, RegistryError};
 
 impl Orchestrator {
@@ -195,6 +198,12 @@ impl Orchestrator {
             reference: reference.to_string(),
             problem,
         })?;
+        let blobs = match &self.config.component_cache {
+            Some(cache) => {
+                Some(BlobCache::open(cache).map_err(LoadError::io("cannot open the blob cache under", cache))?)
+            }
+            None => None,
+        };
         let mut writer = BundleWriter::create(output).map_err(LoadError::io("cannot write the bundle", output))?;
         let mut signature: Option<Vec<u8>> = None;
         for Layer { member, descriptor } in &artifact.layers {
@@ -212,11 +221,22 @@ impl Orchestrator {
                 signature = Some(text);
                 continue;
             }
-            let pulled = add_member(&mut writer, member, descriptor.size, |out| {
+            let mut fetch = |out: &mut dyn std::io::Write| {
                 client
                     .pull_blob(member, &descriptor.digest, descriptor.size, out)
                     .map_err(Pulling::Registry)
-            });
+            };
+            let pulled = match &blobs {
+                Some(blobs) => {
+                    let hex = descriptor.digest.trim_start_matches("sha256:");
+                    blobs.get_or_fetch(hex, descriptor.size, fetch).and_then(|mut cached| {
+                        add_member(&mut writer, member, descriptor.size, |out| {
+                            std::io::copy(&mut cached, out).map(drop).map_err(Pulling::from)
+                        })
+                    })
+                }
+                None => add_member(&mut writer, member, descriptor.size, &mut fetch),
+            };
             match pulled {
                 Ok(()) => {}
                 Err(Pulling::Registry(error)) => return Err(error.into()),
@@ -258,6 +278,27 @@ impl Orchestrator {
             digest,
             signature: signature.map(|_| signature_file),
         })
+    }
+}
+
+impl Orchestrator {
+    /// Loads the bundle at the registry reference `source` (`oci://…`):
+    /// pulled into a scratch directory under the root, blobs from the
+    /// cache where it has them, then loaded as any bundle, offline; the
+    /// package names the reference and the digest it resolved to.
+    pub(super) fn load_from_registry(&self, source: &str, app_id: Option<&str>) -> Result<AgentPackage, LoadError> {
+        let scratch = Scratch::create(&self.root, "pull-")?;
+        let parb = scratch.path().join(format!("bundle.{}", par_rules::bundle::EXTENSION));
+        let pulled = self.pull(source, &parb)?;
+        let origin = RegistrySource {
+            reference: source.trim_start_matches(SCHEME).to_owned(),
+            digest: pulled.digest,
+        };
+        let mut package = self.load_bundle(&parb, app_id, Some(origin.clone()))?;
+        // An unchanged redeploy answers with the record of an earlier load
+        // of the same bundle, which may have come by another way.
+        package.source = Some(origin);
+        Ok(package)
     }
 }
 

@@ -157,6 +157,20 @@ pub struct AgentPackage {
     /// `LoaderConfig::trusted_keys`).
     #[serde(default)]
     pub signed: Option<Signed>,
+    /// The registry reference and manifest digest it was pulled by, when
+    /// loaded from `oci://…`: pin other nodes to that digest.
+    #[serde(default)]
+    pub source: Option<RegistrySource>,
+}
+
+/// Where a package loaded from a registry came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RegistrySource {
+    /// The reference as given (`REGISTRY/REPO:TAG` or `…@sha256:…`).
+    pub reference: String,
+    /// The digest of the manifest it resolved to.
+    pub digest: String,
 }
 
 /// What `par lock` resolved for a package, installing nothing: PEP 751
