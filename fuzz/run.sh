@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(manifest entry_name requirements build_system archive component dotenv lock deploy)
+[ ${#targets[@]} -gt 0 ] || targets=(manifest entry_name requirements build_system archive component dotenv lock deploy registry)
 
 nightly="nightly-2026-05-20"
 cargo_fuzz="0.13.1"

@@ -142,7 +142,7 @@ fn a_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
 /// top of `host/src` whose name is given. The binary's `cli` sits above the API.
 const LAYERS: [&[&str]; 9] = [
     &["cli"],
-    &["loader", "agent"],
+    &["loader", "agent", "fuzzing"],
     &["load"],
     &["sandbox"],
     &["install"],

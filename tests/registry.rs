@@ -5,9 +5,12 @@
 //! nothing written, and credentials from a config.json.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use par::{InstallerChoice, LoadError, LoaderConfig, PackageLoader, RegistryError};
 use par_tests::binary::{Par, assert_succeeded, json};
+use par_tests::hostile_registry::{HostileRegistry, Misbehaviour};
+use par_tests::index_trap::IndexTrap;
 use par_tests::registry::Registry;
 use par_tests::workspace::offline_config;
 use par_tests::{Apkg, Workspace};
@@ -21,7 +24,7 @@ fn binary() -> Par {
 /// A loader in `ws` (offline, from the wheelhouse) that speaks plain HTTP
 /// to `registry`, takes logins from `auth` (never the user's own) and has
 /// a cache of its own, so every blob a pull takes comes from `registry`.
-fn config(ws: &Workspace, registry: &Registry, auth: &Path) -> LoaderConfig {
+fn config(ws: &Workspace, registry: &str, auth: &Path) -> LoaderConfig {
     let mut config = offline_config(ws, env!("CARGO_TARGET_TMPDIR"));
     let cache = ws.path().join("in").join("cache");
     if !cache.exists() {
@@ -29,11 +32,7 @@ fn config(ws: &Workspace, registry: &Registry, auth: &Path) -> LoaderConfig {
     }
     config.component_cache = Some(cache);
     config.install.installer = InstallerChoice::Uv;
-    config.registry = config
-        .registry
-        .clone()
-        .insecure_registry(registry.host())
-        .auth_file(auth);
+    config.registry = config.registry.clone().insecure_registry(registry).auth_file(auth);
     config
 }
 
@@ -191,7 +190,7 @@ fn bundles_that_share_wheels_share_blobs() {
     let registry = Registry::start();
     let ws = Workspace::new();
     let auth = auth_file(&ws, &[]);
-    let loader = PackageLoader::new(config(&ws, &registry, &auth)).expect("loader");
+    let loader = PackageLoader::new(config(&ws, &registry.host(), &auth)).expect("loader");
     let (first, second) = (bundle(&ws, "first-agent", None), bundle(&ws, "second-agent", None));
     let repository = format!("{}/agents/fleet", registry.host());
     let pushed = loader
@@ -230,7 +229,7 @@ fn tampered_blobs_and_manifests_are_refused_and_nothing_is_written() {
     let registry = Registry::start();
     let ws = Workspace::new();
     let auth = auth_file(&ws, &[]);
-    let loader = PackageLoader::new(config(&ws, &registry, &auth)).expect("loader");
+    let loader = PackageLoader::new(config(&ws, &registry.host(), &auth)).expect("loader");
     let parb = bundle(&ws, "web-agent", None);
     let target = format!("{}/agents/web:1", registry.host());
     let pushed = loader.push_blocking(&parb, &target).expect("push");
@@ -391,7 +390,7 @@ fn load_from_registry(
 /// Pushes the bundle of `web-agent` to `agents/web:1.0`; the bundle and
 /// what the push reported.
 fn pushed_bundle(ws: &Workspace, registry: &Registry, auth: &Path) -> (PathBuf, par::Pushed) {
-    let loader = PackageLoader::new(config(ws, registry, auth)).expect("loader");
+    let loader = PackageLoader::new(config(ws, &registry.host(), auth)).expect("loader");
     let parb = bundle(ws, "web-agent", None);
     let pushed = loader
         .push_blocking(&parb, &format!("{}/agents/web:1.0", registry.host()))
@@ -454,4 +453,74 @@ fn two_loads_pulling_one_bundle_at_once_fetch_each_blob_once() {
         assert_succeeded(&load.wait_with_output().expect("par"));
     }
     assert_eq!(registry.blob_downloads(), pushed.blobs - 1, "{}", registry.log());
+}
+
+/// A registry that redirects to another host, answers with a manifest over
+/// the cap, or stalls mid-answer: each is refused, naming why, with nothing
+/// written; the redirect is never followed and the stall ends at the
+/// deadline.
+#[test]
+fn a_registry_that_redirects_elsewhere_floods_or_stalls_is_refused() {
+    let ws = Workspace::new();
+    let auth = auth_file(&ws, &[]);
+    let output = ws.path().join("in").join("pulled.parb");
+    let pull = |registry: &HostileRegistry, deadline: Duration| {
+        let mut config = config(&ws, &registry.host(), &auth);
+        config.registry = config.registry.clone().deadline(deadline);
+        let loader = PackageLoader::new(config).expect("loader");
+        let error = loader
+            .pull_blocking(&format!("{}/agents/web:1", registry.host()), &output)
+            .expect_err("a misbehaving registry");
+        assert!(!output.exists(), "{error}");
+        error
+    };
+
+    let elsewhere = IndexTrap::start();
+    let redirecting = HostileRegistry::start(Misbehaviour::Redirect(format!(
+        "http://localhost:{}/v2/agents/web/manifests/1",
+        elsewhere.port()
+    )));
+    let error = pull(&redirecting, Duration::from_secs(60));
+    assert!(
+        matches!(&error, LoadError::Registry(RegistryError::Unreachable { detail, .. }) if detail.contains("redirect to another host")),
+        "{error}"
+    );
+    assert_eq!(elsewhere.connections(), 0, "the redirect was followed");
+
+    let flooding = HostileRegistry::start(Misbehaviour::Huge(8 << 20));
+    let error = pull(&flooding, Duration::from_secs(60));
+    assert!(
+        matches!(&error, LoadError::Registry(RegistryError::Manifest { problem, .. }) if problem.contains("larger than")),
+        "{error}"
+    );
+
+    let stalling = HostileRegistry::start(Misbehaviour::Stall);
+    let started = std::time::Instant::now();
+    let error = pull(&stalling, Duration::from_secs(2));
+    assert_eq!(error.kind(), "registry-deadline", "{error}");
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+}
+
+/// A blob longer than its descriptor says (bytes appended in the
+/// registry's storage) is refused as longer, not read on.
+#[test]
+fn a_blob_longer_than_its_descriptor_is_refused() {
+    let registry = Registry::start();
+    let ws = Workspace::new();
+    let auth = auth_file(&ws, &[]);
+    let (_, pushed) = pushed_bundle(&ws, &registry, &auth);
+    let blob = blob_path(&registry, &layer_digest(&registry, &pushed.digest, "pylock.toml"));
+    let mut bytes = std::fs::read(&blob).expect("the blob");
+    bytes.extend_from_slice(b"\n[[packages]]\nname = \"evil\"\n");
+    std::fs::write(&blob, bytes).expect("append");
+    let loader = PackageLoader::new(config(&ws, &registry.host(), &auth)).expect("loader");
+    let output = ws.path().join("in").join("pulled.parb");
+    let error = loader
+        .pull_blocking(&format!("{}/agents/web:1.0", registry.host()), &output)
+        .expect_err("a longer blob");
+    assert!(
+        matches!(&error, LoadError::Registry(RegistryError::Blob { blob, problem, .. }) if blob == "pylock.toml" && problem.contains("longer than")),
+        "{error}"
+    );
+    assert!(!output.exists());
 }

@@ -37,6 +37,8 @@
 mod agent;
 mod exec;
 mod fs;
+#[doc(hidden)]
+pub mod fuzzing;
 mod install;
 mod load;
 mod loader;

@@ -6,6 +6,7 @@ pub mod apkg;
 pub mod binary;
 pub mod cases;
 pub mod fuzz;
+pub mod hostile_registry;
 pub mod index_trap;
 mod loopback;
 pub mod machine;

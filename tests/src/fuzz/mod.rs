@@ -12,6 +12,7 @@ mod dotenv;
 mod entry_name;
 mod lock;
 mod manifest;
+mod registry;
 mod requirements;
 mod seeds;
 
@@ -36,11 +37,13 @@ pub enum Target {
     Lock,
     /// The guest's `deploy.json` reader.
     Deploy,
+    /// The host's readers of what a registry answers.
+    Registry,
 }
 
 impl Target {
     /// Every target, in the order `fuzz/run.sh` runs them.
-    pub const ALL: [Target; 9] = [
+    pub const ALL: [Target; 10] = [
         Target::Manifest,
         Target::EntryName,
         Target::Requirements,
@@ -50,6 +53,7 @@ impl Target {
         Target::DotEnv,
         Target::Lock,
         Target::Deploy,
+        Target::Registry,
     ];
 
     /// The target's name: its binary, corpus and regression directories.
@@ -64,6 +68,7 @@ impl Target {
             Target::DotEnv => "dotenv",
             Target::Lock => "lock",
             Target::Deploy => "deploy",
+            Target::Registry => "registry",
         }
     }
 
@@ -79,6 +84,7 @@ impl Target {
             Target::DotEnv => dotenv::run(data),
             Target::Lock => lock::run(data),
             Target::Deploy => deploy::run(data),
+            Target::Registry => registry::run(data),
         }
     }
 

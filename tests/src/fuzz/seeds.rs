@@ -19,7 +19,40 @@ pub(super) fn of(target: Target) -> Vec<(String, Vec<u8>)> {
         Target::Lock => texts("seed", "toml", &LOCKS),
         // The extractor and the whole component take the same inputs.
         Target::Archive | Target::Component => archives(),
+        Target::Registry => registry(),
     }
+}
+
+/// A selector byte (0: a bundle manifest, 1: a reference, 2: a challenge)
+/// and what that reader reads.
+fn registry() -> Vec<(String, Vec<u8>)> {
+    let hex = |c: char| c.to_string().repeat(64);
+    let members: Vec<(String, u64, String)> = [
+        ("agent.apkg", 'a'),
+        ("pylock.toml", 'b'),
+        ("sbom.cdx.json", 'c'),
+        ("wheels/packaging-26.4-py3-none-any.whl", 'd'),
+        ("bundle.minisig", 'e'),
+    ]
+    .into_iter()
+    .map(|(member, digit)| (member.to_owned(), 100, hex(digit)))
+    .collect();
+    let mut manifest = vec![0];
+    manifest.extend(par::fuzzing::write_bundle_manifest(&members, &hex('f')));
+    let mut seeds = vec![("manifest.json".to_owned(), manifest)];
+    let texts = [
+        "\u{1}127.0.0.1:5000/agents/web:1.0".to_owned(),
+        format!("\u{1}oci://ghcr.io/acme/agents/web@sha256:{}", hex('0')),
+        "\u{2}Bearer realm=\"https://auth.example/token\",service=\"registry\",scope=\"repository:a:pull\"".to_owned(),
+        "\u{2}Basic realm=\"Registry Realm\"".to_owned(),
+    ];
+    seeds.extend(
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| (format!("seed-{i}"), text.as_bytes().to_vec())),
+    );
+    seeds
 }
 
 fn texts(prefix: &str, extension: &str, items: &[&str]) -> Vec<(String, Vec<u8>)> {
