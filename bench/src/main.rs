@@ -6,6 +6,10 @@
 //! commands, `--runs` times, and prints medians, ratios and peak RSS as a
 //! Markdown table (the one in docs/PERFORMANCE.md).
 //!
+//! Where `docker-registry` is installed, each package's bundle is also
+//! pushed to it on loopback and loaded with `par load oci://…`, by a node
+//! whose blob cache is empty and by one whose cache holds every blob.
+//!
 //! It also times `par run` to a ready agent, and `par gc` on a root of 50
 //! deployments.
 //!
@@ -23,6 +27,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use par_tests::Apkg;
+use par_tests::registry::Registry;
+use std::os::unix::fs::DirBuilderExt as _;
 
 mod series;
 
@@ -287,6 +293,10 @@ impl Bench {
         measure(&mut self.par(&self.fresh("bundle-root")?, &bundle), &log)?;
         let bundled_load: [&OsString; 2] = [&"load".into(), &parb];
         let mut bundled = Series::default();
+        // The bundle pushed to the reference registry on loopback, loaded by
+        // a node whose blob cache is empty, and by one whose cache holds it.
+        let registry = self.registry(name, &parb, &log)?;
+        let (mut fetched, mut cached) = (Series::default(), Series::default());
         // The same redeploy with `--python` at its default, as users run par.
         let mut warm_default = Series::default();
         let default_root = self.fresh("warm-default-root")?;
@@ -301,6 +311,16 @@ impl Bench {
                 &mut self.par(&self.fresh("bundled-root")?, &bundled_load),
                 &log,
             )?);
+            if let Some(registry) = &registry {
+                let cold_cache = registry.cold_cache(&self.fresh("node-cache-cold")?)?;
+                let args = registry.args();
+                let load: Vec<&OsString> = args.iter().collect();
+                let from_registry = |cache: &Path| -> Result<Command> {
+                    Ok(registry.with_registry(self.par(&self.fresh("registry-root")?, &load), cache))
+                };
+                fetched.0.push(measure(&mut from_registry(&cold_cache)?, &log)?);
+                cached.0.push(measure(&mut from_registry(&registry.cache)?, &log)?);
+            }
             pip.0
                 .push(measure(&mut self.baseline(apkg, &self.fresh("baseline")?), &log)?);
             warm.0.push(measure(&mut self.par(&warm_root, &load), &log)?);
@@ -323,6 +343,20 @@ impl Bench {
             &bundled,
             &cold,
         );
+        if registry.is_some() {
+            row(
+                name,
+                "`par load oci://` cold, every blob fetched (registry on loopback), vs pip flow",
+                &fetched,
+                &pip,
+            );
+            row(
+                name,
+                "`par load oci://` cold, blob cache warm, vs pip flow",
+                &cached,
+                &pip,
+            );
+        }
         row(name, "`par load` warm (redeploy) vs pip flow", &warm, &pip);
         row(
             name,
@@ -363,6 +397,45 @@ impl Bench {
             &zipfile,
         );
         Ok(())
+    }
+
+    /// The reference registry on loopback holding `parb` (pushed untimed),
+    /// and a node cache that has loaded it once; `None` (with a note) where
+    /// `docker-registry` is not installed.
+    fn registry(&self, name: &str, parb: &OsString, log: &Path) -> Result<Option<RegistryNode>> {
+        if !Command::new("docker-registry")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            eprintln!("par-bench: docker-registry not found (apt-get install docker-registry): no registry rows");
+            return Ok(None);
+        }
+        let registry = Registry::start();
+        let host = OsString::from(registry.host());
+        let reference = OsString::from(format!("oci://{}/bench/{name}:1", registry.host()));
+        let cache = self.fresh("node-cache")?;
+        std::fs::DirBuilder::new().mode(0o700).recursive(true).create(&cache)?;
+        let node = RegistryNode {
+            _registry: registry,
+            host,
+            reference,
+            cache,
+        };
+        let target = OsString::from(node.reference.to_string_lossy().trim_start_matches("oci://"));
+        let push: [&OsString; 3] = [&"push".into(), parb, &target];
+        measure(
+            &mut node.with_registry(self.par(&self.fresh("push-root")?, &push), &node.cache),
+            log,
+        )?;
+        // A first load fills the node's cache (compiled guest, blobs): untimed.
+        let args = node.args();
+        let load: Vec<&OsString> = args.iter().collect();
+        measure(
+            &mut node.with_registry(self.par(&self.fresh("registry-root")?, &load), &node.cache),
+            log,
+        )?;
+        Ok(Some(node))
     }
 
     /// Process start to a validated manifest: the compiled guest comes from the cache.
@@ -520,6 +593,49 @@ impl Bench {
 
 /// `cp -a from to`: hard links, symlinks and modes as they are.
 /// The lock of the one venv under `root`.
+/// The reference registry holding a package's bundle, and a node's cache
+/// that has loaded it from there once.
+struct RegistryNode {
+    _registry: Registry,
+    host: OsString,
+    reference: OsString,
+    cache: PathBuf,
+}
+
+impl RegistryNode {
+    /// `load oci://…`.
+    fn args(&self) -> [OsString; 2] {
+        ["load".into(), self.reference.clone()]
+    }
+
+    /// `command` speaking plain HTTP to the registry, with `cache`.
+    fn with_registry(&self, mut command: Command, cache: &Path) -> Command {
+        command
+            .arg("--insecure-registry")
+            .arg(&self.host)
+            .arg("--cache-dir")
+            .arg(cache);
+        command
+    }
+
+    /// A node cache at `dir` like the warm one but with no blobs: the
+    /// compiled guest and build environments copied, so only fetching differs.
+    fn cold_cache(&self, dir: &Path) -> Result<PathBuf> {
+        std::fs::DirBuilder::new().mode(0o700).recursive(true).create(dir)?;
+        for entry in std::fs::read_dir(&self.cache)? {
+            let entry = entry?;
+            if entry.file_name() == "blobs" {
+                continue;
+            }
+            let status = Command::new("cp").arg("-a").arg(entry.path()).arg(dir).status()?;
+            if !status.success() {
+                bail!("copying {} failed", entry.path().display());
+            }
+        }
+        Ok(dir.to_owned())
+    }
+}
+
 fn venv_lock(root: &Path) -> Result<PathBuf> {
     let mut venvs = std::fs::read_dir(root.join("venvs"))?;
     let venv = venvs.next().context("no venv under the root")??;
