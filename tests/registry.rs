@@ -524,3 +524,40 @@ fn a_blob_longer_than_its_descriptor_is_refused() {
     );
     assert!(!output.exists());
 }
+
+/// The install steps of a load from the registry run with no network: the
+/// agent's `setup.py`, which tries to reach the registry, never does (the
+/// registry's log has no request of its), and the load succeeds from the
+/// blobs the pull fetched.
+#[test]
+fn the_install_steps_of_a_load_from_the_registry_never_reach_it() {
+    let registry = Registry::start();
+    let ws = Workspace::new();
+    let auth = auth_file(&ws, &[]);
+    let setup = format!(
+        "import urllib.request\ntry:\n    urllib.request.urlopen('http://{}/v2/setup-py-was-here/tags/list', timeout=5)\nexcept Exception:\n    pass\n\
+         from setuptools import setup, find_packages\nsetup(name='test-agent', version='1.0.0', packages=find_packages())\n",
+        registry.host()
+    );
+    let apkg = Apkg::valid_agent()
+        .replace("requirements.txt", "packaging>=20\n")
+        .replace("setup.py", setup);
+    let maker = Workspace::new();
+    let parb = ws.path().join("in").join("agent.parb");
+    PackageLoader::new(offline_config(&maker, env!("CARGO_TARGET_TMPDIR")))
+        .expect("loader")
+        .bundle_blocking(&maker.apkg("agent", &apkg), &parb, None)
+        .expect("the bundle");
+    let loader = PackageLoader::new(config(&ws, &registry.host(), &auth)).expect("loader");
+    let target = format!("{}/agents/web:1", registry.host());
+    loader.push_blocking(&parb, &target).expect("push");
+    let package = loader
+        .load_blocking(Path::new(&format!("oci://{target}")), None)
+        .expect("the load from the registry");
+    assert!(
+        package.installed_as_package && package.verified == Some(true),
+        "{package:?}"
+    );
+    assert!(registry.blob_downloads() > 0);
+    assert!(!registry.log().contains("setup-py-was-here"), "{}", registry.log());
+}
