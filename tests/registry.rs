@@ -561,3 +561,49 @@ fn the_install_steps_of_a_load_from_the_registry_never_reach_it() {
     assert!(registry.blob_downloads() > 0);
     assert!(!registry.log().contains("setup-py-was-here"), "{}", registry.log());
 }
+
+/// Where the registry has the OCI 1.1 referrers API, a signed bundle's
+/// signature is also pushed as a referrer whose subject is the bundle's
+/// manifest; the reference registry, which has no such API, gets the
+/// signature as a layer only.
+#[test]
+fn a_signature_is_also_a_referrer_where_the_registry_has_the_api() {
+    use sha2::Digest as _;
+    let ws = Workspace::new();
+    let auth = auth_file(&ws, &[]);
+    let prefix = ws.path().join("in").join("signer");
+    par::generate_keys(&prefix).expect("keys");
+    let key = par::SigningKey::from_file(&prefix.with_extension("key"), None).expect("key");
+    let parb = bundle(&ws, "web-agent", Some(&key));
+
+    let stand_in = HostileRegistry::start(Misbehaviour::Referrers);
+    let loader = PackageLoader::new(config(&ws, &stand_in.host(), &auth)).expect("loader");
+    let pushed = loader
+        .push_blocking(&parb, &format!("{}/agents/web:1", stand_in.host()))
+        .expect("push");
+    let referrer = pushed.signature_referrer.clone().expect("a referrer");
+    let received = stand_in.received();
+    let (_, _, body) = received
+        .iter()
+        .find(|(method, path, _)| method == "PUT" && path.ends_with(&format!("/manifests/{referrer}")))
+        .unwrap_or_else(|| panic!("no PUT of the referrer: {received:?}"));
+    assert_eq!(format!("sha256:{:x}", sha2::Sha256::digest(body.as_bytes())), referrer);
+    let manifest: serde_json::Value = serde_json::from_str(body).expect("JSON");
+    assert_eq!(manifest["subject"]["digest"], pushed.digest.as_str(), "{manifest}");
+    assert_eq!(manifest["artifactType"], "application/vnd.par.signature.v1+minisign");
+    let layer = &manifest["layers"][0];
+    assert_eq!(layer["annotations"]["org.opencontainers.image.title"], "bundle.minisig");
+    let signature = std::fs::read(parb.with_extension("parb.minisig")).expect("the signature");
+    assert_eq!(
+        layer["digest"],
+        format!("sha256:{:x}", sha2::Sha256::digest(&signature)).as_str()
+    );
+
+    let registry = Registry::start();
+    let loader = PackageLoader::new(config(&ws, &registry.host(), &auth)).expect("loader");
+    let pushed = loader
+        .push_blocking(&parb, &format!("{}/agents/web:1", registry.host()))
+        .expect("push");
+    assert_eq!(pushed.signature_referrer, None);
+    assert!(registry.log().contains("/referrers/"), "asked for the API");
+}

@@ -243,6 +243,8 @@ class Pushed:
     uploaded: int
     #: How many blobs the manifest names.
     blobs: int
+    #: The referrer carrying the signature, where the registry has the referrers API.
+    signature_referrer: str | None = None
 
 
 @dataclass(frozen=True)

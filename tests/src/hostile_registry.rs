@@ -1,6 +1,8 @@
-//! A registry that misbehaves on purpose, on 127.0.0.1: it answers every
-//! request the same bad way, so a test can show par refuses each
-//! misbehaviour with a typed error and writes nothing.
+//! A stand-in registry on 127.0.0.1: one that misbehaves on purpose,
+//! answering every request the same bad way, so a test can show par
+//! refuses each misbehaviour with a typed error and writes nothing; or one
+//! that takes every push and has the OCI 1.1 referrers API, which the
+//! reference registry the other tests run does not.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -18,7 +20,13 @@ pub enum Misbehaviour {
     /// Every request is answered with a head promising a body that never
     /// comes; the connection stays open until the registry is dropped.
     Stall,
+    /// Not a misbehaviour: a registry that has every blob already, takes
+    /// every manifest, and answers the referrers API with an empty index.
+    Referrers,
 }
+
+/// A request the stand-in received: method, path, body.
+pub type Received = (String, String, String);
 
 /// A misbehaving registry; stops when dropped.
 #[derive(Debug)]
@@ -26,6 +34,8 @@ pub struct HostileRegistry {
     server: Loopback,
     /// Connections held open by [`Misbehaviour::Stall`].
     held: Arc<Mutex<Vec<TcpStream>>>,
+    /// Every request, in order.
+    received: Arc<Mutex<Vec<Received>>>,
 }
 
 impl HostileRegistry {
@@ -33,7 +43,29 @@ impl HostileRegistry {
     pub fn start(misbehaviour: Misbehaviour) -> Self {
         let held = Arc::new(Mutex::new(Vec::new()));
         let holding = held.clone();
-        let server = Loopback::serve(move |mut stream, _| match &misbehaviour {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let receiving = received.clone();
+        let server = Loopback::serve(move |mut stream, head| match &misbehaviour {
+            Misbehaviour::Referrers => {
+                let request = read_request(&mut stream, head);
+                let (method, path) = (request.0.as_str(), request.1.as_str());
+                let answer = if method == "GET" && path.contains("/referrers/") {
+                    let index =
+                        r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.index.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{index}",
+                        index.len()
+                    )
+                } else if method == "PUT" && path.contains("/manifests/") {
+                    "HTTP/1.1 201 Created\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
+                } else if method == "HEAD" && path.contains("/blobs/") {
+                    "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
+                } else {
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
+                };
+                let _ = stream.write_all(answer.as_bytes());
+                receiving.lock().expect("the requests").push(request);
+            }
             Misbehaviour::Redirect(location) => {
                 let head = format!(
                     "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -60,7 +92,12 @@ impl HostileRegistry {
                 holding.lock().expect("the held connections").push(stream);
             }
         });
-        Self { server, held }
+        Self { server, held, received }
+    }
+
+    /// Every request received so far: method, path, body.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("the requests").clone()
     }
 
     /// `127.0.0.1:PORT`.
@@ -74,4 +111,33 @@ impl Drop for HostileRegistry {
         self.held.lock().map(|mut held| held.clear()).unwrap_or_default();
         self.server.stop();
     }
+}
+
+/// The method, path and body of a request whose head (and perhaps some of
+/// its body) `head` holds, reading the rest of a `Content-Length` body.
+fn read_request(stream: &mut TcpStream, head: &str) -> Received {
+    use std::io::Read as _;
+    let (headers, started) = head.split_once("\r\n\r\n").unwrap_or((head, ""));
+    let mut words = headers.split_whitespace();
+    let (method, path) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
+    let length: usize = headers
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = started.as_bytes().to_vec();
+    if body.len() < length {
+        let mut rest = vec![0; length - body.len()];
+        if stream.read_exact(&mut rest).is_ok() {
+            body.extend(rest);
+        }
+    }
+    (
+        method.to_owned(),
+        path.to_owned(),
+        String::from_utf8_lossy(&body).into_owned(),
+    )
 }

@@ -171,13 +171,30 @@ impl Orchestrator {
             client.push_blob(digest, size, file)?;
             uploaded += 1;
         }
-        let digest = client.push_manifest(&tag, artifact::MANIFEST_MEDIA_TYPE, artifact.manifest())?;
+        let manifest = artifact.manifest();
+        let manifest_size = manifest.len() as u64;
+        let digest = client.push_manifest(&tag, artifact::MANIFEST_MEDIA_TYPE, manifest)?;
+        // Where the registry has the referrers API, the signature is also
+        // a referrer of the bundle, for tools that look for it there.
+        let signature_layer = artifact.layers.last().filter(|layer| layer.member == BUNDLE_SIGNATURE);
+        let signature_referrer = match signature_layer {
+            Some(layer) if client.has_referrers_api(&digest)? => {
+                let referrer = artifact::signature_referrer(layer, &digest, manifest_size);
+                let referrer_digest = format!(
+                    "sha256:{}",
+                    crate::fs::hex(&<sha2::Sha256 as sha2::Digest>::digest(&referrer))
+                );
+                Some(client.push_manifest(&referrer_digest, artifact::MANIFEST_MEDIA_TYPE, referrer)?)
+            }
+            _ => None,
+        };
         tracing::info!(reference = %reference, %digest, uploaded, blobs = total, "Bundle pushed");
         Ok(Pushed {
             reference: reference.at_digest(&digest).to_string(),
             digest,
             uploaded,
             blobs: total,
+            signature_referrer,
         })
     }
 

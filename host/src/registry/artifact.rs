@@ -15,6 +15,10 @@ use crate::registry::reference::is_sha256_digest;
 pub(crate) const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 /// What marks the artifact as a par bundle.
 pub(crate) const ARTIFACT_TYPE: &str = "application/vnd.par.bundle.v1";
+/// What marks the referrer carrying a bundle's signature.
+pub(crate) const SIGNATURE_ARTIFACT_TYPE: &str = "application/vnd.par.signature.v1+minisign";
+/// The media type of the referrers API's answer.
+pub(crate) const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
 /// The title of the layer holding the bundle's own signature.
 pub(crate) const BUNDLE_SIGNATURE: &str = "bundle.minisig";
 /// The annotation naming a layer's bundle member.
@@ -53,6 +57,8 @@ struct Manifest {
     artifact_type: Option<String>,
     config: Descriptor,
     layers: Vec<Descriptor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    subject: Option<Descriptor>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     annotations: BTreeMap<String, String>,
 }
@@ -119,6 +125,7 @@ impl Artifact {
             artifact_type: Some(ARTIFACT_TYPE.to_owned()),
             config: empty_config().1,
             layers: self.layers.iter().map(|layer| layer.descriptor.clone()).collect(),
+            subject: None,
             annotations: BTreeMap::from([(BUNDLE_SHA256.to_owned(), self.bundle_sha256.clone())]),
         };
         // A struct of strings and numbers always serializes.
@@ -183,6 +190,28 @@ impl Artifact {
         }
         Ok(Self { layers, bundle_sha256 })
     }
+}
+
+/// The manifest of the referrer that carries a bundle's `signature` layer,
+/// its subject the bundle's manifest (`subject_digest`, `subject_size`
+/// bytes), for registries with the OCI 1.1 referrers API.
+pub(crate) fn signature_referrer(signature: &Layer, subject_digest: &str, subject_size: u64) -> Vec<u8> {
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: MANIFEST_MEDIA_TYPE.to_owned(),
+        artifact_type: Some(SIGNATURE_ARTIFACT_TYPE.to_owned()),
+        config: empty_config().1,
+        layers: vec![signature.descriptor.clone()],
+        subject: Some(Descriptor {
+            media_type: MANIFEST_MEDIA_TYPE.to_owned(),
+            digest: subject_digest.to_owned(),
+            size: subject_size,
+            annotations: BTreeMap::new(),
+        }),
+        annotations: BTreeMap::new(),
+    };
+    // A struct of strings and numbers always serializes.
+    serde_json::to_vec(&manifest).unwrap_or_default()
 }
 
 /// Where `member` stands in a bundle: [`bundle::MEMBERS`] in their order,

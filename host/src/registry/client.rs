@@ -9,10 +9,13 @@ use std::time::Instant;
 
 use reqwest::StatusCode;
 use reqwest::blocking::{Client as Http, RequestBuilder, Response};
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
+use reqwest::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE, WWW_AUTHENTICATE,
+};
 use sha2::{Digest as _, Sha256};
 
 use crate::fs::hex;
+use crate::registry::artifact::INDEX_MEDIA_TYPE;
 use crate::registry::auth::Credentials;
 use crate::registry::reference::{Reference, is_sha256_digest};
 use crate::types::registry::{RegistryConfig, RegistryError};
@@ -21,6 +24,9 @@ use crate::types::registry::{RegistryConfig, RegistryError};
 const MAX_SMALL_ANSWER: u64 = 64 << 10;
 /// Redirects followed within the registry's host.
 const MAX_REDIRECTS: usize = 5;
+/// How often a blob cut off mid-way is resumed from where it stopped (each
+/// time only after more of it arrived, all within the deadline).
+const MAX_RESUMES: u32 = 5;
 
 /// A session with one repository of one registry.
 pub(crate) struct Client {
@@ -116,7 +122,8 @@ impl Client {
         Ok(())
     }
 
-    /// Puts `manifest` (of `media_type`) at `tag`; the digest par computed.
+    /// Puts `manifest` (of `media_type`) at `tag` (or its own digest); the
+    /// digest par computed.
     pub(crate) fn push_manifest(
         &mut self,
         tag: &str,
@@ -133,6 +140,20 @@ impl Client {
             return Err(self.status_error(&what, response));
         }
         Ok(digest)
+    }
+
+    /// Whether the registry answers the OCI 1.1 referrers API for the
+    /// manifest `digest` (an image index, even an empty one); registries
+    /// without it answer 404.
+    pub(crate) fn has_referrers_api(&mut self, digest: &str) -> Result<bool, RegistryError> {
+        let url = format!("{}/referrers/{digest}", self.base);
+        let response = self.send("referrers", |http| http.get(&url).header(ACCEPT, INDEX_MEDIA_TYPE))?;
+        let is_index = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.starts_with(INDEX_MEDIA_TYPE));
+        Ok(response.status().is_success() && is_index)
     }
 
     /// The manifest the reference names, read within `max` bytes, with its
@@ -179,16 +200,38 @@ impl Client {
         }
         let what = format!("blob {member}");
         let url = format!("{}/blobs/{digest}", self.base);
-        let response = self.send(&what, |http| http.get(&url))?;
-        if !response.status().is_success() {
-            return Err(self.status_error(&what, response));
-        }
         let mut hashing = HashingWriter {
             out,
             hasher: Sha256::new(),
             written: 0,
         };
-        self.read_within(response, size + 1, &mut hashing, &what)?;
+        let mut resumed = 0;
+        loop {
+            let from = hashing.written;
+            let response = self.send(&what, |http| match from {
+                0 => http.get(&url),
+                _ => http.get(&url).header(RANGE, format!("bytes={from}-")),
+            })?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(self.status_error(&what, response));
+            }
+            if from > 0 && !resumes_at(&response, from) {
+                return Err(blob_error(
+                    self,
+                    format!("cut off after {from} bytes, and the registry cannot resume it (HTTP {status})"),
+                ));
+            }
+            match self.read_within(response, size + 1 - from, &mut hashing, &what) {
+                Err(RegistryError::Unreachable { detail, .. })
+                    if resumed < MAX_RESUMES && hashing.written > from && hashing.written < size =>
+                {
+                    resumed += 1;
+                    tracing::warn!(blob = member, received = hashing.written, size, %detail, "Blob cut off: resuming");
+                }
+                read => break read?,
+            }
+        }
         if hashing.written > size {
             return Err(blob_error(
                 self,
@@ -429,6 +472,19 @@ fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// Whether `response` is the rest of a blob from byte `from`: a 206 whose
+/// `Content-Range` starts there.
+fn resumes_at(response: &Response, from: u64) -> bool {
+    response.status() == StatusCode::PARTIAL_CONTENT
+        && response
+            .headers()
+            .get(CONTENT_RANGE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|range| range.strip_prefix("bytes "))
+            .and_then(|range| range.split_once('-'))
+            .is_some_and(|(start, _)| start.trim().parse::<u64>().ok() == Some(from))
+}
+
 /// A writer that hashes and counts what passes through it.
 struct HashingWriter<'a> {
     out: &'a mut dyn Write,
@@ -455,4 +511,98 @@ fn clip(text: &str) -> String {
         .map(|c| if c.is_control() { ' ' } else { c })
         .take(200)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead as _, BufReader};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// A blob server on 127.0.0.1 that sends the first half of `blob` and
+    /// hangs up, then answers the next request as `second` says; the
+    /// `Range` each request asked for, in order.
+    fn cut_off_once(
+        blob: &'static [u8],
+        honours_range: bool,
+    ) -> (String, std::thread::JoinHandle<Vec<Option<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let host = format!("127.0.0.1:{}", listener.local_addr().expect("addr").port());
+        let server = std::thread::spawn(move || {
+            let mut ranges = Vec::new();
+            for (i, stream) in listener.incoming().take(2).enumerate() {
+                let mut stream = stream.expect("a connection");
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut range = None;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((name, value)) = line.split_once(':')
+                        && name.eq_ignore_ascii_case("range")
+                    {
+                        range = Some(value.trim().to_owned());
+                    }
+                }
+                ranges.push(range.clone());
+                let half = blob.len() / 2;
+                let answer = match (i, honours_range) {
+                    (0, _) => [format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", blob.len()).into_bytes(), blob[..half].to_vec()].concat(),
+                    (_, true) => [
+                        format!(
+                            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {half}-{}/{}\r\nContent-Length: {}\r\n\r\n",
+                            blob.len() - 1,
+                            blob.len(),
+                            blob.len() - half
+                        )
+                        .into_bytes(),
+                        blob[half..].to_vec(),
+                    ]
+                    .concat(),
+                    (_, false) => [format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", blob.len()).into_bytes(), blob.to_vec()].concat(),
+                };
+                let _ = stream.write_all(&answer);
+            }
+            ranges
+        });
+        (host, server)
+    }
+
+    /// A client for `host` with no logins (an empty credentials file).
+    fn client(host: &str) -> Client {
+        let dir = tempfile::tempdir().expect("dir");
+        let auth = dir.path().join("auth.json");
+        std::fs::write(&auth, r#"{"auths": {}}"#).expect("auth");
+        let reference = Reference::parse(&format!("{host}/agents/web:1")).expect("a reference");
+        let config = RegistryConfig::default().insecure_registry(host).auth_file(auth);
+        Client::new(&reference, &config, false).expect("a client")
+    }
+
+    #[test]
+    fn a_blob_cut_off_resumes_where_it_stopped_or_is_refused() {
+        const BLOB: &[u8] = b"0123456789abcdefghij";
+        let digest = format!("sha256:{}", hex(&Sha256::digest(BLOB)));
+
+        let (host, server) = cut_off_once(BLOB, true);
+        let mut out = Vec::new();
+        client(&host)
+            .pull_blob("wheels/a-1-py3-none-any.whl", &digest, BLOB.len() as u64, &mut out)
+            .expect("resumed");
+        assert_eq!(out, BLOB);
+        assert_eq!(server.join().expect("server"), [None, Some("bytes=10-".to_owned())]);
+
+        let (host, server) = cut_off_once(BLOB, false);
+        let error = client(&host)
+            .pull_blob(
+                "wheels/a-1-py3-none-any.whl",
+                &digest,
+                BLOB.len() as u64,
+                &mut Vec::new(),
+            )
+            .expect_err("a registry that sends it all again");
+        assert!(error.to_string().contains("cannot resume"), "{error}");
+        server.join().expect("server");
+    }
 }

@@ -62,6 +62,10 @@ pub struct Pushed {
     pub uploaded: usize,
     /// How many blobs the manifest names.
     pub blobs: usize,
+    /// The digest of the referrer carrying the bundle's signature, where
+    /// the registry has the OCI 1.1 referrers API (the signature is a layer
+    /// of the bundle's artifact either way).
+    pub signature_referrer: Option<String>,
 }
 
 /// A bundle pulled from a registry.
