@@ -583,10 +583,11 @@ fn a_signature_is_also_a_referrer_where_the_registry_has_the_api() {
         .expect("push");
     let referrer = pushed.signature_referrer.clone().expect("a referrer");
     let received = stand_in.received();
-    let (_, _, body) = received
+    let body = &received
         .iter()
-        .find(|(method, path, _)| method == "PUT" && path.ends_with(&format!("/manifests/{referrer}")))
-        .unwrap_or_else(|| panic!("no PUT of the referrer: {received:?}"));
+        .find(|request| request.method == "PUT" && request.path.ends_with(&format!("/manifests/{referrer}")))
+        .unwrap_or_else(|| panic!("no PUT of the referrer: {received:?}"))
+        .body;
     assert_eq!(format!("sha256:{:x}", sha2::Sha256::digest(body.as_bytes())), referrer);
     let manifest: serde_json::Value = serde_json::from_str(body).expect("JSON");
     assert_eq!(manifest["subject"]["digest"], pushed.digest.as_str(), "{manifest}");
@@ -606,4 +607,49 @@ fn a_signature_is_also_a_referrer_where_the_registry_has_the_api() {
         .expect("push");
     assert_eq!(pushed.signature_referrer, None);
     assert!(registry.log().contains("/referrers/"), "asked for the API");
+}
+
+/// A registry that asks for a Bearer token: par asks the token service it
+/// names, with the login from the credentials file, for a token scoped to
+/// the repository (pull only, for a pull), and sends the request again with
+/// it; without a login the token service's refusal is named.
+#[test]
+fn a_bearer_challenge_is_answered_with_a_token_from_the_registrys_service() {
+    let stand_in = HostileRegistry::start(Misbehaviour::Bearer {
+        login: ("fleet".into(), "s3cret".into()),
+        token: "t0k3n".into(),
+    });
+    let ws = Workspace::new();
+    let output = ws.path().join("in").join("pulled.parb");
+    let pull = |auth: &Path| {
+        PackageLoader::new(config(&ws, &stand_in.host(), auth))
+            .expect("loader")
+            .pull_blocking(&format!("{}/agents/web:1", stand_in.host()), &output)
+            .expect_err("the stand-in has no manifest")
+    };
+    let error = pull(&auth_file(&ws, &[(&stand_in.host(), "fleet", "s3cret")]));
+    assert!(
+        matches!(&error, LoadError::Registry(RegistryError::Status { status: 404, .. })),
+        "the request with the token got through: {error}"
+    );
+    let received = stand_in.received();
+    let token_request = received
+        .iter()
+        .find(|request| request.path.starts_with("/token"))
+        .unwrap_or_else(|| panic!("no token request: {received:?}"));
+    assert!(
+        token_request.path.contains("scope=repository%3Aagents%2Fweb%3Apull"),
+        "{token_request:?}"
+    );
+    assert!(!token_request.path.contains("push"), "{token_request:?}");
+    assert!(token_request.path.contains("service=stand-in"), "{token_request:?}");
+    let with_token = received
+        .iter()
+        .filter(|r| r.authorization.as_deref() == Some("Bearer t0k3n"));
+    assert_eq!(with_token.count(), 1, "{received:?}");
+
+    let error = pull(&auth_file(&ws, &[]));
+    assert_eq!(error.kind(), "registry-unauthorized", "{error}");
+    assert!(error.to_string().contains("token service"), "{error}");
+    assert!(!output.exists());
 }
