@@ -10,7 +10,6 @@ use std::fs::File;
 use std::io::{self, Seek as _};
 use std::path::Path;
 
-use cap_std::fs::{OpenOptions, OpenOptionsExt};
 use rustix::fs::FlockOperation;
 
 use crate::fs::bundle::sha256_of;
@@ -47,22 +46,7 @@ impl BlobCache {
         if let Some(file) = self.cached(hex, size) {
             return Ok(file);
         }
-        let temporary = format!(".{hex}.{}.tmp", std::process::id());
-        let _ = self.dir.dir().remove_file(&temporary);
-        let mut file = self
-            .dir
-            .dir()
-            .open_with(&temporary, OpenOptions::new().write(true).create_new(true).mode(0o600))?
-            .into_std();
-        let fetched = fetch(&mut file).and_then(|()| {
-            file.sync_all()?;
-            self.dir.dir().rename(&temporary, self.dir.dir(), hex)?;
-            Ok(())
-        });
-        if let Err(error) = fetched {
-            let _ = self.dir.dir().remove_file(&temporary);
-            return Err(error);
-        }
+        self.dir.store_from(hex, 0o600, |file| fetch(file))?;
         self.cached(hex, size)
             .ok_or_else(|| io::Error::other(format!("the blob {hex} was not in the cache once written")).into())
     }

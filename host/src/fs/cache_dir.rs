@@ -65,17 +65,30 @@ impl CacheDir {
 
     /// Writes `name` atomically with `mode` (0700 for a program par runs).
     pub(crate) fn store_with_mode(&self, name: &str, bytes: &[u8], mode: u32) -> io::Result<()> {
+        self.store_from(name, mode, |file| file.write_all(bytes))
+    }
+
+    /// Writes `name` atomically with `mode` from what `fill` writes: a new
+    /// temporary file, synced, then a rename; when `fill` (or the write)
+    /// fails, the temporary file is removed and `name` is left as it was.
+    pub(crate) fn store_from<E: From<io::Error>>(
+        &self,
+        name: &str,
+        mode: u32,
+        fill: impl FnOnce(&mut std::fs::File) -> Result<(), E>,
+    ) -> Result<(), E> {
         let temporary = format!(".{name}.{}.tmp", std::process::id());
         let _ = self.dir.remove_file(&temporary);
         let written = self
             .dir
             .open_with(&temporary, OpenOptions::new().write(true).create_new(true).mode(mode))
+            .map_err(E::from)
             .and_then(|file| {
                 let mut file = file.into_std();
-                file.write_all(bytes)?;
-                file.sync_all()
+                fill(&mut file)?;
+                file.sync_all().map_err(E::from)
             })
-            .and_then(|()| self.dir.rename(&temporary, &self.dir, name));
+            .and_then(|()| self.dir.rename(&temporary, &self.dir, name).map_err(E::from));
         if written.is_err() {
             let _ = self.dir.remove_file(&temporary);
         }

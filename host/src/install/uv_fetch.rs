@@ -11,9 +11,8 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use sha2::{Digest, Sha256};
-
 use crate::exec::process::{self, Step};
+use crate::fs::bundle::sha256_of;
 use crate::fs::cache_dir::CacheDir;
 use crate::types::config::IndexConfig;
 
@@ -170,10 +169,8 @@ impl Fetch<'_> {
             .map(|entry| entry.path())
             .find(|path| path.extension().is_some_and(|e| e == "whl"))
             .ok_or_else(|| FetchError::Wheel("wheel".into()))?;
-        let mut file = std::fs::File::open(&wheel)?;
-        let mut hasher = Sha256::new();
-        io::copy(&mut file, &mut hasher)?;
-        let found = crate::fs::hex(&hasher.finalize());
+        let file = std::fs::File::open(&wheel)?;
+        let found = sha256_of(file.try_clone()?)?;
         if !WHEEL_HASHES.contains(&found.as_str()) {
             return Err(FetchError::Hash {
                 file: wheel.file_name().unwrap_or_default().to_string_lossy().into_owned(),
