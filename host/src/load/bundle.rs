@@ -19,7 +19,7 @@ use super::lock::Resolved;
 use crate::fs::archive::Archive;
 use crate::fs::bundle::{BundleWriter, Unpacked, sha256_of};
 use crate::fs::root::{open_dir_nofollow, open_file_nofollow};
-use crate::fs::staging::Scratch;
+use crate::fs::staging::{Scratch, Staging};
 use crate::install::installer::{Installer, Invocation, Pip, venv_python};
 use crate::install::pylock::{BundleFile, Bundled, GivenLock, Lock, LockError};
 use crate::install::sbom;
@@ -242,15 +242,7 @@ impl Orchestrator {
             Staged::Unchanged(package) => return Ok(*package),
             Staged::Fresh(staged) => staged,
         };
-        let rules = ArchiveRules {
-            limits: self.config.bundle_limits,
-            path_rules: self.config.guest_path_rules,
-        };
-        let copies = staging.tree_writes(&rules.limits)?;
-        let preopens = StagedPreopens::of(&staging);
-        self.sandbox.unbundle(preopens.writable(), &rules, copies)?;
-        let mut unpacked = Unpacked::read(staging.tree(), &staging.tree_path())
-            .map_err(|(member, problem)| refused(parb, member, problem))?;
+        let mut unpacked = self.unbundle(parb, &staging)?;
         let text = std::mem::take(&mut unpacked.lock);
         let mut lock = self.bundled_lock(parb, LOCK, text, &unpacked)?;
         let build = unpacked
@@ -284,6 +276,19 @@ impl Orchestrator {
             source,
         };
         self.deploy(&unpacked.package, app_id, Some(lock), Some(bundle))
+    }
+
+    /// Unpacks the bundle `parb` staged in `staging` in the sandbox, under
+    /// the bundle limits, and reads what it left as the host finds it.
+    pub(super) fn unbundle(&self, parb: &Path, staging: &Staging) -> Result<Unpacked, LoadError> {
+        let rules = ArchiveRules {
+            limits: self.config.bundle_limits,
+            path_rules: self.config.guest_path_rules,
+        };
+        let copies = staging.tree_writes(&rules.limits)?;
+        self.sandbox
+            .unbundle(StagedPreopens::of(staging).writable(), &rules, copies)?;
+        Unpacked::read(staging.tree(), &staging.tree_path()).map_err(|(member, problem)| refused(parb, member, problem))
     }
 
     /// The bundle's lock `member` (`text`), read in the sandbox and checked

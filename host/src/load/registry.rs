@@ -7,7 +7,7 @@
 //! renames it into place only once the whole bundle has the digest the
 //! manifest names; the bundle's signature, if pushed, is written beside it.
 
-use std::io::Read as _;
+use std::io::{Read as _, Seek as _};
 use std::path::Path;
 
 use par_rules::bundle::{FILES_DIR, MEMBERS};
@@ -17,13 +17,12 @@ use super::bundle::refused;
 use super::deploy::{Staged, StagedArchive};
 use crate::fs::archive::Archive;
 use crate::fs::blob_cache::BlobCache;
-use crate::fs::bundle::{BundleWriter, Unpacked, sha256_of};
+use crate::fs::bundle::{BundleWriter, sha256_of};
 use crate::fs::root::{open_dir_nofollow, open_file_nofollow};
 use crate::fs::staging::Scratch;
 use crate::registry::artifact::{self, Artifact, BUNDLE_SIGNATURE, Layer, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES};
 use crate::registry::client::Client;
 use crate::registry::reference::{Reference, SCHEME};
-use crate::sandbox::{ArchiveRules, StagedPreopens};
 use crate::trust::signature::signature_path;
 use crate::types::error::LoadError;
 use crate::types::package::{AgentPackage, RegistrySource};
@@ -46,16 +45,8 @@ impl Orchestrator {
             Staged::Fresh(staged) => staged,
             Staged::Unchanged(_) => return Err(LoadError::Internal("a push found a recorded load".into())),
         };
-        let rules = ArchiveRules {
-            limits: self.config.bundle_limits,
-            path_rules: self.config.guest_path_rules,
-        };
-        let copies = staging.tree_writes(&rules.limits)?;
-        self.sandbox
-            .unbundle(StagedPreopens::of(&staging).writable(), &rules, copies)?;
+        let unpacked = self.unbundle(parb, &staging)?;
         let tree = staging.tree();
-        let unpacked =
-            Unpacked::read(tree, &staging.tree_path()).map_err(|(member, problem)| refused(parb, member, problem))?;
         let mut members: Vec<String> = MEMBERS
             .iter()
             .filter(|member| tree.symlink_metadata(member).is_ok())
@@ -85,13 +76,18 @@ impl Orchestrator {
         let mut layers = Vec::new();
         let mut files = Vec::new();
         for member in &members {
+            let unreadable = || LoadError::io("cannot read", staging.tree_path().join(member));
             let file = open(member)?;
-            let size = file
-                .metadata()
-                .map_err(LoadError::io("cannot read", staging.tree_path().join(member)))?
-                .len();
-            let sha256 =
-                sha256_of(open(member)?).map_err(LoadError::io("cannot read", staging.tree_path().join(member)))?;
+            let size = file.metadata().map_err(unreadable())?.len();
+            // The distribution files were hashed as the bundle was read.
+            let known = member
+                .strip_prefix(FILES_DIR)
+                .and_then(|rest| rest.strip_prefix('/'))
+                .and_then(|name| unpacked.files.get(name));
+            let sha256 = match known {
+                Some(sha256) => sha256.clone(),
+                None => sha256_of(file.try_clone().map_err(unreadable())?).map_err(unreadable())?,
+            };
             layers.push(artifact::layer(member, size, &sha256));
             files.push(file);
         }
@@ -108,7 +104,9 @@ impl Orchestrator {
         let mut writer = BundleWriter::create(rebuilt.path()).map_err(LoadError::io("cannot write", rebuilt.path()))?;
         for (layer, file) in layers.iter().zip(&files) {
             add_member(&mut writer, &layer.member, layer.descriptor.size, |out| {
-                std::io::copy(&mut file.try_clone()?, out).map(drop)
+                let mut file = file.try_clone()?;
+                file.rewind()?;
+                std::io::copy(&mut file, out).map(drop)
             })
             .map_err(LoadError::io("cannot write", rebuilt.path()))?;
         }
@@ -146,8 +144,10 @@ impl Orchestrator {
         let mut uploaded = 0;
         let (empty, config_descriptor) = artifact::empty_config();
         let mut blobs: Vec<(&str, u64, std::fs::File)> = Vec::new();
-        for (layer, member) in artifact.layers.iter().zip(&members) {
-            blobs.push((&layer.descriptor.digest, layer.descriptor.size, open(member)?));
+        for (layer, mut file) in artifact.layers.iter().zip(files) {
+            file.rewind()
+                .map_err(LoadError::io("cannot read", staging.tree_path().join(&layer.member)))?;
+            blobs.push((&layer.descriptor.digest, layer.descriptor.size, file));
         }
         if let (Some(path), Some(layer)) = (&signature_file, artifact.layers.last()) {
             blobs.push((
@@ -160,7 +160,9 @@ impl Orchestrator {
             .map_err(LoadError::io("cannot write under", staging.tree_path()))?;
         std::io::Write::write_all(&mut &empty_file, empty)
             .map_err(LoadError::io("cannot write under", staging.tree_path()))?;
-        std::io::Seek::rewind(&mut &empty_file).map_err(LoadError::io("cannot write under", staging.tree_path()))?;
+        (&empty_file)
+            .rewind()
+            .map_err(LoadError::io("cannot write under", staging.tree_path()))?;
         blobs.push((&config_descriptor.digest, config_descriptor.size, empty_file));
         let total = blobs.len();
         let mut pushed = std::collections::BTreeSet::new();
