@@ -559,6 +559,52 @@ fn a_bundle_holding_other_bytes_or_members_than_its_lock_is_refused_naming_them(
     }
 }
 
+/// A bundle's files are kept in par's store under their digests, and every
+/// load reads them from there: loads of the bundle into two roots of one
+/// node (its caches shared) have the installer unpack each wheel once, not
+/// once per load.
+#[test]
+fn a_bundles_files_are_unpacked_once_per_node_and_not_once_per_load() {
+    let backend = InstallerChoice::Uv;
+    let ws = Workspace::new();
+    let parb = bundle(&ws, backend, &agent(REQUIREMENTS), None);
+    let installers = ws.path().join("node-installer-cache");
+    // The installer's cache entries that hold `packaging` unpacked.
+    let unpacked = || {
+        let archives = installers.join("uv").join("archive-v0");
+        let entries = fs::read_dir(&archives).expect("the installer's archives");
+        entries
+            .filter_map(Result::ok)
+            .filter(|entry| entry.path().join("packaging").join("__init__.py").is_file())
+            .count()
+    };
+    let mut counts = Vec::new();
+    for _ in 0..2 {
+        let node_ws = Workspace::new();
+        let mut config = config(&node_ws, backend);
+        config.install.installer_cache = Some(installers.clone());
+        let store = config.component_cache.clone().expect("a cache").join("dists/sha256");
+        let package = PackageLoader::new(config)
+            .expect("loader")
+            .load_blocking(&parb, None)
+            .expect("the load from the bundle");
+        assert!(package.verified == Some(true), "{package:?}");
+        let wheel = "packaging-26.4-py3-none-any.whl";
+        let tools_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("install-tools");
+        let bytes = fs::read(tools::wheelhouse(&tools_dir).join(wheel)).expect("the wheel");
+        let sha256: String = <sha2::Sha256 as sha2::Digest>::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert!(
+            store.join(&sha256).join(wheel).is_file(),
+            "{wheel} kept under its digest"
+        );
+        counts.push(unpacked());
+    }
+    assert_eq!(counts, [1, 1], "packaging's wheel unpacked once, by the first load");
+}
+
 /// A bundle made with a key loads where that key is trusted (the bundle's
 /// signature checked before the guest reads it), and is refused as
 /// `signature-invalid` once a byte of it changes, or `signature-missing`

@@ -7,6 +7,7 @@ pub(crate) mod blob_cache;
 pub(crate) mod bundle;
 pub(crate) mod cache_dir;
 pub(crate) mod copy;
+pub(crate) mod dist_store;
 pub(crate) mod handle;
 pub(crate) mod lock;
 pub(crate) mod owner;

@@ -61,6 +61,16 @@ pub(crate) struct BundleFile {
     pub alternative: bool,
 }
 
+/// A file a bundle holds, as the host found it: its SHA-256, hashed by the
+/// host, and where the install reads it from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HeldFile {
+    /// Its SHA-256, in hex.
+    pub sha256: String,
+    /// Where it is kept: the unpacked bundle, or par's store of them.
+    pub path: PathBuf,
+}
+
 /// A lock the operator gave for a load, checked: what the load installs, exactly.
 #[derive(Debug, Clone)]
 pub(crate) struct GivenLock {
@@ -292,11 +302,10 @@ impl Lock {
     }
 
     /// This lock installed from a bundle's files: each file named by a URL
-    /// taken from `dir` under its own name instead, where `held` (file name
-    /// to SHA-256, as the host hashed it) must have it with the lock's hash.
-    /// Of a distribution's wheels, those the bundle left out (made for
-    /// other platforms) are dropped; at least one must be there.
-    pub(crate) fn in_bundle(&self, dir: &Path, held: &BTreeMap<String, String>) -> Result<Self, LockError> {
+    /// taken from where `held` (by file name) keeps it instead, with the
+    /// lock's hash. Of a distribution's wheels, those the bundle left out
+    /// (made for other platforms) are dropped; at least one must be there.
+    pub(crate) fn in_bundle(&self, held: &BTreeMap<String, HeldFile>) -> Result<Self, LockError> {
         let mut packages = Vec::with_capacity(self.packages.len());
         for (n, locked) in self.packages.iter().enumerate() {
             let entry = || format!("packages[{n}] ({})", locked.name);
@@ -307,11 +316,11 @@ impl Lock {
                 let name = artifact.location.file_name();
                 match held.get(&name) {
                     None => Ok(None),
-                    Some(sha256) if *sha256 == artifact.sha256 => Ok(Some(Artifact {
-                        location: Location::Path(dir.join(&name).display().to_string()),
+                    Some(file) if file.sha256 == artifact.sha256 => Ok(Some(Artifact {
+                        location: Location::Path(file.path.display().to_string()),
                         sha256: artifact.sha256.clone(),
                     })),
-                    Some(sha256) => Err(LockError::new(
+                    Some(HeldFile { sha256, .. }) => Err(LockError::new(
                         entry(),
                         format!(
                             "the bundle's `{}/{name}` has SHA-256 {sha256}, the lock says {}",
@@ -1411,17 +1420,26 @@ wheels = [{{ url = "https://files.example/packaging-26.4-py3-none-any.whl", hash
                 ("packaging-26.4-py3-none-any.whl", false),
             ]
         );
-        let dir = Path::new("/b/wheels");
+        let held_file = |name: &str, sha256: &str| {
+            let path = Path::new("/b").join(sha256).join(name);
+            (
+                name.to_owned(),
+                HeldFile {
+                    sha256: sha256.to_owned(),
+                    path,
+                },
+            )
+        };
         let held = BTreeMap::from([
-            ("multi-1-cp311-cp311-linux_x86_64.whl".to_owned(), SHA.to_owned()),
-            ("packaging-26.4-py3-none-any.whl".to_owned(), SHA.to_owned()),
+            held_file("multi-1-cp311-cp311-linux_x86_64.whl", SHA),
+            held_file("packaging-26.4-py3-none-any.whl", SHA),
         ]);
-        let bundled = lock.in_bundle(dir, &held).expect("bundled");
+        let bundled = lock.in_bundle(&held).expect("bundled");
         let install = bundled
             .to_install_lock(Path::new("/r/trees/a@1.x"))
             .expect("install lock");
         assert!(
-            install.contains("path = \"/b/wheels/packaging-26.4-py3-none-any.whl\""),
+            install.contains(&format!("path = \"/b/{SHA}/packaging-26.4-py3-none-any.whl\"")),
             "{install}"
         );
         assert!(
@@ -1430,8 +1448,9 @@ wheels = [{{ url = "https://files.example/packaging-26.4-py3-none-any.whl", hash
         );
 
         let mut tampered = held.clone();
-        tampered.insert("packaging-26.4-py3-none-any.whl".into(), other.clone());
-        let error = lock.in_bundle(dir, &tampered).expect_err("another hash");
+        let (name, file) = held_file("packaging-26.4-py3-none-any.whl", &other);
+        tampered.insert(name, file);
+        let error = lock.in_bundle(&tampered).expect_err("another hash");
         assert_eq!(error.entry, "packages[2] (packaging)");
         assert!(
             error.problem.contains("wheels/packaging-26.4-py3-none-any.whl"),
@@ -1439,7 +1458,7 @@ wheels = [{{ url = "https://files.example/packaging-26.4-py3-none-any.whl", hash
         );
         let mut missing = held;
         missing.remove("multi-1-cp311-cp311-linux_x86_64.whl");
-        let error = lock.in_bundle(dir, &missing).expect_err("no wheel of multi");
+        let error = lock.in_bundle(&missing).expect_err("no wheel of multi");
         assert_eq!(error.entry, "packages[1] (multi)");
 
         let vcs = "\n[[packages]]\nname = \"v\"\nvcs = { type = \"git\", url = \"https://g.example/v\", commit-id = \"0123456789abcdef0123456789abcdef01234567\" }\n";

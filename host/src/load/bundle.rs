@@ -18,10 +18,11 @@ use super::deploy::{FromBundle, Lookup, Staged, StagedArchive};
 use super::lock::Resolved;
 use crate::fs::archive::Archive;
 use crate::fs::bundle::{BundleWriter, Unpacked, sha256_of};
+use crate::fs::dist_store::DistStore;
 use crate::fs::root::{open_dir_nofollow, open_file_nofollow};
 use crate::fs::staging::{Scratch, Staging};
 use crate::install::installer::{Installer, Invocation, Pip, venv_python};
-use crate::install::pylock::{BundleFile, Bundled, GivenLock, Lock, LockError};
+use crate::install::pylock::{BundleFile, Bundled, GivenLock, HeldFile, Lock, LockError};
 use crate::install::sbom;
 use crate::install::step::{StepKind, StepSpec};
 use crate::sandbox::{ArchiveRules, StagedPreopens};
@@ -243,12 +244,13 @@ impl Orchestrator {
             Staged::Fresh(staged) => staged,
         };
         let mut unpacked = self.unbundle(parb, &staging)?;
+        let (held, store) = self.keep_files(&unpacked, staging.tree());
         let text = std::mem::take(&mut unpacked.lock);
-        let mut lock = self.bundled_lock(parb, LOCK, text, &unpacked)?;
+        let mut lock = self.bundled_lock(parb, LOCK, text, &held)?;
         let build = unpacked
             .build_lock
             .take()
-            .map(|text| self.bundled_lock(parb, BUILD_LOCK, text, &unpacked))
+            .map(|text| self.bundled_lock(parb, BUILD_LOCK, text, &held))
             .transpose()?;
         // Every file is one a lock names: a bundle carries nothing else.
         let mut named = Vec::new();
@@ -274,6 +276,7 @@ impl Orchestrator {
             signed,
             install: self.config.install.only_files_in(&unpacked.files_dir),
             source,
+            store,
         };
         self.deploy(&unpacked.package, app_id, Some(lock), Some(bundle))
     }
@@ -291,15 +294,65 @@ impl Orchestrator {
         Unpacked::read(staging.tree(), &staging.tree_path()).map_err(|(member, problem)| refused(parb, member, problem))
     }
 
+    /// Where the install reads each of the unpacked bundle's files from, with
+    /// the SHA-256 the host made, and the store they are kept in: par's
+    /// store of bundle files ([`DistStore`]) when the cache has one, so the
+    /// installer's cache serves them again on the next load; else the
+    /// unpacked bundle itself. A file the store cannot take is read from
+    /// the unpacked bundle.
+    fn keep_files(
+        &self,
+        unpacked: &Unpacked,
+        tree: &cap_std::fs::Dir,
+    ) -> (BTreeMap<String, HeldFile>, Option<PathBuf>) {
+        let in_bundle = |name: &String, sha256: &String| HeldFile {
+            sha256: sha256.clone(),
+            path: unpacked.files_dir.join(name),
+        };
+        let store = match (&self.config.component_cache, unpacked.files.is_empty()) {
+            (Some(cache), false) => DistStore::open(cache)
+                .inspect_err(|error| tracing::warn!(%error, "No store for bundle files: installing from the bundle"))
+                .ok(),
+            _ => None,
+        };
+        let Some(store) = store else {
+            let held = unpacked
+                .files
+                .iter()
+                .map(|(name, sha256)| (name.clone(), in_bundle(name, sha256)));
+            return (held.collect(), None);
+        };
+        let files = open_dir_nofollow(tree, FILES_DIR);
+        let mut held = BTreeMap::new();
+        for (name, sha256) in &unpacked.files {
+            let kept = match &files {
+                Ok(files) => open_file_nofollow(files, name).and_then(|file| store.keep(sha256, name, file)),
+                Err(error) => Err(std::io::Error::new(error.kind(), error.to_string())),
+            };
+            let file = match kept {
+                Ok(path) => HeldFile {
+                    sha256: sha256.clone(),
+                    path,
+                },
+                Err(error) => {
+                    tracing::warn!(file = %name, %error, "Cannot keep a bundle file in the store: installing it from the bundle");
+                    in_bundle(name, sha256)
+                }
+            };
+            held.insert(name.clone(), file);
+        }
+        (held, Some(store.path().to_owned()))
+    }
+
     /// The bundle's lock `member` (`text`), read in the sandbox and checked
-    /// as a given lock is, with every file it names the bundle's own,
+    /// as a given lock is, with every file it names one the bundle holds,
     /// checked against the SHA-256 the host made.
     fn bundled_lock(
         &self,
         parb: &Path,
         member: &str,
         text: Vec<u8>,
-        unpacked: &Unpacked,
+        held: &BTreeMap<String, HeldFile>,
     ) -> Result<GivenLock, LoadError> {
         let refused = |error| refused_lock(parb, member, error);
         let claims = self
@@ -307,7 +360,7 @@ impl Orchestrator {
             .read_lock(text)?
             .map_err(|(entry, problem)| refused(LockError { entry, problem }))?;
         let lock = Lock::from_bundle_claims(claims, self.config.install.policy).map_err(refused)?;
-        let bundled = lock.in_bundle(&unpacked.files_dir, &unpacked.files).map_err(refused)?;
+        let bundled = lock.in_bundle(held).map_err(refused)?;
         Ok(GivenLock {
             path: parb.join(member),
             lock,

@@ -2,7 +2,7 @@
 //! create or reuse the venv, install, verify the import, and switch the
 //! app's link only when every step succeeded.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,6 +41,9 @@ pub(super) struct FromBundle {
     pub install: InstallConfig,
     /// The registry reference and digest it was pulled by, if it was.
     pub source: Option<RegistrySource>,
+    /// par's store of bundle files, when the install reads them from there
+    /// (a directory install steps may read).
+    pub store: Option<PathBuf>,
 }
 
 /// What a load looks up a recorded load by: the app, the settings, and
@@ -140,7 +143,11 @@ impl Orchestrator {
         };
         let readonly = sandbox
             .as_ref()
-            .map(|_| readonly_mounts(install, &python, installer.as_ref()))
+            .map(|_| {
+                let mut mounts = readonly_mounts(install, &python, installer.as_ref());
+                mounts.extend(bundle.as_ref().and_then(|bundle| bundle.store.clone()));
+                mounts
+            })
             .unwrap_or_default();
         // A bundle's signature vouches for everything in it.
         let signed = match &bundle {
