@@ -79,7 +79,7 @@ pub(crate) fn pid_namespace(pid: u32) -> Option<u64> {
 }
 
 /// A pidfd on `pid`, if once it is open `still` holds for the process's stat.
-fn open_if(pid: u32, still: impl Fn(&Stat) -> bool) -> Option<OwnedFd> {
+pub(crate) fn open_if(pid: u32, still: impl Fn(&Stat) -> bool) -> Option<OwnedFd> {
     let raw = Pid::from_raw(i32::try_from(pid).ok()?)?;
     let fd = pidfd_open(raw, PidfdFlags::empty()).ok()?;
     stat(pid).filter(|stat| still(stat)).map(|_| fd)

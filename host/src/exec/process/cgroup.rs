@@ -12,7 +12,7 @@ use std::ffi::{CStr, CString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 
@@ -121,20 +121,56 @@ impl Cgroup {
     }
 }
 
+impl Cgroup {
+    /// Waits until a process in the cgroup exits, or `deadline`: every
+    /// member through a pidfd checked to be on a process of this cgroup, so
+    /// the wait ends the moment one is gone; where none can be opened (all
+    /// gone, not yet counted out), a pause of a millisecond at most.
+    fn wait_for_a_member(&self, deadline: Instant) {
+        let fds: Vec<_> = self
+            .members()
+            .into_iter()
+            .filter_map(|pid| u32::try_from(pid).ok())
+            .filter_map(|pid| identity::open_if(pid, |_| self.holds(pid)))
+            .collect();
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timeout = rustix::event::Timespec::try_from(left).ok();
+        match (fds.is_empty(), timeout) {
+            (false, Some(timeout)) => {
+                let mut polls: Vec<_> = fds
+                    .iter()
+                    .map(|fd| rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN))
+                    .collect();
+                let _ = rustix::event::poll(&mut polls, Some(&timeout));
+            }
+            _ => std::thread::sleep(left.min(Duration::from_millis(1))),
+        }
+    }
+}
+
 impl Drop for Cgroup {
     fn drop(&mut self) {
-        // A cgroup can only be removed once empty; killed processes take a
-        // moment to be reaped.
-        for _ in 0..200 {
+        // A cgroup can only be removed once empty: the step's last processes
+        // (bubblewrap's own, inside its namespace) may still be on their way
+        // out when the step has ended. Each is killed and waited for.
+        let deadline = Instant::now() + REMOVE_WITHIN;
+        loop {
             self.kill_all();
             if std::fs::remove_dir(&self.dir).is_ok() {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            if Instant::now() >= deadline {
+                break;
+            }
+            self.wait_for_a_member(deadline);
         }
         tracing::warn!(cgroup = %self.dir.display(), "cannot remove a step's cgroup");
     }
 }
+
+/// How long a cgroup's last processes may take to go before it is left behind
+/// (a later loader sweeps it).
+const REMOVE_WITHIN: Duration = Duration::from_secs(2);
 
 /// The cgroups of one step or agent: a pids one (capping and naming its
 /// processes) and a memory one (capping them together), or one cgroup
