@@ -448,6 +448,14 @@ fn a_bundle_loads_in_two_roots_offline_with_the_same_records_and_lock(backend: I
     assert_eq!(record(first, "packaging-26.4"), record(second, "packaging-26.4"));
 }
 
+/// The SHA-256 of `bytes`, in hex: the name par's store of bundle files keeps them under.
+fn sha256_hex(bytes: &[u8]) -> String {
+    <sha2::Sha256 as sha2::Digest>::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Every distribution in the package's venv, as `name==version` lines, sorted.
 fn distributions(package: &AgentPackage) -> String {
     let out = std::process::Command::new(&package.python_path)
@@ -549,6 +557,15 @@ fn a_bundle_holding_other_bytes_or_members_than_its_lock_is_refused_naming_them(
             "missing",
         ),
     ];
+    // The store is the test binary's cache, shared: none of these files may be there before.
+    let store = config(&ws, backend)
+        .component_cache
+        .expect("a cache")
+        .join("dists/sha256");
+    let refused_files = [sha256_hex(b"other bytes"), sha256_hex(b"evil")];
+    for sha256 in &refused_files {
+        let _ = fs::remove_dir_all(store.join(sha256));
+    }
     for (path, kind, subject, needle) in cases {
         let node_ws = Workspace::new();
         let error = loader(&node_ws, backend).load_blocking(&path, None).expect_err(subject);
@@ -556,6 +573,10 @@ fn a_bundle_holding_other_bytes_or_members_than_its_lock_is_refused_naming_them(
         assert!(error.to_string().contains(needle), "{error}");
         assert!(error.is_package_fault());
         node_ws.assert_left_nothing(subject);
+    }
+    // Nor did a refused bundle's files reach par's store of bundle files.
+    for sha256 in &refused_files {
+        assert!(!store.join(sha256).exists(), "a refused bundle's file was kept");
     }
 }
 
@@ -591,11 +612,7 @@ fn a_bundles_files_are_unpacked_once_per_node_and_not_once_per_load() {
         assert!(package.verified == Some(true), "{package:?}");
         let wheel = "packaging-26.4-py3-none-any.whl";
         let tools_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("install-tools");
-        let bytes = fs::read(tools::wheelhouse(&tools_dir).join(wheel)).expect("the wheel");
-        let sha256: String = <sha2::Sha256 as sha2::Digest>::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let sha256 = sha256_hex(&fs::read(tools::wheelhouse(&tools_dir).join(wheel)).expect("the wheel"));
         assert!(
             store.join(&sha256).join(wheel).is_file(),
             "{wheel} kept under its digest"

@@ -244,13 +244,13 @@ impl Orchestrator {
             Staged::Fresh(staged) => staged,
         };
         let mut unpacked = self.unbundle(parb, &staging)?;
-        let (held, store) = self.keep_files(&unpacked, staging.tree());
+        let in_place = held_in_place(&unpacked);
         let text = std::mem::take(&mut unpacked.lock);
-        let mut lock = self.bundled_lock(parb, LOCK, text, &held)?;
-        let build = unpacked
+        let mut lock = self.bundled_lock(parb, LOCK, text, &in_place)?;
+        let mut build = unpacked
             .build_lock
             .take()
-            .map(|text| self.bundled_lock(parb, BUILD_LOCK, text, &held))
+            .map(|text| self.bundled_lock(parb, BUILD_LOCK, text, &in_place))
             .transpose()?;
         // Every file is one a lock names: a bundle carries nothing else.
         let mut named = Vec::new();
@@ -261,6 +261,13 @@ impl Orchestrator {
         if let Some(extra) = unpacked.files.keys().find(|name| !named.contains(name)) {
             let problem = "a file neither lock names".into();
             return Err(refused(parb, format!("{FILES_DIR}/{extra}"), problem));
+        }
+        // Checked: each file is kept in par's store, and installed from there.
+        let (kept, store) = self.keep_files(&unpacked, staging.tree(), in_place);
+        for (member, given) in std::iter::once((LOCK, &mut lock)).chain(build.as_mut().map(|b| (BUILD_LOCK, b))) {
+            if let Some(bundled) = given.bundled.as_mut() {
+                bundled.lock = given.lock.in_bundle(&kept).map_err(|e| refused_lock(parb, member, e))?;
+            }
         }
         if let (Some(bundled), Some(build)) = (lock.bundled.as_mut(), &build) {
             bundled.build = build.digest();
@@ -294,54 +301,42 @@ impl Orchestrator {
         Unpacked::read(staging.tree(), &staging.tree_path()).map_err(|(member, problem)| refused(parb, member, problem))
     }
 
-    /// Where the install reads each of the unpacked bundle's files from, with
-    /// the SHA-256 the host made, and the store they are kept in: par's
-    /// store of bundle files ([`DistStore`]) when the cache has one, so the
-    /// installer's cache serves them again on the next load; else the
-    /// unpacked bundle itself. A file the store cannot take is read from
-    /// the unpacked bundle.
+    /// The checked files of a bundle (`in_place`, as [`held_in_place`] gives
+    /// them) kept in par's store of bundle files ([`DistStore`]) when the
+    /// cache has one, so the installer's cache serves them again on the
+    /// next load, and the store's directory; else as they are. A file the
+    /// store cannot take stays where it is.
     fn keep_files(
         &self,
         unpacked: &Unpacked,
         tree: &cap_std::fs::Dir,
+        mut in_place: BTreeMap<String, HeldFile>,
     ) -> (BTreeMap<String, HeldFile>, Option<PathBuf>) {
-        let in_bundle = |name: &String, sha256: &String| HeldFile {
-            sha256: sha256.clone(),
-            path: unpacked.files_dir.join(name),
-        };
-        let store = match (&self.config.component_cache, unpacked.files.is_empty()) {
+        let store = match (&self.config.component_cache, in_place.is_empty()) {
             (Some(cache), false) => DistStore::open(cache)
                 .inspect_err(|error| tracing::warn!(%error, "No store for bundle files: installing from the bundle"))
                 .ok(),
             _ => None,
         };
         let Some(store) = store else {
-            let held = unpacked
-                .files
-                .iter()
-                .map(|(name, sha256)| (name.clone(), in_bundle(name, sha256)));
-            return (held.collect(), None);
+            return (in_place, None);
         };
         let files = open_dir_nofollow(tree, FILES_DIR);
-        let mut held = BTreeMap::new();
-        for (name, sha256) in &unpacked.files {
+        for (name, held) in &mut in_place {
             let kept = match &files {
-                Ok(files) => open_file_nofollow(files, name).and_then(|file| store.keep(sha256, name, file)),
+                Ok(files) => open_file_nofollow(files, name).and_then(|file| store.keep(&held.sha256, name, file)),
                 Err(error) => Err(std::io::Error::new(error.kind(), error.to_string())),
             };
-            let file = match kept {
-                Ok(path) => HeldFile {
-                    sha256: sha256.clone(),
-                    path,
-                },
-                Err(error) => {
-                    tracing::warn!(file = %name, %error, "Cannot keep a bundle file in the store: installing it from the bundle");
-                    in_bundle(name, sha256)
-                }
-            };
-            held.insert(name.clone(), file);
+            match kept {
+                Ok(path) => held.path = path,
+                Err(error) => tracing::warn!(
+                    file = %unpacked.files_dir.join(name).display(),
+                    %error,
+                    "Cannot keep a bundle file in the store: installing it from the bundle"
+                ),
+            }
         }
-        (held, Some(store.path().to_owned()))
+        (in_place, Some(store.path().to_owned()))
     }
 
     /// The bundle's lock `member` (`text`), read in the sandbox and checked
@@ -370,6 +365,22 @@ impl Orchestrator {
             }),
         })
     }
+}
+
+/// The unpacked bundle's files where the guest left them, each with the
+/// SHA-256 the host made.
+fn held_in_place(unpacked: &Unpacked) -> BTreeMap<String, HeldFile> {
+    let held = |(name, sha256): (&String, &String)| {
+        let path = unpacked.files_dir.join(name);
+        (
+            name.clone(),
+            HeldFile {
+                sha256: sha256.clone(),
+                path,
+            },
+        )
+    };
+    unpacked.files.iter().map(held).collect()
 }
 
 /// Of the files fetched (by name, with the SHA-256 the host made), those
