@@ -62,8 +62,8 @@ struct Cli {
     #[arg(long, global = true, env = "PAR_ROOT", default_value = DEFAULT_ROOT, value_name = "DIR")]
     root: PathBuf,
 
-    /// Directory caching the compiled sandbox, registry blobs and, with uv,
-    /// build environments [default: $XDG_CACHE_HOME/par or ~/.cache/par].
+    /// Directory caching the compiled sandbox, registry blobs, bundle files and,
+    /// with uv, build environments [default: $XDG_CACHE_HOME/par or ~/.cache/par].
     #[arg(long, global = true, env = "PAR_CACHE_DIR", value_name = "DIR")]
     cache_dir: Option<PathBuf>,
 
