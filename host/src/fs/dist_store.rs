@@ -13,13 +13,11 @@
 //! private cache).
 
 use std::fs::File;
-use std::io::{self, Read as _, Write as _};
+use std::io;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
-
 use crate::fs::cache_dir::CacheDir;
-use crate::fs::hex;
+use crate::fs::{HashingWriter, is_sha256_hex};
 
 /// The store of bundle files under par's cache directory.
 #[derive(Debug)]
@@ -45,7 +43,7 @@ impl DistStore {
     /// it (a file of another length there is replaced). `name` is a
     /// distribution file's name, checked by the caller.
     pub(crate) fn keep(&self, sha256: &str, name: &str, source: File) -> io::Result<PathBuf> {
-        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        if !is_sha256_hex(sha256) {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a SHA-256 in hex"));
         }
         let sub = CacheDir::open(&self.dir.path().join(sha256))?;
@@ -62,18 +60,9 @@ impl DistStore {
 /// Copies `source` to `out`, hashing as it goes: an error unless what was
 /// copied has SHA-256 `expected`.
 fn copy_checked(mut source: File, out: &mut File, expected: &str) -> io::Result<()> {
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 256 * 1024];
-    loop {
-        match source.read(&mut buffer)? {
-            0 => break,
-            n => {
-                hasher.update(&buffer[..n]);
-                out.write_all(&buffer[..n])?;
-            }
-        }
-    }
-    let found = hex(&hasher.finalize());
+    let mut hashing = HashingWriter::new(out);
+    io::copy(&mut source, &mut hashing)?;
+    let found = hashing.sha256();
     match found == expected {
         true => Ok(()),
         false => Err(io::Error::new(
@@ -85,7 +74,10 @@ fn copy_checked(mut source: File, out: &mut File, expected: &str) -> io::Result<
 
 #[cfg(test)]
 mod tests {
+    use sha2::{Digest as _, Sha256};
+
     use super::*;
+    use crate::fs::hex;
 
     #[test]
     fn a_file_is_kept_once_under_its_digest_and_only_with_that_digest() {

@@ -25,3 +25,50 @@ pub(crate) mod write_behind;
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Whether `text` is a SHA-256 as [`hex`] writes one: 64 lower-case hex digits.
+pub(crate) fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A writer that hashes (SHA-256) and counts what passes through it to
+/// `out`: for bytes checked against a digest as they are written.
+pub(crate) struct HashingWriter<W> {
+    out: W,
+    hasher: sha2::Sha256,
+    written: u64,
+}
+
+impl<W: std::io::Write> HashingWriter<W> {
+    /// Hashes what is written to `out`.
+    pub(crate) fn new(out: W) -> Self {
+        Self {
+            out,
+            hasher: <sha2::Sha256 as sha2::Digest>::new(),
+            written: 0,
+        }
+    }
+
+    /// How many bytes have passed through.
+    pub(crate) fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// The SHA-256 of what passed through, in hex.
+    pub(crate) fn sha256(self) -> String {
+        hex(&sha2::Digest::finalize(self.hasher))
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(bytes)?;
+        sha2::Digest::update(&mut self.hasher, &bytes[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}

@@ -175,18 +175,14 @@ impl Orchestrator {
         }
         let manifest = artifact.manifest();
         let manifest_size = manifest.len() as u64;
-        let digest = client.push_manifest(&tag, artifact::MANIFEST_MEDIA_TYPE, manifest)?;
+        let digest = client.push_manifest(Some(&tag), artifact::MANIFEST_MEDIA_TYPE, manifest)?;
         // Where the registry has the referrers API, the signature is also
         // a referrer of the bundle, for tools that look for it there.
         let signature_layer = artifact.layers.last().filter(|layer| layer.member == BUNDLE_SIGNATURE);
         let signature_referrer = match signature_layer {
             Some(layer) if client.has_referrers_api(&digest)? => {
                 let referrer = artifact::signature_referrer(layer, &digest, manifest_size);
-                let referrer_digest = format!(
-                    "sha256:{}",
-                    crate::fs::hex(&<sha2::Sha256 as sha2::Digest>::digest(&referrer))
-                );
-                Some(client.push_manifest(&referrer_digest, artifact::MANIFEST_MEDIA_TYPE, referrer)?)
+                Some(client.push_manifest(None, artifact::MANIFEST_MEDIA_TYPE, referrer)?)
             }
             _ => None,
         };
@@ -228,12 +224,8 @@ impl Orchestrator {
         for Layer { member, descriptor } in &artifact.layers {
             if member == BUNDLE_SIGNATURE {
                 if descriptor.size > MAX_SIGNATURE_BYTES {
-                    return Err(blob_refused(
-                        &reference,
-                        member,
-                        &descriptor.digest,
-                        format!("larger than {MAX_SIGNATURE_BYTES} bytes"),
-                    ));
+                    let problem = format!("larger than {MAX_SIGNATURE_BYTES} bytes");
+                    return Err(RegistryError::blob(&reference, member, &descriptor.digest, problem).into());
                 }
                 let mut text = Vec::new();
                 client.pull_blob(member, &descriptor.digest, descriptor.size, &mut text)?;
@@ -355,14 +347,4 @@ fn parse(text: &str) -> Result<Reference, LoadError> {
         }
         .into()
     })
-}
-
-fn blob_refused(reference: &Reference, member: &str, digest: &str, problem: String) -> LoadError {
-    RegistryError::Blob {
-        reference: reference.to_string(),
-        blob: member.to_owned(),
-        digest: digest.to_owned(),
-        problem,
-    }
-    .into()
 }

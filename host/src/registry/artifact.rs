@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use par_rules::bundle::{self, BUILD_LOCK, FILES_DIR, LOCK, PACKAGE, PACKAGE_SIGNATURE, SBOM};
 use serde::{Deserialize, Serialize};
 
+use crate::fs::is_sha256_hex;
 use crate::registry::reference::is_sha256_digest;
 
 /// The manifest's media type.
@@ -156,7 +157,7 @@ impl Artifact {
         let bundle_sha256 = manifest
             .annotations
             .get(BUNDLE_SHA256)
-            .filter(|hex| is_sha256_digest(&format!("sha256:{hex}")))
+            .filter(|hex| is_sha256_hex(hex))
             .ok_or_else(|| format!("no `{BUNDLE_SHA256}` annotation"))?
             .clone();
         let mut seen = BTreeSet::new();

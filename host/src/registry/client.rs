@@ -12,12 +12,11 @@ use reqwest::blocking::{Client as Http, RequestBuilder, Response};
 use reqwest::header::{
     ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE, WWW_AUTHENTICATE,
 };
-use sha2::{Digest as _, Sha256};
 
-use crate::fs::hex;
+use crate::fs::HashingWriter;
 use crate::registry::artifact::INDEX_MEDIA_TYPE;
 use crate::registry::auth::Credentials;
-use crate::registry::reference::{Reference, is_sha256_digest};
+use crate::registry::reference::{Reference, is_sha256_digest, sha256_digest};
 use crate::types::registry::{RegistryConfig, RegistryError};
 
 /// The most of an error answer or a token answer par reads.
@@ -122,17 +121,17 @@ impl Client {
         Ok(())
     }
 
-    /// Puts `manifest` (of `media_type`) at `tag` (or its own digest); the
-    /// digest par computed.
+    /// Puts `manifest` (of `media_type`) at `tag`, or at its own digest
+    /// without one; the digest par computed.
     pub(crate) fn push_manifest(
         &mut self,
-        tag: &str,
+        tag: Option<&str>,
         media_type: &str,
         manifest: Vec<u8>,
     ) -> Result<String, RegistryError> {
-        let digest = format!("sha256:{}", hex(&Sha256::digest(&manifest)));
+        let digest = sha256_digest(&manifest);
         let what = "manifest upload".to_owned();
-        let url = format!("{}/manifests/{tag}", self.base);
+        let url = format!("{}/manifests/{}", self.base, tag.unwrap_or(&digest));
         let response = self.send(&what, |http| {
             http.put(&url).header(CONTENT_TYPE, media_type).body(manifest.clone())
         })?;
@@ -170,7 +169,7 @@ impl Client {
         if bytes.len() as u64 > max {
             return Err(self.manifest_error(format!("larger than {max} bytes")));
         }
-        let digest = format!("sha256:{}", hex(&Sha256::digest(&bytes)));
+        let digest = sha256_digest(&bytes);
         if let Some(pinned) = &self.reference.digest
             && *pinned != digest
         {
@@ -189,25 +188,16 @@ impl Client {
         size: u64,
         out: &mut dyn Write,
     ) -> Result<(), RegistryError> {
-        let blob_error = |this: &Self, problem: String| RegistryError::Blob {
-            reference: this.reference.to_string(),
-            blob: member.to_owned(),
-            digest: digest.to_owned(),
-            problem,
-        };
+        let blob_error = |this: &Self, problem: String| RegistryError::blob(&this.reference, member, digest, problem);
         if !is_sha256_digest(digest) {
             return Err(blob_error(self, "not a sha256 digest".into()));
         }
         let what = format!("blob {member}");
         let url = format!("{}/blobs/{digest}", self.base);
-        let mut hashing = HashingWriter {
-            out,
-            hasher: Sha256::new(),
-            written: 0,
-        };
+        let mut hashing = HashingWriter::new(out);
         let mut resumed = 0;
         loop {
-            let from = hashing.written;
+            let from = hashing.written();
             let response = self.send(&what, |http| match from {
                 0 => http.get(&url),
                 _ => http.get(&url).header(RANGE, format!("bytes={from}-")),
@@ -224,27 +214,27 @@ impl Client {
             }
             match self.read_within(response, size + 1 - from, &mut hashing, &what) {
                 Err(RegistryError::Unreachable { detail, .. })
-                    if resumed < MAX_RESUMES && hashing.written > from && hashing.written < size =>
+                    if resumed < MAX_RESUMES && hashing.written() > from && hashing.written() < size =>
                 {
                     resumed += 1;
-                    tracing::warn!(blob = member, received = hashing.written, size, %detail, "Blob cut off: resuming");
+                    tracing::warn!(blob = member, received = hashing.written(), size, %detail, "Blob cut off: resuming");
                 }
                 read => break read?,
             }
         }
-        if hashing.written > size {
+        if hashing.written() > size {
             return Err(blob_error(
                 self,
                 format!("longer than the {size} bytes the manifest says"),
             ));
         }
-        if hashing.written < size {
+        if hashing.written() < size {
             return Err(blob_error(
                 self,
-                format!("{} bytes, not the {size} the manifest says", hashing.written),
+                format!("{} bytes, not the {size} the manifest says", hashing.written()),
             ));
         }
-        let found = format!("sha256:{}", hex(&hashing.hasher.finalize()));
+        let found = format!("sha256:{}", hashing.sha256());
         if found != digest {
             return Err(blob_error(self, format!("its content has digest {found}")));
         }
@@ -485,26 +475,6 @@ fn resumes_at(response: &Response, from: u64) -> bool {
             .is_some_and(|(start, _)| start.trim().parse::<u64>().ok() == Some(from))
 }
 
-/// A writer that hashes and counts what passes through it.
-struct HashingWriter<'a> {
-    out: &'a mut dyn Write,
-    hasher: Sha256,
-    written: u64,
-}
-
-impl Write for HashingWriter<'_> {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        let n = self.out.write(bytes)?;
-        self.hasher.update(&bytes[..n]);
-        self.written += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
-    }
-}
-
 /// `text` on one line, at most 200 characters, for an error message.
 fn clip(text: &str) -> String {
     text.chars()
@@ -583,7 +553,7 @@ mod tests {
     #[test]
     fn a_blob_cut_off_resumes_where_it_stopped_or_is_refused() {
         const BLOB: &[u8] = b"0123456789abcdefghij";
-        let digest = format!("sha256:{}", hex(&Sha256::digest(BLOB)));
+        let digest = sha256_digest(BLOB);
 
         let (host, server) = cut_off_once(BLOB, true);
         let mut out = Vec::new();

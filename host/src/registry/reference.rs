@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use crate::fs::{hex, is_sha256_hex};
+
 /// The scheme that marks a reference where a package path could stand.
 pub(crate) const SCHEME: &str = "oci://";
 
@@ -106,8 +108,12 @@ impl fmt::Display for Reference {
 
 /// Whether `text` is `sha256:` and 64 lowercase hex digits.
 pub(crate) fn is_sha256_digest(text: &str) -> bool {
-    text.strip_prefix("sha256:")
-        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+    text.strip_prefix("sha256:").is_some_and(is_sha256_hex)
+}
+
+/// The digest the distribution spec names `bytes` by: `sha256:` and their SHA-256 in hex.
+pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex(&<sha2::Sha256 as sha2::Digest>::digest(bytes)))
 }
 
 /// The distribution spec's repository name: `/`-joined components of

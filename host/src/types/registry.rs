@@ -164,6 +164,16 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
+    /// The blob holding `blob` (`digest` in the manifest of `reference`) refused.
+    pub(crate) fn blob(reference: &impl std::fmt::Display, blob: &str, digest: &str, problem: String) -> Self {
+        RegistryError::Blob {
+            reference: reference.to_string(),
+            blob: blob.to_owned(),
+            digest: digest.to_owned(),
+            problem,
+        }
+    }
+
     /// A stable, kebab-case name for machine output.
     pub fn kind(&self) -> &'static str {
         match self {
