@@ -321,12 +321,15 @@ impl Orchestrator {
         let Some(store) = store else {
             return (in_place, None);
         };
-        let files = open_dir_nofollow(tree, FILES_DIR);
+        let files = match open_dir_nofollow(tree, FILES_DIR) {
+            Ok(files) => files,
+            Err(error) => {
+                tracing::warn!(dir = %unpacked.files_dir.display(), %error, "Cannot keep the bundle's files in the store: installing them from the bundle");
+                return (in_place, None);
+            }
+        };
         for (name, held) in &mut in_place {
-            let kept = match &files {
-                Ok(files) => open_file_nofollow(files, name).and_then(|file| store.keep(&held.sha256, name, file)),
-                Err(error) => Err(std::io::Error::new(error.kind(), error.to_string())),
-            };
+            let kept = open_file_nofollow(&files, name).and_then(|file| store.keep(&held.sha256, name, file));
             match kept {
                 Ok(path) => held.path = path,
                 Err(error) => tracing::warn!(
