@@ -510,7 +510,7 @@ fn a_bundle_holding_other_bytes_or_members_than_its_lock_is_refused_naming_them(
     let parb = bundle(&ws, backend, &agent(REQUIREMENTS), None);
     let wheel = "wheels/packaging-26.4-py3-none-any.whl";
     let evil = "wheels/evil-1.0-py3-none-any.whl";
-    let cases: [(PathBuf, &str, &str, &str); 4] = [
+    let cases: [(PathBuf, &str, &str, &str); 6] = [
         (
             rewrite(
                 &parb,
@@ -544,6 +544,31 @@ fn a_bundle_holding_other_bytes_or_members_than_its_lock_is_refused_naming_them(
             "unsafe-entry",
             "run.sh",
             "not a bundle member",
+        ),
+        (
+            rewrite(
+                &parb,
+                "editable-sdist.parb",
+                |_, bytes| Some(bytes),
+                &[("editable/agent-1.0.tar.gz", b"sdist")],
+            ),
+            "unsafe-entry",
+            "editable/agent-1.0.tar.gz",
+            "not a bundle member",
+        ),
+        (
+            rewrite(
+                &parb,
+                "editable-two.parb",
+                |_, bytes| Some(bytes),
+                &[
+                    ("editable/a-1.0-py3-none-any.whl", b"PK"),
+                    ("editable/b-1.0-py3-none-any.whl", b"PK"),
+                ],
+            ),
+            "bundle-invalid",
+            "editable",
+            "not one wheel",
         ),
         (
             rewrite(
@@ -620,6 +645,113 @@ fn a_bundles_files_are_unpacked_once_per_node_and_not_once_per_load() {
         counts.push(unpacked());
     }
     assert_eq!(counts, [1, 1], "packaging's wheel unpacked once, by the first load");
+}
+
+/// `par bundle` builds the agent's editable wheel once and carries it,
+/// naming the tree as the bundle format's stand-in; a load installs that
+/// wheel moved to its own tree, running no build backend (the token the
+/// agent's `setup.py` draws at every build is the bundle's on both nodes),
+/// and the agent imports from the tree the load published.
+#[test]
+fn a_bundle_carries_the_agents_editable_wheel_and_each_load_installs_it_for_its_own_tree() {
+    use std::io::Read as _;
+    let backend = InstallerChoice::Uv;
+    let setup = "import uuid\nfrom setuptools import setup, find_packages\n\
+                 setup(name='test-agent', version='1.0.0', description=uuid.uuid4().hex, packages=find_packages())\n";
+    let ws = Workspace::new();
+    let parb = bundle(&ws, backend, &agent(REQUIREMENTS).replace("setup.py", setup), None);
+    let mut zip = zip::ZipArchive::new(fs::File::open(&parb).expect("the bundle")).expect("a zip");
+    let mut wheels = Vec::new();
+    for index in 0..zip.len() {
+        let mut entry = zip.by_index(index).expect("entry");
+        let name = entry.name().expect("a UTF-8 name").into_owned();
+        if name.starts_with("editable/") && name.ends_with(".whl") {
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).expect("read");
+            wheels.push(bytes);
+        }
+    }
+    let [wheel] = <[_; 1]>::try_from(wheels).expect("one editable wheel in the bundle");
+    let mut wheel = zip::ZipArchive::new(std::io::Cursor::new(wheel)).expect("the wheel is a zip");
+    let mut contents = String::new();
+    for index in 0..wheel.len() {
+        let mut file = wheel.by_index(index).expect("a file of the wheel");
+        let mut text = String::new();
+        file.read_to_string(&mut text).expect("a text file");
+        contents.push_str(&text);
+    }
+    assert!(contents.contains("/.par-bundled-agent-tree"), "{contents}");
+    assert!(
+        !contents.contains("/staging/"),
+        "the maker's tree left in the wheel: {contents}"
+    );
+    let token = wheel_metadata_field(&contents, "Summary");
+    for _ in 0..2 {
+        let node_ws = Workspace::new();
+        let package = PackageLoader::new(config(&node_ws, backend))
+            .expect("loader")
+            .load_blocking(&parb, None)
+            .expect("the load from the bundle");
+        assert!(
+            package.installed_as_package && package.verified == Some(true),
+            "{package:?}"
+        );
+        let out = std::process::Command::new(&package.python_path)
+            .args([
+                "-c",
+                "import core, importlib.metadata as m\nprint(m.metadata('test-agent')['Summary'])\nprint(core.__file__)",
+            ])
+            .current_dir(node_ws.path())
+            .output()
+            .expect("run the venv's python");
+        assert!(out.status.success(), "{out:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut lines = stdout.lines();
+        assert_eq!(
+            lines.next(),
+            Some(token.as_str()),
+            "installed from the bundle's wheel: {stdout}"
+        );
+        let imported = PathBuf::from(lines.next().expect("core's file"));
+        assert!(
+            imported.starts_with(&package.path),
+            "{imported:?} under {:?}",
+            package.path
+        );
+    }
+
+    // A wheel that cannot be moved fails the load, naming it; nothing is kept.
+    let broken = rewrite(
+        &parb,
+        "broken-editable.parb",
+        |member, bytes| {
+            Some(if member.starts_with("editable/") {
+                b"not a zip".to_vec()
+            } else {
+                bytes
+            })
+        },
+        &[],
+    );
+    let node_ws = Workspace::new();
+    let error = PackageLoader::new(config(&node_ws, backend))
+        .expect("loader")
+        .load_blocking(&broken, None)
+        .expect_err("a broken editable wheel");
+    assert_eq!(error.kind(), "install-failed", "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("test_agent-1.0.0-0.editable-py3-none-any.whl cannot be moved"),
+        "{message}"
+    );
+    node_ws.assert_left_nothing("a broken editable wheel");
+}
+
+/// The value of `field` in the METADATA lines of `text`.
+fn wheel_metadata_field(text: &str, field: &str) -> String {
+    let prefix = format!("{field}: ");
+    let line = text.lines().find_map(|line| line.strip_prefix(&prefix));
+    line.expect("the field in the wheel's METADATA").to_owned()
 }
 
 /// A bundle made with a key loads where that key is trusted (the bundle's

@@ -3,8 +3,10 @@
 //!
 //! A bundle is a zip archive of exactly these members: the agent package,
 //! its signature when the bundle was made with a key, the lock of what it
-//! installs, the lock of its build environment when it builds, its SBOM, and
-//! under `wheels/` every file the locks name, each by its own file name.
+//! installs, the lock of its build environment when it builds, its SBOM,
+//! under `wheels/` every file the locks name, each by its own file name, and
+//! under `editable/` the agent's own editable wheel when `par bundle` could
+//! build it, so a load installs it without running the build backend.
 
 use crate::limits::MAX_COMPONENT_BYTES;
 
@@ -20,6 +22,15 @@ pub const BUILD_LOCK: &str = "pylock.build.toml";
 pub const SBOM: &str = "sbom.cdx.json";
 /// The directory of the distribution files the locks name.
 pub const FILES_DIR: &str = "wheels";
+
+/// The directory of the agent's editable wheel, built once by `par bundle`:
+/// at most one wheel, whose files name the package's tree as
+/// [`EDITABLE_TREE`].
+pub const EDITABLE_DIR: &str = "editable";
+/// Where the editable wheel in [`EDITABLE_DIR`] says the package's tree is:
+/// a load replaces it with the tree it publishes. Written where the build
+/// wrote the tree it built from, so the same package makes the same bytes.
+pub const EDITABLE_TREE: &str = "/.par-bundled-agent-tree";
 
 /// The file name extension that marks a bundle (`AGENT.parb`).
 pub const EXTENSION: &str = "parb";
@@ -37,18 +48,23 @@ const DISTRIBUTION_SUFFIXES: [&str; 3] = [".whl", ".tar.gz", ".zip"];
 
 /// Whether `relative` (an entry name with any trailing `/` removed) is a
 /// member a bundle may hold: one of [`MEMBERS`] (a file), [`FILES_DIR`]
-/// (a directory), or a distribution file directly under it.
+/// or [`EDITABLE_DIR`] (a directory), a distribution file directly under
+/// the first, or a wheel directly under the second.
 pub fn is_member(relative: &str, is_dir: bool) -> bool {
     if is_dir {
-        return relative == FILES_DIR;
+        return relative == FILES_DIR || relative == EDITABLE_DIR;
     }
     if MEMBERS.contains(&relative) {
         return true;
     }
-    relative
-        .strip_prefix(FILES_DIR)
-        .and_then(|rest| rest.strip_prefix('/'))
-        .is_some_and(is_distribution_file_name)
+    let under = |dir: &str| relative.strip_prefix(dir).and_then(|rest| rest.strip_prefix('/'));
+    under(FILES_DIR).is_some_and(is_distribution_file_name) || under(EDITABLE_DIR).is_some_and(is_wheel_file_name)
+}
+
+/// Whether `name` can be a wheel's file name: a distribution file's name
+/// ending in `.whl`.
+pub fn is_wheel_file_name(name: &str) -> bool {
+    is_distribution_file_name(name) && name.ends_with(".whl")
 }
 
 /// Whether `name` can be a distribution file's name: one component of
@@ -79,6 +95,8 @@ mod tests {
         assert!(is_member("wheels/requests-2.31.0-py3-none-any.whl", false));
         assert!(is_member("wheels/torch-2.1.0+cpu-cp311-cp311-linux_x86_64.whl", false));
         assert!(is_member("wheels/pkg-1.0.tar.gz", false));
+        assert!(is_member("editable", true));
+        assert!(is_member("editable/agent-1.0-0.editable-py3-none-any.whl", false));
         for refused in [
             "wheels",
             "agent.yaml",
@@ -89,6 +107,10 @@ mod tests {
             "wheels/a b.whl",
             "other/x.whl",
             "wheelsx.whl",
+            "editable",
+            "editable/pkg-1.0.tar.gz",
+            "editable/sub/x.whl",
+            "editable/.x.whl",
         ] {
             assert!(!is_member(refused, false), "{refused}");
         }

@@ -9,7 +9,7 @@ use std::io::{self, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use cap_std::fs::Dir;
-use par_rules::bundle::{self, BUILD_LOCK, FILES_DIR, LOCK, PACKAGE};
+use par_rules::bundle::{self, BUILD_LOCK, EDITABLE_DIR, FILES_DIR, LOCK, PACKAGE};
 use par_rules::limits::MAX_LOCK_BYTES;
 use sha2::{Digest as _, Sha256};
 use zip::write::SimpleFileOptions;
@@ -34,6 +34,9 @@ pub(crate) struct Unpacked {
     pub files_dir: PathBuf,
     /// Each distribution file's SHA-256, hashed here, by file name.
     pub files: BTreeMap<String, String>,
+    /// The agent's editable wheel, when the bundle carries one: its file
+    /// name (a wheel's) and path.
+    pub editable: Option<(String, PathBuf)>,
 }
 
 impl Unpacked {
@@ -44,7 +47,7 @@ impl Unpacked {
         let entries = tree
             .entries()
             .map_err(|e| problem(".", format!("cannot list the unpacked bundle: {e}")))?;
-        let mut has_files_dir = false;
+        let (mut has_files_dir, mut has_editable_dir) = (false, false);
         for entry in entries {
             let entry = entry.map_err(|e| problem(".", format!("cannot list the unpacked bundle: {e}")))?;
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -53,6 +56,7 @@ impl Unpacked {
                 return Err(problem(&name, "not a member a bundle may hold".into()));
             }
             has_files_dir |= name == FILES_DIR;
+            has_editable_dir |= name == EDITABLE_DIR;
         }
         let regular = |name: &str| -> Result<(), MemberProblem> {
             match open_file_nofollow(tree, name).and_then(|file| file.metadata()) {
@@ -72,13 +76,39 @@ impl Unpacked {
             true => hash_files(tree)?,
             false => BTreeMap::new(),
         };
+        let editable = has_editable_dir
+            .then(|| editable_wheel(tree))
+            .transpose()?
+            .map(|name| (name.clone(), path.join(EDITABLE_DIR).join(name)));
         Ok(Self {
             package: path.join(PACKAGE),
             lock,
             build_lock,
             files_dir: path.join(FILES_DIR),
             files,
+            editable,
         })
+    }
+}
+
+/// The one wheel, a regular file, in the bundle's editable directory.
+fn editable_wheel(tree: &Dir) -> Result<String, MemberProblem> {
+    let problem = |why: String| (EDITABLE_DIR.to_owned(), why);
+    let dir = open_dir_nofollow(tree, EDITABLE_DIR).map_err(|e| problem(e.to_string()))?;
+    let mut names = Vec::new();
+    for entry in dir.entries().map_err(|e| problem(e.to_string()))? {
+        names.push(entry.map_err(|e| problem(e.to_string()))?.file_name());
+    }
+    let [name] = <[_; 1]>::try_from(names).map_err(|names| problem(format!("{} files, not one wheel", names.len())))?;
+    let name = name.to_string_lossy().into_owned();
+    let member = format!("{EDITABLE_DIR}/{name}");
+    if !bundle::is_wheel_file_name(&name) {
+        return Err((member, "not a wheel's name".into()));
+    }
+    match open_file_nofollow(&dir, &name).and_then(|file| file.metadata()) {
+        Ok(meta) if meta.is_file() => Ok(name),
+        Ok(_) => Err((member, "not a regular file".into())),
+        Err(e) => Err((member, e.to_string())),
     }
 }
 
@@ -132,7 +162,8 @@ pub(crate) fn sha256_of(mut file: File) -> io::Result<String> {
 pub(crate) struct BundleWriter {
     zip: ZipWriter<tempfile::NamedTempFile>,
     destination: PathBuf,
-    files_dir: bool,
+    /// The directories added so far ([`FILES_DIR`], [`EDITABLE_DIR`]).
+    dirs: Vec<&'static str>,
 }
 
 impl BundleWriter {
@@ -146,7 +177,7 @@ impl BundleWriter {
         Ok(Self {
             zip: ZipWriter::new(file),
             destination: destination.to_owned(),
-            files_dir: false,
+            dirs: Vec::new(),
         })
     }
 
@@ -158,16 +189,32 @@ impl BundleWriter {
             .large_file(size >= u64::from(u32::MAX))
     }
 
+    /// Starts the member `name` of `size` bytes, after the directory that
+    /// holds it when it is the first member there: every bundle is laid
+    /// out the same way, whoever writes it.
+    fn start(&mut self, name: &str, size: u64) -> io::Result<()> {
+        let dir = [FILES_DIR, EDITABLE_DIR]
+            .into_iter()
+            .find(|dir| name.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/')));
+        if let Some(dir) = dir.filter(|dir| !self.dirs.contains(dir)) {
+            self.dirs.push(dir);
+            let options = SimpleFileOptions::default()
+                .last_modified_time(zip::DateTime::default())
+                .unix_permissions(0o755);
+            self.zip.add_directory(dir, options).map_err(io::Error::other)?;
+        }
+        self.zip.start_file(name, Self::options(size)).map_err(io::Error::from)
+    }
+
     /// Adds the member `name` holding `bytes`.
     pub(crate) fn add_bytes(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
-        self.zip.start_file(name, Self::options(bytes.len() as u64))?;
+        self.start(name, bytes.len() as u64)?;
         self.zip.write_all(bytes)
     }
 
     /// Adds the member `name` holding what `file` holds.
     pub(crate) fn add_file(&mut self, name: &str, mut file: File) -> io::Result<()> {
-        let size = file.metadata()?.len();
-        self.zip.start_file(name, Self::options(size))?;
+        self.start(name, file.metadata()?.len())?;
         io::copy(&mut file, &mut self.zip).map(drop)
     }
 
@@ -181,24 +228,8 @@ impl BundleWriter {
     where
         E: From<io::Error>,
     {
-        self.zip
-            .start_file(name, Self::options(size))
-            .map_err(io::Error::from)?;
+        self.start(name, size)?;
         fill(&mut self.zip)
-    }
-
-    /// Whether the directory of distribution files was added.
-    pub(crate) fn has_files_dir(&self) -> bool {
-        self.files_dir
-    }
-
-    /// Adds the directory of distribution files.
-    pub(crate) fn add_files_dir(&mut self) -> io::Result<()> {
-        self.files_dir = true;
-        let options = SimpleFileOptions::default()
-            .last_modified_time(zip::DateTime::default())
-            .unix_permissions(0o755);
-        self.zip.add_directory(FILES_DIR, options).map_err(io::Error::other)
     }
 
     /// Finishes the archive and puts it in place; its size.

@@ -97,8 +97,7 @@ impl GivenLock {
     /// What tells two locks apart: part of the venv's key and of the
     /// settings an unchanged redeploy must share.
     pub(crate) fn digest(&self) -> String {
-        use sha2::Digest as _;
-        crate::fs::hex(&sha2::Sha256::digest(format!("{:?}", self.lock.packages)))
+        self.lock.digest()
     }
 
     /// What the installer installs: the bundle's files, or the lock's.
@@ -225,6 +224,13 @@ impl Lock {
     /// A lock with nothing installed (a package without requirements).
     pub(crate) fn empty() -> Self {
         Self::default()
+    }
+
+    /// What tells two locks apart (see [`GivenLock::digest`]), and names
+    /// the build environment a bundle's build lock installs.
+    pub(crate) fn digest(&self) -> String {
+        use sha2::Digest as _;
+        crate::fs::hex(&sha2::Sha256::digest(format!("{:?}", self.packages)))
     }
 
     /// Reads the resolution uv wrote (`uv pip compile --format pylock.toml`).

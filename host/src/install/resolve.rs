@@ -11,6 +11,7 @@ use cap_std::fs::Dir;
 
 use crate::fs::root::{open_dir_nofollow, read_bounded};
 use crate::fs::staging::Scratch;
+use crate::install::editable::BuildSystem;
 use crate::install::installer::{Installer, RequirementFiles, Resolution};
 use crate::install::pylock::{Lock, MAX_INSTALLER_OUTPUT_BYTES, Places};
 use crate::install::step::{StepKind, StepRunner, StepSpec};
@@ -28,6 +29,8 @@ pub(crate) struct Wanted {
     /// Whether those are setuptools' legacy backend's, assumed for a
     /// `setup.py` alone (to which an installer may add its own).
     pub legacy_build: bool,
+    /// The backend the agent's editable build runs, when it builds.
+    pub build_system: Option<BuildSystem>,
 }
 
 /// One resolution: who resolves, for which interpreter, from where.

@@ -36,7 +36,8 @@ pub(crate) enum StepKind {
     Requirements,
     /// Creating a shared build environment (the build backend's requirements).
     BuildEnv,
-    /// Running the build backend to make the agent's editable wheel.
+    /// Running the build backend to make the agent's editable wheel, or
+    /// moving a bundle's prebuilt one to the published tree.
     Build,
     /// Installing the agent itself (its editable wheel, or `-e .`).
     SelfInstall,

@@ -10,17 +10,20 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use par_rules::bundle::{BUILD_LOCK, FILES_DIR, LOCK, PACKAGE, PACKAGE_SIGNATURE, SBOM};
+use par_rules::bundle::{BUILD_LOCK, EDITABLE_DIR, FILES_DIR, LOCK, PACKAGE, PACKAGE_SIGNATURE, SBOM};
 
 use super::Orchestrator;
 use super::deploy::{FromBundle, Lookup, Staged, StagedArchive};
 use super::lock::Resolved;
 use crate::fs::archive::Archive;
 use crate::fs::bundle::{BundleWriter, Unpacked, sha256_of};
+use crate::fs::cache_dir::CacheDir;
 use crate::fs::dist_store::DistStore;
 use crate::fs::root::{open_dir_nofollow, open_file_nofollow};
 use crate::fs::staging::{Scratch, Staging};
+use crate::install::editable::{self, BuildJob, EditableBuild, Prepared, Relocation};
 use crate::install::installer::{Installer, Invocation, Pip, venv_python};
 use crate::install::pylock::{BundleFile, Bundled, GivenLock, HeldFile, Lock, LockError};
 use crate::install::sbom;
@@ -71,6 +74,7 @@ impl Orchestrator {
         };
         let chosen = choose_files(&files, &fetched)
             .map_err(|(member, problem)| LoadError::install(InstallError::Host(format!("{member}: {problem}"))))?;
+        let editable = self.prebuild_editable(&resolved, &scratch)?;
         let write_lock = |lock: &Lock| {
             lock.to_pylock(None, environment)
                 .map_err(|e| LoadError::Internal(format!("cannot write the lock: {e}")))
@@ -97,7 +101,6 @@ impl Orchestrator {
         }
         writer.add_bytes(SBOM, bill.as_bytes()).map_err(failed())?;
         if !chosen.is_empty() {
-            writer.add_files_dir().map_err(failed())?;
             let dir = scratch.path().join("files");
             let files = open_dir_nofollow(scratch.dir(), "files").map_err(LoadError::io("cannot open", &dir))?;
             for name in &chosen {
@@ -107,6 +110,13 @@ impl Orchestrator {
                     .map_err(failed())?;
             }
         }
+        if let Some(wheel) = &editable {
+            let name = wheel.file_name().map(|name| name.to_string_lossy()).unwrap_or_default();
+            let file = std::fs::File::open(wheel).map_err(LoadError::io("cannot read", wheel))?;
+            writer
+                .add_file(&format!("{EDITABLE_DIR}/{name}"), file)
+                .map_err(failed())?;
+        }
         let bytes = writer.finish().map_err(failed())?;
         let signed = match key {
             Some(key) => Some(self.sign_bundle(output, key, &manifest.name, &manifest.version)?),
@@ -115,6 +125,7 @@ impl Orchestrator {
         tracing::info!(
             bundle = %output.display(),
             files = chosen.len(),
+            editable = editable.is_some(),
             bytes,
             signed = signed.is_some(),
             "Bundle written"
@@ -196,6 +207,61 @@ impl Orchestrator {
             }
         }
         Ok(fetched)
+    }
+
+    /// The agent's editable wheel, built once from the staged tree with the
+    /// fetched files (the build lock's) alone, and moved to where a bundle
+    /// says its tree is; `None` where a load's own build would not use it
+    /// (no build, a backend par's frontend leaves to the installer, no
+    /// private cache, an installer that builds itself).
+    fn prebuild_editable(&self, resolved: &Resolved, scratch: &Scratch) -> Result<Option<PathBuf>, LoadError> {
+        let (Some(system), Some(build)) = (&resolved.build_system, &resolved.build) else {
+            return Ok(None);
+        };
+        let python = &resolved.python;
+        let installer = self.installer(python, false)?;
+        let package = resolved.staging.tree_path();
+        let cache_dir = self
+            .config
+            .component_cache
+            .as_deref()
+            .and_then(|dir| CacheDir::open(dir).ok());
+        let usable = installer.installs_prebuilt_editable() && editable::is_buildable(system);
+        let (Some(cache_dir), true, true) = (cache_dir, usable, editable::is_plain_path(&package)) else {
+            tracing::info!("The bundle carries no editable wheel: each load builds the agent");
+            return Ok(None);
+        };
+        let install = self.config.install.only_files_in(&scratch.path().join("files"));
+        let runner = self.step_runner(&install, python, installer.as_ref())?;
+        let job = BuildJob {
+            runner: runner.clone(),
+            installer,
+            python: python.executable.clone(),
+            python_identity: python.identity.clone(),
+            cache_dir,
+            max_age: install.build_env_max_age,
+            package: package.clone(),
+            system: system.clone(),
+            source: vec!["bundle".into(), build.digest().into()],
+        };
+        let mut building = EditableBuild::start(&self.root, job).map_err(LoadError::install)?;
+        let wheel = match building.wait().map_err(LoadError::install)? {
+            Prepared::Wheel { path, .. } => path,
+            Prepared::Installer(reason) => {
+                tracing::info!(%reason, "The bundle carries no editable wheel: each load builds the agent");
+                return Ok(None);
+            }
+        };
+        let out = scratch.path().join(EDITABLE_DIR);
+        scratch
+            .dir()
+            .create_dir(EDITABLE_DIR)
+            .map_err(LoadError::io("cannot create", &out))?;
+        let relocation = Relocation::for_bundle(runner, python.executable.clone(), wheel, package);
+        relocation
+            .run(&out, &Arc::default())
+            .map(Some)
+            .map_err(LoadError::install)
     }
 
     /// Signs the bundle at `path` for the package it holds; the signature
@@ -284,6 +350,7 @@ impl Orchestrator {
             install: self.config.install.only_files_in(&unpacked.files_dir),
             source,
             store,
+            editable: unpacked.editable.map(|(_, path)| path),
         };
         self.deploy(&unpacked.package, app_id, Some(lock), Some(bundle))
     }

@@ -44,6 +44,8 @@ pub(super) struct FromBundle {
     /// par's store of bundle files, when the install reads them from there
     /// (a directory install steps may read).
     pub store: Option<PathBuf>,
+    /// The agent's editable wheel the bundle carries, if it does.
+    pub editable: Option<PathBuf>,
 }
 
 /// What a load looks up a recorded load by: the app, the settings, and
@@ -173,6 +175,7 @@ impl Orchestrator {
             sandbox: sandbox.clone(),
             readonly,
             cache_dir: config.component_cache.clone(),
+            editable_wheel: bundle.as_ref().and_then(|bundle| bundle.editable.clone()),
         };
         let (facts, mut session) = self.sandbox.load(
             preopens.writable(),

@@ -6,6 +6,7 @@ use std::path::Path;
 use super::Orchestrator;
 use crate::fs::archive::Archive;
 use crate::fs::staging::{Scratch, Staging};
+use crate::install::editable::BuildSystem;
 use crate::install::installer::{Installer as _, Pip};
 use crate::install::interpreter::Interpreter;
 use crate::install::pylock::{Environment, Lock};
@@ -24,6 +25,8 @@ pub(super) struct Resolved {
     pub lock: Lock,
     /// What its build requirements resolved to, when it builds.
     pub build: Option<Lock>,
+    /// The backend its editable build runs, when it builds.
+    pub build_system: Option<BuildSystem>,
     /// The interpreter and installer it was resolved for.
     pub environment: Environment,
     /// The interpreter.
@@ -113,6 +116,7 @@ impl Orchestrator {
             staging,
             lock,
             build,
+            build_system: wanted.build_system,
             environment,
             python,
             runner,

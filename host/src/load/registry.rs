@@ -10,7 +10,7 @@
 use std::io::{Read as _, Seek as _};
 use std::path::Path;
 
-use par_rules::bundle::{FILES_DIR, MEMBERS};
+use par_rules::bundle::{EDITABLE_DIR, FILES_DIR, MEMBERS};
 
 use super::Orchestrator;
 use super::bundle::refused;
@@ -53,6 +53,12 @@ impl Orchestrator {
             .map(|member| (*member).to_owned())
             .collect();
         members.extend(unpacked.files.keys().map(|name| format!("{FILES_DIR}/{name}")));
+        members.extend(
+            unpacked
+                .editable
+                .iter()
+                .map(|(name, _)| format!("{EDITABLE_DIR}/{name}")),
+        );
         let files_dir = match unpacked.files.is_empty() {
             true => None,
             false => Some(
@@ -66,7 +72,10 @@ impl Orchestrator {
                 &files_dir,
             ) {
                 (Some(name), Some(dir)) => open_file_nofollow(dir, name),
-                _ => open_file_nofollow(tree, member),
+                _ => match member.split_once('/') {
+                    Some((dir, name)) => open_dir_nofollow(tree, dir).and_then(|dir| open_file_nofollow(&dir, name)),
+                    None => open_file_nofollow(tree, member),
+                },
             };
             opened.map_err(LoadError::io(
                 "cannot read the unpacked bundle",
@@ -103,12 +112,13 @@ impl Orchestrator {
             .map_err(LoadError::io("cannot write under", staging.tree_path()))?;
         let mut writer = BundleWriter::create(rebuilt.path()).map_err(LoadError::io("cannot write", rebuilt.path()))?;
         for (layer, file) in layers.iter().zip(&files) {
-            add_member(&mut writer, &layer.member, layer.descriptor.size, |out| {
-                let mut file = file.try_clone()?;
-                file.rewind()?;
-                std::io::copy(&mut file, out).map(drop)
-            })
-            .map_err(LoadError::io("cannot write", rebuilt.path()))?;
+            writer
+                .add_with(&layer.member, layer.descriptor.size, |out| {
+                    let mut file = file.try_clone()?;
+                    file.rewind()?;
+                    std::io::copy(&mut file, out).map(drop)
+                })
+                .map_err(LoadError::io("cannot write", rebuilt.path()))?;
         }
         writer.finish().map_err(LoadError::io("cannot write", rebuilt.path()))?;
         let rebuilt_sha256 =
@@ -241,12 +251,12 @@ impl Orchestrator {
                 Some(blobs) => {
                     let hex = descriptor.digest.trim_start_matches("sha256:");
                     blobs.get_or_fetch(hex, descriptor.size, fetch).and_then(|mut cached| {
-                        add_member(&mut writer, member, descriptor.size, |out| {
+                        writer.add_with(member, descriptor.size, |out| {
                             std::io::copy(&mut cached, out).map(drop).map_err(Pulling::from)
                         })
                     })
                 }
-                None => add_member(&mut writer, member, descriptor.size, &mut fetch),
+                None => writer.add_with(member, descriptor.size, &mut fetch),
             };
             match pulled {
                 Ok(()) => {}
@@ -323,20 +333,6 @@ impl From<std::io::Error> for Pulling {
     fn from(error: std::io::Error) -> Self {
         Pulling::Write(error)
     }
-}
-
-/// Adds `member` to `writer`, and before the first distribution file the
-/// directory that holds them, as `par bundle` does.
-fn add_member<E: From<std::io::Error>>(
-    writer: &mut BundleWriter,
-    member: &str,
-    size: u64,
-    fill: impl FnOnce(&mut dyn std::io::Write) -> Result<(), E>,
-) -> Result<(), E> {
-    if member.starts_with(FILES_DIR) && !writer.has_files_dir() {
-        writer.add_files_dir()?;
-    }
-    writer.add_with(member, size, fill)
 }
 
 fn parse(text: &str) -> Result<Reference, LoadError> {

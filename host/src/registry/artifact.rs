@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use par_rules::bundle::{self, BUILD_LOCK, FILES_DIR, LOCK, PACKAGE, PACKAGE_SIGNATURE, SBOM};
+use par_rules::bundle::{self, BUILD_LOCK, EDITABLE_DIR, FILES_DIR, LOCK, PACKAGE, PACKAGE_SIGNATURE, SBOM};
 use serde::{Deserialize, Serialize};
 
 use crate::fs::is_sha256_hex;
@@ -89,6 +89,7 @@ pub(crate) fn media_type(member: &str) -> &'static str {
         PACKAGE_SIGNATURE | BUNDLE_SIGNATURE => "application/vnd.par.signature.v1+minisign",
         LOCK | BUILD_LOCK => "application/vnd.par.pylock.v1+toml",
         SBOM => "application/vnd.cyclonedx+json",
+        _ if member.starts_with(EDITABLE_DIR) => "application/vnd.par.editable-wheel.v1",
         _ => "application/vnd.par.distribution.v1",
     }
 }
@@ -216,12 +217,14 @@ pub(crate) fn signature_referrer(signature: &Layer, subject_digest: &str, subjec
 }
 
 /// Where `member` stands in a bundle: [`bundle::MEMBERS`] in their order,
-/// then the distribution files (by name), then the bundle's signature.
+/// then the distribution files (by name), then the editable wheel, then
+/// the bundle's signature.
 pub(crate) fn order(member: &str) -> usize {
     match bundle::MEMBERS.iter().position(|m| *m == member) {
         Some(at) => at,
         None if member.starts_with(FILES_DIR) => bundle::MEMBERS.len(),
-        None => bundle::MEMBERS.len() + 1,
+        None if member.starts_with(EDITABLE_DIR) => bundle::MEMBERS.len() + 1,
+        None => bundle::MEMBERS.len() + 2,
     }
 }
 
@@ -238,14 +241,23 @@ mod tests {
 
     #[test]
     fn a_written_manifest_reads_back_and_every_other_shape_is_refused() {
-        let good = artifact(&[PACKAGE, LOCK, SBOM, "wheels/a-1-py3-none-any.whl", BUNDLE_SIGNATURE]);
+        let editable = "editable/agent-1-0.editable-py3-none-any.whl";
+        let good = artifact(&[
+            PACKAGE,
+            LOCK,
+            SBOM,
+            "wheels/a-1-py3-none-any.whl",
+            editable,
+            BUNDLE_SIGNATURE,
+        ]);
         let read = Artifact::read(&good.manifest()).expect("our own manifest");
-        assert_eq!(read.layers.len(), 5);
+        assert_eq!(read.layers.len(), 6);
         assert_eq!(read.bundle_sha256, "1".repeat(64));
 
-        let cases: [(&[&str], &str); 4] = [
+        let cases: [(&[&str], &str); 5] = [
             (&[PACKAGE, LOCK, "../etc/passwd"], "not a member"),
             (&[LOCK, PACKAGE], "order"),
+            (&[PACKAGE, LOCK, editable, "wheels/a-1-py3-none-any.whl"], "order"),
             (
                 &[
                     PACKAGE,

@@ -8,7 +8,7 @@
 //! never panics and has a token for a scheme.
 
 use par::fuzzing::{read_bundle_manifest, read_challenge, read_reference, write_bundle_manifest};
-use par_rules::bundle::{FILES_DIR, LOCK, MEMBERS, PACKAGE, is_member};
+use par_rules::bundle::{EDITABLE_DIR, FILES_DIR, LOCK, MEMBERS, PACKAGE, is_member};
 
 /// The title of the layer holding the bundle's own signature.
 const BUNDLE_SIGNATURE: &str = "bundle.minisig";
@@ -41,7 +41,8 @@ fn manifest(data: &[u8]) {
     let rank = |member: &str| match MEMBERS.iter().position(|m| *m == member) {
         Some(at) => at,
         None if member.starts_with(FILES_DIR) => MEMBERS.len(),
-        None => MEMBERS.len() + 1,
+        None if member.starts_with(EDITABLE_DIR) => MEMBERS.len() + 1,
+        None => MEMBERS.len() + 2,
     };
     let mut last: Option<(usize, &str)> = None;
     for (member, _, digest, _) in &layers {

@@ -32,7 +32,8 @@ fn registry() -> Vec<(String, Vec<u8>)> {
         ("pylock.toml", 'b'),
         ("sbom.cdx.json", 'c'),
         ("wheels/packaging-26.4-py3-none-any.whl", 'd'),
-        ("bundle.minisig", 'e'),
+        ("editable/agent-1.0-0.editable-py3-none-any.whl", 'e'),
+        ("bundle.minisig", '9'),
     ]
     .into_iter()
     .map(|(member, digit)| (member.to_owned(), 100, hex(digit)))
@@ -79,6 +80,8 @@ fn archives() -> Vec<(String, Vec<u8>)> {
                 .file("pylock.toml", "lock-version = \"1.0\"\n")
                 .dir("wheels/")
                 .file("wheels/par_probe-1.0-py3-none-any.whl", "PK")
+                .dir("editable/")
+                .file("editable/agent-1.0-0.editable-py3-none-any.whl", "PK")
                 .to_bytes(),
         ),
     ];

@@ -9,11 +9,13 @@
 //! agent's venv, so it runs on a thread of its own while the venv is created
 //! and the requirements install. Whatever this frontend does not handle
 //! (extra build requirements from the backend, no PEP 660 hook) is left to
-//! the installer's own `-e`, as before.
+//! the installer's own `-e`, as before. A bundle carries the wheel built
+//! once, and a load only moves it to its tree (see [`prebuilt`]).
 
 mod build_env;
 mod direct_url;
 mod job;
+mod prebuilt;
 
 use std::ffi::OsString;
 use std::fs;
@@ -27,6 +29,7 @@ use std::time::{Duration, Instant};
 pub(crate) use build_env::{Generation, add_user, discard_generations, generations, users};
 pub(crate) use direct_url::{editable_install_of, record_editable};
 pub(crate) use job::{BuildJob, BuildSystem};
+pub(crate) use prebuilt::{Relocation, is_plain_path};
 
 use crate::exec::output::escape_controls;
 use crate::fs::staging::Scratch;
@@ -62,21 +65,45 @@ pub(crate) struct EditableBuild {
     cancel: Arc<AtomicBool>,
     /// Holds the wheel until the self-install has installed it.
     scratch: Scratch,
-    /// The key of the build environment it runs in.
-    build_env: String,
+    /// The key of the build environment it runs in (none for a prebuilt
+    /// wheel moved to its tree).
+    build_env: Option<String>,
 }
 
 impl EditableBuild {
     /// Starts the build on a thread of its own, writing into a fresh scratch
     /// directory under `{root}/staging/`.
     pub(crate) fn start(root: &crate::fs::root::RootDir, job: BuildJob) -> Result<Self, InstallError> {
+        let build_env = build_env::key_of(&job);
+        Self::spawn(root, Some(build_env), move |wheel_dir, stop| {
+            build(&job, wheel_dir, stop)
+        })
+    }
+
+    /// Starts moving a prebuilt wheel to its tree (see [`Relocation`]), on
+    /// a thread of its own as a build would be.
+    pub(crate) fn relocate(root: &crate::fs::root::RootDir, relocation: Relocation) -> Result<Self, InstallError> {
+        let started = Instant::now();
+        Self::spawn(root, None, move |wheel_dir, stop| {
+            let path = relocation.run(wheel_dir, stop)?;
+            Ok(Prepared::Wheel {
+                path,
+                busy: started.elapsed(),
+            })
+        })
+    }
+
+    fn spawn(
+        root: &crate::fs::root::RootDir,
+        build_env: Option<String>,
+        work: impl FnOnce(&Path, &Arc<AtomicBool>) -> Result<Prepared, InstallError> + Send + 'static,
+    ) -> Result<Self, InstallError> {
         let scratch = Scratch::create(root, "build-").map_err(|e| InstallError::Host(e.to_string()))?;
         let cancel = Arc::new(AtomicBool::new(false));
-        let build_env = build_env::key_of(&job);
         let (wheel_dir, stop) = (scratch.path().to_owned(), cancel.clone());
         let handle = std::thread::Builder::new()
             .name("par-editable-build".into())
-            .spawn(move || build(&job, &wheel_dir, &stop))
+            .spawn(move || work(&wheel_dir, &stop))
             .map_err(|e| InstallError::Host(format!("cannot start the build thread: {e}")))?;
         Ok(Self {
             handle: Some(handle),
@@ -88,8 +115,8 @@ impl EditableBuild {
 
     /// The key of the build environment it runs in: recorded in the venv,
     /// so `list` and `gc` know which venvs each environment built.
-    pub(crate) fn build_env(&self) -> &str {
-        &self.build_env
+    pub(crate) fn build_env(&self) -> Option<&str> {
+        self.build_env.as_deref()
     }
 
     /// Waits for the build; the wheel stays readable until `self` is dropped.

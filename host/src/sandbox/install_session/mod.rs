@@ -78,6 +78,9 @@ pub(crate) struct LoadContext {
     /// par's own cache (build environments live there); `None` leaves every
     /// editable build to the installer's own `-e`.
     pub cache_dir: Option<PathBuf>,
+    /// The agent's editable wheel a bundle carries: moved to the published
+    /// tree and installed, instead of building one.
+    pub editable_wheel: Option<PathBuf>,
 }
 
 /// What the host observed a load do: the only source of the result's facts.

@@ -109,11 +109,11 @@ pub(crate) fn wanted(plan: &InstallPlan, tree: &Dir, policy: RequirementPolicy) 
     check_plan(plan, tree)?;
     let requirements = checked_lines(&plan.requirements, policy).map_err(PackageError::RequirementsInvalid)?;
     let constraints = checked_lines(&plan.constraints, policy).map_err(PackageError::RequirementsInvalid)?;
-    let build_requires = match (&plan.self_install, &plan.build_system) {
-        (SelfInstall::None, _) | (_, GuestBuildSystem::Unreadable(_)) => Vec::new(),
-        (_, GuestBuildSystem::Legacy) => BuildSystem::setuptools_legacy().requires,
-        (_, GuestBuildSystem::Declared(declared)) => declared.requires.clone(),
-    };
+    let build_system = build_system(plan).ok().flatten();
+    let build_requires = build_system
+        .as_ref()
+        .map(|system| system.requires.clone())
+        .unwrap_or_default();
     for (n, requirement) in build_requires.iter().enumerate() {
         check_build_requirement(requirement).map_err(|refusal| {
             PackageError::RequirementsInvalid(RefusedRequirement {
@@ -130,5 +130,21 @@ pub(crate) fn wanted(plan: &InstallPlan, tree: &Dir, policy: RequirementPolicy) 
         build_requires,
         legacy_build: !matches!(plan.self_install, SelfInstall::None)
             && matches!(plan.build_system, GuestBuildSystem::Legacy),
+        build_system,
     })
+}
+
+/// What the agent's self-install builds with: `None` for a package that
+/// does not install itself, or the guest's reason it could not read one.
+pub(super) fn build_system(plan: &InstallPlan) -> Result<Option<BuildSystem>, &str> {
+    match (&plan.self_install, &plan.build_system) {
+        (SelfInstall::None, _) => Ok(None),
+        (_, GuestBuildSystem::Unreadable(why)) => Err(why),
+        (_, GuestBuildSystem::Legacy) => Ok(Some(BuildSystem::setuptools_legacy())),
+        (_, GuestBuildSystem::Declared(declared)) => Ok(Some(BuildSystem::declared(
+            declared.requires.clone(),
+            declared.backend.clone(),
+            declared.backend_path.clone(),
+        ))),
+    }
 }

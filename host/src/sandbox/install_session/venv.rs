@@ -9,17 +9,15 @@ use std::time::Instant;
 use cap_std::fs::Dir;
 
 use super::InstallSession;
-use super::plan::{check_plan, checked_lines};
+use super::plan::{build_system, check_plan, checked_lines};
 use crate::exec::confine;
 use crate::fs::cache_dir::CacheDir;
 use crate::fs::root::{Area, open_dir_nofollow, open_file_nofollow};
 use crate::fs::venv::{self, VenvInputs};
-use crate::install::editable::{self, BuildJob, BuildSystem, EditableBuild};
+use crate::install::editable::{self, BuildJob, EditableBuild, Relocation};
 use crate::install::pylock::GivenLock;
 use crate::install::step::{StepKind, StepSpec};
-use crate::sandbox::bindings::types::{
-    BuildSystem as GuestBuildSystem, InstallPlan, Requirement, SelfInstall, VenvInfo,
-};
+use crate::sandbox::bindings::types::{InstallPlan, Requirement, SelfInstall, VenvInfo};
 use crate::types::error::{InstallCall, InstallError, LockRefused, PackageError, RefusedRequirement};
 use uv_pep508::MarkerEnvironment;
 
@@ -176,7 +174,7 @@ impl InstallSession {
             requirements_file,
             constraints_file,
             self_install: plan.self_install,
-            build_env: editable.as_ref().map(|build| build.build_env().to_owned()),
+            build_env: editable.as_ref().and_then(|build| build.build_env().map(str::to_owned)),
         });
         self.editable = editable;
         Ok(VenvInfo { name, reused })
@@ -184,26 +182,39 @@ impl InstallSession {
 
     /// Starts the agent's editable build when par's own frontend can do it:
     /// a back end that installs prebuilt wheels, a cache for build
-    /// environments, and a build system this frontend accepts. `None` leaves
+    /// environments, and a build system this frontend accepts; or, for a
+    /// bundle that carries the wheel, moving it to the tree. `None` leaves
     /// the build to the installer's own `-e` in `install-self`.
     fn start_editable_build(&self, plan: &InstallPlan, package: &Path) -> Result<Option<EditableBuild>, InstallError> {
         let (ctx, runner) = (self.ctx()?, self.runner()?);
         if plan.self_install == SelfInstall::None {
             return Ok(None);
         }
+        if let Some(wheel) = &ctx.editable_wheel {
+            if ctx.installer.installs_prebuilt_editable() && editable::is_plain_path(package) {
+                let relocation = Relocation::to_tree(
+                    runner.clone(),
+                    ctx.python.executable.clone(),
+                    wheel.clone(),
+                    package.to_owned(),
+                );
+                return EditableBuild::relocate(&ctx.root, relocation).map(Some);
+            }
+            tracing::info!(
+                installer = ctx.installer.name(),
+                tree = %package.display(),
+                "The bundle's editable wheel cannot be installed here: building the agent's own"
+            );
+        }
         // Build environments hold code par runs: only in a cache no one else can write.
         let Some(cache_dir) = ctx.cache_dir.as_deref().and_then(|dir| CacheDir::open(dir).ok()) else {
             tracing::debug!("No private cache for build environments: leaving the editable build to the installer");
             return Ok(None);
         };
-        let system = match &plan.build_system {
-            GuestBuildSystem::Legacy => BuildSystem::setuptools_legacy(),
-            GuestBuildSystem::Declared(declared) => BuildSystem::declared(
-                declared.requires.clone(),
-                declared.backend.clone(),
-                declared.backend_path.clone(),
-            ),
-            GuestBuildSystem::Unreadable(why) => {
+        let system = match build_system(plan) {
+            Ok(Some(system)) => system,
+            Ok(None) => return Ok(None),
+            Err(why) => {
                 tracing::debug!(reason = %why, "Leaving the editable build to the installer");
                 return Ok(None);
             }

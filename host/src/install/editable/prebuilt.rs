@@ -1,0 +1,213 @@
+//! The agent's editable wheel built once, by `par bundle`, and moved to the
+//! tree each load installs it from, so a load from a bundle runs no build
+//! backend. The wheel's files name the tree it was built from; `par bundle`
+//! writes them as [`EDITABLE_TREE`], and a load writes its own tree in
+//! their place (see `relocate.py`). Both moves run a fresh interpreter,
+//! confined as an install step: the wheel is the build's output, untrusted.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use par_rules::bundle::EDITABLE_TREE;
+
+use super::the_wheel;
+use crate::install::installer::Invocation;
+use crate::install::step::{StepKind, StepRunner, StepSpec};
+use crate::types::error::InstallError;
+
+/// The mover the fresh interpreter runs (see the file's docstring).
+const RELOCATE: &str = include_str!("relocate.py");
+
+/// Whether `path` can be written into an editable wheel's files as it is:
+/// absolute, and only characters that mean themselves in a `.pth` line and
+/// in a Python string literal alike.
+pub(crate) fn is_plain_path(path: &Path) -> bool {
+    path.to_str().is_some_and(|text| {
+        text.starts_with('/')
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-' | b'+' | b'@' | b'='))
+    })
+}
+
+/// Moving one wheel: who runs it, with which interpreter, for which tree.
+#[derive(Debug)]
+pub(crate) struct Relocation {
+    /// Runs the confined step.
+    pub runner: StepRunner,
+    /// An interpreter with nothing of the package's on its path.
+    pub python: PathBuf,
+    /// The wheel to move.
+    pub wheel: PathBuf,
+    /// The package tree: the step's working directory.
+    pub package: PathBuf,
+    /// What the moved wheel's files name the tree as.
+    pub to: PathBuf,
+    /// What the wheel's files name the tree as now (a path and, say, its
+    /// canonical form).
+    pub from: Vec<PathBuf>,
+}
+
+impl Relocation {
+    /// A bundle's wheel, moved to the published tree `package`.
+    pub(crate) fn to_tree(runner: StepRunner, python: PathBuf, wheel: PathBuf, package: PathBuf) -> Self {
+        Self {
+            runner,
+            python,
+            wheel,
+            to: package.clone(),
+            package,
+            from: vec![PathBuf::from(EDITABLE_TREE)],
+        }
+    }
+
+    /// A wheel just built from `package`, moved to where a bundle says its
+    /// tree is.
+    pub(crate) fn for_bundle(runner: StepRunner, python: PathBuf, wheel: PathBuf, package: PathBuf) -> Self {
+        let canonical = package.canonicalize().unwrap_or_else(|_| package.clone());
+        Self {
+            runner,
+            python,
+            wheel,
+            to: PathBuf::from(EDITABLE_TREE),
+            from: vec![package.clone(), canonical],
+            package,
+        }
+    }
+
+    /// Writes the moved wheel into `out_dir` (the step may write nothing
+    /// else); the wheel, as the one `.whl` file there.
+    pub(crate) fn run(&self, out_dir: &Path, cancel: &Arc<AtomicBool>) -> Result<PathBuf, InstallError> {
+        let started = Instant::now();
+        let plain = std::iter::once(&self.to)
+            .chain(&self.from)
+            .all(|path| is_plain_path(path));
+        let (Some(wheel_dir), true) = (self.wheel.parent(), plain) else {
+            return Err(InstallError::Host(format!(
+                "cannot move the editable wheel {} from {} to {}",
+                self.wheel.display(),
+                self.from[0].display(),
+                self.to.display()
+            )));
+        };
+        let mut args: Vec<OsString> = vec![
+            "-I".into(),
+            "-c".into(),
+            RELOCATE.into(),
+            self.wheel.clone().into(),
+            out_dir.into(),
+            self.to.clone().into(),
+        ];
+        args.extend(self.from.iter().map(OsString::from));
+        let invocation = Invocation {
+            program: self.python.clone(),
+            args,
+        };
+        tracing::debug!(wheel = %self.wheel.display(), to = %self.to.display(), "Moving the prebuilt editable wheel");
+        let left = StepKind::Build.left(self.runner.install(), started.elapsed())?;
+        let spec = StepSpec::new(StepKind::Build, invocation, &self.package)
+            .readonly(wheel_dir)
+            .writable(out_dir)
+            .timeout(left)
+            .cancel(cancel.clone());
+        self.runner.run(spec)?;
+        the_wheel(out_dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read as _, Write as _};
+
+    use base64::Engine as _;
+    use sha2::Digest as _;
+
+    use super::*;
+
+    /// The mover, run as a step runs it, on a wheel of `files` at `dir`;
+    /// the files of the wheel it wrote.
+    fn relocated(dir: &Path, files: &[(&str, &str)], to: &str, from: &[&str]) -> Vec<(String, String)> {
+        let wheel = dir.join("in").join("agent-1.0-0.editable-py3-none-any.whl");
+        std::fs::create_dir_all(wheel.parent().expect("a parent")).expect("in/");
+        std::fs::create_dir_all(dir.join("out")).expect("out/");
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&wheel).expect("the wheel"));
+        for (name, text) in files {
+            zip.start_file(*name, zip::write::SimpleFileOptions::default())
+                .expect("a file");
+            zip.write_all(text.as_bytes()).expect("write");
+        }
+        zip.finish().expect("finish");
+        let status = std::process::Command::new("python3")
+            .args(["-I", "-c", RELOCATE])
+            .arg(&wheel)
+            .arg(dir.join("out"))
+            .arg(to)
+            .args(from)
+            .status()
+            .expect("python3 runs");
+        assert!(status.success(), "{status}");
+        let moved = std::fs::File::open(dir.join("out").join(wheel.file_name().expect("a name"))).expect("moved");
+        let mut moved = zip::ZipArchive::new(moved).expect("a zip");
+        (0..moved.len())
+            .map(|index| {
+                let mut file = moved.by_index(index).expect("a file");
+                let mut text = String::new();
+                file.read_to_string(&mut text).expect("text");
+                (file.name().expect("a UTF-8 name").into_owned(), text)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_moved_wheel_names_only_its_new_tree_and_records_what_it_holds() {
+        let dir = tempfile::tempdir().expect("dir");
+        let finder = "MAPPING = {'core': '/stage/t/core', 'app': '/real/stage/t/app', 'x': '/stage/tx'}\n";
+        let files = [
+            ("__editable__.agent-1.0.pth", "/stage/t\n"),
+            ("__editable___agent_1_0_finder.py", finder),
+            ("agent-1.0.dist-info/METADATA", "Name: agent\nVersion: 1.0\n"),
+            ("agent-1.0.dist-info/RECORD", "stale,sha256=x,1\n"),
+        ];
+        let moved = relocated(dir.path(), &files, EDITABLE_TREE, &["/stage/t", "/real/stage/t"]);
+        let text = |name: &str| &moved.iter().find(|(n, _)| n == name).expect(name).1;
+        assert_eq!(text("__editable__.agent-1.0.pth"), &format!("{EDITABLE_TREE}\n"));
+        assert_eq!(
+            text("__editable___agent_1_0_finder.py"),
+            &format!("MAPPING = {{'core': '{EDITABLE_TREE}/core', 'app': '{EDITABLE_TREE}/app', 'x': '/stage/tx'}}\n")
+        );
+        let record = text("agent-1.0.dist-info/RECORD");
+        let mut rows: Vec<&str> = record.lines().collect();
+        assert_eq!(rows.pop(), Some("agent-1.0.dist-info/RECORD,,"));
+        assert_eq!(rows.len(), 3, "{record}");
+        for row in rows {
+            let [name, hash, size] = <[&str; 3]>::try_from(row.split(',').collect::<Vec<_>>()).expect("three fields");
+            let data = text(name);
+            let digest = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(data));
+            assert_eq!(
+                (hash, size),
+                (format!("sha256={digest}").as_str(), data.len().to_string().as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn only_absolute_paths_of_plain_characters_are_written_into_a_wheel() {
+        for plain in ["/srv/par/trees/agent@1.0.0.ab12", EDITABLE_TREE, "/a/b-c_d+e=f"] {
+            assert!(is_plain_path(Path::new(plain)), "{plain}");
+        }
+        for odd in [
+            "relative/tree",
+            "/it's",
+            "/a\\b",
+            "/a b",
+            "/a\nb",
+            "/caf\u{e9}",
+            "/a\"b",
+        ] {
+            assert!(!is_plain_path(Path::new(odd)), "{odd:?}");
+        }
+    }
+}
