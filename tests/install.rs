@@ -769,6 +769,79 @@ async fn a_cache_others_may_write_leaves_the_build_to_uv() {
     );
 }
 
+/// Venvs are copies of one `uv venv` per interpreter, made once in par's
+/// cache: each copy holds what `uv venv` makes at its path, byte for byte
+/// (every directory, link and file, modes included, the venv's own path
+/// where uv writes it), for the first venv (which made the template) and
+/// for the next.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_venv_copied_from_the_template_is_what_uv_makes_at_its_path() {
+    let ws = Workspace::new();
+    let mut config = config(&ws, InstallerChoice::Uv);
+    // A cache of its own: the first load makes the template.
+    config.component_cache = Some(ws.path().join("cache"));
+    let uv = config.install.uv.clone();
+    let loader = PackageLoader::new(config).expect("loader");
+    for app in ["first", "second"] {
+        let package = loader
+            .load_package(&ws.apkg(app, &Apkg::valid_agent()), Some(app))
+            .await
+            .expect("load");
+        assert!(package.verified == Some(true), "{package:?}");
+        let venv = &package.venv_path;
+        let base = fs::read_link(venv.join("bin/python")).expect("the venv's python");
+        let ours = venv.with_extension("ours");
+        fs::rename(venv, &ours).expect("set the venv aside");
+        let made = Command::new(&uv)
+            .args(["venv", "--no-config", "--quiet", "--python"])
+            .arg(&base)
+            .arg(venv)
+            .env("UV_CACHE_DIR", ws.path().join("uv-cache"))
+            .output()
+            .expect("uv venv");
+        assert!(made.status.success(), "{made:?}");
+        let differences = compare_tree(venv, &ours);
+        assert_eq!(
+            differences,
+            Vec::<String>::new(),
+            "{app}: the copy differs from uv's venv"
+        );
+    }
+    let templates = names_in(&ws.path().join("cache").join("venv-templates"));
+    assert_eq!(
+        templates.len(),
+        1,
+        "one template for one interpreter and uv: {templates:?}"
+    );
+}
+
+/// Every entry of `expected` missing or different in `actual` (kind, mode,
+/// link target, bytes).
+fn compare_tree(expected: &Path, actual: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut differences = Vec::new();
+    for entry in fs::read_dir(expected).expect("list").flatten() {
+        let (want, got) = (entry.path(), actual.join(entry.file_name()));
+        let (Ok(want_meta), Ok(got_meta)) = (fs::symlink_metadata(&want), fs::symlink_metadata(&got)) else {
+            differences.push(format!("{} missing", got.display()));
+            continue;
+        };
+        let kind = |meta: &fs::Metadata| (meta.is_dir(), meta.is_file(), meta.file_type().is_symlink());
+        if kind(&want_meta) != kind(&got_meta) || want_meta.permissions().mode() != got_meta.permissions().mode() {
+            differences.push(format!("{}: kind or mode", got.display()));
+        } else if want_meta.file_type().is_symlink() {
+            if fs::read_link(&want).ok() != fs::read_link(&got).ok() {
+                differences.push(format!("{}: link target", got.display()));
+            }
+        } else if want_meta.is_dir() {
+            differences.extend(compare_tree(&want, &got));
+        } else if fs::read(&want).expect("read") != fs::read(&got).expect("read") {
+            differences.push(format!("{}: contents", got.display()));
+        }
+    }
+    differences
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn build_environments_are_shared_per_build_requirements() {
     let ws = Workspace::new();

@@ -63,7 +63,7 @@ struct Cli {
     root: PathBuf,
 
     /// Directory caching the compiled sandbox, registry blobs, bundle files and,
-    /// with uv, build environments [default: $XDG_CACHE_HOME/par or ~/.cache/par].
+    /// with uv, build environments and venv templates [default: $XDG_CACHE_HOME/par or ~/.cache/par].
     #[arg(long, global = true, env = "PAR_CACHE_DIR", value_name = "DIR")]
     cache_dir: Option<PathBuf>,
 

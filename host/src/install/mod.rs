@@ -12,3 +12,4 @@ pub(crate) mod resolve;
 pub(crate) mod sbom;
 pub(crate) mod step;
 pub(crate) mod uv_fetch;
+pub(crate) mod venv_template;

@@ -93,8 +93,10 @@ impl Relocation {
                 self.to.display()
             )));
         };
+        // Isolated, and without `site`: the script needs the standard library alone.
         let mut args: Vec<OsString> = vec![
             "-I".into(),
+            "-S".into(),
             "-c".into(),
             RELOCATE.into(),
             self.wheel.clone().into(),
@@ -141,7 +143,7 @@ mod tests {
         }
         zip.finish().expect("finish");
         let status = std::process::Command::new("python3")
-            .args(["-I", "-c", RELOCATE])
+            .args(["-I", "-S", "-c", RELOCATE])
             .arg(&wheel)
             .arg(dir.join("out"))
             .arg(to)

@@ -4,11 +4,11 @@ An editable wheel's files name the package's tree: a `.pth` line, a finder's
 mapping. par builds the wheel once, for a bundle, and each load installs it
 for a tree of its own. This writes a copy of WHEEL into OUT_DIR, under the
 same name, with every FROM in every file's contents (as a whole path, not
-the start of a longer name) replaced by TO, and its RECORD written anew. It is run with a fresh interpreter in isolated mode
-(-I), confined as an install step (never in the process that ran the
-build), as
+the start of a longer name) replaced by TO, and its RECORD written anew. It is run with a fresh interpreter in isolated mode,
+without `site` (-I -S), confined as an install step (never in the process
+that ran the build), as
 
-    python -I -c <this file> WHEEL OUT_DIR TO FROM [FROM ...]
+    python -I -S -c <this file> WHEEL OUT_DIR TO FROM [FROM ...]
 
 and exits non-zero, saying why, on a wheel it cannot move.
 """

@@ -147,6 +147,11 @@ pub(crate) trait Installer: Send + Sync + std::fmt::Debug {
     /// installed as a wheel ([`crate::install::editable`]); pip keeps the spec's
     /// `pip install -e .`.
     fn installs_prebuilt_editable(&self) -> bool;
+    /// Whether a venv it makes can be copied to another path by writing
+    /// that path where the venv names its own
+    /// ([`crate::install::venv_template`]); pip's holds pip, installed for
+    /// its own path.
+    fn venvs_copy(&self) -> bool;
 
     /// What the installer adds to setuptools' legacy backend's build
     /// requirements when it builds a `setup.py` alone, so a lock of the

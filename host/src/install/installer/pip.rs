@@ -109,6 +109,10 @@ impl Installer for Pip {
         false
     }
 
+    fn venvs_copy(&self) -> bool {
+        false
+    }
+
     /// pip 23 builds a `setup.py` alone with `wheel` beside setuptools.
     fn legacy_build_extras(&self) -> &'static [&'static str] {
         &["wheel"]

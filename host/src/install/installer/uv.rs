@@ -148,4 +148,8 @@ impl Installer for Uv {
     fn installs_prebuilt_editable(&self) -> bool {
         true
     }
+
+    fn venvs_copy(&self) -> bool {
+        true
+    }
 }

@@ -17,6 +17,7 @@ use crate::fs::venv::{self, VenvInputs};
 use crate::install::editable::{self, BuildJob, EditableBuild, Relocation};
 use crate::install::pylock::GivenLock;
 use crate::install::step::{StepKind, StepSpec};
+use crate::install::venv_template::{self, VenvTemplate};
 use crate::sandbox::bindings::types::{InstallPlan, Requirement, SelfInstall, VenvInfo};
 use crate::types::error::{InstallCall, InstallError, LockRefused, PackageError, RefusedRequirement};
 use uv_pep508::MarkerEnvironment;
@@ -134,11 +135,13 @@ impl InstallSession {
             // The build needs nothing from the venv: it runs while the venv is
             // created and the requirements install.
             editable = self.start_editable_build(&plan, &published.path)?;
-            let invocation = ctx.installer.create_venv(&ctx.python.executable, &path);
-            if let Err(error) = self.runner()?.run(StepSpec::new(StepKind::Venv, invocation, &path)) {
-                // Not yet this load's venv (nothing will discard it): remove it here.
-                let _ = venvs.remove_dir_all(&name);
-                return Err(error);
+            if !self.copy_venv_template(venvs, &name, &path).map_err(host("empty"))? {
+                let invocation = ctx.installer.create_venv(&ctx.python.executable, &path);
+                if let Err(error) = self.runner()?.run(StepSpec::new(StepKind::Venv, invocation, &path)) {
+                    // Not yet this load's venv (nothing will discard it): remove it here.
+                    let _ = venvs.remove_dir_all(&name);
+                    return Err(error);
+                }
             }
         }
         let venv_dir = open_dir_nofollow(venvs, &name).map_err(host("open"))?;
@@ -178,6 +181,45 @@ impl InstallSession {
         });
         self.editable = editable;
         Ok(VenvInfo { name, reused })
+    }
+
+    /// Makes the venv `name` (an empty directory of `venvs`, at `path`) a
+    /// copy of the installer's template for this interpreter, made first if
+    /// there is none ([`VenvTemplate`]); whether it did. Where it cannot (no
+    /// private cache, an installer whose venvs do not copy, a path that is
+    /// not plain, a failure on the way) the directory is left empty, and the
+    /// installer makes the venv as before.
+    fn copy_venv_template(&self, venvs: &Dir, name: &str, path: &Path) -> std::io::Result<bool> {
+        let (Ok(ctx), Ok(runner)) = (self.ctx(), self.runner()) else {
+            return Ok(false);
+        };
+        let cache = ctx.cache_dir.as_deref().and_then(|dir| CacheDir::open(dir).ok());
+        let (Some(cache), Some(program)) = (cache, ctx.installer.program()) else {
+            return Ok(false);
+        };
+        if !ctx.installer.venvs_copy() || !editable::is_plain_path(path) {
+            return Ok(false);
+        }
+        let key = venv_template::key(&program, &ctx.python.identity);
+        let make = |at: &Path| {
+            let invocation = ctx.installer.create_venv(&ctx.python.executable, at);
+            runner.run(StepSpec::new(StepKind::Venv, invocation, at)).map(drop)
+        };
+        let copied = VenvTemplate::ensure(&cache, &key, make).and_then(|template| {
+            let target = open_dir_nofollow(venvs, name).map_err(|e| InstallError::Host(e.to_string()))?;
+            template
+                .copy_to(&target, path)
+                .map_err(|e| InstallError::Host(format!("cannot copy the venv template: {e}")))
+        });
+        match copied {
+            Ok(()) => Ok(true),
+            Err(error) => {
+                tracing::warn!(%error, venv = %path.display(), "Making the venv with the installer instead of its template");
+                venvs.remove_dir_all(name)?;
+                venvs.create_dir(name)?;
+                Ok(false)
+            }
+        }
     }
 
     /// Starts the agent's editable build when par's own frontend can do it:

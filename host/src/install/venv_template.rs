@@ -1,0 +1,191 @@
+//! Venvs copied from a template. What `uv venv` writes depends only on the
+//! interpreter, uv, and the venv's own path (named in the activate
+//! scripts), yet it takes a confined step of its own: about 20 ms of uv and
+//! a sandbox's start, on the longest path of a load whose agent is already
+//! built (a bundle's). So par has uv make one venv per interpreter and uv,
+//! confined as any venv, in par's private cache, once; each venv is then
+//! that template copied through handles under the root, the new venv's path
+//! written where the template names its own.
+
+use std::io::{self, Read as _, Write as _};
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::Path;
+
+use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt as _, PermissionsExt as _};
+
+use crate::fs::cache_dir::CacheDir;
+use crate::fs::root::{open_dir_nofollow, open_file_nofollow, read_bounded};
+use crate::install::editable::is_plain_path;
+use crate::types::error::InstallError;
+
+/// Where the templates live in par's cache, one directory per key.
+const TEMPLATES: &str = "venv-templates";
+/// The template's venv, inside its directory.
+const VENV: &str = "venv";
+/// The path the template's venv was made at, as its files name it.
+const ORIGIN: &str = "origin";
+/// Most bytes of one file of a template (uv's largest is a few KiB).
+const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// The name of the template for the installer `program` and the
+/// interpreter `python` (its identity): what decides what the venv holds,
+/// the installer's binary by path, size, time and inode.
+pub(crate) fn key(program: &Path, python: &str) -> String {
+    use sha2::Digest as _;
+    use std::os::unix::fs::MetadataExt as _;
+    let binary = std::fs::metadata(program)
+        .map(|meta| format!("{} {} {} {}", meta.len(), meta.mtime(), meta.mtime_nsec(), meta.ino()))
+        .unwrap_or_default();
+    let inputs = format!("1\0{}\0{binary}\0{python}", program.display());
+    crate::fs::hex(&sha2::Sha256::digest(inputs))[..32].to_owned()
+}
+
+/// A venv uv made once, to copy.
+#[derive(Debug)]
+pub(crate) struct VenvTemplate {
+    venv: Dir,
+    origin: Vec<u8>,
+}
+
+impl VenvTemplate {
+    /// The template named `key` in `cache`; made first, when there is none,
+    /// by `make` (which creates a venv at the path it is given, an empty
+    /// directory). Two loads making one at once each make their own, and
+    /// the first to finish is kept.
+    pub(crate) fn ensure(
+        cache: &CacheDir,
+        key: &str,
+        make: impl FnOnce(&Path) -> Result<(), InstallError>,
+    ) -> Result<Self, InstallError> {
+        let host =
+            |action: &str, e: io::Error| InstallError::Host(format!("venv template {key}: cannot {action}: {e}"));
+        cache
+            .dir()
+            .create_dir_all(TEMPLATES)
+            .map_err(|e| host("create its directory", e))?;
+        let templates = open_dir_nofollow(cache.dir(), TEMPLATES).map_err(|e| host("open its directory", e))?;
+        if let Ok(template) = Self::open(&templates, key) {
+            return Ok(template);
+        }
+        let unfinished = format!(".{key}-{}", std::process::id());
+        let _ = templates.remove_dir_all(&unfinished);
+        let venv_path = cache.path().join(TEMPLATES).join(&unfinished).join(VENV);
+        if !is_plain_path(&venv_path) {
+            return Err(host("use", io::Error::other("the cache's path is not plain")));
+        }
+        let made = templates
+            .create_dir(&unfinished)
+            .and_then(|()| open_dir_nofollow(&templates, &unfinished))
+            .and_then(|dir| dir.create_dir(VENV).map(|()| dir))
+            .map_err(|e| host("create", e))
+            .and_then(|dir| {
+                make(&venv_path)?;
+                dir.write(ORIGIN, venv_path.as_os_str().as_bytes())
+                    .map_err(|e| host("write", e))
+            })
+            .and_then(|()| {
+                templates
+                    .rename(&unfinished, &templates, key)
+                    .map_err(|e| host("keep", e))
+            });
+        if made.is_err() {
+            let _ = templates.remove_dir_all(&unfinished);
+        }
+        match Self::open(&templates, key) {
+            Ok(template) => Ok(template),
+            Err(error) => made.and(Err(host("open", error))),
+        }
+    }
+
+    fn open(templates: &Dir, key: &str) -> io::Result<Self> {
+        let dir = open_dir_nofollow(templates, key)?;
+        Ok(Self {
+            origin: read_bounded(&dir, ORIGIN, 4096)?,
+            venv: open_dir_nofollow(&dir, VENV)?,
+        })
+    }
+
+    /// Writes a copy of the template into the empty directory `target`, at
+    /// `path`: every directory, link and file as it is (modes included),
+    /// the template's path replaced with `path` wherever a file names it.
+    /// `path` must be plain ([`is_plain_path`]): it is written as it is
+    /// into shell and Python source.
+    pub(crate) fn copy_to(&self, target: &Dir, path: &Path) -> io::Result<()> {
+        if !is_plain_path(path) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a plain path", path.display()),
+            ));
+        }
+        copy_tree(&self.venv, target, &|bytes| {
+            replace_path(&bytes, &self.origin, path.as_os_str().as_bytes())
+        })
+    }
+}
+
+/// Copies the entries of `from` into `to`, each file's bytes through `edit`.
+fn copy_tree(from: &Dir, to: &Dir, edit: &dyn Fn(Vec<u8>) -> Vec<u8>) -> io::Result<()> {
+    for entry in from.entries()? {
+        let entry = entry?;
+        let name =
+            (entry.file_name().into_string()).map_err(|name| io::Error::other(format!("{name:?} is not UTF-8")))?;
+        let kind = entry.file_type()?;
+        if kind.is_symlink() {
+            to.symlink_contents(from.read_link_contents(&name)?, &name)?;
+        } else if kind.is_dir() {
+            to.create_dir(&name)?;
+            copy_tree(&open_dir_nofollow(from, &name)?, &open_dir_nofollow(to, &name)?, edit)?;
+            to.set_permissions(&name, entry.metadata()?.permissions())?;
+        } else if kind.is_file() {
+            let mut file = open_file_nofollow(from, &name)?;
+            let mode = std::os::unix::fs::PermissionsExt::mode(&file.metadata()?.permissions());
+            let mut bytes = Vec::new();
+            (&mut file).take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+            if bytes.len() as u64 > MAX_FILE_BYTES {
+                return Err(io::Error::other(format!("{name:?} is larger than a venv's file")));
+            }
+            let mut options = OpenOptions::new();
+            options.write(true).create_new(true).mode(mode);
+            to.open_with(&name, &options)?.write_all(&edit(bytes))?;
+            to.set_permissions(&name, cap_std::fs::Permissions::from_mode(mode))?;
+        } else {
+            return Err(io::Error::other(format!(
+                "{name:?} is not a file, a directory or a link"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `bytes` with every `from` that is a whole path (not the start of a
+/// longer name) replaced with `to`.
+fn replace_path(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let is_name = |b: &u8| b.is_ascii_alphanumeric() || b"._+@=-".contains(b);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rest = bytes;
+    while let Some(at) = rest.windows(from.len().max(1)).position(|window| window == from) {
+        let after = &rest[at + from.len()..];
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(if after.first().is_some_and(is_name) { from } else { to });
+        rest = after;
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_whole_paths_are_replaced() {
+        let text =
+            b"VIRTUAL_ENV='/c/t/venv'\nset VIRTUAL_ENV=/c/t/venv\r\n/c/t/venv/bin /c/t/venvs /c/t/venv-2 /c/t/venv";
+        assert_eq!(
+            replace_path(text, b"/c/t/venv", b"/r/venvs/a_1"),
+            b"VIRTUAL_ENV='/r/venvs/a_1'\nset VIRTUAL_ENV=/r/venvs/a_1\r\n/r/venvs/a_1/bin /c/t/venvs /c/t/venv-2 /r/venvs/a_1"
+                .to_vec()
+        );
+        assert_eq!(replace_path(b"", b"/a", b"/b"), b"".to_vec());
+    }
+}
