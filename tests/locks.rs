@@ -747,6 +747,56 @@ fn a_bundle_carries_the_agents_editable_wheel_and_each_load_installs_it_for_its_
     node_ws.assert_left_nothing("a broken editable wheel");
 }
 
+/// A load installs a bundle's agent wheel alone, its dependencies from the
+/// bundle's lock: an agent whose `setup.py` requires what its requirements
+/// lock (and, for an extra, anything) loads, with it importable; one that
+/// requires what they do not is refused when the bundle is made, naming the
+/// requirement.
+#[test]
+fn a_bundles_agent_requires_only_what_its_lock_holds() {
+    let backend = InstallerChoice::Uv;
+    let requiring = |requires: &str| {
+        let setup = format!(
+            "from setuptools import setup, find_packages\nsetup(name='test-agent', version='1.0.0', \
+             packages=find_packages(), install_requires=[{requires}], extras_require={{'dev': ['par-absent']}})\n"
+        );
+        agent(REQUIREMENTS).replace("setup.py", setup)
+    };
+    let ws = Workspace::new();
+    let parb = bundle(&ws, backend, &requiring("'packaging>=20'"), None);
+    let node_ws = Workspace::new();
+    let package = loader(&node_ws, backend)
+        .load_blocking(&parb, None)
+        .expect("the load from the bundle");
+    assert!(package.verified == Some(true), "{package:?}");
+    let out = std::process::Command::new(&package.python_path)
+        .args([
+            "-c",
+            "import packaging, importlib.metadata as m; print(m.requires('test-agent'))",
+        ])
+        .output()
+        .expect("run the venv's python");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("packaging>=20"),
+        "{out:?}"
+    );
+
+    let maker = Workspace::new();
+    let apkg = maker.apkg("agent", &requiring("'packaging>=20', 'par-absent>=1'"));
+    let error = loader(&maker, backend)
+        .bundle_blocking(&apkg, &ws.path().join("in").join("absent.parb"), None)
+        .expect_err("an agent requiring what its lock does not hold");
+    let message = error.to_string();
+    assert!(
+        message.contains("Requires-Dist")
+            && message.contains("par-absent>=1")
+            && message.contains("the lock has no `par-absent`"),
+        "{message}"
+    );
+    assert!(!ws.path().join("in").join("absent.parb").exists(), "no bundle written");
+}
+
 /// The value of `field` in the METADATA lines of `text`.
 fn wheel_metadata_field(text: &str, field: &str) -> String {
     let prefix = format!("{field}: ");

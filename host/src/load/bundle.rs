@@ -246,7 +246,7 @@ impl Orchestrator {
         };
         let mut building = EditableBuild::start(&self.root, job).map_err(LoadError::install)?;
         let wheel = match building.wait().map_err(LoadError::install)? {
-            Prepared::Wheel { path, .. } => path,
+            Prepared::Wheel { path, .. } | Prepared::Installed { path, .. } => path,
             Prepared::Installer(reason) => {
                 tracing::info!(%reason, "The bundle carries no editable wheel: each load builds the agent");
                 return Ok(None);
@@ -258,10 +258,10 @@ impl Orchestrator {
             .create_dir(EDITABLE_DIR)
             .map_err(LoadError::io("cannot create", &out))?;
         let relocation = Relocation::for_bundle(runner, python.executable.clone(), wheel, package);
-        relocation
-            .run(&out, &Arc::default())
-            .map(Some)
-            .map_err(LoadError::install)
+        let moved = relocation.run(&out, &Arc::default()).map_err(LoadError::install)?;
+        // A load installs it alone: the lock must hold what it requires.
+        editable::check_requires(&moved, &out, &resolved.lock, &python.markers).map_err(LoadError::install)?;
+        Ok(Some(moved))
     }
 
     /// Signs the bundle at `path` for the package it holds; the signature

@@ -23,15 +23,17 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub(crate) use build_env::{Generation, add_user, discard_generations, generations, users};
 pub(crate) use direct_url::{editable_install_of, record_editable};
 pub(crate) use job::{BuildJob, BuildSystem};
-pub(crate) use prebuilt::{Relocation, is_plain_path};
+pub(crate) use prebuilt::{InstallAlone, Relocation, check_requires, is_plain_path};
 
 use crate::exec::output::escape_controls;
+use crate::exec::process::StepOutput;
 use crate::fs::staging::Scratch;
 use crate::install::installer::Invocation;
 use crate::install::requirements::check_build_requirement;
@@ -54,6 +56,16 @@ pub(crate) enum Prepared {
         /// charged to the self-install's budget.
         busy: Duration,
     },
+    /// The editable wheel, installed already, alone (a bundle's prebuilt
+    /// wheel: see [`InstallAlone`]).
+    Installed {
+        /// The wheel file, inside the build's scratch directory.
+        path: PathBuf,
+        /// Time moving and installing it took.
+        busy: Duration,
+        /// What the install step printed.
+        output: StepOutput,
+    },
     /// The installer's own `-e` must do it; why.
     Installer(String),
 }
@@ -68,6 +80,9 @@ pub(crate) struct EditableBuild {
     /// The key of the build environment it runs in (none for a prebuilt
     /// wheel moved to its tree).
     build_env: Option<String>,
+    /// Tells the thread the venv is made, when it installs the wheel itself;
+    /// dropped unsent (the install given up) when it is not.
+    venv_made: Option<mpsc::Sender<()>>,
 }
 
 impl EditableBuild {
@@ -75,27 +90,50 @@ impl EditableBuild {
     /// directory under `{root}/staging/`.
     pub(crate) fn start(root: &crate::fs::root::RootDir, job: BuildJob) -> Result<Self, InstallError> {
         let build_env = build_env::key_of(&job);
-        Self::spawn(root, Some(build_env), move |wheel_dir, stop| {
+        Self::spawn(root, Some(build_env), None, move |wheel_dir, stop| {
             build(&job, wheel_dir, stop)
         })
     }
 
     /// Starts moving a prebuilt wheel to its tree (see [`Relocation`]), on
-    /// a thread of its own as a build would be.
-    pub(crate) fn relocate(root: &crate::fs::root::RootDir, relocation: Relocation) -> Result<Self, InstallError> {
+    /// a thread of its own as a build would be; with `install`, then
+    /// installs it there, alone, once [`Self::venv_made`] says it may.
+    pub(crate) fn relocate(
+        root: &crate::fs::root::RootDir,
+        relocation: Relocation,
+        install: Option<InstallAlone>,
+    ) -> Result<Self, InstallError> {
         let started = Instant::now();
-        Self::spawn(root, None, move |wheel_dir, stop| {
+        let (made, venv_made) = mpsc::channel();
+        let sender = install.is_some().then_some(made);
+        Self::spawn(root, None, sender, move |wheel_dir, stop| {
             let path = relocation.run(wheel_dir, stop)?;
-            Ok(Prepared::Wheel {
+            let Some(install) = install else {
+                return Ok(Prepared::Wheel {
+                    path,
+                    busy: started.elapsed(),
+                });
+            };
+            let output = install.run(&relocation, &path, wheel_dir, &venv_made, stop)?;
+            Ok(Prepared::Installed {
                 path,
                 busy: started.elapsed(),
+                output,
             })
         })
+    }
+
+    /// Says the venv is made: a wheel the thread installs itself may go in.
+    pub(crate) fn venv_made(&mut self) {
+        if let Some(made) = self.venv_made.take() {
+            let _ = made.send(());
+        }
     }
 
     fn spawn(
         root: &crate::fs::root::RootDir,
         build_env: Option<String>,
+        venv_made: Option<mpsc::Sender<()>>,
         work: impl FnOnce(&Path, &Arc<AtomicBool>) -> Result<Prepared, InstallError> + Send + 'static,
     ) -> Result<Self, InstallError> {
         let scratch = Scratch::create(root, "build-").map_err(|e| InstallError::Host(e.to_string()))?;
@@ -110,6 +148,7 @@ impl EditableBuild {
             cancel,
             scratch,
             build_env,
+            venv_made,
         })
     }
 
@@ -138,6 +177,8 @@ impl EditableBuild {
 
 impl Drop for EditableBuild {
     fn drop(&mut self) {
+        // First, so a thread waiting for the venv gives up.
+        self.venv_made = None;
         if let Some(handle) = self.handle.take() {
             self.cancel.store(true, Ordering::Relaxed);
             let _ = handle.join();

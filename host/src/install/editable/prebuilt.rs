@@ -7,19 +7,26 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 use par_rules::bundle::EDITABLE_TREE;
+use uv_pep508::MarkerEnvironment;
 
 use super::the_wheel;
-use crate::install::installer::Invocation;
+use crate::exec::process::StepOutput;
+use crate::install::installer::{InstallTarget, Installer, Invocation};
+use crate::install::pylock::Lock;
 use crate::install::step::{StepKind, StepRunner, StepSpec};
-use crate::types::error::InstallError;
+use crate::types::error::{InstallError, RefusedRequirement};
 
 /// The mover the fresh interpreter runs (see the file's docstring).
 const RELOCATE: &str = include_str!("relocate.py");
+/// What the mover says the wheel requires, beside the moved wheel.
+const REQUIRES: &str = "requires.txt";
+/// Most bytes of that list read.
+const MAX_REQUIRES_BYTES: u64 = 1 << 20;
 
 /// Whether `path` can be written into an editable wheel's files as it is:
 /// absolute, and only characters that mean themselves in a `.pth` line and
@@ -120,6 +127,101 @@ impl Relocation {
     }
 }
 
+/// Installing a bundle's moved wheel alone (none of its dependencies),
+/// as soon as the venv is made, beside the requirements: the bundle's lock
+/// holds every dependency, and the wheel's own requirements are checked
+/// against it first.
+#[derive(Debug)]
+pub(crate) struct InstallAlone {
+    /// The installer.
+    pub installer: Arc<dyn Installer>,
+    /// The venv it goes into.
+    pub venv: PathBuf,
+    /// What the load installs: each of the wheel's requirements must be in it.
+    pub lock: Lock,
+    /// The interpreter's markers, which decide which requirements apply.
+    pub markers: MarkerEnvironment,
+}
+
+impl InstallAlone {
+    /// Checks the requirements the mover found in the wheel moved by
+    /// `relocation` to `wheel` (in `out_dir`), waits until `venv_made`
+    /// says the venv is there (or gives up when it never will), and installs
+    /// the wheel alone.
+    pub(crate) fn run(
+        &self,
+        relocation: &Relocation,
+        wheel: &Path,
+        out_dir: &Path,
+        venv_made: &mpsc::Receiver<()>,
+        cancel: &Arc<AtomicBool>,
+    ) -> Result<StepOutput, InstallError> {
+        let started = Instant::now();
+        check_requires(wheel, out_dir, &self.lock, &self.markers)?;
+        venv_made
+            .recv()
+            .map_err(|_| InstallError::Host("the venv was not made: the agent is not installed".into()))?;
+        let invocation = self
+            .installer
+            .install(&self.venv, InstallTarget::WheelAlone(wheel), &[]);
+        let left = StepKind::SelfInstall.left(relocation.runner.install(), started.elapsed())?;
+        let spec = StepSpec::new(StepKind::SelfInstall, invocation, &relocation.package)
+            .writable(&self.venv)
+            .readonly(out_dir)
+            .timeout(left)
+            .cancel(cancel.clone());
+        relocation.runner.run(spec)
+    }
+}
+
+/// Checks that every requirement of the moved `wheel` (as the mover found
+/// them, in `out_dir`) that applies under `markers` is one `lock` holds;
+/// else names the first that is not.
+pub(crate) fn check_requires(
+    wheel: &Path,
+    out_dir: &Path,
+    lock: &Lock,
+    markers: &MarkerEnvironment,
+) -> Result<(), InstallError> {
+    let name = wheel
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let text = read_regular(&out_dir.join(REQUIRES), MAX_REQUIRES_BYTES)
+        .map_err(|e| InstallError::Host(format!("what {name} requires cannot be read: {e}")))?;
+    for (n, line) in String::from_utf8_lossy(&text).lines().enumerate() {
+        if let Some(reason) = lock.shortfall(line, markers) {
+            return Err(InstallError::Refused(RefusedRequirement {
+                file: format!("{name} (Requires-Dist)"),
+                line: n as u32 + 1,
+                text: line.chars().take(200).collect(),
+                reason: format!(
+                    "{reason}; a bundle installs the agent without resolving, so its lock must hold what the \
+                     agent requires (list it in requirements.txt)"
+                ),
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// At most `max` bytes of the regular file at `path` (the step that wrote
+/// it may have left anything there: never through a symlink).
+fn read_regular(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(max).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::{Read as _, Write as _};
@@ -164,16 +266,25 @@ mod tests {
     }
 
     #[test]
-    fn a_moved_wheel_names_only_its_new_tree_and_records_what_it_holds() {
+    fn a_moved_wheel_names_only_its_new_tree_records_what_it_holds_and_says_what_it_requires() {
         let dir = tempfile::tempdir().expect("dir");
         let finder = "MAPPING = {'core': '/stage/t/core', 'app': '/real/stage/t/app', 'x': '/stage/tx'}\n";
         let files = [
             ("__editable__.agent-1.0.pth", "/stage/t\n"),
             ("__editable___agent_1_0_finder.py", finder),
-            ("agent-1.0.dist-info/METADATA", "Name: agent\nVersion: 1.0\n"),
+            (
+                "agent-1.0.dist-info/METADATA",
+                "Name: agent\nVersion: 1.0\nRequires-Dist: packaging>=20\nrequires-dist: idna;\n extra == 'x'\n\nRequires-Dist: body\n",
+            ),
             ("agent-1.0.dist-info/RECORD", "stale,sha256=x,1\n"),
         ];
         let moved = relocated(dir.path(), &files, EDITABLE_TREE, &["/stage/t", "/real/stage/t"]);
+        let requires = read_regular(&dir.path().join("out").join(REQUIRES), MAX_REQUIRES_BYTES).expect("requires");
+        assert_eq!(
+            String::from_utf8_lossy(&requires),
+            "packaging>=20\nidna; extra == 'x'\n",
+            "the headers' Requires-Dist, unfolded, and nothing of the body"
+        );
         let text = |name: &str| &moved.iter().find(|(n, _)| n == name).expect(name).1;
         assert_eq!(text("__editable__.agent-1.0.pth"), &format!("{EDITABLE_TREE}\n"));
         assert_eq!(

@@ -100,6 +100,9 @@ pub(crate) enum InstallTarget<'a> {
     Editable(&'a Path),
     /// A wheel file (the agent's editable wheel, built by par's frontend).
     Wheel(&'a Path),
+    /// A wheel file alone, none of its dependencies (a bundle's prebuilt
+    /// agent, whose dependencies its lock holds).
+    WheelAlone(&'a Path),
     /// A build backend's requirements (a host-written file) into a build
     /// environment, with bytecode compiled: builds see it read-only.
     BuildRequirements(&'a Path),
@@ -204,6 +207,7 @@ fn target_args(target: InstallTarget<'_>) -> Vec<OsString> {
         InstallTarget::Lock(lock) => vec![OsString::from("-r"), lock.into()],
         InstallTarget::Editable(package) => vec![OsString::from("-e"), package.into()],
         InstallTarget::Wheel(wheel) => vec![wheel.into()],
+        InstallTarget::WheelAlone(wheel) => vec!["--no-deps".into(), wheel.into()],
         InstallTarget::BuildRequirements(file) => vec![OsString::from("-r"), file.into()],
     }
 }

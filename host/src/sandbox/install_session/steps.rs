@@ -179,8 +179,13 @@ impl InstallSession {
     fn self_install_step(&mut self, venv: &Path, package: &Path) -> Result<StepOutput, InstallError> {
         let mut build = self.editable.take();
         let prepared = build.as_mut().map(EditableBuild::wait).transpose()?;
-        if let Some(Prepared::Wheel { busy, .. }) = &prepared {
+        if let Some(Prepared::Wheel { busy, .. } | Prepared::Installed { busy, .. }) = &prepared {
             self.outcome.timings.build_ms = busy.as_millis() as u64;
+        }
+        if let Some(Prepared::Installed { path, output, .. }) = prepared {
+            // The build's thread installed it (a bundle's wheel, alone).
+            record_editable_install(venv, &path, package);
+            return Ok(output);
         }
         let (ctx, runner) = (self.ctx()?, self.runner()?);
         let index = ctx.install.index.args();
@@ -200,13 +205,7 @@ impl InstallSession {
                 .readonly(build.wheel_dir())
                 .timeout(left),
         )?;
-        let wheel_name = wheel
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if let Err(error) = editable::record_editable(venv, &wheel_name, package) {
-            tracing::warn!(%error, "cannot record the agent as an editable install in its venv");
-        }
+        record_editable_install(venv, wheel, package);
         Ok(output)
     }
 
@@ -301,6 +300,18 @@ fn read_output(venv: &Dir, resolution: Resolution, places: Places<'_>) -> Result
     let output = open_dir_nofollow(venv, OUTPUT_DIR)
         .map_err(|e| InstallError::Host(format!("cannot open the installer's output: {e}")))?;
     read_resolution(&output, resolution, places)
+}
+
+/// Records the agent installed from `wheel` as an editable install of
+/// `package` in `venv` (a failure only warned of: the agent is installed).
+fn record_editable_install(venv: &Path, wheel: &Path, package: &Path) {
+    let wheel_name = wheel
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if let Err(error) = editable::record_editable(venv, &wheel_name, package) {
+        tracing::warn!(%error, "cannot record the agent as an editable install in its venv");
+    }
 }
 
 fn log_step_error(error: &InstallError, what: &str, package: &Path) {

@@ -14,7 +14,7 @@ use crate::exec::confine;
 use crate::fs::cache_dir::CacheDir;
 use crate::fs::root::{Area, open_dir_nofollow, open_file_nofollow};
 use crate::fs::venv::{self, VenvInputs};
-use crate::install::editable::{self, BuildJob, EditableBuild, Relocation};
+use crate::install::editable::{self, BuildJob, EditableBuild, InstallAlone, Relocation};
 use crate::install::pylock::GivenLock;
 use crate::install::step::{StepKind, StepSpec};
 use crate::install::venv_template::{self, VenvTemplate};
@@ -134,7 +134,7 @@ impl InstallSession {
             );
             // The build needs nothing from the venv: it runs while the venv is
             // created and the requirements install.
-            editable = self.start_editable_build(&plan, &published.path)?;
+            editable = self.start_editable_build(&plan, &published.path, &path)?;
             if !self.copy_venv_template(venvs, &name, &path).map_err(host("empty"))? {
                 let invocation = ctx.installer.create_venv(&ctx.python.executable, &path);
                 if let Err(error) = self.runner()?.run(StepSpec::new(StepKind::Venv, invocation, &path)) {
@@ -142,6 +142,9 @@ impl InstallSession {
                     let _ = venvs.remove_dir_all(&name);
                     return Err(error);
                 }
+            }
+            if let Some(build) = editable.as_mut() {
+                build.venv_made();
             }
         }
         let venv_dir = open_dir_nofollow(venvs, &name).map_err(host("open"))?;
@@ -227,7 +230,12 @@ impl InstallSession {
     /// environments, and a build system this frontend accepts; or, for a
     /// bundle that carries the wheel, moving it to the tree. `None` leaves
     /// the build to the installer's own `-e` in `install-self`.
-    fn start_editable_build(&self, plan: &InstallPlan, package: &Path) -> Result<Option<EditableBuild>, InstallError> {
+    fn start_editable_build(
+        &self,
+        plan: &InstallPlan,
+        package: &Path,
+        venv: &Path,
+    ) -> Result<Option<EditableBuild>, InstallError> {
         let (ctx, runner) = (self.ctx()?, self.runner()?);
         if plan.self_install == SelfInstall::None {
             return Ok(None);
@@ -240,7 +248,15 @@ impl InstallSession {
                     wheel.clone(),
                     package.to_owned(),
                 );
-                return EditableBuild::relocate(&ctx.root, relocation).map(Some);
+                // The bundle's lock holds what the agent needs: it goes in
+                // alone, beside the requirements, once the venv is made.
+                let install = ctx.lock.as_ref().map(|given| InstallAlone {
+                    installer: ctx.installer.clone(),
+                    venv: venv.to_owned(),
+                    lock: given.lock.clone(),
+                    markers: ctx.python.markers.clone(),
+                });
+                return EditableBuild::relocate(&ctx.root, relocation, install).map(Some);
             }
             tracing::info!(
                 installer = ctx.installer.name(),
