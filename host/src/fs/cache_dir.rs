@@ -77,7 +77,7 @@ impl CacheDir {
         mode: u32,
         fill: impl FnOnce(&mut std::fs::File) -> Result<(), E>,
     ) -> Result<(), E> {
-        let temporary = format!(".{name}.{}.tmp", std::process::id());
+        let temporary = crate::fs::temporary_name(name);
         let _ = self.dir.remove_file(&temporary);
         let written = self
             .dir
@@ -115,6 +115,41 @@ mod tests {
 
         std::fs::set_permissions(dir.join("guest.cwasm"), std::fs::Permissions::from_mode(0o666)).expect("chmod");
         assert_eq!(cache.read_private("guest.cwasm", 1024), None, "others could write it");
+    }
+
+    /// Threads of one process keeping the same file at once (loads of one
+    /// bundle, say) each write a temporary of their own: every one
+    /// succeeds, and the file is whole.
+    #[test]
+    fn threads_storing_one_file_at_once_each_succeed_and_leave_it_whole() {
+        let scratch = tempfile::tempdir().expect("dir");
+        let cache = std::sync::Arc::new(CacheDir::open(&scratch.path().join("cache")).expect("a private dir"));
+        let contents: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+        let start = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let writers: Vec<_> = (0..8)
+            .map(|_| {
+                let (cache, contents, start) = (cache.clone(), contents.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    cache.store_from("file", 0o600, |out| {
+                        for chunk in contents.chunks(4096) {
+                            out.write_all(chunk)?;
+                        }
+                        Ok::<(), io::Error>(())
+                    })
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().expect("a writer").expect("each store succeeds");
+        }
+        assert_eq!(cache.read_private("file", 1 << 20), Some(contents));
+        let names: Vec<_> = std::fs::read_dir(cache.path())
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, ["file"], "no temporary left");
     }
 
     #[test]

@@ -21,6 +21,16 @@ pub(crate) mod usage;
 pub(crate) mod venv;
 pub(crate) mod write_behind;
 
+/// A name for a temporary beside `name` that no other writer uses: not
+/// another process (its pid), nor another thread of this one (a counter),
+/// so one writer never removes or renames another's half-written file.
+pub(crate) fn temporary_name(name: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!(".{name}.{}-{n}.tmp", std::process::id())
+}
+
 /// Lower-case hex: how digests, tags and keys are written under the root.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

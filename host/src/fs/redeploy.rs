@@ -121,7 +121,7 @@ impl Deployment {
     pub(crate) fn save(&self, root: &RootDir, digest: &str, app_id: Option<&str>) -> std::io::Result<()> {
         let deployments = root.dir(Area::Deployments);
         let name = record_name(digest, app_id);
-        let temporary = format!(".{name}.{}.tmp", std::process::id());
+        let temporary = crate::fs::temporary_name(&name);
         let written = serde_json::to_vec(self)
             .map_err(std::io::Error::other)
             .and_then(|bytes| deployments.write(&temporary, root.seal().seal(Sealed::Deployment, &bytes)))

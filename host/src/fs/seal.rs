@@ -104,7 +104,7 @@ impl Seal {
     fn create(root: &Dir) -> io::Result<()> {
         let mut key = [0u8; KEY_BYTES];
         rustix::rand::getrandom(&mut key, rustix::rand::GetRandomFlags::empty())?;
-        let temporary = format!(".{KEY_FILE}.{}.tmp", std::process::id());
+        let temporary = crate::fs::temporary_name(KEY_FILE);
         let _ = root.remove_file(&temporary);
         let written = root
             .open_with(&temporary, OpenOptions::new().write(true).create_new(true).mode(0o600))

@@ -64,12 +64,12 @@ impl VenvTemplate {
             .create_dir_all(TEMPLATES)
             .map_err(|e| host("create its directory", e))?;
         let templates = open_dir_nofollow(cache.dir(), TEMPLATES).map_err(|e| host("open its directory", e))?;
-        if let Ok(template) = Self::open(&templates, key) {
+        let templates_path = cache.path().join(TEMPLATES);
+        if let Ok(template) = Self::open(&templates, &templates_path, key) {
             return Ok(template);
         }
-        let unfinished = format!(".{key}-{}", std::process::id());
-        let _ = templates.remove_dir_all(&unfinished);
-        let venv_path = cache.path().join(TEMPLATES).join(&unfinished).join(VENV);
+        let unfinished = crate::fs::temporary_name(key);
+        let venv_path = templates_path.join(&unfinished).join(VENV);
         if !is_plain_path(&venv_path) {
             return Err(host("use", io::Error::other("the cache's path is not plain")));
         }
@@ -91,18 +91,26 @@ impl VenvTemplate {
         if made.is_err() {
             let _ = templates.remove_dir_all(&unfinished);
         }
-        match Self::open(&templates, key) {
+        match Self::open(&templates, &templates_path, key) {
             Ok(template) => Ok(template),
             Err(error) => made.and(Err(host("open", error))),
         }
     }
 
-    fn open(templates: &Dir, key: &str) -> io::Result<Self> {
+    /// The template `key`, if it is whole: its interpreter still there
+    /// (a template whose interpreter is gone is removed, to be made again).
+    fn open(templates: &Dir, path: &Path, key: &str) -> io::Result<Self> {
         let dir = open_dir_nofollow(templates, key)?;
-        Ok(Self {
+        let template = Self {
             origin: read_bounded(&dir, ORIGIN, 4096)?,
             venv: open_dir_nofollow(&dir, VENV)?,
-        })
+        };
+        let python = path.join(key).join(VENV).join("bin").join("python");
+        if let Err(error) = std::fs::metadata(&python) {
+            let _ = templates.remove_dir_all(key);
+            return Err(io::Error::new(error.kind(), format!("{}: {error}", python.display())));
+        }
+        Ok(template)
     }
 
     /// Writes a copy of the template into the empty directory `target`, at

@@ -84,9 +84,11 @@ pub(crate) fn sign(bytes: &File, key: &SigningKey, name: &str, version: &str) ->
 /// in one rename.
 pub(crate) fn write_signature(archive: &Path, text: &str) -> io::Result<PathBuf> {
     let path = signature_path(archive);
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(format!(".{}.tmp", std::process::id()));
-    let temporary = PathBuf::from(temporary);
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = path.with_file_name(crate::fs::temporary_name(&name));
     let written = OpenOptions::new()
         .write(true)
         .create_new(true)
