@@ -378,6 +378,12 @@ pub(crate) fn asked(line: &str) -> Option<Asked> {
     }
 }
 
+/// Whether `text` is one PEP 508 requirement with a name, and nothing else
+/// (no option, no bare path or URL): what a `Requires-Dist` may hold.
+pub(crate) fn is_named_requirement(text: &str) -> bool {
+    !text.starts_with('-') && !text.contains(" -") && parse_named(text).is_ok()
+}
+
 /// pip treats a lone name ending like an archive as a file.
 fn is_archive(requirement: &str) -> bool {
     let lower = requirement.to_ascii_lowercase();
@@ -506,6 +512,29 @@ mod tests {
 
     fn refused(line: &str) -> Refusal {
         check_line(line, RequirementPolicy::default()).expect_err(line)
+    }
+
+    #[test]
+    fn a_requires_dist_value_is_one_named_requirement_and_nothing_else() {
+        for named in [
+            "packaging>=20",
+            "idna; extra == 'x'",
+            "a[b,c] (>=1.0,<2)",
+            "x @ https://example.com/x-1.0-py3-none-any.whl",
+        ] {
+            assert!(is_named_requirement(named), "{named}");
+        }
+        for other in [
+            "",
+            "-r other.txt",
+            "--index-url https://evil.example/simple",
+            "packaging --index-url https://evil.example/simple",
+            "./vendor/helper",
+            "https://example.com/x-1.0-py3-none-any.whl",
+            "not a requirement",
+        ] {
+            assert!(!is_named_requirement(other), "{other:?}");
+        }
     }
 
     const OPEN: RequirementPolicy = RequirementPolicy {

@@ -18,6 +18,7 @@ use super::the_wheel;
 use crate::exec::process::StepOutput;
 use crate::install::installer::{InstallTarget, Installer, Invocation};
 use crate::install::pylock::Lock;
+use crate::install::requirements::is_named_requirement;
 use crate::install::step::{StepKind, StepRunner, StepSpec};
 use crate::types::error::{InstallError, RefusedRequirement};
 
@@ -190,15 +191,21 @@ pub(crate) fn check_requires(
     let text = read_regular(&out_dir.join(REQUIRES), MAX_REQUIRES_BYTES)
         .map_err(|e| InstallError::Host(format!("what {name} requires cannot be read: {e}")))?;
     for (n, line) in String::from_utf8_lossy(&text).lines().enumerate() {
-        if let Some(reason) = lock.shortfall(line, markers) {
+        let reason = match is_named_requirement(line) {
+            false => Some("not a requirement with a name (PEP 508)".to_owned()),
+            true => lock.shortfall(line, markers).map(|reason| {
+                format!(
+                    "{reason}; a bundle installs the agent without resolving, so its lock must hold what the \
+                     agent requires (list it in requirements.txt)"
+                )
+            }),
+        };
+        if let Some(reason) = reason {
             return Err(InstallError::Refused(RefusedRequirement {
                 file: format!("{name} (Requires-Dist)"),
                 line: n as u32 + 1,
                 text: line.chars().take(200).collect(),
-                reason: format!(
-                    "{reason}; a bundle installs the agent without resolving, so its lock must hold what the \
-                     agent requires (list it in requirements.txt)"
-                ),
+                reason,
             }));
         }
     }
