@@ -16,6 +16,7 @@ use uv_pep508::MarkerEnvironment;
 
 use super::the_wheel;
 use crate::exec::process::StepOutput;
+use crate::fs::root::read_bounded;
 use crate::install::installer::{InstallTarget, Installer, Invocation};
 use crate::install::pylock::Lock;
 use crate::install::requirements::is_named_requirement;
@@ -188,7 +189,8 @@ pub(crate) fn check_requires(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let text = read_regular(&out_dir.join(REQUIRES), MAX_REQUIRES_BYTES)
+    let text = cap_std::fs::Dir::open_ambient_dir(out_dir, cap_std::ambient_authority())
+        .and_then(|dir| read_bounded(&dir, REQUIRES, MAX_REQUIRES_BYTES))
         .map_err(|e| InstallError::Host(format!("what {name} requires cannot be read: {e}")))?;
     for (n, line) in String::from_utf8_lossy(&text).lines().enumerate() {
         let reason = match is_named_requirement(line) {
@@ -210,23 +212,6 @@ pub(crate) fn check_requires(
         }
     }
     Ok(())
-}
-
-/// At most `max` bytes of the regular file at `path` (the step that wrote
-/// it may have left anything there: never through a symlink).
-fn read_regular(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    let mut bytes = Vec::new();
-    file.take(max).read_to_end(&mut bytes)?;
-    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -286,7 +271,7 @@ mod tests {
             ("agent-1.0.dist-info/RECORD", "stale,sha256=x,1\n"),
         ];
         let moved = relocated(dir.path(), &files, EDITABLE_TREE, &["/stage/t", "/real/stage/t"]);
-        let requires = read_regular(&dir.path().join("out").join(REQUIRES), MAX_REQUIRES_BYTES).expect("requires");
+        let requires = std::fs::read(dir.path().join("out").join(REQUIRES)).expect("requires");
         assert_eq!(
             String::from_utf8_lossy(&requires),
             "packaging>=20\nidna; extra == 'x'\n",
