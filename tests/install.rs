@@ -800,7 +800,7 @@ async fn a_venv_copied_from_the_template_is_what_uv_makes_at_its_path() {
             .output()
             .expect("uv venv");
         assert!(made.status.success(), "{made:?}");
-        let differences = compare_tree(venv, &ours);
+        let differences = par_tests::trees::differences(venv, &ours);
         assert_eq!(
             differences,
             Vec::<String>::new(),
@@ -813,33 +813,6 @@ async fn a_venv_copied_from_the_template_is_what_uv_makes_at_its_path() {
         1,
         "one template for one interpreter and uv: {templates:?}"
     );
-}
-
-/// Every entry of `expected` missing or different in `actual` (kind, mode,
-/// link target, bytes).
-fn compare_tree(expected: &Path, actual: &Path) -> Vec<String> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let mut differences = Vec::new();
-    for entry in fs::read_dir(expected).expect("list").flatten() {
-        let (want, got) = (entry.path(), actual.join(entry.file_name()));
-        let (Ok(want_meta), Ok(got_meta)) = (fs::symlink_metadata(&want), fs::symlink_metadata(&got)) else {
-            differences.push(format!("{} missing", got.display()));
-            continue;
-        };
-        let kind = |meta: &fs::Metadata| (meta.is_dir(), meta.is_file(), meta.file_type().is_symlink());
-        if kind(&want_meta) != kind(&got_meta) || want_meta.permissions().mode() != got_meta.permissions().mode() {
-            differences.push(format!("{}: kind or mode", got.display()));
-        } else if want_meta.file_type().is_symlink() {
-            if fs::read_link(&want).ok() != fs::read_link(&got).ok() {
-                differences.push(format!("{}: link target", got.display()));
-            }
-        } else if want_meta.is_dir() {
-            differences.extend(compare_tree(&want, &got));
-        } else if fs::read(&want).expect("read") != fs::read(&got).expect("read") {
-            differences.push(format!("{}: contents", got.display()));
-        }
-    }
-    differences
 }
 
 #[tokio::test(flavor = "multi_thread")]

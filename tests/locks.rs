@@ -615,6 +615,9 @@ fn a_bundles_files_are_unpacked_once_per_node_and_not_once_per_load() {
     let ws = Workspace::new();
     let parb = bundle(&ws, backend, &agent(REQUIREMENTS), None);
     let installers = ws.path().join("node-installer-cache");
+    // The node's own cache too: another test's install of the same lock
+    // would otherwise be linked, and nothing unpacked at all.
+    let node_cache = ws.path().join("node-cache");
     // The installer's cache entries that hold `packaging` unpacked.
     let unpacked = || {
         let archives = installers.join("uv").join("archive-v0");
@@ -629,7 +632,8 @@ fn a_bundles_files_are_unpacked_once_per_node_and_not_once_per_load() {
         let node_ws = Workspace::new();
         let mut config = config(&node_ws, backend);
         config.install.installer_cache = Some(installers.clone());
-        let store = config.component_cache.clone().expect("a cache").join("dists/sha256");
+        config.component_cache = Some(node_cache.clone());
+        let store = node_cache.join("dists/sha256");
         let package = PackageLoader::new(config)
             .expect("loader")
             .load_blocking(&parb, None)
@@ -645,6 +649,166 @@ fn a_bundles_files_are_unpacked_once_per_node_and_not_once_per_load() {
         counts.push(unpacked());
     }
     assert_eq!(counts, [1, 1], "packaging's wheel unpacked once, by the first load");
+}
+
+/// A node installs a bundle's lock once, confined, and links each venv of
+/// that lock from the install: the files it installed are the same inodes
+/// in every venv, yet each venv holds, entry for entry, what the load makes
+/// where nothing is linked (no sandbox) at its path, uvicorn's script
+/// naming its own venv's python and its `RECORD` line to match. An agent
+/// whose wheel would write a linked file is refused, and the file, which
+/// every venv of the lock shares, is unchanged.
+#[test]
+fn a_bundles_requirements_are_installed_once_per_node_and_linked_into_each_venv() {
+    use std::os::unix::fs::MetadataExt as _;
+    let backend = InstallerChoice::Uv;
+    let ws = Workspace::new();
+    // Only wheels: what a directory of the package holds is never linked.
+    let parb = bundle(&ws, backend, &agent("packaging>=20\nuvicorn==0.32.1\n"), None);
+    let node_ws = Workspace::new();
+    let mut node = config(&node_ws, backend);
+    node.component_cache = Some(node_ws.path().join("node-cache"));
+    let loader = PackageLoader::new(node.clone()).expect("loader");
+    let [first, second] = ["first", "second"].map(|app| {
+        let package = loader
+            .load_blocking(&parb, Some(app))
+            .expect("the load from the bundle");
+        assert!(package.verified == Some(true), "{package:?}");
+        package
+    });
+    let templates = node_ws.path().join("node-cache/venv-templates");
+    assert_eq!(
+        fs::read_dir(&templates).expect("templates").count(),
+        2,
+        "the venv template and one install of the lock"
+    );
+    let site = |package: &AgentPackage| {
+        let lib = package.venv_path.join("lib");
+        let python = fs::read_dir(&lib)
+            .expect("lib")
+            .flatten()
+            .next()
+            .expect("python*")
+            .file_name();
+        lib.join(python).join("site-packages")
+    };
+    let shared = |package: &AgentPackage| site(package).join("packaging/__init__.py");
+    let inode = |path: &Path| fs::metadata(path).map(|meta| (meta.dev(), meta.ino())).expect("a file");
+    assert_eq!(inode(&shared(&first)), inode(&shared(&second)), "one inode, linked");
+    let original = fs::read(shared(&first)).expect("packaging");
+    for package in [&first, &second] {
+        let script = package.venv_path.join("bin/uvicorn");
+        let text = fs::read_to_string(&script).expect("uvicorn's script");
+        let shebang = format!("#!{}", package.venv_path.join("bin/python").display());
+        assert!(text.starts_with(&shebang), "{text}");
+        let out = std::process::Command::new(&script)
+            .arg("--version")
+            .output()
+            .expect("run the script");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("uvicorn 0.32.1"),
+            "{out:?}"
+        );
+    }
+
+    // The same venvs made where nothing is linked: the same root, set aside
+    // first, and no sandbox (which linking needs).
+    let linked_root = node_ws.path().join("linked-root");
+    fs::rename(node_ws.root(), &linked_root).expect("set the root aside");
+    // The same seal key, so the venvs' markers match.
+    fs::create_dir(node_ws.root()).expect("the root");
+    fs::copy(linked_root.join("seal.key"), node_ws.root().join("seal.key")).expect("the seal key");
+    let mut unconfined = node.clone();
+    unconfined.install.sandbox = par::SandboxChoice::None;
+    let plain = PackageLoader::new(unconfined).expect("loader");
+    for linked in [&first, &second] {
+        let made = plain
+            .load_blocking(&parb, Some(&linked.app_id))
+            .expect("the load, unlinked");
+        assert_eq!(made.venv_path, linked.venv_path, "the same venv");
+        // Unconfined, the import check could write the venv (it reads it
+        // read-only when confined): what it compiled is not the install's.
+        for pycache in venv_pycaches(&made.venv_path) {
+            fs::remove_dir_all(pycache).expect("remove");
+        }
+        let ours = linked_root.join(linked.venv_path.strip_prefix(node_ws.root()).expect("under the root"));
+        // The agent's own install is made per load from a wheel written for
+        // it: uv records that file's time (`uv_cache.json`, and so `RECORD`).
+        let differences: Vec<String> = par_tests::trees::differences(&made.venv_path, &ours)
+            .into_iter()
+            .filter(|difference| !difference.contains("/test_agent-1.0.0.dist-info/"))
+            .collect();
+        assert_eq!(
+            differences,
+            Vec::<String>::new(),
+            "{}: the linked venv differs",
+            linked.app_id
+        );
+        assert_eq!(
+            fs::read_dir(&made.venv_path).expect("venv").count(),
+            fs::read_dir(&ours).expect("venv").count(),
+            "{}: the same entries",
+            linked.app_id
+        );
+    }
+    fs::remove_dir_all(node_ws.root()).expect("remove the unlinked root");
+    fs::rename(&linked_root, node_ws.root()).expect("put the root back");
+
+    // An agent whose wheel also writes `packaging/__init__.py`.
+    let poisoned = rewrite(
+        &parb,
+        "poisoned.parb",
+        |member, bytes| {
+            if !member.starts_with("editable/") {
+                return Some(bytes);
+            }
+            let mut wheel = zip::ZipArchive::new(std::io::Cursor::new(bytes)).expect("the wheel");
+            let mut rewritten = Apkg::new();
+            for index in 0..wheel.len() {
+                use std::io::Read as _;
+                let mut file = wheel.by_index(index).expect("a file of the wheel");
+                if file.is_dir() {
+                    continue;
+                }
+                let name = file.name().expect("a UTF-8 name").into_owned();
+                let mut data = Vec::new();
+                file.read_to_end(&mut data).expect("read");
+                rewritten = rewritten.file(&name, data);
+            }
+            Some(rewritten.file("packaging/__init__.py", "POISONED = True\n").to_bytes())
+        },
+        &[],
+    );
+    let error = loader
+        .load_blocking(&poisoned, Some("third"))
+        .expect_err("an agent overwriting a linked file");
+    assert_eq!(error.kind(), "install-failed", "{error}");
+    assert!(error.to_string().contains("Read-only file system"), "{error}");
+    assert_eq!(
+        fs::read(shared(&first)).expect("packaging"),
+        original,
+        "the shared file was written"
+    );
+    let venvs: Vec<String> = fs::read_dir(node_ws.root().join("venvs"))
+        .expect("venvs")
+        .flatten()
+        .map(|venv| venv.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        venvs.iter().all(|venv| !venv.starts_with("third")),
+        "the refused load's venv was kept: {venvs:?}"
+    );
+}
+
+/// The `__pycache__` directories of the venv's site-packages, at its top.
+fn venv_pycaches(venv: &Path) -> Vec<PathBuf> {
+    let lib = venv.join("lib");
+    fs::read_dir(&lib)
+        .expect("lib")
+        .flatten()
+        .map(|python| python.path().join("site-packages/__pycache__"))
+        .filter(|pycache| pycache.is_dir())
+        .collect()
 }
 
 /// `par bundle` builds the agent's editable wheel once and carries it,

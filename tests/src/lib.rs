@@ -13,6 +13,7 @@ pub mod machine;
 pub mod registry;
 pub mod simple_index;
 pub mod tools;
+pub mod trees;
 pub mod workspace;
 pub mod zip_bytes;
 

@@ -72,6 +72,9 @@ pub(crate) struct Mounts {
     pub writable: Vec<PathBuf>,
     /// Bound read-only at the same path (files or directories).
     pub readonly: Vec<PathBuf>,
+    /// Bound read-only at the same path over what `writable` binds: what a
+    /// step must not write inside a place it may. Each must exist.
+    pub protected: Vec<PathBuf>,
     /// Keep the host's network namespace.
     pub network: bool,
     /// What `/tmp` is.
@@ -231,6 +234,9 @@ impl Bubblewrap {
         for path in &mounts.writable {
             bind(&mut args, "--bind", path);
         }
+        for path in &mounts.protected {
+            bind(&mut args, "--ro-bind", path);
+        }
         if mounts.tmp == Tmp::Scratch {
             size(&mut args);
             push_all(
@@ -321,6 +327,35 @@ mod tests {
             out.stderr
         );
         assert!(!Path::new("/usr/x").exists() && !Path::new("/x").exists());
+    }
+
+    #[test]
+    fn a_protected_entry_stays_read_only_inside_a_writable_place() {
+        let place = tempfile::tempdir().expect("dir");
+        std::fs::create_dir(place.path().join("kept")).expect("mkdir");
+        std::fs::write(place.path().join("kept/file"), "original").expect("write");
+        std::fs::write(place.path().join("script"), "original").expect("write");
+        let mounts = Mounts {
+            writable: vec![place.path().to_owned()],
+            protected: vec![place.path().join("kept"), place.path().join("script")],
+            ..Mounts::default()
+        };
+        let script = "echo new > beside; echo bad > kept/file; echo bad > kept/new; echo bad > script; true";
+        let out = process::run(&confined(sh(script, place.path()), &mounts)).expect("ran");
+        assert_eq!(
+            std::fs::read_to_string(place.path().join("beside")).expect("written"),
+            "new\n"
+        );
+        for file in ["kept/file", "script"] {
+            assert_eq!(
+                std::fs::read_to_string(place.path().join(file)).expect("read"),
+                "original",
+                "{file}: {}",
+                out.stderr
+            );
+        }
+        assert!(!place.path().join("kept/new").exists(), "{}", out.stderr);
+        assert_eq!(out.stderr.matches("Read-only file system").count(), 3, "{}", out.stderr);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub(crate) mod editable;
 pub(crate) mod file_url;
+pub(crate) mod installed_template;
 pub(crate) mod installer;
 pub(crate) mod interpreter;
 pub(crate) mod pylock;

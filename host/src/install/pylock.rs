@@ -233,6 +233,19 @@ impl Lock {
         crate::fs::hex(&sha2::Sha256::digest(format!("{:?}", self.packages)))
     }
 
+    /// Whether every distribution is a file under `dir` (a store of files
+    /// kept by their hash): none a directory or a file of the package,
+    /// whose contents no hash pins, none a checkout.
+    pub(crate) fn is_all_files_under(&self, dir: &Path) -> bool {
+        self.packages.iter().all(|locked| {
+            let files = locked.source.files();
+            !files.is_empty()
+                && files
+                    .iter()
+                    .all(|file| matches!(&file.location, Location::Path(path) if Path::new(path).starts_with(dir)))
+        })
+    }
+
     /// Reads the resolution uv wrote (`uv pip compile --format pylock.toml`).
     pub(crate) fn from_uv(text: &str, places: Places<'_>) -> Result<Self, LockError> {
         let file: PylockFile =

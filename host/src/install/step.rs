@@ -111,6 +111,7 @@ pub(crate) struct StepSpec {
     cwd: PathBuf,
     writable: Vec<PathBuf>,
     readonly: Vec<PathBuf>,
+    protected: Vec<PathBuf>,
     timeout: Option<Duration>,
     cancel: Option<Arc<AtomicBool>>,
 }
@@ -124,6 +125,7 @@ impl StepSpec {
             cwd: cwd.to_owned(),
             writable: vec![cwd.to_owned()],
             readonly: Vec::new(),
+            protected: Vec::new(),
             timeout: None,
             cancel: None,
         }
@@ -138,6 +140,14 @@ impl StepSpec {
     /// Also lets the step read `path`.
     pub(crate) fn readonly(mut self, path: &Path) -> Self {
         self.readonly.push(path.to_owned());
+        self
+    }
+
+    /// Keeps `paths` read-only although they lie inside a writable place
+    /// (what a venv shares with others: see `install::installed_template`).
+    /// Confined steps only: unconfined, nothing can hold them.
+    pub(crate) fn protected(mut self, paths: &[PathBuf]) -> Self {
+        self.protected.extend_from_slice(paths);
         self
     }
 
@@ -207,6 +217,7 @@ impl StepRunner {
             cwd,
             mut writable,
             readonly,
+            protected,
             timeout,
             cancel,
         } = spec;
@@ -231,6 +242,7 @@ impl StepRunner {
             let mounts = Mounts {
                 writable,
                 readonly: self.readonly.iter().cloned().chain(readonly).collect(),
+                protected,
                 network: kind.uses_index() && install.network == NetworkChoice::Index && wants_network,
                 tmp: Tmp::Scratch,
                 tmp_bytes: install.limits.tmp_bytes,
@@ -240,7 +252,13 @@ impl StepRunner {
                 .confine(step, &mounts)
                 .map_err(|e| InstallError::Host(format!("cannot prepare the sandbox: {e}")))?;
         }
+        let started = std::time::Instant::now();
         let result = process::run(&step);
+        tracing::debug!(
+            step = kind.name(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Step ran"
+        );
         let failed_output = match &result {
             Ok(output) if !output.status.success() => Some((output.stdout.as_str(), output.stderr.as_str())),
             Err(StepError::TimedOut { stdout, stderr, .. }) => Some((stdout.as_str(), stderr.as_str())),

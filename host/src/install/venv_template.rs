@@ -24,8 +24,9 @@ const TEMPLATES: &str = "venv-templates";
 const VENV: &str = "venv";
 /// The path the template's venv was made at, as its files name it.
 const ORIGIN: &str = "origin";
-/// Most bytes of one file of a template (uv's largest is a few KiB).
-const MAX_FILE_BYTES: u64 = 1 << 20;
+/// Most bytes of one file of a template that is copied rather than linked
+/// (uv's largest is a few KiB).
+pub(super) const MAX_FILE_BYTES: u64 = 1 << 20;
 
 /// The name of the template for the installer `program` and the
 /// interpreter `python` (its identity): what decides what the venv holds,
@@ -57,60 +58,13 @@ impl VenvTemplate {
         key: &str,
         make: impl FnOnce(&Path) -> Result<(), InstallError>,
     ) -> Result<Self, InstallError> {
-        let host =
-            |action: &str, e: io::Error| InstallError::Host(format!("venv template {key}: cannot {action}: {e}"));
-        cache
-            .dir()
-            .create_dir_all(TEMPLATES)
-            .map_err(|e| host("create its directory", e))?;
-        let templates = open_dir_nofollow(cache.dir(), TEMPLATES).map_err(|e| host("open its directory", e))?;
-        let templates_path = cache.path().join(TEMPLATES);
-        if let Ok(template) = Self::open(&templates, &templates_path, key) {
-            return Ok(template);
-        }
-        let unfinished = crate::fs::temporary_name(key);
-        let venv_path = templates_path.join(&unfinished).join(VENV);
-        if !is_plain_path(&venv_path) {
-            return Err(host("use", io::Error::other("the cache's path is not plain")));
-        }
-        let made = templates
-            .create_dir(&unfinished)
-            .and_then(|()| open_dir_nofollow(&templates, &unfinished))
-            .and_then(|dir| dir.create_dir(VENV).map(|()| dir))
-            .map_err(|e| host("create", e))
-            .and_then(|dir| {
-                make(&venv_path)?;
-                dir.write(ORIGIN, venv_path.as_os_str().as_bytes())
-                    .map_err(|e| host("write", e))
+        let open = |template: TemplateDir| {
+            Ok(Self {
+                venv: template.venv,
+                origin: template.origin,
             })
-            .and_then(|()| {
-                templates
-                    .rename(&unfinished, &templates, key)
-                    .map_err(|e| host("keep", e))
-            });
-        if made.is_err() {
-            let _ = templates.remove_dir_all(&unfinished);
-        }
-        match Self::open(&templates, &templates_path, key) {
-            Ok(template) => Ok(template),
-            Err(error) => made.and(Err(host("open", error))),
-        }
-    }
-
-    /// The template `key`, if it is whole: its interpreter still there
-    /// (a template whose interpreter is gone is removed, to be made again).
-    fn open(templates: &Dir, path: &Path, key: &str) -> io::Result<Self> {
-        let dir = open_dir_nofollow(templates, key)?;
-        let template = Self {
-            origin: read_bounded(&dir, ORIGIN, 4096)?,
-            venv: open_dir_nofollow(&dir, VENV)?,
         };
-        let python = path.join(key).join(VENV).join("bin").join("python");
-        if let Err(error) = std::fs::metadata(&python) {
-            let _ = templates.remove_dir_all(key);
-            return Err(io::Error::new(error.kind(), format!("{}: {error}", python.display())));
-        }
-        Ok(template)
+        ensure_template(cache, key, open, |_, _, venv| make(venv))
     }
 
     /// Writes a copy of the template into the empty directory `target`, at
@@ -119,55 +73,182 @@ impl VenvTemplate {
     /// `path` must be plain ([`is_plain_path`]): it is written as it is
     /// into shell and Python source.
     pub(crate) fn copy_to(&self, target: &Dir, path: &Path) -> io::Result<()> {
-        if !is_plain_path(path) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{} is not a plain path", path.display()),
-            ));
-        }
-        copy_tree(&self.venv, target, &|bytes| {
-            replace_path(&bytes, &self.origin, path.as_os_str().as_bytes())
+        let to = plain_bytes(path)?;
+        copy_tree(&self.venv, target, "", &|from, to_dir, name, _| {
+            copy_file(from, to_dir, name, MAX_FILE_BYTES, &|bytes| {
+                Ok(replace_path(&bytes, &self.origin, to))
+            })
         })
+    }
+
+    /// The template's venv.
+    pub(super) fn venv(&self) -> &Dir {
+        &self.venv
     }
 }
 
-/// Copies the entries of `from` into `to`, each file's bytes through `edit`.
-fn copy_tree(from: &Dir, to: &Dir, edit: &dyn Fn(Vec<u8>) -> Vec<u8>) -> io::Result<()> {
+/// A template as it lies in the cache: its directory, its venv, and the
+/// path the venv's files name.
+pub(super) struct TemplateDir {
+    pub dir: Dir,
+    pub venv: Dir,
+    pub origin: Vec<u8>,
+}
+
+/// The template named `key` in `cache`, opened by `open`; made first, when
+/// there is none, by `make`, given the template's unfinished directory, the
+/// empty venv directory inside it and that directory's path. Two loads making one at
+/// once each make their own, and the first to finish is kept.
+pub(super) fn ensure_template<T>(
+    cache: &CacheDir,
+    key: &str,
+    open: impl Fn(TemplateDir) -> io::Result<T>,
+    make: impl FnOnce(&Dir, &Dir, &Path) -> Result<(), InstallError>,
+) -> Result<T, InstallError> {
+    let host = |action: &str, e: io::Error| InstallError::Host(format!("venv template {key}: cannot {action}: {e}"));
+    cache
+        .dir()
+        .create_dir_all(TEMPLATES)
+        .map_err(|e| host("create its directory", e))?;
+    let templates = open_dir_nofollow(cache.dir(), TEMPLATES).map_err(|e| host("open its directory", e))?;
+    let templates_path = cache.path().join(TEMPLATES);
+    let open = |templates: &Dir| open_template(templates, &templates_path, key).and_then(&open);
+    if let Ok(template) = open(&templates) {
+        return Ok(template);
+    }
+    let unfinished = crate::fs::temporary_name(key);
+    let venv_path = templates_path.join(&unfinished).join(VENV);
+    if !is_plain_path(&venv_path) {
+        return Err(host("use", io::Error::other("the cache's path is not plain")));
+    }
+    let made = templates
+        .create_dir(&unfinished)
+        .and_then(|()| open_dir_nofollow(&templates, &unfinished))
+        .and_then(|dir| {
+            dir.create_dir(VENV)?;
+            Ok((open_dir_nofollow(&dir, VENV)?, dir))
+        })
+        .map_err(|e| host("create", e))
+        .and_then(|(venv, dir)| {
+            make(&dir, &venv, &venv_path)?;
+            dir.write(ORIGIN, venv_path.as_os_str().as_bytes())
+                .map_err(|e| host("write", e))
+        })
+        .and_then(|()| {
+            templates
+                .rename(&unfinished, &templates, key)
+                .map_err(|e| host("keep", e))
+        });
+    if made.is_err() {
+        let _ = templates.remove_dir_all(&unfinished);
+    }
+    match open(&templates) {
+        Ok(template) => Ok(template),
+        Err(error) => made.and(Err(host("open", error))),
+    }
+}
+
+/// The template `key`, if it is whole: its interpreter still there (a
+/// template whose interpreter is gone is removed, to be made again).
+fn open_template(templates: &Dir, path: &Path, key: &str) -> io::Result<TemplateDir> {
+    let dir = open_dir_nofollow(templates, key)?;
+    let template = TemplateDir {
+        origin: read_bounded(&dir, ORIGIN, 4096)?,
+        venv: open_dir_nofollow(&dir, VENV)?,
+        dir,
+    };
+    let python = path.join(key).join(VENV).join("bin").join("python");
+    if let Err(error) = std::fs::metadata(&python) {
+        let _ = templates.remove_dir_all(key);
+        return Err(io::Error::new(error.kind(), format!("{}: {error}", python.display())));
+    }
+    Ok(template)
+}
+
+/// `path` as the bytes a template writes, if it is plain ([`is_plain_path`]).
+pub(super) fn plain_bytes(path: &Path) -> io::Result<&[u8]> {
+    match is_plain_path(path) {
+        true => Ok(path.as_os_str().as_bytes()),
+        false => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a plain path", path.display()),
+        )),
+    }
+}
+
+/// How one file of a template reaches its copy: given the directory it is
+/// in, the copy's directory, its name, and its path in the template.
+pub(super) type FileCopy<'a> = dyn Fn(&Dir, &Dir, &str, &str) -> io::Result<()> + 'a;
+
+/// Copies the entries of `from` (at `rel` in its template) into `to`:
+/// directories and links as they are, each file by `file`.
+pub(super) fn copy_tree(from: &Dir, to: &Dir, rel: &str, file: &FileCopy<'_>) -> io::Result<()> {
     for entry in from.entries()? {
         let entry = entry?;
         let name =
             (entry.file_name().into_string()).map_err(|name| io::Error::other(format!("{name:?} is not UTF-8")))?;
+        let path = join(rel, &name);
         let kind = entry.file_type()?;
         if kind.is_symlink() {
             to.symlink_contents(from.read_link_contents(&name)?, &name)?;
         } else if kind.is_dir() {
             to.create_dir(&name)?;
-            copy_tree(&open_dir_nofollow(from, &name)?, &open_dir_nofollow(to, &name)?, edit)?;
+            copy_tree(
+                &open_dir_nofollow(from, &name)?,
+                &open_dir_nofollow(to, &name)?,
+                &path,
+                file,
+            )?;
             to.set_permissions(&name, entry.metadata()?.permissions())?;
         } else if kind.is_file() {
-            let mut file = open_file_nofollow(from, &name)?;
-            let mode = std::os::unix::fs::PermissionsExt::mode(&file.metadata()?.permissions());
-            let mut bytes = Vec::new();
-            (&mut file).take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
-            if bytes.len() as u64 > MAX_FILE_BYTES {
-                return Err(io::Error::other(format!("{name:?} is larger than a venv's file")));
-            }
-            let mut options = OpenOptions::new();
-            options.write(true).create_new(true).mode(mode);
-            to.open_with(&name, &options)?.write_all(&edit(bytes))?;
-            to.set_permissions(&name, cap_std::fs::Permissions::from_mode(mode))?;
+            file(from, to, &name, &path)?;
         } else {
             return Err(io::Error::other(format!(
-                "{name:?} is not a file, a directory or a link"
+                "{path:?} is not a file, a directory or a link"
             )));
         }
     }
     Ok(())
 }
 
+/// `rel/name`, or `name` at the top.
+pub(super) fn join(rel: &str, name: &str) -> String {
+    match rel.is_empty() {
+        true => name.to_owned(),
+        false => format!("{rel}/{name}"),
+    }
+}
+
+/// Copies the file `name` of `from` into `to`, its bytes through `edit`,
+/// its mode kept; refuses one larger than `max` bytes.
+pub(super) fn copy_file(
+    from: &Dir,
+    to: &Dir,
+    name: &str,
+    max: u64,
+    edit: &dyn Fn(Vec<u8>) -> io::Result<Vec<u8>>,
+) -> io::Result<()> {
+    let mut file = open_file_nofollow(from, name)?;
+    let mode = std::os::unix::fs::PermissionsExt::mode(&file.metadata()?.permissions());
+    let mut bytes = Vec::new();
+    (&mut file).take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(io::Error::other(format!("{name:?} is larger than {max} bytes")));
+    }
+    write_new(to, name, mode, &edit(bytes)?)
+}
+
+/// Writes the new file `name` of `to` with `mode`.
+pub(super) fn write_new(to: &Dir, name: &str, mode: u32, bytes: &[u8]) -> io::Result<()> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true).mode(mode);
+    to.open_with(name, &options)?.write_all(bytes)?;
+    to.set_permissions(name, cap_std::fs::Permissions::from_mode(mode))
+}
+
 /// `bytes` with every `from` that is a whole path (not the start of a
 /// longer name) replaced with `to`.
-fn replace_path(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+pub(super) fn replace_path(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     let is_name = |b: &u8| b.is_ascii_alphanumeric() || b"._+@=-".contains(b);
     let mut out = Vec::with_capacity(bytes.len());
     let mut rest = bytes;

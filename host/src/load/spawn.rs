@@ -148,6 +148,7 @@ impl Orchestrator {
                     .into_iter()
                     .chain(python.prefixes.iter().cloned())
                     .collect(),
+                protected: Vec::new(),
                 network: spec.network == AgentNetwork::Outbound,
                 tmp: Tmp::Writable,
                 tmp_bytes: spec.limits.tmp_bytes,

@@ -80,9 +80,10 @@ pub(crate) struct EditableBuild {
     /// The key of the build environment it runs in (none for a prebuilt
     /// wheel moved to its tree).
     build_env: Option<String>,
-    /// Tells the thread the venv is made, when it installs the wheel itself;
-    /// dropped unsent (the install given up) when it is not.
-    venv_made: Option<mpsc::Sender<()>>,
+    /// Tells the thread the venv is made, and what in it the install must
+    /// not write, when it installs the wheel itself; dropped unsent (the
+    /// install given up) when it is not.
+    venv_made: Option<mpsc::Sender<Vec<PathBuf>>>,
 }
 
 impl EditableBuild {
@@ -123,17 +124,18 @@ impl EditableBuild {
         })
     }
 
-    /// Says the venv is made: a wheel the thread installs itself may go in.
-    pub(crate) fn venv_made(&mut self) {
+    /// Says the venv is made: a wheel the thread installs itself may go
+    /// in, with `protected` read-only (see [`StepSpec::protected`]).
+    pub(crate) fn venv_made(&mut self, protected: Vec<PathBuf>) {
         if let Some(made) = self.venv_made.take() {
-            let _ = made.send(());
+            let _ = made.send(protected);
         }
     }
 
     fn spawn(
         root: &crate::fs::root::RootDir,
         build_env: Option<String>,
-        venv_made: Option<mpsc::Sender<()>>,
+        venv_made: Option<mpsc::Sender<Vec<PathBuf>>>,
         work: impl FnOnce(&Path, &Arc<AtomicBool>) -> Result<Prepared, InstallError> + Send + 'static,
     ) -> Result<Self, InstallError> {
         let scratch = Scratch::create(root, "build-").map_err(|e| InstallError::Host(e.to_string()))?;

@@ -155,12 +155,12 @@ impl InstallAlone {
         relocation: &Relocation,
         wheel: &Path,
         out_dir: &Path,
-        venv_made: &mpsc::Receiver<()>,
+        venv_made: &mpsc::Receiver<Vec<PathBuf>>,
         cancel: &Arc<AtomicBool>,
     ) -> Result<StepOutput, InstallError> {
         let started = Instant::now();
         check_requires(wheel, out_dir, &self.lock, &self.markers)?;
-        venv_made
+        let protected = venv_made
             .recv()
             .map_err(|_| InstallError::Host("the venv was not made: the agent is not installed".into()))?;
         let invocation = self
@@ -169,6 +169,7 @@ impl InstallAlone {
         let left = StepKind::SelfInstall.left(relocation.runner.install(), started.elapsed())?;
         let spec = StepSpec::new(StepKind::SelfInstall, invocation, &relocation.package)
             .writable(&self.venv)
+            .protected(&protected)
             .readonly(out_dir)
             .timeout(left)
             .cancel(cancel.clone());

@@ -8,16 +8,16 @@ use std::time::Instant;
 
 use cap_std::fs::Dir;
 
-use super::InstallSession;
+use super::{InstallSession, LoadContext};
 use crate::exec::process::StepOutput;
 use crate::fs::root::{Area, open_dir_nofollow};
 use crate::install::editable::{self, EditableBuild, Prepared};
 use crate::install::installer::{
     InstallTarget, Invocation, LockFiles, RequirementFiles, RequirementsPlan, Resolution, venv_python,
 };
-use crate::install::pylock::{LOCK, Lock, Places};
+use crate::install::pylock::{GivenLock, LOCK, Lock, Places};
 use crate::install::resolve::read_resolution;
-use crate::install::step::{StepKind, StepSpec};
+use crate::install::step::{StepKind, StepRunner, StepSpec};
 use crate::sandbox::bindings::types::{Entrypoint, SelfInstall, StepReport};
 use crate::types::error::{GuestProtocolError, InstallError, describe};
 use par_rules::names::is_entrypoint;
@@ -50,64 +50,59 @@ impl InstallSession {
                 elapsed_ms: 0,
             });
         }
-        tracing::info!(venv = %name, "Installing dependencies from requirements.txt");
         let (ctx, runner) = (self.ctx()?, self.runner()?);
+        if let (Some(linked), Some(given)) = (&venv.linked, &ctx.lock) {
+            let packages_count = linked.installed;
+            tracing::info!(venv = %name, packages_count, "Dependencies linked from this node's install of the lock");
+            tracing::info!(packages_count, "External dependencies installed successfully");
+            self.outcome.lock = Some(given.lock.clone());
+            self.outcome.requirements_count = packages_count;
+            return Ok(StepReport {
+                packages_count,
+                elapsed_ms: 0,
+            });
+        }
+        tracing::info!(venv = %name, "Installing dependencies from requirements.txt");
         let host = |action: &'static str| {
-            let path = venv_path.join(OUTPUT_DIR);
+            let path = venv_path.clone();
             move |e: std::io::Error| InstallError::Host(format!("cannot {action} {}: {e}", path.display()))
         };
         let venv_dir = open_dir_nofollow(ctx.root.dir(Area::Venvs), &name).map_err(host("open the venv of"))?;
-        venv_dir.create_dir(OUTPUT_DIR).map_err(host("create"))?;
-        let output_dir = venv_path.join(OUTPUT_DIR);
-        let index_args = ctx.install.index.args();
-        let spec = |kind, invocation| StepSpec::new(kind, invocation, &package).writable(&venv_path);
-        // Each step after the first gets what is left of the requirements budget.
-        let run_within_budget = |kind, invocation| -> Result<u32, InstallError> {
-            let left = StepKind::Requirements.left(&ctx.install, started.elapsed())?;
-            let output = runner.run(spec(kind, invocation).timeout(left))?;
-            Ok(ctx.installer.packages_installed(&output))
+        let target = Target {
+            dir: &venv_dir,
+            path: &venv_path,
+            package: &package,
+            started,
         };
         let result = if let Some(given) = &ctx.lock {
-            write_lock_files(&venv_dir, given.for_installer(), &package).and_then(|unhashed| {
-                let (pylock, hashed) = (output_dir.join(LOCK), output_dir.join(HASHED_FILE));
-                let files = LockFiles {
-                    pylock: &pylock,
-                    hashed: unhashed.hashed.then_some(hashed.as_path()),
-                    unhashed: &unhashed.rest,
-                };
-                let steps = ctx.installer.install_lock(&venv_path, files, &index_args);
-                let mut count = 0;
-                for invocation in steps {
-                    count += run_within_budget(StepKind::Requirements, invocation)?;
-                }
-                Ok((count, given.lock.clone()))
-            })
+            install_lock(ctx, runner, given, &target).map(|count| (count, given.lock.clone()))
         } else {
-            let files = RequirementFiles {
-                file: &file,
-                constraints: constraints.as_deref(),
-            };
-            let places = Places {
-                output_dir: &output_dir,
-                package: &package,
-            };
-            match ctx
-                .installer
-                .install_requirements(&venv_path, files, &index_args, &output_dir)
-            {
-                RequirementsPlan::ResolveThenInstall { resolve, install } => {
-                    run_within_budget(StepKind::Resolve, resolve).and_then(|_| {
-                        let lock = read_output(&venv_dir, Resolution::Pylock, places)?;
-                        Ok((run_within_budget(StepKind::Requirements, install)?, lock))
-                    })
+            target.with_output_dir(|output_dir| {
+                let files = RequirementFiles {
+                    file: &file,
+                    constraints: constraints.as_deref(),
+                };
+                let places = Places {
+                    output_dir,
+                    package: &package,
+                };
+                let index_args = ctx.install.index.args();
+                match ctx
+                    .installer
+                    .install_requirements(&venv_path, files, &index_args, output_dir)
+                {
+                    RequirementsPlan::ResolveThenInstall { resolve, install } => {
+                        target.run(ctx, runner, StepKind::Resolve, resolve).and_then(|_| {
+                            let lock = read_output(&venv_dir, Resolution::Pylock, places)?;
+                            Ok((target.run(ctx, runner, StepKind::Requirements, install)?, lock))
+                        })
+                    }
+                    RequirementsPlan::InstallWithReport(install) => target
+                        .run(ctx, runner, StepKind::Requirements, install)
+                        .and_then(|count| Ok((count, read_output(&venv_dir, Resolution::PipReport, places)?))),
                 }
-                RequirementsPlan::InstallWithReport(install) => run_within_budget(StepKind::Requirements, install)
-                    .and_then(|count| Ok((count, read_output(&venv_dir, Resolution::PipReport, places)?))),
-            }
+            })
         };
-        if let Err(error) = venv_dir.remove_dir_all(OUTPUT_DIR) {
-            tracing::warn!(%error, "cannot remove the installer's output from the venv");
-        }
         let elapsed_ms = started.elapsed().as_millis() as u64;
         self.outcome.timings.requirements_ms = elapsed_ms;
         match result {
@@ -189,9 +184,16 @@ impl InstallSession {
         }
         let (ctx, runner) = (self.ctx()?, self.runner()?);
         let index = ctx.install.index.args();
+        let protected = self
+            .venv
+            .as_ref()
+            .and_then(|v| v.linked.as_ref())
+            .map(|l| l.protected.as_slice());
         let spec = |target| {
             let invocation = ctx.installer.install(venv, target, &index);
-            StepSpec::new(StepKind::SelfInstall, invocation, package).writable(venv)
+            StepSpec::new(StepKind::SelfInstall, invocation, package)
+                .writable(venv)
+                .protected(protected.unwrap_or_default())
         };
         let (Some(build), Some(Prepared::Wheel { path: wheel, busy })) = (&build, &prepared) else {
             if let Some(Prepared::Installer(reason)) = &prepared {
@@ -263,6 +265,78 @@ impl InstallSession {
         }
         result.map(|_| ())
     }
+}
+
+/// The venv a requirements install goes into, and for which load.
+pub(super) struct Target<'a> {
+    /// The venv's directory.
+    pub dir: &'a Dir,
+    /// Its path.
+    pub path: &'a Path,
+    /// The published tree: the steps' working directory.
+    pub package: &'a Path,
+    /// When the requirements budget started.
+    pub started: Instant,
+}
+
+impl Target<'_> {
+    /// Runs `f` with the installer's output directory made in the venv,
+    /// and removes it after.
+    fn with_output_dir<T>(&self, f: impl FnOnce(&Path) -> Result<T, InstallError>) -> Result<T, InstallError> {
+        let output_dir = self.path.join(OUTPUT_DIR);
+        self.dir
+            .create_dir(OUTPUT_DIR)
+            .map_err(|e| InstallError::Host(format!("cannot create {}: {e}", output_dir.display())))?;
+        let result = f(&output_dir);
+        if let Err(error) = self.dir.remove_dir_all(OUTPUT_DIR) {
+            tracing::warn!(%error, "cannot remove the installer's output from the venv");
+        }
+        result
+    }
+
+    /// Runs one installer step into the venv with what is left of the
+    /// requirements budget; how many distributions it installed.
+    fn run(
+        &self,
+        ctx: &LoadContext,
+        runner: &StepRunner,
+        kind: StepKind,
+        invocation: Invocation,
+    ) -> Result<u32, InstallError> {
+        let left = StepKind::Requirements.left(&ctx.install, self.started.elapsed())?;
+        let spec = StepSpec::new(kind, invocation, self.package)
+            .writable(self.path)
+            .timeout(left);
+        let output = runner.run(spec)?;
+        Ok(ctx.installer.packages_installed(&output))
+    }
+}
+
+/// Installs exactly the given lock into `target`; how many distributions
+/// the installer installed.
+pub(super) fn install_lock(
+    ctx: &LoadContext,
+    runner: &StepRunner,
+    given: &GivenLock,
+    target: &Target<'_>,
+) -> Result<u32, InstallError> {
+    target.with_output_dir(|output_dir| {
+        let unhashed = write_lock_files(target.dir, given.for_installer(), target.package)?;
+        let (pylock, hashed) = (output_dir.join(LOCK), output_dir.join(HASHED_FILE));
+        let files = LockFiles {
+            pylock: &pylock,
+            hashed: unhashed.hashed.then_some(hashed.as_path()),
+            unhashed: &unhashed.rest,
+        };
+        let mut count = 0;
+        for invocation in ctx
+            .installer
+            .install_lock(target.path, files, &ctx.install.index.args())
+        {
+            count += target.run(ctx, runner, StepKind::Requirements, invocation)?;
+        }
+        Ok(count)
+    })
 }
 
 /// The hash-pinned requirement lines pip installs a lock from.

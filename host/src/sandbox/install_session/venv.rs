@@ -10,11 +10,14 @@ use cap_std::fs::Dir;
 
 use super::InstallSession;
 use super::plan::{build_system, check_plan, checked_lines};
+use super::steps::{self, Target};
 use crate::exec::confine;
 use crate::fs::cache_dir::CacheDir;
+use crate::fs::dist_store::DistStore;
 use crate::fs::root::{Area, open_dir_nofollow, open_file_nofollow};
 use crate::fs::venv::{self, VenvInputs};
 use crate::install::editable::{self, BuildJob, EditableBuild, InstallAlone, Relocation};
+use crate::install::installed_template::{self, InstalledTemplate, LinkedVenv};
 use crate::install::pylock::GivenLock;
 use crate::install::step::{StepKind, StepSpec};
 use crate::install::venv_template::{self, VenvTemplate};
@@ -39,6 +42,20 @@ pub(crate) struct VenvState {
     pub self_install: SelfInstall,
     /// The key of the build environment par's own frontend built the agent in.
     pub build_env: Option<String>,
+    /// The requirements, when they were linked from this node's install of
+    /// the lock rather than installed.
+    pub(super) linked: Option<LinkedVenv>,
+}
+
+/// How a venv was made.
+#[derive(Debug, PartialEq, Eq)]
+enum Made {
+    /// Not yet: the installer makes it.
+    Empty,
+    /// A copy of the venv template.
+    Copied,
+    /// Linked from an install of the lock.
+    Linked(LinkedVenv),
 }
 
 impl InstallSession {
@@ -117,6 +134,7 @@ impl InstallSession {
         let marker = venv::sealed_marker(ctx.root.seal(), &name, &key);
         let reused = open_dir_nofollow(venvs, &name).is_ok_and(|venv| venv::is_ready(&venv, &marker));
         let mut editable = None;
+        let mut linked = None;
         if reused {
             tracing::info!(venv = %name, "Reusing venv");
         } else {
@@ -135,7 +153,8 @@ impl InstallSession {
             // The build needs nothing from the venv: it runs while the venv is
             // created and the requirements install.
             editable = self.start_editable_build(&plan, &published.path, &path)?;
-            if !self.copy_venv_template(venvs, &name, &path).map_err(host("empty"))? {
+            let made = self.copy_venv_template(venvs, &name, &path).map_err(host("empty"))?;
+            if made == Made::Empty {
                 let invocation = ctx.installer.create_venv(&ctx.python.executable, &path);
                 if let Err(error) = self.runner()?.run(StepSpec::new(StepKind::Venv, invocation, &path)) {
                     // Not yet this load's venv (nothing will discard it): remove it here.
@@ -143,8 +162,11 @@ impl InstallSession {
                     return Err(error);
                 }
             }
+            if let Made::Linked(made) = made {
+                linked = Some(made);
+            }
             if let Some(build) = editable.as_mut() {
-                build.venv_made();
+                build.venv_made(linked.as_ref().map(|l| l.protected.clone()).unwrap_or_default());
             }
         }
         let venv_dir = open_dir_nofollow(venvs, &name).map_err(host("open"))?;
@@ -181,6 +203,7 @@ impl InstallSession {
             constraints_file,
             self_install: plan.self_install,
             build_env: editable.as_ref().and_then(|build| build.build_env().map(str::to_owned)),
+            linked,
         });
         self.editable = editable;
         Ok(VenvInfo { name, reused })
@@ -188,39 +211,103 @@ impl InstallSession {
 
     /// Makes the venv `name` (an empty directory of `venvs`, at `path`) a
     /// copy of the installer's template for this interpreter, made first if
-    /// there is none ([`VenvTemplate`]); whether it did. Where it cannot (no
+    /// there is none ([`VenvTemplate`]), with a bundle's requirements linked
+    /// in where it can ([`InstalledTemplate`]). Where it cannot copy (no
     /// private cache, an installer whose venvs do not copy, a path that is
     /// not plain, a failure on the way) the directory is left empty, and the
     /// installer makes the venv as before.
-    fn copy_venv_template(&self, venvs: &Dir, name: &str, path: &Path) -> std::io::Result<bool> {
+    fn copy_venv_template(&self, venvs: &Dir, name: &str, path: &Path) -> std::io::Result<Made> {
         let (Ok(ctx), Ok(runner)) = (self.ctx(), self.runner()) else {
-            return Ok(false);
+            return Ok(Made::Empty);
         };
         let cache = ctx.cache_dir.as_deref().and_then(|dir| CacheDir::open(dir).ok());
         let (Some(cache), Some(program)) = (cache, ctx.installer.program()) else {
-            return Ok(false);
+            return Ok(Made::Empty);
         };
         if !ctx.installer.venvs_copy() || !editable::is_plain_path(path) {
-            return Ok(false);
+            return Ok(Made::Empty);
         }
         let key = venv_template::key(&program, &ctx.python.identity);
         let make = |at: &Path| {
             let invocation = ctx.installer.create_venv(&ctx.python.executable, at);
             runner.run(StepSpec::new(StepKind::Venv, invocation, at)).map(drop)
         };
-        let copied = VenvTemplate::ensure(&cache, &key, make).and_then(|template| {
-            let target = open_dir_nofollow(venvs, name).map_err(|e| InstallError::Host(e.to_string()))?;
-            template
-                .copy_to(&target, path)
-                .map_err(|e| InstallError::Host(format!("cannot copy the venv template: {e}")))
-        });
-        match copied {
-            Ok(()) => Ok(true),
+        let template = match VenvTemplate::ensure(&cache, &key, make) {
+            Ok(template) => template,
             Err(error) => {
                 tracing::warn!(%error, venv = %path.display(), "Making the venv with the installer instead of its template");
-                venvs.remove_dir_all(name)?;
-                venvs.create_dir(name)?;
-                Ok(false)
+                return Ok(Made::Empty);
+            }
+        };
+        if let Some(linked) = self.link_requirements(&cache, &key, &template, venvs, name, path)? {
+            return Ok(Made::Linked(linked));
+        }
+        let target = open_dir_nofollow(venvs, name)?;
+        match template.copy_to(&target, path) {
+            Ok(()) => Ok(Made::Copied),
+            Err(error) => {
+                tracing::warn!(%error, venv = %path.display(), "Making the venv with the installer instead of its template");
+                empty(venvs, name)?;
+                Ok(Made::Empty)
+            }
+        }
+    }
+
+    /// Makes the venv `name` (empty, at `path`) the lock's install on this
+    /// node linked ([`InstalledTemplate`]), made first from `template` if
+    /// there is none; `None` (the directory left empty) for a load without
+    /// a bundle's lock or without the installer sandbox, which alone keeps
+    /// linked files from being written, or where linking failed.
+    fn link_requirements(
+        &self,
+        cache: &CacheDir,
+        venv_key: &str,
+        template: &VenvTemplate,
+        venvs: &Dir,
+        name: &str,
+        path: &Path,
+    ) -> std::io::Result<Option<LinkedVenv>> {
+        let (Ok(ctx), Ok(runner), Some(published)) = (self.ctx(), self.runner(), self.published.as_ref()) else {
+            return Ok(None);
+        };
+        // Only files the node keeps by their hash: what a directory of
+        // the package holds is that package's alone.
+        let store = DistStore::open(cache.path()).map(|store| store.path().to_owned());
+        let pinned = |given: &&GivenLock| {
+            store
+                .as_ref()
+                .is_ok_and(|dir| given.for_installer().is_all_files_under(dir))
+        };
+        let Some(given) = ctx.lock.as_ref().filter(|given| given.bundled.is_some()).filter(pinned) else {
+            return Ok(None);
+        };
+        if ctx.sandbox.is_none() {
+            return Ok(None);
+        }
+        let key = installed_template::key(venv_key, &given.digest(), &given.for_installer().digest());
+        let install = |at: &Path| {
+            let dir = Dir::open_ambient_dir(at, cap_std::ambient_authority())
+                .map_err(|e| InstallError::Host(format!("cannot open {}: {e}", at.display())))?;
+            let target = Target {
+                dir: &dir,
+                path: at,
+                package: &published.path,
+                started: Instant::now(),
+            };
+            steps::install_lock(ctx, runner, given, &target)
+        };
+        let linked = InstalledTemplate::ensure(cache, &key, template, install).and_then(|installed| {
+            let target = open_dir_nofollow(venvs, name).map_err(|e| InstallError::Host(e.to_string()))?;
+            installed
+                .link_to(&target, path)
+                .map_err(|e| InstallError::Host(format!("cannot link the installed template: {e}")))
+        });
+        match linked {
+            Ok(linked) => Ok(Some(linked)),
+            Err(error) => {
+                tracing::warn!(%error, venv = %path.display(), "Installing the requirements instead of linking them");
+                empty(venvs, name)?;
+                Ok(None)
             }
         }
     }
@@ -332,4 +419,10 @@ fn read_regular(dir: &Dir, name: &str) -> std::io::Result<Vec<u8>> {
         .take(1024 * 1024)
         .read_to_end(&mut bytes)?;
     Ok(bytes)
+}
+
+/// Empties the venv directory `name` of `venvs` again.
+fn empty(venvs: &Dir, name: &str) -> std::io::Result<()> {
+    venvs.remove_dir_all(name)?;
+    venvs.create_dir(name)
 }
