@@ -732,12 +732,7 @@ fn a_bundles_requirements_are_installed_once_per_node_and_linked_into_each_venv(
             fs::remove_dir_all(pycache).expect("remove");
         }
         let ours = linked_root.join(linked.venv_path.strip_prefix(node_ws.root()).expect("under the root"));
-        // The agent's own install is made per load from a wheel written for
-        // it: uv records that file's time (`uv_cache.json`, and so `RECORD`).
-        let differences: Vec<String> = par_tests::trees::differences(&made.venv_path, &ours)
-            .into_iter()
-            .filter(|difference| !difference.contains("/test_agent-1.0.0.dist-info/"))
-            .collect();
+        let differences = par_tests::trees::differences(&made.venv_path, &ours);
         assert_eq!(
             differences,
             Vec::<String>::new(),
@@ -754,50 +749,76 @@ fn a_bundles_requirements_are_installed_once_per_node_and_linked_into_each_venv(
     fs::remove_dir_all(node_ws.root()).expect("remove the unlinked root");
     fs::rename(&linked_root, node_ws.root()).expect("put the root back");
 
-    // An agent whose wheel also writes `packaging/__init__.py`.
-    let poisoned = rewrite(
-        &parb,
-        "poisoned.parb",
-        |member, bytes| {
-            if !member.starts_with("editable/") {
-                return Some(bytes);
-            }
-            let mut wheel = zip::ZipArchive::new(std::io::Cursor::new(bytes)).expect("the wheel");
-            let mut rewritten = Apkg::new();
-            for index in 0..wheel.len() {
-                use std::io::Read as _;
-                let mut file = wheel.by_index(index).expect("a file of the wheel");
-                if file.is_dir() {
-                    continue;
+    // An agent whose wheel also writes `packaging/__init__.py`: placed by
+    // par (files only), or, with a script, installed by uv with what the
+    // venv shares read-only.
+    for (app, script, why) in [
+        ("third", false, "which the venv already holds"),
+        ("fourth", true, "Read-only file system"),
+    ] {
+        let poisoned = rewrite(
+            &parb,
+            &format!("{app}.parb"),
+            |member, bytes| {
+                if !member.starts_with("editable/") {
+                    return Some(bytes);
                 }
-                let name = file.name().expect("a UTF-8 name").into_owned();
-                let mut data = Vec::new();
-                file.read_to_end(&mut data).expect("read");
-                rewritten = rewritten.file(&name, data);
-            }
-            Some(rewritten.file("packaging/__init__.py", "POISONED = True\n").to_bytes())
-        },
-        &[],
-    );
-    let error = loader
-        .load_blocking(&poisoned, Some("third"))
-        .expect_err("an agent overwriting a linked file");
-    assert_eq!(error.kind(), "install-failed", "{error}");
-    assert!(error.to_string().contains("Read-only file system"), "{error}");
-    assert_eq!(
-        fs::read(shared(&first)).expect("packaging"),
-        original,
-        "the shared file was written"
-    );
-    let venvs: Vec<String> = fs::read_dir(node_ws.root().join("venvs"))
-        .expect("venvs")
-        .flatten()
-        .map(|venv| venv.file_name().to_string_lossy().into_owned())
-        .collect();
-    assert!(
-        venvs.iter().all(|venv| !venv.starts_with("third")),
-        "the refused load's venv was kept: {venvs:?}"
-    );
+                Some(poisoned_wheel(bytes, script))
+            },
+            &[],
+        );
+        let error = loader
+            .load_blocking(&poisoned, Some(app))
+            .expect_err("an agent overwriting a linked file");
+        assert_eq!(error.kind(), "install-failed", "{error}");
+        let message = error.to_string();
+        assert!(
+            message.contains(why) && message.contains("packaging/__init__.py"),
+            "{message}"
+        );
+        assert_eq!(
+            fs::read(shared(&first)).expect("packaging"),
+            original,
+            "the shared file was written"
+        );
+        let venvs: Vec<String> = fs::read_dir(node_ws.root().join("venvs"))
+            .expect("venvs")
+            .flatten()
+            .map(|venv| venv.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            venvs.iter().all(|venv| !venv.starts_with(app)),
+            "the refused load's venv was kept: {venvs:?}"
+        );
+    }
+}
+
+/// The editable wheel `bytes` with `packaging/__init__.py` added, and with
+/// `script` a console script too.
+fn poisoned_wheel(bytes: Vec<u8>, script: bool) -> Vec<u8> {
+    use std::io::Read as _;
+    let mut wheel = zip::ZipArchive::new(std::io::Cursor::new(bytes)).expect("the wheel");
+    let mut rewritten = Apkg::new();
+    let mut dist_info = String::new();
+    for index in 0..wheel.len() {
+        let mut file = wheel.by_index(index).expect("a file of the wheel");
+        if file.is_dir() {
+            continue;
+        }
+        let name = file.name().expect("a UTF-8 name").into_owned();
+        if let Some(dir) = name.strip_suffix("/RECORD") {
+            dist_info = dir.to_owned();
+        }
+        let mut data = Vec::new();
+        file.read_to_end(&mut data).expect("read");
+        rewritten = rewritten.file(&name, data);
+    }
+    rewritten = rewritten.file("packaging/__init__.py", "POISONED = True\n");
+    if script {
+        let entry_points = format!("{dist_info}/entry_points.txt");
+        rewritten = rewritten.file(&entry_points, "[console_scripts]\npoison = core:main\n");
+    }
+    rewritten.to_bytes()
 }
 
 /// The `__pycache__` directories of the venv's site-packages, at its top.

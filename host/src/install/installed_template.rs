@@ -29,8 +29,8 @@ use sha2::{Digest as _, Sha256};
 use crate::fs::cache_dir::CacheDir;
 use crate::fs::root::{open_dir_nofollow, open_file_nofollow, read_bounded};
 use crate::install::venv_template::{
-    MAX_FILE_BYTES, TemplateDir, VenvTemplate, copy_file, copy_tree, ensure_template, join, plain_bytes, replace_path,
-    write_new,
+    Entry, MAX_FILE_BYTES, TemplateDir, VenvTemplate, copy_file, copy_tree, ensure_template, entries, plain_bytes,
+    replace_path, write_new,
 };
 use crate::types::error::InstallError;
 
@@ -265,13 +265,9 @@ fn survey(installed: &Dir, bare: &Dir, path: &Path) -> io::Result<(Vec<String>, 
 /// Walks `installed` beside `bare` from `rel`: an entry `bare` lacks is
 /// `copied` at the top (`.lock`, a wheel's data), `linked` below it.
 fn added(installed: &Dir, bare: &Dir, rel: &str, linked: &mut Vec<String>, copied: &mut Vec<String>) -> io::Result<()> {
-    for entry in installed.entries()? {
-        let entry = entry?;
-        let name =
-            (entry.file_name().into_string()).map_err(|name| io::Error::other(format!("{name:?} is not UTF-8")))?;
-        let path = join(rel, &name);
+    for Entry { name, path, kind } in entries(installed, rel)? {
         match bare.symlink_metadata(&name) {
-            Ok(meta) if meta.is_dir() && entry.file_type()?.is_dir() => added(
+            Ok(meta) if meta.is_dir() && kind.is_dir() => added(
                 &open_dir_nofollow(installed, &name)?,
                 &open_dir_nofollow(bare, &name)?,
                 &path,
@@ -295,11 +291,8 @@ fn files_naming(venv: &Dir, rel: &str, origin: &[u8], found: &mut Vec<String>) -
     let dir = open_relative_dir(venv, parent)?;
     let kind = dir.symlink_metadata(name)?.file_type();
     if kind.is_dir() {
-        for entry in open_dir_nofollow(&dir, name)?.entries()? {
-            let entry = entry?;
-            let child =
-                (entry.file_name().into_string()).map_err(|name| io::Error::other(format!("{name:?} is not UTF-8")))?;
-            files_naming(venv, &join(rel, &child), origin, found)?;
+        for child in entries(&open_dir_nofollow(&dir, name)?, rel)? {
+            files_naming(venv, &child.path, origin, found)?;
         }
     } else if kind.is_file() && holds(open_file_nofollow(&dir, name)?, origin)? {
         found.push(rel.to_owned());

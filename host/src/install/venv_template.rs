@@ -183,12 +183,7 @@ pub(super) type FileCopy<'a> = dyn Fn(&Dir, &Dir, &str, &str) -> io::Result<()> 
 /// Copies the entries of `from` (at `rel` in its template) into `to`:
 /// directories and links as they are, each file by `file`.
 pub(super) fn copy_tree(from: &Dir, to: &Dir, rel: &str, file: &FileCopy<'_>) -> io::Result<()> {
-    for entry in from.entries()? {
-        let entry = entry?;
-        let name =
-            (entry.file_name().into_string()).map_err(|name| io::Error::other(format!("{name:?} is not UTF-8")))?;
-        let path = join(rel, &name);
-        let kind = entry.file_type()?;
+    for Entry { name, path, kind } in entries(from, rel)? {
         if kind.is_symlink() {
             to.symlink_contents(from.read_link_contents(&name)?, &name)?;
         } else if kind.is_dir() {
@@ -199,7 +194,7 @@ pub(super) fn copy_tree(from: &Dir, to: &Dir, rel: &str, file: &FileCopy<'_>) ->
                 &path,
                 file,
             )?;
-            to.set_permissions(&name, entry.metadata()?.permissions())?;
+            to.set_permissions(&name, from.symlink_metadata(&name)?.permissions())?;
         } else if kind.is_file() {
             file(from, to, &name, &path)?;
         } else {
@@ -211,8 +206,35 @@ pub(super) fn copy_tree(from: &Dir, to: &Dir, rel: &str, file: &FileCopy<'_>) ->
     Ok(())
 }
 
+/// One entry of a directory walked by name.
+pub(super) struct Entry {
+    /// Its name (UTF-8: a template's or a wheel's names are).
+    pub name: String,
+    /// Its path in the walk, `/`-separated.
+    pub path: String,
+    /// What it is (a link is not followed).
+    pub kind: cap_std::fs::FileType,
+}
+
+/// The entries of `dir`, at `rel` in a walk; an error for a name that is
+/// not UTF-8.
+pub(super) fn entries(dir: &Dir, rel: &str) -> io::Result<Vec<Entry>> {
+    let mut found = Vec::new();
+    for entry in dir.entries()? {
+        let entry = entry?;
+        let name =
+            (entry.file_name().into_string()).map_err(|name| io::Error::other(format!("{name:?} is not UTF-8")))?;
+        found.push(Entry {
+            path: join(rel, &name),
+            kind: entry.file_type()?,
+            name,
+        });
+    }
+    Ok(found)
+}
+
 /// `rel/name`, or `name` at the top.
-pub(super) fn join(rel: &str, name: &str) -> String {
+fn join(rel: &str, name: &str) -> String {
     match rel.is_empty() {
         true => name.to_owned(),
         false => format!("{rel}/{name}"),

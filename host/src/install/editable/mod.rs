@@ -15,6 +15,7 @@
 mod build_env;
 mod direct_url;
 mod job;
+mod place;
 mod prebuilt;
 
 use std::ffi::OsString;
@@ -33,7 +34,6 @@ pub(crate) use job::{BuildJob, BuildSystem};
 pub(crate) use prebuilt::{InstallAlone, Relocation, check_requires, is_plain_path};
 
 use crate::exec::output::escape_controls;
-use crate::exec::process::StepOutput;
 use crate::fs::staging::Scratch;
 use crate::install::installer::Invocation;
 use crate::install::requirements::check_build_requirement;
@@ -63,8 +63,8 @@ pub(crate) enum Prepared {
         path: PathBuf,
         /// Time moving and installing it took.
         busy: Duration,
-        /// What the install step printed.
-        output: StepOutput,
+        /// Distributions installed.
+        installed: u32,
     },
     /// The installer's own `-e` must do it; why.
     Installer(String),
@@ -115,11 +115,11 @@ impl EditableBuild {
                     busy: started.elapsed(),
                 });
             };
-            let output = install.run(&relocation, &path, wheel_dir, &venv_made, stop)?;
+            let installed = install.run(&relocation, &path, wheel_dir, &venv_made, stop)?;
             Ok(Prepared::Installed {
                 path,
                 busy: started.elapsed(),
-                output,
+                installed,
             })
         })
     }

@@ -15,7 +15,6 @@ use par_rules::bundle::EDITABLE_TREE;
 use uv_pep508::MarkerEnvironment;
 
 use super::the_wheel;
-use crate::exec::process::StepOutput;
 use crate::fs::root::read_bounded;
 use crate::install::installer::{InstallTarget, Installer, Invocation};
 use crate::install::pylock::Lock;
@@ -149,7 +148,9 @@ impl InstallAlone {
     /// Checks the requirements the mover found in the wheel moved by
     /// `relocation` to `wheel` (in `out_dir`), waits until `venv_made`
     /// says the venv is there (or gives up when it never will), and installs
-    /// the wheel alone.
+    /// the wheel alone: placed by the host when the mover laid it out (see
+    /// [`place`](super::place)), else by the installer, with what the venv
+    /// shares read-only; how many distributions that installed.
     pub(crate) fn run(
         &self,
         relocation: &Relocation,
@@ -157,12 +158,17 @@ impl InstallAlone {
         out_dir: &Path,
         venv_made: &mpsc::Receiver<Vec<PathBuf>>,
         cancel: &Arc<AtomicBool>,
-    ) -> Result<StepOutput, InstallError> {
+    ) -> Result<u32, InstallError> {
         let started = Instant::now();
         check_requires(wheel, out_dir, &self.lock, &self.markers)?;
         let protected = venv_made
             .recv()
             .map_err(|_| InstallError::Host("the venv was not made: the agent is not installed".into()))?;
+        let placed = super::place::place(out_dir, &self.venv)
+            .map_err(|e| InstallError::Host(format!("the agent cannot be installed into its venv: {e}")))?;
+        if placed {
+            return Ok(1);
+        }
         let invocation = self
             .installer
             .install(&self.venv, InstallTarget::WheelAlone(wheel), &[]);
@@ -173,7 +179,8 @@ impl InstallAlone {
             .readonly(out_dir)
             .timeout(left)
             .cancel(cancel.clone());
-        relocation.runner.run(spec)
+        let output = relocation.runner.run(spec)?;
+        Ok(self.installer.packages_installed(&output))
     }
 }
 
@@ -295,6 +302,65 @@ mod tests {
             assert_eq!(
                 (hash, size),
                 (format!("sha256={digest}").as_str(), data.len().to_string().as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn a_wheel_of_site_packages_files_only_is_laid_out_as_installed_and_one_with_scripts_is_not() {
+        let base = [
+            ("__editable__.agent-1.0.pth", "/stage/t\n"),
+            ("agent-1.0.dist-info/METADATA", "Name: agent\nVersion: 1.0\n"),
+            ("agent-1.0.dist-info/RECORD", ""),
+        ];
+        let dir = tempfile::tempdir().expect("dir");
+        relocated(dir.path(), &base, EDITABLE_TREE, &["/stage/t"]);
+        let installed = dir.path().join("out/installed");
+        let read = |name: &str| std::fs::read_to_string(installed.join(name)).expect(name);
+        assert_eq!(read("__editable__.agent-1.0.pth"), format!("{EDITABLE_TREE}\n"));
+        assert_eq!(read("agent-1.0.dist-info/INSTALLER"), "par\n");
+        assert_eq!(read("agent-1.0.dist-info/REQUESTED"), "");
+        let record = read("agent-1.0.dist-info/RECORD");
+        let mut rows: Vec<&str> = record.lines().collect();
+        assert_eq!(rows.pop(), Some("agent-1.0.dist-info/RECORD,,"));
+        let mut named: Vec<&str> = rows
+            .iter()
+            .map(|row| row.split(',').next().unwrap_or_default())
+            .collect();
+        named.sort_unstable();
+        assert_eq!(
+            named,
+            [
+                "__editable__.agent-1.0.pth",
+                "agent-1.0.dist-info/INSTALLER",
+                "agent-1.0.dist-info/METADATA",
+                "agent-1.0.dist-info/REQUESTED"
+            ]
+        );
+        for row in rows {
+            let [name, hash, size] = <[&str; 3]>::try_from(row.split(',').collect::<Vec<_>>()).expect("three fields");
+            let data = std::fs::read(installed.join(name)).expect(name);
+            let digest = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&data));
+            assert_eq!(
+                (hash, size),
+                (format!("sha256={digest}").as_str(), data.len().to_string().as_str())
+            );
+        }
+        for extra in [
+            (
+                "agent-1.0.dist-info/entry_points.txt",
+                "[console_scripts]\nagent = core:main\n",
+            ),
+            ("agent-1.0.data/scripts/run", "#!python\n"),
+            ("../escape.py", ""),
+        ] {
+            let dir = tempfile::tempdir().expect("dir");
+            let mut files = base.to_vec();
+            files.push(extra);
+            relocated(dir.path(), &files, EDITABLE_TREE, &["/stage/t"]);
+            assert!(
+                !dir.path().join("out/installed").exists(),
+                "{extra:?}: left to the installer"
             );
         }
     }

@@ -6,7 +6,12 @@ for a tree of its own. This writes a copy of WHEEL into OUT_DIR, under the
 same name, with every FROM in every file's contents (as a whole path, not
 the start of a longer name) replaced by TO, and its RECORD written anew;
 and beside it `requires.txt`, the wheel's `Requires-Dist` values, one a
-line, for the host to check. It is run with a fresh interpreter in isolated mode,
+line, for the host to check. When the wheel holds only what goes into
+site-packages (no `.data` directory, no script entry points) and every
+name is a plain relative path, it also writes `installed/`: the wheel's
+files as they lie in site-packages once installed, with `INSTALLER`,
+`REQUESTED` and `RECORD` as an installer writes them, for the host to
+place into the venv without an installer. It is run with a fresh interpreter in isolated mode,
 without `site` (-I -S), confined as an install step (never in the process
 that ran the build), as
 
@@ -21,6 +26,7 @@ import hashlib
 import io
 import os
 import re
+import shutil
 import sys
 import zipfile
 
@@ -46,6 +52,49 @@ def requires_dist(metadata):
     return [" ".join(h.split(":", 1)[1].split()) for h in headers if h.lower().startswith("requires-dist:")]
 
 
+def has_scripts_or_data(source, dist_info):
+    """Whether the wheel installs anything outside site-packages."""
+    names = [info.filename for info in source.infolist()]
+    if any(name.split("/", 1)[0].endswith(".data") for name in names):
+        return True
+    entry_points = dist_info + "entry_points.txt"
+    if entry_points not in names:
+        return False
+    section = None
+    for line in source.read(entry_points).decode("utf-8").splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line.strip("[] ")
+        elif line and not line.startswith(("#", ";")) and section in ("console_scripts", "gui_scripts"):
+            return True
+    return False
+
+
+def is_plain(name):
+    """Whether a member's name is a relative path of ordinary components."""
+    parts = name.split("/")
+    return all(part not in ("", ".", "..") and "\\" not in part and "\0" not in part for part in parts)
+
+
+def write_installed(out_dir, record, files):
+    """Writes `installed/`: each (name, data, mode) of FILES, and the
+    dist-info's INSTALLER, REQUESTED and RECORD."""
+    root = os.path.join(out_dir, "installed")
+    dist_info = record[: -len("RECORD")]
+    files = files + [(dist_info + "INSTALLER", b"par\n", 0o644), (dist_info + "REQUESTED", b"", 0o644)]
+    rows = []
+    for name, data, mode in files:
+        path = os.path.join(root, *name.split("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "xb") as out:
+            out.write(data)
+        os.chmod(path, mode)
+        rows.append((name, record_hash(data), len(data)))
+    rows.append((record, "", ""))
+    with open(os.path.join(root, *record.split("/")), "x", encoding="utf-8", newline="") as out:
+        csv.writer(out, lineterminator="\n").writerows(rows)
+
+
 def main(wheel, out_dir, to, *sources):
     new = to.encode()
     # Longest first, and never where a longer name goes on.
@@ -59,7 +108,7 @@ def main(wheel, out_dir, to, *sources):
         metadata = records[0][: -len("RECORD")] + "METADATA"
         with open(os.path.join(out_dir, "requires.txt"), "x", encoding="utf-8") as out:
             out.write("".join(line + "\n" for line in requires_dist(source.read(metadata))))
-        rows = []
+        rows, files = [], []
         with zipfile.ZipFile(os.path.join(out_dir, os.path.basename(wheel)), "x") as target:
             for info in infos:
                 if info.filename == records[0]:
@@ -69,12 +118,21 @@ def main(wheel, out_dir, to, *sources):
                 moved.external_attr = info.external_attr
                 target.writestr(moved, data)
                 rows.append((info.filename, record_hash(data), len(data)))
+                files.append((info.filename, data, 0o755 if (info.external_attr >> 16) & 0o111 else 0o644))
             rows.append((records[0], "", ""))
             text = io.StringIO()
             csv.writer(text, lineterminator="\n").writerows(rows)
             record = zipfile.ZipInfo(records[0], DATE)
             record.external_attr = 0o644 << 16
             target.writestr(record, text.getvalue())
+        names = [name for name, _, _ in files]
+        plain = all(map(is_plain, names)) and len(set(names)) == len(names)
+        if plain and not has_scripts_or_data(source, metadata[: -len("METADATA")]):
+            try:
+                write_installed(out_dir, records[0], files)
+            except OSError:
+                # One name a file and a directory, say: the installer decides.
+                shutil.rmtree(os.path.join(out_dir, "installed"), ignore_errors=True)
 
 
 try:

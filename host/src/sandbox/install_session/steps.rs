@@ -9,7 +9,6 @@ use std::time::Instant;
 use cap_std::fs::Dir;
 
 use super::{InstallSession, LoadContext};
-use crate::exec::process::StepOutput;
 use crate::fs::root::{Area, open_dir_nofollow};
 use crate::install::editable::{self, EditableBuild, Prepared};
 use crate::install::installer::{
@@ -154,9 +153,8 @@ impl InstallSession {
         let elapsed_ms = started.elapsed().as_millis() as u64;
         self.outcome.timings.self_install_ms = elapsed_ms;
         match result {
-            Ok(output) => {
+            Ok(packages_count) => {
                 tracing::info!("Agent package installed successfully");
-                let packages_count = self.ctx()?.installer.packages_installed(&output);
                 Ok(StepReport {
                     packages_count,
                     elapsed_ms,
@@ -170,17 +168,18 @@ impl InstallSession {
     }
 
     /// Installs the agent: the wheel the editable build made, or, when there
-    /// is no such build, the installer's own `-e` on the package.
-    fn self_install_step(&mut self, venv: &Path, package: &Path) -> Result<StepOutput, InstallError> {
+    /// is no such build, the installer's own `-e` on the package; how many
+    /// distributions that installed.
+    fn self_install_step(&mut self, venv: &Path, package: &Path) -> Result<u32, InstallError> {
         let mut build = self.editable.take();
         let prepared = build.as_mut().map(EditableBuild::wait).transpose()?;
         if let Some(Prepared::Wheel { busy, .. } | Prepared::Installed { busy, .. }) = &prepared {
             self.outcome.timings.build_ms = busy.as_millis() as u64;
         }
-        if let Some(Prepared::Installed { path, output, .. }) = prepared {
+        if let Some(Prepared::Installed { path, installed, .. }) = prepared {
             // The build's thread installed it (a bundle's wheel, alone).
             record_editable_install(venv, &path, package);
-            return Ok(output);
+            return Ok(installed);
         }
         let (ctx, runner) = (self.ctx()?, self.runner()?);
         let index = ctx.install.index.args();
@@ -199,7 +198,8 @@ impl InstallSession {
             if let Some(Prepared::Installer(reason)) = &prepared {
                 tracing::info!(%reason, "Leaving the editable build to the installer");
             }
-            return runner.run(spec(InstallTarget::Editable(package)));
+            let output = runner.run(spec(InstallTarget::Editable(package)))?;
+            return Ok(ctx.installer.packages_installed(&output));
         };
         let left = StepKind::SelfInstall.left(&ctx.install, *busy)?;
         let output = runner.run(
@@ -208,7 +208,7 @@ impl InstallSession {
                 .timeout(left),
         )?;
         record_editable_install(venv, wheel, package);
-        Ok(output)
+        Ok(ctx.installer.packages_installed(&output))
     }
 
     pub(super) fn verify_import_inner(&mut self, entrypoint: Entrypoint) -> Result<(), InstallError> {
