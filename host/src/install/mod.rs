@@ -7,6 +7,7 @@ pub(crate) mod file_url;
 pub(crate) mod installed_template;
 pub(crate) mod installer;
 pub(crate) mod interpreter;
+pub(crate) mod plain_path;
 pub(crate) mod pylock;
 pub mod requirements;
 pub(crate) mod resolve;

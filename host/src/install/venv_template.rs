@@ -15,7 +15,7 @@ use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt as _, PermissionsExt as _};
 
 use crate::fs::cache_dir::CacheDir;
 use crate::fs::root::{open_dir_nofollow, open_file_nofollow, read_bounded};
-use crate::install::editable::is_plain_path;
+use crate::install::plain_path::is_plain_path;
 use crate::types::error::InstallError;
 
 /// Where the templates live in par's cache, one directory per key.

@@ -25,6 +25,7 @@ use crate::fs::root::{open_dir_nofollow, open_file_nofollow};
 use crate::fs::staging::{Scratch, Staging};
 use crate::install::editable::{self, BuildJob, EditableBuild, Prepared, Relocation};
 use crate::install::installer::{Installer, Invocation, Pip, venv_python};
+use crate::install::plain_path::is_plain_path;
 use crate::install::pylock::{BundleFile, Bundled, GivenLock, HeldFile, Lock, LockError};
 use crate::install::sbom;
 use crate::install::step::{StepKind, StepSpec};
@@ -227,7 +228,7 @@ impl Orchestrator {
             .as_deref()
             .and_then(|dir| CacheDir::open(dir).ok());
         let usable = installer.installs_prebuilt_editable() && editable::is_buildable(system);
-        let (Some(cache_dir), true, true) = (cache_dir, usable, editable::is_plain_path(&package)) else {
+        let (Some(cache_dir), true, true) = (cache_dir, usable, is_plain_path(&package)) else {
             tracing::info!("The bundle carries no editable wheel: each load builds the agent");
             return Ok(None);
         };

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 pub(crate) use build_env::{Generation, add_user, discard_generations, generations, users};
 pub(crate) use direct_url::{editable_install_of, record_editable};
 pub(crate) use job::{BuildJob, BuildSystem};
-pub(crate) use prebuilt::{InstallAlone, Relocation, check_requires, is_plain_path};
+pub(crate) use prebuilt::{InstallAlone, Relocation, check_requires};
 
 use crate::exec::output::escape_controls;
 use crate::fs::staging::Scratch;

@@ -17,6 +17,7 @@ use uv_pep508::MarkerEnvironment;
 use super::the_wheel;
 use crate::fs::root::read_bounded;
 use crate::install::installer::{InstallTarget, Installer, Invocation};
+use crate::install::plain_path::is_plain_path;
 use crate::install::pylock::Lock;
 use crate::install::requirements::is_named_requirement;
 use crate::install::step::{StepKind, StepRunner, StepSpec};
@@ -28,18 +29,6 @@ const RELOCATE: &str = include_str!("relocate.py");
 const REQUIRES: &str = "requires.txt";
 /// Most bytes of that list read.
 const MAX_REQUIRES_BYTES: u64 = 1 << 20;
-
-/// Whether `path` can be written into an editable wheel's files as it is:
-/// absolute, and only characters that mean themselves in a `.pth` line and
-/// in a Python string literal alike.
-pub(crate) fn is_plain_path(path: &Path) -> bool {
-    path.to_str().is_some_and(|text| {
-        text.starts_with('/')
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-' | b'+' | b'@' | b'='))
-    })
-}
 
 /// Moving one wheel: who runs it, with which interpreter, for which tree.
 #[derive(Debug)]
@@ -362,24 +351,6 @@ mod tests {
                 !dir.path().join("out/installed").exists(),
                 "{extra:?}: left to the installer"
             );
-        }
-    }
-
-    #[test]
-    fn only_absolute_paths_of_plain_characters_are_written_into_a_wheel() {
-        for plain in ["/srv/par/trees/agent@1.0.0.ab12", EDITABLE_TREE, "/a/b-c_d+e=f"] {
-            assert!(is_plain_path(Path::new(plain)), "{plain}");
-        }
-        for odd in [
-            "relative/tree",
-            "/it's",
-            "/a\\b",
-            "/a b",
-            "/a\nb",
-            "/caf\u{e9}",
-            "/a\"b",
-        ] {
-            assert!(!is_plain_path(Path::new(odd)), "{odd:?}");
         }
     }
 }

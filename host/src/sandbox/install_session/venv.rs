@@ -18,6 +18,7 @@ use crate::fs::root::{Area, open_dir_nofollow, open_file_nofollow};
 use crate::fs::venv::{self, VenvInputs};
 use crate::install::editable::{self, BuildJob, EditableBuild, InstallAlone, Relocation};
 use crate::install::installed_template::{self, InstalledTemplate, LinkedVenv};
+use crate::install::plain_path::is_plain_path;
 use crate::install::pylock::GivenLock;
 use crate::install::step::{StepKind, StepSpec};
 use crate::install::venv_template::{self, VenvTemplate};
@@ -224,7 +225,7 @@ impl InstallSession {
         let (Some(cache), Some(program)) = (cache, ctx.installer.program()) else {
             return Ok(Made::Empty);
         };
-        if !ctx.installer.venvs_copy() || !editable::is_plain_path(path) {
+        if !ctx.installer.venvs_copy() || !is_plain_path(path) {
             return Ok(Made::Empty);
         }
         let key = venv_template::key(&program, &ctx.python.identity);
@@ -328,7 +329,7 @@ impl InstallSession {
             return Ok(None);
         }
         if let Some(wheel) = &ctx.editable_wheel {
-            if ctx.installer.installs_prebuilt_editable() && editable::is_plain_path(package) {
+            if ctx.installer.installs_prebuilt_editable() && is_plain_path(package) {
                 let relocation = Relocation::to_tree(
                     runner.clone(),
                     ctx.python.executable.clone(),
