@@ -10,7 +10,7 @@
 //! marker the host writes the venv's lock (`pylock.toml`): what its
 //! requirements step installed ([`crate::install::pylock`]).
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -180,6 +180,22 @@ pub(crate) fn site_packages(venv: &Path) -> Vec<Dir> {
     let Ok(lib) = Dir::open_ambient_dir(venv.join("lib"), cap_std::ambient_authority()) else {
         return Vec::new();
     };
+    site_packages_in(&lib).into_iter().map(|(_, site)| site).collect()
+}
+
+/// The venv's one `lib/python*/site-packages`, opened without following a
+/// symlink, with its path in the venv (`lib/python3.11/site-packages`); an
+/// error unless there is exactly one.
+pub(crate) fn one_site_packages(venv: &Dir) -> io::Result<(String, Dir)> {
+    let found = site_packages_in(&open_dir_nofollow(venv, "lib")?);
+    let [(python, site)] =
+        <[_; 1]>::try_from(found).map_err(|_| io::Error::other("the venv has not exactly one site-packages"))?;
+    Ok((format!("lib/{python}/site-packages"), site))
+}
+
+/// The `python*/site-packages` directories of a venv's `lib`, each with the
+/// name of its `python*` directory.
+fn site_packages_in(lib: &Dir) -> Vec<(String, Dir)> {
     let Ok(entries) = lib.entries() else {
         return Vec::new();
     };
@@ -188,9 +204,22 @@ pub(crate) fn site_packages(venv: &Path) -> Vec<Dir> {
         .filter_map(|entry| {
             let name = entry.file_name();
             let python = name.to_str().filter(|n| n.starts_with("python"))?;
-            open_dir_nofollow(&open_dir_nofollow(&lib, python).ok()?, "site-packages").ok()
+            let site = open_dir_nofollow(&open_dir_nofollow(lib, python).ok()?, "site-packages").ok()?;
+            Some((python.to_owned(), site))
         })
         .collect()
+}
+
+/// The project name a `{name}-{version}.dist-info` directory's name spells.
+pub(crate) fn dist_info_project(file_name: &str) -> Option<&str> {
+    let (name, _) = file_name.strip_suffix(".dist-info")?.split_once('-')?;
+    Some(name)
+}
+
+/// Whether `line` of a `RECORD` is the one for `entry` (its path as
+/// `RECORD` spells it).
+pub(crate) fn is_record_line_of(line: &str, entry: &str) -> bool {
+    line.strip_prefix(entry).is_some_and(|rest| rest.starts_with(','))
 }
 
 /// Every `{name}-{version}.dist-info` directory of the venv's
@@ -207,10 +236,7 @@ pub(crate) fn dist_infos(venv: &Path) -> Vec<(String, Dir)> {
             let Some(file_name) = file_name.to_str() else {
                 continue;
             };
-            let name = file_name
-                .strip_suffix(".dist-info")
-                .and_then(|stem| stem.split_once('-'))
-                .map(|(name, _)| name.to_owned());
+            let name = dist_info_project(file_name).map(str::to_owned);
             if let Some((name, dist)) = name.zip(open_dir_nofollow(&site, file_name).ok()) {
                 found.push((name, dist));
             }

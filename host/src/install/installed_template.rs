@@ -28,9 +28,10 @@ use sha2::{Digest as _, Sha256};
 
 use crate::fs::cache_dir::CacheDir;
 use crate::fs::root::{open_dir_nofollow, open_file_nofollow, read_bounded};
+use crate::fs::venv::{is_record_line_of, one_site_packages};
 use crate::install::venv_template::{
-    Entry, MAX_FILE_BYTES, TemplateDir, VenvTemplate, copy_file, copy_tree, ensure_template, entries, plain_bytes,
-    replace_path, write_new,
+    Entry, MAX_FILE_BYTES, TemplateDir, VenvTemplate, copy_file, copy_tree, ensure_template, entries, mode_of,
+    plain_bytes, replace_path, write_new,
 };
 use crate::types::error::InstallError;
 
@@ -144,9 +145,7 @@ impl InstalledTemplate {
         let linked: HashSet<&str> = self.manifest.linked.iter().map(String::as_str).collect();
         copy_tree(&self.venv, target, "", &|from, to_dir, name, rel| {
             if let Some(bytes) = written.get(rel) {
-                let mode =
-                    std::os::unix::fs::PermissionsExt::mode(&open_file_nofollow(from, name)?.metadata()?.permissions());
-                write_new(to_dir, name, mode, bytes)
+                write_new(to_dir, name, mode_of(from, name)?, &mut &bytes[..])
             } else if let Some(lines) = records.get(rel) {
                 copy_file(from, to_dir, name, MAX_RECORD_BYTES, &|bytes| {
                     edit_record(&bytes, lines)
@@ -181,9 +180,7 @@ fn edit_record(bytes: &[u8], lines: &[(&str, String)]) -> io::Result<Vec<u8>> {
     let mut out = String::with_capacity(text.len());
     let mut replaced = vec![0usize; lines.len()];
     for line in text.split_inclusive('\n') {
-        let found = lines
-            .iter()
-            .position(|(entry, _)| line.strip_prefix(entry).is_some_and(|rest| rest.starts_with(',')));
+        let found = lines.iter().position(|(entry, _)| is_record_line_of(line, entry));
         match found {
             Some(at) => {
                 replaced[at] += 1;
@@ -215,7 +212,7 @@ fn survey(installed: &Dir, bare: &Dir, path: &Path) -> io::Result<(Vec<String>, 
     if naming.is_empty() {
         return Ok((linked, Vec::new()));
     }
-    let site = site_packages(installed)?;
+    let (site, _) = one_site_packages(installed)?;
     let records: Vec<(String, String)> = linked
         .iter()
         .filter(|entry| {
@@ -242,10 +239,7 @@ fn survey(installed: &Dir, bare: &Dir, path: &Path) -> io::Result<(Vec<String>, 
         };
         let mut listing = records.iter().flat_map(|(record, text)| {
             text.lines()
-                .filter(|line| {
-                    line.strip_prefix(entry.as_str())
-                        .is_some_and(|rest| rest.starts_with(','))
-                })
+                .filter(|line| is_record_line_of(line, &entry))
                 .map(move |_| record)
         });
         let (Some(record), None) = (listing.next(), listing.next()) else {
@@ -315,24 +309,6 @@ fn holds(mut file: std::fs::File, needle: &[u8]) -> io::Result<bool> {
         }
         let keep = window.len().min(needle.len().saturating_sub(1));
         window.drain(..window.len() - keep);
-    }
-}
-
-/// The venv's one `lib/python*/site-packages`, as a path in it.
-fn site_packages(venv: &Dir) -> io::Result<String> {
-    let lib = open_dir_nofollow(venv, "lib")?;
-    let mut found = Vec::new();
-    for entry in lib.entries()? {
-        let name = entry?.file_name();
-        if let Some(python) = name.to_str().filter(|n| n.starts_with("python"))
-            && open_dir_nofollow(&open_dir_nofollow(&lib, python)?, "site-packages").is_ok()
-        {
-            found.push(format!("lib/{python}/site-packages"));
-        }
-    }
-    match <[String; 1]>::try_from(found) {
-        Ok([site]) => Ok(site),
-        Err(_) => Err(io::Error::other("the venv has not exactly one site-packages")),
     }
 }
 

@@ -7,14 +7,14 @@
 //! that template copied through handles under the root, the new venv's path
 //! written where the template names its own.
 
-use std::io::{self, Read as _, Write as _};
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
 
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt as _, PermissionsExt as _};
 
 use crate::fs::cache_dir::CacheDir;
-use crate::fs::root::{open_dir_nofollow, open_file_nofollow, read_bounded};
+use crate::fs::root::{open_dir_nofollow, read_bounded};
 use crate::install::plain_path::is_plain_path;
 use crate::types::error::InstallError;
 
@@ -250,21 +250,21 @@ pub(super) fn copy_file(
     max: u64,
     edit: &dyn Fn(Vec<u8>) -> io::Result<Vec<u8>>,
 ) -> io::Result<()> {
-    let mut file = open_file_nofollow(from, name)?;
-    let mode = std::os::unix::fs::PermissionsExt::mode(&file.metadata()?.permissions());
-    let mut bytes = Vec::new();
-    (&mut file).take(max + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > max {
-        return Err(io::Error::other(format!("{name:?} is larger than {max} bytes")));
-    }
-    write_new(to, name, mode, &edit(bytes)?)
+    let bytes = read_bounded(from, name, max)?;
+    write_new(to, name, mode_of(from, name)?, &mut &edit(bytes)?[..])
 }
 
-/// Writes the new file `name` of `to` with `mode`.
-pub(super) fn write_new(to: &Dir, name: &str, mode: u32, bytes: &[u8]) -> io::Result<()> {
+/// The mode of the file `name` of `dir` (a link is not followed).
+pub(super) fn mode_of(dir: &Dir, name: &str) -> io::Result<u32> {
+    Ok(dir.symlink_metadata(name)?.permissions().mode())
+}
+
+/// Writes the new file `name` of `to` with `mode`, its bytes read from
+/// `bytes`; an `AlreadyExists` error where `to` holds `name`.
+pub(super) fn write_new(to: &Dir, name: &str, mode: u32, bytes: &mut dyn Read) -> io::Result<()> {
     let mut options = OpenOptions::new();
     options.write(true).create_new(true).mode(mode);
-    to.open_with(name, &options)?.write_all(bytes)?;
+    io::copy(bytes, &mut to.open_with(name, &options)?)?;
     to.set_permissions(name, cap_std::fs::Permissions::from_mode(mode))
 }
 

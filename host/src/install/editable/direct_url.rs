@@ -37,7 +37,7 @@ pub(crate) fn record_editable(venv: &Path, wheel_name: &str, package: &Path) -> 
     let record = dist.read_to_string("RECORD")?;
     let mut lines: Vec<String> = record
         .lines()
-        .filter(|l| !l.starts_with(&format!("{entry},")))
+        .filter(|l| !venv::is_record_line_of(l, &entry))
         .map(str::to_owned)
         .collect();
     lines.push(line);

@@ -12,16 +12,15 @@
 //! one is refused, naming it.
 
 use std::io;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::str::FromStr as _;
 
-use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt as _, Permissions, PermissionsExt as _};
+use cap_std::fs::Dir;
 use uv_normalize::PackageName;
 
 use crate::fs::root::{open_dir_nofollow, open_file_nofollow};
 use crate::fs::venv;
-use crate::install::venv_template::{Entry, entries};
+use crate::install::venv_template::{Entry, entries, mode_of, write_new};
 
 /// Where the mover lays out what the wheel installs, in its output directory.
 const INSTALLED_DIR: &str = "installed";
@@ -38,8 +37,7 @@ pub(crate) fn place(out_dir: &Path, venv: &Path) -> io::Result<bool> {
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(error) => return Err(error),
     };
-    let [site] = <[Dir; 1]>::try_from(venv::site_packages(venv))
-        .map_err(|_| io::Error::other("the venv has not exactly one site-packages"))?;
+    let (_, site) = venv::one_site_packages(&Dir::open_ambient_dir(venv, cap_std::ambient_authority())?)?;
     let theirs = projects(&site)?;
     if let Some(name) = projects(&from)?.into_iter().find(|name| theirs.contains(name)) {
         return Err(io::Error::other(format!(
@@ -54,11 +52,9 @@ fn projects(dir: &Dir) -> io::Result<Vec<PackageName>> {
     let mut found = Vec::new();
     for entry in dir.entries()? {
         let name = entry?.file_name();
-        let project = name
-            .to_str()
-            .and_then(|name| name.strip_suffix(".dist-info"))
-            .and_then(|stem| stem.split_once('-'))
-            .and_then(|(project, _)| PackageName::from_str(project).ok());
+        let project = (name.to_str())
+            .and_then(venv::dist_info_project)
+            .and_then(|project| PackageName::from_str(project).ok());
         found.extend(project);
     }
     Ok(found)
@@ -76,18 +72,13 @@ fn merge(from: &Dir, to: &Dir, rel: &str) -> io::Result<()> {
                 .map_err(|e| io::Error::other(format!("{path} in the venv is not a directory: {e}")))?;
             merge(&open_dir_nofollow(from, &name)?, &into, &path)?;
         } else if kind.is_file() {
-            let mut source = open_file_nofollow(from, &name)?;
-            let mode = source.metadata()?.permissions().mode() & 0o777;
-            let mut options = OpenOptions::new();
-            options.write(true).create_new(true).mode(mode);
-            let mut target = to.open_with(&name, &options).map_err(|e| match e.kind() {
+            let mode = mode_of(from, &name)? & 0o777;
+            write_new(to, &name, mode, &mut open_file_nofollow(from, &name)?).map_err(|e| match e.kind() {
                 io::ErrorKind::AlreadyExists => {
                     io::Error::other(format!("the agent's wheel holds {path}, which the venv already holds"))
                 }
                 _ => e,
             })?;
-            io::copy(&mut source, &mut target)?;
-            to.set_permissions(&name, Permissions::from_mode(mode))?;
         } else {
             return Err(io::Error::other(format!("{path} is not a file or a directory")));
         }
@@ -97,6 +88,8 @@ fn merge(from: &Dir, to: &Dir, rel: &str) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
     use super::*;
 
     /// A venv with `packaging` installed, and a layout of the agent beside it.

@@ -82,17 +82,22 @@ def write_installed(out_dir, record, files):
     root = os.path.join(out_dir, "installed")
     dist_info = record[: -len("RECORD")]
     files = files + [(dist_info + "INSTALLER", b"par\n", 0o644), (dist_info + "REQUESTED", b"", 0o644)]
-    rows = []
     for name, data, mode in files:
         path = os.path.join(root, *name.split("/"))
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "xb") as out:
             out.write(data)
         os.chmod(path, mode)
-        rows.append((name, record_hash(data), len(data)))
-    rows.append((record, "", ""))
     with open(os.path.join(root, *record.split("/")), "x", encoding="utf-8", newline="") as out:
-        csv.writer(out, lineterminator="\n").writerows(rows)
+        out.write(record_text(record, files))
+
+
+def record_text(record, files):
+    """RECORD for the (name, data, mode) of FILES, itself listed last."""
+    rows = [(name, record_hash(data), len(data)) for name, data, _ in files] + [(record, "", "")]
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(rows)
+    return text.getvalue()
 
 
 def main(wheel, out_dir, to, *sources):
@@ -108,7 +113,7 @@ def main(wheel, out_dir, to, *sources):
         metadata = records[0][: -len("RECORD")] + "METADATA"
         with open(os.path.join(out_dir, "requires.txt"), "x", encoding="utf-8") as out:
             out.write("".join(line + "\n" for line in requires_dist(source.read(metadata))))
-        rows, files = [], []
+        files = []
         with zipfile.ZipFile(os.path.join(out_dir, os.path.basename(wheel)), "x") as target:
             for info in infos:
                 if info.filename == records[0]:
@@ -117,14 +122,10 @@ def main(wheel, out_dir, to, *sources):
                 moved = zipfile.ZipInfo(info.filename, DATE)
                 moved.external_attr = info.external_attr
                 target.writestr(moved, data)
-                rows.append((info.filename, record_hash(data), len(data)))
                 files.append((info.filename, data, 0o755 if (info.external_attr >> 16) & 0o111 else 0o644))
-            rows.append((records[0], "", ""))
-            text = io.StringIO()
-            csv.writer(text, lineterminator="\n").writerows(rows)
             record = zipfile.ZipInfo(records[0], DATE)
             record.external_attr = 0o644 << 16
-            target.writestr(record, text.getvalue())
+            target.writestr(record, record_text(records[0], files))
         names = [name for name, _, _ in files]
         plain = all(map(is_plain, names)) and len(set(names)) == len(names)
         if plain and not has_scripts_or_data(source, metadata[: -len("METADATA")]):

@@ -271,18 +271,14 @@ impl InstallSession {
         let (Ok(ctx), Ok(runner), Some(published)) = (self.ctx(), self.runner(), self.published.as_ref()) else {
             return Ok(None);
         };
-        // Only files the node keeps by their hash: what a directory of
-        // the package holds is that package's alone.
-        let store = DistStore::open(cache.path()).map(|store| store.path().to_owned());
-        let pinned = |given: &&GivenLock| {
-            store
-                .as_ref()
-                .is_ok_and(|dir| given.for_installer().is_all_files_under(dir))
-        };
-        let Some(given) = ctx.lock.as_ref().filter(|given| given.bundled.is_some()).filter(pinned) else {
+        let Some(given) = ctx.lock.as_ref().filter(|given| given.bundled.is_some()) else {
             return Ok(None);
         };
-        if ctx.sandbox.is_none() {
+        // Only files the node keeps by their hash: what a directory of
+        // the package holds is that package's alone.
+        let pinned =
+            DistStore::open(cache.path()).is_ok_and(|store| given.for_installer().is_all_files_under(store.path()));
+        if ctx.sandbox.is_none() || !pinned {
             return Ok(None);
         }
         let key = installed_template::key(venv_key, &given.digest(), &given.for_installer().digest());
